@@ -1,0 +1,186 @@
+"""
+The seams of mnigs.  Every pluggable part provides one of these interfaces;
+a new routing protocol or tunnel type is one class that implements the
+interface and a line in its registry, nothing else.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IAccessList(Interface):
+    """
+    The gateway's data-path gate: the set of source addresses whose traffic
+    is forwarded (and NATed) to the uplink.  Addresses not in the set get
+    nothing through.  Changes are applied in batches; each call's Deferred
+    fires once the kernel really has the change.
+    """
+
+    def install(addresses):
+        """
+        Replace whatever gate is there (left over by a crashed run, say) by
+        one that admits exactly C{addresses} (an iterable of
+        L{ipaddress.IPv4Address} / L{ipaddress.IPv6Address}), atomically, so
+        that clients already admitted see no gap.  Returns a Deferred.
+        """
+
+    def allow(address):
+        """
+        Admit C{address}.  Returns a Deferred that fires when it is in force.
+        """
+
+    def deny(address):
+        """
+        Stop admitting C{address}.  Returns a Deferred that fires when it is
+        in force.  Denying an address not admitted is not an error.
+        """
+
+    def remove():
+        """
+        Tear the gate down entirely (on stop).  Returns a Deferred.
+        """
+
+
+class IGatewayMethod(Interface):
+    """
+    The gateway side of one connection method (forward, wireguard, ...).
+
+    A method turns a lease into data-path access and takes it away again.
+    It holds no lease bookkeeping of its own: the lease book is the truth,
+    and after a restart the method is handed every live lease again.
+    """
+
+    name = Attribute("The method's type as it appears on the wire.")
+
+    def offerEntry(localHost):
+        """
+        The method's entry in the offer (a dict with at least C{type}) as
+        seen by a client that reached the server on C{localHost}, or C{None}
+        if the method is not offered there.  Never holds secrets.
+        """
+
+    def checkParams(params):
+        """
+        Validate the method-specific register params (a dict from the
+        network) and return a normalised dict to keep in the lease.  Raises
+        L{mnigs.protocol.RPCError} (-32602) on anything malformed.
+        """
+
+    def checkClient(clientHost, localHost):
+        """
+        Raise L{mnigs.protocol.RPCError} 1002 if this method cannot serve a
+        client whose request came from C{clientHost} to C{localHost}.
+        """
+
+    def allocate(lease, others, localHost):
+        """
+        Choose what the lease needs on this gateway (an inner address, say),
+        given C{others}, the other live leases of this method, and return
+        the lease's C{config} dict as sent to the client (the client reached
+        the server on C{localHost}).  C{config["address"]} is always the
+        source address the data path admits for this lease.  Raises
+        L{mnigs.protocol.RPCError} 1001 when a pool is exhausted.  Pure.
+        """
+
+    def start(leases):
+        """
+        Bring the method's data path up (spawn or adopt a daemon, create an
+        interface) and grant every lease in C{leases}.  Returns a Deferred.
+        """
+
+    def grant(lease):
+        """
+        Give C{lease} access on the data path.  Returns a Deferred that fires
+        once the access is in force.
+        """
+
+    def revoke(lease):
+        """
+        Take C{lease}'s access away.  Returns a Deferred that fires once it
+        is gone.  Revoking something already gone is not an error.
+        """
+
+    def stop():
+        """
+        Tear down everything C{start} set up.  Returns a Deferred.
+        """
+
+    def describe():
+        """
+        A JSON-able dict for status output.
+        """
+
+
+class ILeaseStore(Interface):
+    """
+    Durable storage of the lease book: a crash at any instant leaves either
+    the previous or the new contents, never a broken file.
+    """
+
+    def load():
+        """
+        Return the list of stored lease records (dicts); an empty list when
+        nothing was stored yet.  Raises L{mnigs.statefile.StateFileCorrupt}
+        after moving an unreadable file aside.
+        """
+
+    def save(records):
+        """
+        Durably replace the stored records by C{records} (a list of dicts).
+        """
+
+
+class IUplinkCheck(Interface):
+    """
+    One way of telling whether the gateway's own uplink works.
+    """
+
+    def check():
+        """
+        Return a Deferred firing with C{None} if the uplink looks fine, or a
+        short human-readable reason string if it does not.
+        """
+
+
+class IRouteSource(Interface):
+    """
+    One view of the mesh's routing state (kernel tables, babeld, Yggdrasil,
+    cjdns), yielding candidate gateway addresses.
+    """
+
+    name = Attribute("Short name used in config files and logs.")
+
+    def candidates():
+        """
+        Return a Deferred firing with a list of
+        L{mnigs.client.candidates.Candidate} (address, distance, source),
+        nearest first.
+        """
+
+    def watch(onChange):
+        """
+        Call C{onChange()} (no arguments) whenever the routes this source
+        reports may have changed.  Returns an object with a C{stop()} method.
+        """
+
+
+class IClientMethod(Interface):
+    """
+    The client side of one connection method.
+    """
+
+    name = Attribute("The method's type as it appears on the wire.")
+
+    def registerParams(offerEntry):
+        """
+        The method-specific params to send with C{gateway.register} for the
+        given offer entry (a public key, say).
+        """
+
+    def connect(offer, offerEntry, lease):
+        """
+        Bring the tunnel (or plain forwarding) up for C{lease} and install
+        the default route in mnigs's own table.  Returns a Deferred firing
+        with a connection object (with C{disconnect()} returning a Deferred,
+        and C{whenLost()} returning a Deferred that fires if the tunnel
+        dies by itself) or failing if the tunnel did not come up.
+        """

@@ -1,0 +1,140 @@
+"""
+The C{wireguard} method, gateway side: one WireGuard interface (kernel or
+wireguard-go), a peer per lease with its inner /32 from a pool, and the
+inner address admitted by the access list while the lease lives.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mnigs.interfaces import IGatewayMethod
+from mnigs.methods.forward import accessAddress
+from mnigs.protocol import (
+    GATEWAY_FULL,
+    METHOD_UNAVAILABLE,
+    RPCError,
+    checkBase64Key,
+    formatEndpoint,
+    invalidParams,
+)
+from mnigs.wireguard import Peer
+
+log = Logger()
+
+
+def poolHosts(pool):
+    """
+    (gateway address, client addresses): the gateway takes the first host.
+    """
+    hosts = pool.hosts()
+    gateway = next(hosts)
+    return gateway, hosts
+
+
+@implementer(IGatewayMethod)
+class WireGuardGateway:
+    name = "wireguard"
+
+    def __init__(self, device, uapi, access, publicKey: str, pool, port: int,
+                 endpoints=(), dns=()):
+        self.device = device
+        self.uapi = uapi
+        self.access = access
+        self.publicKey = publicKey
+        self.pool = pool
+        self.gatewayAddress, _ = poolHosts(pool)
+        self.port = port
+        self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
+        self.dns = [str(d) for d in dns]
+        self.leases = {}
+
+    def _endpointHost(self, localHost):
+        local = ipaddress.ip_address(localHost)
+        if not self.endpoints or local in self.endpoints:
+            return local
+        sameFamily = [e for e in self.endpoints if e.version == local.version]
+        return (sameFamily or self.endpoints)[0]
+
+    def offerEntry(self, localHost):
+        return {"type": "wireguard",
+                "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
+                "public_key": self.publicKey}
+
+    def checkParams(self, params):
+        extra = set(params) - {"public_key"}
+        if extra:
+            raise invalidParams(f"unknown wireguard params {sorted(extra)}")
+        if "public_key" not in params:
+            raise invalidParams("wireguard needs params.public_key")
+        return {"public_key": checkBase64Key(params["public_key"], "public_key")}
+
+    def checkClient(self, clientHost, localHost):
+        return None
+
+    def allocate(self, lease, others, localHost):
+        key = lease.params["public_key"]
+        if key == self.publicKey or any(o.params.get("public_key") == key for o in others):
+            raise RPCError(METHOD_UNAVAILABLE, "that WireGuard public key is already in use")
+        used = {accessAddress(o) for o in others}
+        _, hosts = poolHosts(self.pool)
+        for address in hosts:
+            if address not in used:
+                break
+        else:
+            raise RPCError(GATEWAY_FULL, "WireGuard address pool exhausted")
+        return {"address": f"{address}/32",
+                "gateway_address": str(self.gatewayAddress),
+                "peer_public_key": self.publicKey,
+                "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
+                "dns": list(self.dns)}
+
+    def _peer(self, lease):
+        return Peer(public_key=lease.params["public_key"],
+                    allowed_ips=[f"{accessAddress(lease)}/32"])
+
+    @defer.inlineCallbacks
+    def start(self, leases):
+        self.device.onDeath(self._daemonRestarted)
+        yield self.device.start()
+        self.leases = {lease.id: lease for lease in leases}
+        yield self._addAllPeers()
+
+    def _addAllPeers(self):
+        peers = [self._peer(lease) for lease in self.leases.values()]
+        if not peers:
+            return defer.succeed(None)
+        return self.uapi.setPeers(add=peers)
+
+    def _daemonRestarted(self, *reason):
+        # The device re-creates itself; its peers live in our lease book.
+        log.warn("WireGuard daemon died; it is restarted and its peers re-added")
+
+        def readd(_):
+            return self._addAllPeers()
+
+        self.device.whenReady().addCallback(readd).addErrback(
+            lambda f: log.failure("could not re-add WireGuard peers", f))
+
+    @defer.inlineCallbacks
+    def grant(self, lease):
+        self.leases[lease.id] = lease
+        yield self.uapi.setPeers(add=[self._peer(lease)])
+        yield self.access.allow(accessAddress(lease))
+
+    @defer.inlineCallbacks
+    def revoke(self, lease):
+        self.leases.pop(lease.id, None)
+        yield self.access.deny(accessAddress(lease))
+        yield self.uapi.setPeers(remove=[lease.params["public_key"]])
+
+    def stop(self):
+        return self.device.stop()
+
+    def describe(self):
+        return {"interface": self.device.ifname, "port": self.port,
+                "pool": str(self.pool), "peers": len(self.leases)}

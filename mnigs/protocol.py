@@ -1,0 +1,383 @@
+"""
+The wire contract of docs/PROTOCOL.md: error codes, canonical JSON, offer
+signing and verification, and the validation of everything that arrives
+from the network.  Pure: no I/O, no reactor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+PROTOCOL_VERSION = 1
+RPC_PATH = b"/mnigs/v1"
+DEFAULT_PORT = 8150
+MAX_REQUEST_BYTES = 64 * 1024
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+GATEWAY_FULL = 1001
+METHOD_UNAVAILABLE = 1002
+UNKNOWN_LEASE = 1003
+WRONG_TOKEN = 1004
+UNAVAILABLE = 1005
+RATE_LIMITED = 1006
+
+KNOWN_METHODS = ("forward", "wireguard", "openvpn", "softether", "cjdns")
+
+# Bounds on what a client accepts in an offer: an offer is small, and
+# anything bigger or stranger than this is somebody probing for bugs.
+MAX_OFFER_BYTES = 16 * 1024
+MAX_METHODS = 16
+MAX_TEXT = 256
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+MAX_ID = 128
+
+
+class RPCError(Exception):
+    """
+    A JSON-RPC error with a code from the table in PROTOCOL.md.
+    """
+
+    def __init__(self, code: int, message: str):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return f"{self.message} ({self.code})"
+
+
+def invalidParams(message: str) -> RPCError:
+    return RPCError(INVALID_PARAMS, f"invalid params: {message}")
+
+
+def canonicalJSON(value) -> bytes:
+    """
+    Keys sorted, separators ',' and ':', UTF-8, no whitespace.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        allow_nan=False,
+    ).encode("utf-8")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(text: str, length: int | None = None) -> bytes:
+    if not isinstance(text, str) or not text.isascii():
+        raise ValueError("not base64 text")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"not base64: {e}") from None
+    if length is not None and len(raw) != length:
+        raise ValueError(f"expected {length} bytes, got {len(raw)}")
+    return raw
+
+
+def gatewayId(publicKey: Ed25519PublicKey) -> str:
+    raw = publicKey.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return "ed25519:" + _b64(raw)
+
+
+def publicKeyFromId(gid: str) -> Ed25519PublicKey:
+    if not isinstance(gid, str) or not gid.startswith("ed25519:"):
+        raise ValueError("gateway id must start with 'ed25519:'")
+    return Ed25519PublicKey.from_public_bytes(_unb64(gid[8:], 32))
+
+
+def signOffer(offer: dict, key: Ed25519PrivateKey) -> dict:
+    """
+    Return a copy of C{offer} with its C{signature} member set.
+    """
+    body = {k: v for k, v in offer.items() if k != "signature"}
+    signed = dict(body)
+    signed["signature"] = _b64(key.sign(canonicalJSON(body)))
+    return signed
+
+
+def checkSignature(offer: dict) -> None:
+    """
+    Raise L{OfferRejected} unless the offer is signed by its gateway id.
+    """
+    try:
+        publicKey = publicKeyFromId(offer["gateway"]["id"])
+        signature = _unb64(offer["signature"], 64)
+        body = {k: v for k, v in offer.items() if k != "signature"}
+        publicKey.verify(signature, canonicalJSON(body))
+    except (KeyError, TypeError, ValueError) as e:
+        raise OfferRejected(f"unverifiable signature: {e}") from None
+    except InvalidSignature:
+        raise OfferRejected("signature does not verify") from None
+
+
+# -- endpoints ----------------------------------------------------------
+
+_ENDPOINT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})$")
+
+
+def parseEndpoint(text) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """
+    Parse C{"10.0.0.1:51820"} or C{"[fd00::1]:51820"}: literal addresses
+    only (a host name in an offer would make the client resolve names the
+    gateway chose).
+    """
+    if not isinstance(text, str) or len(text) > 64:
+        raise ValueError("endpoint must be a short string")
+    m = _ENDPOINT.match(text)
+    if not m:
+        raise ValueError(f"endpoint {text!r} is not ADDRESS:PORT")
+    address = ipaddress.ip_address(m.group("v6") or m.group("v4"))
+    port = int(m.group("port"))
+    if not 0 < port < 65536:
+        raise ValueError(f"endpoint port {port} out of range")
+    if address.is_multicast or address.is_unspecified:
+        raise ValueError(f"endpoint address {address} is not unicast")
+    return address, port
+
+
+def formatEndpoint(address, port: int) -> str:
+    address = ipaddress.ip_address(address)
+    if address.version == 6:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+# -- offer verification (client side) ----------------------------------
+
+class OfferRejected(ValueError):
+    """
+    An offer that a client must not use; the message says why.
+    """
+
+
+@dataclass(frozen=True)
+class Fee:
+    amount: Decimal
+    currency: str
+    period: str
+    payTo: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    """
+    A verified offer.  C{methods} holds only the entries of known types,
+    each already checked; C{raw} is the offer as received.
+    """
+    gatewayId: str
+    name: str
+    available: bool
+    maxClients: int
+    clients: int
+    leaseSeconds: int
+    fee: Fee | None
+    bandwidthDown: int | None
+    bandwidthUp: int | None
+    methods: tuple[dict, ...]
+    issuedAt: int
+    raw: dict
+
+    @property
+    def load(self) -> float:
+        if self.maxClients <= 0:
+            return 1.0
+        return min(1.0, self.clients / self.maxClients)
+
+    def method(self, name: str) -> dict | None:
+        for entry in self.methods:
+            if entry["type"] == name:
+                return entry
+        return None
+
+
+def _need(condition: bool, message: str) -> None:
+    if not condition:
+        raise OfferRejected(message)
+
+
+def _isInt(value, low=0, high=2**31) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _text(value, field: str, limit: int = MAX_TEXT, optional=True) -> str:
+    if value is None and optional:
+        return ""
+    _need(isinstance(value, str) and len(value) <= limit, f"{field} must be text of at most {limit} characters")
+    _need(not any(ord(c) < 32 and c not in "\t" for c in value), f"{field} has control characters")
+    return value
+
+
+def _checkMethodEntry(entry: dict) -> dict | None:
+    kind = entry.get("type")
+    if kind not in KNOWN_METHODS:
+        return None  # unknown types are ignored, per the protocol
+    if kind == "forward":
+        return {"type": "forward"}
+    if kind in ("wireguard", "openvpn", "softether"):
+        try:
+            address, port = parseEndpoint(entry.get("endpoint"))
+        except ValueError as e:
+            raise OfferRejected(f"{kind} method: {e}") from None
+        checked = dict(entry)
+        checked["endpoint"] = formatEndpoint(address, port)
+        if kind == "wireguard":
+            try:
+                _unb64(entry.get("public_key"), 32)
+            except ValueError as e:
+                raise OfferRejected(f"wireguard method: public_key: {e}") from None
+        if kind == "openvpn":
+            _need(entry.get("proto", "udp") in ("udp", "tcp"), "openvpn method: proto must be udp or tcp")
+        return checked
+    # cjdns: a public key is all that is needed to connect.
+    _text(entry.get("public_key"), "cjdns method public_key", 64, optional=False)
+    return dict(entry)
+
+
+def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[str] = frozenset()) -> Offer:
+    """
+    Check an offer from the network against the protocol: shape, sane
+    values and signature.  Returns an L{Offer} or raises L{OfferRejected}.
+    Nothing in an offer is ever executed or used as a path or a command.
+    """
+    _need(isinstance(offer, dict), "offer is not an object")
+    try:
+        size = len(canonicalJSON(offer))
+    except (TypeError, ValueError) as e:
+        raise OfferRejected(f"offer is not plain JSON: {e}") from None
+    _need(size <= MAX_OFFER_BYTES, f"offer is {size} bytes, more than {MAX_OFFER_BYTES}")
+    _need(offer.get("protocol") == PROTOCOL_VERSION, "unsupported protocol version")
+    gateway = offer.get("gateway")
+    _need(isinstance(gateway, dict), "gateway must be an object")
+    gid = gateway.get("id")
+    _need(isinstance(gid, str) and gid.startswith("ed25519:") and len(gid) < 100, "gateway id is malformed")
+    _need(gid not in blocked, "gateway is blocked")
+    _need(pinned is None or gid in pinned, "gateway is not pinned")
+    name = _text(gateway.get("name"), "gateway name", 64)
+    _need(isinstance(offer.get("available"), bool), "available must be true or false")
+    terms = offer.get("terms")
+    _need(isinstance(terms, dict), "terms must be an object")
+    _need(_isInt(terms.get("max_clients")), "max_clients must be a non-negative integer")
+    _need(_isInt(terms.get("clients")), "clients must be a non-negative integer")
+    _need(_isInt(terms.get("lease_seconds"), 1, MAX_LEASE_SECONDS), "lease_seconds out of range")
+    fee = _checkFee(terms.get("fee"))
+    down = up = None
+    bandwidth = terms.get("bandwidth_kbps")
+    if bandwidth is not None:
+        _need(isinstance(bandwidth, dict), "bandwidth_kbps must be an object")
+        down, up = bandwidth.get("down"), bandwidth.get("up")
+        _need(down is None or _isInt(down), "bandwidth down must be a non-negative integer")
+        _need(up is None or _isInt(up), "bandwidth up must be a non-negative integer")
+    _text(terms.get("contact"), "contact")
+    _text(terms.get("notes"), "notes")
+    methods = offer.get("methods")
+    _need(isinstance(methods, list) and len(methods) <= MAX_METHODS, f"methods must be a list of at most {MAX_METHODS}")
+    known = []
+    for entry in methods:
+        _need(isinstance(entry, dict) and isinstance(entry.get("type"), str), "method entries must be objects with a type")
+        checked = _checkMethodEntry(entry)
+        if checked is not None:
+            known.append(checked)
+    _need(_isInt(offer.get("issued_at"), 0, 2**40), "issued_at must be a timestamp")
+    checkSignature(offer)
+    return Offer(
+        gatewayId=gid, name=name, available=offer["available"],
+        maxClients=terms["max_clients"], clients=terms["clients"],
+        leaseSeconds=terms["lease_seconds"], fee=fee,
+        bandwidthDown=down, bandwidthUp=up, methods=tuple(known),
+        issuedAt=offer["issued_at"], raw=offer,
+    )
+
+
+def _checkFee(fee) -> Fee | None:
+    if fee is None:
+        return None
+    _need(isinstance(fee, dict), "fee must be null or an object")
+    amount = fee.get("amount")
+    _need(isinstance(amount, str) and len(amount) <= 20, "fee amount must be a decimal string")
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise OfferRejected("fee amount is not a decimal number") from None
+    _need(value.is_finite() and value >= 0, "fee amount must be a non-negative number")
+    currency = _text(fee.get("currency"), "fee currency", 8, optional=False)
+    period = _text(fee.get("period"), "fee period", 16, optional=False)
+    payTo = _text(fee.get("pay_to"), "fee pay_to")
+    return Fee(value, currency, period, payTo)
+
+
+# -- register params (server side) -------------------------------------
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@+/=-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    clientId: str
+    clientName: str
+    method: str
+    params: dict
+
+
+def parseRegister(params: dict) -> RegisterRequest:
+    client = params.get("client")
+    if not isinstance(client, dict):
+        raise invalidParams("client must be an object")
+    clientId = client.get("id")
+    if not isinstance(clientId, str) or not _CLIENT_ID.match(clientId):
+        raise invalidParams("client.id must be 1-128 characters of [A-Za-z0-9._:@+/=-]")
+    name = client.get("name", "")
+    if not isinstance(name, str) or len(name) > 64:
+        raise invalidParams("client.name must be text of at most 64 characters")
+    method = params.get("method")
+    if not isinstance(method, str) or len(method) > 32:
+        raise invalidParams("method must be a method type")
+    methodParams = params.get("params", {})
+    if not isinstance(methodParams, dict):
+        raise invalidParams("params must be an object")
+    extra = set(params) - {"client", "method", "params"}
+    if extra:
+        raise invalidParams(f"unknown members {sorted(extra)}")
+    return RegisterRequest(clientId, name, method, methodParams)
+
+
+def parseLeaseCredentials(params: dict) -> tuple[str, str]:
+    lease, token = params.get("lease"), params.get("token")
+    if not isinstance(lease, str) or not 0 < len(lease) <= 64:
+        raise invalidParams("lease must be a lease id")
+    if not isinstance(token, str) or not 0 < len(token) <= 128:
+        raise invalidParams("token must be a lease token")
+    extra = set(params) - {"lease", "token"}
+    if extra:
+        raise invalidParams(f"unknown members {sorted(extra)}")
+    return lease, token
+
+
+def checkBase64Key(value, what: str) -> str:
+    """
+    A 32-byte key in base64 (WireGuard, cjdns-style), as register params
+    carry them.  Returns it unchanged or raises -32602.
+    """
+    try:
+        _unb64(value, 32)
+    except ValueError as e:
+        raise invalidParams(f"{what}: {e}") from None
+    return value

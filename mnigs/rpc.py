@@ -1,0 +1,359 @@
+"""
+JSON-RPC 2.0 over HTTP, on txjsonrpc-ng, with what the library lacks and
+mnigs needs, all in this one module:
+
+Server side
+ - L{JSONRPCResource} answers every well-formed POST with a JSON-RPC 2.0
+   object (txjsonrpc-ng answers unparsable JSON with its pre-1.0 "fault"
+   shape, and maps exceptions to 8002 with their repr); no JSONP, no
+   tracebacks, no HTML.
+ - L{LimitedRequest} refuses bodies over 64 KiB with 413 as soon as the
+   Content-Length (or the chunked body so far) says so, without reading
+   the rest.
+ - L{makeSite} caps open connections and times idle ones out.
+
+Client side
+ - L{RPCClient} calls with a timeout that really cancels the HTTP request
+   (and its connection attempt), reads at most a bounded answer, sends
+   named params as an object (also when empty), and turns errors into
+   L{RPCError} / L{RPCTimeout} / L{RPCTransportError}.  IPv6 literals work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import LimitTotalConnectionsFactory
+from twisted.web import server
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from txjsonrpc_ng import jsonrpclib
+from txjsonrpc_ng.web.jsonrpc import JSONRPC, Proxy, QueryFactory
+
+from mnigs.protocol import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MAX_REQUEST_BYTES,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    RPC_PATH,
+    RPCError,
+)
+
+log = Logger()
+
+MAX_RESPONSE_BYTES = 256 * 1024
+
+
+def _errorBody(code: int, message: str, id=None) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message},
+                       "id": id}).encode("utf-8")
+
+
+def _resultBody(result, id) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "result": result, "id": id},
+                      separators=(",", ":")).encode("utf-8")
+
+
+# -- server ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Call:
+    """
+    What a handler gets: the named params and where the call came from.
+    C{clientHost} is taken from the connection, never from the request.
+    """
+    params: dict
+    clientHost: str
+    localHost: str
+
+
+def _host(address) -> str:
+    host = getattr(address, "host", "") or ""
+    # A dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d.
+    try:
+        parsed = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host
+    if parsed.version == 6 and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+class JSONRPCResource(JSONRPC):
+    """
+    Dispatches C{group.name} to C{jsonrpc_name(call)} of the sub-handler
+    registered with C{putSubHandler(group, handler)}.  Handlers take one
+    L{Call} and return a value or a Deferred; raising L{RPCError} answers
+    with that error, anything else with -32603 and a log entry.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setResponseCode(405)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"allow", b"POST")
+        return _errorBody(INVALID_REQUEST, "use POST")
+
+    def render_POST(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        if request.path != RPC_PATH:
+            request.setResponseCode(404)
+            return _errorBody(METHOD_NOT_FOUND, "no such path; use " + RPC_PATH.decode())
+        request.content.seek(0, 0)
+        body = request.content.read()
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _errorBody(PARSE_ERROR, "parse error: the body is not JSON")
+        id = parsed.get("id") if isinstance(parsed, dict) else None
+        if type(id) not in (str, int, type(None)):
+            id = None
+        try:
+            function, params = self._resolve(parsed)
+        except RPCError as e:
+            return _errorBody(e.code, e.message, id)
+        call = Call(params, _host(request.getClientAddress()), _host(request.getHost()))
+        d = defer.maybeDeferred(function, call)
+        request.notifyFinish().addErrback(lambda _: d.cancel())
+        d.addCallbacks(lambda result: _resultBody(result, id), self._failureBody, errbackArgs=(id,))
+        d.addCallback(self._write, request)
+        return server.NOT_DONE_YET
+
+    def _resolve(self, parsed):
+        if isinstance(parsed, list):
+            raise RPCError(INVALID_REQUEST, "invalid request: batches are not supported")
+        if not isinstance(parsed, dict):
+            raise RPCError(INVALID_REQUEST, "invalid request: expected a JSON object")
+        if parsed.get("jsonrpc") != "2.0":
+            raise RPCError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"')
+        method = parsed.get("method")
+        if not isinstance(method, str) or method.count(".") != 1 or "_" in method:
+            raise RPCError(METHOD_NOT_FOUND if isinstance(method, str) else INVALID_REQUEST,
+                           f"method not found: {str(method)[:64]!r}")
+        params = parsed.get("params", {})
+        if not isinstance(params, dict):
+            raise RPCError(INVALID_PARAMS, "invalid params: params must be an object")
+        if type(parsed.get("id")) not in (str, int, type(None)):
+            raise RPCError(INVALID_REQUEST, "invalid request: id must be a string or an integer")
+        try:
+            function = self._getFunction(method)
+        except jsonrpclib.Fault:
+            raise RPCError(METHOD_NOT_FOUND, f"method not found: {method[:64]!r}") from None
+        return function, params
+
+    def _failureBody(self, failure, id):
+        if failure.check(RPCError):
+            return _errorBody(failure.value.code, failure.value.message, id)
+        if failure.check(defer.CancelledError):
+            return None
+        log.failure("internal error answering an RPC call", failure)
+        return _errorBody(INTERNAL_ERROR, "internal error", id)
+
+    @staticmethod
+    def _write(body, request):
+        if body is None or request.finished or request._disconnected:
+            return
+        request.write(body)
+        request.finish()
+
+
+class LimitedRequest(server.Request):
+    """
+    A request that refuses a body over L{maxBody} bytes as soon as it knows,
+    instead of buffering it (twisted.web reads any size).
+    """
+
+    maxBody = MAX_REQUEST_BYTES
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length):
+        if length is not None and length > self.maxBody:
+            self._refuse()
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self.maxBody:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse(self):
+        self._refused = True
+        body = _errorBody(INVALID_REQUEST, f"request body over {self.maxBody} bytes")
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.channel.loseConnection()
+
+
+def makeSite(resource, reactor, maxConnections=512, idleTimeout=30.0):
+    """
+    The listening factory: a Site with L{LimitedRequest}, an idle timeout
+    and a cap on open connections (the ones over it are closed at once).
+    """
+    site = server.Site(resource, timeout=idleTimeout, reactor=reactor)
+    site.requestFactory = LimitedRequest
+    site.displayTracebacks = False
+    site.noisy = False
+    limited = LimitTotalConnectionsFactory(site)
+    limited.connectionLimit = maxConnections
+    limited.noisy = False
+    return limited
+
+
+# -- client ------------------------------------------------------------
+
+class RPCTimeout(Exception):
+    pass
+
+
+class RPCTransportError(Exception):
+    pass
+
+
+class _BoundedBody(Protocol):
+    def __init__(self, finished, limit):
+        self.finished = finished
+        self.limit = limit
+        self.parts = []
+        self.size = 0
+
+    def dataReceived(self, data):
+        self.size += len(data)
+        if self.size > self.limit:
+            self.transport.stopProducing()
+            if not self.finished.called:
+                self.finished.errback(RPCTransportError(f"answer over {self.limit} bytes"))
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason):
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self.parts))
+        else:
+            self.finished.errback(reason)
+
+
+class _QueryFactory(QueryFactory):
+    """
+    txjsonrpc-ng's query, made cancellable (cancelling stops the HTTP
+    request and its connection attempt), bounded in what it reads, and
+    always sending params as an object.
+    """
+
+    maxResponse = MAX_RESPONSE_BYTES
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._request = None
+        self.deferred = defer.Deferred(self._cancel)
+
+    def _buildVersionedPayload(self, method="", args=None, kwargs=None):
+        return json.dumps({"jsonrpc": "2.0", "method": method, "params": kwargs or {},
+                           "id": self.id})
+
+    def _cancel(self, _):
+        self.deferred = None
+        if self._request is not None:
+            self._request.cancel()
+
+    def _makeRequest(self):
+        self._request = super()._makeRequest()
+        return self._request
+
+    def _handleResponse(self, response):
+        finished = defer.Deferred()
+        response.deliverBody(_BoundedBody(finished, self.maxResponse))
+        finished.addCallback(self._parse, response.code)
+        finished.addErrback(self._handleError)
+        return finished
+
+    def _parse(self, body, code):
+        if self.deferred is None:
+            return
+        d, self.deferred = self.deferred, None
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            d.errback(RPCTransportError(f"HTTP {code}: the answer is not JSON"))
+            return
+        if not isinstance(answer, dict):
+            d.errback(RPCTransportError(f"HTTP {code}: the answer is not a JSON-RPC object"))
+            return
+        error = answer.get("error")
+        if error is not None:
+            if isinstance(error, dict) and type(error.get("code")) is int:
+                d.errback(RPCError(error["code"], str(error.get("message", ""))[:256]))
+            else:
+                d.errback(RPCTransportError("malformed JSON-RPC error"))
+            return
+        if "result" not in answer:
+            d.errback(RPCTransportError(f"HTTP {code}: no result in the answer"))
+            return
+        d.callback(answer["result"])
+
+    def _handleError(self, failure):
+        if self.deferred is not None:
+            d, self.deferred = self.deferred, None
+            if failure.check(RPCTransportError, RPCError):
+                d.errback(failure)
+            else:
+                d.errback(RPCTransportError(failure.getErrorMessage() or failure.type.__name__))
+
+
+def rpcURL(host, port: int) -> str:
+    address = ipaddress.ip_address(host)
+    netloc = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{netloc}:{port}{RPC_PATH.decode()}"
+
+
+class RPCClient:
+    """
+    Calls mnigs JSON-RPC methods.  One per daemon; it keeps a connection
+    pool for keep-alive.
+    """
+
+    def __init__(self, reactor, timeout: float = 5.0, persistent: bool = True):
+        self.reactor = reactor
+        self.timeout = timeout
+        self.pool = HTTPConnectionPool(reactor, persistent=persistent)
+        self.pool.maxPersistentPerHost = 2
+        self.pool.retryAutomatically = False
+        self.agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)
+
+    def call(self, host, port: int, method: str, params: dict | None = None, timeout: float | None = None):
+        proxy = Proxy(rpcURL(host, port), version=jsonrpclib.VERSION_2,
+                      factoryClass=_QueryFactory, pool=self.pool)
+        proxy.agent = self.agent
+        d = proxy.callRemote(method, **(params or {}))
+        limit = self.timeout if timeout is None else timeout
+        d.addTimeout(limit, self.reactor, onTimeoutCancel=lambda result, t: _timedOut(method, host, t))
+        return d
+
+    def close(self):
+        return self.pool.closeCachedConnections()
+
+
+def _timedOut(method, host, timeout):
+    raise RPCTimeout(f"{method} to {host}: no answer within {timeout} s")

@@ -1,0 +1,137 @@
+"""
+The gateway server's configuration file: see docs/configuration.md and
+etc/mnigs-server.toml.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from mnigs.config import (
+    ConfigError,
+    Field,
+    Table,
+    absolutePath,
+    addresses,
+    between,
+    executable,
+    ifname,
+    ifnames,
+    loadTOML,
+    network,
+    oneOf,
+    port,
+    strings,
+    text,
+)
+from mnigs.protocol import DEFAULT_PORT, MAX_LEASE_SECONDS
+
+
+def _amount(value):
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal amount") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("must be a non-negative amount")
+    return value
+
+
+def _pool(value):
+    net = network(value)
+    if net.num_addresses < 4:
+        raise ValueError("pool is too small: it needs room for the gateway and clients")
+    return net
+
+
+def _optionalExecutable(value):
+    return executable(value) if value else ""
+
+
+SCHEMA = {
+    "server": {
+        "name": Field(str, "mnigs-gateway", text(64)),
+        "state_dir": Field(str, "/var/lib/mnigs-server", absolutePath),
+        "sweep_interval": Field(float, 5.0, between(0.1, 3600)),
+    },
+    "rpc": {
+        "listen": Field(list, ["::"], addresses),
+        "port": Field(int, DEFAULT_PORT, port),
+        "max_connections": Field(int, 512, between(1, 65536)),
+        "idle_timeout": Field(float, 30.0, between(1, 3600)),
+        "rate_limit": Field(float, 20.0, between(0, 1e6)),
+    },
+    "mesh": {
+        "interfaces": Field(list, [], ifnames),
+        "routing": Field(str, "babel", oneOf("babel", "olsr", "batman", "yggdrasil", "cjdns", "static", "none")),
+    },
+    "uplink": {
+        "interface": Field(str, check=ifname),
+        "check_interval": Field(float, 1.0, between(0.1, 60)),
+        "probe": Field(list, [], addresses),
+        "probe_timeout": Field(float, 1.0, between(0.1, 30)),
+        "require_default_route": Field(bool, True),
+    },
+    "terms": {
+        "max_clients": Field(int, 32, between(0, 1_000_000)),
+        "lease_seconds": Field(int, 600, between(10, MAX_LEASE_SECONDS)),
+        "contact": Field(str, "", text(256)),
+        "notes": Field(str, "", text(256)),
+        "bandwidth_kbps": {
+            "down": Field(int, 0, between(0, 100_000_000)),
+            "up": Field(int, 0, between(0, 100_000_000)),
+        },
+        "fee": {
+            "amount": Field(str, "", lambda v: _amount(v) if v else v),
+            "currency": Field(str, "", text(8)),
+            "period": Field(str, "month", text(16)),
+            "pay_to": Field(str, "", text(256)),
+        },
+    },
+    "methods": Table({
+        "forward": {
+            "enabled": Field(bool, True),
+        },
+        "wireguard": {
+            "enabled": Field(bool, True),
+            "interface": Field(str, "mnigs-wg0", ifname),
+            "port": Field(int, 51820, port),
+            "pool": Field(str, "100.64.0.0/22", _pool),
+            "endpoint": Field(list, [], addresses),
+            "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
+            "dns": Field(list, [], addresses),
+        },
+    }),
+    "nft": {
+        "table": Field(str, "mnigs", text(32)),
+    },
+    "manhole": {
+        "enabled": Field(bool, False),
+        "socket": Field(str, "/run/mnigs-server/manhole.sock", absolutePath),
+    },
+    "admin": {
+        "socket": Field(str, "/run/mnigs-server/admin.sock", absolutePath),
+    },
+    "hooks": {
+        "register": Field(str, "", _optionalExecutable),
+        "release": Field(str, "", _optionalExecutable),
+    },
+}
+
+
+def loadServerConfig(path: str):
+    config = loadTOML(path, SCHEMA)
+    fee = config.terms.fee
+    if fee.amount and not fee.currency:
+        raise ConfigError(path, "terms.fee.currency", "is required when terms.fee.amount is set")
+    if not config.methods:
+        raise ConfigError(path, "methods", "no method is configured: add [methods.forward] or [methods.wireguard]")
+    if not any(m.enabled for m in config.methods.values()):
+        raise ConfigError(path, "methods", "every method is disabled")
+    wireguard = config.methods.get("wireguard")
+    if wireguard is not None and wireguard.pool.version != 4:
+        raise ConfigError(path, "methods.wireguard.pool", "must be an IPv4 network for now")
+    return config
+
+
+__all__ = ["loadServerConfig", "SCHEMA", "ConfigError", "strings"]

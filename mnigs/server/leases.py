@@ -1,0 +1,193 @@
+"""
+Lease bookkeeping: who holds which lease until when.  Pure: time comes in
+as numbers, randomness through an injectable source; no I/O.  The data
+path and the state file follow what this book says.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass, field
+
+from mnigs.protocol import (
+    GATEWAY_FULL,
+    UNKNOWN_LEASE,
+    WRONG_TOKEN,
+    RPCError,
+)
+
+RECORD_VERSION = 1
+
+
+@dataclass(slots=True)
+class Lease:
+    id: str
+    token: str
+    clientId: str
+    clientName: str
+    method: str
+    clientHost: str
+    params: dict
+    config: dict
+    createdAt: float
+    expiresAt: float
+
+    def expiresIn(self, now: float) -> int:
+        return max(0, int(round(self.expiresAt - now)))
+
+    def wire(self, now: float) -> dict:
+        """
+        The lease as C{gateway.register} answers it.
+        """
+        return {"lease": {"id": self.id, "token": self.token, "method": self.method,
+                          "expires_in": self.expiresIn(now), "config": self.config}}
+
+    def record(self) -> dict:
+        return {"id": self.id, "token": self.token, "client_id": self.clientId,
+                "client_name": self.clientName, "method": self.method,
+                "client_host": self.clientHost, "params": self.params,
+                "config": self.config, "created_at": self.createdAt,
+                "expires_at": self.expiresAt}
+
+    @classmethod
+    def fromRecord(cls, r: dict) -> "Lease":
+        """
+        Raises KeyError, TypeError or ValueError on a malformed record.
+        """
+        lease = cls(
+            id=r["id"], token=r["token"], clientId=r["client_id"],
+            clientName=r["client_name"], method=r["method"],
+            clientHost=r["client_host"], params=r["params"], config=r["config"],
+            createdAt=float(r["created_at"]), expiresAt=float(r["expires_at"]))
+        for name in ("id", "token", "clientId", "clientName", "method", "clientHost"):
+            if not isinstance(getattr(lease, name), str):
+                raise TypeError(f"lease {name} must be a string")
+        if not isinstance(lease.params, dict) or not isinstance(lease.config, dict):
+            raise TypeError("lease params and config must be objects")
+        return lease
+
+
+def _newToken() -> str:
+    return secrets.token_urlsafe(24)  # 192 bits
+
+
+def _newId() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass
+class LeaseBook:
+    """
+    The live leases.  C{maxClients} bounds how many exist at once; the same
+    client id and method always map to at most one lease.
+    """
+    maxClients: int
+    leaseSeconds: int
+    newToken: object = _newToken
+    newId: object = _newId
+    byId: dict = field(default_factory=dict)
+    byClient: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.byId)
+
+    def find(self, clientId: str, method: str) -> Lease | None:
+        return self.byClient.get((clientId, method))
+
+    def live(self, method: str | None = None) -> list[Lease]:
+        return [lease for lease in self.byId.values() if method is None or lease.method == method]
+
+    def checkRoom(self) -> None:
+        if len(self.byId) >= self.maxClients:
+            raise RPCError(GATEWAY_FULL, f"gateway full ({self.maxClients} clients)")
+
+    def draft(self, clientId, clientName, method, clientHost, params, now) -> Lease:
+        """
+        A new lease, not yet in the book (its method still has to allocate
+        and grant it).  Raises 1001 if the book is full.
+        """
+        self.checkRoom()
+        leaseId = self.newId()
+        while leaseId in self.byId:
+            leaseId = self.newId()
+        return Lease(leaseId, self.newToken(), clientId, clientName, method,
+                     clientHost, params, {}, now, now + self.leaseSeconds)
+
+    def add(self, lease: Lease) -> None:
+        key = (lease.clientId, lease.method)
+        if lease.id in self.byId or key in self.byClient:
+            raise ValueError(f"lease {lease.id} or client {key} already in the book")
+        self.byId[lease.id] = lease
+        self.byClient[key] = lease
+
+    def remove(self, lease: Lease) -> None:
+        if self.byId.get(lease.id) is lease:
+            del self.byId[lease.id]
+            del self.byClient[(lease.clientId, lease.method)]
+
+    def extend(self, lease: Lease, now: float) -> Lease:
+        lease.expiresAt = now + self.leaseSeconds
+        return lease
+
+    def authenticate(self, leaseId: str, token: str, now: float) -> Lease:
+        lease = self.byId.get(leaseId)
+        if lease is None or lease.expiresAt <= now:
+            raise RPCError(UNKNOWN_LEASE, "unknown or expired lease")
+        if not hmac.compare_digest(lease.token.encode(), token.encode()):
+            raise RPCError(WRONG_TOKEN, "wrong token")
+        return lease
+
+    def renew(self, leaseId: str, token: str, now: float) -> Lease:
+        return self.extend(self.authenticate(leaseId, token, now), now)
+
+    def release(self, leaseId: str, token: str, now: float) -> Lease:
+        lease = self.authenticate(leaseId, token, now)
+        self.remove(lease)
+        return lease
+
+    def expire(self, now: float) -> list[Lease]:
+        """
+        Remove and return every lease whose time is up.
+        """
+        gone = [lease for lease in self.byId.values() if lease.expiresAt <= now]
+        for lease in gone:
+            self.remove(lease)
+        return gone
+
+    def records(self) -> dict:
+        return {"version": RECORD_VERSION,
+                "leases": [lease.record() for lease in self.byId.values()]}
+
+    def restore(self, stored: dict, now: float, knownMethods) -> tuple[list[Lease], list[Lease]]:
+        """
+        Load what L{records} produced.  Returns (restored, dropped): leases
+        that expired meanwhile or whose method is no longer configured are
+        dropped.  Raises ValueError on a malformed file.
+        """
+        checkRecords(stored)
+        restored, dropped = [], []
+        for record in stored["leases"]:
+            lease = Lease.fromRecord(record)
+            if lease.expiresAt <= now or lease.method not in knownMethods:
+                dropped.append(lease)
+                continue
+            self.add(lease)
+            restored.append(lease)
+        return restored, dropped
+
+
+def checkRecords(stored) -> None:
+    """
+    Raise ValueError/TypeError/KeyError unless C{stored} is a lease file.
+    """
+    if not isinstance(stored, dict) or stored.get("version") != RECORD_VERSION:
+        raise ValueError(f"not a version {RECORD_VERSION} lease file")
+    if not isinstance(stored.get("leases"), list):
+        raise ValueError("leases must be a list")
+    ids = set()
+    for record in stored["leases"]:
+        lease = Lease.fromRecord(record)
+        if lease.id in ids:
+            raise ValueError(f"lease {lease.id} appears twice")
+        ids.add(lease.id)

@@ -1,0 +1,133 @@
+"""
+Lease operations with their side effects: the lease book decides, the
+method grants or revokes access on the data path, the group commit makes
+the change durable, and only then does the caller get an answer.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mnigs.protocol import INTERNAL_ERROR, METHOD_UNAVAILABLE, RPCError
+
+log = Logger()
+
+
+class Registry:
+    def __init__(self, clock, book, methods: dict, committer, hooks):
+        self.clock = clock
+        self.book = book
+        self.methods = methods
+        self.committer = committer
+        self.hooks = hooks
+
+    def startMethods(self):
+        """
+        Start every method with the leases it already has (restored from
+        the state file).
+        """
+        return defer.gatherResults(
+            [defer.maybeDeferred(method.start, self.book.live(name))
+             for name, method in self.methods.items()], consumeErrors=True)
+
+    def stopMethods(self):
+        return defer.DeferredList(
+            [defer.maybeDeferred(method.stop) for method in self.methods.values()],
+            consumeErrors=True)
+
+    def _method(self, name):
+        method = self.methods.get(name)
+        if method is None:
+            raise RPCError(METHOD_UNAVAILABLE, f"method {name!r} is not offered here")
+        return method
+
+    @defer.inlineCallbacks
+    def register(self, request, clientHost: str, localHost: str):
+        method = self._method(request.method)
+        params = method.checkParams(request.params)
+        method.checkClient(clientHost, localHost)
+        now = self.clock.seconds()
+        existing = self.book.find(request.clientId, request.method)
+        if existing is not None:
+            if existing.params == params and existing.clientHost == clientHost:
+                self.book.extend(existing, now)
+                yield self.committer.commit()
+                return existing.wire(now)
+            # Same client, new key or address: the old grant is void, the
+            # lease (id and token) carries over.
+            self.book.remove(existing)
+            yield method.revoke(existing)
+        lease = self.book.draft(request.clientId, request.clientName, request.method,
+                                clientHost, params, now)
+        if existing is not None:
+            lease.id, lease.token, lease.createdAt = existing.id, existing.token, existing.createdAt
+        lease.config = method.allocate(lease, self.book.live(request.method), localHost)
+        self.book.add(lease)
+        try:
+            yield method.grant(lease)
+        except Exception:
+            log.failure("could not grant lease {lease} ({method})", lease=lease.id, method=lease.method)
+            self.book.remove(lease)
+            yield defer.maybeDeferred(method.revoke, lease).addErrback(lambda _: None)
+            raise RPCError(INTERNAL_ERROR, "internal error: could not set up access") from None
+        yield self.committer.commit()
+        log.info("lease {lease} granted: {method} for {client} at {host}",
+                 lease=lease.id, method=lease.method, client=lease.clientId, host=clientHost)
+        self.hooks.run("register", lease.id, lease.method, clientHost, lease.config.get("address", ""))
+        return lease.wire(now)
+
+    @defer.inlineCallbacks
+    def renew(self, leaseId: str, token: str):
+        now = self.clock.seconds()
+        lease = self.book.renew(leaseId, token, now)
+        yield self.committer.commit()
+        return {"expires_in": lease.expiresIn(now)}
+
+    @defer.inlineCallbacks
+    def unregister(self, leaseId: str, token: str):
+        lease = self.book.release(leaseId, token, self.clock.seconds())
+        yield self._revoke(lease, "released")
+        yield self.committer.commit()
+        return {"released": True}
+
+    @defer.inlineCallbacks
+    def sweep(self):
+        """
+        End every lease whose time is up.
+        """
+        gone = self.book.expire(self.clock.seconds())
+        if not gone:
+            return []
+        yield defer.DeferredList([self._revoke(lease, "expired") for lease in gone],
+                                 consumeErrors=True)
+        yield self.committer.commit()
+        return gone
+
+    def _revoke(self, lease, why):
+        d = defer.maybeDeferred(self.methods[lease.method].revoke, lease)
+
+        def done(result):
+            log.info("lease {lease} {why}: {method} for {client}",
+                     lease=lease.id, why=why, method=lease.method, client=lease.clientId)
+            self.hooks.run("release", lease.id, lease.method, lease.clientHost,
+                           lease.config.get("address", ""))
+            return result
+
+        def failed(failure):
+            log.failure("could not revoke lease {lease}", failure, lease=lease.id)
+
+        return d.addCallbacks(done, failed)
+
+    def describe(self) -> dict:
+        now = self.clock.seconds()
+        return {
+            "clients": len(self.book),
+            "max_clients": self.book.maxClients,
+            "leases": [{"id": lease.id, "client": lease.clientId, "name": lease.clientName,
+                        "method": lease.method, "host": lease.clientHost,
+                        "address": lease.config.get("address"),
+                        "expires_in": lease.expiresIn(now)}
+                       for lease in self.book.live()][:1000],
+            "methods": {name: method.describe() for name, method in self.methods.items()},
+        }

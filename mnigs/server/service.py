@@ -1,0 +1,199 @@
+"""
+Putting the gateway together: config in, a running service out.
+
+Start-up order matters for "a restart cuts no client": leases are restored
+from the state file first, the access list is then atomically replaced by
+one admitting exactly the restored leases, the methods adopt or start their
+daemons and re-add their peers, and only then does the machine serve.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.internet import TCPServer
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from mnigs.admin import makeAdminService
+from mnigs.hooks import Hooks
+from mnigs.identity import loadOrCreateKey
+from mnigs.methods.forward import ForwardGateway, accessAddress
+from mnigs.netlink import Netlink
+from mnigs.nft import NftAccess, NftRunner
+from mnigs.rpc import makeSite
+from mnigs.server.leases import LeaseBook
+from mnigs.server.leasestore import GroupCommit, LeaseFile
+from mnigs.server.machine import GatewayCore, makeGateway
+from mnigs.server.offer import OfferMaker, termsFromConfig
+from mnigs.server.ratelimit import RateLimiter
+from mnigs.server.registry import Registry
+from mnigs.server.rpcapi import makeResource
+from mnigs.server.uplink import DefaultRouteCheck, LinkCheck, PingCheck, UplinkMonitor
+from mnigs.statefile import StateFileCorrupt, ensureStateDir
+
+log = Logger()
+
+
+def buildWireGuard(reactor, config, stateDir, access):
+    from mnigs.methods.wireguard import WireGuardGateway
+    from mnigs.wireguard import UAPIClient, WireGuardDevice, loadOrCreateWireGuardKey
+
+    private, public = loadOrCreateWireGuardKey(stateDir)
+    gatewayAddress = next(config.pool.hosts())
+    device = WireGuardDevice(
+        reactor, config.interface, private, listenPort=config.port,
+        address=f"{gatewayAddress}/{config.pool.prefixlen}",
+        implementation=config.implementation)
+    return WireGuardGateway(device, UAPIClient(reactor, config.interface), access, public,
+                            config.pool, config.port, config.endpoint, config.dns)
+
+
+class GatewayService(MultiService):
+    """
+    The whole gateway.  C{self.gateway} is the machine; the rest is reachable
+    from the manhole as attributes of this object.
+    """
+
+    def __init__(self, reactor, config, netlink=None, nftRunner=None):
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        self.stateDir = ensureStateDir(config.server.state_dir)
+        self.netlink = netlink or Netlink()
+        self.key = loadOrCreateKey(self.stateDir)
+        self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds)
+        self.store = LeaseFile(self.stateDir)
+        self.committer = GroupCommit(reactor, self.store, self.book.records)
+        self.access = NftAccess(reactor, nftRunner or NftRunner(reactor),
+                                config.uplink.interface, table=config.nft.table)
+        self.methods = self._buildMethods()
+        self.hooks = Hooks(reactor, {"register": config.hooks.register,
+                                     "release": config.hooks.release})
+        self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
+        self.offers = OfferMaker(reactor, self.key, config.server.name,
+                                 termsFromConfig(config.terms), list(self.methods.values()))
+        self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._teardown))
+        self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit)
+        self.uplink = UplinkMonitor(reactor, self._uplinkChecks(), config.uplink.check_interval,
+                                    self.gateway)
+        self.sweeper = LoopingCall(self._sweep)
+        self.sweeper.clock = reactor
+        self._addListeners()
+        makeAdminService(reactor, config.admin.socket,
+                         {"status": self.gateway.describe}).setServiceParent(self)
+        if config.manhole.enabled:
+            from mnigs.manhole import makeManholeService
+            makeManholeService(reactor, config.manhole.socket,
+                               {"service": self, "gateway": self.gateway,
+                                "book": self.book, "registry": self.registry,
+                                "methods": self.methods, "config": config}
+                               ).setServiceParent(self)
+        _Lifecycle(self).setServiceParent(self)
+
+    def _buildMethods(self):
+        methods = {}
+        for name, section in self.config.methods.items():
+            if not section.enabled:
+                continue
+            if name == "forward":
+                methods[name] = ForwardGateway(self.access, self.netlink, self.config.mesh.interfaces)
+            elif name == "wireguard":
+                methods[name] = buildWireGuard(self.reactor, section, self.stateDir, self.access)
+        return methods
+
+    def _uplinkChecks(self):
+        uplink = self.config.uplink
+        checks = [LinkCheck(self.netlink, uplink.interface)]
+        if uplink.require_default_route:
+            checks.append(DefaultRouteCheck(self.netlink))
+        if uplink.probe:
+            checks.append(PingCheck(self.reactor, uplink.probe, uplink.probe_timeout))
+        return checks
+
+    def _addListeners(self):
+        resource = makeResource(self.gateway, self.rateLimiter)
+        rpc = self.config.rpc
+        for address in rpc.listen:
+            site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout)
+            TCPServer(rpc.port, site, interface=str(address), reactor=self.reactor
+                      ).setServiceParent(self)
+
+    def restoreLeases(self):
+        try:
+            stored = self.store.load()
+        except StateFileCorrupt as e:
+            log.critical("{error}; starting with no leases", error=e)
+            return
+        if stored is None:
+            return
+        try:
+            restored, dropped = self.book.restore(stored, self.reactor.seconds(), set(self.methods))
+        except (KeyError, TypeError, ValueError) as e:
+            log.critical("lease file unusable ({error}); starting with no leases", error=e)
+            return
+        log.info("restored {n} leases ({d} expired or for methods no longer configured)",
+                 n=len(restored), d=len(dropped))
+        if dropped:
+            self.committer.commit()
+
+    @defer.inlineCallbacks
+    def bringUp(self):
+        self.restoreLeases()
+        addresses = [accessAddress(lease) for lease in self.book.live()]
+        yield self.access.install(addresses)
+        yield self.registry.startMethods()
+        self.gateway.started()
+        self.uplink.start()
+        self.sweeper.start(self.config.server.sweep_interval, now=False)
+        log.info("gateway {name} ({gid}) serving with methods {methods}",
+                 name=self.config.server.name, gid=self.offers.gatewayId,
+                 methods=sorted(self.methods))
+
+    def _sweep(self):
+        return self.registry.sweep().addErrback(lambda f: log.failure("lease sweep failed", f))
+
+    @defer.inlineCallbacks
+    def _teardown(self):
+        self.uplink.stop()
+        if self.sweeper.running:
+            self.sweeper.stop()
+        self.committer.flushNow()
+        yield self.registry.stopMethods()
+        try:
+            yield self.access.remove()
+        except Exception:
+            log.failure("could not remove the nftables table")
+
+
+class _Lifecycle(Service):
+    """
+    Starts the gateway once the listeners are up and stops it (tearing the
+    data path down) before they close.  If the data path cannot be set up,
+    the daemon exits with a non-zero status instead of serving a gateway
+    that gets nobody anywhere.
+    """
+
+    def __init__(self, gatewayService):
+        self.gatewayService = gatewayService
+
+    def startService(self):
+        super().startService()
+        reactor = self.gatewayService.reactor
+        d = self.gatewayService.bringUp()
+
+        def failed(failure):
+            log.failure("the gateway could not start", failure)
+            # twistd has no way to set its exit status; leave with 1 once the
+            # services (and their listeners and sockets) have stopped.
+            reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            reactor.stop()
+
+        d.addErrback(failed)
+
+    def stopService(self):
+        super().stopService()
+        return self.gatewayService.gateway.stop()
+

@@ -1,0 +1,172 @@
+"""
+Canonical JSON, offer signing and verification, and hostile offers.
+"""
+
+import copy
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings, strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from mnigs import protocol
+from mnigs.protocol import OfferRejected, canonicalJSON, signOffer, verifyOffer
+
+WG_KEY = "x" * 43 + "="  # 32 bytes of base64
+
+
+def makeOffer(key=None, **changes):
+    key = key or Ed25519PrivateKey.generate()
+    offer = {
+        "protocol": 1,
+        "gateway": {"id": protocol.gatewayId(key.public_key()), "name": "gw-1",
+                    "software": "mnigs 0.1.0"},
+        "available": True,
+        "terms": {"max_clients": 32, "clients": 3, "lease_seconds": 600, "fee": None,
+                  "bandwidth_kbps": {"down": 50000, "up": 10000},
+                  "contact": "ops@example.net", "notes": "free"},
+        "methods": [
+            {"type": "wireguard", "endpoint": "10.99.0.5:51820",
+             "public_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+            {"type": "forward"},
+        ],
+        "issued_at": 1764000000,
+    }
+    for path, value in changes.items():
+        target = offer
+        parts = path.split("__")
+        for part in parts[:-1]:
+            target = target[part]
+        target[parts[-1]] = value
+    return signOffer(offer, key), key
+
+
+class CanonicalJSONTests(SynchronousTestCase):
+    def test_sortedCompactUTF8(self):
+        self.assertEqual(canonicalJSON({"b": 1, "a": ["é", {"d": None, "c": True}]}),
+                         '{"a":["é",{"c":true,"d":null}],"b":1}'.encode("utf-8"))
+
+    @settings(derandomize=True, max_examples=200)
+    @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                        lambda children: st.lists(children) | st.dictionaries(st.text(), children)))
+    def test_roundTripIsStable(self, value):
+        import json
+        self.assertEqual(canonicalJSON(json.loads(canonicalJSON(value))), canonicalJSON(value))
+
+
+class SignatureTests(SynchronousTestCase):
+    def test_signedOfferVerifies(self):
+        offer, key = makeOffer()
+        verified = verifyOffer(offer)
+        self.assertEqual(verified.gatewayId, offer["gateway"]["id"])
+        self.assertEqual(verified.load, 3 / 32)
+        self.assertEqual([m["type"] for m in verified.methods], ["wireguard", "forward"])
+
+    def test_signatureCoversEveryMember(self):
+        offer, _ = makeOffer()
+        for mutate in (lambda o: o["terms"].update(clients=0),
+                       lambda o: o.update(available=False),
+                       lambda o: o["methods"][0].update(endpoint="10.99.0.6:51820"),
+                       lambda o: o["gateway"].update(name="evil")):
+            tampered = copy.deepcopy(offer)
+            mutate(tampered)
+            self.assertRaises(OfferRejected, verifyOffer, tampered)
+
+    def test_otherKeysSignatureRejected(self):
+        offer, _ = makeOffer()
+        other, _ = makeOffer()
+        offer["signature"] = other["signature"]
+        self.assertRaises(OfferRejected, verifyOffer, offer)
+
+    def test_pinnedAndBlocked(self):
+        offer, _ = makeOffer()
+        gid = offer["gateway"]["id"]
+        verifyOffer(offer, pinned=frozenset({gid}))
+        self.assertRaises(OfferRejected, verifyOffer, offer, pinned=frozenset({"ed25519:other"}))
+        self.assertRaises(OfferRejected, verifyOffer, offer, blocked=frozenset({gid}))
+
+
+class HostileOfferTests(SynchronousTestCase):
+    """
+    Offers come from anyone on the mesh: every odd shape is rejected with a
+    reason, never an exception of another kind.
+    """
+
+    def assertRejected(self, **changes):
+        offer, _ = makeOffer(**changes)
+        self.assertRaises(OfferRejected, verifyOffer, offer)
+
+    def test_badShapes(self):
+        self.assertRejected(protocol=2)
+        self.assertRejected(available="yes")
+        self.assertRejected(terms__max_clients=-1)
+        self.assertRejected(terms__clients=1.5)
+        self.assertRejected(terms__lease_seconds=0)
+        self.assertRejected(terms__lease_seconds=10**9)
+        self.assertRejected(terms__fee={"amount": "NaN", "currency": "EUR", "period": "month"})
+        self.assertRejected(terms__fee={"amount": "-1", "currency": "EUR", "period": "month"})
+        self.assertRejected(terms__notes="x" * 10000)
+        self.assertRejected(terms__notes="bell\x07")
+        self.assertRejected(methods="wireguard")
+        self.assertRejected(methods=[{"type": "forward"}] * 100)
+        self.assertRejected(gateway__id="rsa:abc")
+        self.assertRejected(issued_at="now")
+
+    def test_hostileEndpoints(self):
+        for endpoint in ("evil.example.net:51820", "10.0.0.1", "10.0.0.1:99999",
+                         "$(reboot):1", "10.0.0.1:51820; rm -rf /", "[::1:51820",
+                         "224.0.0.1:51820", "0.0.0.0:1", 12345):
+            self.assertRejected(methods=[{"type": "wireguard", "endpoint": endpoint,
+                                          "public_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}])
+
+    def test_badWireGuardKey(self):
+        self.assertRejected(methods=[{"type": "wireguard", "endpoint": "10.0.0.1:1",
+                                      "public_key": "--key; reboot"}])
+
+    def test_unknownMethodTypesIgnored(self):
+        offer, _ = makeOffer(methods=[{"type": "carrier-pigeon", "coop": "roof"},
+                                      {"type": "forward"}])
+        self.assertEqual(verifyOffer(offer).methods, ({"type": "forward"},))
+
+    def test_notAnObject(self):
+        for junk in (None, [], "offer", 5, {"protocol": 1}):
+            self.assertRaises(OfferRejected, verifyOffer, junk)
+
+    def test_ipv6Endpoint(self):
+        offer, _ = makeOffer(methods=[{"type": "wireguard", "endpoint": "[200:1234::1]:51820",
+                                       "public_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}])
+        self.assertEqual(verifyOffer(offer).method("wireguard")["endpoint"], "[200:1234::1]:51820")
+
+    @settings(derandomize=True, max_examples=300)
+    @given(st.dictionaries(st.sampled_from(["protocol", "gateway", "available", "terms",
+                                            "methods", "issued_at", "signature"]),
+                           st.none() | st.booleans() | st.integers() | st.text()
+                           | st.lists(st.integers()) | st.dictionaries(st.text(), st.text())))
+    def test_garbageOnlyEverRejected(self, junk):
+        try:
+            verifyOffer(junk)
+        except OfferRejected:
+            pass
+
+
+class RegisterParamsTests(SynchronousTestCase):
+    def test_valid(self):
+        r = protocol.parseRegister({"client": {"id": "node-1", "name": "n"}, "method": "wireguard",
+                                    "params": {"public_key": "k"}})
+        self.assertEqual((r.clientId, r.clientName, r.method), ("node-1", "n", "wireguard"))
+
+    def test_invalid(self):
+        for params in ({}, {"client": "x", "method": "forward"},
+                       {"client": {"id": ""}, "method": "forward"},
+                       {"client": {"id": "a b"}, "method": "forward"},
+                       {"client": {"id": "a" * 200}, "method": "forward"},
+                       {"client": {"id": "a"}, "method": 5},
+                       {"client": {"id": "a"}, "method": "forward", "params": []},
+                       {"client": {"id": "a"}, "method": "forward", "extra": 1}):
+            e = self.assertRaises(protocol.RPCError, protocol.parseRegister, params)
+            self.assertEqual(e.code, protocol.INVALID_PARAMS)
+
+    def test_leaseCredentials(self):
+        self.assertEqual(protocol.parseLeaseCredentials({"lease": "a", "token": "b"}), ("a", "b"))
+        for params in ({}, {"lease": 1, "token": "b"}, {"lease": "a"}, {"lease": "a", "token": "b", "x": 1}):
+            e = self.assertRaises(protocol.RPCError, protocol.parseLeaseCredentials, params)
+            self.assertEqual(e.code, protocol.INVALID_PARAMS)
