@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import LimitTotalConnectionsFactory
+from twisted.protocols.policies import WrappingFactory
 from twisted.web import server
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -96,13 +96,17 @@ class JSONRPCResource(JSONRPC):
 
     isLeaf = True
 
-    def render_GET(self, request):
-        request.setResponseCode(405)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"allow", b"POST")
-        return _errorBody(INVALID_REQUEST, "use POST")
+    def render(self, request):
+        # txjsonrpc-ng's render takes any verb, reads JSONP callbacks and
+        # answers bad JSON in its pre-1.0 shape: none of it is wanted here.
+        if request.method != b"POST":
+            request.setResponseCode(405)
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"allow", b"POST")
+            return _errorBody(INVALID_REQUEST, "use POST")
+        return self._renderPOST(request)
 
-    def render_POST(self, request):
+    def _renderPOST(self, request):
         request.setHeader(b"content-type", b"application/json")
         if request.path != RPC_PATH:
             request.setResponseCode(404)
@@ -161,6 +165,7 @@ class JSONRPCResource(JSONRPC):
     def _write(body, request):
         if body is None or request.finished or request._disconnected:
             return
+        request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
         request.finish()
 
@@ -214,10 +219,20 @@ def makeSite(resource, reactor, maxConnections=512, idleTimeout=30.0):
     site.requestFactory = LimitedRequest
     site.displayTracebacks = False
     site.noisy = False
-    limited = LimitTotalConnectionsFactory(site)
-    limited.connectionLimit = maxConnections
-    limited.noisy = False
-    return limited
+    return _ConnectionCap(site, maxConnections)
+
+
+class _ConnectionCap(WrappingFactory):
+    noisy = False
+
+    def __init__(self, wrappedFactory, limit):
+        super().__init__(wrappedFactory)
+        self.limit = limit
+
+    def buildProtocol(self, addr):
+        if len(self.protocols) >= self.limit:
+            return None  # closes the connection at once
+        return super().buildProtocol(addr)
 
 
 # -- client ------------------------------------------------------------

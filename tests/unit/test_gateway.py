@@ -1,0 +1,277 @@
+"""
+The gateway machine's transitions and the registry's lease operations,
+with a Clock, a recording fake method and an in-memory store: every RPC
+error code the server can give is produced here.
+"""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from mnigs import protocol
+from mnigs.interfaces import IGatewayMethod, ILeaseStore
+from mnigs.protocol import RegisterRequest
+from mnigs.server.leases import LeaseBook
+from mnigs.server.leasestore import GroupCommit
+from mnigs.server.machine import GatewayCore, makeGateway
+from mnigs.server.registry import Registry
+
+
+@implementer(IGatewayMethod)
+class RecordingMethod:
+    name = "fake"
+
+    def __init__(self, events, failGrant=False):
+        self.events = events
+        self.failGrant = failGrant
+
+    def offerEntry(self, localHost):
+        return {"type": self.name}
+
+    def checkParams(self, params):
+        if set(params) - {"key"}:
+            raise protocol.invalidParams("only key")
+        return dict(params)
+
+    def checkClient(self, clientHost, localHost):
+        if clientHost == "10.0.0.99":
+            raise protocol.RPCError(protocol.METHOD_UNAVAILABLE, "not for you")
+
+    def allocate(self, lease, others, localHost):
+        used = {o.config["address"] for o in others}
+        for n in range(2, 5):
+            if f"100.64.0.{n}/32" not in used:
+                return {"address": f"100.64.0.{n}/32"}
+        raise protocol.RPCError(protocol.GATEWAY_FULL, "pool exhausted")
+
+    def start(self, leases):
+        self.events.append(("start", sorted(lease.clientId for lease in leases)))
+
+    def grant(self, lease):
+        self.events.append(("grant", lease.clientId, lease.config["address"]))
+        if self.failGrant:
+            return defer.fail(RuntimeError("nft said no"))
+        return defer.succeed(None)
+
+    def revoke(self, lease):
+        self.events.append(("revoke", lease.clientId, lease.config["address"]))
+
+    def stop(self):
+        self.events.append(("stop",))
+
+    def describe(self):
+        return {}
+
+
+@implementer(ILeaseStore)
+class MemoryStore:
+    def __init__(self, events):
+        self.events = events
+        self.saved = None
+
+    def load(self):
+        return self.saved
+
+    def save(self, records):
+        self.saved = records
+        self.events.append(("save", len(records["leases"])))
+
+
+class Hooks:
+    def __init__(self, events):
+        self.events = events
+
+    def run(self, event, *args):
+        self.events.append(("hook", event) + args[1:3])
+
+
+class Offers:
+    gatewayId = "ed25519:test"
+    name = "test"
+
+    def offer(self, localHost, available, clients):
+        return {"available": available, "clients": clients}
+
+
+def request(clientId="c1", method="fake", **params):
+    return RegisterRequest(clientId, "", method, params)
+
+
+class RegistryTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.events = []
+        self.method = RecordingMethod(self.events)
+        self.store = MemoryStore(self.events)
+        self.book = LeaseBook(maxClients=3, leaseSeconds=60)
+        self.registry = Registry(self.clock, self.book, {"fake": self.method},
+                                 GroupCommit(self.clock, self.store, self.book.records),
+                                 Hooks(self.events))
+
+    def register(self, req=None, host="10.0.0.1"):
+        d = self.registry.register(req or request(), host, "10.0.0.254")
+        self.clock.advance(0)
+        return d
+
+    def assertCode(self, d, code):
+        self.clock.advance(0)
+        f = self.failureResultOf(d, protocol.RPCError)
+        self.assertEqual(f.value.code, code)
+
+    def test_registerGrantsThenPersistsThenAnswers(self):
+        verifyObject(IGatewayMethod, self.method)
+        d = self.registry.register(request(), "10.0.0.1", "10.0.0.254")
+        self.assertNoResult(d)  # not before the lease is on disk
+        self.clock.advance(0)
+        answer = self.successResultOf(d)["lease"]
+        self.assertEqual(answer["config"], {"address": "100.64.0.2/32"})
+        self.assertEqual(answer["expires_in"], 60)
+        self.assertEqual(self.events, [("grant", "c1", "100.64.0.2/32"), ("save", 1),
+                                       ("hook", "register", "fake", "10.0.0.1")])
+
+    def test_reRegisterReturnsSameLeaseRenewed(self):
+        first = self.successResultOf(self.register())["lease"]
+        self.clock.advance(30)
+        second = self.successResultOf(self.register())["lease"]
+        self.assertEqual((first["id"], first["token"]), (second["id"], second["token"]))
+        self.assertEqual(second["expires_in"], 60)
+        self.assertEqual(len(self.book), 1)
+        self.assertEqual([e[0] for e in self.events], ["grant", "save", "hook", "save"])
+
+    def test_reRegisterWithNewKeyKeepsIdRegrants(self):
+        first = self.successResultOf(self.register(request(key="a")))["lease"]
+        second = self.successResultOf(self.register(request(key="b")))["lease"]
+        self.assertEqual(first["id"], second["id"])
+        self.assertEqual([e[0] for e in self.events], ["grant", "save", "hook", "revoke", "grant", "save", "hook"])
+
+    def test_full(self):
+        for n in range(3):
+            self.successResultOf(self.register(request(f"c{n}")))
+        self.assertCode(self.register(request("c9")), protocol.GATEWAY_FULL)
+
+    def test_methodNotOffered(self):
+        self.assertCode(self.register(request(method="openvpn")), protocol.METHOD_UNAVAILABLE)
+
+    def test_methodNotForThisClient(self):
+        self.assertCode(self.register(host="10.0.0.99"), protocol.METHOD_UNAVAILABLE)
+
+    def test_badMethodParams(self):
+        self.assertCode(self.register(request(color="red")), protocol.INVALID_PARAMS)
+
+    def test_grantFailureIsInternalErrorAndLeavesNoLease(self):
+        self.method.failGrant = True
+        self.assertCode(self.register(), protocol.INTERNAL_ERROR)
+        self.assertEqual(len(self.book), 0)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_renewAndErrors(self):
+        lease = self.successResultOf(self.register())["lease"]
+        self.clock.advance(50)
+        d = self.registry.renew(lease["id"], lease["token"])
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(d), {"expires_in": 60})
+        self.assertCode(self.registry.renew(lease["id"], "wrong"), protocol.WRONG_TOKEN)
+        self.assertCode(self.registry.renew("unknown", lease["token"]), protocol.UNKNOWN_LEASE)
+
+    def test_unregisterRevokes(self):
+        lease = self.successResultOf(self.register())["lease"]
+        del self.events[:]
+        d = self.registry.unregister(lease["id"], lease["token"])
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(d), {"released": True})
+        self.assertEqual(self.events, [("revoke", "c1", "100.64.0.2/32"),
+                                       ("hook", "release", "fake", "10.0.0.1"), ("save", 0)])
+        self.assertCode(self.registry.renew(lease["id"], lease["token"]), protocol.UNKNOWN_LEASE)
+
+    def test_sweepExpires(self):
+        self.successResultOf(self.register(request("a")))
+        self.clock.advance(30)
+        self.successResultOf(self.register(request("b")))
+        del self.events[:]
+        self.clock.advance(30)
+        d = self.registry.sweep()
+        self.clock.advance(0)
+        self.assertEqual([lease.clientId for lease in self.successResultOf(d)], ["a"])
+        self.assertEqual(self.events, [("revoke", "a", "100.64.0.2/32"),
+                                       ("hook", "release", "fake", "10.0.0.1"), ("save", 1)])
+
+    def test_restartRestoresAndRestartsMethods(self):
+        lease = self.successResultOf(self.register())["lease"]
+        book = LeaseBook(3, 60)
+        book.restore(self.store.saved, self.clock.seconds(), {"fake"})
+        events = []
+        registry = Registry(self.clock, book, {"fake": RecordingMethod(events)},
+                            GroupCommit(self.clock, self.store, book.records), Hooks(events))
+        self.successResultOf(registry.startMethods())
+        self.assertEqual(events, [("start", ["c1"])])
+        d = registry.renew(lease["id"], lease["token"])
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(d), {"expires_in": 60})
+
+
+class GatewayMachineTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.events = []
+        self.book = LeaseBook(3, 60)
+        self.registry = Registry(self.clock, self.book, {"fake": RecordingMethod(self.events)},
+                                 GroupCommit(self.clock, MemoryStore(self.events), self.book.records),
+                                 Hooks(self.events))
+        self.torn = defer.Deferred()
+        self.gateway = makeGateway(GatewayCore(self.registry, Offers(), lambda: self.torn))
+
+    def register(self):
+        d = self.gateway.register(request(), "10.0.0.1", "10.0.0.254")
+        self.clock.advance(0)
+        return d
+
+    def assertUnavailable(self, d):
+        self.assertEqual(self.failureResultOf(d, protocol.RPCError).value.code, protocol.UNAVAILABLE)
+
+    def test_startingRefuses(self):
+        self.assertEqual(self.gateway.describe()["state"], "starting")
+        self.assertFalse(self.gateway.info("x")["available"])
+        self.assertUnavailable(self.register())
+
+    def test_servingTakesRegistrations(self):
+        self.gateway.started()
+        self.assertEqual(self.gateway.describe()["state"], "serving")
+        self.assertTrue(self.gateway.info("x")["available"])
+        self.successResultOf(self.register())
+        self.assertEqual(self.gateway.info("x")["clients"], 1)
+
+    def test_uplinkDownAndBack(self):
+        self.gateway.started()
+        lease = self.successResultOf(self.register())["lease"]
+        self.gateway.uplinkDown("uplink up0 is down")
+        status = self.gateway.describe()
+        self.assertEqual((status["state"], status["uplink_problem"]), ("unavailable", "uplink up0 is down"))
+        self.assertFalse(self.gateway.info("x")["available"])
+        self.assertUnavailable(self.register())
+        # A lease holder keeps its lease through the outage.
+        d = self.gateway.renew(lease["id"], lease["token"])
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.gateway.uplinkUp()
+        self.assertEqual(self.gateway.describe()["state"], "serving")
+        self.assertNotIn("uplink_problem", self.gateway.describe())
+        self.assertTrue(self.gateway.info("x")["available"])
+
+    def test_stopWaitsForTeardown(self):
+        self.gateway.started()
+        d1 = self.gateway.stop()
+        d2 = self.gateway.stop()
+        self.assertEqual(self.gateway.describe()["state"], "stopping")
+        self.assertUnavailable(self.register())
+        self.assertNoResult(d1)
+        self.torn.callback(None)
+        self.successResultOf(d1)
+        self.successResultOf(d2)
+        self.assertEqual(self.gateway.describe()["state"], "stopped")
+        self.assertFalse(self.gateway.info("x")["available"])
+        self.successResultOf(self.gateway.stop())
+        self.gateway.uplinkUp()  # late monitor ticks are harmless
+        self.assertEqual(self.gateway.describe()["state"], "stopped")
