@@ -1,0 +1,92 @@
+"""
+C{mnigsctl [--server | --socket PATH] status [--json]}: what a running
+mnigs client (default) or server is doing, read from its local admin
+socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+
+CLIENT_SOCKET = "/run/mnigs-client/admin.sock"
+SERVER_SOCKET = "/run/mnigs-server/admin.sock"
+
+
+def ask(path: str, command: str, timeout: float = 5.0) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(command.encode("ascii") + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def _expires(seconds) -> str:
+    if seconds is None:
+        return "-"
+    return f"{int(seconds)}s"
+
+
+def formatStatus(status: dict) -> str:
+    lines = []
+    if "error" in status:
+        return f"error: {status['error']}"
+    if "leases" in status:  # a server
+        lines.append(f"gateway {status.get('name')} ({status.get('gateway')}): {status.get('state')}")
+        if status.get("uplink_problem"):
+            lines.append(f"  uplink problem: {status['uplink_problem']}")
+        lines.append(f"  clients: {status.get('clients')}/{status.get('max_clients')}")
+        for lease in status["leases"]:
+            lines.append(f"  lease {lease['id']} {lease['method']:9} {lease['client']} "
+                         f"at {lease['host']} -> {lease.get('address')} "
+                         f"expires in {_expires(lease.get('expires_in'))}")
+        return "\n".join(lines)
+    lines.append(f"state: {status.get('state')}")
+    current = status.get("current")
+    if current:
+        lines.append(f"gateway: {current.get('name')} ({current.get('gateway')}) "
+                     f"at {current.get('host')} via {current.get('method')}, "
+                     f"lease expires in {_expires(current.get('lease_expires_in'))}")
+    if status.get("reason"):
+        lines.append(f"reason: {status['reason']}")
+    gateways = status.get("gateways", [])
+    if gateways:
+        lines.append("known gateways (best first):")
+        for g in gateways:
+            quality = g.get("quality", {})
+            lines.append(f"  {g.get('rank', '-'):>3} {g.get('name', '?'):16} {g.get('host')} "
+                         f"score {g.get('score', 0):.2f} distance {g.get('distance')} "
+                         f"rtt {g.get('rtt_ms', '-')}ms load {g.get('load', '-')} "
+                         f"sessions {quality.get('sessions', 0)} failures {quality.get('failures', 0)}"
+                         + ("" if g.get("usable", True) else f"  [{g.get('why_not', 'unusable')}]"))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="mnigsctl", description=__doc__.strip().split("\n")[0])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--server", action="store_true", help=f"ask the server ({SERVER_SOCKET})")
+    where.add_argument("--socket", help=f"admin socket path (default {CLIENT_SOCKET})")
+    parser.add_argument("command", choices=["status"])
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    args = parser.parse_args(argv)
+    path = args.socket or (SERVER_SOCKET if args.server else CLIENT_SOCKET)
+    try:
+        status = ask(path, args.command)
+    except (OSError, ValueError) as e:
+        print(f"mnigsctl: cannot read {path}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(status, indent=2, sort_keys=True) if args.json else formatStatus(status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""
+The client machine's exact event sequences, with a Clock and a recording
+fake for its effects: method fallback, gateway fallback, backoff,
+failover, renewal-driven re-registration, switching and stopping.
+"""
+
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from mnigs import protocol
+from mnigs.client.machine import Backoff, ClientCore, IClientEffects, makeClient
+from mnigs.client.plan import Attempt, buildPlan
+
+
+@dataclass(frozen=True)
+class FakeOffer:
+    gatewayId: str
+    name: str
+
+
+@dataclass(frozen=True)
+class FakeSeen:
+    offer: FakeOffer
+    host: str
+    port: int = 8150
+
+
+@dataclass(frozen=True)
+class FakeRanked:
+    seen: FakeSeen
+    methods: tuple
+    usable: bool = True
+
+
+def ranked(gid, host, methods=("wireguard", "forward")):
+    return FakeRanked(FakeSeen(FakeOffer(gid, gid), host), tuple(methods))
+
+
+@implementer(IClientEffects)
+class RecordingEffects:
+    def __init__(self):
+        self.events = []
+        self.pending = {}
+
+    def _op(self, *event):
+        self.events.append(event)
+        d = defer.Deferred()
+        self.pending[event[0]] = d
+        return d
+
+    def scan(self):
+        return self._op("scan")
+
+    def plan(self, ranked, exclude):
+        return buildPlan(ranked, exclude=exclude)
+
+    def register(self, step):
+        return self._op("register", step.gatewayId, step.method)
+
+    def connect(self, step, lease):
+        return self._op("connect", step.gatewayId, step.method)
+
+    def unregister(self, step, lease):
+        self.events.append(("unregister", step.gatewayId, step.method))
+
+    def startSession(self, session):
+        self.events.append(("startSession", session.step.gatewayId, session.step.method))
+
+    def endSession(self, session):
+        self.events.append(("endSession", session.step.gatewayId, session.step.method))
+        return defer.succeed(None)
+
+    def noteFailure(self, step, reason):
+        self.events.append(("failure", step.gatewayId))
+
+    def fire(self, name, value=None):
+        self.pending.pop(name).callback(value)
+
+    def fail(self, name, error):
+        self.pending.pop(name).errback(error)
+
+
+LEASE = {"id": "L", "token": "T", "expires_in": 600, "config": {"address": "100.64.0.2/32"}}
+
+
+class ClientMachineTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.effects = RecordingEffects()
+        self.core = ClientCore(self.clock, self.effects, Backoff(1, 8))
+        self.client = makeClient(self.core)
+        self.gateways = [ranked("A", "10.0.0.1"), ranked("B", "10.0.0.2", ("wireguard",))]
+
+    def state(self):
+        return self.client.describe()["state"]
+
+    def goOnline(self):
+        self.client.start()
+        self.effects.fire("scan", self.gateways)
+        self.effects.fire("register", LEASE)
+        self.effects.fire("connect", "conn")
+        self.assertEqual(self.state(), "online")
+        return self.core.session
+
+    def test_happyPath(self):
+        self.client.start()
+        self.assertEqual(self.state(), "searching")
+        self.effects.fire("scan", self.gateways)
+        self.assertEqual(self.state(), "registering")
+        self.effects.fire("register", LEASE)
+        self.assertEqual(self.state(), "connecting")
+        self.effects.fire("connect", "conn")
+        self.assertEqual(self.state(), "online")
+        self.assertEqual(self.effects.events, [
+            ("scan",), ("register", "A", "wireguard"), ("connect", "A", "wireguard"),
+            ("startSession", "A", "wireguard")])
+        self.assertEqual(self.client.describe()["current"]["host"], "10.0.0.1")
+
+    def test_methodFallbackThenGatewayFallback(self):
+        self.client.start()
+        self.effects.fire("scan", self.gateways)
+        self.effects.fire("register", LEASE)
+        self.effects.fail("connect", RuntimeError("no handshake"))
+        self.assertEqual(self.state(), "registering")
+        self.effects.fail("register", protocol.RPCError(protocol.METHOD_UNAVAILABLE, "not a neighbour"))
+        self.assertEqual(self.state(), "registering")
+        self.effects.fire("register", LEASE)
+        self.effects.fire("connect", "conn")
+        self.assertEqual(self.effects.events, [
+            ("scan",), ("register", "A", "wireguard"), ("connect", "A", "wireguard"),
+            ("failure", "A"), ("unregister", "A", "wireguard"),
+            ("register", "A", "forward"), ("failure", "A"),
+            ("register", "B", "wireguard"), ("connect", "B", "wireguard"),
+            ("startSession", "B", "wireguard")])
+        self.assertEqual(self.state(), "online")
+
+    def test_fullGatewaySkipsItsOtherMethods(self):
+        self.client.start()
+        self.effects.fire("scan", self.gateways)
+        self.effects.fail("register", protocol.RPCError(protocol.GATEWAY_FULL, "full"))
+        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_exhaustedBacksOffThenSearchesAgain(self):
+        self.client.start()
+        self.effects.fire("scan", [self.gateways[1]])
+        self.effects.fail("register", protocol.RPCError(protocol.UNAVAILABLE, "uplink down"))
+        self.assertEqual(self.state(), "waiting")
+        self.clock.advance(0.9)
+        self.assertEqual(self.state(), "waiting")
+        self.clock.advance(0.1)
+        self.assertEqual(self.state(), "searching")
+        self.effects.fire("scan", [])
+        self.assertEqual(self.state(), "waiting")
+        self.clock.advance(1.9)
+        self.assertEqual(self.state(), "waiting")  # doubled: 2 s
+        self.clock.advance(0.1)
+        self.assertEqual(self.state(), "searching")
+        self.assertEqual([e[0] for e in self.effects.events],
+                         ["scan", "register", "failure", "scan", "scan"])
+
+    def test_degradedAndBack(self):
+        session = self.goOnline()
+        self.client.probeMissed(session, 1)
+        self.assertEqual(self.state(), "degraded")
+        self.client.probeMissed(session, 2)
+        self.assertEqual(self.state(), "degraded")
+        self.client.probeAnswered(session, 0.01)
+        self.assertEqual(self.state(), "online")
+        self.assertIs(self.core.session, session)
+
+    def test_failoverToNextGateway(self):
+        session = self.goOnline()
+        del self.effects.events[:]
+        attempt = buildPlan(self.gateways, exclude={"A"})
+        self.client.failover(session, attempt, "no answer from 3 probes")
+        self.assertEqual(self.state(), "registering")
+        self.assertEqual(self.effects.events, [
+            ("failure", "A"), ("endSession", "A", "wireguard"), ("unregister", "A", "wireguard"),
+            ("register", "B", "wireguard")])
+
+    def test_droppedSearches(self):
+        session = self.goOnline()
+        del self.effects.events[:]
+        self.client.dropped(session, "route withdrawn")
+        self.assertEqual(self.state(), "searching")
+        self.assertEqual(self.effects.events[-1], ("scan",))
+
+    def test_switchIsNotAFailure(self):
+        session = self.goOnline()
+        del self.effects.events[:]
+        self.client.switch(session, buildPlan(self.gateways, exclude={"A"}))
+        self.assertEqual(self.effects.events, [
+            ("endSession", "A", "wireguard"), ("unregister", "A", "wireguard"),
+            ("register", "B", "wireguard")])
+
+    def test_stopOnlineUnregistersAndRestores(self):
+        self.goOnline()
+        del self.effects.events[:]
+        d = self.client.stop()
+        self.successResultOf(d)
+        self.assertEqual(self.state(), "stopped")
+        self.assertEqual(self.effects.events, [("endSession", "A", "wireguard"),
+                                               ("unregister", "A", "wireguard")])
+
+    def test_stopWhileConnectingCancelsAndUnregisters(self):
+        self.client.start()
+        self.effects.fire("scan", self.gateways)
+        self.effects.fire("register", LEASE)
+        connecting = self.effects.pending["connect"]
+        self.successResultOf(self.client.stop())
+        self.assertTrue(connecting.called)  # cancelled, and the cancellation swallowed
+        self.assertEqual(self.effects.events[-1], ("unregister", "A", "wireguard"))
+        self.assertEqual(self.state(), "stopped")
+
+    def test_stopWhileWaitingCancelsTimer(self):
+        self.client.start()
+        self.effects.fire("scan", [])
+        self.successResultOf(self.client.stop())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lateEventsIgnored(self):
+        session = self.goOnline()
+        self.successResultOf(self.client.stop())
+        self.client.probeMissed(session, 1)
+        self.client.failover(session, Attempt(()), "late")
+        self.assertEqual(self.state(), "stopped")
+
+    def test_backoffResetOnline(self):
+        self.client.start()
+        self.effects.fire("scan", [])
+        self.clock.advance(1)
+        self.effects.fire("scan", self.gateways)
+        self.effects.fire("register", LEASE)
+        self.effects.fire("connect", "conn")
+        self.assertEqual(self.core.backoff.current, 1)
