@@ -184,3 +184,24 @@ class IClientMethod(Interface):
         and C{whenLost()} returning a Deferred that fires if the tunnel
         dies by itself) or failing if the tunnel did not come up.
         """
+
+
+class IPinger(Interface):
+    """
+    Sends echo probes (ICMP, or anything else that answers or not within a
+    deadline) for the client's gateway health monitor.
+    """
+
+    def ping(address, timeout):
+        """
+        Probe C{address} (text) once.  Returns a Deferred firing with the
+        round-trip time in seconds, or C{None} when no answer came within
+        C{timeout} seconds; it fails when the probe could not be sent.
+        Cancelling the Deferred abandons the probe.
+        """
+
+    def close():
+        """
+        Abandon every outstanding probe (their Deferreds are cancelled) and
+        release sockets.
+        """

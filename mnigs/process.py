@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.unit.test_process,tests.mesh.test_process_real -*-
+# -*- test-case-name: tests.unit.test_process -*-
 """
-Child processes: one-shot commands (L{runCommand}) and supervised daemons
-(L{SupervisedProcess}), in the manner of txtorcon's tor launcher and
-L{twisted.runner.procmon}.
+Supervised daemons (L{SupervisedProcess}), in the manner of txtorcon's tor
+launcher and L{twisted.runner.procmon}.  One-shot commands are in
+L{mnigs.command}.
 
 A supervised daemon is launched with an argument list (never a shell), is
 ready when its C{readiness} says so (a line of output, a control socket that
@@ -17,14 +17,19 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol as TypingProtocol, Sequence
 
 from automat import TypeMachineBuilder, pep614
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mnigs.readiness import Watch, asReadiness, readyOnOutput, readyWhen
+
 log = Logger()
+
+__all__ = ["SupervisedProcess", "LaunchTimeout", "ProcessExitedEarly", "LaunchCancelled",
+           "ProcessStopping", "readyOnOutput", "readyWhen"]
 
 _MAX_LINE = 64 * 1024
 
@@ -43,113 +48,6 @@ class LaunchCancelled(Exception):
 
 class ProcessStopping(Exception):
     """start() was called while the daemon is being stopped."""
-
-
-class CommandTimeout(Exception):
-    """A one-shot command ran longer than its timeout and was killed."""
-
-
-# -- readiness -------------------------------------------------------------
-
-
-class _Watch:
-    """One launch's readiness watch: told every output line, cancelled when
-    the launch ends either way."""
-
-    def lineReceived(self, line: bytes) -> None:
-        pass
-
-    def cancel(self) -> None:
-        pass
-
-
-class _ReadyOnSpawn:
-    def watch(self, reactor, ready: Callable[[], None]) -> _Watch:
-        ready()
-        return _Watch()
-
-
-@dataclass
-class _OutputWatch(_Watch):
-    predicate: Callable[[bytes], bool]
-    ready: Callable[[], None]
-
-    def lineReceived(self, line: bytes) -> None:
-        if self.predicate(line):
-            self.ready()
-
-
-@dataclass
-class _ReadyOnOutput:
-    predicate: Callable[[bytes], bool]
-
-    def watch(self, reactor, ready: Callable[[], None]) -> _Watch:
-        return _OutputWatch(self.predicate, ready)
-
-
-@dataclass
-class _PollWatch(_Watch):
-    reactor: object
-    check: Callable[[], object]
-    interval: float
-    ready: Callable[[], None]
-    pending: Optional[IDelayedCall] = None
-    cancelled: bool = False
-
-    def begin(self) -> "_PollWatch":
-        self.pending = self.reactor.callLater(0, self._poll)
-        return self
-
-    def _poll(self) -> None:
-        self.pending = None
-        d = maybeDeferred(self.check)
-        d.addErrback(lambda f: False)
-        d.addCallback(self._answered)
-
-    def _answered(self, isReady: object) -> None:
-        if self.cancelled:
-            return
-        if isReady:
-            self.ready()
-        else:
-            self.pending = self.reactor.callLater(self.interval, self._poll)
-
-    def cancel(self) -> None:
-        # A check already in flight is let finish; its answer is ignored.
-        self.cancelled = True
-        if self.pending is not None:
-            self.pending.cancel()
-            self.pending = None
-
-
-@dataclass
-class _ReadyWhen:
-    check: Callable[[], object]
-    interval: float
-
-    def watch(self, reactor, ready: Callable[[], None]) -> _Watch:
-        return _PollWatch(reactor, self.check, self.interval, ready).begin()
-
-
-def readyOnOutput(predicate: Callable[[bytes], bool]) -> _ReadyOnOutput:
-    """Ready once C{predicate(line)} is true for a line of stdout/stderr."""
-    return _ReadyOnOutput(predicate)
-
-
-def readyWhen(check: Callable[[], object], interval: float = 0.1) -> _ReadyWhen:
-    """
-    Ready once C{check()} (which may return a Deferred) gives a true value;
-    it is asked every C{interval} seconds, and a failure counts as "not yet".
-    """
-    return _ReadyWhen(check, interval)
-
-
-def _asReadiness(readiness):
-    if readiness is None:
-        return _ReadyOnSpawn()
-    if hasattr(readiness, "watch"):
-        return readiness
-    return _ReadyOnOutput(readiness)
 
 
 # -- the machine -----------------------------------------------------------
@@ -241,7 +139,7 @@ class _Cancellable:
 
 @dataclass
 class _Launch(_Cancellable):
-    watch: _Watch
+    watch: Watch
     timeout: IDelayedCall
 
     def cancel(self) -> None:
@@ -281,7 +179,7 @@ def _spawnChild(c: _Supervisor, s: _Core, *args: object) -> _Launch:
         failure = Failure()
         log.failure("{name}: could not spawn {argv}", failure, name=s.name, argv=s.argv)
         c.processExited(failure)  # runs once this transition is over
-        return _Launch(_Watch(), s.reactor.callLater(s.launchTimeout, c.launchTimedOut))
+        return _Launch(Watch(), s.reactor.callLater(s.launchTimeout, c.launchTimedOut))
     finally:
         if outFD is not None:
             os.close(outFD)
@@ -514,7 +412,7 @@ class SupervisedProcess:
         factory = _RestartingMachine if restart else _OneShotMachine
         self._core = _Core(
             reactor=reactor, argv=tuple(argv), name=name, env=env,
-            readiness=_asReadiness(readiness), launchTimeout=launchTimeout,
+            readiness=asReadiness(readiness), launchTimeout=launchTimeout,
             minBackoff=minBackoff, maxBackoff=maxBackoff, stopTimeout=stopTimeout,
             onExit=onExit or (lambda reason: None), onReady=onReady or (lambda: None),
             outputPath=outputPath, spawn=spawn or reactor.spawnProcess,
@@ -542,73 +440,3 @@ class SupervisedProcess:
 
     def __repr__(self) -> str:
         return f"<SupervisedProcess {self.name} pid={self.pid}>"
-
-
-# -- one-shot commands -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    argv: tuple
-    exitCode: Optional[int]
-    signal: Optional[int]
-    stdout: bytes
-    stderr: bytes
-
-
-class _CommandProtocol(ProcessProtocol):
-    def __init__(self, stdin: bytes, done: Callable[[Failure, bytes, bytes], None]) -> None:
-        self._stdin = stdin
-        self._done = done
-        self._out: list[bytes] = []
-        self._err: list[bytes] = []
-
-    def connectionMade(self) -> None:
-        if self._stdin:
-            self.transport.write(self._stdin)
-        self.transport.closeStdin()
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        (self._out if childFD == 1 else self._err).append(data)
-
-    def processEnded(self, reason: Failure) -> None:
-        self._done(reason, b"".join(self._out), b"".join(self._err))
-
-
-def runCommand(reactor, argv: Sequence[str], stdin: bytes = b"", env: Optional[dict] = None,
-               timeout: float = 30, spawn=None) -> Deferred[CommandResult]:
-    """
-    Run C{argv} (a list, no shell) to completion, feeding it C{stdin}.  Fires
-    with a L{CommandResult} whatever the exit code; fails with
-    L{CommandTimeout} if it had to be killed after C{timeout} seconds.
-    """
-    argv = tuple(argv)
-    result: Deferred[CommandResult] = Deferred()
-    transport: list[IProcessTransport] = []
-
-    def expire() -> None:
-        try:
-            transport[0].signalProcess("KILL")
-        except ProcessExitedAlready:
-            pass
-
-    timer = reactor.callLater(timeout, expire)
-
-    def done(reason: Failure, out: bytes, err: bytes) -> None:
-        timedOut = not timer.active()
-        if not timedOut:
-            timer.cancel()
-        if timedOut:
-            result.errback(CommandTimeout(argv, timeout))
-            return
-        value = reason.value
-        result.callback(CommandResult(argv, getattr(value, "exitCode", None),
-                                      getattr(value, "signal", None), out, err))
-
-    protocol = _CommandProtocol(stdin, done)
-    try:
-        transport.append((spawn or reactor.spawnProcess)(protocol, argv[0], list(argv), env=env))
-    except Exception:
-        timer.cancel()
-        result.errback()
-    return result

@@ -33,7 +33,7 @@ from twisted.web import server
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from txjsonrpc_ng import jsonrpclib
-from txjsonrpc_ng.web.jsonrpc import JSONRPC, Proxy, QueryFactory
+from txjsonrpc_ng.web.jsonrpc import JSONRPC, QueryFactory
 
 from mnigs.protocol import (
     INTERNAL_ERROR,
@@ -219,6 +219,9 @@ def makeSite(resource, reactor, maxConnections=512, idleTimeout=30.0):
     site.requestFactory = LimitedRequest
     site.displayTracebacks = False
     site.noisy = False
+    # No access log: at thousands of probes a second it would be most of
+    # the daemon's work and disk writes.
+    site.log = lambda request: None
     return _ConnectionCap(site, maxConnections)
 
 
@@ -273,8 +276,7 @@ class _BoundedBody(Protocol):
 class _QueryFactory(QueryFactory):
     """
     txjsonrpc-ng's query, made cancellable (cancelling stops the HTTP
-    request and its connection attempt), bounded in what it reads, and
-    always sending params as an object.
+    request and its connection attempt) and bounded in what it reads.
     """
 
     maxResponse = MAX_RESPONSE_BYTES
@@ -283,10 +285,6 @@ class _QueryFactory(QueryFactory):
         super().__init__(*args, **kwargs)
         self._request = None
         self.deferred = defer.Deferred(self._cancel)
-
-    def _buildVersionedPayload(self, method="", args=None, kwargs=None):
-        return json.dumps({"jsonrpc": "2.0", "method": method, "params": kwargs or {},
-                           "id": self.id})
 
     def _cancel(self, _):
         self.deferred = None
@@ -358,10 +356,15 @@ class RPCClient:
         self.agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)
 
     def call(self, host, port: int, method: str, params: dict | None = None, timeout: float | None = None):
-        proxy = Proxy(rpcURL(host, port), version=jsonrpclib.VERSION_2,
-                      factoryClass=_QueryFactory, pool=self.pool)
-        proxy.agent = self.agent
-        d = proxy.callRemote(method, **(params or {}))
+        # Proxy.callRemote takes params as keyword arguments, so a param
+        # called "method" (gateway.register has one) cannot pass through it:
+        # build txjsonrpc-ng's query directly.
+        query = _QueryFactory(self.agent, rpcURL(host, port), method, None, None,
+                              jsonrpclib.VERSION_2, False)
+        query.payload = json.dumps({"jsonrpc": "2.0", "method": method,
+                                    "params": params or {}, "id": query.id})
+        query._makeRequest()
+        d = query.deferred
         limit = self.timeout if timeout is None else timeout
         d.addTimeout(limit, self.reactor, onTimeoutCancel=lambda result, t: _timedOut(method, host, t))
         return d

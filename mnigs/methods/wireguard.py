@@ -7,6 +7,7 @@ inner address admitted by the access list while the lease lives.
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -22,7 +23,26 @@ from mnigs.protocol import (
     formatEndpoint,
     invalidParams,
 )
-from mnigs.wireguard import Peer
+from mnigs.statefile import atomicWrite
+from mnigs.wireguard import Peer, checkKey, generatePrivateKey, publicKey
+
+KEY_FILE = "wireguard.key"
+IMPLEMENTATIONS = {"auto": "auto", "kernel": "kernel", "wireguard-go": "userspace"}
+
+
+def loadOrCreateWireGuardKey(stateDir: str) -> tuple[str, str]:
+    """
+    (private, public) base64 keys, the private one kept in the state
+    directory so that a restart keeps the gateway's WireGuard identity.
+    """
+    path = os.path.join(stateDir, KEY_FILE)
+    try:
+        with open(path) as f:
+            private = checkKey(f.read().strip())
+    except FileNotFoundError:
+        private = generatePrivateKey()
+        atomicWrite(path, private.encode("ascii") + b"\n")
+    return private, publicKey(private)
 
 log = Logger()
 
@@ -40,10 +60,9 @@ def poolHosts(pool):
 class WireGuardGateway:
     name = "wireguard"
 
-    def __init__(self, device, uapi, access, publicKey: str, pool, port: int,
+    def __init__(self, device, access, publicKey: str, pool, port: int,
                  endpoints=(), dns=()):
         self.device = device
-        self.uapi = uapi
         self.access = access
         self.publicKey = publicKey
         self.pool = pool
@@ -99,7 +118,8 @@ class WireGuardGateway:
 
     @defer.inlineCallbacks
     def start(self, leases):
-        self.device.onDeath(self._daemonRestarted)
+        self.device.onDeath(self._daemonDied)
+        self.device.onRestored(self._daemonRestored)
         yield self.device.start()
         self.leases = {lease.id: lease for lease in leases}
         yield self._addAllPeers()
@@ -108,29 +128,27 @@ class WireGuardGateway:
         peers = [self._peer(lease) for lease in self.leases.values()]
         if not peers:
             return defer.succeed(None)
-        return self.uapi.setPeers(add=peers)
+        return self.device.setPeers(add=peers)
 
-    def _daemonRestarted(self, *reason):
-        # The device re-creates itself; its peers live in our lease book.
-        log.warn("WireGuard daemon died; it is restarted and its peers re-added")
+    def _daemonDied(self, reason):
+        log.warn("WireGuard daemon of {ifname} died ({reason}); it is being restarted",
+                 ifname=self.device.ifname, reason=reason.getErrorMessage())
 
-        def readd(_):
-            return self._addAllPeers()
-
-        self.device.whenReady().addCallback(readd).addErrback(
-            lambda f: log.failure("could not re-add WireGuard peers", f))
+    def _daemonRestored(self):
+        # The device came back empty; the peers live in the lease book.
+        self._addAllPeers().addErrback(lambda f: log.failure("could not re-add WireGuard peers", f))
 
     @defer.inlineCallbacks
     def grant(self, lease):
         self.leases[lease.id] = lease
-        yield self.uapi.setPeers(add=[self._peer(lease)])
+        yield self.device.setPeers(add=[self._peer(lease)])
         yield self.access.allow(accessAddress(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
         yield self.access.deny(accessAddress(lease))
-        yield self.uapi.setPeers(remove=[lease.params["public_key"]])
+        yield self.device.setPeers(remove=[lease.params["public_key"]])
 
     def stop(self):
         return self.device.stop()

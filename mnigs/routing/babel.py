@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -151,6 +151,16 @@ class BabelSocketProtocol(LineReceiver):
                 answer.errback(reason)
 
 
+class _BabelFactory(Factory):
+    def __init__(self, onEvent: Callable[[BabelEvent], object]) -> None:
+        self._onEvent = onEvent
+
+    def buildProtocol(self, addr) -> BabelSocketProtocol:
+        protocol = BabelSocketProtocol(self._onEvent)
+        protocol.factory = self
+        return protocol
+
+
 def _closing(protocol: BabelSocketProtocol, result: object) -> object:
     protocol.transport.abortConnection()
     return result
@@ -194,7 +204,7 @@ class BabelRouteSource:
         L{BabelTable}.
         """
         table = BabelTable()
-        factory = Factory.forProtocol(BabelSocketProtocol, table.apply)
+        factory = _BabelFactory(table.apply)
 
         def talk(protocol: BabelSocketProtocol) -> Deferred[BabelTable]:
             conversation = protocol.whenGreeted()
@@ -264,7 +274,7 @@ class BabelWatch:
         )
         self._service = ClientService(
             endpoint,
-            Factory.forProtocol(BabelSocketProtocol, self._event),
+            _BabelFactory(self._event),
             retryPolicy=retryPolicy or backoffPolicy(initialDelay=1.0, maxDelay=30.0),
             clock=clock,
             prepareConnection=self._monitor,
@@ -276,9 +286,14 @@ class BabelWatch:
     def stop(self) -> Deferred[None]:
         """
         Close the connection and stop reconnecting; no C{onChange} after
-        this.  The Deferred fires once the connection is closed.
+        this.  The Deferred fires once the connection is closed.  Stopping
+        again is harmless.
         """
         self._notifier.cancel()
+        if not self._service.running:
+            # Also guards against a stop() from a callback of the first
+            # one's Deferred, which ClientService's machine would refuse.
+            return succeed(None)
         stopped = self._service.stopService()
         stopped.addBoth(lambda result: self._notifier.cancel() or result)
         return stopped

@@ -1,6 +1,7 @@
 """
 The kernel route source: candidate gateways from the kernel's routing
-tables, read over netlink with pyroute2 (never from C{ip} output).
+tables, read over netlink with pyroute2 (never from C{ip} output).  What
+is kept is decided in L{mnigs.routing.kerneltable}.
 
 Whatever routing daemon fills the tables (babeld's routes have protocol 42,
 static ones 4), the host routes (/32, /128) it installs name nodes of the
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import socket
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Protocol
 
+from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IReadDescriptor
@@ -30,123 +32,39 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mnigs.client.candidates import (
-    Candidate,
-    IPAddress,
-    mergeCandidates,
-    usableAddress,
-)
+from mnigs.client.candidates import Candidate, IPAddress
 from mnigs.interfaces import IRouteSource
 from mnigs.routing.changes import ChangeNotifier
+from mnigs.routing.kerneltable import (
+    PROTO_BABEL,
+    PROTO_STATIC,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
+    RTN_LOCAL,
+    RTN_UNICAST,
+    KernelRoute,
+    kernelCandidates,
+    kernelRoutes,
+)
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = [
+    "PROTO_BABEL",
+    "PROTO_STATIC",
+    "RT_TABLE_LOCAL",
+    "RT_TABLE_MAIN",
+    "RTN_LOCAL",
+    "RTN_UNICAST",
+    "KernelRoute",
+    "KernelRouteSource",
+    "KernelWatch",
+    "PyRoute2Netlink",
+    "RouteMonitor",
+    "kernelCandidates",
+    "kernelRoutes",
+]
 
-RT_TABLE_MAIN = 254
-RT_TABLE_LOCAL = 255
-RTN_UNICAST = 1
-RTN_LOCAL = 2
-PROTO_STATIC = 4
-PROTO_BABEL = 42
 #: Seconds between looks when the netlink monitor socket is lost.
 POLL_INTERVAL = 2.0
-
-
-@dataclass(frozen=True)
-class KernelRoute:
-    """
-    One route (one next hop of a multipath route), in plain terms.
-
-    @ivar type: the kernel's route type (C{RTN_UNICAST}, C{RTN_LOCAL}, ...).
-    @ivar priority: the route's metric (C{RTA_PRIORITY}), 0 when absent.
-    @ivar interface: the outgoing interface's name, when known.
-    """
-
-    destination: IPNetwork
-    table: int = RT_TABLE_MAIN
-    protocol: int = PROTO_STATIC
-    priority: int = 0
-    type: int = RTN_UNICAST
-    gateway: IPAddress | None = None
-    interface: str | None = None
-
-
-def kernelCandidates(
-    routes: Iterable[KernelRoute],
-    localAddresses: Collection[IPAddress] = (),
-    tables: Collection[int] = (RT_TABLE_MAIN,),
-    protocols: Collection[int] | None = None,
-    interfaces: Collection[str] | None = None,
-    nextHops: bool = False,
-    source: str = "kernel",
-) -> list[Candidate]:
-    """
-    Candidates from kernel routes: the destinations of unicast host routes
-    in C{tables}, of a protocol in C{protocols} and out of an interface in
-    C{interfaces} (C{None}: any), with distance the route's priority; with
-    C{nextHops}, also the gateways of all such routes (the default route's
-    included) at priority + 1.  The node's own addresses (C{localAddresses}
-    and the local table's C{local} routes), link-local, multicast, loopback
-    and unspecified addresses are left out.  One entry per address, the
-    nearest; nearest first.
-    """
-    routes = list(routes)
-    own = set(localAddresses)
-    own.update(
-        route.destination.network_address
-        for route in routes
-        if route.type == RTN_LOCAL and route.destination.prefixlen == route.destination.max_prefixlen
-    )
-    found = []
-    for route in routes:
-        if route.type != RTN_UNICAST or route.table not in tables:
-            continue
-        if protocols is not None and route.protocol not in protocols:
-            continue
-        if interfaces is not None and route.interface not in interfaces:
-            continue
-        destination = route.destination
-        via = None if route.gateway is None else str(route.gateway)
-        if destination.prefixlen == destination.max_prefixlen:
-            found.append(
-                Candidate(destination.network_address, float(route.priority), source, via, route.interface)
-            )
-        if nextHops and route.gateway is not None:
-            found.append(Candidate(route.gateway, float(route.priority + 1), source, None, route.interface))
-    return mergeCandidates([[c for c in found if c.address not in own and usableAddress(c.address)]])
-
-
-def kernelRoutes(message, linkNames: dict[int, str]) -> list[KernelRoute]:
-    """
-    The L{KernelRoute}s of one pyroute2 C{rtmsg} (one per next hop of a
-    multipath route); C{linkNames} maps interface indexes to names.
-    """
-    family = message["family"]
-    if family not in (socket.AF_INET, socket.AF_INET6):
-        return []
-    destination = message.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
-    common = dict(
-        destination=ipaddress.ip_network(f"{destination}/{message['dst_len']}", strict=False),
-        table=message.get("table") or message["table"],
-        protocol=message["proto"],
-        priority=message.get("priority") or 0,
-        type=message["type"],
-    )
-    hops = message.get("multipath")
-    if not hops:
-        hops = [message]
-    routes = []
-    for hop in hops:
-        gateway = hop.get("gateway")
-        oif = hop.get("oif") if hop is message else hop["oif"]
-        routes.append(
-            KernelRoute(
-                gateway=None if gateway is None else ipaddress.ip_address(gateway),
-                interface=linkNames.get(oif),
-                **common,
-            )
-        )
-    return routes
-
 
 class RouteMonitor:
     """
@@ -158,9 +76,13 @@ class RouteMonitor:
         from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE
 
         self._ipr = IPRoute(netns=netns, flags=0)
-        self._ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
-        self._socket = self._ipr.asyncore.socket
-        self._socket.setblocking(False)
+        try:
+            self._ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
+            self._socket = self._ipr.asyncore.socket
+            self._socket.setblocking(False)
+        except BaseException:
+            self._ipr.close()
+            raise
 
     def fileno(self) -> int:
         return self._ipr.fileno()
@@ -244,8 +166,6 @@ class KernelRouteSource:
     @param nextHops: also yield the gateways of routes.
     """
 
-    log = Logger()
-
     def __init__(
         self,
         reactor,
@@ -293,77 +213,134 @@ class KernelRouteSource:
         return watcher
 
 
-@implementer(IReadDescriptor)
-class KernelWatch:
-    """
-    Calls C{onChange()} when the candidates of a L{KernelRouteSource} have
-    changed since the watch started or last reported.  It is the reactor's
-    reader of a L{RouteMonitor}.
-    """
-
-    log = Logger()
-
-    def __init__(self, reactor, netlink, snapshot, onChange, debounce: float = 0.5) -> None:
-        self._reactor = reactor
-        self._netlink = netlink
-        self._notifier = ChangeNotifier(reactor, lambda: tuple(snapshot()), onChange, delay=debounce)
-        self._monitor: RouteMonitor | None = None
-        self._poll: LoopingCall | None = None
-
+class _WatchInputs(Protocol):
     def start(self) -> None:
-        self._monitor = self._netlink.openMonitor()
-        # The baseline, taken after the monitor is open so no change falls
-        # between the two.
-        self._notifier.lookNow()
-        self._reactor.addReader(self)
+        "Open the netlink monitor and take the baseline."
 
-    def stop(self) -> Deferred[None]:
-        """
-        Stop watching; no C{onChange} after this.
-        """
-        self._notifier.cancel()
-        if self._poll is not None and self._poll.running:
-            self._poll.stop()
-        self._poll = None
-        monitor, self._monitor = self._monitor, None
-        if monitor is not None:
-            self._reactor.removeReader(self)
-            monitor.close()
-        return succeed(None)
+    def monitorLost(self, reason: Failure) -> None:
+        "The monitor socket failed; the reactor has dropped it."
 
-    # IReadDescriptor
+    def stop(self) -> None:
+        "Stop watching for good."
+
+
+@dataclass
+class _WatchCore:
+    reactor: object
+    netlink: object
+    notifier: ChangeNotifier
+    log: Logger = field(default_factory=Logger)
+
+
+@implementer(IReadDescriptor)
+class _MonitorReader:
+    """
+    The reactor's reader of a L{RouteMonitor}: turns readability into
+    pokes of the notifier, and a failed read into C{monitorLost}.
+    """
+
+    def __init__(self, monitor: RouteMonitor, onMessages: Callable[[], object], onLost) -> None:
+        self.monitor = monitor
+        self._onMessages = onMessages
+        self._onLost = onLost
 
     def fileno(self) -> int:
-        if self._monitor is None:
-            return -1
-        return self._monitor.fileno()
+        return self.monitor.fileno()
 
     def doRead(self):
         try:
-            seen = self._monitor.drain()
+            seen = self.monitor.drain()
         except Exception:
             return Failure()
         if seen:
-            self._notifier.poke()
+            self._onMessages()
         return None
 
     def connectionLost(self, reason: Failure) -> None:
-        # Only an error in doRead gets here (stop() removes the reader
-        # without a connectionLost): keep watching by polling.
-        self.log.failure(
-            "Netlink route monitor lost; polling every {interval} s instead",
-            reason,
-            interval=POLL_INTERVAL,
-        )
-        monitor, self._monitor = self._monitor, None
-        if monitor is not None:
-            try:
-                monitor.close()
-            except Exception:
-                self.log.failure("Closing the route monitor failed")
-        self._poll = LoopingCall(self._notifier.poke)
-        self._poll.clock = self._reactor
-        self._poll.start(POLL_INTERVAL, now=False)
+        # Only a failed doRead gets here: stopping removes the reader
+        # without calling this.
+        self._onLost(reason)
 
     def logPrefix(self) -> str:
-        return "KernelWatch"
+        return "KernelRouteMonitor"
+
+
+def _startReading(inputs: _WatchInputs, core: _WatchCore) -> _MonitorReader:
+    reader = _MonitorReader(core.netlink.openMonitor(), core.notifier.poke, inputs.monitorLost)
+    # The baseline, taken once the monitor is open so that no change can
+    # fall between the two.
+    core.notifier.lookNow()
+    core.reactor.addReader(reader)
+    return reader
+
+
+def _startPolling(inputs: _WatchInputs, core: _WatchCore, reason: Failure) -> LoopingCall:
+    poll = LoopingCall(core.notifier.poke)
+    poll.clock = core.reactor
+    poll.start(POLL_INTERVAL, now=False)
+    return poll
+
+
+def _buildWatchMachine():
+    machine = TypeMachineBuilder(_WatchInputs, _WatchCore)
+    idle = machine.state("idle")
+    reading = machine.state("reading", _startReading)
+    polling = machine.state("polling", _startPolling)
+    stopped = machine.state("stopped")
+
+    idle.upon(_WatchInputs.start).to(reading).returns(None)
+    idle.upon(_WatchInputs.stop).to(stopped).returns(None)
+    stopped.upon(_WatchInputs.stop).loop().returns(None)
+    stopped.upon(_WatchInputs.monitorLost).loop().returns(None)
+
+    @reading.upon(_WatchInputs.monitorLost).to(polling)
+    def monitorFailed(inputs: _WatchInputs, core: _WatchCore, reader: _MonitorReader, reason: Failure) -> None:
+        core.log.failure(
+            "Netlink route monitor lost; polling every {interval} s instead", reason, interval=POLL_INTERVAL
+        )
+        try:
+            reader.monitor.close()
+        except Exception:
+            core.log.failure("Closing the route monitor failed")
+
+    @reading.upon(_WatchInputs.stop).to(stopped)
+    def readerStop(inputs: _WatchInputs, core: _WatchCore, reader: _MonitorReader) -> None:
+        core.notifier.cancel()
+        core.reactor.removeReader(reader)
+        reader.monitor.close()
+
+    @polling.upon(_WatchInputs.stop).to(stopped)
+    def pollStop(inputs: _WatchInputs, core: _WatchCore, poll: LoopingCall) -> None:
+        core.notifier.cancel()
+        poll.stop()
+
+    return machine.build()
+
+
+_WatchMachine = _buildWatchMachine()
+
+
+class KernelWatch:
+    """
+    Calls C{onChange()} when the candidates of a L{KernelRouteSource} have
+    changed since the watch started or last reported.
+
+    A machine: C{idle} --start--> C{reading} (the reactor reads the netlink
+    monitor) --monitorLost--> C{polling}; C{stop} from anywhere leads to
+    C{stopped}.
+    """
+
+    def __init__(self, reactor, netlink, snapshot, onChange, debounce: float = 0.5) -> None:
+        notifier = ChangeNotifier(reactor, lambda: tuple(snapshot()), onChange, delay=debounce)
+        self._machine = _WatchMachine(_WatchCore(reactor, netlink, notifier))
+
+    def start(self) -> None:
+        self._machine.start()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop watching; no C{onChange} after this.  Stopping again is
+        harmless.
+        """
+        self._machine.stop()
+        return succeed(None)

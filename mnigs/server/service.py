@@ -38,17 +38,22 @@ log = Logger()
 
 
 def buildWireGuard(reactor, config, stateDir, access):
-    from mnigs.methods.wireguard import WireGuardGateway
-    from mnigs.wireguard import UAPIClient, WireGuardDevice, loadOrCreateWireGuardKey
+    from mnigs.methods.wireguard import (
+        IMPLEMENTATIONS,
+        WireGuardGateway,
+        loadOrCreateWireGuardKey,
+    )
+    from mnigs.wgdevice import WireGuardDevice
 
     private, public = loadOrCreateWireGuardKey(stateDir)
     gatewayAddress = next(config.pool.hosts())
     device = WireGuardDevice(
         reactor, config.interface, private, listenPort=config.port,
         address=f"{gatewayAddress}/{config.pool.prefixlen}",
-        implementation=config.implementation)
-    return WireGuardGateway(device, UAPIClient(reactor, config.interface), access, public,
-                            config.pool, config.port, config.endpoint, config.dns)
+        implementation=IMPLEMENTATIONS[config.implementation],
+        logPath=os.path.join(stateDir, f"{config.interface}.log"))
+    return WireGuardGateway(device, access, public, config.pool, config.port,
+                            config.endpoint, config.dns)
 
 
 class GatewayService(MultiService):

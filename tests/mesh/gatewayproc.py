@@ -12,6 +12,18 @@ import sys
 from tests.mesh.commands import fileTail, waitUntil
 
 
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def daemonEnvironment():
+    """
+    The working tree first on the daemon's path, so that its mnigs and its
+    twisted/plugins are the ones that run (trial runs in _trial_temp).
+    """
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": TOP + (os.pathsep + path if path else "")}
+
+
 def tomlValue(value):
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -62,7 +74,8 @@ def rpc(node, host, method, params=None, timeout=3.0, port=8150):
     """
     argv = [sys.executable, "-m", "mnigs.rpccli", "--port", str(port), "--timeout", str(timeout),
             host, method, json.dumps(params or {})]
-    result = node.run(argv, check=False, timeout=timeout + 30)
+    result = node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}"] + argv,
+                      check=False, timeout=timeout + 30)
     if result.returncode == 0:
         return "result", json.loads(result.stdout)
     if result.returncode == 1:
@@ -105,7 +118,8 @@ class GatewayProcess:
     def start(self, wait=True, timeout=20):
         argv = twistdArgv("mnigs-server", self.configPath, self.logPath,
                           os.path.join(self.dir, "twistd.pid"))
-        self.process = self.node.spawn(argv, log=os.path.join(self.dir, "stdout.log"))
+        self.process = self.node.spawn(argv, log=os.path.join(self.dir, "stdout.log"),
+                                       env=daemonEnvironment())
         if wait:
             self.waitServing(timeout)
         return self
@@ -115,17 +129,19 @@ class GatewayProcess:
         return value if kind == "result" else None
 
     def waitServing(self, timeout=20):
-        def serving():
+        def servingOrGone():
             if self.process.poll() is not None:
-                raise AssertionError(f"mnigs-server exited with {self.process.returncode}:\n"
-                                     + self.logTail())
+                return True
             offer = self.info()
             return offer is not None and offer["available"]
 
         try:
-            waitUntil(serving, timeout, interval=0.1, message="mnigs-server to serve")
+            waitUntil(servingOrGone, timeout, interval=0.1, message="mnigs-server to serve")
         except AssertionError as e:
             raise AssertionError(f"{e}\n--- server log ---\n{self.logTail()}") from None
+        if self.process.poll() is not None:
+            raise AssertionError(f"mnigs-server exited with {self.process.returncode}:\n"
+                                 + self.logTail())
 
     def kill(self, sig=signal.SIGKILL):
         """
@@ -152,7 +168,8 @@ class GatewayProcess:
         return fileTail(self.logPath) + fileTail(os.path.join(self.dir, "stdout.log"))
 
     def status(self):
-        result = self.node.run([sys.executable, "-m", "mnigs.ctl", "--socket",
+        result = self.node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
+                                sys.executable, "-m", "mnigs.ctl", "--socket",
                                 os.path.join(self.dir, "admin.sock"), "status", "--json"])
         return json.loads(result.stdout)
 

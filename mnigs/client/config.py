@@ -1,0 +1,169 @@
+"""
+The client's configuration file: see docs/configuration.md and
+etc/mnigs-client.toml.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from mnigs.config import (
+    ConfigError,
+    Field,
+    Table,
+    absolutePath,
+    addresses,
+    between,
+    executable,
+    ifname,
+    ifnames,
+    loadTOML,
+    oneOf,
+    port,
+    strings,
+    text,
+)
+from mnigs.protocol import DEFAULT_PORT, KNOWN_METHODS
+
+SOURCES = ("babel", "kernel")
+SCANS = ("routes", "neighbours", "static")
+CLIENT_METHODS = ("wireguard", "forward")
+
+
+def _ports(value):
+    if not value:
+        raise ValueError("needs at least one port")
+    return [port(v) if type(v) is int else _notInt(v) for v in value]
+
+
+def _notInt(value):
+    raise ValueError(f"{value!r} is not a port number")
+
+
+def _subset(choices):
+    def check(value):
+        value = strings(value)
+        for item in value:
+            if item not in choices:
+                raise ValueError(f"{item!r} is not one of {', '.join(choices)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists an item twice")
+        return value
+    return check
+
+
+def _amount(value):
+    if value == "":
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal amount") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("must be a non-negative amount")
+    return amount
+
+
+def _gatewayIds(value):
+    value = strings(value)
+    for gid in value:
+        if not gid.startswith("ed25519:"):
+            raise ValueError(f"{gid!r} is not a gateway id (ed25519:...)")
+    return frozenset(value)
+
+
+def _optionalExecutable(value):
+    return executable(value) if value else ""
+
+
+SCHEMA = {
+    "client": {
+        "id": Field(str, "", text(128)),
+        "name": Field(str, "", text(64)),
+        "state_dir": Field(str, "/var/lib/mnigs-client", absolutePath),
+    },
+    "discovery": {
+        "ports": Field(list, [DEFAULT_PORT], _ports),
+        "timeout": Field(float, 2.0, between(0.05, 60)),
+        "concurrency": Field(int, 512, between(1, 4096)),
+        "rescan_interval": Field(float, 60.0, between(1, 86400)),
+        "sources": Field(list, ["babel", "kernel"], _subset(SOURCES)),
+        "scan": Field(list, ["routes", "neighbours", "static"], _subset(SCANS)),
+        "static": Field(list, [], addresses),
+        "max_candidates": Field(int, 4096, between(1, 1_000_000)),
+    },
+    "sources": {
+        "babel": {
+            "host": Field(str, "::1", lambda v: str(addresses([v])[0])),
+            "port": Field(int, 33123, port),
+        },
+        "kernel": {
+            "tables": Field(list, [254], lambda v: [between(1, 2**32 - 1)(t) for t in v]),
+            "protocols": Field(list, [], lambda v: [between(0, 255)(p) for p in v]),
+        },
+    },
+    "mesh": {
+        "interfaces": Field(list, [], ifnames),
+    },
+    "methods": {
+        "order": Field(list, ["wireguard", "forward"], _subset(CLIENT_METHODS)),
+        "connect_timeout": Field(float, 5.0, between(0.5, 120)),
+    },
+    "method": Table({
+        "wireguard": {
+            "interface": Field(str, "mnigs-c0", ifname),
+            "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
+            "keepalive": Field(int, 5, between(0, 3600)),
+        },
+        "forward": {},
+    }),
+    "policy": {
+        "accept_fees": Field(bool, False),
+        "max_fee": Field(str, "", _amount),
+        "currency": Field(str, "", text(8)),
+        "pinned": Field(list, [], _gatewayIds),
+        "blocked": Field(list, [], _gatewayIds),
+        "switch_margin": Field(float, 0.2, between(0, 100)),
+        "switch_hold": Field(float, 60.0, between(0, 86400)),
+        "failure_cooldown": Field(float, 30.0, between(0, 86400)),
+    },
+    "health": {
+        "targets": Field(list, [], addresses),
+        "beyond": Field(list, [], addresses),
+        "interval": Field(float, 0.25, between(0.05, 60)),
+        "timeout": Field(float, 0.75, between(0.05, 60)),
+        "misses": Field(int, 3, between(1, 100)),
+        "offer_interval": Field(float, 10.0, between(1, 3600)),
+    },
+    "routing": {
+        "table": Field(int, 8150, between(1, 2**31 - 1)),
+        "rule_priority": Field(int, 8150, between(1, 32765)),
+    },
+    "admin": {
+        "socket": Field(str, "/run/mnigs-client/admin.sock", absolutePath),
+    },
+    "manhole": {
+        "enabled": Field(bool, False),
+        "socket": Field(str, "/run/mnigs-client/manhole.sock", absolutePath),
+    },
+    "hooks": {
+        "online": Field(str, "", _optionalExecutable),
+        "offline": Field(str, "", _optionalExecutable),
+    },
+}
+
+
+def loadClientConfig(path: str):
+    config = loadTOML(path, SCHEMA)
+    if config.routing.table in (253, 254, 255):
+        raise ConfigError(path, "routing.table", "must not be one of the kernel's own tables (253-255)")
+    if config.policy.max_fee is not None and not config.policy.accept_fees:
+        raise ConfigError(path, "policy.max_fee", "is set but accept_fees is false")
+    if config.policy.pinned & config.policy.blocked:
+        raise ConfigError(path, "policy.blocked", "blocks a pinned gateway")
+    if "static" in config.discovery.scan and not config.discovery.static and config.discovery.scan == ["static"]:
+        raise ConfigError(path, "discovery.static", "scan is only 'static' but no address is listed")
+    return config
+
+
+__all__ = ["loadClientConfig", "SCHEMA", "KNOWN_METHODS"]

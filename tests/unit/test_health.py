@@ -1,0 +1,318 @@
+"""
+L{mnigs.client.health}: the probe-round scheduling, driven by a Clock and a
+fake pinger whose answers the tests give by hand.
+"""
+
+from hypothesis import given, settings, strategies as st
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from mnigs.client.health import HealthMonitor
+from mnigs.interfaces import IPinger
+
+settings.register_profile("mnigs-health", derandomize=True, max_examples=300, deadline=None)
+
+
+@implementer(IPinger)
+class FakePinger:
+    """Hands out Deferreds and remembers them, oldest first."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.probes = []  # [target, timeout, sentAt, Deferred, cancelled]
+        self.answer = None  # a callable(target) giving a synchronous answer
+
+    def ping(self, target, timeout):
+        if self.answer is not None:
+            return self.answer(target)
+        probe = [target, timeout, self.clock.seconds(), None, False]
+
+        def cancel(d):
+            probe[4] = True
+
+        probe[3] = defer.Deferred(cancel)
+        self.probes.append(probe)
+        return probe[3]
+
+    def close(self):
+        pass
+
+    def outstanding(self):
+        return [p for p in self.probes if not p[3].called]
+
+    def reply(self, index, rtt):
+        self.probes[index][3].callback(rtt)
+
+
+class Recorder:
+    def __init__(self, clock):
+        self.clock = clock
+        self.events = []
+        self.samples = []
+
+    def callbacks(self):
+        return dict(onMissed=lambda n: self.events.append(("missed", n)),
+                    onAnswered=lambda rtt: self.events.append(("answered", rtt)),
+                    onLost=lambda reason: self.events.append(("lost", reason)),
+                    onSample=self.samples.append)
+
+
+class HealthMonitorTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.clock = Clock()
+        self.pinger = FakePinger(self.clock)
+        self.recorder = Recorder(self.clock)
+        self.times = []
+
+    def monitor(self, targets=("10.0.0.1",), **kw):
+        callbacks = self.recorder.callbacks()
+        for name, callback in list(callbacks.items()):
+            if name != "onSample":
+                callbacks[name] = self.timestamped(callback)
+        callbacks.update(kw)
+        return HealthMonitor(self.clock, self.pinger, list(targets), **callbacks)
+
+    def timestamped(self, callback):
+        def record(*args):
+            self.times.append(self.clock.seconds())
+            callback(*args)
+        return record
+
+    @property
+    def events(self):
+        return self.recorder.events
+
+    def test_answeredMissedMissedLost(self):
+        monitor = self.monitor()
+        monitor.start()
+        self.assertEqual([p[:3] for p in self.pinger.probes], [["10.0.0.1", 0.75, 0]])
+        self.pinger.reply(0, 0.02)
+        self.clock.pump([0.25] * 8)
+        self.assertEqual(self.events, [("answered", 0.02), ("missed", 1), ("missed", 2),
+                                       ("lost", "no answer from 10.0.0.1 in 3 probes")])
+        self.assertEqual(self.times, [0, 1.0, 1.25, 1.5])
+        self.assertEqual(self.recorder.samples, [0.02, None, None, None])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.pinger.outstanding(), [], "outstanding probes cancelled")
+        self.assertEqual(len(self.pinger.probes), 6)  # rounds 0 .. 1.25
+        self.assertEqual(monitor.describe(), {
+            "state": "lost", "targets": ["10.0.0.1"],
+            "reason": "no answer from 10.0.0.1 in 3 probes"})
+
+    def runOutage(self, monitor, silentFrom, rtt, limit=60.0):
+        """
+        Start C{monitor}: the gateway answers every probe sent before C{silentFrom} after
+        C{rtt}, then nothing.  Steps of 1/64 s keep every time exact in
+        binary floating point.
+        """
+        def answerUntilSilent(target):
+            d = defer.Deferred()
+            if self.clock.seconds() < silentFrom and rtt == 0:
+                self.answeredAt(d, rtt)  # a synchronous answer
+            elif self.clock.seconds() < silentFrom:
+                self.clock.callLater(rtt, lambda: d.called or self.answeredAt(d, rtt))
+            return d
+
+        self.answers = []
+        self.pinger.answer = answerUntilSilent
+        monitor.start()
+        while not any(e[0] == "lost" for e in self.events) and self.clock.seconds() < limit:
+            self.clock.advance(1 / 64)
+        [lostAt] = [t for t, e in zip(self.times, self.events) if e[0] == "lost"]
+        return lostAt
+
+    def answeredAt(self, d, rtt):
+        self.answers.append(self.clock.seconds())
+        d.callback(rtt)
+
+    def test_defaultsDetectWithinABitOverASecond(self):
+        """
+        With the defaults, loss is declared 1.25 s after the first probe the
+        gateway left unanswered, and under 1.5 s after its last answer.
+        """
+        lostAt = self.runOutage(self.monitor(), silentFrom=2.0 + 1 / 64, rtt=1 / 64)
+        self.assertEqual(lostAt - 2.25, 1.25)
+        self.assertEqual(lostAt - self.answers[-1], 1.5 - 1 / 64)
+        self.assertEqual(self.events[-3:], [("missed", 1), ("missed", 2),
+                                            ("lost", "no answer from 10.0.0.1 in 3 probes")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @settings(settings.get_profile("mnigs-health"))
+    @given(interval=st.sampled_from([4, 8, 16, 32, 64]),
+           timeout=st.sampled_from([4, 16, 48, 96, 192]),
+           misses=st.integers(1, 5), silentFrom=st.integers(0, 256),
+           rttFraction=st.floats(0, 1, exclude_max=True))
+    def test_lossDeadline(self, interval, timeout, misses, silentFrom, rttFraction):
+        """
+        Whatever the timing (in 64ths of a second) and however the rounds
+        overlap, loss comes exactly (misses-1)*interval + timeout after the
+        start of the first unanswered round: misses*interval + timeout -
+        rtt after the last answer.
+        """
+        self.setUp()
+        rtt = int(rttFraction * timeout) / 64
+        interval, timeout, silentFrom = interval / 64, timeout / 64, silentFrom / 64
+        monitor = self.monitor(interval=interval, timeout=timeout, misses=misses)
+        lostAt = self.runOutage(monitor, silentFrom, rtt)
+        firstUnanswered = -(-silentFrom // interval) * interval
+        self.assertEqual(lostAt, firstUnanswered + (misses - 1) * interval + timeout)
+        if self.answers:
+            self.assertEqual(self.answers[-1], firstUnanswered - interval + rtt)
+            self.assertEqual(lostAt - self.answers[-1], misses * interval + timeout - rtt)
+        self.assertEqual(self.events.count(("missed", 1)), 0 if misses == 1 else 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_overlappingRoundsCountInStartOrder(self):
+        """
+        Round 1 answers while round 0 is still out: the answer is only
+        counted once round 0 has missed.
+        """
+        self.monitor(interval=0.25, timeout=0.75).start()
+        self.clock.advance(0.25)
+        self.clock.advance(0.05)
+        self.pinger.reply(1, 0.05)
+        self.assertEqual(self.events, [])
+        self.clock.advance(0.45)  # round 0's deadline
+        self.assertEqual(self.events, [("missed", 1), ("answered", 0.05)])
+
+    def test_lateAnswerOfAnOlderRoundStillCounts(self):
+        self.monitor().start()
+        self.clock.advance(0.25)
+        self.pinger.reply(1, 0.01)
+        self.clock.advance(0.4)
+        self.pinger.reply(0, 0.65)
+        self.assertEqual(self.events, [("answered", 0.65), ("answered", 0.01)])
+
+    def test_anyTargetSuffices(self):
+        self.monitor(targets=["10.0.0.1", "fd00::1", "198.51.100.1"]).start()
+        self.assertEqual([p[0] for p in self.pinger.probes],
+                         ["10.0.0.1", "fd00::1", "198.51.100.1"])
+        self.pinger.reply(0, None)
+        self.pinger.probes[1][3].errback(OSError("Network is unreachable"))
+        self.assertEqual(self.events, [])
+        self.pinger.reply(2, 0.03)
+        self.assertEqual(self.events, [("answered", 0.03)])
+
+    def test_firstAnswerWinsAndTheRestAreCancelled(self):
+        self.monitor(targets=["10.0.0.1", "10.0.0.2"]).start()
+        self.pinger.reply(1, 0.04)
+        self.assertEqual(self.events, [("answered", 0.04)])
+        self.assertTrue(self.pinger.probes[0][4])
+        self.assertEqual(self.clock.getDelayedCalls()[0].getTime(), 0.25,
+                         "only the round timer is left")
+
+    def test_allTargetsSilentMissesBeforeTheDeadline(self):
+        self.monitor(targets=["10.0.0.1", "10.0.0.2"]).start()
+        self.pinger.reply(0, None)
+        self.pinger.reply(1, None)
+        self.assertEqual(self.events, [("missed", 1)])
+        self.assertEqual(self.times, [0])
+
+    def test_failedProbesAreMisses(self):
+        self.pinger.answer = lambda target: defer.fail(OSError("Network is unreachable"))
+        self.monitor().start()
+        self.clock.pump([0.25] * 2)
+        self.assertEqual(self.events, [("missed", 1), ("missed", 2),
+                                       ("lost", "no answer from 10.0.0.1 in 3 probes")])
+        self.assertEqual(self.times, [0, 0.25, 0.5])
+
+    def test_raisingPingerIsAMiss(self):
+        def broken(target):
+            raise RuntimeError("broken pinger")
+        self.pinger.answer = broken
+        self.monitor(misses=2).start()
+        self.clock.advance(0.25)
+        self.assertEqual([e[0] for e in self.events], ["missed", "lost"])
+
+    def test_synchronousAnswers(self):
+        self.pinger.answer = lambda target: defer.succeed(0.001)
+        monitor = self.monitor()
+        monitor.start()
+        self.clock.pump([0.25] * 3)
+        self.assertEqual(self.events, [("answered", 0.001)] * 4)
+        self.assertEqual(monitor.describe(), {"state": "probing", "targets": ["10.0.0.1"],
+                                              "missed": 0, "outstanding": 0})
+
+    def test_answerResetsTheCount(self):
+        self.monitor().start()
+        self.clock.pump([0.25] * 4)  # rounds 0 and 1 miss at 0.75, 1.0
+        self.pinger.reply(2, 0.5)
+        self.clock.pump([0.25] * 3)
+        self.assertEqual(self.events, [("missed", 1), ("missed", 2), ("answered", 0.5),
+                                       ("missed", 1), ("missed", 2)])
+
+    def test_zeroRoundTripIsAnAnswer(self):
+        self.monitor().start()
+        self.pinger.reply(0, 0.0)
+        self.assertEqual(self.events, [("answered", 0.0)])
+
+    def test_stopAbandonsEverything(self):
+        monitor = self.monitor()
+        monitor.start()
+        self.clock.pump([0.25] * 2)
+        monitor.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.pinger.outstanding(), [])
+        self.assertTrue(all(p[4] for p in self.pinger.probes))
+        self.clock.advance(5)
+        self.assertEqual(self.events, [])
+        self.assertEqual(monitor.describe(), {"state": "stopped", "targets": ["10.0.0.1"]})
+        monitor.stop()
+
+    def test_restartAfterLoss(self):
+        monitor = self.monitor(misses=1)
+        self.assertEqual(monitor.describe()["state"], "idle")
+        monitor.start()
+        self.clock.advance(0.75)
+        self.assertEqual([e[0] for e in self.events], ["lost"])
+        monitor.start()
+        monitor.start()
+        self.pinger.reply(-1, 0.1)
+        self.assertEqual([e[0] for e in self.events], ["lost", "answered"])
+        self.assertEqual(monitor.describe()["missed"], 0)
+        monitor.stop()
+
+    def test_stopFromACallback(self):
+        monitor = None
+
+        def stopNow(rtt):
+            self.events.append(("answered", rtt))
+            monitor.stop()
+
+        monitor = self.monitor(onAnswered=stopNow)
+        monitor.start()
+        self.clock.advance(0.25)
+        self.pinger.reply(1, 0.01)
+        self.pinger.reply(0, 0.3)
+        self.assertEqual(self.events, [("answered", 0.3)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_restartFromOnLost(self):
+        monitor = None
+
+        def restart(reason):
+            self.events.append(("lost", reason))
+            monitor.start()
+
+        monitor = self.monitor(misses=1, onLost=restart)
+        monitor.start()
+        self.clock.advance(0.75)
+        self.assertEqual(monitor.describe()["state"], "probing")
+        monitor.stop()
+
+    def test_failingCallbackIsLogged(self):
+        def broken(rtt):
+            raise ZeroDivisionError()
+
+        self.monitor(onAnswered=broken).start()
+        self.pinger.reply(0, 0.01)
+        self.clock.advance(0.25)
+        self.pinger.reply(1, 0.01)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_badArguments(self):
+        for kw in ({"targets": []}, {"interval": 0}, {"timeout": -1}, {"misses": 0}):
+            self.assertRaises(ValueError, self.monitor, **kw)
