@@ -146,9 +146,10 @@ def openEchoSocket(family: int, device: str | None = None,
     return sock
 
 
-def _withoutScope(address: IPAddress) -> IPAddress:
-    # Replies come from "fe80::1%eth0" when we pinged "fe80::1%eth0" or
-    # from "fe80::1" bound to a device: compare addresses, not scopes.
+def _unscoped(address: object) -> IPAddress:
+    # Replies come from "fe80::1%eth0" when we pinged "fe80::1%eth0", or
+    # from "fe80::1%eth0" when we pinged "fe80::1" bound to eth0: compare
+    # addresses, not scopes.
     return ipaddress.ip_address(str(address).split("%", 1)[0])
 
 
@@ -302,7 +303,7 @@ class Pinger:
                       sequence=sequence, source=source)
             return
         try:
-            fromTarget = _withoutScope(ipaddress.ip_address(source)) == _withoutScope(probe.address)
+            fromTarget = _unscoped(source) == _unscoped(probe.address)
         except ValueError:
             fromTarget = False
         if not fromTarget:

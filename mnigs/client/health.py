@@ -3,10 +3,10 @@
 How the client notices, within about a second, that its gateway went
 silent.
 
-Babel takes 7-14 s to route around a gateway that stops answering (see
-docs/FACTS): far too long for a user watching a video call.  So the client
-probes the gateway itself, several times a second, and gives up on it after
-a few unanswered rounds in a row.
+Babel with its default timers takes 7-14 s to route around a gateway that
+silently stops answering: far too long for someone on a video call.  So
+the client probes the gateway itself, several times a second, and gives up
+on it after a few unanswered rounds in a row.
 
 Every C{interval} a probe round starts: one echo to every target (the
 gateway's mesh address, its tunnel address, a host behind it...).  A round

@@ -180,7 +180,7 @@ def score(seen: Seen, policy: Policy, quality, now: float) -> float:
     """
     offer = seen.offer
     return (
-        0.5 * (offer.fee is not None)
+        policy.feeWeight * (offer.fee is not None)
         + policy.distanceWeight * _saturate(seen.distance, policy.distanceScale, math.inf)
         + policy.rttWeight * _saturate(seen.rtt, policy.rttScale, policy.rttScale)
         + policy.loadWeight * offer.load
@@ -263,7 +263,9 @@ def deduplicate(seen: list[Seen]) -> list[Seen]:
 def rank(seen: list[Seen], policy: Policy, history, now: float) -> list[Ranked]:
     """
     Rank what discovery saw.  C{history} is anything with C{get(gid)}
-    returning a record like L{mnigs.client.history.GatewayQuality}.
+    returning a record like L{mnigs.client.history.GatewayQuality}; a
+    L{mnigs.client.history.QualityHistory} creates records for gateways it
+    has not met, which is harmless and bounded by its C{maxGateways}.
     Returns every gateway once: the usable ones first, best first, then
     the unusable ones with the reason.
     """

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 
+from twisted.internet import defer
 from zope.interface import implementer
 
-from mnigs.interfaces import IGatewayMethod
+from mnigs.interfaces import IClientMethod, IGatewayMethod
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError, invalidParams
 
 
@@ -50,7 +51,16 @@ class ForwardGateway:
             raise RPCError(METHOD_UNAVAILABLE,
                            f"{address} already holds a forward lease under another client id")
         return {"address": f"{address}/{address.max_prefixlen}",
-                "gateway_address": str(ipaddress.ip_address(localHost)), "dns": []}
+                "gateway_address": str(self._ourAddressFacing(address) or localHost), "dns": []}
+
+    def _ourAddressFacing(self, address):
+        # The client routes its default via us on the link it shares with
+        # us: our address there, not the one it happened to call.
+        interface = self.netlink.connectedInterface(address)
+        for ours in self.netlink.addresses(interface) if interface else ():
+            if address in ours.network:
+                return ours.ip
+        return None
 
     def start(self, leases):
         # The access list is installed whole, for every method, by the
@@ -68,3 +78,58 @@ class ForwardGateway:
 
     def describe(self):
         return {"mesh_interfaces": self.meshInterfaces}
+
+
+class ForwardConnection:
+    def __init__(self, routing, interface, gateway):
+        self.routing = routing
+        self.interface = interface
+        self.gateway = gateway
+        self._lost = []
+
+    def disconnect(self):
+        self.routing.clear()
+        return defer.succeed(None)
+
+    def whenLost(self):
+        d = defer.Deferred()
+        self._lost.append(d)  # plain forwarding has no daemon to die
+        return d
+
+    def describe(self):
+        return {"interface": self.interface, "via": self.gateway}
+
+
+@implementer(IClientMethod)
+class ForwardClient:
+    """
+    The client side of C{forward}: only to a direct neighbour, whose
+    address on the shared link the lease names.  The server refuses (1002)
+    a client that is not one.
+    """
+
+    name = "forward"
+
+    def __init__(self, netlink, routing):
+        self.netlink = netlink
+        self.routing = routing
+
+    def registerParams(self, offerEntry):
+        return {}
+
+    def connect(self, step, lease):
+        return defer.maybeDeferred(self._connect, lease)
+
+    def _connect(self, lease):
+        config = lease["config"]
+        gateway = ipaddress.ip_address(config["gateway_address"])
+        source = ipaddress.ip_interface(config["address"]).ip
+        interface = self.netlink.connectedInterface(gateway)
+        if interface is None:
+            raise ConnectFailed(f"{gateway} is not on any of our links")
+        self.routing.install(interface, gateway=str(gateway), source=str(source))
+        return ForwardConnection(self.routing, interface, str(gateway))
+
+
+class ConnectFailed(Exception):
+    pass

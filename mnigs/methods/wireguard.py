@@ -10,6 +10,7 @@ import ipaddress
 import os
 
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -156,3 +157,121 @@ class WireGuardGateway:
     def describe(self):
         return {"interface": self.device.ifname, "port": self.port,
                 "pool": str(self.pool), "peers": len(self.leases)}
+
+
+# -- client side ---------------------------------------------------------
+
+def checkLeaseConfig(config) -> dict:
+    """
+    The lease's config comes from the network: check every field before
+    any of it reaches a tunnel or a route.
+    """
+    from mnigs.protocol import parseEndpoint
+
+    if not isinstance(config, dict):
+        raise ValueError("lease config is not an object")
+    address = ipaddress.ip_interface(config.get("address"))
+    if address.version != 4 or address.network.prefixlen != 32:
+        raise ValueError("lease address must be an IPv4 /32")
+    gateway = ipaddress.ip_address(config.get("gateway_address"))
+    endpoint = parseEndpoint(config.get("endpoint"))
+    peer = checkKey(config.get("peer_public_key"))
+    return {"address": str(address), "gateway_address": str(gateway),
+            "endpoint": endpoint, "peer_public_key": peer}
+
+
+class WireGuardConnection:
+    def __init__(self, device, routing, config):
+        self.device = device
+        self.routing = routing
+        self.config = config
+        self._lost = []
+        self._gone = False
+        device.onDeath(self._died)
+
+    def _died(self, reason):
+        if self._gone:
+            return
+        for d in self._lost:
+            d.callback(f"WireGuard daemon died: {reason.getErrorMessage()}")
+        self._lost = []
+
+    def whenLost(self):
+        d = defer.Deferred()
+        self._lost.append(d)
+        return d
+
+    @defer.inlineCallbacks
+    def disconnect(self):
+        self._gone = True
+        self.routing.clear()
+        yield self.device.stop()
+
+    def counters(self):
+        return self.device.get()
+
+    def describe(self):
+        return {"interface": self.device.ifname, "endpoint": self.config["endpoint"],
+                "address": self.config["address"]}
+
+
+class WireGuardClient:
+    """
+    The client side of C{wireguard}: one interface (kernel or
+    wireguard-go), a single peer (the gateway) for 0.0.0.0/0, online once
+    the handshake is done, then mnigs's default route through it.
+    """
+
+    name = "wireguard"
+
+    def __init__(self, reactor, ifname, privateKey, routing, implementation="auto",
+                 keepalive=5, handshakeTimeout=5.0, logPath=None):
+        self.reactor = reactor
+        self.ifname = ifname
+        self.privateKey = privateKey
+        self.publicKey = publicKey(privateKey)
+        self.routing = routing
+        self.implementation = IMPLEMENTATIONS.get(implementation, implementation)
+        self.keepalive = keepalive
+        self.handshakeTimeout = handshakeTimeout
+        self.logPath = logPath
+
+    def registerParams(self, offerEntry):
+        return {"public_key": self.publicKey}
+
+    @defer.inlineCallbacks
+    def connect(self, step, lease):
+        from mnigs.protocol import formatEndpoint
+        from mnigs.wgdevice import WireGuardDevice
+
+        config = checkLeaseConfig(lease.get("config"))
+        device = WireGuardDevice(self.reactor, self.ifname, self.privateKey,
+                                 address=config["address"], implementation=self.implementation,
+                                 logPath=self.logPath)
+        try:
+            yield device.start()
+            yield device.setPeers(add=[Peer(public_key=config["peer_public_key"],
+                                            allowed_ips=["0.0.0.0/0"],
+                                            endpoint=formatEndpoint(*config["endpoint"]),
+                                            keepalive=self.keepalive or None)])
+            yield self._handshake(device)
+            self.routing.install(self.ifname)
+        except BaseException:
+            yield defer.maybeDeferred(device.stop).addErrback(lambda _: None)
+            raise
+        return WireGuardConnection(device, self.routing, config)
+
+    @defer.inlineCallbacks
+    def _handshake(self, device):
+        deadline = self.reactor.seconds() + self.handshakeTimeout
+        while True:
+            state = yield device.get()
+            if any(peer.get("last_handshake_time_sec", 0) for peer in state.get("peers", [])):
+                return
+            if self.reactor.seconds() >= deadline:
+                raise HandshakeTimeout(f"no WireGuard handshake within {self.handshakeTimeout} s")
+            yield deferLater(self.reactor, 0.05)
+
+
+class HandshakeTimeout(Exception):
+    pass

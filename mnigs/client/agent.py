@@ -1,0 +1,151 @@
+"""
+The client's facade: the one object the watchers, the scheduler and the
+admin socket talk to.  It decides in plain methods (which gateway next,
+whether a better one has been better for long enough) and feeds the
+client machine clean inputs.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from mnigs.client.machine import Backoff, ClientCore, makeClient
+from mnigs.client.plan import Attempt
+
+log = Logger()
+
+
+class ClientAgent:
+    def __init__(self, reactor, effects, history, switchPolicy, rescanInterval=60.0,
+                 backoff=None):
+        self.reactor = reactor
+        self.effects = effects
+        self.history = history
+        self.switchPolicy = switchPolicy
+        self.core = ClientCore(reactor, effects, backoff or Backoff())
+        self.machine = makeClient(self.core)
+        effects.agent = self
+        self.rescanner = LoopingCall(self.rescan)
+        self.rescanner.clock = reactor
+        self.rescanInterval = rescanInterval
+        self.rescanning = None
+        self.watches = []
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self):
+        self.machine.start()
+        self.rescanner.start(self.rescanInterval, now=False)
+        for source in self.effects.sources:
+            try:
+                self.watches.append(source.watch(self.routesChanged))
+            except Exception:
+                log.failure("could not watch route source {name}", name=source.name)
+
+    def stop(self):
+        if self.rescanner.running:
+            self.rescanner.stop()
+        for watch in self.watches:
+            watch.stop()
+        self.watches = []
+        if self.rescanning is not None:
+            self.rescanning.cancel()
+        return self.machine.stop()
+
+    # -- what the session's watchers report --------------------------------
+    def _current(self, session):
+        return session is not None and session is self.core.session
+
+    def lost(self, session, reason):
+        if not self._current(session):
+            return
+        attempt = self.effects.plan(self.core.ranked, frozenset({session.step.gatewayId}))
+        if attempt is None:
+            self.machine.dropped(session, reason)
+        else:
+            self.machine.failover(session, attempt, reason)
+
+    def leaseLost(self, session, reason):
+        if not self._current(session):
+            return
+        others = self.effects.plan(self.core.ranked, frozenset({session.step.gatewayId}))
+        steps = (session.step,) + (others.steps if others else ())
+        self.machine.failover(session, Attempt(steps), reason)
+
+    def probeMissed(self, session, count):
+        if self._current(session):
+            self.machine.probeMissed(session, count)
+
+    def probeAnswered(self, session, rtt):
+        if self._current(session):
+            self.machine.probeAnswered(session, rtt)
+
+    def probeSample(self, session, rtt):
+        if self._current(session):
+            self.history.get(session.step.gatewayId).probe(None if rtt is None else rtt * 1000)
+
+    # -- routes and rescans -------------------------------------------------
+    def routesChanged(self):
+        self.machine.retry()  # only acts while waiting: look again at once
+        session = self.core.session
+        if session is not None:
+            self.effects._checkSession(session)
+            self.rescan()
+
+    def rescan(self):
+        """
+        While online: refresh the ranking, so that a failover knows the
+        current alternatives, and move to a better gateway once it has
+        been better by the margin for the hold time.
+        """
+        if self.core.session is None or self.rescanning is not None:
+            return
+        self.rescanning = self.effects.scan()
+        self.rescanning.addCallbacks(self._rescanned, self._rescanFailed)
+        self.rescanning.addBoth(self._rescanDone)
+
+    def _rescanDone(self, _):
+        self.rescanning = None
+
+    def _rescanFailed(self, failure):
+        if not failure.check(defer.CancelledError):
+            log.failure("rescan failed", failure)
+
+    def _rescanned(self, ranked):
+        self.core.ranked = ranked
+        session = self.core.session
+        if session is None:
+            return
+        gid = session.step.gatewayId
+        current = next((r for r in ranked if r.seen.offer.gatewayId == gid), None)
+        if current is not None and not current.seen.offer.available:
+            self.lost(session, "the gateway says it is unavailable")
+            return
+        best = next((r for r in ranked if r.usable), None)
+        currentScore = current.score if current is not None and current.usable else float("inf")
+        better = self.switchPolicy.consider(gid, currentScore, best, self.reactor.seconds())
+        if better is not None and better.seen.offer.gatewayId != gid:
+            plan = self.effects.plan([better] + [r for r in ranked if r is not better], frozenset({gid}))
+            if plan is not None:
+                self.switchPolicy.reset()
+                self.machine.switch(session, plan)
+
+    # -- status -------------------------------------------------------------
+    def describe(self):
+        status = self.machine.describe()
+        gateways = []
+        for place, ranked in enumerate(self.core.ranked, 1):
+            offer = ranked.seen.offer
+            quality = self.history.get(offer.gatewayId).toDict() if offer.gatewayId in self.history else {}
+            gateways.append({
+                "rank": place if ranked.usable else None, "gateway": offer.gatewayId,
+                "name": offer.name, "host": ranked.seen.host, "score": round(ranked.score, 4),
+                "usable": ranked.usable, "why_not": ranked.whyNot,
+                "distance": ranked.seen.distance,
+                "rtt_ms": None if ranked.seen.rtt is None else round(ranked.seen.rtt * 1000, 1),
+                "load": f"{offer.clients}/{offer.maxClients}",
+                "fee": None if offer.fee is None else f"{offer.fee.amount} {offer.fee.currency}/{offer.fee.period}",
+                "methods": list(ranked.methods), "quality": quality})
+        status["gateways"] = gateways
+        return status

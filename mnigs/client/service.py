@@ -1,0 +1,191 @@
+"""
+Putting the client together: config in, a running service out.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import secrets
+
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
+
+from mnigs.admin import makeAdminService
+from mnigs.client.agent import ClientAgent
+from mnigs.client.discovery import Discovery
+from mnigs.client.effects import ClientEffects
+from mnigs.client.health import HealthMonitor
+from mnigs.client.history import HistoryFile, QualityHistory
+from mnigs.client.ranking import Policy, SwitchPolicy
+from mnigs.client.routes import PolicyRouting
+from mnigs.hooks import Hooks
+from mnigs.icmp import Pinger
+from mnigs.methods.forward import ForwardClient
+from mnigs.methods.wireguard import WireGuardClient, loadOrCreateWireGuardKey
+from mnigs.netlink import Netlink
+from mnigs.rpc import RPCClient
+from mnigs.statefile import atomicWrite, ensureStateDir
+
+log = Logger()
+
+CLIENT_ID_FILE = "client-id"
+
+
+def loadOrCreateClientId(stateDir: str, configured: str) -> str:
+    if configured:
+        return configured
+    path = os.path.join(stateDir, CLIENT_ID_FILE)
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    value = "mnigs-" + secrets.token_hex(12)
+    atomicWrite(path, value.encode("ascii") + b"\n", mode=0o644)
+    return value
+
+
+def raiseFileLimit(wanted=8192):
+    # A scan holds one socket per silent candidate until its timeout.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def buildSources(reactor, config):
+    from mnigs.routing.babel import BabelRouteSource
+    from mnigs.routing.kernel import KernelRouteSource
+    from mnigs.routing.neighbours import NeighbourSource, StaticSource
+
+    discovery = config.discovery
+    sources = []
+    if "static" in discovery.scan and discovery.static:
+        sources.append(StaticSource(discovery.static))
+    if "routes" in discovery.scan:
+        for name in discovery.sources:
+            if name == "babel":
+                sources.append(BabelRouteSource(reactor, host=config.sources.babel.host,
+                                                port=config.sources.babel.port))
+            elif name == "kernel":
+                kernel = config.sources.kernel
+                sources.append(KernelRouteSource(reactor, tables=tuple(kernel.tables),
+                                                 protocols=set(kernel.protocols) or None))
+    if "neighbours" in discovery.scan:
+        sources.append(NeighbourSource(config.mesh.interfaces))
+    return sources
+
+
+class ClientService(MultiService):
+    def __init__(self, reactor, config):
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        raiseFileLimit()
+        stateDir = ensureStateDir(config.client.state_dir)
+        self.clientId = loadOrCreateClientId(stateDir, config.client.id)
+        self.netlink = Netlink()
+        self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
+        self.history = QualityHistory(reactor, HistoryFile(stateDir))
+        self.history.load()
+        policyConfig = config.policy
+        self.policy = Policy(
+            methods=tuple(config.methods.order), acceptFees=policyConfig.accept_fees,
+            maxFee=policyConfig.max_fee, currency=policyConfig.currency or None,
+            pinned=policyConfig.pinned, blocked=policyConfig.blocked,
+            failureCooldown=policyConfig.failure_cooldown)
+        self.methods = self._buildMethods(stateDir)
+        self.discovery = Discovery(
+            reactor, RPCClient(reactor, timeout=config.discovery.timeout, persistent=False),
+            ports=config.discovery.ports, concurrency=config.discovery.concurrency,
+            timeout=config.discovery.timeout, maxCandidates=config.discovery.max_candidates,
+            ownAddresses=self.netlink.localAddresses,
+            pinned=policyConfig.pinned or None, blocked=policyConfig.blocked)
+        self.pinger = Pinger(reactor)
+        self.effects = ClientEffects(
+            reactor, config, buildSources(reactor, config), self.discovery,
+            RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
+            self.history, self.routing, self._health,
+            Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline}),
+            self.clientId)
+        self.agent = ClientAgent(reactor, self.effects, self.history,
+                                 SwitchPolicy(policyConfig.switch_margin, policyConfig.switch_hold),
+                                 config.discovery.rescan_interval)
+        makeAdminService(reactor, config.admin.socket,
+                         {"status": self.agent.describe}).setServiceParent(self)
+        if config.manhole.enabled:
+            from mnigs.manhole import makeManholeService
+            makeManholeService(reactor, config.manhole.socket,
+                               {"service": self, "agent": self.agent, "history": self.history,
+                                "effects": self.effects, "config": config}).setServiceParent(self)
+        _Lifecycle(self).setServiceParent(self)
+
+    def _buildMethods(self, stateDir):
+        methods = {}
+        for name in self.config.methods.order:
+            if name == "wireguard":
+                settings = self.config.method.get("wireguard") or _defaults("wireguard")
+                private, _ = loadOrCreateWireGuardKey(stateDir)
+                methods[name] = WireGuardClient(
+                    self.reactor, settings.interface, private, self.routing,
+                    implementation=settings.implementation, keepalive=settings.keepalive,
+                    handshakeTimeout=self.config.methods.connect_timeout,
+                    logPath=os.path.join(stateDir, f"{settings.interface}.log"))
+            elif name == "forward":
+                methods[name] = ForwardClient(self.netlink, self.routing)
+        return methods
+
+    def _health(self, session, leaseConfig):
+        health = self.config.health
+        targets = [str(t) for t in health.targets] or [leaseConfig.get("gateway_address")]
+        targets = [t for t in targets if t] + [str(t) for t in health.beyond]
+        agent = self.agent
+        return HealthMonitor(
+            self.reactor, self.pinger, targets, interval=health.interval, timeout=health.timeout,
+            misses=health.misses,
+            onMissed=lambda count: agent.probeMissed(session, count),
+            onAnswered=lambda rtt: agent.probeAnswered(session, rtt),
+            onLost=lambda reason: agent.lost(session, reason),
+            onSample=lambda rtt: agent.probeSample(session, rtt))
+
+
+def _defaults(method):
+    from mnigs.client.config import SCHEMA
+    from mnigs.config import readSection
+
+    return readSection("<defaults>", f"method.{method}", SCHEMA["method"].members[method], {})
+
+
+class _Lifecycle(Service):
+    def __init__(self, clientService):
+        self.clientService = clientService
+
+    def startService(self):
+        super().startService()
+        service = self.clientService
+        service.routing.clear()  # whatever a crashed run left
+        log.info("mnigs client {id} starting, methods {methods}", id=service.clientId,
+                 methods=list(service.methods))
+        service.agent.start()
+
+    def stopService(self):
+        super().stopService()
+        service = self.clientService
+        d = service.agent.stop()
+
+        def cleanUp(result):
+            service.routing.clear()
+            service.pinger.close()
+            try:
+                service.history.save()
+            except Exception:
+                log.failure("could not save the quality history")
+            return result
+
+        return d.addBoth(cleanUp)

@@ -1,0 +1,77 @@
+"""
+Running a real C{twistd mnigs-client} inside a mesh node.
+"""
+
+import json
+import os
+import secrets
+import signal
+import sys
+
+from tests.mesh.commands import fileTail, waitUntil
+from tests.mesh.gatewayproc import daemonEnvironment, merge, toTOML, twistdArgv
+
+
+class ClientProcess:
+    def __init__(self, node, overrides=None, name="client"):
+        self.node = node
+        self.dir = os.path.join(node.tmp, f"mnigs-{name}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.wgInterface = "mc" + secrets.token_hex(4)
+        base = {
+            "client": {"name": name, "state_dir": os.path.join(self.dir, "state")},
+            "discovery": {"timeout": 1.0, "rescan_interval": 5.0, "sources": ["babel"]},
+            "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0},
+            "method": {"wireguard": {"interface": self.wgInterface, "keepalive": 1}},
+            "policy": {"switch_hold": 3600.0},
+            "admin": {"socket": os.path.join(self.dir, "admin.sock")},
+            "manhole": {"enabled": False, "socket": os.path.join(self.dir, "manhole.sock")},
+        }
+        self.config = merge(base, overrides or {})
+        self.configPath = os.path.join(self.dir, "client.toml")
+        with open(self.configPath, "w") as f:
+            f.write(toTOML(self.config))
+        self.logPath = os.path.join(self.dir, "client.log")
+        self.process = None
+
+    def start(self):
+        argv = twistdArgv("mnigs-client", self.configPath, self.logPath,
+                          os.path.join(self.dir, "twistd.pid"))
+        self.process = self.node.spawn(argv, log=os.path.join(self.dir, "stdout.log"),
+                                       env=daemonEnvironment())
+        return self
+
+    def status(self):
+        result = self.node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
+                                sys.executable, "-m", "mnigs.ctl", "--socket",
+                                os.path.join(self.dir, "admin.sock"), "status", "--json"],
+                               check=False)
+        if result.returncode != 0:
+            return {"state": None, "error": result.stderr}
+        return json.loads(result.stdout)
+
+    def waitState(self, state, timeout=30, gateway=None):
+        def reached():
+            if self.process.poll() is not None:
+                return True
+            status = self.status()
+            if status.get("state") != state:
+                return False
+            return gateway is None or status.get("current", {}).get("name") == gateway
+
+        try:
+            waitUntil(reached, timeout, interval=0.1, message=f"client {state} {gateway or ''}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nlast status: {self.status()}\n--- client log ---\n"
+                                 f"{self.logTail()}") from None
+        if self.process.poll() is not None:
+            raise AssertionError(f"mnigs-client exited with {self.process.returncode}:\n{self.logTail()}")
+        return self.status()
+
+    def stop(self, timeout=20):
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout)
+
+    def logTail(self):
+        return fileTail(self.logPath, 8000) + fileTail(os.path.join(self.dir, "stdout.log"))
