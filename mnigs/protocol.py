@@ -90,6 +90,8 @@ def _unb64(text: str, length: int | None = None) -> bytes:
         raise ValueError(f"not base64: {e}") from None
     if length is not None and len(raw) != length:
         raise ValueError(f"expected {length} bytes, got {len(raw)}")
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ValueError("not canonical base64")
     return raw
 
 

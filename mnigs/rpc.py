@@ -104,7 +104,14 @@ class JSONRPCResource(JSONRPC):
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"allow", b"POST")
             return _errorBody(INVALID_REQUEST, "use POST")
-        return self._renderPOST(request)
+        try:
+            return self._renderPOST(request)
+        except Exception:
+            # twisted.web would answer with its HTML "Processing Failed" page.
+            log.failure("internal error reading an RPC call")
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"application/json")
+            return _errorBody(INTERNAL_ERROR, "internal error")
 
     def _renderPOST(self, request):
         request.setHeader(b"content-type", b"application/json")
@@ -117,6 +124,9 @@ class JSONRPCResource(JSONRPC):
             parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return _errorBody(PARSE_ERROR, "parse error: the body is not JSON")
+        except RecursionError:
+            # "[[[[..." within 64 KiB nests deeper than the json module goes.
+            return _errorBody(PARSE_ERROR, "parse error: JSON nested too deeply")
         id = parsed.get("id") if isinstance(parsed, dict) else None
         if type(id) not in (str, int, type(None)):
             id = None

@@ -14,6 +14,9 @@ import subprocess
 import time
 
 from twisted.internet import defer, task
+from twisted.logger import Logger
+
+log = Logger()
 
 
 def requireRoot(testcase, *binaries):
@@ -48,6 +51,7 @@ def uniqueName(prefix, hexChars=8):
 def makeNamespace(testcase):
     name = uniqueName("mnigs-")
     testcase.addCleanup(deleteNamespace, name)
+    log.info("creating namespace {netns}", netns=name)
     run(["ip", "netns", "add", name])
     nsrun(name, ["ip", "link", "set", "lo", "up"])
     for knob in ("all", "default"):

@@ -19,6 +19,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
+from mnigs.wireguard import generatePrivateKey, publicKey
 from tests.mesh.gatewayproc import GatewayProcess, rpc
 from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
 
@@ -147,7 +148,7 @@ class GatewayMeshTests(TestCase):
         waitUntil(lambda: self.gateway.info(self.client, self.gw.address)["available"] is False,
                   5, interval=0.1, message="available: false")
         self.assertLess(time.monotonic() - started, 5)
-        kind, code = self.register(self.client, "wireguard", {"public_key": "A" * 43 + "="})
+        kind, code = self.register(self.client, "wireguard", {"public_key": publicKey(generatePrivateKey())})
         self.assertEqual((kind, code), ("error", 1005))
         self.gw.run(["ip", "link", "set", "up0", "up"])
         self.gw.run(["ip", "route", "replace", "default", "via", "203.0.113.1", "dev", "up0",

@@ -12,6 +12,7 @@ import signal
 import sys
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from mnigs.command import runCommand
@@ -27,6 +28,8 @@ from mnigs.wireguard import (
     publicKey,
 )
 from tests.mesh._netns import makeNamespace, requireRoot, uniqueName, veth, waitFor
+
+log = Logger()
 
 HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -78,6 +81,7 @@ class WireGuardDeviceTests(TestCase):
         ifA, ifB = uniqueName("mw", 6), uniqueName("mw", 6)
         for ifname in (ifA, ifB):
             self.addCleanup(forgetWireGuard, ifname)
+            log.info("using wireguard interface {ifname}", ifname=ifname)
         veth(nsA, "va", "10.77.0.1/24", nsB, "vb", "10.77.0.2/24")
         self.a = Side(nsA, ifA, generatePrivateKey(), "100.64.7.1", "10.77.0.1")
         self.b = Side(nsB, ifB, generatePrivateKey(), "100.64.7.2", "10.77.0.2")

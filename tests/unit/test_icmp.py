@@ -9,6 +9,7 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -90,8 +91,7 @@ class PacketTests(SynchronousTestCase):
         self.assertIsNone(parseReply(buildEcho(1, 2, b"x", socket.AF_INET6), socket.AF_INET6))
 
     def test_otherICMPIgnored(self):
-        unreachable = bytes([3, 1, 0, 0, 0, 0, 0, 0])
-        unreachable = unreachable[:2] + struct.pack("!H", internetChecksum(unreachable)) + unreachable[4:]
+        unreachable = struct.pack("!BBH4x", 3, 1, internetChecksum(bytes([3, 1]) + bytes(6)))
         self.assertIsNone(parseReply(ipv4Header(8) + unreachable, socket.AF_INET))
         self.assertIsNone(parseReply(bytes([1, 4, 0, 0, 0, 0, 0, 0]), socket.AF_INET6))
         self.assertIsNone(parseReply(bytes([ICMP6_ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1]),
@@ -203,6 +203,7 @@ class PingerTests(SynchronousTestCase):
         self.assertEqual(parseReply(asReply(packet, socket.AF_INET), socket.AF_INET),
                          (self.pinger.identifier, struct.unpack("!H", packet[6:8])[0]))
         self.assertIs(self.reader().socket, sock)
+        verifyObject(IReadDescriptor, self.reader())
         self.reactor.advance(0.125)
         self.assertNoResult(d)
         self.answer()

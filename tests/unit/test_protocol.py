@@ -170,3 +170,11 @@ class RegisterParamsTests(SynchronousTestCase):
         for params in ({}, {"lease": 1, "token": "b"}, {"lease": "a"}, {"lease": "a", "token": "b", "x": 1}):
             e = self.assertRaises(protocol.RPCError, protocol.parseLeaseCredentials, params)
             self.assertEqual(e.code, protocol.INVALID_PARAMS)
+
+
+class KeyTests(SynchronousTestCase):
+    def test_nonCanonicalBase64Refused(self):
+        # Same bytes, other trailing bits: a key that wg itself would refuse.
+        e = self.assertRaises(protocol.RPCError, protocol.checkBase64Key, "B" * 43 + "=", "public_key")
+        self.assertEqual(e.code, protocol.INVALID_PARAMS)
+        self.assertEqual(protocol.checkBase64Key("A" * 43 + "=", "k"), "A" * 43 + "=")

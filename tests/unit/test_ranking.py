@@ -428,7 +428,7 @@ class SwitchPolicyTests(SynchronousTestCase):
 
     @PROPERTIES
     @given(
-        st.sampled_from([0.0, 0.1, 0.2, 0.5]), st.sampled_from([0.0, 5.0, 30.0]),
+        st.sampled_from([0.0, 0.1, 0.2, 0.5]), st.sampled_from([0.0, 1.0, 2.0, 5.0, 30.0]),
         # Coarse values, so that runs of one candidate and gaps right at
         # the margin are common.
         st.lists(st.tuples(st.sampled_from([0.0, 1.0, 5.0, 10.0]), st.sampled_from(["a", "b", "b", "c", None]),

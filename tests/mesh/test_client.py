@@ -1,0 +1,136 @@
+"""
+The mnigs client with real daemons in network namespaces: babeld (hello
+0.5 s), mnigs-server gateways with wireguard-go and nftables, and an
+internet namespace behind each gateway.  Faults are made with nftables
+drops (no link-down).  Nothing is mocked.
+"""
+
+import time
+
+from twisted.trial.unittest import TestCase
+
+from mnigs.client.routes import routingSnapshot
+from mnigs.wireguard import generatePrivateKey, publicKey
+from tests.mesh.clientproc import ClientProcess
+from tests.mesh.gatewayproc import GatewayProcess, rpc
+from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
+
+INTERNET = "198.51.100.1"
+
+
+def silence(node):
+    """
+    Make C{node} drop every packet, as a crashed or wedged box would: no
+    link goes down, so babel only notices by its timers.
+    """
+    node.run(["nft", "-f", "-"], input="""
+table inet mnigs_chaos {
+  chain input { type filter hook input priority -300; policy drop; }
+  chain forward { type filter hook forward priority -300; policy drop; }
+  chain output { type filter hook output priority -300; policy drop; }
+}
+""")
+
+
+class ClientMeshTests(TestCase):
+    timeout = 180
+
+    def setUp(self):
+        requireNamespaces(self, "babeld", "wireguard-go", "wg", "nft", "ping")
+        self.mesh = Mesh(self)
+
+    def gateway(self, node, **overrides):
+        process = GatewayProcess(node, overrides, name=node.name)
+        self.addCleanup(process.stop)
+        return process.start()
+
+    def clientProcess(self, node, **overrides):
+        overrides.setdefault("health", {"beyond": [INTERNET]})
+        process = ClientProcess(node, overrides)
+        self.addCleanup(process.stop)
+        return process
+
+    def test_onlineThenFailoverWhenTheGatewayGoesSilent(self):
+        """
+        client - r1 - gwA, and r1 - r2 - gwB: the client takes the nearer
+        gwA, and moves to gwB when gwA silently drops everything.
+        """
+        m = self.mesh
+        client, r1, r2, gwA, gwB = (m.node(n) for n in ("client", "r1", "r2", "gwA", "gwB"))
+        m.link(client, r1), m.link(r1, gwA), m.link(r1, r2), m.link(r2, gwB)
+        m.internet(gwA), m.internet(gwB)
+        m.startBabel()
+        m.waitConverged()
+        self.gateway(gwA)
+        self.gateway(gwB)
+        c = self.clientProcess(client).start()
+        c.waitState("online", 30, gateway="gwA")
+        self.assertTrue(client.ping(INTERNET))
+        silence(gwA)
+        died = time.monotonic()
+        c.waitState("online", 30, gateway="gwB")
+        waitUntil(lambda: client.ping(INTERNET, timeout=0.5), 10, message="internet via gwB")
+        self.assertLess(time.monotonic() - died, 15)
+        status = c.status()
+        quality = {g["name"]: g["quality"] for g in status["gateways"]}
+        self.assertGreaterEqual(quality["gwA"]["failures"], 1)
+
+    def test_fullAndPaidGatewaysArePassedOver(self):
+        m = self.mesh
+        client, r1, full, paid, free = (m.node(n) for n in ("client", "r1", "full", "paid", "free"))
+        m.link(client, full), m.link(client, paid), m.link(client, r1), m.link(r1, free)
+        for gw in (full, paid, free):
+            m.internet(gw)
+        m.startBabel()
+        m.waitConverged()
+        self.gateway(full, terms={"max_clients": 1})
+        self.gateway(paid, terms={"fee": {"amount": "2.50", "currency": "EUR", "pay_to": "iban"}})
+        self.gateway(free)
+        kind, value = rpc(r1, full.address, "gateway.register",
+                          {"client": {"id": "squatter"}, "method": "wireguard",
+                           "params": {"public_key": publicKey(generatePrivateKey())}})
+        self.assertEqual(kind, "result", value)
+        c = self.clientProcess(client).start()
+        status = c.waitState("online", 30, gateway="free")
+        whyNot = {g["name"]: g["why_not"] for g in status["gateways"]}
+        self.assertIn("full", whyNot["full"])
+        self.assertIn("fee", whyNot["paid"])
+        self.assertTrue(client.ping(INTERNET))
+
+    def test_blockedWireGuardPortFallsBackToForward(self):
+        m = self.mesh
+        client, gw = m.node("client"), m.node("gw")
+        m.link(client, gw)
+        m.internet(gw)
+        m.startBabel()
+        m.waitConverged()
+        self.gateway(gw)
+        gw.run(["nft", "-f", "-"], input="""
+table inet mnigs_chaos {
+  chain input { type filter hook input priority -300; udp dport 51820 drop; }
+}
+""")
+        c = self.clientProcess(client, methods={"connect_timeout": 3.0}).start()
+        status = c.waitState("online", 30, gateway="gw")
+        self.assertEqual(status["current"]["method"], "forward")
+        self.assertTrue(client.ping(INTERNET))
+
+    def test_stopRestoresRoutingExactly(self):
+        m = self.mesh
+        client, r1, gw = m.node("client"), m.node("r1"), m.node("gw")
+        m.link(client, r1), m.link(r1, gw)
+        m.internet(gw)
+        m.startBabel()
+        m.waitConverged()
+        self.gateway(gw)
+        before = routingSnapshot(client.ns)
+        c = self.clientProcess(client).start()
+        c.waitState("online", 30)
+        self.assertNotEqual(routingSnapshot(client.ns), before)
+        c.stop()
+        self.assertEqual(routingSnapshot(client.ns), before)
+        self.assertEqual(self.gatewayClients(gw), 0)
+
+    def gatewayClients(self, node):
+        kind, offer = rpc(node, "127.0.0.1", "gateway.info")
+        return offer["terms"]["clients"]
