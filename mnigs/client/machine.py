@@ -406,7 +406,9 @@ def _buildMachine():
         for d in waiters:
             d.callback(None)
 
-    stopped.upon(Client.stop).loop().returns(defer.succeed(None))
+    @stopped.upon(Client.stop).loop()
+    def alreadyStopped(client, core):
+        return defer.succeed(None)
 
     # -- inputs that arrive late or out of place are dropped ------------
     ignored = {

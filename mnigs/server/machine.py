@@ -103,7 +103,7 @@ def _buildMachine():
 
     @starting.upon(Gateway.uplinkDown).loop()
     @unavailable.upon(Gateway.uplinkDown).loop()
-    def notePoblem(gateway, core, reason):
+    def noteProblem(gateway, core, reason):
         core.uplinkProblem = reason
 
     @starting.upon(Gateway.uplinkUp).loop()
@@ -131,7 +131,9 @@ def _buildMachine():
         for d in waiters:
             d.callback(None)
 
-    stopped.upon(Gateway.stop).loop().returns(defer.succeed(None))
+    @stopped.upon(Gateway.stop).loop()
+    def alreadyStopped(gateway, core):
+        return defer.succeed(None)
     for state in (stopping, stopped):
         state.upon(Gateway.uplinkDown).loop().returns(None)
         state.upon(Gateway.uplinkUp).loop().returns(None)
