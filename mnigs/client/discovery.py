@@ -75,15 +75,19 @@ class Discovery:
                     onFound(seen)
 
         calls = [semaphore.run(probe, candidate, port) for candidate in ordered for port in self.ports]
-        d = defer.DeferredList(calls, consumeErrors=True)
+        cancelled = []
 
         def cancelAll(_):
+            cancelled.append(True)  # the result is CancelledError, not partial
             for call in calls:
                 call.cancel()
 
-        d.addCallback(lambda _: _bestPerGateway(found))
+        def finish(_):
+            if not cancelled:
+                result.callback(_bestPerGateway(found))
+
         result = defer.Deferred(cancelAll)
-        d.chainDeferred(result)
+        defer.DeferredList(calls, consumeErrors=True).addCallback(finish)
         return result
 
     def probe(self, candidate: Candidate, port: int) -> defer.Deferred:

@@ -1,0 +1,161 @@
+"""
+The client facade: failover choices, re-registration after a lost lease,
+switching with hysteresis on rescans, route changes cutting a backoff
+short, and status output.  Real machine, recording fake effects, Clock.
+"""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mnigs.client.agent import ClientAgent
+from mnigs.client.history import QualityHistory
+from mnigs.client.machine import Backoff
+from mnigs.client.plan import buildPlan
+from mnigs.client.ranking import Ranked, Seen, SwitchPolicy
+from mnigs.protocol import Offer
+from tests.unit.test_client_machine import LEASE, RecordingEffects
+
+
+def offer(gid, available=True):
+    return Offer(gatewayId=gid, name=gid, available=available, maxClients=10, clients=1,
+                 leaseSeconds=600, fee=None, bandwidthDown=None, bandwidthUp=None,
+                 methods=({"type": "wireguard"},), issuedAt=0, raw={})
+
+
+def ranked(gid, score, available=True):
+    return Ranked(Seen(offer(gid, available), f"10.0.0.{ord(gid[0])}", 8150, 1.0, 0.01),
+                  score, available, "" if available else "not available", ("wireguard",))
+
+
+class AgentEffects(RecordingEffects):
+    sources = ()
+
+    def __init__(self):
+        super().__init__()
+        self.sessionsChecked = []
+
+    def _checkSession(self, session):
+        self.sessionsChecked.append(session.step.gatewayId)
+
+
+class AgentTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.effects = AgentEffects()
+        self.history = QualityHistory(self.clock)
+        self.agent = ClientAgent(self.clock, self.effects, self.history,
+                                 SwitchPolicy(margin=0.2, hold=30), rescanInterval=10,
+                                 backoff=Backoff(5, 60))
+        self.machine = self.agent.machine
+
+    def goOnline(self, gateways):
+        self.agent.start()
+        self.effects.fire("scan", gateways)
+        self.effects.fire("register", LEASE)
+        self.effects.fire("connect", "conn")
+        del self.effects.events[:]
+        return self.agent.core.session
+
+    def test_lostFailsOverToTheNextGateway(self):
+        session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.agent.lost(session, "no answer")
+        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_lostWithNoAlternativeSearches(self):
+        session = self.goOnline([ranked("A", 0.1)])
+        self.agent.lost(session, "no answer")
+        self.assertEqual(self.machine.describe()["state"], "searching")
+
+    def test_leaseLostRegistersAgainWithTheSameGatewayFirst(self):
+        session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.agent.leaseLost(session, "1003")
+        self.assertEqual(self.effects.events[-1], ("register", "A", "wireguard"))
+
+    def test_staleSessionEventsIgnored(self):
+        session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.agent.lost(session, "no answer")
+        count = len(self.effects.events)
+        self.agent.lost(session, "again")
+        self.agent.probeMissed(session, 1)
+        self.assertEqual(len(self.effects.events), count)
+
+    def test_switchOnlyAfterTheHold(self):
+        self.goOnline([ranked("A", 0.5), ranked("B", 0.6)])
+        better = [ranked("B", 0.1), ranked("A", 0.5)]
+        for second in range(0, 31, 10):
+            self.clock.advance(10)  # the rescan loop fires
+            self.assertEqual(self.effects.events[-1], ("scan",))
+            if second < 30:
+                self.effects.fire("scan", better)
+                self.assertEqual(self.machine.describe()["state"], "online", second)
+        self.effects.fire("scan", better)
+        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_marginTooSmallNeverSwitches(self):
+        self.goOnline([ranked("A", 0.5), ranked("B", 0.6)])
+        for _ in range(10):
+            self.clock.advance(10)
+            self.effects.fire("scan", [ranked("B", 0.4), ranked("A", 0.5)])
+        self.assertEqual(self.machine.describe()["state"], "online")
+
+    def test_rescanSeesCurrentGatewayUnavailable(self):
+        self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.clock.advance(10)
+        self.effects.fire("scan", [ranked("A", 0.1, available=False), ranked("B", 0.5)])
+        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_routeChangeEndsTheBackoff(self):
+        self.agent.start()
+        self.effects.fire("scan", [])
+        self.assertEqual(self.machine.describe()["state"], "waiting")
+        self.agent.routesChanged()
+        self.assertEqual(self.machine.describe()["state"], "searching")
+
+    def test_routeChangeChecksTheSession(self):
+        self.goOnline([ranked("A", 0.1)])
+        self.agent.routesChanged()
+        self.assertEqual(self.effects.sessionsChecked, ["A"])
+
+    def test_statusListsGateways(self):
+        self.goOnline([ranked("A", 0.1), ranked("B", 0.5, available=False)])
+        status = self.agent.describe()
+        self.assertEqual(status["state"], "online")
+        self.assertEqual([(g["name"], g["rank"], g["usable"]) for g in status["gateways"]],
+                         [("A", 1, True), ("B", None, False)])
+        self.assertEqual(status["current"]["name"], "A")
+
+    def test_stopStopsRescans(self):
+        self.goOnline([ranked("A", 0.1)])
+        self.successResultOf(self.agent.stop())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class StatusFormatTests(SynchronousTestCase):
+    def test_humanClientStatus(self):
+        from mnigs.ctl import formatStatus
+        text = formatStatus({
+            "state": "online", "reason": "",
+            "current": {"name": "gwA", "gateway": "ed25519:x", "host": "10.0.0.1",
+                        "method": "wireguard", "lease_expires_in": 300},
+            "gateways": [{"rank": 1, "name": "gwA", "host": "10.0.0.1", "score": 0.4,
+                          "distance": 192, "rtt_ms": 3.2, "load": "1/8",
+                          "quality": {"sessions": 2, "failures": 1}},
+                         {"rank": None, "name": "gwB", "host": "10.0.0.2", "score": 10.4,
+                          "distance": 96, "rtt_ms": 1.0, "load": "8/8", "usable": False,
+                          "why_not": "full (8/8 clients)", "quality": {}}]})
+        self.assertIn("state: online", text)
+        self.assertIn("gwA (ed25519:x) at 10.0.0.1 via wireguard, lease expires in 300s", text)
+        self.assertIn("[full (8/8 clients)]", text)
+
+    def test_humanServerStatus(self):
+        from mnigs.ctl import formatStatus
+        text = formatStatus({"state": "unavailable", "name": "gw", "gateway": "ed25519:x",
+                             "uplink_problem": "uplink up0 is down", "clients": 1,
+                             "max_clients": 8,
+                             "leases": [{"id": "L1", "method": "wireguard", "client": "c1",
+                                         "host": "10.0.0.9", "address": "100.64.0.2/32",
+                                         "expires_in": 42}]})
+        self.assertIn("gateway gw (ed25519:x): unavailable", text)
+        self.assertIn("uplink problem: uplink up0 is down", text)
+        self.assertIn("lease L1 wireguard c1 at 10.0.0.9 -> 100.64.0.2/32 expires in 42s", text)

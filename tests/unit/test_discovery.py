@@ -1,0 +1,105 @@
+"""
+Discovery: nearest first, never more calls in flight than the bound, the
+node's own addresses skipped, one result per gateway, hostile offers
+dropped.  The RPC client is a fake that hands out Deferreds the test fires.
+"""
+
+import ipaddress
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mnigs.client.candidates import Candidate
+from mnigs.client.discovery import Discovery
+from mnigs.rpc import RPCTimeout
+from tests.unit.test_protocol import makeOffer
+
+
+class FakeRPC:
+    def __init__(self):
+        self.calls = []
+        self.inFlight = 0
+        self.maxInFlight = 0
+
+    def call(self, host, port, method, params, timeout=None):
+        d = defer.Deferred()
+        self.inFlight += 1
+        self.maxInFlight = max(self.maxInFlight, self.inFlight)
+
+        def done(result):
+            self.inFlight -= 1
+            return result
+
+        d.addBoth(done)
+        self.calls.append((host, d))
+        return d
+
+
+def candidates(n, start=1):
+    return [Candidate(ipaddress.ip_address(f"10.0.{i // 250}.{i % 250 + 1}"), float(i), "test")
+            for i in range(start, start + n)]
+
+
+class DiscoveryTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.rpc = FakeRPC()
+        self.discovery = Discovery(self.clock, self.rpc, concurrency=4, timeout=1.0,
+                                   ownAddresses=lambda: {"10.0.0.3"})
+
+    def test_nearestFirstWithinTheBound(self):
+        cands = list(reversed(candidates(10)))
+        d = self.discovery.scan(cands)
+        self.assertEqual([h for h, _ in self.rpc.calls], ["10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6"])
+        while any(not call.called for _, call in self.rpc.calls):
+            for host, call in list(self.rpc.calls):
+                if not call.called:
+                    call.errback(RPCTimeout("silent"))
+                    break
+        self.assertEqual(self.rpc.maxInFlight, 4)
+        self.assertEqual([h for h, _ in self.rpc.calls],
+                         [f"10.0.0.{i}" for i in (2, 4, 5, 6, 7, 8, 9, 10, 11)])
+        self.assertEqual(self.successResultOf(d), [])
+
+    def test_oneResultPerGatewayNearestAddress(self):
+        offer, key = makeOffer()
+        other, _ = makeOffer()
+        found = []
+        d = self.discovery.scan(candidates(4), onFound=found.append)
+        calls = dict(self.rpc.calls)
+        calls["10.0.0.4"].callback(offer)   # farther address of gateway 1
+        calls["10.0.0.2"].callback(offer)   # nearer address of gateway 1
+        for host, call in self.rpc.calls:
+            if not call.called:
+                call.callback(other)
+        result = self.successResultOf(d)
+        self.assertEqual([(s.host, s.offer.gatewayId) for s in result],
+                         [("10.0.0.2", offer["gateway"]["id"]), ("10.0.0.5", other["gateway"]["id"])])
+        self.assertEqual(len(found), 3)
+
+    def test_hostileOfferDropped(self):
+        offer, _ = makeOffer()
+        offer["terms"]["clients"] = -5  # and the signature no longer matches
+        d = self.discovery.scan(candidates(1))
+        self.rpc.calls[0][1].callback(offer)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertIn("10.0.0.2", self.discovery.rejected)
+
+    def test_junkAnswersNeverFail(self):
+        d = self.discovery.scan(candidates(4))
+        for (host, call), junk in zip(self.rpc.calls, [None, "x", [1, 2], {"protocol": 1}]):
+            call.callback(junk)
+        self.assertEqual(self.successResultOf(d), [])
+
+    def test_cancelStopsEverything(self):
+        d = self.discovery.scan(candidates(10))
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(self.rpc.inFlight, 0)
+
+    def test_maxCandidates(self):
+        self.discovery.maxCandidates = 2
+        self.assertEqual([str(c.address) for c in self.discovery.order(candidates(10))],
+                         ["10.0.0.2", "10.0.0.4"])
