@@ -62,8 +62,9 @@ def formatStatus(status: dict) -> str:
         lines.append("known gateways (best first):")
         for g in gateways:
             quality = g.get("quality", {})
-            lines.append(f"  {g.get('rank', '-'):>3} {g.get('name', '?'):16} {g.get('host')} "
-                         f"score {g.get('score', 0):.2f} distance {g.get('distance')} "
+            rank = g.get("rank") or "-"
+            lines.append(f"  {rank:>3} {g.get('name') or '?':16} {g.get('host')} "
+                         f"score {g.get('score') or 0:.2f} distance {g.get('distance')} "
                          f"rtt {g.get('rtt_ms', '-')}ms load {g.get('load', '-')} "
                          f"sessions {quality.get('sessions', 0)} failures {quality.get('failures', 0)}"
                          + ("" if g.get("usable", True) else f"  [{g.get('why_not', 'unusable')}]"))
