@@ -254,7 +254,10 @@ class WireGuardDeviceTests(TestCase):
         yield devA.start()
         self.assertTrue(devA.describe()["adopted"])
         yield devA.stop()
-        self.assertEqual(wireguardGoPids(self.a.ifname), [])
+        # stop() fires once the orphan stopped answering; it is not our
+        # child, so its exit is only seen here.
+        yield waitFor(self.reactor, lambda: not wireguardGoPids(self.a.ifname),
+                      what="the orphan to exit")
         self.assertFalse((yield UAPIClient(self.reactor, self.a.ifname).answers()))
 
 
