@@ -176,9 +176,10 @@ class IClientMethod(Interface):
         given offer entry (a public key, say).
         """
 
-    def connect(offer, offerEntry, lease):
+    def connect(step, lease):
         """
-        Bring the tunnel (or plain forwarding) up for C{lease} and install
+        Bring the tunnel (or plain forwarding) up for C{lease} (from the
+        gateway of C{step}, a L{mnigs.client.plan.Step}) and install
         the default route in mnigs's own table.  Returns a Deferred firing
         with a connection object (with C{disconnect()} returning a Deferred,
         and C{whenLost()} returning a Deferred that fires if the tunnel

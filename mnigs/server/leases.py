@@ -88,6 +88,9 @@ class LeaseBook:
     newId: object = _newId
     byId: dict = field(default_factory=dict)
     byClient: dict = field(default_factory=dict)
+    # Ids of leases added, removed or extended since the last takeChanges():
+    # what a journaling lease store has to write.
+    changed: set = field(default_factory=set)
 
     def __len__(self):
         return len(self.byId)
@@ -120,14 +123,17 @@ class LeaseBook:
             raise ValueError(f"lease {lease.id} or client {key} already in the book")
         self.byId[lease.id] = lease
         self.byClient[key] = lease
+        self.changed.add(lease.id)
 
     def remove(self, lease: Lease) -> None:
         if self.byId.get(lease.id) is lease:
             del self.byId[lease.id]
             del self.byClient[(lease.clientId, lease.method)]
+            self.changed.add(lease.id)
 
     def extend(self, lease: Lease, now: float) -> Lease:
         lease.expiresAt = now + self.leaseSeconds
+        self.changed.add(lease.id)
         return lease
 
     def authenticate(self, leaseId: str, token: str, now: float) -> Lease:
@@ -159,6 +165,15 @@ class LeaseBook:
         return {"version": RECORD_VERSION,
                 "leases": [lease.record() for lease in self.byId.values()]}
 
+    def takeChanges(self) -> list[tuple[str, dict | None]]:
+        """
+        What changed since the last call: (lease id, its record now, or
+        None if it is gone), in no particular order.
+        """
+        changed, self.changed = self.changed, set()
+        return [(leaseId, self.byId[leaseId].record() if leaseId in self.byId else None)
+                for leaseId in changed]
+
     def restore(self, stored: dict, now: float, knownMethods) -> tuple[list[Lease], list[Lease]]:
         """
         Load what L{records} produced.  Returns (restored, dropped): leases
@@ -174,6 +189,9 @@ class LeaseBook:
                 continue
             self.add(lease)
             restored.append(lease)
+        # What was restored is stored already; what was dropped must go.
+        self.changed.difference_update(lease.id for lease in restored)
+        self.changed.update(lease.id for lease in dropped)
         return restored, dropped
 
 

@@ -80,6 +80,29 @@ class ServerAnswersTests(TestCase):
         self.assertError((yield self.post(b"\xff\xfe\x00")), protocol.PARSE_ERROR)
 
     @defer.inlineCallbacks
+    def test_deeplyNestedJSONIsAParseError(self):
+        # Fits in 64 KiB but nests deeper than the json module recurses.
+        for body in (b"[" * 60000, b'{"a":' * 12000):
+            self.assertError((yield self.post(body)), protocol.PARSE_ERROR)
+
+    @defer.inlineCallbacks
+    def test_bugInTheWrapperStillAnswersJSON(self):
+        resource = JSONRPCResource()
+        resource.putSubHandler("test", Echo())
+
+        def broken(parsed):
+            raise ZeroDivisionError("secret internal detail")
+
+        resource._resolve = broken
+        port = reactor.listenTCP(0, makeSite(resource, reactor), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        result = yield threads.deferToThread(
+            rawPost, port.getHost().port, b'{"jsonrpc":"2.0","method":"test.echo","id":1}')
+        answer = self.assertError(result, protocol.INTERNAL_ERROR, status=500)
+        self.assertNotIn("secret", json.dumps(answer))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    @defer.inlineCallbacks
     def test_invalidRequests(self):
         for body in (b"[]", b'[{"jsonrpc":"2.0","method":"test.echo","id":1}]', b'"x"', b"5",
                      b'{"method":"test.echo","id":1}', b'{"jsonrpc":"2.0","id":1}',

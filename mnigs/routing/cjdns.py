@@ -1,0 +1,178 @@
+# -*- test-case-name: tests.unit.test_cjdns.test_routing -*-
+"""
+The cjdns route source: candidate gateways are the fc00::/8 addresses of
+the nodes a cjdns node can reach, nearest first.
+
+cjdns keeps no routing table of the whole mesh, so this walks it through
+the admin API (L{mnigs.cjdns.admin}; the walk is
+L{mnigs.routing.cjdnswalk.MeshWalk}):
+
+  1. what the node knows: InterfaceController_peerStats (its direct
+     peers, one hop), NodeStore_dumpTable (the nodes of its NodeStore
+     with their switch labels, distance guessed from the label length)
+     and Core_nodeInfo (its own address, never a candidate);
+  2. breadth first, one level at a time, at most C{concurrency} calls at
+     once: RouterModule_getPeers of each node of the level.  Its answer
+     names the node's peers with labels relative to that node
+     (dht/dhtcore/RouterModule_admin.c: getPeersResponse does not splice),
+     so each is spliced onto the label of the node asked: by
+     NodeStore_getRouteLabel when the node's NodeStore knows the parent
+     (it then also adapts the encoding forms), else locally
+     (switch/LabelSplicer.h).  A node first seen at level n+1 is n+1 hops
+     away, since every nearer node was already seen.
+
+The whole walk has a time budget; when it runs out, what was found so far
+is the answer, still nearest first.  Answers that do not parse are
+skipped, entry by entry.
+
+Watching polls NodeStore_dumpTable and reports when it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from automat import TypeMachineBuilder
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mnigs.interfaces import IRouteSource
+from mnigs.routing.changes import ChangeNotifier
+from mnigs.routing.cjdnswalk import MeshWalk, entries
+
+log = Logger()
+
+
+@implementer(IRouteSource)
+class CjdnsRouteSource:
+    """
+    Candidates from a cjdns node, through its admin API.
+
+    @param admin: a L{mnigs.cjdns.admin.CjdnsAdmin}.
+    @param budget: seconds a walk may take in all.
+    @param concurrency: getPeers calls in flight at once.
+    @param pollInterval: seconds between looks at dumpTable when watching.
+    """
+
+    def __init__(self, reactor, admin, budget: float = 30.0, concurrency: int = 8,
+                 pollInterval: float = 30.0, debounce: float = 1.0, askRouteLabel: bool = True,
+                 name: str = "cjdns") -> None:
+        self.reactor = reactor
+        self.admin = admin
+        self.budget = budget
+        self.concurrency = concurrency
+        self.pollInterval = pollInterval
+        self.debounce = debounce
+        self.askRouteLabel = askRouteLabel
+        self.name = name
+
+    def candidates(self) -> Deferred:
+        walk = MeshWalk(self.reactor, self.admin, self.budget, self.concurrency, self.name,
+                        askRouteLabel=self.askRouteLabel)
+        return walk.run()
+
+    def watch(self, onChange: Callable[[], object]) -> CjdnsWatch:
+        watcher = CjdnsWatch(self.reactor, self.admin, onChange, self.pollInterval, self.debounce)
+        watcher.start()
+        return watcher
+
+
+def tableSnapshot(pages) -> frozenset:
+    """What dumpTable says that matters for candidates: (addr, path) pairs."""
+    rows = set()
+    for page in pages:
+        for entry in entries(page, "routingTable"):
+            if isinstance(entry, dict):
+                rows.add((entry.get("addr"), entry.get("path")))
+    return frozenset(rows)
+
+
+class _WatchInputs(Protocol):
+    def start(self) -> None:
+        "Begin polling."
+
+    def stop(self) -> None:
+        "Stop for good."
+
+
+@dataclass
+class _WatchCore:
+    reactor: object
+    admin: object
+    notifier: ChangeNotifier
+    interval: float
+    latest: frozenset | None = None
+    inflight: set = field(default_factory=set)
+
+
+def _poll(core: _WatchCore) -> None:
+    if core.inflight:
+        return  # the previous look is still going
+    d = core.admin.callPaged("NodeStore_dumpTable")
+    core.inflight.add(d)
+
+    def got(pages):
+        core.latest = tableSnapshot(pages)
+        core.notifier.poke()
+
+    def failed(failure):
+        if not failure.check(CancelledError):
+            log.warn("cjdns watch: {error}", error=failure.getErrorMessage())
+
+    d.addCallbacks(got, failed).addBoth(lambda _: core.inflight.discard(d))
+
+
+def _startPolling(inputs: _WatchInputs, core: _WatchCore) -> LoopingCall:
+    poll = LoopingCall(_poll, core)
+    poll.clock = core.reactor
+    poll.start(core.interval, now=True)
+    return poll
+
+
+def _buildWatchMachine():
+    machine = TypeMachineBuilder(_WatchInputs, _WatchCore)
+    idle = machine.state("idle")
+    polling = machine.state("polling", _startPolling)
+    stopped = machine.state("stopped")
+
+    idle.upon(_WatchInputs.start).to(polling).returns(None)
+    idle.upon(_WatchInputs.stop).to(stopped).returns(None)
+    stopped.upon(_WatchInputs.stop).loop().returns(None)
+
+    @polling.upon(_WatchInputs.stop).to(stopped)
+    def pollStop(inputs: _WatchInputs, core: _WatchCore, poll: LoopingCall) -> None:
+        poll.stop()
+        core.notifier.cancel()
+        for d in list(core.inflight):
+            d.cancel()
+
+    return machine.build()
+
+
+_WatchMachine = _buildWatchMachine()
+
+
+class CjdnsWatch:
+    """
+    Calls C{onChange()} when the node's NodeStore (dumpTable) has changed
+    since the watch started or last reported; changes within C{debounce}
+    seconds of the first are reported once.
+
+    A machine: C{idle} --start--> C{polling} --stop--> C{stopped}.
+    """
+
+    def __init__(self, reactor, admin, onChange, interval: float = 30.0, debounce: float = 1.0):
+        core = _WatchCore(reactor, admin, None, interval)
+        core.notifier = ChangeNotifier(reactor, lambda: core.latest, onChange, delay=debounce)
+        self._machine = _WatchMachine(core)
+
+    def start(self) -> None:
+        self._machine.start()
+
+    def stop(self) -> Deferred:
+        self._machine.stop()
+        return succeed(None)
