@@ -128,6 +128,15 @@ class ILeaseStore(Interface):
         Durably replace the stored records by C{records} (a list of dicts).
         """
 
+    def commit(changes, snapshot):
+        """
+        Durably apply C{changes}, a list of (lease id, record dict or
+        C{None} for a lease that is gone), to what is stored.
+        C{snapshot()} returns every record, as L{save} takes them, for when
+        the store rewrites everything (compaction); a store may also simply
+        C{save(snapshot())}.
+        """
+
 
 class IUplinkCheck(Interface):
     """

@@ -30,7 +30,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.web import server
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from txjsonrpc_ng import jsonrpclib
 from txjsonrpc_ng.web.jsonrpc import JSONRPC, QueryFactory
@@ -345,6 +345,11 @@ class _QueryFactory(QueryFactory):
                 d.errback(RPCTransportError(failure.getErrorMessage() or failure.type.__name__))
 
 
+class _QuietHTTPFactory(_HTTP11ClientFactory):
+    # A factory per connection; thousands during a scan: no log line each.
+    noisy = False
+
+
 def rpcURL(host, port: int) -> str:
     address = ipaddress.ip_address(host)
     netloc = f"[{address}]" if address.version == 6 else str(address)
@@ -361,6 +366,7 @@ class RPCClient:
         self.reactor = reactor
         self.timeout = timeout
         self.pool = HTTPConnectionPool(reactor, persistent=persistent)
+        self.pool._factory = _QuietHTTPFactory
         self.pool.maxPersistentPerHost = 2
         self.pool.retryAutomatically = False
         self.agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)

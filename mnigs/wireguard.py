@@ -23,7 +23,8 @@ from typing import Iterable, Optional, Sequence, Union
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
@@ -221,6 +222,11 @@ def _parseErrno(text: str) -> Optional[int]:
     return None
 
 
+class _QuietFactory(Factory):
+    # One short connection per UAPI request: no "Starting factory" log lines.
+    noisy = False
+
+
 class _Exchange(Protocol):
     """Sends one request, collects the answer up to the blank line."""
 
@@ -261,7 +267,7 @@ class UAPIClient:
     def _request(self, payload: bytes) -> Deferred[str]:
         endpoint = UNIXClientEndpoint(self._reactor, self.path, timeout=self._timeout)
         exchange = _Exchange(payload)
-        connecting = connectProtocol(endpoint, exchange)
+        connecting = endpoint.connect(_QuietFactory.forProtocol(lambda: exchange))
         d = connecting.addCallback(lambda _: exchange.answer)
         d.addTimeout(self._timeout, self._reactor)
 

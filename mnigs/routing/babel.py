@@ -152,6 +152,7 @@ class BabelSocketProtocol(LineReceiver):
 
 
 class _BabelFactory(Factory):
+    noisy = False
     def __init__(self, onEvent: Callable[[BabelEvent], object]) -> None:
         self._onEvent = onEvent
 

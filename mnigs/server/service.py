@@ -71,7 +71,7 @@ class GatewayService(MultiService):
         self.key = loadOrCreateKey(self.stateDir)
         self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds)
         self.store = LeaseFile(self.stateDir)
-        self.committer = GroupCommit(reactor, self.store, self.book.records)
+        self.committer = GroupCommit(reactor, self.store, self.book.records, self.book.takeChanges)
         self.access = NftAccess(reactor, nftRunner or NftRunner(reactor),
                                 config.uplink.interface, table=config.nft.table)
         self.methods = self._buildMethods()
@@ -166,6 +166,7 @@ class GatewayService(MultiService):
         if self.sweeper.running:
             self.sweeper.stop()
         self.committer.flushNow()
+        self.store.close()
         yield self.registry.stopMethods()
         try:
             yield self.access.remove()
