@@ -74,8 +74,9 @@ class IGatewayMethod(Interface):
     def allocate(lease, others, localHost):
         """
         Choose what the lease needs on this gateway (an inner address, say),
-        given C{others}, the other live leases of this method, and return
-        the lease's C{config} dict as sent to the client (the client reached
+        given C{others}, the other live leases of this method (an iterable,
+        possibly a view of the lease book: iterate it, do not keep it), and
+        return the lease's C{config} dict as sent to the client (the client reached
         the server on C{localHost}).  C{config["address"]} is always the
         source address the data path admits for this lease.  Raises
         L{mnigs.protocol.RPCError} 1001 when a pool is exhausted.  Pure.

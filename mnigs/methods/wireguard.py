@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from mnigs.interfaces import IGatewayMethod
 from mnigs.methods.forward import accessAddress
+from mnigs.methods.pool import AddressPool
 from mnigs.protocol import (
     GATEWAY_FULL,
     METHOD_UNAVAILABLE,
@@ -68,6 +69,11 @@ class WireGuardGateway:
         self.publicKey = publicKey
         self.pool = pool
         self.gatewayAddress, _ = poolHosts(pool)
+        # Indexes of what allocate() handed out, so that a registration does
+        # not scan every live lease; checked against the live leases
+        # whenever they say "taken" or "full" (see _keyTaken, _rebuild).
+        self._addresses = AddressPool(pool)
+        self._keys = {}
         self.port = port
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
         self.dns = [str(d) for d in dns]
@@ -98,20 +104,45 @@ class WireGuardGateway:
 
     def allocate(self, lease, others, localHost):
         key = lease.params["public_key"]
-        if key == self.publicKey or any(o.params.get("public_key") == key for o in others):
+        if key == self.publicKey or self._keyTaken(key, others):
             raise RPCError(METHOD_UNAVAILABLE, "that WireGuard public key is already in use")
-        used = {accessAddress(o) for o in others}
-        _, hosts = poolHosts(self.pool)
-        for address in hosts:
-            if address not in used:
-                break
-        else:
-            raise RPCError(GATEWAY_FULL, "WireGuard address pool exhausted")
+        try:
+            address = self._addresses.take(lease.id)
+        except RPCError:
+            # Full, or holding leftovers of registrations that never made it
+            # into the book: ask the live leases.
+            self._rebuild(others)
+            try:
+                address = self._addresses.take(lease.id)
+            except RPCError:
+                raise RPCError(GATEWAY_FULL, "WireGuard address pool exhausted") from None
+        self._keys[key] = lease.id
         return {"address": f"{address}/32",
                 "gateway_address": str(self.gatewayAddress),
                 "peer_public_key": self.publicKey,
                 "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
                 "dns": list(self.dns)}
+
+    def _keyTaken(self, key, others):
+        if key not in self._keys:
+            return False
+        if any(o.params.get("public_key") == key for o in others):
+            return True
+        del self._keys[key]  # a leftover: nobody live holds it
+        return False
+
+    def _rebuild(self, leases):
+        self._addresses = AddressPool(self.pool)
+        self._keys = {}
+        for lease in leases:
+            self._addresses.reserve(accessAddress(lease), lease.id)
+            self._keys[lease.params["public_key"]] = lease.id
+
+    def _release(self, lease):
+        self._addresses.release(accessAddress(lease), lease.id)
+        key = lease.params["public_key"]
+        if self._keys.get(key) == lease.id:
+            del self._keys[key]
 
     def _peer(self, lease):
         return Peer(public_key=lease.params["public_key"],
@@ -121,6 +152,7 @@ class WireGuardGateway:
     def start(self, leases):
         self.device.onDeath(self._daemonDied)
         self.device.onRestored(self._daemonRestored)
+        self._rebuild(leases)
         yield self.device.start()
         self.leases = {lease.id: lease for lease in leases}
         yield self._addAllPeers()
@@ -148,6 +180,7 @@ class WireGuardGateway:
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
+        self._release(lease)
         yield self.access.deny(accessAddress(lease))
         yield self.device.setPeers(remove=[lease.params["public_key"]])
 

@@ -62,7 +62,7 @@ class Registry:
                                 clientHost, params, now)
         if existing is not None:
             lease.id, lease.token, lease.createdAt = existing.id, existing.token, existing.createdAt
-        lease.config = method.allocate(lease, self.book.live(request.method), localHost)
+        lease.config = method.allocate(lease, self.book.others(request.method), localHost)
         self.book.add(lease)
         try:
             yield method.grant(lease)

@@ -327,7 +327,10 @@ class Attacker:
             started = time.monotonic()
             try:
                 with connect(self.host, self.port, timeout=5) as sock:
-                    sock.sendall(post(rpcBody("gateway.info", id=i)))
+                    # Connection: close, so that the server has let go of this
+                    # connection by the time the answer is read (the cap test
+                    # counts on the slot being free again).
+                    sock.sendall(post(rpcBody("gateway.info", id=i), headers=["Connection: close"]))
                     answer = readResponse(sock, started + 5)
             except OSError as e:
                 answer = {"error": f"{type(e).__name__}: {e}", "json": None, "status": None}

@@ -5,6 +5,7 @@ round trip, and a corrupt state file kept aside.
 
 import json
 import os
+import shutil
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet.task import Clock
@@ -97,6 +98,9 @@ class LeaseBookTests(SynchronousTestCase):
                 self.assertIn(e.code, (protocol.GATEWAY_FULL, protocol.UNKNOWN_LEASE))
             self.assertLessEqual(len(book), 3)
             self.assertEqual(sorted(book.byId), sorted(lease.id for lease in book.byClient.values()))
+            self.assertEqual(sorted(book.byId),
+                             sorted(i for leases in book.byMethod.values() for i in leases))
+            self.assertEqual(sorted(lease.id for lease in book.others("forward")), sorted(book.byId))
 
 
 class PersistenceTests(SynchronousTestCase):
@@ -186,3 +190,253 @@ class GroupCommitTests(SynchronousTestCase):
         for d in ds:
             self.failureResultOf(d, OSError)
         self.flushLoggedErrors(OSError)
+
+
+def byId(records):
+    return {record["id"]: record for record in (records or {"leases": []})["leases"]}
+
+
+class ChangeTrackingTests(SynchronousTestCase):
+    def test_addExtendRemoveAreChanges(self):
+        book = LeaseBook(10, 600)
+        a = draftAndAdd(book, "a", 0)
+        b = draftAndAdd(book, "b", 0)
+        self.assertEqual(sorted(book.takeChanges(), key=str),
+                         sorted([(a.id, a.record()), (b.id, b.record())], key=str))
+        self.assertEqual(book.takeChanges(), [])
+        book.renew(a.id, a.token, 10)
+        book.release(b.id, b.token, 10)
+        self.assertEqual(sorted(book.takeChanges(), key=str),
+                         sorted([(a.id, a.record()), (b.id, None)], key=str))
+
+    def test_restoredAreNotChangesDroppedAre(self):
+        book = LeaseBook(10, 600)
+        kept = draftAndAdd(book, "a", 500)
+        gone = draftAndAdd(book, "b", 0)
+        again = LeaseBook(10, 600)
+        again.restore(book.records(), 700, {"forward"})
+        self.assertEqual(again.takeChanges(), [(gone.id, None)])
+        self.assertIn(kept.id, again.byId)
+
+
+class JournalTests(SynchronousTestCase):
+    """
+    L{LeaseFile} as snapshot plus append-only journal.
+    """
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.book = LeaseBook(1000, 600)
+        self.store = LeaseFile(self.directory)
+        self.addCleanup(self.store.close)
+
+    def commit(self, store=None):
+        (store or self.store).commit(self.book.takeChanges(), self.book.records)
+
+    def reload(self):
+        store = LeaseFile(self.directory)
+        self.addCleanup(store.close)
+        return store, store.load()
+
+    def test_commitAppendsOnlyWhatChanged(self):
+        leases = [draftAndAdd(self.book, f"c{i}", 0) for i in range(5)]
+        self.store.save(self.book.records())
+        self.book.takeChanges()
+        with open(self.store.path, "rb") as f:
+            snapshot = f.read()
+        self.book.renew(leases[0].id, leases[0].token, 10)
+        self.book.release(leases[1].id, leases[1].token, 10)
+        self.commit()
+        with open(self.store.path, "rb") as f:
+            self.assertEqual(f.read(), snapshot)
+        with open(self.store.journalPath, "rb") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(sorted((json.loads(line) for line in lines), key=str),
+                         sorted([{"put": leases[0].record()}, {"del": leases[1].id}], key=str))
+        _, loaded = self.reload()
+        self.assertEqual(byId(loaded), byId(self.book.records()))
+
+    def test_journalWithoutSnapshot(self):
+        draftAndAdd(self.book, "a", 0)
+        self.commit()
+        self.assertFalse(os.path.exists(self.store.path))
+        _, loaded = self.reload()
+        self.assertEqual(byId(loaded), byId(self.book.records()))
+
+    def test_nothingStoredIsNone(self):
+        self.commit()
+        self.assertIsNone(self.reload()[1])
+
+    def test_compactionRewritesTheSnapshotAndDropsTheJournal(self):
+        store = LeaseFile(self.directory, compactMinBytes=2000)
+        self.addCleanup(store.close)
+        lease = draftAndAdd(self.book, "a", 0)
+        commits = 0
+        while not os.path.exists(store.path):
+            self.book.renew(lease.id, lease.token, commits)
+            self.commit(store)
+            commits += 1
+            self.assertLess(commits, 100)
+        self.assertFalse(os.path.exists(store.journalPath))
+        self.assertEqual(byId(self.reload()[1]), byId(self.book.records()))
+        # ...and journaling goes on after it.
+        draftAndAdd(self.book, "b", 0)
+        self.commit(store)
+        self.assertTrue(os.path.exists(store.journalPath))
+        self.assertEqual(byId(self.reload()[1]), byId(self.book.records()))
+
+    def test_crashBetweenSnapshotAndJournalDeletion(self):
+        """
+        The old journal replayed over the new snapshot changes nothing.
+        """
+        leases = [draftAndAdd(self.book, f"c{i}", 0) for i in range(3)]
+        self.commit()
+        self.book.release(leases[0].id, leases[0].token, 1)
+        self.book.renew(leases[1].id, leases[1].token, 1)
+        draftAndAdd(self.book, "new", 1)
+        self.commit()
+        with open(self.store.journalPath, "rb") as f:
+            oldJournal = f.read()
+        self.store.save(self.book.records())
+        with open(self.store.journalPath, "wb") as f:
+            f.write(oldJournal)  # as if the crash came before the unlink
+        store, loaded = self.reload()
+        self.assertEqual(byId(loaded), byId(self.book.records()))
+        # Appending after the stale journal still loads right.
+        self.book.release(leases[2].id, leases[2].token, 2)
+        self.commit(store)
+        self.assertEqual(byId(self.reload()[1]), byId(self.book.records()))
+
+    def test_tornLastEntryIsDroppedAndTruncated(self):
+        a = draftAndAdd(self.book, "a", 0)
+        self.commit()
+        good = byId(self.book.records())
+        with open(self.store.journalPath, "rb") as f:
+            size = len(f.read())
+        with open(self.store.journalPath, "ab") as f:
+            f.write(b'{"put":{"client_host":"10.')
+        store, loaded = self.reload()
+        self.assertEqual(byId(loaded), good)
+        self.assertEqual(os.path.getsize(store.journalPath), size)
+        self.assertEqual([name for name in os.listdir(self.directory) if "corrupt" in name], [])
+        self.book.renew(a.id, a.token, 5)
+        self.commit(store)
+        self.assertEqual(byId(self.reload()[1]), byId(self.book.records()))
+
+    def test_unreadableEntriesInTheMiddleAreKeptAside(self):
+        draftAndAdd(self.book, "a", 0)
+        self.commit()
+        good = byId(self.book.records())
+        with open(self.store.journalPath, "ab") as f:
+            f.write(b"\x00\x00garbage\n" + json.dumps({"del": "x"}).encode() + b"\n")
+        with open(self.store.journalPath, "rb") as f:
+            whole = f.read()
+        store, loaded = self.reload()
+        self.assertEqual(byId(loaded), good)
+        [keptAs] = [name for name in os.listdir(self.directory) if "corrupt" in name]
+        with open(os.path.join(self.directory, keptAs), "rb") as f:
+            self.assertEqual(f.read(), whole)
+
+    def test_corruptSnapshotSetsTheJournalAsideToo(self):
+        draftAndAdd(self.book, "a", 0)
+        self.commit()
+        with open(self.store.path, "wb") as f:
+            f.write(b'{"version": 1, "leases": [{"id": ')
+        e = self.assertRaises(StateFileCorrupt, LeaseFile(self.directory).load)
+        self.assertTrue(os.path.exists(e.keptAs))
+        self.assertFalse(os.path.exists(self.store.journalPath))
+        self.assertIsNone(LeaseFile(self.directory).load())
+
+    def test_failedAppendRewritesEverythingNext(self):
+        a = draftAndAdd(self.book, "a", 0)
+        self.commit()
+
+        def diskFull(data):
+            raise OSError("disk full")
+
+        self.store._append = diskFull
+        self.book.renew(a.id, a.token, 5)
+        self.assertRaises(OSError, self.commit)
+        del self.store._append
+        draftAndAdd(self.book, "b", 5)
+        self.commit()  # the renewal's change was taken by the failed commit
+        self.assertFalse(os.path.exists(self.store.journalPath))
+        self.assertEqual(byId(self.reload()[1]), byId(self.book.records()))
+
+    @settings(derandomize=True, max_examples=100, deadline=None)
+    @given(st.lists(st.lists(st.tuples(st.sampled_from(["add", "renew", "release"]),
+                                       st.integers(0, 4)), min_size=1, max_size=4),
+                    min_size=1, max_size=8))
+    def test_crashAtAnyByteLosesNothingAcknowledged(self, commits):
+        """
+        Cut the journal where a crash in the middle of an append could:
+        loading never fails, and every lease is as of the last acknowledged
+        commit or as of the commit being written.  Cuts inside one line all
+        behave alike, so each line is cut at its ends and in its middle.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        book = LeaseBook(1000, 600)
+        store = LeaseFile(directory, compactMinBytes=10 ** 9)
+        self.addCleanup(store.close)
+        draftAndAdd(book, "seed", 0)
+        store.save(book.records())
+        book.takeChanges()
+        states = [byId(book.records())]
+        ends = [0]
+        now = 0
+        for batch in commits:
+            now += 1
+            for op, client in batch:
+                existing = book.find(f"c{client}", "forward")
+                if op == "add" and existing is None:
+                    draftAndAdd(book, f"c{client}", now)
+                elif op == "renew" and existing is not None:
+                    book.renew(existing.id, existing.token, now)
+                elif op == "release" and existing is not None:
+                    book.release(existing.id, existing.token, now)
+            store.commit(book.takeChanges(), book.records)
+            states.append(byId(book.records()))
+            ends.append(os.path.getsize(store.journalPath) if os.path.exists(store.journalPath) else 0)
+        store.close()
+        if not os.path.exists(store.journalPath):
+            return
+        with open(store.journalPath, "rb") as f:
+            journal = f.read()
+        cuts = {0, len(journal)}
+        start = 0
+        for end in (i + 1 for i, byte in enumerate(journal) if byte == ord("\n")):
+            cuts.update({start + 1, (start + end) // 2, end - 2, end - 1, end})
+            start = end
+        crashed = self.mktemp()
+        os.makedirs(crashed)
+        shutil.copyfile(store.path, os.path.join(crashed, "leases.json"))
+        for cut in sorted(c for c in cuts if 0 <= c <= len(journal)):
+            with open(os.path.join(crashed, "leases.journal"), "wb") as f:
+                f.write(journal[:cut])
+            loaded = byId(LeaseFile(crashed).load())
+            acknowledged = max(i for i, end in enumerate(ends) if end <= cut)
+            before = states[acknowledged]
+            after = states[min(acknowledged + 1, len(states) - 1)]
+            for leaseId in set(loaded) | set(before) | set(after):
+                self.assertIn(loaded.get(leaseId), (before.get(leaseId), after.get(leaseId)),
+                              f"cut at {cut}: lease {leaseId}")
+
+
+class GroupCommitJournalTests(SynchronousTestCase):
+    def test_changesGoToTheStoresCommit(self):
+        clock = Clock()
+        calls = []
+
+        class Store:
+            def commit(self, changes, snapshot):
+                calls.append((changes, snapshot()))
+
+        batches = [[("a", None)], [("b", {"id": "b"})]]
+        committer = GroupCommit(clock, Store(), lambda: "everything", lambda: batches.pop(0))
+        ds = [committer.commit(), committer.commit()]
+        clock.advance(0)
+        self.assertEqual(calls, [([("a", None)], "everything")])
+        for d in ds:
+            self.successResultOf(d)

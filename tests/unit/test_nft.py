@@ -159,6 +159,46 @@ class NftAccessTests(SynchronousTestCase):
         self.runner.finish()
         self.successResultOf(second)
 
+    def test_callsDuringARunGoTogetherInTheNextRun(self):
+        first = self.access.allow(ip("10.0.0.1"))
+        self.clock.advance(0)
+        later = [self.access.allow(ip("10.0.0.2"))]
+        self.clock.advance(0)
+        later.append(self.access.deny(ip("10.0.0.3")))
+        self.clock.advance(0)
+        self.assertEqual(len(self.runner.scripts), 1)
+        self.runner.finish()
+        self.successResultOf(first)
+        self.assertEqual(self.runner.scripts[1],
+                         "add element inet mnigs clients4 { 10.0.0.2, 10.0.0.3 }\n"
+                         "delete element inet mnigs clients4 { 10.0.0.3 }\n")
+        for d in later:
+            self.assertNoResult(d)
+        self.runner.finish()
+        for d in later:
+            self.successResultOf(d)
+        self.clock.advance(0)
+        self.assertEqual(len(self.runner.scripts), 2)
+
+    def test_installWhileARunGoesStillComesAfterEarlierCalls(self):
+        self.access.allow(ip("10.0.0.1"))
+        self.clock.advance(0)
+        denied = self.access.deny(ip("10.0.0.2"))
+        installed = self.access.install([ip("10.0.0.9")])
+        allowed = self.access.allow(ip("10.0.0.3"))
+        self.runner.finish()
+        self.assertEqual(self.runner.scripts[1],
+                         "add element inet mnigs clients4 { 10.0.0.2 }\n"
+                         "delete element inet mnigs clients4 { 10.0.0.2 }\n")
+        self.runner.finish()
+        self.successResultOf(denied)
+        self.assertTrue(self.runner.scripts[2].startswith("table inet mnigs {}"))
+        self.runner.finish()
+        self.successResultOf(installed)
+        self.assertEqual(self.runner.scripts[3], "add element inet mnigs clients4 { 10.0.0.3 }\n")
+        self.runner.finish()
+        self.successResultOf(allowed)
+
     def test_failureReachesEveryCallerOfTheBatch(self):
         d1 = self.access.allow(ip("10.0.0.1"))
         d2 = self.access.deny(ip("10.0.0.2"))

@@ -103,6 +103,27 @@ class ServerAnswersTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     @defer.inlineCallbacks
+    def test_formBodiesAreNotParsedAsForms(self):
+        # twisted.web would parse these as forms (and answer a multipart
+        # type without a boundary with a bare 400); to us a body is a body.
+        def post(contentType, body):
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(b"POST /mnigs/v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                          % (contentType, len(body), body))
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            status, _, rest = answer.partition(b"\r\n")
+            return int(status.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+        call = b'{"jsonrpc":"2.0","method":"test.echo","id":1}'
+        for contentType in (b"multipart/form-data", b"multipart/form-data; boundary=x",
+                            b"application/x-www-form-urlencoded"):
+            status, body = yield threads.deferToThread(post, contentType, call)
+            self.assertEqual((status, json.loads(body)["result"]["params"]), (200, {}))
+
+    @defer.inlineCallbacks
     def test_invalidRequests(self):
         for body in (b"[]", b'[{"jsonrpc":"2.0","method":"test.echo","id":1}]', b'"x"', b"5",
                      b'{"method":"test.echo","id":1}', b'{"jsonrpc":"2.0","id":1}',
