@@ -49,11 +49,13 @@ class _CommandProtocol(ProcessProtocol):
 
 
 def runCommand(reactor, argv: Sequence[str], stdin: bytes = b"", env: Optional[dict] = None,
-               timeout: float = 30, spawn=None) -> Deferred[CommandResult]:
+               timeout: float = 30, spawn=None, path: Optional[str] = None
+               ) -> Deferred[CommandResult]:
     """
-    Run C{argv} (a list, no shell) to completion, feeding it C{stdin}.  Fires
-    with a L{CommandResult} whatever the exit code; fails with
-    L{CommandTimeout} if it had to be killed after C{timeout} seconds.
+    Run C{argv} (a list, no shell) to completion, feeding it C{stdin}, in
+    directory C{path} (ours if C{None}).  Fires with a L{CommandResult}
+    whatever the exit code; fails with L{CommandTimeout} if it had to be
+    killed after C{timeout} seconds.
     """
     argv = tuple(argv)
     result: Deferred[CommandResult] = Deferred()
@@ -80,7 +82,11 @@ def runCommand(reactor, argv: Sequence[str], stdin: bytes = b"", env: Optional[d
 
     protocol = _CommandProtocol(stdin, done)
     try:
-        transport.append((spawn or reactor.spawnProcess)(protocol, argv[0], list(argv), env=env))
+        spawner = spawn or reactor.spawnProcess
+        if path is None:
+            transport.append(spawner(protocol, argv[0], list(argv), env=env))
+        else:
+            transport.append(spawner(protocol, argv[0], list(argv), env=env, path=path))
     except Exception:
         timer.cancel()
         result.errback()

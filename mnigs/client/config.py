@@ -24,10 +24,11 @@ from mnigs.config import (
     text,
 )
 from mnigs.protocol import DEFAULT_PORT, KNOWN_METHODS
+from mnigs.yggdrasil.admin import adminEndpoint
 
-SOURCES = ("babel", "kernel")
+SOURCES = ("babel", "kernel", "yggdrasil")
 SCANS = ("routes", "neighbours", "static")
-CLIENT_METHODS = ("wireguard", "forward")
+CLIENT_METHODS = ("wireguard", "openvpn", "softether", "forward")
 
 
 def _ports(value):
@@ -76,6 +77,13 @@ def _optionalExecutable(value):
     return executable(value) if value else ""
 
 
+def _softetherNic(value):
+    # SoftEther names its tap vpn_NIC: 11 characters at most.
+    if not (value.isascii() and value.isalnum() and value.islower() and 0 < len(value) <= 11):
+        raise ValueError(f"{value!r} is not a usable NIC name (1-11 of a-z 0-9)")
+    return value
+
+
 SCHEMA = {
     "client": {
         "id": Field(str, "", text(128)),
@@ -101,6 +109,13 @@ SCHEMA = {
             "tables": Field(list, [254], lambda v: [between(1, 2**32 - 1)(t) for t in v]),
             "protocols": Field(list, [], lambda v: [between(0, 255)(p) for p in v]),
         },
+        "yggdrasil": {
+            "admin": Field(str, "unix:///var/run/yggdrasil/yggdrasil.sock", adminEndpoint),
+            "timeout": Field(float, 10.0, between(0.5, 120)),
+            "budget": Field(float, 20.0, between(0.5, 3600)),
+            "concurrency": Field(int, 8, between(1, 256)),
+            "poll_interval": Field(float, 10.0, between(0.5, 3600)),
+        },
     },
     "mesh": {
         "interfaces": Field(list, [], ifnames),
@@ -114,6 +129,12 @@ SCHEMA = {
             "interface": Field(str, "mnigs-c0", ifname),
             "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
             "keepalive": Field(int, 5, between(0, 3600)),
+        },
+        "openvpn": {
+            "interface": Field(str, "mnigs-ovpnc0", ifname),
+        },
+        "softether": {
+            "nic": Field(str, "mnigs", _softetherNic),
         },
         "forward": {},
     }),

@@ -201,7 +201,16 @@ class ClientEffects:
             except Exception:
                 pass
         session.stoppers = []
-        self.history.get(session.step.gatewayId).sessionEnded(now, now - session.startedAt)
+        quality = self.history.get(session.step.gatewayId)
+        # Tunnels that count their bytes (openvpn's bytecount) say how much
+        # this session carried.
+        traffic = getattr(session.connection, "traffic", None)
+        if traffic is not None:
+            try:
+                quality.traffic(*traffic())
+            except Exception:
+                log.failure("could not read the session's byte counters")
+        quality.sessionEnded(now, now - session.startedAt)
         self._saveHistory()
         self.hooks.run("offline", session.step.gatewayId, session.step.host, session.step.method,
                        session.lease["config"].get("address", ""))

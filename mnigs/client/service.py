@@ -77,9 +77,20 @@ def buildSources(reactor, config):
                 kernel = config.sources.kernel
                 sources.append(KernelRouteSource(reactor, tables=tuple(kernel.tables),
                                                  protocols=set(kernel.protocols) or None))
+            elif name == "yggdrasil":
+                sources.append(_yggdrasilSource(reactor, config.sources.yggdrasil))
     if "neighbours" in discovery.scan:
         sources.append(NeighbourSource(config.mesh.interfaces))
     return sources
+
+
+def _yggdrasilSource(reactor, settings):
+    from mnigs.routing.yggdrasil import YggdrasilAdmin, YggdrasilRouteSource
+
+    admin = YggdrasilAdmin(reactor, settings.admin, timeout=settings.timeout)
+    return YggdrasilRouteSource(reactor, admin, budget=settings.budget,
+                                concurrency=settings.concurrency,
+                                pollInterval=settings.poll_interval)
 
 
 class ClientService(MultiService):
@@ -137,6 +148,20 @@ class ClientService(MultiService):
                     implementation=settings.implementation, keepalive=settings.keepalive,
                     handshakeTimeout=self.config.methods.connect_timeout,
                     logPath=os.path.join(stateDir, f"{settings.interface}.log"))
+            elif name == "openvpn":
+                from mnigs.methods.openvpn import OpenVPNClient
+
+                settings = self.config.method.get("openvpn") or _defaults("openvpn")
+                methods[name] = OpenVPNClient(
+                    self.reactor, settings.interface, self.routing, stateDir,
+                    connectTimeout=self.config.methods.connect_timeout)
+            elif name == "softether":
+                from mnigs.methods.softether import SoftEtherClient
+
+                settings = self.config.method.get("softether") or _defaults("softether")
+                methods[name] = SoftEtherClient(
+                    self.reactor, settings.nic, self.routing, self.netlink, stateDir,
+                    connectTimeout=self.config.methods.connect_timeout)
             elif name == "forward":
                 methods[name] = ForwardClient(self.netlink, self.routing)
         return methods

@@ -203,6 +203,8 @@ def checkLeaseConfig(config) -> dict:
 
     if not isinstance(config, dict):
         raise ValueError("lease config is not an object")
+    if not isinstance(config.get("address"), str) or not isinstance(config.get("gateway_address"), str):
+        raise ValueError("lease addresses must be text")  # ipaddress would also take integers
     address = ipaddress.ip_interface(config.get("address"))
     if address.version != 4 or address.network.prefixlen != 32:
         raise ValueError("lease address must be an IPv4 /32")

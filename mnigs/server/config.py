@@ -48,6 +48,16 @@ def _optionalExecutable(value):
     return executable(value) if value else ""
 
 
+def _softetherHub(value):
+    from mnigs.softether.hub import checkHubName
+    return checkHubName(value)
+
+
+def _softetherBridge(value):
+    from mnigs.softether.hub import checkBridgeName
+    return checkBridgeName(value)
+
+
 SCHEMA = {
     "server": {
         "name": Field(str, "mnigs-gateway", text(64)),
@@ -101,6 +111,24 @@ SCHEMA = {
             "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
             "dns": Field(list, [], addresses),
         },
+        "openvpn": {
+            "enabled": Field(bool, True),
+            "interface": Field(str, "mnigs-ovpn0", ifname),
+            "port": Field(int, 1194, port),
+            "proto": Field(str, "udp", oneOf("udp", "tcp")),
+            "pool": Field(str, "100.65.0.0/22", _pool),
+            "endpoint": Field(list, [], addresses),
+            "dns": Field(list, [], addresses),
+        },
+        "softether": {
+            "enabled": Field(bool, True),
+            "port": Field(int, 5555, port),
+            "hub": Field(str, "mnigs", _softetherHub),
+            "bridge": Field(str, "mnigs", _softetherBridge),
+            "pool": Field(str, "100.66.0.0/22", _pool),
+            "endpoint": Field(list, [], addresses),
+            "dns": Field(list, [], addresses),
+        },
     }),
     "nft": {
         "table": Field(str, "mnigs", text(32)),
@@ -125,12 +153,26 @@ def loadServerConfig(path: str):
     if fee.amount and not fee.currency:
         raise ConfigError(path, "terms.fee.currency", "is required when terms.fee.amount is set")
     if not config.methods:
-        raise ConfigError(path, "methods", "no method is configured: add [methods.forward] or [methods.wireguard]")
+        raise ConfigError(path, "methods", "no method is configured: add [methods.forward], [methods.wireguard] or [methods.openvpn]")
     if not any(m.enabled for m in config.methods.values()):
         raise ConfigError(path, "methods", "every method is disabled")
     wireguard = config.methods.get("wireguard")
     if wireguard is not None and wireguard.pool.version != 4:
         raise ConfigError(path, "methods.wireguard.pool", "must be an IPv4 network for now")
+    openvpn = config.methods.get("openvpn")
+    if openvpn is not None:
+        if openvpn.pool.version != 4:
+            raise ConfigError(path, "methods.openvpn.pool", "must be an IPv4 network")
+        if wireguard is not None and openvpn.pool.overlaps(wireguard.pool):
+            raise ConfigError(path, "methods.openvpn.pool", "overlaps methods.wireguard.pool")
+    softether = config.methods.get("softether")
+    if softether is not None:
+        if softether.pool.version != 4:
+            raise ConfigError(path, "methods.softether.pool", "must be an IPv4 network")
+        for other in ("wireguard", "openvpn"):
+            section = config.methods.get(other)
+            if section is not None and softether.pool.overlaps(section.pool):
+                raise ConfigError(path, "methods.softether.pool", f"overlaps methods.{other}.pool")
     return config
 
 

@@ -23,6 +23,7 @@ from mnigs.identity import loadOrCreateKey
 from mnigs.methods.forward import ForwardGateway, accessAddress
 from mnigs.netlink import Netlink
 from mnigs.nft import NftAccess, NftRunner
+from mnigs.nftnetlink import NftSetElements
 from mnigs.rpc import makeSite
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit, LeaseFile
@@ -56,6 +57,38 @@ def buildWireGuard(reactor, config, stateDir, access):
                             config.endpoint, config.dns)
 
 
+def buildOpenVPN(reactor, config, stateDir, access, maxClients):
+    from mnigs.methods.openvpn import OpenVPNGateway
+    from mnigs.openvpn.config import serverArgv
+    from mnigs.openvpn.daemon import OpenVPNDaemon
+    from mnigs.openvpn.pki import loadOrCreateServerPKI
+
+    directory = os.path.join(stateDir, "openvpn")
+    pki = loadOrCreateServerPKI(directory)
+    argv = serverArgv("openvpn", config.interface, config.proto, config.port, config.pool, pki,
+                      maxClients=max(1024, maxClients))
+
+    def daemon(onEvent, onExit, onReady):
+        return OpenVPNDaemon(reactor, argv, os.path.join(directory, "management.sock"),
+                             f"openvpn {config.interface}", onEvent=onEvent,
+                             onExit=onExit, onReady=onReady)
+
+    return OpenVPNGateway(daemon, access, pki.caPEM, config.pool, config.port, config.proto,
+                          config.interface, config.endpoint, config.dns)
+
+
+def buildSoftEther(reactor, config, stateDir, access, netlink):
+    import ipaddress
+
+    from mnigs.methods.softether import SoftEtherGateway
+    from mnigs.softether.server import SoftEtherServer
+
+    tapAddress = ipaddress.ip_interface(f"{next(config.pool.hosts())}/{config.pool.prefixlen}")
+    server = SoftEtherServer(reactor, os.path.join(stateDir, "softether"), config.port,
+                             config.hub, config.bridge, tapAddress, netlink)
+    return SoftEtherGateway(server, access, config.pool, config.endpoint, config.dns)
+
+
 class GatewayService(MultiService):
     """
     The whole gateway.  C{self.gateway} is the machine; the rest is reachable
@@ -72,8 +105,12 @@ class GatewayService(MultiService):
         self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds)
         self.store = LeaseFile(self.stateDir)
         self.committer = GroupCommit(reactor, self.store, self.book.records, self.book.takeChanges)
+        # Allow/deny over netlink, not one nft process each, unless a test
+        # brought its own runner.
+        self.nftElements = NftSetElements() if nftRunner is None else None
         self.access = NftAccess(reactor, nftRunner or NftRunner(reactor),
-                                config.uplink.interface, table=config.nft.table)
+                                config.uplink.interface, table=config.nft.table,
+                                elements=self.nftElements)
         self.methods = self._buildMethods()
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
                                      "release": config.hooks.release})
@@ -107,6 +144,12 @@ class GatewayService(MultiService):
                 methods[name] = ForwardGateway(self.access, self.netlink, self.config.mesh.interfaces)
             elif name == "wireguard":
                 methods[name] = buildWireGuard(self.reactor, section, self.stateDir, self.access)
+            elif name == "openvpn":
+                methods[name] = buildOpenVPN(self.reactor, section, self.stateDir, self.access,
+                                             self.config.terms.max_clients)
+            elif name == "softether":
+                methods[name] = buildSoftEther(self.reactor, section, self.stateDir, self.access,
+                                               self.netlink)
         return methods
 
     def _uplinkChecks(self):
@@ -172,6 +215,8 @@ class GatewayService(MultiService):
             yield self.access.remove()
         except Exception:
             log.failure("could not remove the nftables table")
+        if self.nftElements is not None:
+            self.nftElements.close()
 
 
 class _Lifecycle(Service):

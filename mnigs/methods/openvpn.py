@@ -1,0 +1,366 @@
+# -*- test-case-name: tests.unit.test_openvpn.test_method,tests.mesh.test_openvpn -*-
+"""
+The C{openvpn} method (OpenVPN 2.6).
+
+Gateway side: one supervised C{openvpn} server (tun, UDP by default) whose
+every connection is decided live by mnigs through the management interface
+(C{--management-client-auth}): the client's username and password must be
+the id and token of a live openvpn lease, and the answer gives it exactly
+the lease's inner address (C{ifconfig-push}); anything else is denied.
+When the lease ends, its sessions are killed (C{client-kill CID HALT}) and
+the access list stops admitting its address.  The server's CA and
+certificate are made on first start (L{mnigs.openvpn.pki}).
+
+Client side: one C{openvpn} client process per connection, online when its
+management interface says C{CONNECTED,SUCCESS}, with mnigs's default route
+through its tun; lost as soon as the process ends or its tunnel restarts.
+
+Wire: the offer entry is C{{"type": "openvpn", "endpoint": "ADDR:PORT",
+"proto": "udp"}}; the lease config is C{{"address", "gateway_address",
+"endpoint", "proto", "ca", "dns"}}.  The credentials are the lease's own
+id and token, which the lease already carries: they are not repeated in
+the config, so the token is in exactly one place.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.methods.forward import accessAddress
+from mnigs.methods.pool import AddressPool
+from mnigs.methods.wireguard import poolHosts
+from mnigs.openvpn import management as m
+from mnigs.openvpn.config import (
+    checkCredentials,
+    checkInterfaceName,
+    checkLeaseConfig,
+    clientConfig,
+    credentialsFile,
+)
+from mnigs.openvpn.daemon import OpenVPNDaemon
+from mnigs.protocol import GATEWAY_FULL, RPCError, formatEndpoint, invalidParams
+from mnigs.statefile import atomicWrite
+
+log = Logger()
+
+DENIED = "no live lease for these credentials"
+COMMAND_TIMEOUT = 5.0
+
+
+def _printable(text: str, limit: int = 64) -> str:
+    """A username from the network, safe for a log line."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+@implementer(IGatewayMethod)
+class OpenVPNGateway:
+    """
+    @param daemonFactory: makes the L{OpenVPNDaemon} given
+        C{onEvent}, C{onExit} and C{onReady} callbacks (so tests can
+        replace the process).
+    @param caPEM: the CA certificate that clients check the server against.
+    """
+
+    name = "openvpn"
+
+    def __init__(self, daemonFactory, access, caPEM: str, pool, port: int, proto: str = "udp",
+                 interface: str = "", endpoints=(), dns=()):
+        self.access = access
+        self.caPEM = caPEM
+        self.pool = ipaddress.IPv4Network(pool)
+        self.gatewayAddress, _ = poolHosts(self.pool)
+        self.port = port
+        self.proto = proto
+        self.interface = interface
+        self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
+        self.dns = [str(d) for d in dns]
+        self._addresses = AddressPool(self.pool)
+        self.leases = {}
+        self.sessions = {}  # cid -> lease id, for every client we admitted
+        self.traffic = {}  # cid -> (bytes in, bytes out)
+        self.daemon = daemonFactory(onEvent=self._managementEvent, onExit=self._daemonDied,
+                                    onReady=self._daemonReady)
+
+    # -- offer and allocation (pure) ----------------------------------------
+    def _endpointHost(self, localHost):
+        local = ipaddress.ip_address(localHost)
+        if not self.endpoints or local in self.endpoints:
+            return local
+        sameFamily = [e for e in self.endpoints if e.version == local.version]
+        return (sameFamily or self.endpoints)[0]
+
+    def _endpoint(self, localHost) -> str:
+        return formatEndpoint(self._endpointHost(localHost), self.port)
+
+    def offerEntry(self, localHost):
+        return {"type": "openvpn", "endpoint": self._endpoint(localHost), "proto": self.proto}
+
+    def checkParams(self, params):
+        if params:
+            raise invalidParams("openvpn takes no method params")
+        return {}
+
+    def checkClient(self, clientHost, localHost):
+        return None
+
+    def allocate(self, lease, others, localHost):
+        try:
+            address = self._addresses.take(lease.id)
+        except RPCError:
+            # Full, or holding leftovers of registrations that never made
+            # it into the book: ask the live leases.
+            self._rebuild(others)
+            try:
+                address = self._addresses.take(lease.id)
+            except RPCError:
+                raise RPCError(GATEWAY_FULL, "OpenVPN address pool exhausted") from None
+        return {"address": f"{address}/32",
+                "gateway_address": str(self.gatewayAddress),
+                "endpoint": self._endpoint(localHost),
+                "proto": self.proto,
+                "ca": self.caPEM,
+                "dns": list(self.dns)}
+
+    def _rebuild(self, leases):
+        self._addresses = AddressPool(self.pool)
+        for lease in leases:
+            self._addresses.reserve(accessAddress(lease), lease.id)
+
+    # -- the data path ----------------------------------------------------------
+    def start(self, leases):
+        self.leases = {lease.id: lease for lease in leases}
+        self._rebuild(self.leases.values())
+        return self.daemon.start()
+
+    def grant(self, lease):
+        self.leases[lease.id] = lease
+        self._addresses.reserve(accessAddress(lease), lease.id)
+        return self.access.allow(accessAddress(lease))
+
+    @defer.inlineCallbacks
+    def revoke(self, lease):
+        self.leases.pop(lease.id, None)
+        self._addresses.release(accessAddress(lease), lease.id)
+        yield self.access.deny(accessAddress(lease))
+        for cid in [cid for cid, leaseId in self.sessions.items() if leaseId == lease.id]:
+            try:
+                yield self.daemon.command(m.clientKill(cid, "HALT"), timeout=COMMAND_TIMEOUT)
+            except Exception as e:
+                # Gone already (it disconnected, or openvpn is restarting).
+                log.info("openvpn: could not kill session {cid} of lease {lease}: {why}",
+                         cid=cid, lease=lease.id, why=e)
+            self.sessions.pop(cid, None)
+
+    def stop(self):
+        return self.daemon.stop()
+
+    def describe(self):
+        return {"interface": self.interface, "port": self.port, "proto": self.proto,
+                "pool": str(self.pool), "leases": len(self.leases),
+                "sessions": len(self.sessions), "pid": self.daemon.pid}
+
+    # -- what openvpn tells us ---------------------------------------------
+    def _managementEvent(self, event):
+        if isinstance(event, (m.ClientConnect, m.ClientReauth)):
+            self._decide(event)
+        elif isinstance(event, m.ClientDisconnect):
+            self.sessions.pop(event.cid, None)
+            self.traffic.pop(event.cid, None)
+        elif isinstance(event, m.ClientByteCount):
+            self.traffic[event.cid] = (event.bytesIn, event.bytesOut)
+
+    def _leaseFor(self, env):
+        """The live lease these credentials name, or None."""
+        lease = self.leases.get(env.get("username", ""))
+        password = env.get("password", "")
+        if lease is None or not hmac.compare_digest(lease.token.encode("utf-8"),
+                                                     password.encode("utf-8", "replace")):
+            return None
+        return lease
+
+    def _decide(self, event):
+        lease = self._leaseFor(event.env)
+        if lease is not None and self.sessions.get(event.cid, lease.id) != lease.id:
+            lease = None  # a session cannot move to another lease
+        if lease is None:
+            log.info("openvpn: denied client {cid} (username {user!r}, from {ip})",
+                     cid=event.cid, user=_printable(event.env.get("username", "")),
+                     ip=_printable(event.env.get("untrusted_ip", "")))
+            command = m.clientDeny(event.cid, event.kid, DENIED, DENIED)
+        elif isinstance(event, m.ClientReauth):
+            command = m.clientAuthNoConfig(event.cid, event.kid)
+        else:
+            address = accessAddress(lease)
+            self.sessions[event.cid] = lease.id
+            log.info("openvpn: admitted client {cid} for lease {lease} as {address}",
+                     cid=event.cid, lease=lease.id, address=address)
+            command = m.clientAuth(event.cid, event.kid,
+                                   [m.ifconfigPush(address, self.pool.netmask)])
+        self.daemon.command(command).addErrback(
+            lambda f: log.warn("openvpn: answer to client {cid} failed: {why}",
+                               cid=event.cid, why=f.getErrorMessage()))
+
+    def _daemonDied(self, reason):
+        self.sessions.clear()
+        self.traffic.clear()
+        log.warn("openvpn server died ({reason}); it is being restarted",
+                 reason=reason.getErrorMessage())
+
+    def _daemonReady(self):
+        # A relaunched server has no sessions; clients reconnect and are
+        # decided against the lease book as it is now.
+        self.sessions.clear()
+        self.traffic.clear()
+
+
+# -- client side -------------------------------------------------------------
+
+class OpenVPNConnection:
+    """
+    One client tunnel.  It is lost when its openvpn ends by itself or its
+    tunnel restarts (RECONNECTING: the tun device and mnigs's route through
+    it are gone); then the client machine moves on.
+    """
+
+    def __init__(self, routing, ifname, config, files):
+        self.daemon = None  # set by OpenVPNClient.connect
+        self.routing = routing
+        self.ifname = ifname
+        self.config = config
+        self.files = files
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self.tunnelAddress = None
+        self._lost = []
+        self._reason = None
+
+    def event(self, event):
+        if isinstance(event, m.ByteCount):
+            self.bytesIn, self.bytesOut = event.bytesIn, event.bytesOut
+        elif isinstance(event, m.State) and event.connected:
+            self.tunnelAddress = event.localAddress
+        elif isinstance(event, m.State) and event.name in ("RECONNECTING", "EXITING"):
+            self.lost(f"openvpn tunnel {event.name.lower()} ({event.description})")
+
+    def died(self, reason):
+        self.lost(f"openvpn exited: {reason.getErrorMessage()}")
+
+    def lost(self, reason):
+        if self._reason is not None:
+            return
+        self._reason = reason
+        waiting, self._lost = self._lost, []
+        for d in waiting:
+            d.callback(reason)
+
+    def whenLost(self):
+        d = defer.Deferred(lambda d: self._lost.remove(d) if d in self._lost else None)
+        if self._reason is not None:
+            d.callback(self._reason)
+        else:
+            self._lost.append(d)
+        return d
+
+    @defer.inlineCallbacks
+    def disconnect(self):
+        self._reason = self._reason or "disconnected"
+        self._lost = []
+        self.routing.clear()
+        try:
+            yield self.daemon.stop()
+        finally:
+            removeFiles(self.files)
+
+    def counters(self):
+        return {"bytes_in": self.bytesIn, "bytes_out": self.bytesOut}
+
+    def traffic(self):
+        return self.bytesIn, self.bytesOut
+
+    def describe(self):
+        return {"interface": self.ifname, "endpoint": formatEndpoint(*self.config["endpoint"]),
+                "proto": self.config["proto"], "address": self.config["address"],
+                "pid": self.daemon.pid, **self.counters()}
+
+
+def removeFiles(paths):
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+@implementer(IClientMethod)
+class OpenVPNClient:
+    """
+    The client side of C{openvpn}.  Its files (configuration, CA,
+    credentials, all 0600) and management socket live in
+    C{stateDir/openvpn-IFNAME/} and are removed on disconnect.
+    """
+
+    name = "openvpn"
+
+    def __init__(self, reactor, ifname, routing, stateDir, connectTimeout=5.0,
+                 openvpn="openvpn", daemonFactory=OpenVPNDaemon):
+        self.reactor = reactor
+        self.ifname = checkInterfaceName(ifname)
+        self.routing = routing
+        self.directory = os.path.join(stateDir, f"openvpn-{ifname}")
+        self.connectTimeout = connectTimeout
+        self.openvpn = openvpn
+        self.daemonFactory = daemonFactory
+
+    def registerParams(self, offerEntry):
+        return {}
+
+    def _writeFiles(self, lease, config):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        ca = os.path.join(self.directory, "ca.pem")
+        credentials = os.path.join(self.directory, "credentials")
+        path = os.path.join(self.directory, "client.conf")
+        atomicWrite(ca, config["ca"].encode("ascii"), mode=0o600)
+        atomicWrite(credentials, credentialsFile(lease["id"], lease["token"]), mode=0o600)
+        atomicWrite(path, clientConfig(config, self.ifname, ca, credentials).encode("ascii"),
+                    mode=0o600)
+        return path, [path, credentials, ca]
+
+    @defer.inlineCallbacks
+    def connect(self, step, lease):
+        config = checkLeaseConfig(lease.get("config"))
+        checkCredentials(lease.get("id"), lease.get("token"))
+        path, files = self._writeFiles(lease, config)
+        connection = OpenVPNConnection(self.routing, self.ifname, config, files)
+        daemon = connection.daemon = self.daemonFactory(
+            self.reactor, [self.openvpn, "--config", path],
+            os.path.join(self.directory, "management.sock"), f"openvpn {self.ifname}",
+            onEvent=connection.event, onExit=connection.died,
+            releaseEveryHold=False, restart=False, launchTimeout=self.connectTimeout)
+        try:
+            yield daemon.start()
+            expected = str(ipaddress.ip_interface(config["address"]).ip)
+            if connection.tunnelAddress != expected:
+                raise WrongAddress(f"openvpn got {connection.tunnelAddress!r} from the gateway, "
+                                   f"the lease says {expected}")
+            self.routing.install(self.ifname)
+        except Exception:  # CancelledError too (the connect timeout)
+            try:
+                yield daemon.stop()
+            finally:
+                removeFiles(files)
+            raise
+        log.info("openvpn: {ifname} up as {address} via {endpoint}", ifname=self.ifname,
+                 address=config["address"], endpoint=formatEndpoint(*config["endpoint"]))
+        return connection
+
+
+class WrongAddress(Exception):
+    """The gateway pushed another inner address than the lease's."""

@@ -1,0 +1,328 @@
+# -*- test-case-name: tests.unit.test_softether,tests.mesh.test_softether -*-
+"""
+The C{softether} method, both sides.
+
+Gateway: a SoftEther vpnserver (L{mnigs.softether.server}) with one hub
+bridged to a kernel tap that holds the pool's first address; the kernel
+routes and the nftables gate NATs, so a lease gets through exactly while
+its inner address is admitted, as for WireGuard.  Each lease is a hub user
+with a random password and rules pinning it to its inner address; when the
+lease ends, the address is denied, the user deleted and its session
+disconnected.  The offer carries the endpoint, the hub and the SHA-256 of
+the server certificate; the lease carries the user, its password, the
+certificate and the inner address with the pool's prefix (the tap is an
+Ethernet segment, the gateway is on it).
+
+Client: a vpnclient per connection (L{mnigs.softether.client}) with one
+virtual NIC, the lease's address on it, the certificate pinned, and the
+default route via the gateway's tap address in mnigs's table.  The
+connection is lost when the vpnclient dies or the NIC loses its carrier
+(SoftEther takes it down when the session ends).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import ssl
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.methods.forward import accessAddress
+from mnigs.methods.pool import AddressPool
+from mnigs.protocol import GATEWAY_FULL, RPCError, formatEndpoint, invalidParams, parseEndpoint
+from mnigs.softether.client import CONNECTED, OFFLINE, VpnClient, nicInterface
+from mnigs.softether.hub import HUB_NAME, USER_NAME, HubUser, userName
+from mnigs.softether.server import certificateFingerprint
+
+log = Logger()
+
+MAX_CERTIFICATE = 8192
+LINK_CHECK_INTERVAL = 0.25
+STATUS_INTERVAL = 0.1
+
+
+def newPassword() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@implementer(IGatewayMethod)
+class SoftEtherGateway:
+    name = "softether"
+
+    def __init__(self, server, access, pool, endpoints=(), dns=(), password=newPassword):
+        self.server = server
+        self.access = access
+        self.pool = pool
+        self._addresses = AddressPool(pool)
+        self.gatewayAddress = self._addresses.gateway
+        self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
+        self.dns = [str(d) for d in dns]
+        self.newPassword = password
+        self.leases = {}
+
+    def _endpoint(self, localHost):
+        local = ipaddress.ip_address(localHost)
+        if self.endpoints and local not in self.endpoints:
+            sameFamily = [e for e in self.endpoints if e.version == local.version]
+            local = (sameFamily or self.endpoints)[0]
+        return formatEndpoint(local, self.server.port)
+
+    def offerEntry(self, localHost):
+        entry = {"type": "softether", "endpoint": self._endpoint(localHost),
+                 "hub": self.server.hub}
+        if self.server.certificate:
+            entry["cert_sha256"] = certificateFingerprint(self.server.certificate)
+        return entry
+
+    def checkParams(self, params):
+        if params:
+            raise invalidParams("softether takes no method params")
+        return {}
+
+    def checkClient(self, clientHost, localHost):
+        return None
+
+    def allocate(self, lease, others, localHost):
+        try:
+            address = self._addresses.take(lease.id)
+        except RPCError:
+            # Full, or holding leftovers of registrations that never made it
+            # into the book: ask the live leases.
+            self._rebuild(others)
+            try:
+                address = self._addresses.take(lease.id)
+            except RPCError:
+                raise RPCError(GATEWAY_FULL, "SoftEther address pool exhausted") from None
+        return {"address": f"{address}/{self.pool.prefixlen}",
+                "gateway_address": str(self.gatewayAddress),
+                "endpoint": self._endpoint(localHost),
+                "hub": self.server.hub,
+                "username": userName(lease.id),
+                "password": self.newPassword(),
+                "server_cert": self.server.certificate,
+                "dns": list(self.dns)}
+
+    def _rebuild(self, leases):
+        self._addresses = AddressPool(self.pool)
+        for lease in leases:
+            self._addresses.reserve(accessAddress(lease), lease.id)
+
+    @staticmethod
+    def _user(lease):
+        return HubUser(userName(lease.id), lease.config["password"], accessAddress(lease))
+
+    @defer.inlineCallbacks
+    def start(self, leases):
+        leases = list(leases)
+        self._rebuild(leases)
+        self.leases = {lease.id: lease for lease in leases}
+        self.server.onDeath = self._serverDied
+        self.server.setUsers([self._user(lease) for lease in leases])
+        yield self.server.start()
+
+    def _serverDied(self, reason):
+        log.warn("vpnserver of hub {hub} died ({reason}); it is being restarted, "
+                 "its clients connect again", hub=self.server.hub,
+                 reason=reason.getErrorMessage())
+
+    @defer.inlineCallbacks
+    def grant(self, lease):
+        self.leases[lease.id] = lease
+        yield self.server.addUser(self._user(lease))
+        yield self.access.allow(accessAddress(lease))
+
+    @defer.inlineCallbacks
+    def revoke(self, lease):
+        self.leases.pop(lease.id, None)
+        self._addresses.release(accessAddress(lease), lease.id)
+        yield self.access.deny(accessAddress(lease))
+        yield self.server.removeUser(userName(lease.id))
+
+    def stop(self):
+        return self.server.stop()
+
+    def describe(self):
+        return dict(self.server.describe(), pool=str(self.pool), leases=len(self.leases))
+
+
+# -- client side ---------------------------------------------------------
+
+def checkLeaseConfig(config) -> dict:
+    """
+    The lease's config comes from the network: check every field before
+    any of it reaches vpncmd, a file or a route.
+    """
+    if not isinstance(config, dict):
+        raise ValueError("lease config is not an object")
+    address = ipaddress.ip_interface(config.get("address"))
+    if address.version != 4 or address.network.prefixlen > 30:
+        raise ValueError("softether lease address must be IPv4 with a prefix of /30 or shorter")
+    gateway = ipaddress.ip_address(config.get("gateway_address"))
+    if gateway not in address.network or gateway == address.ip:
+        raise ValueError("softether gateway address must be another host of the lease's subnet")
+    endpoint = parseEndpoint(config.get("endpoint"))
+    hub = config.get("hub")
+    if not isinstance(hub, str) or not HUB_NAME.match(hub):
+        raise ValueError("softether hub name malformed")
+    username = config.get("username")
+    if not isinstance(username, str) or not USER_NAME.match(username):
+        raise ValueError("softether user name malformed")
+    password = config.get("password")
+    if (not isinstance(password, str) or not 16 <= len(password) <= 128
+            or not password.isprintable() or password != password.strip()):
+        raise ValueError("softether password malformed")
+    certificate = config.get("server_cert")
+    if not isinstance(certificate, str) or len(certificate) > MAX_CERTIFICATE:
+        raise ValueError("softether server certificate missing or too big")
+    try:
+        certificate = ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(certificate))
+    except ValueError:
+        raise ValueError("softether server certificate is not a PEM certificate") from None
+    return {"address": address, "gateway_address": gateway, "endpoint": endpoint, "hub": hub,
+            "username": username, "password": password, "server_cert": certificate}
+
+
+class CertificateMismatch(Exception):
+    """The lease's server certificate is not the one the signed offer names."""
+
+
+class ConnectFailed(Exception):
+    pass
+
+
+class SoftEtherConnection:
+    def __init__(self, reactor, vpnclient, routing, netlink, ifname, config):
+        self.vpnclient = vpnclient
+        self.routing = routing
+        self.netlink = netlink
+        self.ifname = ifname
+        self.config = config
+        self._lost = []
+        self._reason = None
+        self._carrier = LoopingCall(self._checkCarrier)
+        self._carrier.clock = reactor
+
+    def watch(self):
+        self._carrier.start(LINK_CHECK_INTERVAL, now=False)
+
+    def _checkCarrier(self):
+        if not self.netlink.linkIsUp(self.ifname):
+            self.lost(f"SoftEther session ended ({self.ifname} lost its carrier)")
+
+    def lost(self, reason):
+        if self._reason is not None:
+            return
+        self._reason = reason
+        if self._carrier.running:
+            self._carrier.stop()
+        waiting, self._lost = self._lost, []
+        for d in waiting:
+            d.callback(reason)
+
+    def whenLost(self):
+        d = defer.Deferred(lambda d: self._lost.remove(d) if d in self._lost else None)
+        if self._reason is not None:
+            d.callback(self._reason)
+        else:
+            self._lost.append(d)
+        return d
+
+    @defer.inlineCallbacks
+    def disconnect(self):
+        self._reason = self._reason or "disconnected"
+        self._lost = []
+        if self._carrier.running:
+            self._carrier.stop()
+        self.routing.clear()
+        yield self.vpnclient.stop()
+
+    def describe(self):
+        return {"interface": self.ifname, "endpoint": formatEndpoint(*self.config["endpoint"]),
+                "hub": self.config["hub"], "address": str(self.config["address"]),
+                "pid": self.vpnclient.pid}
+
+
+@implementer(IClientMethod)
+class SoftEtherClient:
+    """
+    The client side of C{softether}.  Its vpnclient's directory is
+    C{stateDir/softether-NIC/}, made afresh for each connection and removed
+    on disconnect.
+    """
+
+    name = "softether"
+
+    def __init__(self, reactor, nic, routing, netlink, stateDir, connectTimeout=5.0,
+                 vpnclientFactory=VpnClient):
+        if not (isinstance(nic, str) and nic.isalnum() and nic.isascii() and nic.islower()
+                and 0 < len(nic) <= 11):
+            raise ValueError(f"{nic!r} is not a usable SoftEther NIC name (1-11 of a-z 0-9)")
+        self.reactor = reactor
+        self.nic = nic
+        self.ifname = nicInterface(nic)
+        self.routing = routing
+        self.netlink = netlink
+        self.directory = os.path.join(stateDir, f"softether-{nic}")
+        self.connectTimeout = connectTimeout
+        self.vpnclientFactory = vpnclientFactory
+
+    def registerParams(self, offerEntry):
+        return {}
+
+    @defer.inlineCallbacks
+    def connect(self, step, lease):
+        config = checkLeaseConfig(lease.get("config"))
+        entry = step.offerEntry if step is not None else None
+        pinned = entry.get("cert_sha256") if isinstance(entry, dict) else None
+        if pinned is not None and certificateFingerprint(config["server_cert"]) != pinned:
+            raise CertificateMismatch("the lease's server certificate is not the one the "
+                                      "gateway's signed offer names")
+        connection = None
+
+        def died(reason):
+            if connection is not None:
+                connection.lost(f"vpnclient exited: {reason.getErrorMessage()}")
+
+        vpnclient = self.vpnclientFactory(self.reactor, self.directory, onExit=died,
+                                          launchTimeout=self.connectTimeout)
+        try:
+            yield vpnclient.start()
+            yield vpnclient.connectAccount(formatEndpoint(*config["endpoint"]), config["hub"],
+                                           config["username"], config["password"],
+                                           config["server_cert"], self.nic)
+            yield self._established(vpnclient)
+            self.netlink.addAddress(self.ifname, config["address"])
+            self.netlink.setLinkUp(self.ifname)
+            self.routing.install(self.ifname, gateway=str(config["gateway_address"]),
+                                 source=str(config["address"].ip))
+        except BaseException:  # CancelledError too (the connect timeout)
+            self.routing.clear()
+            yield vpnclient.stop()
+            raise
+        connection = SoftEtherConnection(self.reactor, vpnclient, self.routing, self.netlink,
+                                         self.ifname, config)
+        connection.watch()
+        log.info("softether: {ifname} up as {address} via {endpoint} hub {hub}",
+                 ifname=self.ifname, address=str(config["address"]),
+                 endpoint=formatEndpoint(*config["endpoint"]), hub=config["hub"])
+        return connection
+
+    @defer.inlineCallbacks
+    def _established(self, vpnclient):
+        deadline = self.reactor.seconds() + self.connectTimeout
+        while True:
+            status = yield vpnclient.status()
+            if status == CONNECTED:
+                return
+            if status == OFFLINE:
+                raise ConnectFailed(f"SoftEther connection failed: {vpnclient.lastError()}")
+            if self.reactor.seconds() >= deadline:
+                raise ConnectFailed(f"no SoftEther session within {self.connectTimeout} s "
+                                    f"(status {status})")
+            yield deferLater(self.reactor, STATUS_INTERVAL)

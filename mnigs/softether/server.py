@@ -1,0 +1,289 @@
+# -*- test-case-name: tests.unit.test_softether -*-
+"""
+The gateway's SoftEther vpnserver: one supervised daemon in its own mount
+namespace (L{mnigs.softether.launch}), configured only through vpncmd.
+
+Readiness is "answers on its admin port and is configured as we want":
+every launch (the first, and each relaunch after a crash) reconciles the
+daemon with what this object holds (the hub, its tap bridge, the listener
+and one hub user per live lease) before it counts as ready, so a vpnserver
+that lost some of its configuration (it saves it only every five minutes)
+comes back complete.
+
+Directory layout (0700), kept across restarts so that the server
+certificate, which clients pin, stays the same:
+
+    DIRECTORY/admin-password   the vpnserver administrator password (0600)
+    DIRECTORY/root/{lib,log,run}   bound over SoftEther's compiled-in paths
+    DIRECTORY/scratch/         vpncmd batch files and the exported certificate
+    DIRECTORY/vpnserver.log    the daemon's stdout (its own logs are in root/log)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import ssl
+import sys
+
+from twisted.internet import defer
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from mnigs.process import SupervisedProcess, readyWhen
+from mnigs.softether import VPNCMD, VPNSERVER
+from mnigs.softether import hub as h
+from mnigs.softether.launch import launchArgv
+from mnigs.softether.vpncmd import (
+    ERR_CONNECT_FAILED,
+    ERR_OBJECT_NOT_FOUND,
+    ERR_USER_EXISTS,
+    Vpncmd,
+    VpncmdError,
+    VpncmdFailed,
+    command,
+    serverTarget,
+)
+from mnigs.statefile import atomicWrite
+
+log = Logger()
+
+ADMIN_PASSWORD_FILE = "admin-password"
+CERTIFICATE_FILE = "server.pem"
+TAP_TIMEOUT = 10.0
+
+
+def loadOrCreateSecret(path: str) -> str:
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(24)
+    atomicWrite(path, value.encode("ascii") + b"\n", mode=0o600)
+    return value
+
+
+def certificateFingerprint(pem: str) -> str:
+    """
+    The SHA-256 of the certificate's DER form, as lowercase hex.
+    """
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+class TapMissing(Exception):
+    pass
+
+
+class SoftEtherServer:
+    """
+    @param tapAddress: the gateway's address on the tap (an
+        L{ipaddress.IPv4Interface}, the pool's first host and its prefix).
+    @param netlink: a L{mnigs.netlink.Netlink} of the gateway's namespace.
+    @param onDeath: called with the reason when a ready vpnserver dies (its
+        sessions die with it; clients notice and connect again).
+    @param onReady: called each time a vpnserver is ready, that is
+        configured with every user of L{users}.
+    """
+
+    def __init__(self, reactor, directory: str, port: int, hub: str, bridge: str, tapAddress,
+                 netlink, python: str = sys.executable, vpnserver: str = VPNSERVER,
+                 vpncmd: str = VPNCMD, launchTimeout: float = 30.0, spawn=None, run=None,
+                 onDeath=None, onReady=None):
+        self.reactor = reactor
+        self.directory = directory
+        self.port = port
+        self.hub = h.checkHubName(hub)
+        self.bridge = h.checkBridgeName(bridge)
+        self.tap = h.tapInterface(bridge)
+        self.tapAddress = tapAddress
+        self.netlink = netlink
+        self.onDeath = onDeath or (lambda reason: None)
+        self.onReady = onReady or (lambda: None)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        self.scratch = os.path.join(directory, "scratch")
+        self.adminPassword = loadOrCreateSecret(os.path.join(directory, ADMIN_PASSWORD_FILE))
+        self._vpncmdOptions = dict(password=self.adminPassword, vpncmd=vpncmd,
+                                   **({} if run is None else {"run": run}))
+        self.vpncmd = self._vpncmdAt(port)
+        self.users: dict[str, h.HubUser] = {}
+        self.certificate = None
+        self._mutex = defer.DeferredLock()
+        self.process = SupervisedProcess(
+            reactor, launchArgv(python, os.path.join(directory, "root"), vpnserver,
+                                "start", "--foreground"),
+            name=f"vpnserver {self.hub}", readiness=readyWhen(self._readyCheck, interval=0.25),
+            launchTimeout=launchTimeout, outputPath=os.path.join(directory, "vpnserver.log"),
+            onExit=self.onDeath, onReady=self.onReady, spawn=spawn)
+
+    def _vpncmdAt(self, port):
+        return Vpncmd(self.reactor, serverTarget("127.0.0.1", port), self.scratch,
+                      **self._vpncmdOptions)
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self):
+        """
+        Launch and configure; fires once the hub serves the users already
+        added with L{setUsers}.
+        """
+        return self.process.start()
+
+    def stop(self):
+        return self.process.stop()
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    # -- readiness: admin port answers, then reconcile ---------------------
+
+    @defer.inlineCallbacks
+    def _readyCheck(self):
+        port = yield self._adminPort()
+        if port is None:
+            return False
+        try:
+            yield self._mutex.run(self._reconcile, port)
+        except Exception as e:
+            log.warn("vpnserver {hub}: configuring failed, retrying: {error}", hub=self.hub,
+                     error=e)
+            return False
+        return True
+
+    @defer.inlineCallbacks
+    def _adminPort(self):
+        """
+        Our port once configured; on a first start, one of the ports a
+        vpnserver without configuration listens on.  Setting the
+        administrator password works whether one is set or not: with one,
+        vpncmd asks for it first (the first answer); without, the command's
+        own two prompts take the first two answers and the third is unread.
+        """
+        ports = [self.port] + [p for p in h.BOOTSTRAP_PORTS if p != self.port]
+        setPassword = command("ServerPasswordSet",
+                              prompts=(self.adminPassword, self.adminPassword))
+        for port in ports:
+            try:
+                replies = yield self._vpncmdAt(port).run([setPassword])
+            except VpncmdFailed as e:
+                if e.code != ERR_CONNECT_FAILED:
+                    log.warn("vpnserver {hub}: admin port {port}: {error}", hub=self.hub,
+                             port=port, error=e)
+                continue
+            replies[0].check()
+            return port
+        return None
+
+    @defer.inlineCallbacks
+    def _reconcile(self, adminPort):
+        run = self._vpncmdAt(adminPort).run
+        listing = yield run([command("ListenerList"), command("HubList"), command("BridgeList")])
+        listening = h.listenerPorts(listing[0].table())
+        settings = h.serverSettingsCommands(
+            self.port, listening, h.hubNames(listing[1].table()), self.hub,
+            secrets.token_urlsafe(24), h.bridges(listing[2].table()), self.bridge,
+            CERTIFICATE_FILE)
+        for reply in (yield run(settings)):
+            reply.check()
+        run = self.vpncmd.run
+        cleanup = h.listenerCleanupCommands(self.port, listening | {adminPort})
+        if cleanup:
+            for reply in (yield run(cleanup)):
+                reply.check(ERR_OBJECT_NOT_FOUND)
+        with open(os.path.join(self.scratch, CERTIFICATE_FILE)) as f:
+            self.certificate = f.read()
+        yield self._configureTap()
+        yield self._syncUsers()
+
+    @defer.inlineCallbacks
+    def _configureTap(self):
+        deadline = self.reactor.seconds() + TAP_TIMEOUT
+        while self.netlink.linkIndex(self.tap) is None:
+            if self.reactor.seconds() >= deadline:
+                raise TapMissing(f"{self.tap} did not appear within {TAP_TIMEOUT} s")
+            yield deferLater(self.reactor, 0.05)
+        if self.tapAddress not in self.netlink.addresses(self.tap):
+            self.netlink.addAddress(self.tap, self.tapAddress)
+        self.netlink.setLinkUp(self.tap)
+
+    @defer.inlineCallbacks
+    def _syncUsers(self):
+        """
+        Make the hub's users and their rules exactly L{users}: every mnigs
+        rule is removed and the wanted ones added again, every wanted user
+        (re)created with its password.
+        """
+        run = self.vpncmd.run
+        tables = yield run([command("SecureNatDisable"), command("UserList"),
+                            command("AccessList")], hub=self.hub)
+        tables[0].check()
+        present = h.mnigsUsers(tables[1].table())
+        rules = h.rulesByUser(tables[2].table())
+        commands = []
+        for name in sorted(present - set(self.users)):
+            commands.append(command("UserDelete", name))
+        for name in sorted(rules):
+            commands += [command("AccessDelete", rule) for rule in rules[name]]
+        for user in self.users.values():
+            commands += h.addUserCommands(user)
+        if not commands:
+            return
+        for reply in (yield run(commands, hub=self.hub)):
+            reply.check(ERR_OBJECT_NOT_FOUND, ERR_USER_EXISTS)
+
+    # -- users -------------------------------------------------------------
+
+    def setUsers(self, users):
+        """
+        Replace the wanted users (before L{start}, or for a relaunch).
+        """
+        self.users = {user.name: user for user in users}
+
+    def addUser(self, user: h.HubUser):
+        """
+        Add C{user} to the hub; fires once it can log in.
+        """
+        self.users[user.name] = user
+        return self._mutex.run(self._addUser, user)
+
+    @defer.inlineCallbacks
+    def _addUser(self, user):
+        replies = yield self.vpncmd.run(h.addUserCommands(user), hub=self.hub)
+        if replies[0].error == ERR_USER_EXISTS:
+            # A leftover (a revoke that failed half-way): start afresh.
+            yield self._removeUser(user.name)
+            replies = yield self.vpncmd.run(h.addUserCommands(user), hub=self.hub)
+        for reply in replies:
+            reply.check()
+
+    def removeUser(self, name: str):
+        """
+        Delete the user, disconnect its sessions, drop its rules; fires once
+        it is all gone.  A user already gone is fine.
+        """
+        self.users.pop(name, None)
+        return self._mutex.run(self._removeUser, name)
+
+    @defer.inlineCallbacks
+    def _removeUser(self, name):
+        tables = yield self.vpncmd.run([command("SessionList"), command("AccessList")],
+                                       hub=self.hub)
+        sessions = h.sessionsOf(tables[0].table(), name)
+        rules = h.rulesByUser(tables[1].table()).get(name, [])
+        replies = yield self.vpncmd.run(h.removeUserCommands(name, sessions, rules),
+                                        hub=self.hub)
+        for reply in replies:
+            reply.check(ERR_OBJECT_NOT_FOUND)
+
+    def describe(self):
+        return {"hub": self.hub, "port": self.port, "tap": self.tap, "pid": self.pid,
+                "users": len(self.users)}
+
+
+__all__ = ["SoftEtherServer", "certificateFingerprint", "loadOrCreateSecret", "TapMissing",
+           "VpncmdError"]

@@ -1,0 +1,1 @@
+"""Tests of the openvpn method and its helpers."""
