@@ -34,6 +34,12 @@ def makeMethod(reactor, name, ifname, routing, stateDir):
         from mnigs.methods.openvpn import OpenVPNClient
 
         return OpenVPNClient(reactor, ifname, routing, stateDir, connectTimeout=10.0)
+    if name == "softether":
+        from mnigs.methods.softether import SoftEtherClient
+        from mnigs.netlink import Netlink
+
+        return SoftEtherClient(reactor, ifname, routing, Netlink(), stateDir,
+                               connectTimeout=10.0)
     raise SystemExit(f"no client method {name!r} here")
 
 

@@ -12,8 +12,9 @@ step: RPCClient register, the method's connect() (tunnel up, default route
 in mnigs's table), then an ICMP echo to 198.51.100.1 every 20 ms until
 one is answered.
 
-SoftEther is measured once the softether client method exists; until then
-its figure is null.
+SoftEther (a vpnserver on the gateway, a vpnclient per connection on the
+client, each in its own mount namespace) is measured when Debian's
+softether packages are installed; otherwise its figure is null.
 
 OpenVPN's figure is bimodal, about 0.02-0.05 s or about 1.05 s: mnigs
 admits each client through the management interface (client-auth), and
@@ -52,7 +53,7 @@ CLIENT_CLASSES = {"wireguard": ("mnigs.methods.wireguard", "WireGuardClient"),
                   "softether": ("mnigs.methods.softether", "SoftEtherClient")}
 # What bench/_methodprobe.py knows how to drive (its makeMethod): a method
 # is measured when it is here and its client class exists.
-PROBED = ("wireguard", "openvpn")
+PROBED = ("wireguard", "openvpn", "softether")
 
 
 def available(method):
@@ -62,20 +63,29 @@ def available(method):
     return hasattr(importlib.import_module(module), name)
 
 
+def softetherInstalled():
+    from mnigs.softether import VPNCLIENT, VPNCMD, VPNSERVER
+
+    return all(os.access(path, os.X_OK) for path in (VPNSERVER, VPNCLIENT, VPNCMD))
+
+
 def measure(runs, keep):
-    methods = [m for m in METHODS if m in PROBED and available(m)]
+    methods = [m for m in METHODS if m in PROBED and available(m)
+               and (m != "softether" or softetherInstalled())]
     with Mesh(None, hello=0) as mesh:
         client, gw = mesh.node("client"), mesh.node("gw")
         _, gwSide = mesh.link(client, gw)
         mesh.internet(gw)
         gwAddress = gw.interfaceAddresses[gwSide].split("/")[0]
-        gateway = GatewayProcess(gw, {
-            "methods": {"openvpn": {"interface": "mo" + secrets.token_hex(4),
-                                    "pool": "100.65.0.0/24"}},
-            "terms": {"lease_seconds": 600}})
+        offered = {"openvpn": {"interface": "mo" + secrets.token_hex(4),
+                               "pool": "100.65.0.0/24"}}
+        if "softether" in methods:
+            offered["softether"] = {"bridge": "mb" + secrets.token_hex(4),
+                                    "pool": "100.66.0.0/24"}
+        gateway = GatewayProcess(gw, {"methods": offered, "terms": {"lease_seconds": 600}})
         try:
-            progress("starting mnigs-server (wireguard, openvpn)")
-            gateway.start(timeout=30)
+            progress(f"starting mnigs-server (wireguard, {', '.join(offered)})")
+            gateway.start(timeout=40)
             pairs = [f"{m}={'mb' + secrets.token_hex(4)}" for m in methods]
             stateDir = os.path.join(client.tmp, "state")
             os.makedirs(stateDir)

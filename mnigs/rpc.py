@@ -26,12 +26,15 @@ import json
 from dataclasses import dataclass
 
 from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.web import server
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 from txjsonrpc_ng import jsonrpclib
 from txjsonrpc_ng.web.jsonrpc import JSONRPC, QueryFactory
 
@@ -353,6 +356,18 @@ class _QueryFactory(QueryFactory):
                 d.errback(RPCTransportError(failure.getErrorMessage() or failure.type.__name__))
 
 
+@implementer(IAgentEndpointFactory)
+class _LiteralEndpoints:
+    def __init__(self, reactor, timeout):
+        self.reactor = reactor
+        self.timeout = timeout
+
+    def endpointForURI(self, uri):
+        address = ipaddress.ip_address(uri.host.decode("ascii").strip("[]"))
+        kind = TCP6ClientEndpoint if address.version == 6 else TCP4ClientEndpoint
+        return kind(self.reactor, str(address), uri.port, timeout=self.timeout)
+
+
 class _QuietHTTPFactory(_HTTP11ClientFactory):
     # A factory per connection; thousands during a scan: no log line each.
     noisy = False
@@ -377,7 +392,11 @@ class RPCClient:
         self.pool._factory = _QuietHTTPFactory
         self.pool.maxPersistentPerHost = 2
         self.pool.retryAutomatically = False
-        self.agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)
+        # mnigs only ever calls IP literals: connect to them directly.
+        # Agent's default path sends even a literal through a threaded
+        # getaddrinfo, a thread-pool call per candidate during a scan.
+        self.agent = Agent.usingEndpointFactory(reactor, _LiteralEndpoints(reactor, timeout),
+                                                pool=self.pool)
 
     def call(self, host, port: int, method: str, params: dict | None = None, timeout: float | None = None):
         # Proxy.callRemote takes params as keyword arguments, so a param

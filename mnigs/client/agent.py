@@ -60,6 +60,9 @@ class ClientAgent:
     def lost(self, session, reason):
         if not self._current(session):
             return
+        # Rank the last scan again as of now: a gateway that was cooling
+        # down after an earlier failure may be usable again by now.
+        self.core.ranked = self.effects.rerank()
         attempt = self.effects.plan(self.core.ranked, frozenset({session.step.gatewayId}))
         if attempt is None:
             self.machine.dropped(session, reason)

@@ -100,6 +100,12 @@ class ClientEffects:
         self.lastSeen = seen
         return rank(seen, self.policy, self.history, self.reactor.seconds())
 
+    def rerank(self):
+        """
+        The last scan's offers ranked again with the history as it is now.
+        """
+        return self._rank(self.lastSeen)
+
     def plan(self, ranked, exclude):
         return buildPlan(ranked, lambda r, method: method in self.methods, exclude)
 

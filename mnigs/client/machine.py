@@ -43,6 +43,9 @@ class IClientEffects(Interface):
     def scan():
         "Discover and rank gateways: Deferred[list of Ranked]."
 
+    def rerank():
+        "The last scan's offers ranked again as of now: list of Ranked."
+
     def plan(ranked, exclude):
         "An Attempt over C{ranked} without the gateway ids in C{exclude}, or None."
 

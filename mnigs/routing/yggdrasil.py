@@ -26,6 +26,13 @@ nearest first.  Nodes only getPaths knows come at their tree hops, nodes
 only getDHT / getSessions know after every walked one.  Answers that do
 not parse are skipped, entry by entry.
 
+Right after an overlay forms, yggdrasil 0.4.7 may keep a stale path to a
+node for a minute, and debug_remoteGetPeers of that node then times out
+each time (measured: a walk started while the spanning tree was still
+settling missed the same nodes for 60 s; one started a second later
+missed none).  The walk then answers with the nodes it did reach; a later
+scan (rescan, retry, a watched change) finds the rest.
+
 Watching polls getPeers and getDHT (two cheap local calls) and reports
 when the set of peer and DHT keys changes.  getSessions is left out: the
 walk itself opens sessions, and would report itself.

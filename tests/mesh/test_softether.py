@@ -16,8 +16,10 @@ mocked.
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from twisted.logger import Logger
@@ -141,6 +143,58 @@ class HandMadeSoftEther:
         self.node.run(["ip", "route", "replace", f"{INTERNET}/32", "via",
                        POOL.replace("0/24", "1"), "dev", self.ifname], check=False)
         return self.node.ping(INTERNET, timeout=timeout)
+
+
+class LauncherTests(TestCase):
+    """
+    The launcher for real (root, no network namespace needed): a private
+    mount namespace with the instance's directories over the compiled-in
+    paths, and death with the parent.
+    """
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root (unshare CLONE_NEWNS, mount)")
+        self.root = tempfile.mkdtemp(prefix="mnigs-launch-")
+        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+
+    def launch(self, program, *arguments, **kw):
+        argv = launchArgv(sys.executable, self.root, program, *arguments)
+        env = {**os.environ, **daemonEnvironment()}
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, **kw)
+
+    def test_theCompiledInPathsAreTheInstancesAndOnlyForIt(self):
+        marker = "probe-" + secrets.token_hex(4)
+        result = self.launch(sys.executable, "-c",
+                             f"open('/var/lib/softether/{marker}', 'w').write('x'); "
+                             "print(open('/proc/self/mountinfo').read())")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(os.path.exists(os.path.join(self.root, "lib", marker)))
+        self.assertFalse(os.path.exists(f"/var/lib/softether/{marker}"))
+        for name, target in (("lib", "/var/lib/softether"), ("log", "/var/log/softether"),
+                             ("run", "/run/softether")):
+            self.assertIn(f"{self.root}/{name} {target} ", result.stdout)
+        with open("/proc/self/mountinfo") as f:
+            self.assertNotIn(self.root, f.read())
+
+    def test_theDaemonGetsTermWhenItsParentDies(self):
+        parent = subprocess.Popen(
+            [sys.executable, "-c",
+             "import subprocess, sys, time; "
+             f"p = subprocess.Popen({launchArgv(sys.executable, self.root, '/bin/sleep', '60')!r}); "
+             "print(p.pid, flush=True); time.sleep(0.5)"],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, **daemonEnvironment()})
+        child = int(parent.stdout.readline())
+        parent.wait(10)
+
+        def gone():
+            try:
+                with open(f"/proc/{child}/stat") as f:
+                    return f.read().split(")")[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        waitUntil(gone, 5, message="the launched sleep to die with its parent")
 
 
 class SoftEtherMesh(TestCase):

@@ -35,6 +35,15 @@ class AgentEffects(RecordingEffects):
         super().__init__()
         self.sessionsChecked = []
 
+    def scan(self):
+        d = super().scan()
+        d.addCallback(self._remember)
+        return d
+
+    def _remember(self, ranked):
+        self.lastRanked = ranked
+        return ranked
+
     def _checkSession(self, session):
         self.sessionsChecked.append(session.step.gatewayId)
 

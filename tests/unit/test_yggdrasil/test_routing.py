@@ -11,11 +11,13 @@ import tempfile
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import loadClientConfig
 from mnigs.client.service import buildSources
 from mnigs.config import ConfigError
+from mnigs.routing import polling
 from mnigs.routing.polling import PollingWatch
 from mnigs.routing.yggdrasil import YggdrasilRouteSource, overlaySnapshot
 from mnigs.yggdrasil.admin import YggdrasilError
@@ -123,13 +125,16 @@ class PollingWatchTests(SynchronousTestCase):
         watch.start()
         watch.stop()
 
-    def test_lookFailuresAreLogged(self):
-        clock = Clock()
-        watch = PollingWatch(clock, lambda: fail(YggdrasilError("getPeers", "boom")), lambda: None,
-                             interval=1.0)
+    def test_lookFailuresAreLoggedAsWarnings(self):
+        events = []
+        self.patch(polling, "log", Logger(observer=events.append))
+        watch = PollingWatch(Clock(), lambda: fail(YggdrasilError("getPeers", "boom")),
+                             lambda: None, interval=1.0, name="yggdrasil")
         watch.start()
         watch.stop()
-        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        [event] = events
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(formatEvent(event), "yggdrasil watch: yggdrasil getPeers: boom")
 
 
 class ConfigTests(SynchronousTestCase):
