@@ -35,6 +35,32 @@ class Candidate:
     interface: str | None = None
 
 
+# Overlay sources (Yggdrasil, cjdns) count hops; babel counts metric, 96 a
+# wired hop.  The client scales hop counts by this (L{HopScaled}), so the
+# ranking's distance scale tells 2 hops from 3 whatever the source.
+HOP_METRIC = 96.0
+
+
+class HopScaled:
+    """
+    A route source whose distances are hop counts, seen in babel-like
+    metric units.
+    """
+
+    def __init__(self, source, factor=HOP_METRIC):
+        self.source = source
+        self.name = source.name
+        self.factor = factor
+
+    def candidates(self):
+        return self.source.candidates().addCallback(
+            lambda found: [Candidate(c.address, c.distance * self.factor, c.source, c.via, c.interface)
+                           for c in found])
+
+    def watch(self, onChange):
+        return self.source.watch(onChange)
+
+
 def usableAddress(address: IPAddress) -> bool:
     """
     Whether C{address} could be a gateway's mesh address at all: not

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from mnigs.admin import makeAdminService
 from mnigs.client.agent import ClientAgent
+from mnigs.client.candidates import HopScaled
 from mnigs.client.discovery import Discovery
 from mnigs.client.effects import ClientEffects
 from mnigs.client.health import HealthMonitor
@@ -78,7 +79,7 @@ def buildSources(reactor, config):
                 sources.append(KernelRouteSource(reactor, tables=tuple(kernel.tables),
                                                  protocols=set(kernel.protocols) or None))
             elif name == "yggdrasil":
-                sources.append(_yggdrasilSource(reactor, config.sources.yggdrasil))
+                sources.append(HopScaled(_yggdrasilSource(reactor, config.sources.yggdrasil)))
     if "neighbours" in discovery.scan:
         sources.append(NeighbourSource(config.mesh.interfaces))
     return sources

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from zope.interface import implementer
 
 from mnigs.interfaces import IRouteSource
@@ -103,9 +103,12 @@ class YggdrasilRouteSource:
     def _look(self) -> Deferred:
         d = gatherResults([self.admin.call("getPeers"), self.admin.call("getDHT")],
                           consumeErrors=True)
-        d.addCallback(lambda answers: overlaySnapshot(*answers))
-        d.addErrback(lambda f: f.value.subFailure if hasattr(f.value, "subFailure") else f)
-        return d
+        return d.addCallbacks(lambda answers: overlaySnapshot(*answers), _firstFailure)
+
+
+def _firstFailure(failure):
+    failure.trap(FirstError)
+    return failure.value.subFailure
 
 
 def overlaySnapshot(peersResponse, dhtResponse) -> frozenset:

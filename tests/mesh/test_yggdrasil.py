@@ -14,6 +14,7 @@ import time
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from mnigs.client.candidates import HOP_METRIC
 from mnigs.routing.yggdrasil import YggdrasilAdmin, YggdrasilError, YggdrasilRouteSource
 from tests.mesh.clientproc import ClientProcess
 from tests.mesh.gatewayproc import GatewayProcess
@@ -154,7 +155,7 @@ class ClientOverYggdrasilTests(TestCase):
         status = waitUntil(lambda: len(c.status()["gateways"]) == 2 and c.status(), 20,
                            message="both gateways ranked")
         distances = {g["name"]: g["distance"] for g in status["gateways"]}
-        self.assertEqual(distances, {"gwA": 2.0, "gwB": 3.0})
+        self.assertEqual(distances, {"gwA": 2 * HOP_METRIC, "gwB": 3 * HOP_METRIC})  # hops, in metric units
         self.assertTrue(client.ping(INTERNET))
         # WireGuard's own packets go to the gateway's overlay address, and
         # the kernel sends them into yggdrasil, never into the tunnel.

@@ -43,30 +43,11 @@ class YggdrasilAdminError(Exception):
     pass
 
 
-def adminCall(path, request, timeout=15.0, **arguments):
-    """
-    One request on a yggdrasil admin UNIX socket; returns the C{response}
-    object or raises L{YggdrasilAdminError} with the daemon's error text.
-    """
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(json.dumps({"request": request, "arguments": arguments,
-                                 "keepalive": False}).encode("utf-8"))
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    answer = json.loads(b"".join(chunks))
-    if answer.get("status") != "success":
-        raise YggdrasilAdminError(f"{request}: {answer.get('error')}")
-    return answer["response"]
-
-
 def rawAdminCall(path, request, timeout=15.0, **arguments):
-    """Like L{adminCall}, but the whole answer, as text, whatever it says."""
+    """
+    One request on a yggdrasil admin UNIX socket (keepalive off: the
+    daemon closes after its answer); the whole answer, as text.
+    """
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
@@ -79,6 +60,17 @@ def rawAdminCall(path, request, timeout=15.0, **arguments):
                 break
             chunks.append(chunk)
     return b"".join(chunks).decode("utf-8")
+
+
+def adminCall(path, request, timeout=15.0, **arguments):
+    """
+    Like L{rawAdminCall}, but the C{response} object, or
+    L{YggdrasilAdminError} with the daemon's error text.
+    """
+    answer = json.loads(rawAdminCall(path, request, timeout, **arguments))
+    if answer.get("status") != "success":
+        raise YggdrasilAdminError(f"{request}: {answer.get('error')}")
+    return answer["response"]
 
 
 class YggdrasilOverlay:

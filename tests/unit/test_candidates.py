@@ -91,3 +91,24 @@ class MergeCandidatesTests(SynchronousTestCase):
             self.assertEqual(candidate.distance, min(x.distance for x in everything if x.address == candidate.address))
         self.assertEqual(merged, sortCandidates(merged))
         self.assertEqual(merged, mergeCandidates(reversed(lists)))
+
+
+class HopScaledTests(SynchronousTestCase):
+    def test_hopsBecomeMetric(self):
+        from twisted.internet import defer
+
+        from mnigs.client.candidates import HOP_METRIC, HopScaled
+
+        class Source:
+            name = "overlay"
+
+            def candidates(self):
+                return defer.succeed([Candidate(ip_address("200::1"), 2.0, "overlay")])
+
+            def watch(self, onChange):
+                return "watch"
+
+        scaled = HopScaled(Source())
+        self.assertEqual(scaled.name, "overlay")
+        self.assertEqual([c.distance for c in self.successResultOf(scaled.candidates())], [2 * HOP_METRIC])
+        self.assertEqual(scaled.watch(None), "watch")

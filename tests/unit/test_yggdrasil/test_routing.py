@@ -163,7 +163,8 @@ class ConfigTests(SynchronousTestCase):
         config = self.load('[discovery]\nsources = ["yggdrasil"]\nscan = ["routes"]\n'
                            '[sources.yggdrasil]\nadmin = "tcp://[::1]:9001"\nbudget = 5\n'
                            'concurrency = 2\n')
-        [source] = buildSources(Clock(), config)
+        [scaled] = buildSources(Clock(), config)
+        source = scaled.source  # hop counts seen in babel-like metric units
         self.assertIsInstance(source, YggdrasilRouteSource)
         self.assertEqual((source.budget, source.concurrency), (5.0, 2))
         self.assertEqual(source.admin.address, ("tcp", "::1", 9001))
