@@ -23,12 +23,13 @@ from mnigs.config import (
     strings,
     text,
 )
+from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.protocol import DEFAULT_PORT, KNOWN_METHODS
 from mnigs.yggdrasil.admin import adminEndpoint
 
-SOURCES = ("babel", "kernel", "yggdrasil")
+SOURCES = ("babel", "kernel", "yggdrasil", "cjdns")
 SCANS = ("routes", "neighbours", "static")
-CLIENT_METHODS = ("wireguard", "openvpn", "softether", "forward")
+CLIENT_METHODS = ("wireguard", "openvpn", "softether", "cjdns", "forward")
 
 
 def _ports(value):
@@ -101,6 +102,11 @@ SCHEMA = {
         "max_candidates": Field(int, 4096, between(1, 1_000_000)),
     },
     "sources": {
+        "cjdns": {
+            "budget": Field(float, 30.0, between(0.1, 3600)),
+            "concurrency": Field(int, 8, between(1, 256)),
+            "poll_interval": Field(float, 30.0, between(1, 86400)),
+        },
         "babel": {
             "host": Field(str, "::1", lambda v: str(addresses([v])[0])),
             "port": Field(int, 33123, port),
@@ -138,6 +144,7 @@ SCHEMA = {
         },
         "forward": {},
     }),
+    "cjdns": CJDNS_SCHEMA,
     "policy": {
         "accept_fees": Field(bool, False),
         "max_fee": Field(str, "", _amount),
@@ -176,6 +183,8 @@ SCHEMA = {
 
 def loadClientConfig(path: str):
     config = loadTOML(path, SCHEMA)
+    if "cjdns" in config.methods.order and not config.cjdns.public_key:
+        raise ConfigError(path, "cjdns.public_key", "is required when methods.order has cjdns")
     if config.routing.table in (253, 254, 255):
         raise ConfigError(path, "routing.table", "must not be one of the kernel's own tables (253-255)")
     if config.policy.max_fee is not None and not config.policy.accept_fees:

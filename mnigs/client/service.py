@@ -80,6 +80,14 @@ def buildSources(reactor, config):
                                                  protocols=set(kernel.protocols) or None))
             elif name == "yggdrasil":
                 sources.append(HopScaled(_yggdrasilSource(reactor, config.sources.yggdrasil)))
+            elif name == "cjdns":
+                from mnigs.cjdns.settings import makeAdmin
+                from mnigs.routing.cjdns import CjdnsRouteSource
+
+                settings = config.sources.cjdns
+                sources.append(HopScaled(CjdnsRouteSource(
+                    reactor, makeAdmin(reactor, config.cjdns), budget=settings.budget,
+                    concurrency=settings.concurrency, pollInterval=settings.poll_interval)))
     if "neighbours" in discovery.scan:
         sources.append(NeighbourSource(config.mesh.interfaces))
     return sources
@@ -149,6 +157,13 @@ class ClientService(MultiService):
                     implementation=settings.implementation, keepalive=settings.keepalive,
                     handshakeTimeout=self.config.methods.connect_timeout,
                     logPath=os.path.join(stateDir, f"{settings.interface}.log"))
+            elif name == "cjdns":
+                from mnigs.cjdns.settings import makeAdmin
+                from mnigs.methods.cjdns import CjdnsClient
+
+                methods[name] = CjdnsClient(self.reactor, makeAdmin(self.reactor, self.config.cjdns),
+                                            self.routing, self.config.cjdns.public_key,
+                                            self.config.cjdns.tun_interface)
             elif name == "openvpn":
                 from mnigs.methods.openvpn import OpenVPNClient
 

@@ -24,6 +24,7 @@ from mnigs.config import (
     strings,
     text,
 )
+from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.protocol import DEFAULT_PORT, MAX_LEASE_SECONDS
 
 
@@ -111,6 +112,11 @@ SCHEMA = {
             "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
             "dns": Field(list, [], addresses),
         },
+        "cjdns": {
+            "enabled": Field(bool, True),
+            "pool": Field(str, "100.66.0.0/22", _pool),
+            "dns": Field(list, [], addresses),
+        },
         "openvpn": {
             "enabled": Field(bool, True),
             "interface": Field(str, "mnigs-ovpn0", ifname),
@@ -130,6 +136,7 @@ SCHEMA = {
             "dns": Field(list, [], addresses),
         },
     }),
+    "cjdns": CJDNS_SCHEMA,
     "nft": {
         "table": Field(str, "mnigs", text(32)),
     },
@@ -156,6 +163,9 @@ def loadServerConfig(path: str):
         raise ConfigError(path, "methods", "no method is configured: add [methods.forward], [methods.wireguard] or [methods.openvpn]")
     if not any(m.enabled for m in config.methods.values()):
         raise ConfigError(path, "methods", "every method is disabled")
+    cjdns = config.methods.get("cjdns")
+    if cjdns is not None and cjdns.enabled and not config.cjdns.public_key:
+        raise ConfigError(path, "cjdns.public_key", "is required with [methods.cjdns]")
     wireguard = config.methods.get("wireguard")
     if wireguard is not None and wireguard.pool.version != 4:
         raise ConfigError(path, "methods.wireguard.pool", "must be an IPv4 network for now")

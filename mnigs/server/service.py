@@ -57,6 +57,14 @@ def buildWireGuard(reactor, config, stateDir, access):
                             config.endpoint, config.dns)
 
 
+def buildCjdns(reactor, config, settings, access, netlink):
+    from mnigs.cjdns.settings import makeAdmin
+    from mnigs.methods.cjdns import CjdnsGateway
+
+    return CjdnsGateway(makeAdmin(reactor, settings), access, netlink, settings.public_key,
+                        config.pool, settings.tun_interface, config.dns)
+
+
 def buildOpenVPN(reactor, config, stateDir, access, maxClients):
     from mnigs.methods.openvpn import OpenVPNGateway
     from mnigs.openvpn.config import serverArgv
@@ -144,6 +152,9 @@ class GatewayService(MultiService):
                 methods[name] = ForwardGateway(self.access, self.netlink, self.config.mesh.interfaces)
             elif name == "wireguard":
                 methods[name] = buildWireGuard(self.reactor, section, self.stateDir, self.access)
+            elif name == "cjdns":
+                methods[name] = buildCjdns(self.reactor, section, self.config.cjdns, self.access,
+                                           self.netlink)
             elif name == "openvpn":
                 methods[name] = buildOpenVPN(self.reactor, section, self.stateDir, self.access,
                                              self.config.terms.max_clients)

@@ -1,0 +1,64 @@
+"""
+The cjdns source and method as the daemons' config files build them.  No
+cjdns runs here (it cannot be installed): nothing is called, only built.
+"""
+
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mnigs.client.candidates import HopScaled
+from mnigs.client.config import loadClientConfig
+from mnigs.client.service import buildSources
+from mnigs.config import ConfigError
+from mnigs.routing.cjdns import CjdnsRouteSource
+from mnigs.server.config import loadServerConfig
+
+KEY = "u2jf87mgqlxfzdnywp60z3tx6tkulvgh2nyc2jk1zc69zzt2s8u0.k"
+
+
+class CjdnsWiringTests(SynchronousTestCase):
+    def write(self, text):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_clientSourceBuiltHopScaled(self):
+        config = loadClientConfig(self.write(
+            '[discovery]\nsources = ["cjdns"]\nscan = ["routes"]\n'
+            '[cjdns]\npassword = "NONE"\nadmin_port = 11299\n[sources.cjdns]\nbudget = 5\n'))
+        [scaled] = buildSources(Clock(), config)
+        self.assertIsInstance(scaled, HopScaled)
+        self.assertIsInstance(scaled.source, CjdnsRouteSource)
+        self.assertEqual(scaled.source.admin.port, 11299)
+
+    def test_clientMethodNeedsTheNodeKey(self):
+        e = self.assertRaises(ConfigError, loadClientConfig, self.write(
+            '[methods]\norder = ["cjdns"]\n'))
+        self.assertEqual(e.key, "cjdns.public_key")
+        config = loadClientConfig(self.write(f'[methods]\norder = ["cjdns"]\n[cjdns]\npublic_key = "{KEY}"\n'))
+        self.assertEqual(config.cjdns.public_key, KEY)
+
+    def test_badKeyNamesTheKey(self):
+        e = self.assertRaises(ConfigError, loadClientConfig, self.write('[cjdns]\npublic_key = "nope.k"\n'))
+        self.assertEqual(e.key, "cjdns.public_key")
+
+    def test_serverMethodNeedsTheNodeKey(self):
+        base = '[uplink]\ninterface = "up0"\n[methods.cjdns]\n'
+        e = self.assertRaises(ConfigError, loadServerConfig, self.write(base))
+        self.assertEqual(e.key, "cjdns.public_key")
+        config = loadServerConfig(self.write(base + f'[cjdns]\npublic_key = "{KEY}"\n'))
+        self.assertEqual(str(config.methods.cjdns.pool), "100.66.0.0/22")
+
+    def test_serverBuildsTheGatewayMethod(self):
+        from mnigs.methods.cjdns import CjdnsGateway
+        from mnigs.server.service import buildCjdns
+
+        config = loadServerConfig(self.write(
+            '[uplink]\ninterface = "up0"\n[methods.cjdns]\n'
+            f'[cjdns]\npublic_key = "{KEY}"\npassword = "NONE"\n'))
+        method = buildCjdns(Clock(), config.methods.cjdns, config.cjdns, access=None, netlink=None)
+        self.assertIsInstance(method, CjdnsGateway)
+        self.assertEqual(method.name, "cjdns")
