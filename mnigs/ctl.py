@@ -68,6 +68,14 @@ def formatStatus(status: dict) -> str:
                          f"rtt {g.get('rtt_ms', '-')}ms load {g.get('load', '-')} "
                          f"sessions {quality.get('sessions', 0)} failures {quality.get('failures', 0)}"
                          + ("" if g.get("usable", True) else f"  [{g.get('why_not', 'unusable')}]"))
+    history = status.get("history") or {}
+    if history:
+        lines.append("not seen in the last scan:")
+        for gid, quality in history.items():
+            lines.append(f"      {gid}  sessions {quality.get('sessions', 0)} "
+                         f"failures {quality.get('failures', 0)}"
+                         + (f" (last: {quality['last_failure_reason']})"
+                            if quality.get("last_failure_reason") else ""))
     return "\n".join(lines)
 
 

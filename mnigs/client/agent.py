@@ -151,4 +151,10 @@ class ClientAgent:
                 "fee": None if offer.fee is None else f"{offer.fee.amount} {offer.fee.currency}/{offer.fee.period}",
                 "methods": list(ranked.methods), "quality": quality})
         status["gateways"] = gateways
+        # Gateways the last scan did not see (a dead one, say) keep their
+        # record: the quality history of every gateway known, latest first.
+        listed = {g["gateway"] for g in gateways}
+        others = sorted(((gid, q) for gid, q in self.history.gateways.items() if gid not in listed),
+                        key=lambda item: -(item[1].lastSeen or 0))[:50]
+        status["history"] = {gid: quality.toDict() for gid, quality in others}
         return status

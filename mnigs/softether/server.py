@@ -52,6 +52,9 @@ log = Logger()
 ADMIN_PASSWORD_FILE = "admin-password"
 CERTIFICATE_FILE = "server.pem"
 TAP_TIMEOUT = 10.0
+# A clean stop takes about half a second per listener; TERM does not always
+# end a SoftEther daemon (see mnigs.softether.launch), KILL does.
+STOP_TIMEOUT = 3.0
 
 
 def loadOrCreateSecret(path: str) -> str:
@@ -117,7 +120,8 @@ class SoftEtherServer:
             reactor, launchArgv(python, os.path.join(directory, "root"), vpnserver,
                                 "start", "--foreground"),
             name=f"vpnserver {self.hub}", readiness=readyWhen(self._readyCheck, interval=0.25),
-            launchTimeout=launchTimeout, outputPath=os.path.join(directory, "vpnserver.log"),
+            launchTimeout=launchTimeout, stopTimeout=STOP_TIMEOUT,
+            outputPath=os.path.join(directory, "vpnserver.log"),
             onExit=self.onDeath, onReady=self.onReady, spawn=spawn)
 
     def _vpncmdAt(self, port):

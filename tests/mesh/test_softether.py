@@ -177,7 +177,7 @@ class LauncherTests(TestCase):
         with open("/proc/self/mountinfo") as f:
             self.assertNotIn(self.root, f.read())
 
-    def test_theDaemonGetsTermWhenItsParentDies(self):
+    def test_theDaemonIsKilledWhenItsParentDies(self):
         parent = subprocess.Popen(
             [sys.executable, "-c",
              "import subprocess, sys, time; "

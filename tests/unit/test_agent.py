@@ -156,6 +156,10 @@ class StatusFormatTests(SynchronousTestCase):
         self.assertIn("state: online", text)
         self.assertIn("gwA (ed25519:x) at 10.0.0.1 via wireguard, lease expires in 300s", text)
         self.assertIn("[full (8/8 clients)]", text)
+        text = formatStatus({"state": "waiting", "gateways": [],
+                             "history": {"ed25519:gone": {"sessions": 3, "failures": 2,
+                                                          "last_failure_reason": "no answer"}}})
+        self.assertIn("ed25519:gone  sessions 3 failures 2 (last: no answer)", text)
 
     def test_humanServerStatus(self):
         from mnigs.ctl import formatStatus

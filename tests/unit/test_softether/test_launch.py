@@ -66,7 +66,7 @@ class LaunchTests(SynchronousTestCase):
              launch.MS_BIND),
             ("mount", os.fsencode(os.path.join(root, "run")), os.fsencode(self.paths["run"]),
              launch.MS_BIND),
-            ("prctl", launch.PR_SET_PDEATHSIG, signal.SIGTERM),
+            ("prctl", launch.PR_SET_PDEATHSIG, signal.SIGKILL),
         ])
         self.assertEqual(self.execs, [("/usr/bin/vpnserver",
                                        ["/usr/bin/vpnserver", "start", "--foreground"])])

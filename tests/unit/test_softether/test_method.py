@@ -196,7 +196,14 @@ class LeaseConfigTests(SynchronousTestCase):
 
 
 class FakeVpnClient:
+    """
+    A vpnclient whose session comes up (its NIC up) when the account is
+    connected, unless C{sessionComesUp} is false.
+    """
+
     instances = []
+    netlink = None
+    sessionComesUp = True
 
     def __init__(self, reactor, directory, onExit=None, launchTimeout=None):
         self.directory = directory
@@ -216,6 +223,8 @@ class FakeVpnClient:
 
     def connectAccount(self, endpoint, hub, username, password, certificatePEM, nic):
         self.events.append(("account", endpoint, hub, username, password, nic))
+        if self.sessionComesUp:
+            self.netlink.links["vpn_" + nic]["up"] = True
         return defer.succeed(None)
 
     def status(self):
@@ -252,6 +261,7 @@ class ClientTests(SynchronousTestCase):
         self.clock = Clock()
         self.routing = FakeRouting()
         self.netlink = FakeNetlink()
+        self.patch(FakeVpnClient, "netlink", self.netlink)
         self.stateDir = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.stateDir, ignore_errors=True)
         self.method = SoftEtherClient(self.clock, "mc0", self.routing, self.netlink,
@@ -271,14 +281,24 @@ class ClientTests(SynchronousTestCase):
         verifyObject(IClientMethod, self.method)
         self.assertEqual(self.method.registerParams({}), {})
 
+    def test_theSessionIsUpWhenTheNicIsUp(self):
+        self.netlink.add("vpn_mc0")
+        self.patch(FakeVpnClient, "sessionComesUp", False)
+        d = self.method.connect(self.step, self.lease)
+        self.clock.pump([0.02] * 10)
+        self.assertNoResult(d)
+        self.netlink.links["vpn_mc0"]["up"] = True
+        self.clock.advance(0.02)
+        self.successResultOf(d)
+        self.assertNotIn("status", FakeVpnClient.instances[0].events)
+
     def test_connectBringsTheAccountUpThenTheAddressThenTheRoute(self):
         connection = self.successResultOf(self.connect())
         [vpnclient] = FakeVpnClient.instances
         self.assertEqual(vpnclient.directory, os.path.join(self.stateDir, "softether-mc0"))
         self.assertEqual(vpnclient.events, ["start", ("account", "10.251.0.3:5555", "mnigs",
                                                       userName("bbbb"),
-                                                      "password-00-xxxxxxxxxxxx", "mc0"),
-                                            "status", "status"])
+                                                      "password-00-xxxxxxxxxxxx", "mc0")])
         self.assertEqual(self.netlink.calls, [("addAddress", "vpn_mc0", "100.66.0.3/24"),
                                               ("setLinkUp", "vpn_mc0")])
         self.assertEqual(self.routing.events,
@@ -295,6 +315,7 @@ class ClientTests(SynchronousTestCase):
 
     def test_anOfflineAccountFailsTheConnectAndCleansUp(self):
         self.netlink.add("vpn_mc0")
+        self.patch(FakeVpnClient, "sessionComesUp", False)
         original = FakeVpnClient.__init__
 
         def offline(self, *a, **kw):
@@ -303,7 +324,9 @@ class ClientTests(SynchronousTestCase):
 
         self.patch(FakeVpnClient, "__init__", offline)
         d = self.method.connect(self.step, self.lease)
-        self.clock.pump([0.1] * 5)
+        self.clock.pump([0.02] * 40)
+        self.assertNoResult(d)  # asked once at 0.5 s: still connecting
+        self.clock.pump([0.02] * 40)
         failure = self.failureResultOf(d, ConnectFailed)
         self.assertIn("User authentication failed.", failure.getErrorMessage())
         [vpnclient] = FakeVpnClient.instances
@@ -312,6 +335,7 @@ class ClientTests(SynchronousTestCase):
 
     def test_noSessionInTimeFails(self):
         self.netlink.add("vpn_mc0")
+        self.patch(FakeVpnClient, "sessionComesUp", False)
         original = FakeVpnClient.__init__
 
         def stuck(self, *a, **kw):
@@ -320,7 +344,7 @@ class ClientTests(SynchronousTestCase):
 
         self.patch(FakeVpnClient, "__init__", stuck)
         d = self.method.connect(self.step, self.lease)
-        self.clock.pump([0.1] * 40)
+        self.clock.pump([0.02] * 200)
         self.assertIn("no SoftEther session within 3.0 s",
                       self.failureResultOf(d, ConnectFailed).getErrorMessage())
         self.assertEqual(FakeVpnClient.instances[0].events[-1], "stop")
