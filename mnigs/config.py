@@ -204,6 +204,18 @@ def oneOf(*choices):
     return check
 
 
+def decimalAmount(value):
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal amount") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("must be a non-negative amount")
+    return amount
+
+
 def text(limit):
     def check(value):
         if len(value) > limit:

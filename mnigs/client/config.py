@@ -5,9 +5,9 @@ etc/mnigs-client.toml.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 
 from mnigs.config import (
+    decimalAmount,
     ConfigError,
     Field,
     Table,
@@ -55,15 +55,7 @@ def _subset(choices):
 
 
 def _amount(value):
-    if value == "":
-        return None
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"{value!r} is not a decimal amount") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError("must be a non-negative amount")
-    return amount
+    return None if value == "" else decimalAmount(value)
 
 
 def _gatewayIds(value):

@@ -5,9 +5,9 @@ etc/mnigs-server.toml.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 
 from mnigs.config import (
+    decimalAmount,
     ConfigError,
     Field,
     Table,
@@ -29,13 +29,8 @@ from mnigs.protocol import DEFAULT_PORT, MAX_LEASE_SECONDS
 
 
 def _amount(value):
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"{value!r} is not a decimal amount") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError("must be a non-negative amount")
-    return value
+    decimalAmount(value)
+    return value  # offers carry the amount as the operator wrote it
 
 
 def _pool(value):

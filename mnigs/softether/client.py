@@ -34,7 +34,14 @@ from twisted.logger import Logger
 from mnigs.process import SupervisedProcess, readyWhen
 from mnigs.softether import VPNCLIENT, VPNCMD
 from mnigs.softether.launch import launchArgv
-from mnigs.softether.vpncmd import Vpncmd, VpncmdFailed, clientTarget, command
+from mnigs.softether.vpncmd import (
+    CLIENT_PORT,
+    Vpncmd,
+    VpncmdFailed,
+    clientTarget,
+    command,
+    portOpen,
+)
 from mnigs.statefile import atomicWrite
 
 log = Logger()
@@ -85,11 +92,12 @@ class VpnClient:
 
     def __init__(self, reactor, directory: str, python: str = sys.executable,
                  vpnclient: str = VPNCLIENT, vpncmd: str = VPNCMD, launchTimeout: float = 10.0,
-                 onExit=None, spawn=None, run=None):
+                 onExit=None, spawn=None, run=None, portOpen=portOpen):
         self.reactor = reactor
         self.directory = directory
         self.scratch = os.path.join(directory, "scratch")
         self.password = secrets.token_urlsafe(24)
+        self.portOpen = portOpen
         self.vpncmd = Vpncmd(reactor, clientTarget(), self.scratch, password=self.password,
                              vpncmd=vpncmd, **({} if run is None else {"run": run}))
         self.process = SupervisedProcess(
@@ -115,6 +123,8 @@ class VpnClient:
     def _readyCheck(self):
         # Answers whether the management password is set yet or not (see
         # SoftEtherServer._adminPort).
+        if not (yield self.portOpen(self.reactor, "127.0.0.1", CLIENT_PORT)):
+            return False
         try:
             replies = yield self.vpncmd.run(
                 [command("PasswordSet", REMOTEONLY="no", prompts=(self.password, self.password))])

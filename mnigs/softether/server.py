@@ -43,6 +43,7 @@ from mnigs.softether.vpncmd import (
     VpncmdError,
     VpncmdFailed,
     command,
+    portOpen,
     serverTarget,
 )
 from mnigs.statefile import atomicWrite
@@ -95,7 +96,7 @@ class SoftEtherServer:
     def __init__(self, reactor, directory: str, port: int, hub: str, bridge: str, tapAddress,
                  netlink, python: str = sys.executable, vpnserver: str = VPNSERVER,
                  vpncmd: str = VPNCMD, launchTimeout: float = 30.0, spawn=None, run=None,
-                 onDeath=None, onReady=None):
+                 onDeath=None, onReady=None, portOpen=portOpen):
         self.reactor = reactor
         self.directory = directory
         self.port = port
@@ -106,6 +107,7 @@ class SoftEtherServer:
         self.netlink = netlink
         self.onDeath = onDeath or (lambda reason: None)
         self.onReady = onReady or (lambda: None)
+        self.portOpen = portOpen
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
         self.scratch = os.path.join(directory, "scratch")
@@ -172,6 +174,8 @@ class SoftEtherServer:
         setPassword = command("ServerPasswordSet",
                               prompts=(self.adminPassword, self.adminPassword))
         for port in ports:
+            if not (yield self.portOpen(self.reactor, "127.0.0.1", port)):
+                continue
             try:
                 replies = yield self._vpncmdAt(port).run([setPassword])
             except VpncmdFailed as e:

@@ -229,6 +229,28 @@ def parseBatchOutput(output: str, commands: Sequence[Command]) -> list[Reply]:
     return [_answer(cmd, lines[start + 1:end]) for cmd, start, end in zip(commands, starts, ends)]
 
 
+CLIENT_PORT = 9931  # a VPN Client's management port, fixed
+
+
+def portOpen(reactor, host: str, port: int, timeout: float = 1.0):
+    """
+    Whether something accepts TCP connections on C{host}:C{port}: asked
+    before running vpncmd against a daemon that may not listen yet, because
+    vpncmd takes about half a second to say it could not connect.
+    """
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.internet.protocol import Factory, Protocol
+
+    d = TCP4ClientEndpoint(reactor, host, port, timeout=timeout).connect(
+        Factory.forProtocol(Protocol))
+
+    def connected(protocol):
+        protocol.transport.abortConnection()
+        return True
+
+    return d.addCallbacks(connected, lambda failure: False)
+
+
 def serverTarget(host: str, port: int) -> list[str]:
     return [f"{_word(host, 'host', positional=True)}:{int(port)}", "/SERVER"]
 
