@@ -4,14 +4,12 @@ switching with hysteresis on rescans, route changes cutting a backoff
 short, and status output.  Real machine, recording fake effects, Clock.
 """
 
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.agent import ClientAgent
 from mnigs.client.history import QualityHistory
 from mnigs.client.machine import Backoff
-from mnigs.client.plan import buildPlan
 from mnigs.client.ranking import Ranked, Seen, SwitchPolicy
 from mnigs.protocol import Offer
 from tests.unit.test_client_machine import LEASE, RecordingEffects

@@ -6,7 +6,6 @@ dropped.  The RPC client is a fake that hands out Deferreds the test fires.
 
 import ipaddress
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase

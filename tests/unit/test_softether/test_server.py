@@ -11,6 +11,7 @@ import shutil
 import stat
 import tempfile
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -36,14 +37,19 @@ class ServerTests(SynchronousTestCase):
         self.spawner = FakeSpawner()
         self.fake = FakeVpnServer()
         self.netlink = FakeNetlink()
-        self.deaths, self.readies = [], []
+        self.deaths, self.readies, self.probed = [], [], []
 
     def makeServer(self, port=5555, **kw):
         return SoftEtherServer(self.clock, self.directory, port, "mnigs", "se0", TAP_ADDRESS,
                                self.netlink, python="/py", vpnserver="/vpnserver",
                                vpncmd="/vpncmd", spawn=self.spawner, run=self.fake,
                                onDeath=self.deaths.append,
-                               onReady=lambda: self.readies.append(self.clock.seconds()), **kw)
+                               onReady=lambda: self.readies.append(self.clock.seconds()),
+                               portOpen=self.portOpen, **kw)
+
+    def portOpen(self, reactor, host, port):
+        self.probed.append(port)
+        return defer.succeed(self.fake.up and port in self.fake.listeners)
 
     def startServer(self, server):
         self.netlink.add("tap_se0")
@@ -99,7 +105,8 @@ class ServerTests(SynchronousTestCase):
         server = self.makeServer(port=5600)
         self.startServer(server)
         self.assertEqual(self.fake.listeners, {5600})
-        self.assertEqual([b["port"] for b in self.fake.batches[:3]], [5600, 5555, 5555])
+        self.assertEqual(self.probed[:2], [5600, 5555])
+        self.assertEqual([b["port"] for b in self.fake.batches[:3]], [5555, 5555, 5555])
         self.assertEqual(self.fake.batches[-1]["port"], 5600)
 
     def test_anAlreadyConfiguredServerIsLeftAlone(self):
