@@ -51,9 +51,8 @@ CERTIFICATE_FILE = "server.pem"
 # AccountList's status column.
 CONNECTED = "Connected"
 # On TERM a vpnclient usually ends its session and exits within half a
-# second, but not always (see mnigs.softether.launch: TERM may land on a
-# thread other than the one waiting for it; seen: 10 s and more).  It is
-# killed after a second: its NIC goes with it, its directory is removed.
+# second, but not always (see mnigs.softether.launch).  It is killed after
+# a second: its NIC goes with it, its directory is removed.
 STOP_TIMEOUT = 1.0
 OFFLINE = "Offline"
 

@@ -190,8 +190,10 @@ def serverSettingsCommands(port: int, listening: set[int], hubs: set[str], hub: 
     """
     Everything server-wide, idempotent given what is there: our listener,
     no UDP listeners, no OpenVPN or SSTP emulation (the openvpn method may
-    want UDP 1194), no keep-alive pings to softether.org, no VPN Azure, our
+    want UDP 1194), no keep-alive pings to softether.org, our
     hub and its tap bridge, no DEFAULT hub, and the certificate exported.
+    (VPN Azure is off in a fresh configuration and cannot be switched on
+    once NAT traversal is off: VpnAzureSetEnable then answers error 33.)
     """
     commands = []
     if port not in listening:
@@ -199,8 +201,7 @@ def serverSettingsCommands(port: int, listening: set[int], hubs: set[str], hub: 
     commands += [command("PortsUDPSet", "0"),
                  command("ProtoOptionsSet", "OpenVPN", NAME="Enabled", VALUE="false"),
                  command("ProtoOptionsSet", "SSTP", NAME="Enabled", VALUE="false"),
-                 command("KeepDisable"),
-                 command("VpnAzureSetEnable", "no")]
+                 command("KeepDisable")]
     if hub not in hubs:
         commands.append(command("HubCreate", hub, prompts=(hubPassword, hubPassword)))
     if DEFAULT_HUB in hubs:
@@ -209,6 +210,32 @@ def serverSettingsCommands(port: int, listening: set[int], hubs: set[str], hub: 
         commands.append(command("BridgeCreate", hub, DEVICE=bridge, TAP="yes"))
     commands.append(command("ServerCertGet", certificateFile))
     return commands
+
+
+# Settings that no vpncmd command changes, only the whole configuration
+# (ConfigGet, edit, ConfigSet, after which the vpnserver restarts itself):
+# no dynamic DNS registration with softether.net, no NAT traversal through
+# SoftEther's servers, no JSON-RPC admin API over HTTPS, no keep-alive
+# pings, no TLS 1.0/1.1.  (key, value wanted, value of a fresh server)
+HARDENING = (("DisableNatTraversal", "true", "false"),
+             ("DisableJsonRpcWebApi", "true", "false"),
+             ("UseKeepConnect", "false", "true"),
+             ("Tls_Disable1_0", "true", "false"),
+             ("Tls_Disable1_1", "true", "false"))
+_DDNS_DISABLED = re.compile(r"(declare DDnsClient\r?\n\s*\{[^}]*?\bbool Disabled )false\b")
+
+
+def hardenedConfig(text: str):
+    """
+    The vpnserver configuration C{text} (from C{ConfigGet}) with the
+    settings of L{HARDENING} and dynamic DNS off, or C{None} if it has them
+    already.  Only those exact lines are touched.
+    """
+    changed = _DDNS_DISABLED.sub(r"\1true", text, count=1)
+    for key, wanted, default in HARDENING:
+        changed = re.sub(rf"(^\s*bool {key} ){default}(?=\r?$)", rf"\g<1>{wanted}", changed,
+                         count=1, flags=re.MULTILINE)
+    return None if changed == text else changed
 
 
 def listenerCleanupCommands(port: int, listening: set[int]) -> list[Command]:

@@ -8,17 +8,26 @@ SoftEther's state, log and pid directories are compiled in
 (L{mnigs.softether.COMPILED_PATHS}), so two instances on one machine would
 share them.  This launcher makes a private mount namespace (unshare
 CLONE_NEWNS, then every mount private so nothing propagates back), bind
-mounts C{ROOT/lib}, C{ROOT/log} and C{ROOT/run} over them, asks the kernel
+mounts C{ROOT/lib}, C{ROOT/log} and C{ROOT/run} over them, takes DNS away
+from the daemon (below), asks the kernel
 to kill the daemon when the process that started it dies
 (PR_SET_PDEATHSIG: a SoftEther daemon never outlives its mnigs), and execs
 C{PROGRAM} with the arguments as given.  No shell anywhere.
 
-Why SIGKILL and not SIGTERM: SoftEther's daemons handle TERM by setting a
-flag that their main thread waits for in pause(); when the kernel hands the
-signal to another of their threads, the main thread sleeps on.  Seen here:
-a vpnclient still running 10 s and more after TERM.  Nothing of value is
-lost with KILL: mnigs reconfigures a vpnserver from its lease book when it
+Why SIGKILL and not SIGTERM: TERM does not always end a SoftEther daemon.
+They handle it by setting a flag that their main thread waits for in
+pause(), and the kernel may hand a process-directed signal to any of their
+threads.  Seen here: a vpnclient sent TERM 0.2 s after it started was
+still running after a second TERM, 10 s later.  Nothing of value is lost
+with KILL: mnigs reconfigures a vpnserver from its lease book when it
 starts one, and a vpnclient's directory is thrown away.
+
+No DNS: a copy of /etc/nsswitch.conf with C{hosts: files} is bound over
+the real one.  mnigs gives SoftEther only address literals, and what a
+vpnserver looks names up for is phoning home (dynamic DNS and NAT
+traversal through softether.net, keep-alive pings, update checks), which
+mnigs switches off.  Where DNS is a black hole (the namespace tests) those
+lookups also held a fresh vpnserver's in-process restart for 18 s.
 
 Python 3.11 has no C{os.unshare} (3.12 does): on 3.11 the calls go
 through libc with ctypes.  Needs CAP_SYS_ADMIN (root).
@@ -39,6 +48,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
+NSSWITCH = "/etc/nsswitch.conf"
 
 
 class LaunchError(Exception):
@@ -83,6 +93,32 @@ def bindDirectories(libc, root: str) -> None:
                f"bind mount {source} on {target}")
 
 
+def withoutDNS(text: str) -> str:
+    """
+    C{nsswitch.conf} C{text} with host names from files only.
+    """
+    lines = [line for line in text.splitlines() if not line.split(":")[0].strip() == "hosts"]
+    return "\n".join(lines + ["hosts: files"]) + "\n"
+
+
+def bindNoDNS(libc, root: str) -> None:
+    try:
+        with open(NSSWITCH) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    etc = os.path.join(root, "etc")
+    os.makedirs(etc, mode=0o700, exist_ok=True)
+    path = os.path.join(etc, "nsswitch.conf")
+    with open(path, "w") as f:
+        f.write(withoutDNS(text))
+    if not os.path.exists(NSSWITCH):
+        with open(NSSWITCH, "a"):
+            pass  # a mount point; glibc's defaults without it would use DNS
+    _check(libc.mount(os.fsencode(path), os.fsencode(NSSWITCH), None, MS_BIND, None),
+           f"bind mount {path} on {NSSWITCH}")
+
+
 def dieWithParent(libc, parent: int) -> None:
     _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
     if os.getppid() != parent:
@@ -110,6 +146,7 @@ def main(argv: list[str]) -> int:
         libc = _libc()
         unshareMounts(libc)
         bindDirectories(libc, root)
+        bindNoDNS(libc, root)
         dieWithParent(libc, parent)
         os.execv(program, [program, *arguments])
     except (LaunchError, OSError) as e:

@@ -3,18 +3,32 @@
 The gateway's SoftEther vpnserver: one supervised daemon in its own mount
 namespace (L{mnigs.softether.launch}), configured only through vpncmd.
 
+The admin protocol shares the VPN port, on every address.  Before the
+daemon first starts, C{adminip.txt} in its state directory limits
+administration to loopback (SoftEther reads C{$adminip.txt} from its state
+directory at every admin connection; a remote one is refused with error
+109): the one file mnigs writes for SoftEther itself.  It closes the
+window in which a fresh vpnserver, still without an administrator
+password, would take orders from anyone on the mesh, and keeps the admin
+protocol off the network for good.
+
 Readiness is "answers on its admin port and is configured as we want":
 every launch (the first, and each relaunch after a crash) reconciles the
 daemon with what this object holds (the hub, its tap bridge, the listener
 and one hub user per live lease) before it counts as ready, so a vpnserver
 that lost some of its configuration (it saves it only every five minutes)
-comes back complete.
+comes back complete.  A fresh vpnserver is also hardened once, through its
+whole configuration (ConfigGet, edit, ConfigSet: the settings no single
+vpncmd command reaches, see L{h.HARDENING}), after which it restarts
+itself in-process; its first start takes about 5 s in the namespace tests.
 
 Directory layout (0700), kept across restarts so that the server
 certificate, which clients pin, stays the same:
 
     DIRECTORY/admin-password   the vpnserver administrator password (0600)
     DIRECTORY/root/{lib,log,run}   bound over SoftEther's compiled-in paths
+    DIRECTORY/root/lib/adminip.txt   administration from loopback only
+    DIRECTORY/root/etc/nsswitch.conf   no DNS (see mnigs.softether.launch)
     DIRECTORY/scratch/         vpncmd batch files and the exported certificate
     DIRECTORY/vpnserver.log    the daemon's stdout (its own logs are in root/log)
 """
@@ -51,8 +65,14 @@ from mnigs.statefile import atomicWrite
 log = Logger()
 
 ADMIN_PASSWORD_FILE = "admin-password"
+# ConfigGet's copy of the configuration holds the server's private key: it
+# lives in the 0700 scratch directory only while it is read or sent back.
+CONFIG_FILE = "config.txt"
+ADMIN_IP_FILE = "adminip.txt"
+ADMIN_IP = b"127.0.0.1/32\n::1/128\n"
 CERTIFICATE_FILE = "server.pem"
 TAP_TIMEOUT = 10.0
+RESTART_TIMEOUT = 10.0
 # A clean stop takes about half a second per listener; TERM does not always
 # end a SoftEther daemon (see mnigs.softether.launch), KILL does.
 STOP_TIMEOUT = 3.0
@@ -80,6 +100,17 @@ def certificateFingerprint(pem: str) -> str:
 
 class TapMissing(Exception):
     pass
+
+
+class Restarting(Exception):
+    """The vpnserver restarts itself with a new configuration."""
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class SoftEtherServer:
@@ -124,7 +155,8 @@ class SoftEtherServer:
             name=f"vpnserver {self.hub}", readiness=readyWhen(self._readyCheck, interval=0.25),
             launchTimeout=launchTimeout, stopTimeout=STOP_TIMEOUT,
             outputPath=os.path.join(directory, "vpnserver.log"),
-            onExit=self.onDeath, onReady=self.onReady, spawn=spawn)
+            onExit=lambda reason: self.onDeath(reason), onReady=lambda: self.onReady(),
+            spawn=spawn)
 
     def _vpncmdAt(self, port):
         return Vpncmd(self.reactor, serverTarget("127.0.0.1", port), self.scratch,
@@ -137,6 +169,9 @@ class SoftEtherServer:
         Launch and configure; fires once the hub serves the users already
         added with L{setUsers}.
         """
+        lib = os.path.join(self.directory, "root", "lib")
+        os.makedirs(lib, mode=0o700, exist_ok=True)
+        atomicWrite(os.path.join(lib, ADMIN_IP_FILE), ADMIN_IP, mode=0o600)
         return self.process.start()
 
     def stop(self):
@@ -155,6 +190,9 @@ class SoftEtherServer:
             return False
         try:
             yield self._mutex.run(self._reconcile, port)
+        except Restarting as e:
+            log.info("vpnserver {hub}: {what}", hub=self.hub, what=e)
+            return False
         except Exception as e:
             log.warn("vpnserver {hub}: configuring failed, retrying: {error}", hub=self.hub,
                      error=e)
@@ -188,6 +226,36 @@ class SoftEtherServer:
         return None
 
     @defer.inlineCallbacks
+    def _harden(self, run):
+        """
+        Switch off what no vpncmd command switches off (L{h.HARDENING}),
+        through the whole configuration.  The vpnserver then restarts
+        inside its process, after ConfigSet has answered: wait until its
+        listener is gone, so that the next readiness check does not talk to
+        the old engine (a second ConfigSet during the shutdown made one
+        restart take 20 s).  Done once the listeners are down to ours: each
+        takes 0.4 s to stop.
+        """
+        path = os.path.join(self.scratch, CONFIG_FILE)
+        try:
+            (yield run([command("ConfigGet", CONFIG_FILE)]))[0].check()
+            with open(path, encoding="utf-8", newline="") as f:
+                hardened = h.hardenedConfig(f.read())
+            if hardened is None:
+                return
+            atomicWrite(path, hardened.encode("utf-8"), mode=0o600)
+            (yield run([command("ConfigSet", CONFIG_FILE)]))[0].check()
+        finally:
+            _remove(path)
+        deadline = self.reactor.seconds() + RESTART_TIMEOUT
+        while (yield self.portOpen(self.reactor, "127.0.0.1", self.port)):
+            if self.reactor.seconds() >= deadline:
+                break
+            yield deferLater(self.reactor, 0.05)
+        raise Restarting("restarting with dynamic DNS, NAT traversal, the JSON-RPC API, "
+                         "keep-alive pings and TLS 1.0/1.1 off")
+
+    @defer.inlineCallbacks
     def _reconcile(self, adminPort):
         run = self._vpncmdAt(adminPort).run
         listing = yield run([command("ListenerList"), command("HubList"), command("BridgeList")])
@@ -203,6 +271,7 @@ class SoftEtherServer:
         if cleanup:
             for reply in (yield run(cleanup)):
                 reply.check(ERR_OBJECT_NOT_FOUND)
+        yield self._harden(run)
         with open(os.path.join(self.scratch, CERTIFICATE_FILE)) as f:
             self.certificate = f.read()
         yield self._configureTap()

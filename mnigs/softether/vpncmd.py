@@ -47,8 +47,9 @@ log = Logger()
 _NAME = re.compile(r"^[A-Z][A-Za-z0-9]{1,40}$")
 _PARAMETER = re.compile(r"^[A-Z]{1,20}$")
 # What a word in a batch line may be made of: vpncmd splits lines at
-# spaces and gives quotes a meaning, so neither may appear.
-_WORD = re.compile(r"^[A-Za-z0-9_.:/@,+=-]*$")
+# spaces and gives quotes a meaning, so neither may appear.  Brackets are
+# for IPv6 endpoints (/SERVER:[fd00::1]:5555 works).
+_WORD = re.compile(r"^[A-Za-z0-9_.:/@,+=\[\]-]*$")
 _ERROR = re.compile(r"^Error occurred\. \(Error code: (\d+)\)$")
 _NOISE = (
     re.compile(r"^$"),

@@ -174,8 +174,17 @@ class LauncherTests(TestCase):
         for name, target in (("lib", "/var/lib/softether"), ("log", "/var/log/softether"),
                              ("run", "/run/softether")):
             self.assertIn(f"{self.root}/{name} {target} ", result.stdout)
+        self.assertIn(f"{self.root}/etc/nsswitch.conf /etc/nsswitch.conf ", result.stdout)
         with open("/proc/self/mountinfo") as f:
             self.assertNotIn(self.root, f.read())
+
+    def test_theDaemonResolvesNoNames(self):
+        lookup = ("import socket\n"
+                  "print([l for l in open('/etc/nsswitch.conf') if l.startswith('hosts')])\n"
+                  "print(socket.gethostbyname('localhost'))\n")
+        result = self.launch(sys.executable, "-c", lookup)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), ["['hosts: files\\n']", "127.0.0.1"])
 
     def test_theDaemonIsKilledWhenItsParentDies(self):
         parent = subprocess.Popen(
@@ -252,6 +261,10 @@ class GatewayTests(SoftEtherMesh):
         self.assertEqual(set(entry), {"type", "endpoint", "hub", "cert_sha256"})
         self.assertEqual(entry["endpoint"], f"{self.gw.address}:{PORT}")
         self.assertFalse(self.client.ping(INTERNET), "unleased traffic got through")
+        admin = self.client.run([VPNCMD, entry["endpoint"], "/SERVER", "/CSV", "/CMD",
+                                 "ServerInfoGet"], check=False, timeout=15)
+        self.assertIn("Error occurred. (Error code: 109)", admin.stdout,
+                      "the admin protocol answered from the mesh")
         lease = self.register(self.client)
         config = lease["config"]
         self.assertEqual(config["gateway_address"], "100.66.0.1")
@@ -373,6 +386,11 @@ class ClientTests(SoftEtherMesh):
         self.assertEqual(status["current"]["method"], "softether")
         self.assertTrue(self.client.ping(INTERNET))
         self.assertEqual(len(daemonPids(self.client, "vpnclient")), 1)
+        password = self.gatewayLease()["config"]["password"]
+        for path in (self.gateway.logPath, c.logPath,
+                     os.path.join(self.gateway.dir, "state", "softether", "vpnserver.log")):
+            with open(path, errors="replace") as f:
+                self.assertNotIn(password, f.read(), path)
         stopping = time.monotonic()
         c.stop()
         log.info("mnigs-client with a SoftEther connection stopped in {took:.2f} s",

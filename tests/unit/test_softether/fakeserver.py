@@ -17,6 +17,11 @@ from mnigs.command import CommandResult, CommandTimeout
 CONNECT_FAILED = ("Error occurred. (Error code: 1)\nConnection to the server failed. Check "
                   "network connection and make sure that address and port number of "
                   "destination server are correct.\n")
+FRESH_CONFIG = ("\ufeff# Software Configuration File\ndeclare root\n{\n\tdeclare DDnsClient\n\t{\n"
+                "\t\tbool Disabled false\n\t}\n\tdeclare ServerConfiguration\n\t{\n"
+                "\t\tbool DisableJsonRpcWebApi false\n\t\tbool DisableNatTraversal false\n"
+                "\t\tbool Tls_Disable1_0 false\n\t\tbool Tls_Disable1_1 false\n"
+                "\t\tbool UseKeepConnect true\n\t}\n}\n")
 PEM = ("-----BEGIN CERTIFICATE-----\nMIIBszCCARygAwIBAgIBADANBgkqhkiG9w0BAQsFADAAMB4XDTI0MDEwMTAwMDAw\n"
        "-----END CERTIFICATE-----\n")
 
@@ -42,6 +47,9 @@ class FakeVpnServer:
         self.nextRule = 1000
         self.batches = []
         self.certificate = PEM
+        self.config = FRESH_CONFIG
+        self.restarts = 0
+        self.restarting = False
 
     def crash(self, keepConfig=True):
         """Lose sessions (and, unless kept, what was not saved yet)."""
@@ -65,7 +73,7 @@ class FakeVpnServer:
         answers = stdin.decode().splitlines()
         out = [f'The commands written in the file "{batch}" will be used instead of input '
                "from keyboard."]
-        if not self.up or port not in self.listeners:
+        if not self.up or self.restarting or port not in self.listeners:
             return self._result(argv, out, CONNECT_FAILED, 1)
         if self.password is not None:
             given = answers.pop(0) if answers else None
@@ -138,6 +146,17 @@ class FakeVpnServer:
     def do_BridgeCreate(self, hub, positional, named, answers, path):
         self.bridges.add((positional[0], named["DEVICE"]))
         return "While in the condition that occurs immediately after a new bridge ..."
+
+    def do_ConfigGet(self, hub, positional, named, answers, path):
+        with open(os.path.join(path, positional[0]), "w", encoding="utf-8", newline="") as f:
+            f.write(self.config)
+
+    def do_ConfigSet(self, hub, positional, named, answers, path):
+        with open(os.path.join(path, positional[0]), encoding="utf-8", newline="") as f:
+            self.config = f.read()
+        self.restarts += 1
+        self.sessions = []
+        self.restarting = True  # the listener goes away until the test says otherwise
 
     def do_ServerCertGet(self, hub, positional, named, answers, path):
         with open(os.path.join(path, positional[0]), "w") as f:

@@ -89,7 +89,7 @@ class ServerSettingsTests(SynchronousTestCase):
             "se0", "server.pem")]
         self.assertEqual(lines, ["PortsUDPSet 0", "ProtoOptionsSet OpenVPN /NAME:Enabled /VALUE:false",
                                  "ProtoOptionsSet SSTP /NAME:Enabled /VALUE:false",
-                                 "KeepDisable", "VpnAzureSetEnable no", "HubCreate mnigs",
+                                 "KeepDisable", "HubCreate mnigs",
                                  "HubDelete DEFAULT", "BridgeCreate mnigs /DEVICE:se0 /TAP:yes",
                                  "ServerCertGet server.pem"])
         self.assertEqual([c.line() for c in h.listenerCleanupCommands(5555, {443, 992, 1194, 5555})],
@@ -118,3 +118,32 @@ class ServerSettingsTests(SynchronousTestCase):
         for bad in ("", "a" * 12, "Se0", "se-0", "se_0"):
             self.assertRaises(ValueError, h.checkBridgeName, bad)
         self.assertEqual(h.tapInterface("a" * 11), "tap_" + "a" * 11)
+
+
+FRESH = ("\ufeff# Software Configuration File\r\ndeclare root\r\n{\r\n"
+         "\tdeclare DDnsClient\r\n\t{\r\n\t\tstring CustomHttpHeader $\r\n"
+         "\t\tbool Disabled false\r\n\t\tbyte Key 1Jek+JPP/eNPjxwAapqQ8vtVbeE=\r\n\t}\r\n"
+         "\tdeclare ServerConfiguration\r\n\t{\r\n\t\tbool DisableJsonRpcWebApi false\r\n"
+         "\t\tbool DisableNatTraversal false\r\n\t\tbool Tls_Disable1_0 false\r\n"
+         "\t\tbool Tls_Disable1_1 false\r\n\t\tbool Tls_Disable1_2 false\r\n"
+         "\t\tbool UseKeepConnect true\r\n\t}\r\n"
+         "\tdeclare VirtualHUB\r\n\t{\r\n\t\tdeclare SecureNAT\r\n\t\t{\r\n"
+         "\t\t\tbool Disabled false\r\n\t\t}\r\n\t}\r\n}\r\n")
+
+
+class HardeningTests(SynchronousTestCase):
+    def test_exactlyTheHardeningLinesChange(self):
+        hardened = h.hardenedConfig(FRESH)
+        changed = [(a, b) for a, b in zip(FRESH.split("\r\n"), hardened.split("\r\n")) if a != b]
+        self.assertEqual(changed, [
+            ("\t\tbool Disabled false", "\t\tbool Disabled true"),
+            ("\t\tbool DisableJsonRpcWebApi false", "\t\tbool DisableJsonRpcWebApi true"),
+            ("\t\tbool DisableNatTraversal false", "\t\tbool DisableNatTraversal true"),
+            ("\t\tbool Tls_Disable1_0 false", "\t\tbool Tls_Disable1_0 true"),
+            ("\t\tbool Tls_Disable1_1 false", "\t\tbool Tls_Disable1_1 true"),
+            ("\t\tbool UseKeepConnect true", "\t\tbool UseKeepConnect false"),
+        ])
+        self.assertIn("declare SecureNAT\r\n\t\t{\r\n\t\t\tbool Disabled false", hardened)
+
+    def test_aHardenedConfigurationIsLeftAlone(self):
+        self.assertIsNone(h.hardenedConfig(h.hardenedConfig(FRESH)))

@@ -38,6 +38,10 @@ class LaunchTests(SynchronousTestCase):
         self.paths = {name: os.path.join(self.top, "compiled", name) for name in
                       ("lib", "log", "run")}
         self.patch(launch, "COMPILED_PATHS", self.paths)
+        self.nsswitch = os.path.join(self.top, "nsswitch.conf")
+        with open(self.nsswitch, "w") as f:
+            f.write("passwd: files systemd\nhosts:          files dns\nnetworks: files\n")
+        self.patch(launch, "NSSWITCH", self.nsswitch)
         self.libc = FakeLibc()
         self.patch(launch, "_libc", lambda: self.libc)
         if hasattr(os, "unshare"):  # Python 3.12+ would not go through libc
@@ -66,6 +70,8 @@ class LaunchTests(SynchronousTestCase):
              launch.MS_BIND),
             ("mount", os.fsencode(os.path.join(root, "run")), os.fsencode(self.paths["run"]),
              launch.MS_BIND),
+            ("mount", os.fsencode(os.path.join(root, "etc", "nsswitch.conf")),
+             os.fsencode(self.nsswitch), launch.MS_BIND),
             ("prctl", launch.PR_SET_PDEATHSIG, signal.SIGKILL),
         ])
         self.assertEqual(self.execs, [("/usr/bin/vpnserver",
@@ -73,6 +79,13 @@ class LaunchTests(SynchronousTestCase):
         for name in ("lib", "log", "run"):
             self.assertEqual(os.stat(os.path.join(root, name)).st_mode & 0o777, 0o700)
             self.assertTrue(os.path.isdir(self.paths[name]))
+        with open(os.path.join(root, "etc", "nsswitch.conf")) as f:
+            self.assertEqual(f.read(), "passwd: files systemd\nnetworks: files\nhosts: files\n")
+
+    def test_withoutDNSWhateverTheHostsLineWas(self):
+        self.assertEqual(launch.withoutDNS(""), "hosts: files\n")
+        self.assertEqual(launch.withoutDNS("hosts: dns files mdns4\n#hosts: x\n"),
+                         "#hosts: x\nhosts: files\n")
 
     def test_aFailureStopsBeforeExecAndSaysWhat(self):
         self.libc.failing = ("mount",)

@@ -191,6 +191,18 @@ class LeaseConfigTests(SynchronousTestCase):
         ):
             self.assertRaises((ValueError, TypeError), checkLeaseConfig, goodConfig(**change))
 
+    def test_anIPv6EndpointGoesToTheAccountAsVpncmdTakesIt(self):
+        FakeVpnClient.instances = []
+        netlink, clock = FakeNetlink(), Clock()
+        netlink.add("vpn_mc0")
+        self.patch(FakeVpnClient, "netlink", netlink)
+        stateDir = self.mktemp()
+        method = SoftEtherClient(clock, "mc0", FakeRouting(), netlink, stateDir,
+                                 vpnclientFactory=FakeVpnClient)
+        lease = {"id": "b", "token": "t", "config": goodConfig(endpoint="[fd00::3]:5555")}
+        self.successResultOf(method.connect(None, lease))
+        self.assertEqual(FakeVpnClient.instances[0].events[1][1], "[fd00::3]:5555")
+
     def test_notADict(self):
         self.assertRaises(ValueError, checkLeaseConfig, ["address"])
 

@@ -49,12 +49,19 @@ class ServerTests(SynchronousTestCase):
 
     def portOpen(self, reactor, host, port):
         self.probed.append(port)
+        if self.fake.restarting:
+            # The old engine's listener closes at the first look; the new
+            # engine listens at the next.
+            self.fake.restarting = "closed" if self.fake.restarting is True else False
+            return defer.succeed(False)
         return defer.succeed(self.fake.up and port in self.fake.listeners)
 
     def startServer(self, server):
         self.netlink.add("tap_se0")
         d = server.start()
-        self.clock.advance(0)
+        # A fresh server restarts once, hardened: its listener closes, then
+        # the new engine listens again.
+        self.clock.pump([0, 0.25, 0.25])
         return self.successResultOf(d)
 
     def test_launchedThroughTheLauncherWithoutAShell(self):
@@ -69,6 +76,12 @@ class ServerTests(SynchronousTestCase):
         password = os.path.join(self.directory, "admin-password")
         self.assertEqual(stat.S_IMODE(os.stat(password).st_mode), 0o600)
 
+    def test_administrationOnlyFromLoopbackBeforeTheFirstLaunch(self):
+        server = self.makeServer()
+        server.start()
+        with open(os.path.join(self.directory, "root", "lib", "adminip.txt")) as f:
+            self.assertEqual(f.read(), "127.0.0.1/32\n::1/128\n")
+
     def test_aFreshServerIsConfiguredBeforeItCountsAsReady(self):
         server = self.makeServer()
         server.setUsers([user(1)])
@@ -80,7 +93,7 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(set(fake.hubs), {"mnigs"})
         self.assertEqual(fake.bridges, {("mnigs", "se0")})
         self.assertEqual(fake.settings, {"PortsUDPSet 0", "OpenVPN Enabled=false",
-                                         "SSTP Enabled=false", "KeepDisable", "VpnAzure no",
+                                         "SSTP Enabled=false", "KeepDisable",
                                          "SecureNatDisable"})
         self.assertEqual(fake.users, {user(1).name: user(1).password})
         self.assertEqual(fake.policies[user(1).name],
@@ -90,7 +103,20 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(self.netlink.links["tap_se0"],
                          {"up": True, "addresses": [TAP_ADDRESS]})
         self.assertEqual(server.certificate, fake.certificate)
-        self.assertEqual(self.readies, [0])
+        self.assertEqual(self.readies, [0.5])
+
+    def test_aFreshServerIsHardenedThroughItsConfigurationOnce(self):
+        server = self.makeServer()
+        self.startServer(server)
+        self.assertEqual(self.fake.restarts, 1)
+        self.assertIn("\t\tbool Disabled true\n", self.fake.config)
+        for setting in ("DisableJsonRpcWebApi true", "DisableNatTraversal true",
+                        "Tls_Disable1_0 true", "Tls_Disable1_1 true", "UseKeepConnect false"):
+            self.assertIn(f"\t\tbool {setting}\n", self.fake.config)
+        self.assertTrue(self.fake.config.startswith("\ufeff"))
+        self.assertEqual([f for f in os.listdir(server.scratch) if f != "server.pem"], [])
+        self.startServer(self.makeServer())
+        self.assertEqual(self.fake.restarts, 1)
 
     def test_noSecretOnAnyCommandLine(self):
         server = self.makeServer()
@@ -106,7 +132,9 @@ class ServerTests(SynchronousTestCase):
         self.startServer(server)
         self.assertEqual(self.fake.listeners, {5600})
         self.assertEqual(self.probed[:2], [5600, 5555])
-        self.assertEqual([b["port"] for b in self.fake.batches[:3]], [5555, 5555, 5555])
+        # Password, listings and settings through the bootstrap listener;
+        # the rest through ours.
+        self.assertEqual([b["port"] for b in self.fake.batches[:4]], [5555] * 3 + [5600])
         self.assertEqual(self.fake.batches[-1]["port"], 5600)
 
     def test_anAlreadyConfiguredServerIsLeftAlone(self):
@@ -187,9 +215,19 @@ class ServerTests(SynchronousTestCase):
         self.clock.pump([0.25] * 8)
         self.assertEqual(len(self.spawner.spawned), 2)
         self.assertEqual(len(self.readies), 2)
+        self.assertEqual(self.fake.restarts, 1)  # its configuration was saved hardened
         self.assertEqual(set(self.fake.users), {user(2).name})
         self.assertEqual(len(self.fake.rulesOf(user(2).name)), 6)
         self.assertEqual(len(self.fake.rules), 6)
+
+    def test_callbacksMayBeSetLater(self):
+        server = self.makeServer()
+        self.startServer(server)
+        deaths = []
+        server.onDeath = deaths.append
+        self.spawner.last.end(sig=9, code=None)
+        self.assertEqual(len(deaths), 1)
+        self.assertEqual(self.deaths, [])
 
     def test_describe(self):
         server = self.makeServer()

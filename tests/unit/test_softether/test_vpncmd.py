@@ -44,6 +44,10 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(command("UserCreate", "u1", GROUP="none", NOTE="").line(),
                          "UserCreate u1 /GROUP:none /NOTE:")
 
+    def test_anIPv6Endpoint(self):
+        self.assertEqual(command("AccountCreate", "a", SERVER="[fd00::1]:5555").line(),
+                         "AccountCreate a /SERVER:[fd00::1]:5555")
+
     def test_namedValuesMayBeAbsolutePaths(self):
         self.assertEqual(command("AccountServerCertSet", "a", LOADCERT="/x/y.pem").line(),
                          "AccountServerCertSet a /LOADCERT:/x/y.pem")
