@@ -109,7 +109,7 @@ SCHEMA = {
         },
         "cjdns": {
             "enabled": Field(bool, True),
-            "pool": Field(str, "100.66.0.0/22", _pool),
+            "pool": Field(str, "100.67.0.0/22", _pool),
             "dns": Field(list, [], addresses),
         },
         "openvpn": {
@@ -155,29 +155,21 @@ def loadServerConfig(path: str):
     if fee.amount and not fee.currency:
         raise ConfigError(path, "terms.fee.currency", "is required when terms.fee.amount is set")
     if not config.methods:
-        raise ConfigError(path, "methods", "no method is configured: add [methods.forward], [methods.wireguard] or [methods.openvpn]")
+        raise ConfigError(path, "methods", "no method is configured: add a [methods.NAME] table (forward, wireguard, openvpn, softether, cjdns)")
     if not any(m.enabled for m in config.methods.values()):
         raise ConfigError(path, "methods", "every method is disabled")
     cjdns = config.methods.get("cjdns")
     if cjdns is not None and cjdns.enabled and not config.cjdns.public_key:
         raise ConfigError(path, "cjdns.public_key", "is required with [methods.cjdns]")
-    wireguard = config.methods.get("wireguard")
-    if wireguard is not None and wireguard.pool.version != 4:
-        raise ConfigError(path, "methods.wireguard.pool", "must be an IPv4 network for now")
-    openvpn = config.methods.get("openvpn")
-    if openvpn is not None:
-        if openvpn.pool.version != 4:
-            raise ConfigError(path, "methods.openvpn.pool", "must be an IPv4 network")
-        if wireguard is not None and openvpn.pool.overlaps(wireguard.pool):
-            raise ConfigError(path, "methods.openvpn.pool", "overlaps methods.wireguard.pool")
-    softether = config.methods.get("softether")
-    if softether is not None:
-        if softether.pool.version != 4:
-            raise ConfigError(path, "methods.softether.pool", "must be an IPv4 network")
-        for other in ("wireguard", "openvpn"):
-            section = config.methods.get(other)
-            if section is not None and softether.pool.overlaps(section.pool):
-                raise ConfigError(path, "methods.softether.pool", f"overlaps methods.{other}.pool")
+    # Every pool-using method's pool is IPv4 and apart from the others'.
+    order = ("wireguard", "openvpn", "softether", "cjdns")
+    pooled = [(name, config.methods[name]) for name in order if name in config.methods]
+    for index, (name, section) in enumerate(pooled):
+        if section.pool.version != 4:
+            raise ConfigError(path, f"methods.{name}.pool", "must be an IPv4 network")
+        for otherName, other in pooled[:index]:
+            if section.pool.overlaps(other.pool):
+                raise ConfigError(path, f"methods.{name}.pool", f"overlaps methods.{otherName}.pool")
     return config
 
 

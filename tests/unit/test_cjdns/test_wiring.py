@@ -50,7 +50,7 @@ class CjdnsWiringTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, loadServerConfig, self.write(base))
         self.assertEqual(e.key, "cjdns.public_key")
         config = loadServerConfig(self.write(base + f'[cjdns]\npublic_key = "{KEY}"\n'))
-        self.assertEqual(str(config.methods.cjdns.pool), "100.66.0.0/22")
+        self.assertEqual(str(config.methods.cjdns.pool), "100.67.0.0/22")
 
     def test_serverBuildsTheGatewayMethod(self):
         from mnigs.methods.cjdns import CjdnsGateway
@@ -62,3 +62,9 @@ class CjdnsWiringTests(SynchronousTestCase):
         method = buildCjdns(Clock(), config.methods.cjdns, config.cjdns, access=None, netlink=None)
         self.assertIsInstance(method, CjdnsGateway)
         self.assertEqual(method.name, "cjdns")
+
+    def test_poolsMustNotOverlap(self):
+        e = self.assertRaises(ConfigError, loadServerConfig, self.write(
+            '[uplink]\ninterface = "up0"\n[methods.wireguard]\npool = "100.67.0.0/24"\n'
+            f'[methods.cjdns]\n[cjdns]\npublic_key = "{KEY}"\n'))
+        self.assertEqual((e.key, e.reason), ("methods.cjdns.pool", "overlaps methods.wireguard.pool"))
