@@ -45,7 +45,7 @@ from mnigs.openvpn.config import (
     credentialsFile,
 )
 from mnigs.openvpn.daemon import OpenVPNDaemon
-from mnigs.protocol import GATEWAY_FULL, RPCError, formatEndpoint, invalidParams
+from mnigs.protocol import formatEndpoint, invalidParams
 from mnigs.statefile import atomicWrite
 
 log = Logger()
@@ -111,16 +111,7 @@ class OpenVPNGateway:
         return None
 
     def allocate(self, lease, others, localHost):
-        try:
-            address = self._addresses.take(lease.id)
-        except RPCError:
-            # Full, or holding leftovers of registrations that never made
-            # it into the book: ask the live leases.
-            self._rebuild(others)
-            try:
-                address = self._addresses.take(lease.id)
-            except RPCError:
-                raise RPCError(GATEWAY_FULL, "OpenVPN address pool exhausted") from None
+        address = self._addresses.takeOrRecount(lease.id, lambda: self._rebuild(others), "OpenVPN")
         return {"address": f"{address}/32",
                 "gateway_address": str(self.gatewayAddress),
                 "endpoint": self._endpoint(localHost),
@@ -129,7 +120,7 @@ class OpenVPNGateway:
                 "dns": list(self.dns)}
 
     def _rebuild(self, leases):
-        self._addresses = AddressPool(self.pool)
+        self._addresses.reset()
         for lease in leases:
             self._addresses.reserve(accessAddress(lease), lease.id)
 

@@ -25,6 +25,7 @@ class AddressPool:
     """
 
     def __init__(self, network):
+        self.network = network
         self.gateway = next(network.hosts())
         self._type = type(self.gateway)
         # network.hosts() without materialising it: IPv4 leaves out the
@@ -36,6 +37,29 @@ class AddressPool:
         self._owners = {}
         self._freed = []
         self._high = self._first
+
+    def reset(self):
+        """
+        Forget every address handed out (before reserving the live ones).
+        """
+        self._owners = {}
+        self._freed = []
+        self._high = self._first
+
+    def takeOrRecount(self, owner, recount, what):
+        """
+        L{take}; if the pool says full, it may be holding leftovers of
+        registrations that never made it into the lease book: C{recount()}
+        refills it from the live leases and it is asked once more.
+        """
+        try:
+            return self.take(owner)
+        except RPCError:
+            recount()
+            try:
+                return self.take(owner)
+            except RPCError:
+                raise RPCError(GATEWAY_FULL, f"{what} address pool exhausted") from None
 
     def __len__(self):
         return len(self._owners)

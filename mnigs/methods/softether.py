@@ -35,7 +35,7 @@ from zope.interface import implementer
 from mnigs.interfaces import IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.pool import AddressPool
-from mnigs.protocol import GATEWAY_FULL, RPCError, formatEndpoint, invalidParams, parseEndpoint
+from mnigs.protocol import formatEndpoint, invalidParams, parseEndpoint
 from mnigs.softether.client import OFFLINE, VpnClient, nicInterface
 from mnigs.softether.hub import HUB_NAME, USER_NAME, HubUser, userName
 from mnigs.softether.server import certificateFingerprint
@@ -94,16 +94,7 @@ class SoftEtherGateway:
         return None
 
     def allocate(self, lease, others, localHost):
-        try:
-            address = self._addresses.take(lease.id)
-        except RPCError:
-            # Full, or holding leftovers of registrations that never made it
-            # into the book: ask the live leases.
-            self._rebuild(others)
-            try:
-                address = self._addresses.take(lease.id)
-            except RPCError:
-                raise RPCError(GATEWAY_FULL, "SoftEther address pool exhausted") from None
+        address = self._addresses.takeOrRecount(lease.id, lambda: self._rebuild(others), "SoftEther")
         return {"address": f"{address}/{self.pool.prefixlen}",
                 "gateway_address": str(self.gatewayAddress),
                 "endpoint": self._endpoint(localHost),
@@ -114,7 +105,7 @@ class SoftEtherGateway:
                 "dns": list(self.dns)}
 
     def _rebuild(self, leases):
-        self._addresses = AddressPool(self.pool)
+        self._addresses.reset()
         for lease in leases:
             self._addresses.reserve(accessAddress(lease), lease.id)
 

@@ -18,7 +18,6 @@ from mnigs.interfaces import IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.pool import AddressPool
 from mnigs.protocol import (
-    GATEWAY_FULL,
     METHOD_UNAVAILABLE,
     RPCError,
     checkBase64Key,
@@ -106,16 +105,7 @@ class WireGuardGateway:
         key = lease.params["public_key"]
         if key == self.publicKey or self._keyTaken(key, others):
             raise RPCError(METHOD_UNAVAILABLE, "that WireGuard public key is already in use")
-        try:
-            address = self._addresses.take(lease.id)
-        except RPCError:
-            # Full, or holding leftovers of registrations that never made it
-            # into the book: ask the live leases.
-            self._rebuild(others)
-            try:
-                address = self._addresses.take(lease.id)
-            except RPCError:
-                raise RPCError(GATEWAY_FULL, "WireGuard address pool exhausted") from None
+        address = self._addresses.takeOrRecount(lease.id, lambda: self._rebuild(others), "WireGuard")
         self._keys[key] = lease.id
         return {"address": f"{address}/32",
                 "gateway_address": str(self.gatewayAddress),
@@ -132,7 +122,7 @@ class WireGuardGateway:
         return False
 
     def _rebuild(self, leases):
-        self._addresses = AddressPool(self.pool)
+        self._addresses.reset()
         self._keys = {}
         for lease in leases:
             self._addresses.reserve(accessAddress(lease), lease.id)

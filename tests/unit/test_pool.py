@@ -127,3 +127,23 @@ class WireGuardAllocationTests(SynchronousTestCase):
         e = self.assertRaises(protocol.RPCError, self.register, "b", a.params["public_key"])
         self.assertEqual(e.code, protocol.METHOD_UNAVAILABLE)
         self.assertEqual(self.register("b").config["address"], "100.64.0.3/32")
+
+
+class TakeOrRecountTests(SynchronousTestCase):
+    def test_recountsOnceWhenFull(self):
+        pool = AddressPool(ipaddress.ip_network("10.0.0.0/29"))  # 5 client addresses
+        for n in range(5):
+            pool.take(f"leftover{n}")
+        recounts = []
+
+        def recount():
+            recounts.append(True)
+            pool.reset()
+            pool.reserve(ipaddress.ip_address("10.0.0.2"), "live")
+
+        self.assertEqual(str(pool.takeOrRecount("new", recount, "Test")), "10.0.0.3")
+        self.assertEqual(len(recounts), 1)
+        for n in range(3):
+            pool.take(f"more{n}")
+        e = self.assertRaises(protocol.RPCError, pool.takeOrRecount, "late", lambda: None, "Test")
+        self.assertEqual((e.code, e.message), (protocol.GATEWAY_FULL, "Test address pool exhausted"))
