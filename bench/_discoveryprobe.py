@@ -67,7 +67,7 @@ def main():
     from mnigs.client.candidates import Candidate
     from mnigs.client.discovery import Discovery
     from mnigs.client.service import raiseFileLimit
-    from mnigs.rpc import RPCClient
+    from mnigs.rpc.client import RPCClient
 
     with open(sys.argv[1]) as f:
         spec = json.load(f)

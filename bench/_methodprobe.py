@@ -50,7 +50,7 @@ def main(reactor, gateway, stateDir, runs, methods):
     from mnigs.client.effects import checkLease
     from mnigs.client.routes import PolicyRouting
     from mnigs.icmp import Pinger
-    from mnigs.rpc import RPCClient
+    from mnigs.rpc.client import RPCClient
 
     rpc = RPCClient(reactor, timeout=5.0)
     pinger = Pinger(reactor)

@@ -36,7 +36,7 @@ def main():
     from twisted.internet import reactor
 
     from mnigs.client.discovery import Discovery
-    from mnigs.rpc import RPCClient
+    from mnigs.rpc.client import RPCClient
     from mnigs.routing.yggdrasil import YggdrasilAdmin, YggdrasilRouteSource
 
     discoverySettings, yggdrasilSettings = defaultSettings()

@@ -279,6 +279,8 @@ def main():
                         help="the Yggdrasil overlay case (bench/_yggdrasilcase.py): run it "
                              "after the others (default), alone, or not at all")
     parser.add_argument("--yggdrasil-repeats", type=int, default=5)
+    parser.add_argument("--idle-only", action="store_true",
+                        help="only the idle-RSS measurement (prints its figures alone)")
     args = parser.parse_args()
     if args.yggdrasil == "only":
         unwindOnSignals()
@@ -289,6 +291,12 @@ def main():
         sys.exit(f"cannot run: {missing}")
     unwindOnSignals()
     started = time.monotonic()
+    if args.idle_only:
+        with Mesh(None, hello=0) as mesh:
+            nothing, withGateway = measureIdle(mesh)
+        print(json.dumps({"client_idle_rss_mb": nothing["rss_mb"], "client_idle": nothing,
+                          "client_online": withGateway}))
+        return
     try:
         with Mesh(None, hello=0) as mesh:
             try:

@@ -156,7 +156,7 @@ def parseAcks(data: bytes) -> list[tuple[int, int]]:
 def _openSocket(netns: Optional[str]) -> socket.socket:
     if netns is None:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    from pyroute2 import netns as pyroute2Netns
+    from mnigs.pyroute import netns as pyroute2Netns
     return pyroute2Netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW,
                                        NETLINK_NETFILTER, flags=0)
 

@@ -14,12 +14,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 PROTOCOL_VERSION = 1
 RPC_PATH = b"/mnigs/v1"
@@ -95,24 +91,23 @@ def _unb64(text: str, length: int | None = None) -> bytes:
     return raw
 
 
-def gatewayId(publicKey: Ed25519PublicKey) -> str:
-    raw = publicKey.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return "ed25519:" + _b64(raw)
+def gatewayId(publicKey: VerifyKey) -> str:
+    return "ed25519:" + _b64(bytes(publicKey))
 
 
-def publicKeyFromId(gid: str) -> Ed25519PublicKey:
+def publicKeyFromId(gid: str) -> VerifyKey:
     if not isinstance(gid, str) or not gid.startswith("ed25519:"):
         raise ValueError("gateway id must start with 'ed25519:'")
-    return Ed25519PublicKey.from_public_bytes(_unb64(gid[8:], 32))
+    return VerifyKey(_unb64(gid[8:], 32))
 
 
-def signOffer(offer: dict, key: Ed25519PrivateKey) -> dict:
+def signOffer(offer: dict, key: SigningKey) -> dict:
     """
     Return a copy of C{offer} with its C{signature} member set.
     """
     body = {k: v for k, v in offer.items() if k != "signature"}
     signed = dict(body)
-    signed["signature"] = _b64(key.sign(canonicalJSON(body)))
+    signed["signature"] = _b64(key.sign(canonicalJSON(body)).signature)
     return signed
 
 
@@ -124,11 +119,11 @@ def checkSignature(offer: dict) -> None:
         publicKey = publicKeyFromId(offer["gateway"]["id"])
         signature = _unb64(offer["signature"], 64)
         body = {k: v for k, v in offer.items() if k != "signature"}
-        publicKey.verify(signature, canonicalJSON(body))
+        publicKey.verify(canonicalJSON(body), signature)
+    except BadSignatureError:
+        raise OfferRejected("signature does not verify") from None
     except (KeyError, TypeError, ValueError) as e:
         raise OfferRejected(f"unverifiable signature: {e}") from None
-    except InvalidSignature:
-        raise OfferRejected("signature does not verify") from None
 
 
 # -- endpoints ----------------------------------------------------------

@@ -38,7 +38,7 @@ def main(argv=None):
     args = parseArgs(sys.argv[1:] if argv is None else argv)
     from twisted.internet import defer, task
 
-    from mnigs.rpc import RPCClient
+    from mnigs.rpc.client import RPCClient
 
     async def run(reactor):
         client = RPCClient(reactor, timeout=args.timeout, persistent=False)

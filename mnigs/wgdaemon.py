@@ -17,7 +17,7 @@ import os
 import secrets
 from typing import Optional
 
-from pyroute2.netlink.exceptions import NetlinkError
+from mnigs.pyroute import NetlinkError
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure

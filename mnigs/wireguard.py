@@ -20,8 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence, Union
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import crypto_scalarmult_base
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory
@@ -63,7 +62,7 @@ def hexToKey(hexKey: str) -> str:
 
 def generatePrivateKey() -> str:
     """A new X25519 private key, clamped as C{wg genkey} does."""
-    raw = bytearray(X25519PrivateKey.generate().private_bytes_raw())
+    raw = bytearray(os.urandom(32))
     raw[0] &= 248
     raw[31] = (raw[31] & 127) | 64
     return base64.b64encode(bytes(raw)).decode()
@@ -71,8 +70,7 @@ def generatePrivateKey() -> str:
 
 def publicKey(privateKey: str) -> str:
     raw = base64.b64decode(checkKey(privateKey))
-    public = X25519PrivateKey.from_private_bytes(raw).public_key()
-    return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    return base64.b64encode(crypto_scalarmult_base(raw)).decode()
 
 
 # -- peers -------------------------------------------------------------------

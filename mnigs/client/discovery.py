@@ -26,7 +26,7 @@ log = Logger()
 
 class Discovery:
     """
-    @param rpc: an L{mnigs.rpc.RPCClient} (without keep-alive, as most
+    @param rpc: an L{mnigs.rpc.client.RPCClient} (without keep-alive, as most
         candidates are asked once).
     @param ownAddresses: a callable returning the node's own addresses,
         which are never probed.

@@ -16,8 +16,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from mnigs.pyroute import IPRoute, NetlinkError
 from twisted.logger import Logger
 
 log = Logger()

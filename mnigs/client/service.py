@@ -25,7 +25,7 @@ from mnigs.icmp import Pinger
 from mnigs.methods.forward import ForwardClient
 from mnigs.methods.wireguard import WireGuardClient, loadOrCreateWireGuardKey
 from mnigs.netlink import Netlink
-from mnigs.rpc import RPCClient
+from mnigs.rpc.client import RPCClient
 from mnigs.statefile import atomicWrite, ensureStateDir
 
 log = Logger()

@@ -72,8 +72,7 @@ class RouteMonitor:
     """
 
     def __init__(self, netns: str | None = None) -> None:
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE
+        from mnigs.pyroute import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, IPRoute
 
         self._ipr = IPRoute(netns=netns, flags=0)
         try:
@@ -129,7 +128,7 @@ class PyRoute2Netlink:
         """
         Every route of every table, and the node's own addresses.
         """
-        from pyroute2 import IPRoute
+        from mnigs.pyroute import IPRoute
 
         with IPRoute(netns=self.netns, flags=0) as ipr:
             linkNames = {link["index"]: link.get("ifname") for link in ipr.get_links()}

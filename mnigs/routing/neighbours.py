@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from pyroute2 import IPRoute
+from mnigs.pyroute import IPRoute
 from twisted.internet import defer
 from zope.interface import implementer
 

@@ -27,7 +27,7 @@ class OfferMaker:
     def __init__(self, clock, key, name: str, terms: dict, methods):
         self.clock = clock
         self.key = key
-        self.gatewayId = gatewayId(key.public_key())
+        self.gatewayId = gatewayId(key.verify_key)
         self.name = name
         self.terms = terms
         self.methods = methods

@@ -8,7 +8,7 @@ from __future__ import annotations
 from txjsonrpc_ng.jsonrpc import BaseSubhandler
 
 from mnigs.protocol import invalidParams, parseLeaseCredentials, parseRegister
-from mnigs.rpc import JSONRPCResource
+from mnigs.rpc.server import JSONRPCResource
 
 
 class GatewayCalls(BaseSubhandler):

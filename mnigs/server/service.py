@@ -24,7 +24,7 @@ from mnigs.methods.forward import ForwardGateway, accessAddress
 from mnigs.netlink import Netlink
 from mnigs.nft import NftAccess, NftRunner
 from mnigs.nftnetlink import NftSetElements
-from mnigs.rpc import makeSite
+from mnigs.rpc.server import makeSite
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit, LeaseFile
 from mnigs.server.machine import GatewayCore, makeGateway

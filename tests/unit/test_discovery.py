@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.candidates import Candidate
 from mnigs.client.discovery import Discovery
-from mnigs.rpc import RPCTimeout
+from mnigs.rpc.client import RPCTimeout
 from tests.unit.test_protocol import makeOffer
 
 

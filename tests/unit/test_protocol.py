@@ -4,7 +4,7 @@ Canonical JSON, offer signing and verification, and hostile offers.
 
 import copy
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -15,10 +15,10 @@ WG_KEY = "x" * 43 + "="  # 32 bytes of base64
 
 
 def makeOffer(key=None, **changes):
-    key = key or Ed25519PrivateKey.generate()
+    key = key or SigningKey.generate()
     offer = {
         "protocol": 1,
-        "gateway": {"id": protocol.gatewayId(key.public_key()), "name": "gw-1",
+        "gateway": {"id": protocol.gatewayId(key.verify_key), "name": "gw-1",
                     "software": "mnigs 0.1.0"},
         "available": True,
         "terms": {"max_clients": 32, "clients": 3, "lease_seconds": 600, "fee": None,
@@ -178,3 +178,20 @@ class KeyTests(SynchronousTestCase):
         e = self.assertRaises(protocol.RPCError, protocol.checkBase64Key, "B" * 43 + "=", "public_key")
         self.assertEqual(e.code, protocol.INVALID_PARAMS)
         self.assertEqual(protocol.checkBase64Key("A" * 43 + "=", "k"), "A" * 43 + "=")
+
+
+class SameBytesAsBeforeTests(SynchronousTestCase):
+    """
+    Offers are signed with PyNaCl (libsodium); ed25519 signatures are
+    deterministic, so they must be byte for byte what the C{cryptography}
+    library makes of the same canonical JSON, and verify there too.
+    """
+
+    def test_signatureMatchesCryptography(self):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        seed = bytes(range(32))
+        offer, key = makeOffer(SigningKey(seed))
+        theirs = Ed25519PrivateKey.from_private_bytes(seed)
+        body = canonicalJSON({k: v for k, v in offer.items() if k != "signature"})
+        self.assertEqual(protocol._unb64(offer["signature"], 64), theirs.sign(body))
+        theirs.public_key().verify(protocol._unb64(offer["signature"], 64), body)

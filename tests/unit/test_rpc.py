@@ -13,7 +13,8 @@ from twisted.trial.unittest import TestCase
 from txjsonrpc_ng.jsonrpc import BaseSubhandler
 
 from mnigs import protocol
-from mnigs.rpc import JSONRPCResource, RPCClient, RPCTimeout, RPCTransportError, makeSite
+from mnigs.rpc.client import RPCClient, RPCTimeout, RPCTransportError
+from mnigs.rpc.server import JSONRPCResource, makeSite
 
 
 class Echo(BaseSubhandler):

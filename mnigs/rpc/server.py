@@ -1,8 +1,7 @@
 """
-JSON-RPC 2.0 over HTTP, on txjsonrpc-ng, with what the library lacks and
-mnigs needs, all in this one module:
+The JSON-RPC 2.0 server side of mnigs, on txjsonrpc-ng, with what the
+library lacks and mnigs needs (the client side is L{mnigs.rpc.client}):
 
-Server side
  - L{JSONRPCResource} answers every well-formed POST with a JSON-RPC 2.0
    object (txjsonrpc-ng answers unparsable JSON with its pre-1.0 "fault"
    shape, and maps exceptions to 8002 with their repr); no JSONP, no
@@ -11,12 +10,6 @@ Server side
    Content-Length (or the chunked body so far) says so, without reading
    the rest.
  - L{makeSite} caps open connections and times idle ones out.
-
-Client side
- - L{RPCClient} calls with a timeout that really cancels the HTTP request
-   (and its connection attempt), reads at most a bounded answer, sends
-   named params as an object (also when empty), and turns errors into
-   L{RPCError} / L{RPCTimeout} / L{RPCTransportError}.  IPv6 literals work.
 """
 
 from __future__ import annotations
@@ -26,17 +19,11 @@ import json
 from dataclasses import dataclass
 
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.web import server
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
-from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
 from txjsonrpc_ng import jsonrpclib
-from txjsonrpc_ng.web.jsonrpc import JSONRPC, QueryFactory
+from txjsonrpc_ng.web.jsonrpc import JSONRPC
 
 from mnigs.protocol import (
     INTERNAL_ERROR,
@@ -50,8 +37,6 @@ from mnigs.protocol import (
 )
 
 log = Logger()
-
-MAX_RESPONSE_BYTES = 256 * 1024
 
 
 def _errorBody(code: int, message: str, id=None) -> bytes:
@@ -257,164 +242,3 @@ class _ConnectionCap(WrappingFactory):
         if len(self.protocols) >= self.limit:
             return None  # closes the connection at once
         return super().buildProtocol(addr)
-
-
-# -- client ------------------------------------------------------------
-
-class RPCTimeout(Exception):
-    pass
-
-
-class RPCTransportError(Exception):
-    pass
-
-
-class _BoundedBody(Protocol):
-    def __init__(self, finished, limit):
-        self.finished = finished
-        self.limit = limit
-        self.parts = []
-        self.size = 0
-
-    def dataReceived(self, data):
-        self.size += len(data)
-        if self.size > self.limit:
-            self.transport.stopProducing()
-            if not self.finished.called:
-                self.finished.errback(RPCTransportError(f"answer over {self.limit} bytes"))
-            return
-        self.parts.append(data)
-
-    def connectionLost(self, reason):
-        if self.finished.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(b"".join(self.parts))
-        else:
-            self.finished.errback(reason)
-
-
-class _QueryFactory(QueryFactory):
-    """
-    txjsonrpc-ng's query, made cancellable (cancelling stops the HTTP
-    request and its connection attempt) and bounded in what it reads.
-    """
-
-    maxResponse = MAX_RESPONSE_BYTES
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._request = None
-        self.deferred = defer.Deferred(self._cancel)
-
-    def _cancel(self, _):
-        self.deferred = None
-        if self._request is not None:
-            self._request.cancel()
-
-    def _makeRequest(self):
-        self._request = super()._makeRequest()
-        return self._request
-
-    def _handleResponse(self, response):
-        finished = defer.Deferred()
-        response.deliverBody(_BoundedBody(finished, self.maxResponse))
-        finished.addCallback(self._parse, response.code)
-        finished.addErrback(self._handleError)
-        return finished
-
-    def _parse(self, body, code):
-        if self.deferred is None:
-            return
-        d, self.deferred = self.deferred, None
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            d.errback(RPCTransportError(f"HTTP {code}: the answer is not JSON"))
-            return
-        if not isinstance(answer, dict):
-            d.errback(RPCTransportError(f"HTTP {code}: the answer is not a JSON-RPC object"))
-            return
-        error = answer.get("error")
-        if error is not None:
-            if isinstance(error, dict) and type(error.get("code")) is int:
-                d.errback(RPCError(error["code"], str(error.get("message", ""))[:256]))
-            else:
-                d.errback(RPCTransportError("malformed JSON-RPC error"))
-            return
-        if "result" not in answer:
-            d.errback(RPCTransportError(f"HTTP {code}: no result in the answer"))
-            return
-        d.callback(answer["result"])
-
-    def _handleError(self, failure):
-        if self.deferred is not None:
-            d, self.deferred = self.deferred, None
-            if failure.check(RPCTransportError, RPCError):
-                d.errback(failure)
-            else:
-                d.errback(RPCTransportError(failure.getErrorMessage() or failure.type.__name__))
-
-
-@implementer(IAgentEndpointFactory)
-class _LiteralEndpoints:
-    def __init__(self, reactor, timeout):
-        self.reactor = reactor
-        self.timeout = timeout
-
-    def endpointForURI(self, uri):
-        address = ipaddress.ip_address(uri.host.decode("ascii").strip("[]"))
-        kind = TCP6ClientEndpoint if address.version == 6 else TCP4ClientEndpoint
-        return kind(self.reactor, str(address), uri.port, timeout=self.timeout)
-
-
-class _QuietHTTPFactory(_HTTP11ClientFactory):
-    # A factory per connection; thousands during a scan: no log line each.
-    noisy = False
-
-
-def rpcURL(host, port: int) -> str:
-    address = ipaddress.ip_address(host)
-    netloc = f"[{address}]" if address.version == 6 else str(address)
-    return f"http://{netloc}:{port}{RPC_PATH.decode()}"
-
-
-class RPCClient:
-    """
-    Calls mnigs JSON-RPC methods.  One per daemon; it keeps a connection
-    pool for keep-alive.
-    """
-
-    def __init__(self, reactor, timeout: float = 5.0, persistent: bool = True):
-        self.reactor = reactor
-        self.timeout = timeout
-        self.pool = HTTPConnectionPool(reactor, persistent=persistent)
-        self.pool._factory = _QuietHTTPFactory
-        self.pool.maxPersistentPerHost = 2
-        self.pool.retryAutomatically = False
-        # mnigs only ever calls IP literals: connect to them directly.
-        # Agent's default path sends even a literal through a threaded
-        # getaddrinfo, a thread-pool call per candidate during a scan.
-        self.agent = Agent.usingEndpointFactory(reactor, _LiteralEndpoints(reactor, timeout),
-                                                pool=self.pool)
-
-    def call(self, host, port: int, method: str, params: dict | None = None, timeout: float | None = None):
-        # Proxy.callRemote takes params as keyword arguments, so a param
-        # called "method" (gateway.register has one) cannot pass through it:
-        # build txjsonrpc-ng's query directly.
-        query = _QueryFactory(self.agent, rpcURL(host, port), method, None, None,
-                              jsonrpclib.VERSION_2, False)
-        query.payload = json.dumps({"jsonrpc": "2.0", "method": method,
-                                    "params": params or {}, "id": query.id})
-        query._makeRequest()
-        d = query.deferred
-        limit = self.timeout if timeout is None else timeout
-        d.addTimeout(limit, self.reactor, onTimeoutCancel=lambda result, t: _timedOut(method, host, t))
-        return d
-
-    def close(self):
-        return self.pool.closeCachedConnections()
-
-
-def _timedOut(method, host, timeout):
-    raise RPCTimeout(f"{method} to {host}: no answer within {timeout} s")
