@@ -38,9 +38,10 @@ runs it alone, --yggdrasil no skips it).
 all_found_s is the median over the worst-order runs.  --compare-direct
 adds runs with a suggested RPCClient change (IP literals connected
 directly, no thread-pool getaddrinfo), reported apart as *_direct;
---concurrency N is a what-if for the discovery.concurrency default.
+--concurrency N is a what-if for the discovery.concurrency default;
+--idle-only measures the idle RSS alone (and prints only those figures).
 
-    cd /work/main && PYTHONPATH=/work/main /tmp/venv/bin/python bench/discovery.py [--repeats 3]
+    cd /work/main && PYTHONPATH=/work/main .venv/bin/python bench/discovery.py [--repeats 3]
 """
 
 import argparse

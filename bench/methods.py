@@ -29,7 +29,7 @@ both daemons' logs: "Peer Connection Initiated" before or after
 Progress on stderr; the last line of stdout is one JSON object:
 {"wireguard_s": .., "openvpn_s": .., "softether_s": .., ...runs...}
 
-    cd /work/main && PYTHONPATH=/work/main /tmp/venv/bin/python bench/methods.py [--runs 5]
+    cd /work/main && PYTHONPATH=/work/main .venv/bin/python bench/methods.py [--runs 5]
 """
 
 import argparse
