@@ -9,7 +9,9 @@ library lacks and mnigs needs (the client side is L{mnigs.rpc.client}):
  - L{LimitedRequest} refuses bodies over 64 KiB with 413 as soon as the
    Content-Length (or the chunked body so far) says so, without reading
    the rest.
- - L{makeSite} caps open connections and times idle ones out.
+ - L{makeSite} caps open connections, times idle ones out, and gives each
+   request a deadline to arrive whole: trickling a byte now and then
+   (slow loris) resets twisted.web's idle timeout but not the deadline.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web import server
 from txjsonrpc_ng import jsonrpclib
 from txjsonrpc_ng.web.jsonrpc import JSONRPC
@@ -196,7 +198,19 @@ class LimitedRequest(server.Request):
     def requestReceived(self, command, path, version):
         if self._refused:
             return
+        self._tellConnection("requestArrived")
         super().requestReceived(command, path, version)
+
+    def finish(self):
+        # Before finishing: finishing hands a pipelined next request to
+        # the channel, which may arrive (and disarm) at once.
+        self._tellConnection("responseFinished")
+        super().finish()
+
+    def _tellConnection(self, what):
+        # The channel's transport is the L{_Deadline} wrapper when the
+        # request came through L{makeSite}.
+        getattr(getattr(self.channel, "transport", None), what, lambda: None)()
 
     def _refuse(self):
         self._refused = True
@@ -210,8 +224,10 @@ class LimitedRequest(server.Request):
 
 def makeSite(resource, reactor, maxConnections=512, idleTimeout=30.0):
     """
-    The listening factory: a Site with L{LimitedRequest}, an idle timeout
-    and a cap on open connections (the ones over it are closed at once).
+    The listening factory: a Site with L{LimitedRequest}, an idle timeout,
+    a cap on open connections (the ones over it are closed at once), and
+    a deadline of C{idleTimeout} seconds for each request to arrive whole,
+    counted from the connection's start or the previous answer.
     """
     try:
         # JSON-RPC bodies are never forms: do not let twisted.web parse
@@ -228,15 +244,51 @@ def makeSite(resource, reactor, maxConnections=512, idleTimeout=30.0):
     # No access log: at thousands of probes a second it would be most of
     # the daemon's work and disk writes.
     site.log = lambda request: None
-    return _ConnectionCap(site, maxConnections)
+    return _ConnectionCap(site, maxConnections, reactor, idleTimeout)
+
+
+class _Deadline(ProtocolWrapper):
+    """
+    Aborts a connection whose request has not fully arrived within the
+    deadline.  Armed when the connection opens and again after each
+    answer; disarmed while a complete request is being answered.
+    """
+
+    _timer = None
+
+    def makeConnection(self, transport):
+        super().makeConnection(transport)
+        self.responseFinished()
+
+    def requestArrived(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def responseFinished(self):
+        if self._timer is None and not self.disconnecting:
+            self._timer = self.factory.reactor.callLater(self.factory.deadline, self._expired)
+
+    def _expired(self):
+        self._timer = None
+        log.debug("request from {peer} not complete within {deadline} s: closing",
+                  peer=self.getPeer(), deadline=self.factory.deadline)
+        self.abortConnection()
+
+    def connectionLost(self, reason):
+        self.requestArrived()
+        super().connectionLost(reason)
 
 
 class _ConnectionCap(WrappingFactory):
     noisy = False
+    protocol = _Deadline
 
-    def __init__(self, wrappedFactory, limit):
+    def __init__(self, wrappedFactory, limit, reactor, deadline):
         super().__init__(wrappedFactory)
         self.limit = limit
+        self.reactor = reactor
+        self.deadline = deadline
 
     def buildProtocol(self, addr):
         if len(self.protocols) >= self.limit:

@@ -21,6 +21,11 @@ class Registry:
         self.methods = methods
         self.committer = committer
         self.hooks = hooks
+        # One registration at a time per (client, method): a second one
+        # for the same pair waits until the first has answered, so a
+        # retry that overlaps a slow grant or revoke sees the finished
+        # lease instead of racing it into the book.
+        self._locks: dict[tuple[str, str], defer.DeferredLock] = {}
 
     def startMethods(self):
         """
@@ -42,8 +47,21 @@ class Registry:
             raise RPCError(METHOD_UNAVAILABLE, f"method {name!r} is not offered here")
         return method
 
-    @defer.inlineCallbacks
     def register(self, request, clientHost: str, localHost: str):
+        key = (request.clientId, request.method)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = defer.DeferredLock()
+
+        def forget(result):
+            if not (lock.locked or lock.waiting) and self._locks.get(key) is lock:
+                del self._locks[key]
+            return result
+
+        return lock.run(self._register, request, clientHost, localHost).addBoth(forget)
+
+    @defer.inlineCallbacks
+    def _register(self, request, clientHost: str, localHost: str):
         method = self._method(request.method)
         params = method.checkParams(request.params)
         method.checkClient(clientHost, localHost)

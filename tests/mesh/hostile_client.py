@@ -294,6 +294,29 @@ class Attacker:
         result["elapsed"] = time.monotonic() - started
         return result
 
+    def trickle(self, interval):
+        """
+        Slow loris: a whole, valid request sent one byte every C{interval}
+        seconds (each byte resets an idle timeout), until the server
+        answers or closes.
+        """
+        started = time.monotonic()
+        request = post(rpcBody("gateway.info"))
+        sent = 0
+        with connect(self.host, self.port, timeout=60) as sock:
+            while sent < len(request) and time.monotonic() < started + 120:
+                try:
+                    sock.sendall(request[sent:sent + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += 1
+                readable, _, _ = select.select([sock], [], [], interval)
+                if readable:
+                    break
+            result = readResponse(sock, time.monotonic() + 5)
+        result.update(elapsed=time.monotonic() - started, sent=sent, length=len(request))
+        return result
+
     def open(self, n, kind):
         opened = []
         for i in range(n):
@@ -356,6 +379,7 @@ def main(argv):
                 "cases": attacker.cases,
                 "bigbody": lambda mb: attacker.bigbody(float(mb)),
                 "liar": lambda length, sent: attacker.liar(int(length), int(sent)),
+                "trickle": lambda interval: attacker.trickle(float(interval)),
                 "open": lambda n, kind: attacker.open(int(n), kind),
                 "status": attacker.status,
                 "probe": lambda k: attacker.probe(int(k)),

@@ -240,6 +240,21 @@ class HostileInputTests(TestCase):
         self.assertGreater(answer["elapsed"], 1.5, answer)
         self.assertLess(answer["elapsed"], 2.0 + 5.0, answer)
 
+    def test_trickledRequestIsCutAtTheDeadline(self):
+        """
+        Slow loris: a valid request sent a byte every half second resets
+        twisted.web's idle timeout with every byte, but the request must
+        be whole within C{idle_timeout} of the connection opening: it is
+        cut there, unanswered.
+        """
+        self.startGateway(rpc={"idle_timeout": 2.0})
+        answer = self.attack("trickle", 0.5)
+        self.assertTrue(answer["closed"], answer)
+        self.assertEqual(answer["raw_bytes"], 0, answer)
+        self.assertLess(answer["sent"], answer["length"], answer)
+        self.assertGreater(answer["elapsed"], 1.5, answer)
+        self.assertLess(answer["elapsed"], 2.0 + 5.0, answer)
+
     def test_heldConnectionsStarveNothingAndMemoryStaysBounded(self):
         """
         200 connections held open (sending nothing, or half a request)

@@ -26,6 +26,7 @@ class RecordingMethod:
     def __init__(self, events, failGrant=False):
         self.events = events
         self.failGrant = failGrant
+        self.slowRevokes = None  # a list: revoke hands out Deferreds the test fires
 
     def offerEntry(self, localHost):
         return {"type": self.name}
@@ -57,6 +58,9 @@ class RecordingMethod:
 
     def revoke(self, lease):
         self.events.append(("revoke", lease.clientId, lease.config["address"]))
+        if self.slowRevokes is not None:
+            self.slowRevokes.append(defer.Deferred())
+            return self.slowRevokes[-1]
 
     def stop(self):
         self.events.append(("stop",))
@@ -146,6 +150,42 @@ class RegistryTests(SynchronousTestCase):
         second = self.successResultOf(self.register(request(key="b")))["lease"]
         self.assertEqual(first["id"], second["id"])
         self.assertEqual([e[0] for e in self.events], ["grant", "save", "hook", "revoke", "grant", "save", "hook"])
+
+    def test_overlappingReRegistrationsTakeTurns(self):
+        """
+        A client that retries while its re-registration is still revoking
+        the old grant gets the same lease, not an internal error from two
+        drafts racing into the book.
+        """
+        first = self.successResultOf(self.register(request(key="a")))["lease"]
+        self.method.slowRevokes = []
+        b = self.register(request(key="b"))
+        c = self.register(request(key="c"))
+        self.assertNoResult(b)
+        self.assertNoResult(c)
+        self.assertEqual(len(self.method.slowRevokes), 1)  # c waits its turn
+        self.method.slowRevokes[0].callback(None)
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(b)["lease"]["id"], first["id"])
+        self.assertEqual(len(self.method.slowRevokes), 2)  # now c revokes b's grant
+        self.method.slowRevokes[1].callback(None)
+        self.clock.advance(0)
+        third = self.successResultOf(c)["lease"]
+        self.assertEqual(third["id"], first["id"])
+        self.assertEqual(len(self.book), 1)
+        self.assertEqual(self.book.find("c1", "fake").params, {"key": "c"})
+        self.assertEqual(self.registry._locks, {})
+
+    def test_otherClientsDoNotWait(self):
+        self.successResultOf(self.register(request(key="a")))
+        self.method.slowRevokes = []
+        b = self.register(request(key="b"))
+        other = self.register(request("c2"))
+        self.assertNoResult(b)
+        self.successResultOf(other)
+        self.method.slowRevokes[0].callback(None)
+        self.clock.advance(0)
+        self.successResultOf(b)
 
     def test_full(self):
         for n in range(3):

@@ -8,8 +8,13 @@ import json
 import socket
 
 from twisted.internet import defer, reactor, threads
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txjsonrpc_ng.jsonrpc import BaseSubhandler
 
 from mnigs import protocol
@@ -175,6 +180,61 @@ class ServerAnswersTests(TestCase):
         body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(3)) + b"0\r\n\r\n"
         status, _ = yield self.post(body, headers=b"Transfer-Encoding: chunked\r\n", length=False)
         self.assertEqual(status, 413)
+
+
+class RequestDeadlineTests(SynchronousTestCase):
+    """
+    The per-request deadline, on a Clock and an in-memory transport: a
+    client trickling bytes (which resets twisted.web's idle timeout every
+    time) is still cut when its request is not whole by the deadline.
+    """
+
+    request = (b'POST /mnigs/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 62\r\n\r\n'
+               b'{"jsonrpc":"2.0","method":"test.echo","params":{},"id":1}     ')
+
+    def setUp(self):
+        self.clock = Clock()
+        resource = JSONRPCResource()
+        resource.putSubHandler("test", Echo())
+        site = makeSite(resource, self.clock, 512, 30)
+        self.proto = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 4000))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 4000),
+                                         hostAddress=IPv4Address("TCP", "10.0.0.254", 8150))
+        self.proto.makeConnection(self.transport)
+
+    def trickle(self, data, every):
+        for byte in data:
+            self.proto.dataReceived(bytes([byte]))
+            self.clock.advance(every)
+            if self.transport.disconnected:
+                return
+
+    def test_trickledRequestIsCutAtTheDeadline(self):
+        self.trickle(self.request, 10)
+        self.assertTrue(self.transport.disconnected)
+        self.assertEqual(self.clock.seconds(), 30)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_promptRequestsOnOneConnectionEachGetTheirOwnDeadline(self):
+        for n in range(3):
+            self.clock.advance(20)
+            self.proto.dataReceived(self.request)
+            self.assertIn(b'"result"', self.transport.value())
+            self.transport.clear()
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_noDeadlineWhileTheAnswerIsBeingWorkedOut(self):
+        slow = self.request.replace(b"test.echo", b"test.slow")
+        self.proto.dataReceived(slow)
+        self.clock.advance(300)
+        self.assertFalse(self.transport.disconnected)
+
+    def test_closedConnectionLeavesNoTimer(self):
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ClientTests(TestCase):
