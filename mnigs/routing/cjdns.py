@@ -25,26 +25,20 @@ The whole walk has a time budget; when it runs out, what was found so far
 is the answer, still nearest first.  Answers that do not parse are
 skipped, entry by entry.
 
-Watching polls NodeStore_dumpTable and reports when it changes.
+Watching polls NodeStore_dumpTable (L{mnigs.routing.polling.PollingWatch})
+and reports when it changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from automat import TypeMachineBuilder
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from mnigs.interfaces import IRouteSource
-from mnigs.routing.changes import ChangeNotifier
 from mnigs.routing.cjdnswalk import MeshWalk, entries
-
-log = Logger()
+from mnigs.routing.polling import PollingWatch
 
 
 @implementer(IRouteSource)
@@ -75,10 +69,14 @@ class CjdnsRouteSource:
                         askRouteLabel=self.askRouteLabel)
         return walk.run()
 
-    def watch(self, onChange: Callable[[], object]) -> CjdnsWatch:
-        watcher = CjdnsWatch(self.reactor, self.admin, onChange, self.pollInterval, self.debounce)
+    def watch(self, onChange: Callable[[], object]) -> PollingWatch:
+        watcher = PollingWatch(self.reactor, self._look, onChange, self.pollInterval,
+                               self.debounce, name=self.name)
         watcher.start()
         return watcher
+
+    def _look(self) -> Deferred:
+        return self.admin.callPaged("NodeStore_dumpTable").addCallback(tableSnapshot)
 
 
 def tableSnapshot(pages) -> frozenset:
@@ -89,90 +87,3 @@ def tableSnapshot(pages) -> frozenset:
             if isinstance(entry, dict):
                 rows.add((entry.get("addr"), entry.get("path")))
     return frozenset(rows)
-
-
-class _WatchInputs(Protocol):
-    def start(self) -> None:
-        "Begin polling."
-
-    def stop(self) -> None:
-        "Stop for good."
-
-
-@dataclass
-class _WatchCore:
-    reactor: object
-    admin: object
-    notifier: ChangeNotifier
-    interval: float
-    latest: frozenset | None = None
-    inflight: set = field(default_factory=set)
-
-
-def _poll(core: _WatchCore) -> None:
-    if core.inflight:
-        return  # the previous look is still going
-    d = core.admin.callPaged("NodeStore_dumpTable")
-    core.inflight.add(d)
-
-    def got(pages):
-        core.latest = tableSnapshot(pages)
-        core.notifier.poke()
-
-    def failed(failure):
-        if not failure.check(CancelledError):
-            log.warn("cjdns watch: {error}", error=failure.getErrorMessage())
-
-    d.addCallbacks(got, failed).addBoth(lambda _: core.inflight.discard(d))
-
-
-def _startPolling(inputs: _WatchInputs, core: _WatchCore) -> LoopingCall:
-    poll = LoopingCall(_poll, core)
-    poll.clock = core.reactor
-    poll.start(core.interval, now=True)
-    return poll
-
-
-def _buildWatchMachine():
-    machine = TypeMachineBuilder(_WatchInputs, _WatchCore)
-    idle = machine.state("idle")
-    polling = machine.state("polling", _startPolling)
-    stopped = machine.state("stopped")
-
-    idle.upon(_WatchInputs.start).to(polling).returns(None)
-    idle.upon(_WatchInputs.stop).to(stopped).returns(None)
-    stopped.upon(_WatchInputs.stop).loop().returns(None)
-
-    @polling.upon(_WatchInputs.stop).to(stopped)
-    def pollStop(inputs: _WatchInputs, core: _WatchCore, poll: LoopingCall) -> None:
-        poll.stop()
-        core.notifier.cancel()
-        for d in list(core.inflight):
-            d.cancel()
-
-    return machine.build()
-
-
-_WatchMachine = _buildWatchMachine()
-
-
-class CjdnsWatch:
-    """
-    Calls C{onChange()} when the node's NodeStore (dumpTable) has changed
-    since the watch started or last reported; changes within C{debounce}
-    seconds of the first are reported once.
-
-    A machine: C{idle} --start--> C{polling} --stop--> C{stopped}.
-    """
-
-    def __init__(self, reactor, admin, onChange, interval: float = 30.0, debounce: float = 1.0):
-        core = _WatchCore(reactor, admin, None, interval)
-        core.notifier = ChangeNotifier(reactor, lambda: core.latest, onChange, delay=debounce)
-        self._machine = _WatchMachine(core)
-
-    def start(self) -> None:
-        self._machine.start()
-
-    def stop(self) -> Deferred:
-        self._machine.stop()
-        return succeed(None)

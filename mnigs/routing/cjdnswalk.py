@@ -7,12 +7,10 @@ L{mnigs.routing.cjdns.CjdnsRouteSource} (which says how it goes).
 from __future__ import annotations
 
 import ipaddress
-from collections import deque
 from dataclasses import dataclass
 
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from mnigs.cjdns.admin import CjdnsError
 from mnigs.cjdns.names import (
@@ -25,6 +23,7 @@ from mnigs.cjdns.names import (
     splice,
 )
 from mnigs.client.candidates import Candidate, mergeCandidates
+from mnigs.routing.walk import LevelWalk
 
 log = Logger()
 
@@ -49,86 +48,28 @@ def entries(answer, key: str) -> list:
     return found[:MAX_ENTRIES] if isinstance(found, list) else []
 
 
-class MeshWalk:
+class MeshWalk(LevelWalk):
     """
-    One walk of the mesh; L{run} fires with the candidates.
+    One walk of the mesh (L{LevelWalk}); L{run} fires with the candidates.
     """
+
+    name = "cjdns"
+    adminError = CjdnsError
 
     def __init__(self, reactor, admin, budget: float, concurrency: int, source: str,
                  askRouteLabel: bool = True, maxPeerPages: int = 8) -> None:
-        self.reactor = reactor
-        self.admin = admin
-        self.budget = budget
-        self.concurrency = max(1, concurrency)
-        self.source = source
+        super().__init__(reactor, admin, budget, concurrency, source)
         self.askRouteLabel = askRouteLabel
         self.maxPeerPages = maxPeerPages
         self.found: dict = {}  # ip -> _Found, by BFS
         self.guessed: dict = {}  # ip -> hops guessed from a dumpTable label
         self.storeLabels: set[int] = set()  # labels the node's NodeStore knows
         self.own = set()
-        self.skipped = 0
-        self._inflight: set[Deferred] = set()
-        self._deadline = None
-
-    def run(self) -> Deferred:
-        """
-        Walk; fires with the candidates found within the budget.
-        Cancelling it stops the walk at once.
-        """
-        self._deadline = self.reactor.callLater(self.budget, self._timeUp)
-        result = Deferred(self._cancelled)
-
-        def deliver(outcome):
-            if not result.called:  # not cancelled
-                if isinstance(outcome, Failure):
-                    result.errback(outcome)
-                else:
-                    result.callback(outcome)
-
-        self._walk().addBoth(deliver)
-        return result
-
-    def _cancelled(self, result: Deferred) -> None:
-        result.errback(CancelledError())  # first: what is found by now is not the answer
-        self._stop()
-
-    def _stop(self) -> None:
-        if self._deadline.active():
-            self._deadline.cancel()
-        self._timeUp()
-
-    @inlineCallbacks
-    def _walk(self):
-        try:
-            frontier = yield self._seed()
-            hops = 1
-            while frontier and self._deadline.active():
-                frontier = yield self._level(frontier, hops)
-                hops += 1
-        finally:
-            if self._deadline.active():
-                self._deadline.cancel()
-        if self.skipped:
-            log.info("cjdns walk skipped {count} unusable answer entries", count=self.skipped)
-        return self.candidates()
 
     def candidates(self) -> list[Candidate]:
         byWalk = [Candidate(ip, float(f.hops), self.source) for ip, f in self.found.items()]
         byLabel = [Candidate(ip, float(hops), self.source) for ip, hops in self.guessed.items()]
         return [c for c in mergeCandidates([byWalk, byLabel]) if c.address not in self.own]
-
-    def _timeUp(self) -> None:
-        for d in list(self._inflight):
-            d.cancel()
-
-    def _track(self, d: Deferred) -> Deferred:
-        self._inflight.add(d)
-        return d.addBoth(self._untrack, d)
-
-    def _untrack(self, result, d):
-        self._inflight.discard(d)
-        return result
 
     def _parse(self, text) -> NodeAddress | None:
         try:
@@ -179,46 +120,12 @@ class MeshWalk:
         self.found.update(frontier)
         return list(frontier.values())
 
-    @inlineCallbacks
-    def _quietly(self, d, errors: list):
-        try:
-            result = yield d
-        except CancelledError:
-            return None
-        except CjdnsError as e:
-            log.warn("cjdns walk: {error}", error=str(e))
-            errors.append(e)
-            return None
-        return result
+    def _settle(self, nextLevel: dict, hops: int) -> list[_Found]:
+        self.found.update(nextLevel)
+        return list(nextLevel.values())
 
-    def _level(self, frontier: list[_Found], hops: int) -> Deferred:
-        """
-        Ask every node of C{frontier} for its peers, C{concurrency} at a
-        time; fires with the next level once all are done or time is up.
-        """
-        done = Deferred(lambda _: self._timeUp())
-        queue = deque(frontier)
-        nextLevel: dict = {}
-
-        def launch():
-            while queue and len(self._inflight) < self.concurrency and self._deadline.active():
-                node = queue.popleft()
-                d = self._track(self._visit(node, hops, nextLevel))
-                d.addErrback(self._visitFailed, node).addBoth(lambda _: launch())
-            if not self._inflight and not done.called:
-                self.found.update(nextLevel)
-                done.callback(list(nextLevel.values()))
-
-        launch()
-        return done
-
-    def _visitFailed(self, failure, node: _Found) -> None:
-        if failure.check(CancelledError):
-            return
-        if failure.check(CjdnsError):
-            log.info("cjdns walk: {node}: {error}", node=str(node.address.ip), error=str(failure.value))
-        else:
-            log.failure("cjdns walk: visiting {node} failed", failure, node=str(node.address.ip))
+    def _where(self, node: _Found) -> str:
+        return str(node.address.ip)
 
     @inlineCallbacks
     def _visit(self, node: _Found, hops: int, nextLevel: dict):

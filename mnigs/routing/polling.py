@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_yggdrasil.test_routing -*-
+# -*- test-case-name: tests.unit.test_yggdrasil.test_routing,tests.unit.test_cjdns.test_routing -*-
 """
 Watching a route source that can only be asked, not subscribed to (an
 overlay daemon's admin socket): look every C{interval} seconds, and report

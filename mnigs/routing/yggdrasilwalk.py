@@ -6,13 +6,11 @@ L{mnigs.routing.yggdrasil.YggdrasilRouteSource} (which says how it goes).
 
 from __future__ import annotations
 
-from collections import deque
-
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from mnigs.client.candidates import Candidate, sortCandidates
+from mnigs.routing.walk import LevelWalk
 from mnigs.yggdrasil.admin import YggdrasilError
 from mnigs.yggdrasil.answers import (
     AnswerError,
@@ -30,22 +28,21 @@ log = Logger()
 MAX_NODES = 20000
 
 
-class OverlayWalk:
+class OverlayWalk(LevelWalk):
     """
-    One breadth-first walk; L{run} fires with the candidates.
+    One breadth-first walk (L{LevelWalk}); L{run} fires with the candidates.
 
     @ivar found: key -> (node, hops) for every node the walk reached.
     @ivar asked: debug_remoteGetPeers calls sent; C{answered} of them
         usable.
     """
 
+    name = "yggdrasil"
+    adminError = YggdrasilError
+
     def __init__(self, reactor, admin, budget: float, concurrency: int, source: str,
                  maxNodes: int = MAX_NODES) -> None:
-        self.reactor = reactor
-        self.admin = admin
-        self.budget = budget
-        self.concurrency = max(1, concurrency)
-        self.source = source
+        super().__init__(reactor, admin, budget, concurrency, source)
         self.maxNodes = maxNodes
         self.own: OverlayNode | None = None
         self.found: dict[str, tuple[OverlayNode, int]] = {}
@@ -53,61 +50,6 @@ class OverlayWalk:
         self.known: dict = {}  # address -> node, from getDHT / getSessions
         self.asked = 0
         self.answered = 0
-        self.skipped = 0
-        self._inflight: set[Deferred] = set()
-        self._deadline = None
-
-    def run(self) -> Deferred:
-        """
-        Walk; fires with the candidates found within the budget, nearest
-        first.  Cancelling it stops the walk at once.
-        """
-        self._deadline = self.reactor.callLater(self.budget, self._timeUp)
-        result = Deferred(self._cancelled)
-
-        def deliver(outcome):
-            if not result.called:  # not cancelled
-                if isinstance(outcome, Failure):
-                    result.errback(outcome)
-                else:
-                    result.callback(outcome)
-
-        self._walk().addBoth(deliver)
-        return result
-
-    def _cancelled(self, result: Deferred) -> None:
-        result.errback(CancelledError())  # first: what is found by now is not the answer
-        if self._deadline.active():
-            self._deadline.cancel()
-        self._timeUp()
-
-    def _timeUp(self) -> None:
-        for d in list(self._inflight):
-            d.cancel()
-
-    def _track(self, d: Deferred) -> Deferred:
-        self._inflight.add(d)
-
-        def untrack(result):
-            self._inflight.discard(d)
-            return result
-
-        return d.addBoth(untrack)
-
-    @inlineCallbacks
-    def _walk(self):
-        try:
-            frontier = yield self._seed()
-            hops = 1
-            while frontier and self._deadline.active():
-                frontier = yield self._level(frontier, hops)
-                hops += 1
-        finally:
-            if self._deadline.active():
-                self._deadline.cancel()
-        if self.skipped:
-            log.info("yggdrasil walk skipped {count} unusable answer entries", count=self.skipped)
-        return self.candidates()
 
     def candidates(self) -> list[Candidate]:
         """
@@ -125,18 +67,6 @@ class OverlayWalk:
                               for distances in (walked, pathed, beyond)
                               for address, hops in distances.items() if address != own)
 
-    @inlineCallbacks
-    def _quietly(self, request: str, errors: list):
-        try:
-            response = yield self._track(self.admin.call(request))
-        except CancelledError:
-            return None
-        except YggdrasilError as e:
-            log.warn("yggdrasil walk: {error}", error=str(e))
-            errors.append(e)
-            return None
-        return response
-
     def _parsed(self, parse, response):
         if response is None:
             return []
@@ -151,7 +81,7 @@ class OverlayWalk:
     @inlineCallbacks
     def _seed(self):
         errors: list[YggdrasilError] = []
-        calls = [self._quietly(request, errors)
+        calls = [self._quietly(self._track(self.admin.call(request)), errors)
                  for request in ("getSelf", "getPeers", "getDHT", "getSessions", "getPaths")]
         selfAnswer = yield calls[0]
         if selfAnswer is None:
@@ -181,40 +111,16 @@ class OverlayWalk:
                 frontier.append(node)
         return frontier
 
-    def _level(self, frontier: list[OverlayNode], hops: int) -> Deferred:
-        """
-        Ask every node of C{frontier} (C{hops} away) for its peers,
-        C{concurrency} at a time; fires with the next level once all are
-        done or time is up.
-        """
-        done = Deferred(lambda _: self._timeUp())
-        queue = deque(frontier)
-        nextLevel: dict[str, OverlayNode] = {}
+    def _settle(self, nextLevel: dict, hops: int) -> list[OverlayNode]:
+        for key, node in nextLevel.items():
+            self.found[key] = (node, hops + 1)
+        return list(nextLevel.values())
 
-        def launch():
-            while queue and len(self._inflight) < self.concurrency and self._deadline.active():
-                node = queue.popleft()
-                d = self._track(self._visit(node, nextLevel))
-                d.addErrback(self._visitFailed, node).addBoth(lambda _: launch())
-            if not self._inflight and not done.called:
-                for key, node in nextLevel.items():
-                    self.found[key] = (node, hops + 1)
-                done.callback(list(nextLevel.values()))
-
-        launch()
-        return done
-
-    def _visitFailed(self, failure, node: OverlayNode) -> None:
-        if failure.check(CancelledError):
-            return
-        if failure.check(YggdrasilError):
-            log.info("yggdrasil walk: {node}: {error}", node=str(node.address),
-                     error=str(failure.value))
-        else:
-            log.failure("yggdrasil walk: visiting {node} failed", failure, node=str(node.address))
+    def _where(self, node: OverlayNode) -> str:
+        return str(node.address)
 
     @inlineCallbacks
-    def _visit(self, node: OverlayNode, nextLevel: dict):
+    def _visit(self, node: OverlayNode, hops: int, nextLevel: dict):
         self.asked += 1
         response = yield self.admin.call("debug_remoteGetPeers", key=node.key)
         try:
