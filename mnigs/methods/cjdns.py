@@ -38,6 +38,7 @@ from mnigs.cjdns.admin import CjdnsError
 from mnigs.cjdns.names import canonicalKey, ipForKey, isCjdnsAddress
 from mnigs.interfaces import IClientMethod, IGatewayMethod
 from mnigs.methods.forward import ConnectFailed, accessAddress
+from mnigs.methods.loss import Loss
 from mnigs.methods.wireguard import poolHosts
 from mnigs.protocol import GATEWAY_FULL, METHOD_UNAVAILABLE, RPCError, invalidParams
 
@@ -226,7 +227,7 @@ class CjdnsConnection:
         self.number = number
         self.address = address
         self.gatewayKey = gatewayKey
-        self._lost = []
+        self._loss = Loss()
         self._watch = LoopingCall(self._check)
         self._watch.clock = client.reactor
         self._watch.start(client.watchInterval, now=False)
@@ -234,17 +235,14 @@ class CjdnsConnection:
     def _check(self):
         if not self.client._hasAddress(self.address):
             self._watch.stop()
-            for d in self._lost:
-                d.callback(f"{self.address} left {self.client.tunInterface}")
-            self._lost = []
+            self._loss.happened(f"{self.address} left {self.client.tunInterface}")
 
     def whenLost(self):
-        d = defer.Deferred()
-        self._lost.append(d)
-        return d
+        return self._loss.when()
 
     @defer.inlineCallbacks
     def disconnect(self):
+        self._loss.end()
         if self._watch.running:
             self._watch.stop()
         self.client.routing.clear()

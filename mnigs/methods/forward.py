@@ -12,6 +12,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.methods.loss import Loss
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError, invalidParams
 
 
@@ -85,16 +86,15 @@ class ForwardConnection:
         self.routing = routing
         self.interface = interface
         self.gateway = gateway
-        self._lost = []
+        self._loss = Loss()  # plain forwarding has no daemon to die
 
     def disconnect(self):
+        self._loss.end()
         self.routing.clear()
         return defer.succeed(None)
 
     def whenLost(self):
-        d = defer.Deferred()
-        self._lost.append(d)  # plain forwarding has no daemon to die
-        return d
+        return self._loss.when()
 
     def describe(self):
         return {"interface": self.interface, "via": self.gateway}

@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from mnigs.interfaces import IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
+from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
 from mnigs.methods.wireguard import poolHosts
 from mnigs.openvpn import management as m
@@ -229,8 +230,7 @@ class OpenVPNConnection:
         self.bytesIn = 0
         self.bytesOut = 0
         self.tunnelAddress = None
-        self._lost = []
-        self._reason = None
+        self._loss = Loss()
 
     def event(self, event):
         if isinstance(event, m.ByteCount):
@@ -244,25 +244,14 @@ class OpenVPNConnection:
         self.lost(f"openvpn exited: {reason.getErrorMessage()}")
 
     def lost(self, reason):
-        if self._reason is not None:
-            return
-        self._reason = reason
-        waiting, self._lost = self._lost, []
-        for d in waiting:
-            d.callback(reason)
+        self._loss.happened(reason)
 
     def whenLost(self):
-        d = defer.Deferred(lambda d: self._lost.remove(d) if d in self._lost else None)
-        if self._reason is not None:
-            d.callback(self._reason)
-        else:
-            self._lost.append(d)
-        return d
+        return self._loss.when()
 
     @defer.inlineCallbacks
     def disconnect(self):
-        self._reason = self._reason or "disconnected"
-        self._lost = []
+        self._loss.end()
         self.routing.clear()
         try:
             yield self.daemon.stop()

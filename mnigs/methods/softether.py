@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from mnigs.interfaces import IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
+from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
 from mnigs.protocol import formatEndpoint, invalidParams, parseEndpoint
 from mnigs.softether.client import OFFLINE, VpnClient, nicInterface
@@ -199,8 +200,7 @@ class SoftEtherConnection:
         self.netlink = netlink
         self.ifname = ifname
         self.config = config
-        self._lost = []
-        self._reason = None
+        self._loss = Loss()
         self._carrier = LoopingCall(self._checkCarrier)
         self._carrier.clock = reactor
 
@@ -212,27 +212,15 @@ class SoftEtherConnection:
             self.lost(f"SoftEther session ended ({self.ifname} lost its carrier)")
 
     def lost(self, reason):
-        if self._reason is not None:
-            return
-        self._reason = reason
-        if self._carrier.running:
+        if self._loss.happened(reason) and self._carrier.running:
             self._carrier.stop()
-        waiting, self._lost = self._lost, []
-        for d in waiting:
-            d.callback(reason)
 
     def whenLost(self):
-        d = defer.Deferred(lambda d: self._lost.remove(d) if d in self._lost else None)
-        if self._reason is not None:
-            d.callback(self._reason)
-        else:
-            self._lost.append(d)
-        return d
+        return self._loss.when()
 
     @defer.inlineCallbacks
     def disconnect(self):
-        self._reason = self._reason or "disconnected"
-        self._lost = []
+        self._loss.end()
         if self._carrier.running:
             self._carrier.stop()
         self.routing.clear()

@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from mnigs.interfaces import IGatewayMethod
 from mnigs.methods.forward import accessAddress
+from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
 from mnigs.protocol import (
     METHOD_UNAVAILABLE,
@@ -210,25 +211,18 @@ class WireGuardConnection:
         self.device = device
         self.routing = routing
         self.config = config
-        self._lost = []
-        self._gone = False
+        self._loss = Loss()
         device.onDeath(self._died)
 
     def _died(self, reason):
-        if self._gone:
-            return
-        for d in self._lost:
-            d.callback(f"WireGuard daemon died: {reason.getErrorMessage()}")
-        self._lost = []
+        self._loss.happened(f"WireGuard daemon died: {reason.getErrorMessage()}")
 
     def whenLost(self):
-        d = defer.Deferred()
-        self._lost.append(d)
-        return d
+        return self._loss.when()
 
     @defer.inlineCallbacks
     def disconnect(self):
-        self._gone = True
+        self._loss.end()
         self.routing.clear()
         yield self.device.stop()
 
