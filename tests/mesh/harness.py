@@ -406,6 +406,25 @@ class Mesh:
                   message="babel routes between all nodes")
         return time.monotonic() - started
 
+    def gatewayWithThief(self):
+        """
+        The topology of the gateway-method tests, converged::
+
+            client --- r1 --- gw === internet
+                              |
+                              thief   (an unregistered node next to the gateway)
+
+        Returns the nodes (client, r1, gw, thief).
+        """
+        client, r1, gw, thief = (self.node(n) for n in ("client", "r1", "gw", "thief"))
+        self.link(client, r1)
+        self.link(r1, gw)
+        self.link(thief, gw)
+        self.internet(gw)
+        self.startBabel()
+        self.waitConverged()
+        return client, r1, gw, thief
+
     def destroy(self):
         """
         Kill every process, delete every namespace of this mesh and its

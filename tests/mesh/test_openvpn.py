@@ -108,15 +108,8 @@ class OpenVPNMesh(TestCase):
 
     def setUp(self):
         requireNamespaces(self, "babeld", "openvpn", "wireguard-go", "wg", "nft", "ping")
-        m = self.mesh = Mesh(self)
-        self.client, self.r1, self.gw, self.thief = (
-            m.node(n) for n in ("client", "r1", "gw", "thief"))
-        m.link(self.client, self.r1)
-        m.link(self.r1, self.gw)
-        m.link(self.thief, self.gw)
-        m.internet(self.gw)
-        m.startBabel()
-        m.waitConverged()
+        self.mesh = Mesh(self)
+        self.client, self.r1, self.gw, self.thief = self.mesh.gatewayWithThief()
 
     def startGateway(self, **overrides):
         overrides = {**gatewayOverrides(), **overrides}
