@@ -21,6 +21,8 @@ PROTOCOL_VERSION = 1
 RPC_PATH = b"/mnigs/v1"
 DEFAULT_PORT = 8150
 MAX_REQUEST_BYTES = 64 * 1024
+#: Seconds a server keeps an idle connection by default (rpc.idle_timeout).
+DEFAULT_IDLE_TIMEOUT = 30.0
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600

@@ -30,7 +30,7 @@ from zope.interface import implementer
 from txjsonrpc_ng import jsonrpclib
 from txjsonrpc_ng.jsonrpc import BaseQueryFactory
 
-from mnigs.protocol import RPC_PATH, RPCError
+from mnigs.protocol import DEFAULT_IDLE_TIMEOUT, RPC_PATH, RPCError
 
 MAX_RESPONSE_BYTES = 256 * 1024
 _HEADERS = {b"User-Agent": [b"mnigs"], b"Content-Type": [b"application/json"]}
@@ -185,6 +185,10 @@ def rpcURL(host, port: int) -> str:
     return f"http://{netloc}:{port}{RPC_PATH.decode()}"
 
 
+#: Seconds an idle keep-alive connection is kept for the next call.
+CACHED_CONNECTION_TIMEOUT = DEFAULT_IDLE_TIMEOUT * 2 / 3
+
+
 class RPCClient:
     """
     Calls mnigs JSON-RPC methods.  One per daemon; it keeps a connection
@@ -198,6 +202,10 @@ class RPCClient:
         self.pool._factory = _QuietHTTPFactory
         self.pool.maxPersistentPerHost = 2
         self.pool.retryAutomatically = False
+        # Let go of an idle connection before a server with the default
+        # idle timeout closes it: a call sent on a connection the server is
+        # closing at that moment would fail (POSTs are not retried).
+        self.pool.cachedConnectionTimeout = CACHED_CONNECTION_TIMEOUT
         # mnigs only ever calls IP literals: connect to them directly.
         # Agent's default path sends even a literal through a threaded
         # getaddrinfo, a thread-pool call per candidate during a scan.

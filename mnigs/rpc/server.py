@@ -28,6 +28,7 @@ from txjsonrpc_ng import jsonrpclib
 from txjsonrpc_ng.web.jsonrpc import JSONRPC
 
 from mnigs.protocol import (
+    DEFAULT_IDLE_TIMEOUT,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -222,7 +223,7 @@ class LimitedRequest(server.Request):
         self.channel.loseConnection()
 
 
-def makeSite(resource, reactor, maxConnections=512, idleTimeout=30.0):
+def makeSite(resource, reactor, maxConnections=512, idleTimeout=DEFAULT_IDLE_TIMEOUT):
     """
     The listening factory: a Site with L{LimitedRequest}, an idle timeout,
     a cap on open connections (the ones over it are closed at once), and

@@ -25,7 +25,7 @@ from mnigs.config import (
     text,
 )
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
-from mnigs.protocol import DEFAULT_PORT, MAX_LEASE_SECONDS
+from mnigs.protocol import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, MAX_LEASE_SECONDS
 
 
 def _amount(value):
@@ -64,7 +64,7 @@ SCHEMA = {
         "listen": Field(list, ["::"], addresses),
         "port": Field(int, DEFAULT_PORT, port),
         "max_connections": Field(int, 512, between(1, 65536)),
-        "idle_timeout": Field(float, 30.0, between(1, 3600)),
+        "idle_timeout": Field(float, DEFAULT_IDLE_TIMEOUT, between(1, 3600)),
         "rate_limit": Field(float, 20.0, between(0, 1e6)),
     },
     "mesh": {

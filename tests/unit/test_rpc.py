@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txjsonrpc_ng.jsonrpc import BaseSubhandler
 
 from mnigs import protocol
-from mnigs.rpc.client import RPCClient, RPCTimeout, RPCTransportError
+from mnigs.rpc.client import CACHED_CONNECTION_TIMEOUT, RPCClient, RPCTimeout, RPCTransportError
 from mnigs.rpc.server import JSONRPCResource, makeSite
 
 
@@ -241,6 +241,15 @@ class ClientTests(TestCase):
     def setUp(self):
         self.client = RPCClient(reactor, timeout=2)
         self.addCleanup(self.client.close)
+
+    def test_idleConnectionsAreLetGoBeforeTheServerClosesThem(self):
+        """
+        A call on a keep-alive connection that a server is closing for
+        idleness at that moment fails (POSTs are not retried): the client
+        drops idle connections before a default server would.
+        """
+        self.assertEqual(self.client.pool.cachedConnectionTimeout, CACHED_CONNECTION_TIMEOUT)
+        self.assertLess(CACHED_CONNECTION_TIMEOUT, protocol.DEFAULT_IDLE_TIMEOUT - 5)
 
     @defer.inlineCallbacks
     def test_roundTripIPv4(self):
