@@ -256,6 +256,7 @@ class _Deadline(ProtocolWrapper):
     """
 
     _timer = None
+    _gone = False
 
     def makeConnection(self, transport):
         super().makeConnection(transport)
@@ -267,7 +268,7 @@ class _Deadline(ProtocolWrapper):
         self._timer = None
 
     def responseFinished(self):
-        if self._timer is None and not self.disconnecting:
+        if self._timer is None and not (self._gone or self.disconnecting):
             self._timer = self.factory.reactor.callLater(self.factory.deadline, self._expired)
 
     def _expired(self):
@@ -277,6 +278,7 @@ class _Deadline(ProtocolWrapper):
         self.abortConnection()
 
     def connectionLost(self, reason):
+        self._gone = True
         self.requestArrived()
         super().connectionLost(reason)
 

@@ -235,6 +235,8 @@ class RequestDeadlineTests(SynchronousTestCase):
     def test_closedConnectionLeavesNoTimer(self):
         self.proto.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.proto.responseFinished()  # an answer finished after the peer left
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ClientTests(TestCase):
