@@ -1,7 +1,9 @@
 """
-The local admin socket that C{mnigsctl} reads: one request line
-(C{status}), one JSON answer line, then the connection closes.  The socket
-is created with mode 0600.
+The local admin socket that C{mnigsctl} reads: one request line (a
+command word and its arguments, e.g. C{status} or C{drain 60}), one JSON
+answer line, then the connection closes.  The socket is created with mode
+0600.  A handler that refuses its arguments raises ValueError or
+TypeError; the answer is then C{{"error": reason}}.
 """
 
 from __future__ import annotations
@@ -24,16 +26,19 @@ class AdminProtocol(LineOnlyReceiver):
     MAX_LENGTH = 1024
 
     def lineReceived(self, line):
-        command = line.strip().decode("ascii", "replace")
+        command, *args = line.decode("ascii", "replace").split() or [""]
         handler = self.factory.commands.get(command)
         if handler is None:
             self._answer({"error": f"unknown command {command[:32]!r}",
                           "commands": sorted(self.factory.commands)})
             return
-        d = defer.maybeDeferred(handler)
+        d = defer.maybeDeferred(handler, *args)
         d.addCallbacks(self._answer, self._failed)
 
     def _failed(self, failure):
+        if failure.check(ValueError, TypeError):
+            self._answer({"error": str(failure.value)})
+            return
         log.failure("admin command failed", failure)
         self._answer({"error": "internal error"})
 

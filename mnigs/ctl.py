@@ -1,7 +1,9 @@
 """
 C{mnigsctl [--server | --socket PATH] status [--json]}: what a running
 mnigs client (default) or server is doing, read from its local admin
-socket.
+socket.  C{mnigsctl --server drain [--timeout SECONDS]} takes a gateway out
+of service: no new clients, and its data path goes once the last lease is
+gone (or the time is up).
 """
 
 from __future__ import annotations
@@ -84,17 +86,37 @@ def main(argv=None):
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", action="store_true", help=f"ask the server ({SERVER_SOCKET})")
     where.add_argument("--socket", help=f"admin socket path (default {CLIENT_SOCKET})")
-    parser.add_argument("command", choices=["status"])
+    parser.add_argument("command", choices=["status", "drain"])
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    parser.add_argument("--timeout", type=float,
+                        help="drain: seconds before the leases left are released "
+                             "(default: the server's server.drain_timeout)")
     args = parser.parse_args(argv)
     path = args.socket or (SERVER_SOCKET if args.server else CLIENT_SOCKET)
+    command = args.command
+    if command == "drain" and args.timeout is not None:
+        command = f"drain {args.timeout:g}"
     try:
-        status = ask(path, args.command)
+        answer = ask(path, command)
     except (OSError, ValueError) as e:
         print(f"mnigsctl: cannot read {path}: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(status, indent=2, sort_keys=True) if args.json else formatStatus(status))
-    return 0
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+    elif args.command == "drain":
+        print(formatDrain(answer))
+    else:
+        print(formatStatus(answer))
+    return 1 if "error" in answer else 0
+
+
+def formatDrain(answer: dict) -> str:
+    if "error" in answer:
+        return f"error: {answer['error']}"
+    if answer.get("state") != "draining":
+        return f"not draining: the gateway is {answer.get('state')}"
+    return (f"draining: no new clients; the data path goes when the last of "
+            f"{answer.get('leases')} leases is gone, or in {answer.get('timeout'):g} s")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,14 @@ class IGatewayMethod(Interface):
         Tear down everything C{start} set up.  Returns a Deferred.
         """
 
+    def leave():
+        """
+        The server is stopping but not going away (a restart, an upgrade):
+        leave the data path for the next C{start} to adopt, so that no
+        client is cut.  A method whose daemon cannot outlive the server
+        stops it instead.  Returns a Deferred.
+        """
+
     def describe():
         """
         A JSON-able dict for status output.

@@ -78,6 +78,9 @@ class _Supervisor(TypingProtocol):
     def stopTimedOut(self) -> None:
         "TERM did not end the child in time."
 
+    def release(self, waiter: Deferred[None]) -> None:
+        "Let a running child go on without us; fire C{waiter} at once."
+
 
 @dataclass
 class _Core:
@@ -215,11 +218,12 @@ def _buildMachine(restart: bool):
     abandoning = m.state("abandoning", _terminateChild)
     stopping = m.state("stopping", _terminateChild)
     stopped = m.state("stopped")
+    released = m.state("released")
 
     # Inputs that change nothing where they arrive.
-    for state in (idle, backingOff, stopped):
+    for state in (idle, backingOff, stopped, released):
         state.upon(_Supervisor.outputLine).loop().returns(None)
-    for state in (running, backingOff, abandoning, stopping, stopped):
+    for state in (running, backingOff, abandoning, stopping, stopped, released):
         state.upon(_Supervisor.processReady).loop().returns(None)
 
     @pep614(running.upon(_Supervisor.outputLine).loop())
@@ -247,12 +251,21 @@ def _buildMachine(restart: bool):
 
     @pep614(idle.upon(_Supervisor.stop).to(stopped))
     @pep614(stopped.upon(_Supervisor.stop).loop())
+    @pep614(released.upon(_Supervisor.stop).loop())
+    @pep614(idle.upon(_Supervisor.release).to(stopped))
+    @pep614(stopped.upon(_Supervisor.release).loop())
+    @pep614(released.upon(_Supervisor.release).loop())
     def nothingToStop(c: _Supervisor, s: _Core, waiter: Deferred[None]) -> None:
         waiter.callback(None)
 
+    # A child that is not (yet, or no longer) running is not handed on:
+    # releasing it stops it, as stop() would.
     @pep614(launching.upon(_Supervisor.stop).to(stopping))
     @pep614(relaunching.upon(_Supervisor.stop).to(stopping))
     @pep614(abandoning.upon(_Supervisor.stop).to(stopping))
+    @pep614(launching.upon(_Supervisor.release).to(stopping))
+    @pep614(relaunching.upon(_Supervisor.release).to(stopping))
+    @pep614(abandoning.upon(_Supervisor.release).to(stopping))
     def abortLaunch(c: _Supervisor, s: _Core, launch: _Cancellable, waiter: Deferred[None]) -> None:
         launch.cancel()
         s.stopWaiters.append(waiter)
@@ -260,10 +273,12 @@ def _buildMachine(restart: bool):
 
     @pep614(running.upon(_Supervisor.stop).to(stopping))
     @pep614(stopping.upon(_Supervisor.stop, nodata=True).loop())
+    @pep614(stopping.upon(_Supervisor.release, nodata=True).loop())
     def awaitStopped(c: _Supervisor, s: _Core, waiter: Deferred[None]) -> None:
         s.stopWaiters.append(waiter)
 
     @pep614(backingOff.upon(_Supervisor.stop).to(stopped))
+    @pep614(backingOff.upon(_Supervisor.release).to(stopped))
     def cancelRelaunch(c: _Supervisor, s: _Core, backoff: _Backoff,
                        waiter: Deferred[None]) -> None:
         backoff.retry.cancel()
@@ -340,6 +355,19 @@ def _buildMachine(restart: bool):
         log.warn("{name}: still alive {timeout} s after TERM", name=s.name,
                  timeout=s.stopTimeout)
         s.signal("KILL")
+
+    @pep614(running.upon(_Supervisor.release).to(released))
+    def letGo(c: _Supervisor, s: _Core, waiter: Deferred[None]) -> None:
+        log.info("{name}: pid {pid} left running", name=s.name, pid=s.child.pid)
+        waiter.callback(None)
+
+    @pep614(released.upon(_Supervisor.processExited).loop())
+    def goneAfterRelease(c: _Supervisor, s: _Core, reason: Failure) -> None:
+        s.child = None
+
+    @pep614(released.upon(_Supervisor.start).loop())
+    def refuseStartReleased(c: _Supervisor, s: _Core, waiter: Deferred[None]) -> None:
+        waiter.errback(ProcessStopping(s.name))
 
     @pep614(stopping.upon(_Supervisor.processExited).to(stopped))
     def finishedStopping(c: _Supervisor, s: _Core, killing: _Killing, reason: Failure) -> None:
@@ -436,6 +464,16 @@ class SupervisedProcess:
         """TERM, then KILL after C{stopTimeout}; fires once the child exited."""
         waiter: Deferred[None] = Deferred()
         self._machine.stop(waiter)
+        return waiter
+
+    def release(self) -> Deferred[None]:
+        """
+        Let a running child go on after we exit (it is neither watched,
+        relaunched nor stopped any more); a child that is not running is
+        stopped instead.  Fires once that is done.
+        """
+        waiter: Deferred[None] = Deferred()
+        self._machine.release(waiter)
         return waiter
 
     def __repr__(self) -> str:

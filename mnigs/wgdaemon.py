@@ -5,7 +5,8 @@ supervised wireguard-go, a wireguard-go adopted from a previous run, or
 kernel WireGuard.
 
 Each has C{control} (a L{UAPIClient} or L{WgToolClient}), C{start()} and
-C{stop()} returning Deferreds, C{replacement(core, machine)} (what serves
+C{stop()} and C{release()} (let it
+run on without us) returning Deferreds, C{replacement(core, machine)} (what serves
 the interface after it died), C{implementation}, C{adopted} and C{pid}.
 It tells the device's machine C{daemonReady()} / C{daemonDied(reason)}.
 C{core} is the device's core: its settings.
@@ -73,6 +74,9 @@ class SpawnedDaemon:
     def stop(self) -> Deferred:
         return self.process.stop()
 
+    def release(self) -> Deferred:
+        return self.process.release()
+
     def replacement(self, core, machine) -> "SpawnedDaemon":
         return self  # the supervisor relaunches it
 
@@ -103,6 +107,8 @@ class AdoptedDaemon:
             self._watch.cancel()
         return succeed(None)
 
+    release = stop
+
     def replacement(self, core, machine) -> SpawnedDaemon:
         self.stop()
         spawned = SpawnedDaemon(core, machine)
@@ -126,6 +132,8 @@ class KernelDevice:
 
     def stop(self) -> Deferred:
         return succeed(None)
+
+    release = stop
 
     def replacement(self, core, machine) -> "KernelDevice":
         return self

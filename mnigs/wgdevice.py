@@ -50,6 +50,7 @@ class _Device(TypingProtocol):
     def setupDone(self) -> None: ...
     def setupFailed(self, reason: Failure) -> None: ...
     def teardownDone(self) -> None: ...
+    def leave(self, waiter: Deferred[None]) -> None: ...
 
 
 @dataclass
@@ -197,14 +198,16 @@ def _buildMachine():
     restoring = m.state("restoring", _startConfigure)
     stopping = m.state("stopping", _startTeardown)
     stopped = m.state("stopped")
+    left = m.state("left")
 
-    for state in (probing, abortingProbe, down, stopping, stopped):
+    for state in (probing, abortingProbe, down, stopping, stopped, left):
         state.upon(_Device.daemonDied).loop().returns(None)
-    for state in (stopping, stopped):
+    for state in (stopping, stopped, left):
         state.upon(_Device.daemonReady).loop().returns(None)
 
     @pep614(idle.upon(_Device.start).to(probing))
     @pep614(stopped.upon(_Device.start).to(probing))
+    @pep614(left.upon(_Device.start).to(probing))
     @pep614(probing.upon(_Device.start, nodata=True).loop())
     @pep614(abortingProbe.upon(_Device.start).loop())
     @pep614(configuring.upon(_Device.start, nodata=True).loop())
@@ -216,6 +219,9 @@ def _buildMachine():
     @pep614(up.upon(_Device.start).loop())
     @pep614(idle.upon(_Device.stop).to(stopped))
     @pep614(stopped.upon(_Device.stop).loop())
+    @pep614(idle.upon(_Device.leave).to(stopped))
+    @pep614(stopped.upon(_Device.leave).loop())
+    @pep614(left.upon(_Device.leave).loop())
     def alreadyThere(c: _Device, s: _Core, waiter: Deferred[None]) -> None:
         waiter.callback(None)
 
@@ -223,20 +229,28 @@ def _buildMachine():
     def refuseStart(c: _Device, s: _Core, waiter: Deferred[None]) -> None:
         waiter.errback(DeviceStopping(s.ifname))
 
+    # Only a device that is up (or whose daemon is being relaunched) is
+    # left in place; one still being set up is torn down, as by stop().
     @pep614(abortingProbe.upon(_Device.stop).loop())
     @pep614(up.upon(_Device.stop).to(stopping))
     @pep614(down.upon(_Device.stop).to(stopping))
+    @pep614(left.upon(_Device.stop).to(stopping))
     @pep614(stopping.upon(_Device.stop, nodata=True).loop())
+    @pep614(abortingProbe.upon(_Device.leave).loop())
+    @pep614(stopping.upon(_Device.leave, nodata=True).loop())
     def awaitStopped(c: _Device, s: _Core, waiter: Deferred[None]) -> None:
         s.stopWaiters.append(waiter)
 
     @pep614(probing.upon(_Device.stop).to(abortingProbe))
+    @pep614(probing.upon(_Device.leave).to(abortingProbe))
     def awaitProbe(c: _Device, s: _Core, job: _Job, waiter: Deferred[None]) -> None:
         # The probe may be spawning a daemon: let it finish, then tear down.
         s.stopWaiters.append(waiter)
 
     @pep614(configuring.upon(_Device.stop).to(stopping))
     @pep614(restoring.upon(_Device.stop).to(stopping))
+    @pep614(configuring.upon(_Device.leave).to(stopping))
+    @pep614(restoring.upon(_Device.leave).to(stopping))
     def abandonConfigure(c: _Device, s: _Core, job: _Job, waiter: Deferred[None]) -> None:
         job.cancel()
         s.stopWaiters.append(waiter)
@@ -284,6 +298,12 @@ def _buildMachine():
         log.error("{ifname}: daemon died: {reason}", ifname=s.ifname, reason=reason.value)
         s.notify(s.deathCallbacks, reason)
         s.daemon = s.daemon.replacement(s, c)
+
+    @pep614(up.upon(_Device.leave).to(left))
+    @pep614(down.upon(_Device.leave).to(left))
+    def letGo(c: _Device, s: _Core, waiter: Deferred[None]) -> None:
+        log.info("{ifname}: left in place for the next start to adopt", ifname=s.ifname)
+        s.daemon.release().chainDeferred(waiter)
 
     @pep614(stopping.upon(_Device.teardownDone).to(stopped))
     def finishedStopping(c: _Device, s: _Core, job: _Job) -> None:
@@ -340,6 +360,16 @@ class WireGuardDevice:
         """Delete the interface and stop our daemon; fires once both are gone."""
         waiter: Deferred[None] = Deferred()
         self._machine.stop(waiter)
+        return waiter
+
+    def leave(self) -> Deferred[None]:
+        """
+        Leave the interface and its daemon running for the next start to
+        adopt (a restart that cuts nobody); a device still being set up is
+        torn down instead.  Fires once that is done.
+        """
+        waiter: Deferred[None] = Deferred()
+        self._machine.leave(waiter)
         return waiter
 
     def onDeath(self, callback: Callable[[Failure], object]) -> None:

@@ -134,6 +134,31 @@ class ClientAgent:
                 self.switchPolicy.reset()
                 self.machine.switch(session, plan)
 
+    def policyChanged(self):
+        """
+        The policy changed (a config reload): rank the last scan again, look
+        again at once if waiting, and leave a gateway the new policy no
+        longer allows for the best one it does (a planned move).
+        """
+        self.core.ranked = self.effects.rerank()
+        self.machine.retry()  # only acts while waiting
+        session = self.core.session
+        if session is None:
+            return
+        gid = session.step.gatewayId
+        current = next((r for r in self.core.ranked if r.seen.offer.gatewayId == gid), None)
+        if current is None or current.usable:
+            return
+        plan = self.effects.plan(self.core.ranked, frozenset({gid}))
+        if plan is None:
+            log.info("the policy no longer allows gateway {name}, but nothing else is "
+                     "usable: staying", name=current.seen.offer.name)
+            return
+        log.info("the policy no longer allows gateway {name} ({why}): moving",
+                 name=current.seen.offer.name, why=current.whyNot)
+        self.switchPolicy.reset()
+        self.machine.switch(session, plan)
+
     # -- status -------------------------------------------------------------
     def describe(self):
         status = self.machine.describe()

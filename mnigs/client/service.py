@@ -102,11 +102,24 @@ def _yggdrasilSource(reactor, settings):
                                 pollInterval=settings.poll_interval)
 
 
+def policyFromConfig(config) -> Policy:
+    policy = config.policy
+    return Policy(
+        methods=tuple(config.methods.order), acceptFees=policy.accept_fees,
+        maxFee=policy.max_fee, currency=policy.currency or None,
+        pinned=policy.pinned, blocked=policy.blocked,
+        failureCooldown=policy.failure_cooldown)
+
+
 class ClientService(MultiService):
-    def __init__(self, reactor, config):
+    #: What SIGHUP may change while the client runs (mnigs.reload).
+    LIVE_KEYS = ("policy", "health", "log.level")
+
+    def __init__(self, reactor, config, configPath=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
+        self.configPath = configPath
         raiseFileLimit()
         stateDir = ensureStateDir(config.client.state_dir)
         self.clientId = loadOrCreateClientId(stateDir, config.client.id)
@@ -115,11 +128,7 @@ class ClientService(MultiService):
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy
-        self.policy = Policy(
-            methods=tuple(config.methods.order), acceptFees=policyConfig.accept_fees,
-            maxFee=policyConfig.max_fee, currency=policyConfig.currency or None,
-            pinned=policyConfig.pinned, blocked=policyConfig.blocked,
-            failureCooldown=policyConfig.failure_cooldown)
+        self.policy = policyFromConfig(config)
         self.methods = self._buildMethods(stateDir)
         self.discovery = Discovery(
             reactor, RPCClient(reactor, timeout=config.discovery.timeout, persistent=False),
@@ -145,6 +154,29 @@ class ClientService(MultiService):
                                {"service": self, "agent": self.agent, "history": self.history,
                                 "effects": self.effects, "config": config}).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
+
+    def reloader(self):
+        from mnigs.client.config import loadClientConfig
+        from mnigs.reload import Reloader
+
+        return Reloader(self.configPath, loadClientConfig, lambda: self.config,
+                        self.applyConfig, self.LIVE_KEYS)
+
+    def applyConfig(self, config, changed):
+        """
+        Put a reloaded config in force: only L{LIVE_KEYS} differ from the
+        running one.  The session goes on; health settings apply from the
+        next connection; a gateway the new policy forbids is left for the
+        best one it allows.
+        """
+        self.config = config
+        self.effects.config = config
+        self.policy = self.effects.policy = policyFromConfig(config)
+        self.discovery.pinned = config.policy.pinned or None
+        self.discovery.blocked = config.policy.blocked
+        self.agent.switchPolicy.margin = config.policy.switch_margin
+        self.agent.switchPolicy.hold = config.policy.switch_hold
+        self.agent.policyChanged()
 
     def _buildMethods(self, stateDir):
         methods = {}
@@ -204,12 +236,17 @@ def _defaults(method):
 
 
 class _Lifecycle(Service):
+    restoreSIGHUP = None
+
     def __init__(self, clientService):
         self.clientService = clientService
 
     def startService(self):
         super().startService()
         service = self.clientService
+        if service.configPath is not None:
+            from mnigs.reload import handleSIGHUP
+            self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
         log.info("mnigs client {id} starting, methods {methods}", id=service.clientId,
                  methods=list(service.methods))
@@ -217,6 +254,8 @@ class _Lifecycle(Service):
 
     def stopService(self):
         super().stopService()
+        if self.restoreSIGHUP is not None:
+            self.restoreSIGHUP()
         service = self.clientService
         d = service.agent.stop()
 

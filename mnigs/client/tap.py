@@ -30,4 +30,4 @@ def makeService(options, reactor=None):
     except ConfigError as e:
         sys.stderr.write(f"mnigs-client: configuration error: {e}\n")
         raise SystemExit(1) from None
-    return ClientService(reactor, config)
+    return ClientService(reactor, config, configPath=options["config"])

@@ -189,6 +189,10 @@ class CjdnsGateway:
         for number in existing:
             yield self._remove(number)
 
+    def leave(self):
+        # cjdns keeps its IpTunnel allowances; start() reconciles them.
+        return None
+
     def describe(self):
         return {"interface": self.tunInterface, "pool": str(self.pool),
                 "public_key": self.publicKey, "tunnels": len(self.leases)}

@@ -77,6 +77,9 @@ class ForwardGateway:
     def stop(self):
         return None
 
+    def leave(self):
+        return None  # the access list stays, and nothing else is ours
+
     def describe(self):
         return {"mesh_interfaces": self.meshInterfaces}
 

@@ -153,6 +153,11 @@ class OpenVPNGateway:
     def stop(self):
         return self.daemon.stop()
 
+    def leave(self):
+        # openvpn cannot outlive its management connection: its clients
+        # reconnect to the next start with the same lease.
+        return self.daemon.stop()
+
     def describe(self):
         return {"interface": self.interface, "port": self.port, "proto": self.proto,
                 "pool": str(self.pool), "leases": len(self.leases),

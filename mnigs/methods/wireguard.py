@@ -178,6 +178,9 @@ class WireGuardGateway:
     def stop(self):
         return self.device.stop()
 
+    def leave(self):
+        return self.device.leave()
+
     def describe(self):
         return {"interface": self.device.ifname, "port": self.port,
                 "pool": str(self.pool), "peers": len(self.leases)}

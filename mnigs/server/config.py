@@ -59,6 +59,7 @@ SCHEMA = {
         "name": Field(str, "mnigs-gateway", text(64)),
         "state_dir": Field(str, "/var/lib/mnigs-server", absolutePath),
         "sweep_interval": Field(float, 5.0, between(0.1, 3600)),
+        "drain_timeout": Field(float, 600.0, between(0, 86400)),
     },
     "rpc": {
         "listen": Field(list, ["::"], addresses),

@@ -174,6 +174,15 @@ class LeaseBook:
             self.remove(lease)
         return gone
 
+    def releaseAll(self) -> list[Lease]:
+        """
+        Remove and return every lease.
+        """
+        gone = list(self.byId.values())
+        for lease in gone:
+            self.remove(lease)
+        return gone
+
     def records(self) -> dict:
         return {"version": RECORD_VERSION,
                 "leases": [lease.record() for lease in self.byId.values()]}

@@ -33,6 +33,11 @@ class OfferMaker:
         self.methods = methods
         self._cache = {}
 
+    def setTerms(self, terms: dict) -> None:
+        """New terms (a config reload): the next offer carries them."""
+        self.terms = terms
+        self._cache.clear()
+
     def offer(self, localHost: str, available: bool, clients: int) -> dict:
         now = int(self.clock.seconds())
         cacheKey = (localHost, available, clients, now)

@@ -37,9 +37,21 @@ class Registry:
              for name, method in self.methods.items()], consumeErrors=True)
 
     def stopMethods(self):
+        return self._everyMethod("stop")
+
+    def leaveMethods(self):
+        """
+        Leave every method's data path for the next start to adopt.
+        """
+        return self._everyMethod("leave")
+
+    def _everyMethod(self, action):
+        def failed(failure, name):
+            log.failure("method {method} could not {action}", failure, method=name, action=action)
+
         return defer.DeferredList(
-            [defer.maybeDeferred(method.stop) for method in self.methods.values()],
-            consumeErrors=True)
+            [defer.maybeDeferred(getattr(method, action)).addErrback(failed, name)
+             for name, method in self.methods.items()])
 
     def _method(self, name):
         method = self.methods.get(name)
@@ -120,6 +132,18 @@ class Registry:
         yield defer.DeferredList([self._revoke(lease, "expired") for lease in gone],
                                  consumeErrors=True)
         yield self.committer.commit()
+        return gone
+
+    @defer.inlineCallbacks
+    def releaseAll(self, why: str):
+        """
+        End every live lease (the end of a drain).
+        """
+        gone = self.book.releaseAll()
+        if gone:
+            yield defer.DeferredList([self._revoke(lease, why) for lease in gone],
+                                     consumeErrors=True)
+            yield self.committer.commit()
         return gone
 
     def _revoke(self, lease, why):

@@ -103,10 +103,14 @@ class GatewayService(MultiService):
     from the manhole as attributes of this object.
     """
 
-    def __init__(self, reactor, config, netlink=None, nftRunner=None):
+    #: What SIGHUP may change while the gateway runs (mnigs.reload).
+    LIVE_KEYS = ("terms", "server.drain_timeout", "log.level")
+
+    def __init__(self, reactor, config, netlink=None, nftRunner=None, configPath=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
+        self.configPath = configPath
         self.stateDir = ensureStateDir(config.server.state_dir)
         self.netlink = netlink or Netlink()
         self.key = loadOrCreateKey(self.stateDir)
@@ -125,15 +129,21 @@ class GatewayService(MultiService):
         self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
         self.offers = OfferMaker(reactor, self.key, config.server.name,
                                  termsFromConfig(config.terms), list(self.methods.values()))
-        self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._teardown))
+        self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
+                                               self._clearDataPath, reactor))
         self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit)
         self.uplink = UplinkMonitor(reactor, self._uplinkChecks(), config.uplink.check_interval,
                                     self.gateway)
         self.sweeper = LoopingCall(self._sweep)
         self.sweeper.clock = reactor
+        # The RPC listeners start once the gateway serves: a restarting
+        # gateway refuses connections for a moment rather than offering
+        # "available: false", which would send its clients away.
+        self.listeners = MultiService()
         self._addListeners()
         makeAdminService(reactor, config.admin.socket,
-                         {"status": self.gateway.describe}).setServiceParent(self)
+                         {"status": self.gateway.describe, "drain": self.drain}
+                         ).setServiceParent(self)
         if config.manhole.enabled:
             from mnigs.manhole import makeManholeService
             makeManholeService(reactor, config.manhole.socket,
@@ -178,7 +188,7 @@ class GatewayService(MultiService):
         for address in rpc.listen:
             site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout)
             TCPServer(rpc.port, site, interface=str(address), reactor=self.reactor
-                      ).setServiceParent(self)
+                      ).setServiceParent(self.listeners)
 
     def restoreLeases(self):
         try:
@@ -205,27 +215,67 @@ class GatewayService(MultiService):
         yield self.access.install(addresses)
         yield self.registry.startMethods()
         self.gateway.started()
+        self.listeners.setServiceParent(self)
         self.uplink.start()
         self.sweeper.start(self.config.server.sweep_interval, now=False)
         log.info("gateway {name} ({gid}) serving with methods {methods}",
                  name=self.config.server.name, gid=self.offers.gatewayId,
                  methods=sorted(self.methods))
 
+    def reloader(self):
+        from mnigs.reload import Reloader
+        from mnigs.server.config import loadServerConfig
+
+        return Reloader(self.configPath, loadServerConfig, lambda: self.config,
+                        self.applyConfig, self.LIVE_KEYS)
+
+    def applyConfig(self, config, changed):
+        """
+        Put a reloaded config in force: only L{LIVE_KEYS} differ from the
+        running one.  Leases stay as they are; the next offer carries the
+        new terms, and renewals from now on get the new lease time.
+        """
+        self.config = config
+        self.book.maxClients = config.terms.max_clients
+        self.book.leaseSeconds = config.terms.lease_seconds
+        self.offers.setTerms(termsFromConfig(config.terms))
+
     def _sweep(self):
-        return self.registry.sweep().addErrback(lambda f: log.failure("lease sweep failed", f))
+        return self.gateway.sweep().addErrback(lambda f: log.failure("lease sweep failed", f))
+
+    def drain(self, timeout=None):
+        """
+        The admin socket's C{drain [SECONDS]}: offers go unavailable, and
+        the data path goes once the last lease is gone or the time is up
+        (C{server.drain_timeout} unless given).
+        """
+        seconds = self.config.server.drain_timeout if timeout is None else float(timeout)
+        if not 0 <= seconds <= 86400:
+            raise ValueError("the drain timeout must be between 0 and 86400 seconds")
+        return self.gateway.drain(seconds)
 
     @defer.inlineCallbacks
-    def _teardown(self):
-        self.uplink.stop()
-        if self.sweeper.running:
-            self.sweeper.stop()
-        self.committer.flushNow()
-        self.store.close()
+    def _clearDataPath(self):
+        yield self.registry.releaseAll("released: drained")
         yield self.registry.stopMethods()
         try:
             yield self.access.remove()
         except Exception:
             log.failure("could not remove the nftables table")
+
+    @defer.inlineCallbacks
+    def _leave(self):
+        """
+        Stop serving, leaving the data path (nftables table, WireGuard
+        device, cjdns tunnels) for the next start to adopt: a restart cuts
+        nobody whose method's daemon can outlive us.
+        """
+        self.uplink.stop()
+        if self.sweeper.running:
+            self.sweeper.stop()
+        self.committer.flushNow()
+        self.store.close()
+        yield self.registry.leaveMethods()
         if self.nftElements is not None:
             self.nftElements.close()
 
@@ -238,13 +288,20 @@ class _Lifecycle(Service):
     that gets nobody anywhere.
     """
 
+    restoreSIGHUP = None
+
     def __init__(self, gatewayService):
         self.gatewayService = gatewayService
 
     def startService(self):
         super().startService()
-        reactor = self.gatewayService.reactor
-        d = self.gatewayService.bringUp()
+        service = self.gatewayService
+        reactor = service.reactor
+        self.restoreSIGHUP = None
+        if service.configPath is not None:
+            from mnigs.reload import handleSIGHUP
+            self.restoreSIGHUP = handleSIGHUP(reactor, service.reloader().reload)
+        d = service.bringUp()
 
         def failed(failure):
             log.failure("the gateway could not start", failure)
@@ -257,5 +314,7 @@ class _Lifecycle(Service):
 
     def stopService(self):
         super().stopService()
+        if self.restoreSIGHUP is not None:
+            self.restoreSIGHUP()
         return self.gatewayService.gateway.stop()
 

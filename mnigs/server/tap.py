@@ -31,4 +31,4 @@ def makeService(options, reactor=None):
         # twistd prints SystemExit's message and exits with status 1.
         sys.stderr.write(f"mnigs-server: configuration error: {e}\n")
         raise SystemExit(1) from None
-    return GatewayService(reactor, config)
+    return GatewayService(reactor, config, configPath=options["config"])

@@ -108,12 +108,19 @@ class GatewayProcess:
             "admin": {"socket": os.path.join(self.dir, "admin.sock")},
             "manhole": {"enabled": False, "socket": os.path.join(self.dir, "manhole.sock")},
         }
-        self.config = merge(base, overrides or {})
         self.configPath = os.path.join(self.dir, "server.toml")
-        with open(self.configPath, "w") as f:
-            f.write(toTOML(self.config))
+        self.config = base
+        self.rewrite(**(overrides or {}))
         self.logPath = os.path.join(self.dir, "server.log")
         self.process = None
+
+    def rewrite(self, **overrides):
+        """
+        Merge C{overrides} into the config file (for a reload or restart).
+        """
+        self.config = merge(self.config, overrides)
+        with open(self.configPath, "w") as f:
+            f.write(toTOML(self.config))
 
     def start(self, wait=True, timeout=20):
         argv = twistdArgv("mnigs-server", self.configPath, self.logPath,

@@ -7,13 +7,11 @@ drops (no link-down).  Nothing is mocked.
 
 import time
 
-from twisted.trial.unittest import TestCase
-
 from mnigs.client.routes import routingSnapshot
 from mnigs.wireguard import generatePrivateKey, publicKey
-from tests.mesh.clientproc import ClientProcess
-from tests.mesh.gatewayproc import GatewayProcess, rpc
-from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
+from tests.mesh.daemontest import DaemonMeshTestCase
+from tests.mesh.gatewayproc import rpc
+from tests.mesh.harness import waitUntil
 
 INTERNET = "198.51.100.1"
 
@@ -32,23 +30,7 @@ table inet mnigs_chaos {
 """)
 
 
-class ClientMeshTests(TestCase):
-    timeout = 180
-
-    def setUp(self):
-        requireNamespaces(self, "babeld", "wireguard-go", "wg", "nft", "ping")
-        self.mesh = Mesh(self)
-
-    def gateway(self, node, **overrides):
-        process = GatewayProcess(node, overrides, name=node.name)
-        self.addCleanup(process.stop)
-        return process.start()
-
-    def clientProcess(self, node, **overrides):
-        overrides.setdefault("health", {"beyond": [INTERNET]})
-        process = ClientProcess(node, overrides)
-        self.addCleanup(process.stop)
-        return process
+class ClientMeshTests(DaemonMeshTestCase):
 
     def test_onlineThenFailoverWhenTheGatewayGoesSilent(self):
         """

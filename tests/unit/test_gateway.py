@@ -65,6 +65,9 @@ class RecordingMethod:
     def stop(self):
         self.events.append(("stop",))
 
+    def leave(self):
+        self.events.append(("leave",))
+
     def describe(self):
         return {}
 
@@ -260,8 +263,20 @@ class GatewayMachineTests(SynchronousTestCase):
         self.registry = Registry(self.clock, self.book, {"fake": RecordingMethod(self.events)},
                                  GroupCommit(self.clock, MemoryStore(self.events), self.book.records),
                                  Hooks(self.events))
-        self.torn = defer.Deferred()
-        self.gateway = makeGateway(GatewayCore(self.registry, Offers(), lambda: self.torn))
+        self.left = defer.Deferred()
+        self.cleared = defer.Deferred()
+
+        def leave():
+            self.events.append(("leave data path",))
+            return self.left
+
+        @defer.inlineCallbacks
+        def clear():
+            yield self.registry.releaseAll("released: drained")
+            self.events.append(("clear data path",))
+            yield self.cleared
+
+        self.gateway = makeGateway(GatewayCore(self.registry, Offers(), leave, clear, self.clock))
 
     def register(self):
         d = self.gateway.register(request(), "10.0.0.1", "10.0.0.254")
@@ -300,14 +315,15 @@ class GatewayMachineTests(SynchronousTestCase):
         self.assertNotIn("uplink_problem", self.gateway.describe())
         self.assertTrue(self.gateway.info("x")["available"])
 
-    def test_stopWaitsForTeardown(self):
+    def test_stopLeavesTheDataPathAndWaitsForThat(self):
         self.gateway.started()
         d1 = self.gateway.stop()
         d2 = self.gateway.stop()
         self.assertEqual(self.gateway.describe()["state"], "stopping")
         self.assertUnavailable(self.register())
         self.assertNoResult(d1)
-        self.torn.callback(None)
+        self.assertEqual(self.events, [("leave data path",)])
+        self.left.callback(None)
         self.successResultOf(d1)
         self.successResultOf(d2)
         self.assertEqual(self.gateway.describe()["state"], "stopped")
@@ -315,3 +331,106 @@ class GatewayMachineTests(SynchronousTestCase):
         self.successResultOf(self.gateway.stop())
         self.gateway.uplinkUp()  # late monitor ticks are harmless
         self.assertEqual(self.gateway.describe()["state"], "stopped")
+
+
+class GatewayDrainTests(GatewayMachineTests):
+    """
+    C{mnigsctl --server drain}: offers go unavailable, holders keep renewing
+    and releasing, and the data path is cleared once the last lease is gone
+    or the drain's time is up.
+    """
+
+    def registerClient(self, clientId):
+        d = self.gateway.register(request(clientId), "10.0.0.1", "10.0.0.254")
+        self.clock.advance(0)
+        return self.successResultOf(d)["lease"]
+
+    def unregister(self, lease):
+        d = self.gateway.unregister(lease["id"], lease["token"])
+        self.clock.advance(0)
+        return self.successResultOf(d)
+
+    def test_drainRefusesNewClientsAndClearsAfterTheLastLeaves(self):
+        self.gateway.started()
+        a, b = self.registerClient("a"), self.registerClient("b")
+        self.assertEqual(self.gateway.drain(60), {"state": "draining", "leases": 2, "timeout": 60})
+        self.assertEqual(self.gateway.describe()["state"], "draining")
+        self.assertFalse(self.gateway.info("x")["available"])
+        self.assertUnavailable(self.register())
+        d = self.gateway.renew(a["id"], a["token"])
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.unregister(a)
+        self.assertNotIn(("clear data path",), self.events)
+        self.unregister(b)
+        self.assertIn(("clear data path",), self.events)
+        self.assertEqual(self.gateway.describe()["state"], "clearing")
+        self.cleared.callback(None)
+        self.assertEqual(self.gateway.describe()["state"], "drained")
+        self.assertFalse(self.gateway.info("x")["available"])
+        self.assertUnavailable(self.register())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # Stopping a drained gateway has no data path to leave, but asks anyway.
+        d = self.gateway.stop()
+        self.left.callback(None)
+        self.successResultOf(d)
+
+    def test_drainTimeoutReleasesWhatIsLeft(self):
+        self.gateway.started()
+        self.registerClient("a")
+        self.gateway.drain(30)
+        self.clock.advance(29)
+        self.assertEqual(self.gateway.describe()["drain_timeout_in"], 1.0)
+        self.assertNotIn(("clear data path",), self.events)
+        self.clock.advance(1)
+        self.assertIn(("revoke", "a", "100.64.0.2/32"), self.events)
+        self.assertIn(("hook", "release", "fake", "10.0.0.1"), self.events)
+        self.assertEqual(len(self.book), 0)
+        self.cleared.callback(None)
+        self.assertEqual(self.gateway.describe()["state"], "drained")
+
+    def test_expiryOfTheLastLeaseEndsTheDrain(self):
+        self.gateway.started()
+        self.registerClient("a")
+        self.gateway.drain(600)
+        self.clock.advance(61)
+        self.gateway.sweep()
+        self.clock.advance(0)
+        self.assertEqual(self.gateway.describe()["state"], "clearing")
+
+    def test_drainWithNoLeasesClearsAtOnce(self):
+        self.gateway.started()
+        self.gateway.drain(600)
+        self.assertEqual(self.gateway.describe()["state"], "clearing")
+        self.cleared.callback(None)
+        self.assertEqual(self.gateway.describe()["state"], "drained")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stopWhileDrainingLeavesTheDataPathAndCancelsTheDeadline(self):
+        self.gateway.started()
+        self.registerClient("a")
+        self.gateway.drain(600)
+        d = self.gateway.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNotIn(("clear data path",), self.events)
+        self.left.callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.gateway.describe()["state"], "stopped")
+
+    def test_stopWhileClearingWaitsForTheClearing(self):
+        self.gateway.started()
+        self.gateway.drain(0)
+        d = self.gateway.stop()
+        self.assertNotIn(("leave data path",), self.events)
+        self.cleared.callback(None)
+        self.assertIn(("leave data path",), self.events)
+        self.left.callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.gateway.describe()["state"], "stopped")
+
+    def test_drainOnlyFromServiceStates(self):
+        self.assertEqual(self.gateway.drain(60), {"state": "starting", "leases": 0})
+        self.gateway.started()
+        self.gateway.uplinkDown("down")
+        self.assertEqual(self.gateway.drain(60)["state"], "draining")
+        self.assertEqual(self.gateway.describe()["uplink_problem"], "down")

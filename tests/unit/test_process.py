@@ -253,6 +253,40 @@ class SupervisedProcessTests(SynchronousTestCase):
         self.reactor.advance(100)
         self.assertEqual(len(self.spawner.spawned), 1)
 
+    def test_releaseLeavesARunningChildAloneForGood(self):
+        proc = self.make()
+        proc.start()
+        child = self.spawner.last
+        self.successResultOf(proc.release())
+        self.assertEqual(child.signals, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        # Whatever it does now is not ours: no relaunch, no owner callback,
+        # no start, and stop has nothing to signal.
+        child.end(code=1)
+        self.reactor.advance(100)
+        self.assertEqual(len(self.spawner.spawned), 1)
+        self.assertEqual(self.events, [("ready",)])
+        self.failureResultOf(proc.start(), ProcessStopping)
+        self.successResultOf(proc.stop())
+        self.successResultOf(proc.release())
+
+    def test_releaseDuringLaunchStopsTheHalfStartedChild(self):
+        proc = self.make(readiness=lambda line: False)
+        started = proc.start()
+        released = proc.release()
+        self.failureResultOf(started, LaunchCancelled)
+        self.assertEqual(self.spawner.last.signals, ["TERM"])
+        self.spawner.last.end(sig=15)
+        self.successResultOf(released)
+
+    def test_releaseDuringBackoffCancelsTheRelaunch(self):
+        proc = self.make()
+        proc.start()
+        self.spawner.last.end(code=1)
+        self.successResultOf(proc.release())
+        self.reactor.advance(100)
+        self.assertEqual(len(self.spawner.spawned), 1)
+
     def test_outputPathGivesTheChildAFile(self):
         path = self.mktemp()
         proc = self.make(outputPath=path)

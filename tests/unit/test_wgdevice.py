@@ -152,6 +152,29 @@ class DeviceTests(TestCase):
         self.assertIsNone(device.describe()["pid"])
 
     @defer.inlineCallbacks
+    def test_leaveKeepsDaemonAndLinkForTheNextStartToAdopt(self):
+        device = self.device()
+        yield device.start()
+        [call] = self.spawner.spawned
+        yield device.leave()
+        self.assertEqual(call["process"].signals, [])
+        self.assertNotIn(("deleteLink", "mwunit"), self.world.calls)
+        # The next run finds it answering and adopts it without spawning.
+        successor = self.device()
+        yield successor.start()
+        self.assertEqual(len(self.spawner.spawned), 1)
+        self.assertTrue(successor.describe()["adopted"])
+
+    @defer.inlineCallbacks
+    def test_leaveWhileStartingTearsDown(self):
+        device = self.device()
+        d = device.start()
+        left = device.leave()
+        yield self.assertFailure(d, DeviceStopping)
+        yield left
+        self.assertIn(("deleteLink", "mwunit"), self.world.calls)
+
+    @defer.inlineCallbacks
     def test_adoptsAnAnsweringDevice(self):
         old = FakeWireGuardGo(self.reactor, self.world, self.sockdir, "mwunit")
         self.addCleanup(old.vanish)
