@@ -32,6 +32,7 @@ from tests.mesh.clientproc import ClientProcess
 from tests.mesh.commands import pidsInNamespaces
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, rpc
 from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
+from tests.mesh.pingtrain import PingTrain
 
 log = Logger()
 
@@ -436,6 +437,31 @@ class ClientTests(SoftEtherMesh):
                  took=time.monotonic() - killed)
         for attempt in range(5):
             self.assertTrue(self.client.ping(INTERNET), "internet lost again after recovery")
+
+    def test_serverRestartCutIsMeasured(self):
+        """
+        SIGTERM + start of mnigs-server: vpnserver dies with it (its
+        launcher's parent-death signal), the next start relaunches it with
+        the leases' users, and the client connects again.  The cut is
+        measured with pings at 20/s (docs/operations.md).
+        """
+        self.startGateway()
+        c = self.clientProcess().start()
+        c.waitState("online", 40, gateway="gw")
+        train = PingTrain(self.client, count=1200)
+        train.waitAnswered(20)
+        self.gateway.stop()
+        self.gateway.start(timeout=40)
+
+        def throughAgain():
+            return c.status()["state"] == "online" and self.client.ping(INTERNET, timeout=0.5)
+
+        waitUntil(throughAgain, 60, interval=0.2, message="the client through the new vpnserver")
+        sent, lost, seconds = train.cut()
+        log.info("SoftEther across a server restart: {lost} of {sent} pings lost ({seconds} s)",
+                 lost=lost, sent=sent, seconds=seconds)
+        sys.stderr.write(f"softether restart cut: {lost} of {sent} pings ({seconds} s)\n")
+        self.assertLess(seconds, 40)
 
     def test_releasedLeaseDisconnectsTheClientWhichComesBack(self):
         """
