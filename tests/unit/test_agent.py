@@ -112,6 +112,20 @@ class AgentTests(SynchronousTestCase):
         self.effects.fire("scan", [ranked("A", 0.1, available=False), ranked("B", 0.5)])
         self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
 
+    def test_policyForbiddingTheCurrentGatewayMovesAtOnce(self):
+        self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        # A config reload blocked A: ranked again, it is no longer usable.
+        self.effects.lastRanked = [ranked("B", 0.5), ranked("A", 0.1, available=False)]
+        self.agent.policyChanged()
+        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_policyChangeKeepsAnAllowedGateway(self):
+        self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.effects.lastRanked = [ranked("B", 0.05), ranked("A", 0.1)]
+        self.agent.policyChanged()
+        self.assertEqual(self.effects.events, [])
+        self.assertEqual(self.machine.describe()["state"], "online")
+
     def test_routeChangeEndsTheBackoff(self):
         self.agent.start()
         self.effects.fire("scan", [])
