@@ -1,7 +1,7 @@
 """
 C{mnigsctl [--server | --socket PATH] status [--json]}: what a running
 mnigs client (default) or server is doing, read from its local admin
-socket.
+socket.  C{mnigsctl --version}: the installed mnigs's version.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import argparse
 import json
 import socket
 import sys
+
+from mnigs import __version__
 
 CLIENT_SOCKET = "/run/mnigs-client/admin.sock"
 SERVER_SOCKET = "/run/mnigs-server/admin.sock"
@@ -81,6 +83,7 @@ def formatStatus(status: dict) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="mnigsctl", description=__doc__.strip().split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"mnigs {__version__}")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", action="store_true", help=f"ask the server ({SERVER_SOCKET})")
     where.add_argument("--socket", help=f"admin socket path (default {CLIENT_SOCKET})")
