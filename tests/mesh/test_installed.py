@@ -308,8 +308,10 @@ class InstalledDaemonsTests(TestCase):
             return offer["available"]
 
         server.waitFor("the gateway to serve", serving, 60)
-        self.assertEqual(sorted(m["type"] for m in offers[-1]["methods"]),
-                         ["forward", "openvpn", "wireguard"])
+        enabled = sorted(name for name, section in sample("mnigs-server.toml")["methods"].items()
+                         if isinstance(section, dict) and section.get("enabled"))
+        self.assertEqual(enabled, ["forward", "openvpn", "wireguard"])
+        self.assertEqual(sorted(method["type"] for method in offers[-1]["methods"]), enabled)
 
         meshClient = self.clientFromSample(venv, client).start()
 
