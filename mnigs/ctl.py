@@ -3,7 +3,8 @@ C{mnigsctl [--server | --socket PATH] status [--json]}: what a running
 mnigs client (default) or server is doing, read from its local admin
 socket.  C{mnigsctl --server drain [--timeout SECONDS]} takes a gateway out
 of service: no new clients, and its data path goes once the last lease is
-gone (or the time is up).
+gone (or the time is up).  C{mnigsctl --version}: the installed mnigs's
+version.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import json
 import socket
 import sys
+
+from mnigs import __version__
 
 CLIENT_SOCKET = "/run/mnigs-client/admin.sock"
 SERVER_SOCKET = "/run/mnigs-server/admin.sock"
@@ -83,6 +86,7 @@ def formatStatus(status: dict) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="mnigsctl", description=__doc__.strip().split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"mnigs {__version__}")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", action="store_true", help=f"ask the server ({SERVER_SOCKET})")
     where.add_argument("--socket", help=f"admin socket path (default {CLIENT_SOCKET})")
