@@ -1,7 +1,8 @@
 """
 C{mnigsctl [--server | --socket PATH] status [--json]}: what a running
 mnigs client (default) or server is doing, read from its local admin
-socket.
+socket.  C{mnigsctl check-config FILE}: whether a server's or a client's
+configuration file would start its daemon (L{mnigs.configcheck}).
 """
 
 from __future__ import annotations
@@ -84,9 +85,15 @@ def main(argv=None):
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", action="store_true", help=f"ask the server ({SERVER_SOCKET})")
     where.add_argument("--socket", help=f"admin socket path (default {CLIENT_SOCKET})")
-    parser.add_argument("command", choices=["status"])
+    parser.add_argument("command", choices=["status", "check-config"])
+    parser.add_argument("file", nargs="?", help="check-config: the configuration file")
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
     args = parser.parse_args(argv)
+    if (args.command == "check-config") != (args.file is not None):
+        parser.error("check-config takes one FILE; no other command takes one")
+    if args.command == "check-config":
+        from mnigs.configcheck import checkConfigFile
+        return checkConfigFile(args.file)
     path = args.socket or (SERVER_SOCKET if args.server else CLIENT_SOCKET)
     try:
         status = ask(path, args.command)
