@@ -69,8 +69,8 @@ IDLE_SECONDS = 10.0
 # shipped defaults (etc/mnigs-client.toml) back.
 CLIENT_SETTINGS = {
     "discovery": {"timeout": 2.0, "rescan_interval": 60.0, "sources": ["babel", "kernel"]},
-    "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0},
-    "method": {"wireguard": {"keepalive": 5}},
+    "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0,
+                "wireguard": {"keepalive": 5}},
     "policy": {"switch_hold": 60.0},
 }
 

@@ -75,8 +75,8 @@ LOG_TIME = "%Y-%m-%dT%H:%M:%S.%f"
 # a benchmark puts the shipped defaults back (etc/mnigs-client.toml).
 CLIENT_SETTINGS = {
     "discovery": {"timeout": 2.0, "rescan_interval": 60.0, "sources": ["babel", "kernel"]},
-    "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0},
-    "method": {"wireguard": {"keepalive": 5}},
+    "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0,
+                "wireguard": {"keepalive": 5}},
     "policy": {"switch_hold": 60.0},
     "health": {"beyond": [INTERNET]},
 }

@@ -7,6 +7,12 @@ owner thinks.
 The schema language is deliberately small: a section is a dict of key ->
 L{Field}; nested sections are dicts.  The server and the client describe
 their files with it (L{mnigs.server.config}, L{mnigs.client.config}).
+
+What is wrong stops the daemon (L{ConfigError}); what is only worth
+saying (a deprecated spelling) is a L{ConfigWarning}, which a loader
+appends to the list it was given, if any.  Checks that need the machine
+(do the named interfaces exist?) are kept out of the loaders, in
+L{mnigs.configcheck}.
 """
 
 from __future__ import annotations
@@ -24,6 +30,20 @@ class ConfigError(Exception):
         self.path = path
         self.key = key
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """
+    Something in a configuration file that does not stop the daemon but
+    that its operator should hear of, named like a L{ConfigError}.
+    """
+    path: str
+    key: str
+    reason: str
+
+    def __str__(self):
+        return f"{self.path}: {self.key}: {self.reason}"
 
 
 _REQUIRED = object()
@@ -118,7 +138,10 @@ def readSection(path: str, prefix: str, schema: dict, data) -> Section:
     return out
 
 
-def loadTOML(path: str, schema: dict) -> Section:
+def readTOML(path: str) -> dict:
+    """
+    The file's TOML as plain data, unchecked.
+    """
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -126,9 +149,17 @@ def loadTOML(path: str, schema: dict) -> Section:
         raise ConfigError(path, "", "no such file") from None
     except PermissionError:
         raise ConfigError(path, "", "permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a directory, not a file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "", f"not UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"not valid TOML: {e}") from None
-    return readSection(path, "", schema, data)
+    return data
+
+
+def loadTOML(path: str, schema: dict) -> Section:
+    return readSection(path, "", schema, readTOML(path))
 
 
 # -- checks shared by the server's and the client's schemas -------------

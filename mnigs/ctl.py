@@ -3,7 +3,9 @@ C{mnigsctl [--server | --socket PATH] status [--json]}: what a running
 mnigs client (default) or server is doing, read from its local admin
 socket.  C{mnigsctl --server drain [--timeout SECONDS]} takes a gateway out
 of service: no new clients, and its data path goes once the last lease is
-gone (or the time is up).  C{mnigsctl --version}: the installed mnigs's
+gone (or the time is up).  C{mnigsctl check-config FILE}: whether a
+server's or a client's configuration file would start its daemon
+(L{mnigs.configcheck}).  C{mnigsctl --version}: the installed mnigs's
 version.
 """
 
@@ -90,12 +92,18 @@ def main(argv=None):
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", action="store_true", help=f"ask the server ({SERVER_SOCKET})")
     where.add_argument("--socket", help=f"admin socket path (default {CLIENT_SOCKET})")
-    parser.add_argument("command", choices=["status", "drain"])
+    parser.add_argument("command", choices=["status", "drain", "check-config"])
+    parser.add_argument("file", nargs="?", help="check-config: the configuration file")
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
     parser.add_argument("--timeout", type=float,
                         help="drain: seconds before the leases left are released "
                              "(default: the server's server.drain_timeout)")
     args = parser.parse_args(argv)
+    if (args.command == "check-config") != (args.file is not None):
+        parser.error("check-config takes one FILE; no other command takes one")
+    if args.command == "check-config":
+        from mnigs.configcheck import checkConfigFile
+        return checkConfigFile(args.file)
     path = args.socket or (SERVER_SOCKET if args.server else CLIENT_SOCKET)
     command = args.command
     if command == "drain" and args.timeout is not None:

@@ -1,6 +1,17 @@
 """
 The client's configuration file: see docs/configuration.md and
 etc/mnigs-client.toml.
+
+C{loadClientConfig(path)} reads and checks the file and returns its
+L{Section}, or raises L{ConfigError} naming file, key and reason.  Given a
+list as C{warnings}, it appends a L{ConfigWarning} for each thing worth
+saying that does not stop the client: today the old spelling
+C{[method.NAME]} of a method's table.  Either spelling ends up in one
+place, C{config.methods.NAME} (every method there, with its defaults when
+the file has no table for it).  The loader does no I/O beyond reading the
+file: whether the interfaces named in L{EXISTING_INTERFACES} exist is
+asked by L{mnigs.configcheck.checkClient}, which the daemon and
+C{mnigsctl check-config} both use.
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ from __future__ import annotations
 from mnigs.config import (
     decimalAmount,
     ConfigError,
+    ConfigWarning,
     Field,
     Table,
     absolutePath,
@@ -17,9 +29,10 @@ from mnigs.config import (
     executable,
     ifname,
     ifnames,
-    loadTOML,
     oneOf,
     port,
+    readSection,
+    readTOML,
     strings,
     text,
 )
@@ -77,6 +90,22 @@ def _softetherNic(value):
     return value
 
 
+# Each method's own settings, [methods.NAME] beside methods.order.
+METHOD_SETTINGS = {
+    "wireguard": {
+        "interface": Field(str, "mnigs-c0", ifname),
+        "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
+        "keepalive": Field(int, 5, between(0, 3600)),
+    },
+    "openvpn": {
+        "interface": Field(str, "mnigs-ovpnc0", ifname),
+    },
+    "softether": {
+        "nic": Field(str, "mnigs", _softetherNic),
+    },
+    "forward": {},
+}
+
 SCHEMA = {
     "client": {
         "id": Field(str, "", text(128)),
@@ -121,21 +150,11 @@ SCHEMA = {
     "methods": {
         "order": Field(list, ["wireguard", "forward"], _subset(CLIENT_METHODS)),
         "connect_timeout": Field(float, 5.0, between(0.5, 120)),
+        **METHOD_SETTINGS,
     },
-    "method": Table({
-        "wireguard": {
-            "interface": Field(str, "mnigs-c0", ifname),
-            "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
-            "keepalive": Field(int, 5, between(0, 3600)),
-        },
-        "openvpn": {
-            "interface": Field(str, "mnigs-ovpnc0", ifname),
-        },
-        "softether": {
-            "nic": Field(str, "mnigs", _softetherNic),
-        },
-        "forward": {},
-    }),
+    # The old spelling of the methods' tables: read, then moved into
+    # "methods" by loadClientConfig with a warning.
+    "method": Table(METHOD_SETTINGS),
     "cjdns": CJDNS_SCHEMA,
     "policy": {
         "accept_fees": Field(bool, False),
@@ -173,8 +192,14 @@ SCHEMA = {
 }
 
 
-def loadClientConfig(path: str):
-    config = loadTOML(path, SCHEMA)
+# Keys naming interfaces that must already exist (not those mnigs makes).
+EXISTING_INTERFACES = ("mesh.interfaces",)
+
+
+def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
+    data = readTOML(path)
+    config = readSection(path, "", SCHEMA, data)
+    _moveOldMethodTables(path, data, config, [] if warnings is None else warnings)
     if "cjdns" in config.methods.order and not config.cjdns.public_key:
         raise ConfigError(path, "cjdns.public_key", "is required when methods.order has cjdns")
     if config.routing.table in (253, 254, 255):
@@ -188,4 +213,25 @@ def loadClientConfig(path: str):
     return config
 
 
-__all__ = ["loadClientConfig", "SCHEMA", "KNOWN_METHODS"]
+def _moveOldMethodTables(path, data, config, warnings):
+    """
+    Put what the file spells [method.NAME] where [methods.NAME] goes,
+    warning for each; a file using both spellings is refused.
+    """
+    old = config.pop("method")
+    if "method" not in data:
+        return
+    newSpelling = sorted(set(data.get("methods", {})) & set(METHOD_SETTINGS))
+    if newSpelling:
+        raise ConfigError(path, "method", f"the old spelling [method.NAME] and the new one "
+                                          f"[methods.{newSpelling[0]}] are both used: "
+                                          f"write every method's table as [methods.NAME]")
+    for name, settings in old.items():
+        warnings.append(ConfigWarning(path, f"method.{name}",
+                                      f"[method.{name}] is deprecated: write [methods.{name}]"))
+        config.methods[name] = settings
+    if not old:
+        warnings.append(ConfigWarning(path, "method", "[method] is deprecated: write [methods.NAME]"))
+
+
+__all__ = ["loadClientConfig", "SCHEMA", "METHOD_SETTINGS", "EXISTING_INTERFACES", "KNOWN_METHODS"]

@@ -182,7 +182,7 @@ class ClientService(MultiService):
         methods = {}
         for name in self.config.methods.order:
             if name == "wireguard":
-                settings = self.config.method.get("wireguard") or _defaults("wireguard")
+                settings = self.config.methods.wireguard
                 private, _ = loadOrCreateWireGuardKey(stateDir)
                 methods[name] = WireGuardClient(
                     self.reactor, settings.interface, private, self.routing,
@@ -199,14 +199,14 @@ class ClientService(MultiService):
             elif name == "openvpn":
                 from mnigs.methods.openvpn import OpenVPNClient
 
-                settings = self.config.method.get("openvpn") or _defaults("openvpn")
+                settings = self.config.methods.openvpn
                 methods[name] = OpenVPNClient(
                     self.reactor, settings.interface, self.routing, stateDir,
                     connectTimeout=self.config.methods.connect_timeout)
             elif name == "softether":
                 from mnigs.methods.softether import SoftEtherClient
 
-                settings = self.config.method.get("softether") or _defaults("softether")
+                settings = self.config.methods.softether
                 methods[name] = SoftEtherClient(
                     self.reactor, settings.nic, self.routing, self.netlink, stateDir,
                     connectTimeout=self.config.methods.connect_timeout)
@@ -226,13 +226,6 @@ class ClientService(MultiService):
             onAnswered=lambda rtt: agent.probeAnswered(session, rtt),
             onLost=lambda reason: agent.lost(session, reason),
             onSample=lambda rtt: agent.probeSample(session, rtt))
-
-
-def _defaults(method):
-    from mnigs.client.config import SCHEMA
-    from mnigs.config import readSection
-
-    return readSection("<defaults>", f"method.{method}", SCHEMA["method"].members[method], {})
 
 
 class _Lifecycle(Service):

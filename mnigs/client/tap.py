@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import sys
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from mnigs.config import ConfigError
+from mnigs.configcheck import CLIENT, checkClient, errorLine, logWarnings
+
+log = Logger()
 
 DEFAULT_CONFIG = "/etc/mnigs/mnigs-client.toml"
 
@@ -22,12 +26,14 @@ class Options(usage.Options):
 def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
-    from mnigs.client.config import loadClientConfig
     from mnigs.client.service import ClientService
 
     try:
-        config = loadClientConfig(options["config"])
+        checked = checkClient(options["config"])
     except ConfigError as e:
-        sys.stderr.write(f"mnigs-client: configuration error: {e}\n")
+        sys.stderr.write(errorLine(CLIENT, e) + "\n")
         raise SystemExit(1) from None
-    return ClientService(reactor, config, configPath=options["config"])
+    # Logged before twistd starts its log observer: the global log
+    # beginner keeps these events and writes them out once it does.
+    logWarnings(log, checked)
+    return ClientService(reactor, checked.config, configPath=options["config"])

@@ -1,6 +1,15 @@
 """
 The gateway server's configuration file: see docs/configuration.md and
 etc/mnigs-server.toml.
+
+C{loadServerConfig(path)} reads and checks the file and returns its
+L{Section}, or raises L{ConfigError} naming file, key and reason.  Given a
+list as C{warnings}, it appends a L{ConfigWarning} for each thing worth
+saying that does not stop the server (none yet on this side).  It does no
+I/O beyond reading the file: whether the interfaces named in
+L{EXISTING_INTERFACES} exist on this machine is asked by
+L{mnigs.configcheck.checkServer}, which the daemon and C{mnigsctl
+check-config} both use.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 from mnigs.config import (
     decimalAmount,
     ConfigError,
+    ConfigWarning,
     Field,
     Table,
     absolutePath,
@@ -150,8 +160,14 @@ SCHEMA = {
 }
 
 
-def loadServerConfig(path: str):
+# Keys naming interfaces that must already exist (not those mnigs makes).
+EXISTING_INTERFACES = ("mesh.interfaces", "uplink.interface")
+
+
+def loadServerConfig(path: str, warnings: list[ConfigWarning] | None = None):
     config = loadTOML(path, SCHEMA)
+    if config.uplink.interface == "lo":
+        raise ConfigError(path, "uplink.interface", "'lo' is the loopback interface, never an uplink")
     fee = config.terms.fee
     if fee.amount and not fee.currency:
         raise ConfigError(path, "terms.fee.currency", "is required when terms.fee.amount is set")
@@ -174,4 +190,4 @@ def loadServerConfig(path: str):
     return config
 
 
-__all__ = ["loadServerConfig", "SCHEMA", "ConfigError", "strings"]
+__all__ = ["loadServerConfig", "SCHEMA", "EXISTING_INTERFACES", "ConfigError", "strings"]

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import sys
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from mnigs.config import ConfigError
+from mnigs.configcheck import SERVER, checkServer, errorLine, logWarnings
+
+log = Logger()
 
 DEFAULT_CONFIG = "/etc/mnigs/mnigs-server.toml"
 
@@ -22,13 +26,15 @@ class Options(usage.Options):
 def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
-    from mnigs.server.config import loadServerConfig
     from mnigs.server.service import GatewayService
 
     try:
-        config = loadServerConfig(options["config"])
+        checked = checkServer(options["config"])
     except ConfigError as e:
         # twistd prints SystemExit's message and exits with status 1.
-        sys.stderr.write(f"mnigs-server: configuration error: {e}\n")
+        sys.stderr.write(errorLine(SERVER, e) + "\n")
         raise SystemExit(1) from None
-    return GatewayService(reactor, config, configPath=options["config"])
+    # Logged before twistd starts its log observer: the global log
+    # beginner keeps these events and writes them out once it does.
+    logWarnings(log, checked)
+    return GatewayService(reactor, checked.config, configPath=options["config"])

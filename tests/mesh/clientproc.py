@@ -21,8 +21,8 @@ class ClientProcess:
         base = {
             "client": {"name": name, "state_dir": os.path.join(self.dir, "state")},
             "discovery": {"timeout": 1.0, "rescan_interval": 5.0, "sources": ["babel"]},
-            "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0},
-            "method": {"wireguard": {"interface": self.wgInterface, "keepalive": 1}},
+            "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0,
+                        "wireguard": {"interface": self.wgInterface, "keepalive": 1}},
             "policy": {"switch_hold": 3600.0},
             "admin": {"socket": os.path.join(self.dir, "admin.sock")},
             "manhole": {"enabled": False, "socket": os.path.join(self.dir, "manhole.sock")},

@@ -24,12 +24,12 @@ class DaemonMeshTestCase(TestCase):
         self.addCleanup(process.stop)
         return process.start()
 
-    def clientProcess(self, node, **overrides):
+    def clientProcess(self, node, name="client", **overrides):
         """
         An mnigs-client on C{node} (not started), whose health probes also
         reach past the gateway to the internet host.
         """
         overrides.setdefault("health", {"beyond": [INTERNET_HOST]})
-        process = ClientProcess(node, overrides)
+        process = ClientProcess(node, overrides, name=name)
         self.addCleanup(process.stop)
         return process

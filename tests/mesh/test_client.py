@@ -5,12 +5,13 @@ internet namespace behind each gateway.  Faults are made with nftables
 drops (no link-down).  Nothing is mocked.
 """
 
+import json
 import time
 
 from mnigs.client.routes import routingSnapshot
 from mnigs.wireguard import generatePrivateKey, publicKey
 from tests.mesh.daemontest import DaemonMeshTestCase
-from tests.mesh.gatewayproc import rpc
+from tests.mesh.gatewayproc import rpc, toTOML
 from tests.mesh.harness import waitUntil
 
 INTERNET = "198.51.100.1"
@@ -59,6 +60,46 @@ class ClientMeshTests(DaemonMeshTestCase):
         quality = {g["gateway"]: g["quality"] for g in status["gateways"]}
         quality.update(status["history"])
         self.assertGreaterEqual(quality[gwAId]["failures"], 1)
+
+    def test_eitherSpellingOfTheMethodTableConfiguresTheTunnel(self):
+        """
+        client - gwA: a client whose [methods.wireguard] names its tunnel
+        interface routes the Internet through that interface; so does one
+        with the old [method.wireguard], which logs it as deprecated, and
+        a mesh interface this node lacks is logged too; neither warning
+        stops the client.
+        """
+        m = self.mesh
+        client, gwA = m.node("client"), m.node("gwA")
+        [clientSide, _] = m.link(client, gwA)
+        m.internet(gwA)
+        m.startBabel()
+        m.waitConverged()
+        self.gateway(gwA)
+
+        def routeDevice():
+            route = client.run(["ip", "-j", "route", "get", INTERNET]).stdout
+            return json.loads(route)[0]["dev"]
+
+        c = self.clientProcess(client, name="new").start()
+        c.waitState("online", 30, gateway="gwA")
+        self.assertEqual(routeDevice(), c.wgInterface)
+        c.stop()
+
+        old = self.clientProcess(client, name="old")
+        old.config["method"] = {"wireguard": old.config["methods"].pop("wireguard")}
+        old.config["mesh"] = {"interfaces": [clientSide, "mnigsnone0"]}
+        with open(old.configPath, "w") as f:
+            f.write(toTOML(old.config))
+        old.start()
+        old.waitState("online", 30, gateway="gwA")
+        self.assertEqual(routeDevice(), old.wgInterface)
+        with open(old.logPath) as f:
+            log = f.read()
+        self.assertIn(f"mnigs-client: configuration warning: {old.configPath}: method.wireguard: "
+                      f"[method.wireguard] is deprecated: write [methods.wireguard]", log)
+        self.assertIn(f"mnigs-client: configuration warning: {old.configPath}: mesh.interfaces: "
+                      f"no interface 'mnigsnone0' on this machine", log)
 
     def test_fullAndPaidGatewaysArePassedOver(self):
         m = self.mesh

@@ -223,7 +223,7 @@ class ClientTests(OpenVPNMesh):
         overrides.setdefault("health", {"beyond": [INTERNET]})
         overrides.setdefault("methods", {"order": ["openvpn"], "connect_timeout": 5.0})
         self.clientTun = "mp" + secrets.token_hex(4)
-        overrides.setdefault("method", {})["openvpn"] = {"interface": self.clientTun}
+        overrides.setdefault("methods", {})["openvpn"] = {"interface": self.clientTun}
         process = ClientProcess(self.client, overrides)
         self.addCleanup(process.stop)
         return process

@@ -362,7 +362,7 @@ class ClientTests(SoftEtherMesh):
     def clientProcess(self, **overrides):
         overrides.setdefault("health", {"beyond": [INTERNET]})
         overrides.setdefault("methods", {"order": ["softether"], "connect_timeout": 10.0})
-        overrides.setdefault("method", {"softether": {"nic": "c" + secrets.token_hex(3)}})
+        overrides.setdefault("methods", {}).setdefault("softether", {"nic": "c" + secrets.token_hex(3)})
         process = ClientProcess(self.client, overrides)
         self.addCleanup(process.stop)
         return process

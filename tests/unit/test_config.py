@@ -1,6 +1,8 @@
 """
-Server configuration: the sample loads; every kind of mistake is refused
-naming the file, the key and the reason.
+Server and client configuration: the samples load; every kind of mistake
+is refused naming the file, the key and the reason; the client's
+per-method tables are [methods.NAME], the old [method.NAME] still read
+with a warning.
 """
 
 import ipaddress
@@ -8,7 +10,8 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.config import ConfigError
+from mnigs.client.config import loadClientConfig
+from mnigs.config import ConfigError, ConfigWarning
 from mnigs.server.config import loadServerConfig
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "mnigs-server.toml")
@@ -20,13 +23,15 @@ interface = "up0"
 """
 
 
-class ServerConfigTests(SynchronousTestCase):
+class ConfigFileTestCase(SynchronousTestCase):
     def write(self, text):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write(text)
         return path
 
+
+class ServerConfigTests(ConfigFileTestCase):
     def assertConfigError(self, text, key, reasonPart):
         path = self.write(text)
         e = self.assertRaises(ConfigError, loadServerConfig, path)
@@ -70,6 +75,15 @@ class ServerConfigTests(SynchronousTestCase):
         self.assertConfigError(MINIMAL + "\n[hooks]\nregister = \"/nonexistent/hook\"\n",
                                "hooks.register", "not an executable")
 
+    def test_loopbackIsNeverAnUplink(self):
+        self.assertConfigError(MINIMAL.replace('"up0"', '"lo"'), "uplink.interface", "loopback")
+
+    def test_warningsListIsOptional(self):
+        path = self.write(MINIMAL)
+        warnings = []
+        self.assertEqual(loadServerConfig(path, warnings), loadServerConfig(path))
+        self.assertEqual(warnings, [])
+
     def test_required(self):
         self.assertConfigError("[methods.forward]\n", "uplink.interface", "is required")
 
@@ -86,3 +100,57 @@ class ServerConfigTests(SynchronousTestCase):
     def test_missingFile(self):
         e = self.assertRaises(ConfigError, loadServerConfig, "/nonexistent/mnigs.toml")
         self.assertIn("no such file", str(e))
+
+
+class ClientConfigTests(ConfigFileTestCase):
+    def test_methodTablesBesideTheOrder(self):
+        warnings = []
+        config = loadClientConfig(self.write(
+            '[methods]\norder = ["wireguard", "openvpn"]\n'
+            '[methods.wireguard]\ninterface = "wg7"\nkeepalive = 9\n'), warnings)
+        self.assertEqual(config.methods.order, ["wireguard", "openvpn"])
+        self.assertEqual((config.methods.wireguard.interface, config.methods.wireguard.keepalive),
+                         ("wg7", 9))
+        self.assertEqual(warnings, [])
+        self.assertNotIn("method", config)
+
+    def test_methodsWithoutTableHaveTheirDefaults(self):
+        config = loadClientConfig(self.write(""))
+        self.assertEqual(config.methods.wireguard,
+                         {"interface": "mnigs-c0", "implementation": "auto", "keepalive": 5})
+        self.assertEqual(config.methods.openvpn.interface, "mnigs-ovpnc0")
+        self.assertEqual(config.methods.softether.nic, "mnigs")
+        self.assertEqual(config.methods.forward, {})
+
+    def test_oldSpellingReadWithADeprecationWarning(self):
+        path = self.write('[method.wireguard]\ninterface = "wg8"\n[method.softether]\nnic = "se8"\n')
+        warnings = []
+        config = loadClientConfig(path, warnings)
+        self.assertEqual(config.methods.wireguard.interface, "wg8")
+        self.assertEqual(config.methods.softether.nic, "se8")
+        self.assertEqual(config.methods.openvpn.interface, "mnigs-ovpnc0")
+        self.assertEqual(warnings, [
+            ConfigWarning(path, "method.wireguard", "[method.wireguard] is deprecated: write [methods.wireguard]"),
+            ConfigWarning(path, "method.softether", "[method.softether] is deprecated: write [methods.softether]"),
+        ])
+        self.assertEqual(str(warnings[0]),
+                         f"{path}: method.wireguard: [method.wireguard] is deprecated: write [methods.wireguard]")
+        # Without a list, the same config and no complaint.
+        self.assertEqual(loadClientConfig(path), config)
+
+    def test_oldSpellingStillChecked(self):
+        e = self.assertRaises(ConfigError, loadClientConfig, self.write('[method.wireguard]\nkeepalive = -1\n'))
+        self.assertEqual(e.key, "method.wireguard.keepalive")
+
+    def test_bothSpellingsRefused(self):
+        path = self.write('[method.wireguard]\ninterface = "wg8"\n[methods.openvpn]\ninterface = "vpn8"\n')
+        e = self.assertRaises(ConfigError, loadClientConfig, path)
+        self.assertEqual(e.key, "method")
+        self.assertIn("both used", e.reason)
+        self.assertIn("[methods.openvpn]", e.reason)
+
+    def test_unknownMethodTable(self):
+        for text, key in (("[methods.pigeon]\n", "methods.pigeon"), ("[method.pigeon]\n", "method.pigeon")):
+            e = self.assertRaises(ConfigError, loadClientConfig, self.write(text))
+            self.assertEqual(e.key, key)
+            self.assertIn("unknown", e.reason)

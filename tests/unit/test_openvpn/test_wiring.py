@@ -34,7 +34,7 @@ class ConfigTests(SynchronousTestCase):
         server = loadServerConfig(os.path.join(TOP, "etc", "mnigs-server.toml"))
         self.assertEqual(server.methods.openvpn.pool, ipaddress.ip_network("100.65.0.0/22"))
         client = loadClientConfig(os.path.join(TOP, "etc", "mnigs-client.toml"))
-        self.assertEqual(client.method.openvpn.interface, "mnigs-ovpnc0")
+        self.assertEqual(client.methods.openvpn.interface, "mnigs-ovpnc0")
 
     def test_serverDefaults(self):
         config = loadServerConfig(self.write(MINIMAL + "[methods.openvpn]\n"))
@@ -61,9 +61,9 @@ class ConfigTests(SynchronousTestCase):
 
     def test_clientTakesOpenVPN(self):
         config = loadClientConfig(self.write(
-            '[methods]\norder = ["openvpn", "wireguard"]\n[method.openvpn]\ninterface = "vpn7"\n'))
+            '[methods]\norder = ["openvpn", "wireguard"]\n[methods.openvpn]\ninterface = "vpn7"\n'))
         self.assertEqual(config.methods.order, ["openvpn", "wireguard"])
-        self.assertEqual(config.method.openvpn.interface, "vpn7")
+        self.assertEqual(config.methods.openvpn.interface, "vpn7")
 
 
 class BuildTests(SynchronousTestCase):

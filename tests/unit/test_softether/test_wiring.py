@@ -36,7 +36,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertFalse(softether.enabled)
         self.assertEqual(softether.pool, ipaddress.ip_network("100.66.0.0/22"))
         client = loadClientConfig(os.path.join(TOP, "etc", "mnigs-client.toml"))
-        self.assertEqual(client.method.softether.nic, "mnigs")
+        self.assertEqual(client.methods.softether.nic, "mnigs")
 
     def test_serverDefaults(self):
         softether = loadServerConfig(self.write(MINIMAL + "[methods.softether]\n")).methods.softether
@@ -67,15 +67,15 @@ class ConfigTests(SynchronousTestCase):
 
     def test_clientTakesSoftEther(self):
         config = loadClientConfig(self.write(
-            '[methods]\norder = ["softether", "forward"]\n[method.softether]\nnic = "se7"\n'))
+            '[methods]\norder = ["softether", "forward"]\n[methods.softether]\nnic = "se7"\n'))
         self.assertEqual(config.methods.order, ["softether", "forward"])
-        self.assertEqual(config.method.softether.nic, "se7")
+        self.assertEqual(config.methods.softether.nic, "se7")
 
     def test_clientNicMistakes(self):
         for nic in ("vpn-se", "twelve45678x", "SE"):
             e = self.assertRaises(ConfigError, loadClientConfig, self.write(
-                f'[method.softether]\nnic = "{nic}"\n'))
-            self.assertEqual(e.key, "method.softether.nic")
+                f'[methods.softether]\nnic = "{nic}"\n'))
+            self.assertEqual(e.key, "methods.softether.nic")
 
 
 class BuildTests(SynchronousTestCase):
