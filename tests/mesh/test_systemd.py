@@ -11,6 +11,7 @@ is mocked.
 import ctypes.util
 import os
 import re
+import secrets
 import shutil
 import stat
 import subprocess
@@ -26,6 +27,9 @@ from tests.mesh.harness import INTERNET_HOST, Mesh, requireNamespaces, skipOrFai
 SERVER, CLIENT = "mnigs-server.service", "mnigs-client.service"
 DROPIN = os.path.join(UNITS, "softether.conf")
 MAX_EXPOSURE = 5.0
+# What each method runs below mnigs-server and mnigs-client.
+DAEMONS = {"wireguard": ("wireguard-go", "wireguard-go"), "openvpn": ("openvpn", "openvpn"),
+           "softether": ("vpnserver", "vpnclient")}
 
 
 def requireTools(testcase, *tools):
@@ -179,30 +183,61 @@ class RestrictedStartTests(TestCase):
         self.assertEqual({p: oct(m) for p, m in modes.items() if m & restrictions.umask}, {})
         self.assertGreater(len(modes), 3)
 
-    def test_clientOnlineThroughGatewayUnderTheUnitsRestrictions(self):
+    def onlineUnderTheUnits(self, method, gatewayOverrides, clientOverrides,
+                            units=(unitPath(SERVER), unitPath(CLIENT))):
         """
         client - gw: an mnigs-server and an mnigs-client, each with its
         unit's capability bounding set (as permitted and effective set),
-        no_new_privs, umask, system call filter and address families,
-        wireguard-go and ping below them alike: the gateway's uplink
-        probes (ping) succeed, the client goes online over WireGuard and
-        reaches the internet host.
+        no_new_privs, umask, system call filter and address families, and
+        their children alike: the gateway's uplink probes (ping) succeed,
+        the client goes online over C{method} and reaches the internet
+        host.  Returns the two daemons' processes.
         """
         client, gw = self.mesh.clientNextToGateway()
-        serverUnit = UnitRestrictions.fromUnit(unitPath(SERVER))
-        clientUnit = UnitRestrictions.fromUnit(unitPath(CLIENT))
-        gateway = GatewayProcess(gw, {"uplink": {"probe": [INTERNET_HOST]}}, name="gw",
-                                 wrapper=serverUnit.wrapper(), umask=serverUnit.umask)
+        serverUnit, clientUnit = (UnitRestrictions.fromUnit(unit) for unit in units)
+        gateway = GatewayProcess(gw, {"uplink": {"probe": [INTERNET_HOST]}, **gatewayOverrides},
+                                 name="gw", wrapper=serverUnit.wrapper(), umask=serverUnit.umask)
         self.addCleanup(gateway.stop)
         gateway.start()
         daemon = ClientProcess(client, {"health": {"beyond": [INTERNET_HOST]},
-                                        "methods": {"order": ["wireguard"]}},
+                                        "methods": {"order": [method]}, **clientOverrides},
                                wrapper=clientUnit.wrapper(), umask=clientUnit.umask)
         self.addCleanup(daemon.stop)
         status = daemon.start().waitState("online", 30, gateway="gw")
-        self.assertEqual(status["current"]["method"], "wireguard")
+        self.assertEqual(status["current"]["method"], method)
         self.assertTrue(client.ping(INTERNET_HOST))
-        self.assertConfined(gateway.process, serverUnit, ["wireguard-go"])
-        self.assertConfined(daemon.process, clientUnit, ["wireguard-go"])
+        self.assertConfined(gateway.process, serverUnit, [DAEMONS[method][0]])
+        self.assertConfined(daemon.process, clientUnit, [DAEMONS[method][1]])
         self.assertFilesFollowUmask(gateway, serverUnit)
         self.assertFilesFollowUmask(daemon, clientUnit)
+
+    def test_clientOnlineOverWireGuardUnderTheUnitsRestrictions(self):
+        """wireguard-go on both sides, under the units' restrictions."""
+        self.onlineUnderTheUnits("wireguard", {}, {})
+
+    def test_clientOnlineOverOpenVPNUnderTheUnitsRestrictions(self):
+        """openvpn on both sides, under the units' restrictions."""
+        requireTools(self, "openvpn")
+        self.onlineUnderTheUnits(
+            "openvpn",
+            {"methods": {"openvpn": {"interface": "mo" + secrets.token_hex(4),
+                                     "pool": "100.65.0.0/24", "port": 1194}}},
+            {"method": {"openvpn": {"interface": "mp" + secrets.token_hex(4)}}})
+
+    def test_clientOnlineOverSoftEtherUnderTheUnitsWithTheDropIn(self):
+        """
+        vpnserver and vpnclient (each in its mount namespace) under the
+        units with etc/systemd/softether.conf added.
+        """
+        from tests.mesh.test_softether import softetherMissing
+        missing = softetherMissing()
+        if missing:
+            skipOrFail(self, missing)
+        directory = self.mktemp()
+        self.onlineUnderTheUnits(
+            "softether",
+            {"methods": {"softether": {"pool": "100.66.0.0/24", "port": 5555,
+                                       "bridge": "s" + secrets.token_hex(4)}}},
+            {"methods": {"order": ["softether"], "connect_timeout": 10.0},
+             "method": {"softether": {"nic": "c" + secrets.token_hex(3)}}},
+            units=[installedCopy(directory, unit, dropin=True) for unit in (SERVER, CLIENT)])
