@@ -13,8 +13,14 @@ from tests.mesh.gatewayproc import daemonEnvironment, merge, toTOML, twistdArgv
 
 
 class ClientProcess:
-    def __init__(self, node, overrides=None, name="client"):
+    """
+    One mnigs-client in C{node}; C{wrapper} and C{umask} as for
+    L{tests.mesh.gatewayproc.GatewayProcess}.
+    """
+
+    def __init__(self, node, overrides=None, name="client", wrapper=(), umask=None):
         self.node = node
+        self.wrapper, self.umask = list(wrapper), umask
         self.dir = os.path.join(node.tmp, f"mnigs-{name}")
         os.makedirs(self.dir, exist_ok=True)
         self.wgInterface = "mc" + secrets.token_hex(4)
@@ -35,10 +41,10 @@ class ClientProcess:
         self.process = None
 
     def start(self):
-        argv = twistdArgv("mnigs-client", self.configPath, self.logPath,
-                          os.path.join(self.dir, "twistd.pid"))
+        argv = self.wrapper + twistdArgv("mnigs-client", self.configPath, self.logPath,
+                                         os.path.join(self.dir, "twistd.pid"))
         self.process = self.node.spawn(argv, log=os.path.join(self.dir, "stdout.log"),
-                                       env=daemonEnvironment())
+                                       env=daemonEnvironment(), umask=self.umask)
         return self
 
     def status(self):

@@ -88,10 +88,14 @@ class GatewayProcess:
     One mnigs-server in C{node}, with its config, state and logs under
     C{node.tmp}.  The WireGuard interface name is unique per run
     (wireguard-go's control sockets are shared by all namespaces).
+    C{wrapper} is an argv prefix twistd runs under (it must exec twistd, so
+    that the process's pid stays twistd's), C{umask} the umask it starts
+    with (see L{tests.mesh.confine}).
     """
 
-    def __init__(self, node, overrides=None, name="gw"):
+    def __init__(self, node, overrides=None, name="gw", wrapper=(), umask=None):
         self.node = node
+        self.wrapper, self.umask = list(wrapper), umask
         self.dir = os.path.join(node.tmp, f"mnigs-{name}")
         os.makedirs(self.dir, exist_ok=True)
         self.wgInterface = "mw" + secrets.token_hex(4)
@@ -123,10 +127,10 @@ class GatewayProcess:
             f.write(toTOML(self.config))
 
     def start(self, wait=True, timeout=20):
-        argv = twistdArgv("mnigs-server", self.configPath, self.logPath,
-                          os.path.join(self.dir, "twistd.pid"))
+        argv = self.wrapper + twistdArgv("mnigs-server", self.configPath, self.logPath,
+                                         os.path.join(self.dir, "twistd.pid"))
         self.process = self.node.spawn(argv, log=os.path.join(self.dir, "stdout.log"),
-                                       env=daemonEnvironment())
+                                       env=daemonEnvironment(), umask=self.umask)
         if wait:
             self.waitServing(timeout)
         return self

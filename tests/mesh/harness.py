@@ -152,8 +152,15 @@ def requireNamespaces(testcase, *binaries):
     C{CI} environment variable is set: in CI they must run.
     """
     reason = missingForNamespaces(*binaries)
-    if reason is None:
-        return
+    if reason is not None:
+        skipOrFail(testcase, reason)
+
+
+def skipOrFail(testcase, reason):
+    """
+    Skip C{testcase} for C{reason}, or fail it when the C{CI} environment
+    variable is set: in CI every test must run.
+    """
     if os.environ.get("CI"):
         testcase.fail(reason)
     raise unittest.SkipTest(reason)
@@ -405,6 +412,21 @@ class Mesh:
         waitUntil(lambda: not any(missing(node) for node in nodes), timeout,
                   message="babel routes between all nodes")
         return time.monotonic() - started
+
+    def clientNextToGateway(self):
+        """
+        The smallest topology with a gateway, converged::
+
+            client --- gw === internet
+
+        Returns the nodes (client, gw).
+        """
+        client, gw = self.node("client"), self.node("gw")
+        self.link(client, gw)
+        self.internet(gw)
+        self.startBabel()
+        self.waitConverged()
+        return client, gw
 
     def gatewayWithThief(self):
         """

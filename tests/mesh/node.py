@@ -51,13 +51,13 @@ class Node:
         return runCommand(["ip", "netns", "exec", self.ns] + list(argv),
                           check=check, timeout=timeout, input=input)
 
-    def spawn(self, argv, log=None, env=None):
+    def spawn(self, argv, log=None, env=None, umask=None):
         """
         Start C{argv} inside the namespace in its own process group, with
         stdout and stderr going to C{log} (a path or an open file; by default
         C{NAME-K.log} under L{tmp}, available as C{process.logPath}).
-        C{env} adds to (does not replace) this process's environment.
-        L{Mesh.destroy} kills it.
+        C{env} adds to (does not replace) this process's environment;
+        C{umask}, if given, replaces ours.  L{Mesh.destroy} kills it.
         """
         self._spawned += 1
         if log is None:
@@ -77,6 +77,7 @@ class Node:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=environment,
+                umask=-1 if umask is None else umask,
             )
         finally:
             if output is not log:

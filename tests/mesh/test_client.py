@@ -124,12 +124,7 @@ class ClientMeshTests(DaemonMeshTestCase):
         self.assertTrue(client.ping(INTERNET))
 
     def test_blockedWireGuardPortFallsBackToForward(self):
-        m = self.mesh
-        client, gw = m.node("client"), m.node("gw")
-        m.link(client, gw)
-        m.internet(gw)
-        m.startBabel()
-        m.waitConverged()
+        client, gw = self.mesh.clientNextToGateway()
         self.gateway(gw)
         gw.run(["nft", "-f", "-"], input="""
 table inet mnigs_chaos {
