@@ -9,6 +9,7 @@ import sys
 from twisted.python import usage
 
 from mnigs.config import ConfigError
+from mnigs.daemonlog import levelled
 
 DEFAULT_CONFIG = "/etc/mnigs/mnigs-client.toml"
 
@@ -30,4 +31,4 @@ def makeService(options, reactor=None):
     except ConfigError as e:
         sys.stderr.write(f"mnigs-client: configuration error: {e}\n")
         raise SystemExit(1) from None
-    return ClientService(reactor, config)
+    return levelled(ClientService(reactor, config), options, config.log.level)

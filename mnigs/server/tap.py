@@ -9,6 +9,7 @@ import sys
 from twisted.python import usage
 
 from mnigs.config import ConfigError
+from mnigs.daemonlog import levelled
 
 DEFAULT_CONFIG = "/etc/mnigs/mnigs-server.toml"
 
@@ -31,4 +32,4 @@ def makeService(options, reactor=None):
         # twistd prints SystemExit's message and exits with status 1.
         sys.stderr.write(f"mnigs-server: configuration error: {e}\n")
         raise SystemExit(1) from None
-    return GatewayService(reactor, config)
+    return levelled(GatewayService(reactor, config), options, config.log.level)
