@@ -180,7 +180,10 @@ class ClientEffects:
         session.stoppers.append(offers.stop)
 
         lost = session.connection.whenLost()
-        lost.addCallback(lambda reason: agent.lost(session, reason))
+        # endSession cancels the wait: a CancelledError then says only that
+        # the session ended first.
+        lost.addCallbacks(lambda reason: agent.lost(session, reason),
+                          lambda failure: failure.trap(defer.CancelledError))
         session.stoppers.append(lost.cancel)
         self.hooks.run("online", session.step.gatewayId, session.step.host, session.step.method,
                        config.get("address", ""))
