@@ -138,8 +138,8 @@ class ClientEffects:
     def unregister(self, step, lease):
         d = self.rpc.call(step.host, step.port, "gateway.unregister",
                           {"lease": lease["id"], "token": lease["token"]}, timeout=1.0)
-        d.addErrback(lambda f: log.debug("unregister from {host} failed: {why}",
-                                         host=step.host, why=f.getErrorMessage()))
+        d.addErrback(lambda f: log.debug("unregister from {gateway} failed: {why}",
+                                         gateway=step.gateway, why=f.getErrorMessage()))
         return d
 
     def noteFailure(self, step, reason):
@@ -190,7 +190,7 @@ class ClientEffects:
 
     def _checkSession(self, session):
         if session.step.method != "forward" and not self.routing.routedOnMesh(session.step.host):
-            self.agent.lost(session, f"the mesh no longer routes to {session.step.host}")
+            self.agent.lost(session, f"the mesh no longer routes to {session.step.gateway}")
 
     def _checkOffer(self, session):
         d = self.rpc.call(session.step.host, session.step.port, "gateway.info", {},
