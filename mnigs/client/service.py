@@ -211,8 +211,8 @@ class _Lifecycle(Service):
         super().startService()
         service = self.clientService
         service.routing.clear()  # whatever a crashed run left
-        log.info("mnigs client {id} starting, methods {methods}", id=service.clientId,
-                 methods=list(service.methods))
+        log.info("mnigs client {id} starting, methods {names}", id=service.clientId,
+                 methods=list(service.methods), names=", ".join(service.methods))
         service.agent.start()
 
     def stopService(self):

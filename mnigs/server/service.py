@@ -184,14 +184,14 @@ class GatewayService(MultiService):
         try:
             stored = self.store.load()
         except StateFileCorrupt as e:
-            log.critical("{error}; starting with no leases", error=e)
+            log.error("{error}; starting with no leases", error=e)
             return
         if stored is None:
             return
         try:
             restored, dropped = self.book.restore(stored, self.reactor.seconds(), set(self.methods))
         except (KeyError, TypeError, ValueError) as e:
-            log.critical("lease file unusable ({error}); starting with no leases", error=e)
+            log.error("lease file unusable ({error}); starting with no leases", error=e)
             return
         log.info("restored {n} leases ({d} expired or for methods no longer configured)",
                  n=len(restored), d=len(dropped))
@@ -207,9 +207,9 @@ class GatewayService(MultiService):
         self.gateway.started()
         self.uplink.start()
         self.sweeper.start(self.config.server.sweep_interval, now=False)
-        log.info("gateway {name} ({gid}) serving with methods {methods}",
+        log.info("gateway {name} ({gid}) serving with methods {names}",
                  name=self.config.server.name, gid=self.offers.gatewayId,
-                 methods=sorted(self.methods))
+                 methods=sorted(self.methods), names=", ".join(sorted(self.methods)))
 
     def _sweep(self):
         return self.registry.sweep().addErrback(lambda f: log.failure("lease sweep failed", f))

@@ -23,6 +23,8 @@ class Step:
 
 
 class Connection:
+    """A tunnel that reports its loss as the real ones do."""
+
     def __init__(self):
         self.loss = Loss()
 
