@@ -13,20 +13,20 @@ import re
 # "2026-12-06T00:34:36+0000 [system] text"; continuation lines start with a tab.
 _LINE = re.compile(r"^\S+ \[(?P<system>[^\]]*)\] (?P<text>.*)$")
 _LEGACY_ERRORS = ("Unhandled Error", "Unhandled error in Deferred")
-_CONTEXT = 12  # continuation lines (a traceback) quoted per critical line
+_CONTEXT = 8  # the last continuation lines (a traceback's end) quoted per critical line
 
 
 def criticalLines(text):
     """
-    Every critical event in a twistd text log: its line, with up to
-    C{_CONTEXT} of the continuation lines that follow it.
+    Every critical event in a twistd text log: its line, with the last
+    C{_CONTEXT} of the continuation lines that follow it (where a
+    traceback names the exception).
     """
     found = []
     current = None
     for line in text.splitlines():
         if line.startswith("\t") and current is not None:
-            if len(current) <= _CONTEXT:
-                current.append(line)
+            current.append(line)
             continue
         current = None
         match = _LINE.match(line)
@@ -35,7 +35,7 @@ def criticalLines(text):
         if match["system"].endswith("#critical") or match["text"].startswith(_LEGACY_ERRORS):
             current = [line]
             found.append(current)
-    return ["\n".join(lines) for lines in found]
+    return ["\n".join(lines[:1] + lines[1:][-_CONTEXT:]) for lines in found]
 
 
 def assertNoCriticalLines(path, daemon):
