@@ -7,6 +7,7 @@ up: it is started and forgotten, and its exit status is only logged.
 from __future__ import annotations
 
 import os
+import shlex
 
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -21,7 +22,8 @@ class _HookProtocol(ProcessProtocol):
     def processEnded(self, reason):
         code = getattr(reason.value, "exitCode", None)
         if code:
-            log.warn("hook {argv} exited with status {code}", argv=self.argv, code=code)
+            log.warn("hook {command} exited with status {code}", argv=self.argv,
+                     command=shlex.join(self.argv), code=code)
 
 
 class Hooks:

@@ -13,6 +13,7 @@ it dies by itself, and is stopped with TERM and, after C{stopTimeout}, KILL.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol as TypingProtocol, Sequence
 
@@ -27,6 +28,11 @@ from twisted.python.failure import Failure
 from mnigs.readiness import Watch, asReadiness, readyOnOutput, readyWhen
 
 log = Logger()
+
+
+def _command(argv) -> str:
+    """An argument list as a log line shows it: a shell-quoted command."""
+    return shlex.join(os.fsdecode(arg) for arg in argv)
 
 __all__ = ["SupervisedProcess", "LaunchTimeout", "ProcessExitedEarly", "LaunchCancelled",
            "ProcessStopping", "readyOnOutput", "readyWhen"]
@@ -180,13 +186,15 @@ def _spawnChild(c: _Supervisor, s: _Core, *args: object) -> _Launch:
         s.child = s.spawn(protocol, s.argv[0], list(s.argv), env=s.env, childFDs=childFDs)
     except Exception:
         failure = Failure()
-        log.failure("{name}: could not spawn {argv}", failure, name=s.name, argv=s.argv)
+        log.failure("{name}: could not spawn {command}", failure, name=s.name, argv=s.argv,
+                    command=_command(s.argv))
         c.processExited(failure)  # runs once this transition is over
         return _Launch(Watch(), s.reactor.callLater(s.launchTimeout, c.launchTimedOut))
     finally:
         if outFD is not None:
             os.close(outFD)
-    log.info("{name}: spawned pid {pid}: {argv}", name=s.name, pid=s.child.pid, argv=s.argv)
+    log.info("{name}: spawned pid {pid}: {command}", name=s.name, pid=s.child.pid, argv=s.argv,
+             command=_command(s.argv))
     watch = s.readiness.watch(s.reactor, c.processReady)
     return _Launch(watch, s.reactor.callLater(s.launchTimeout, c.launchTimedOut))
 

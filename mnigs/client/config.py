@@ -37,6 +37,7 @@ from mnigs.config import (
     text,
 )
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
+from mnigs.daemonlog import SCHEMA as LOG_SCHEMA
 from mnigs.protocol import DEFAULT_PORT, KNOWN_METHODS
 from mnigs.yggdrasil.admin import adminEndpoint
 
@@ -181,6 +182,7 @@ SCHEMA = {
     "admin": {
         "socket": Field(str, "/run/mnigs-client/admin.sock", absolutePath),
     },
+    "log": LOG_SCHEMA,
     "manhole": {
         "enabled": Field(bool, False),
         "socket": Field(str, "/run/mnigs-client/manhole.sock", absolutePath),

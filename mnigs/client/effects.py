@@ -138,8 +138,8 @@ class ClientEffects:
     def unregister(self, step, lease):
         d = self.rpc.call(step.host, step.port, "gateway.unregister",
                           {"lease": lease["id"], "token": lease["token"]}, timeout=1.0)
-        d.addErrback(lambda f: log.debug("unregister from {host} failed: {why}",
-                                         host=step.host, why=f.getErrorMessage()))
+        d.addErrback(lambda f: log.debug("unregister from {gateway} failed: {why}",
+                                         gateway=step.gateway, why=f.getErrorMessage()))
         return d
 
     def noteFailure(self, step, reason):
@@ -180,14 +180,17 @@ class ClientEffects:
         session.stoppers.append(offers.stop)
 
         lost = session.connection.whenLost()
-        lost.addCallback(lambda reason: agent.lost(session, reason))
+        # endSession cancels the wait: a CancelledError then says only that
+        # the session ended first.
+        lost.addCallbacks(lambda reason: agent.lost(session, reason),
+                          lambda failure: failure.trap(defer.CancelledError))
         session.stoppers.append(lost.cancel)
         self.hooks.run("online", session.step.gatewayId, session.step.host, session.step.method,
                        config.get("address", ""))
 
     def _checkSession(self, session):
         if session.step.method != "forward" and not self.routing.routedOnMesh(session.step.host):
-            self.agent.lost(session, f"the mesh no longer routes to {session.step.host}")
+            self.agent.lost(session, f"the mesh no longer routes to {session.step.gateway}")
 
     def _checkOffer(self, session):
         d = self.rpc.call(session.step.host, session.step.port, "gateway.info", {},

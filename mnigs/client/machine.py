@@ -175,6 +175,12 @@ class ClientCore:
         return status
 
 
+def _named(step) -> dict:
+    # Log fields naming a step: the text reads "pdx-gw-1 (10.99.0.5) over
+    # wireguard"; the gateway's id is there for whoever reads events.
+    return {"gateway": step.gateway, "gatewayId": step.gatewayId, "method": step.method}
+
+
 def _ignore(client, core, *args):
     return None
 
@@ -250,7 +256,7 @@ def _buildMachine():
         def failed(failure):
             if failure.check(defer.CancelledError):
                 return
-            reason = f"{step.method} registration with {step.host} failed: {failure.getErrorMessage()}"
+            reason = f"{step.method} registration with {step.gateway} failed: {failure.getErrorMessage()}"
             core.effects.noteFailure(step, reason)
             nextAttempt = pending.attempt.afterRegisterFailure(failure)
             if nextAttempt is None:
@@ -270,7 +276,8 @@ def _buildMachine():
     @registering.upon(Client.tryNext).loop()
     def registerNext(client, core, pending: Pending, attempt, reason):
         core.reason = reason
-        core.log.info("{reason}; trying {step}", reason=reason, step=attempt.step.describe())
+        core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
+                      **_named(attempt.step))
         pending.attempt = attempt
         beginRegister(client, core, pending)
 
@@ -296,7 +303,7 @@ def _buildMachine():
         def failed(failure):
             if failure.check(defer.CancelledError):
                 return
-            reason = f"{step.method} to {step.host} did not come up: {failure.getErrorMessage()}"
+            reason = f"{step.method} to {step.gateway} did not come up: {failure.getErrorMessage()}"
             core.effects.noteFailure(step, reason)
             core.effects.unregister(step, lease)
             nextAttempt = pending.attempt.nextMethod()
@@ -318,7 +325,7 @@ def _buildMachine():
         core.session = session
         core.reason = ""
         core.backoff.reset()
-        core.log.info("online via {step}", step=session.step.describe())
+        core.log.info("online via {gateway} over {method}", **_named(session.step))
         core.effects.startSession(session)
 
     @online.upon(Client.probeMissed).to(degraded)
@@ -348,21 +355,22 @@ def _buildMachine():
         @state.upon(Client.failover).to(registering)
         def failingOver(client, core, session: Session, lostSession, attempt, reason):
             core.reason = reason
-            core.log.warn("leaving {gw}: {reason}; trying {step}", gw=session.step.host,
-                          reason=reason, step=attempt.step.describe())
+            core.log.warn("leaving {left}: {reason}; trying {gateway} over {method}",
+                          left=session.step.gateway, reason=reason, **_named(attempt.step))
             leave(client, core, session, reason)
             client.start()
 
         @state.upon(Client.dropped).to(searching)
         def droppedOut(client, core, session: Session, lostSession, reason):
             core.reason = reason
-            core.log.warn("leaving {gw}: {reason}; searching", gw=session.step.host, reason=reason)
+            core.log.warn("leaving {left}: {reason}; searching", left=session.step.gateway,
+                          reason=reason)
             leave(client, core, session, reason)
             client.start()
 
         @state.upon(Client.switch).to(registering)
         def switching(client, core, session: Session, oldSession, attempt):
-            core.reason = f"switching to the better gateway {attempt.step.host}"
+            core.reason = f"switching to the better gateway {attempt.step.gateway}"
             core.log.info("{reason}", reason=core.reason)
             leave(client, core, session, "")
             client.start()

@@ -36,6 +36,14 @@ class Step:
         return self.ranked.seen.port
 
     @property
+    def gateway(self) -> str:
+        """
+        The gateway as log lines and reasons name it: C{pdx-gw-1 (10.99.0.5)}.
+        """
+        name = self.ranked.seen.offer.name
+        return f"{name} ({self.host})" if name else self.host
+
+    @property
     def offerEntry(self) -> dict:
         return self.ranked.seen.offer.method(self.method)
 

@@ -115,11 +115,12 @@ class ClientService(MultiService):
     #: What SIGHUP may change while the client runs (mnigs.reload).
     LIVE_KEYS = ("policy", "health", "log.level")
 
-    def __init__(self, reactor, config, configPath=None):
+    def __init__(self, reactor, config, configPath=None, levelFilter=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
         self.configPath = configPath
+        self.levelFilter = levelFilter
         raiseFileLimit()
         stateDir = ensureStateDir(config.client.state_dir)
         self.clientId = loadOrCreateClientId(stateDir, config.client.id)
@@ -176,6 +177,8 @@ class ClientService(MultiService):
         self.discovery.blocked = config.policy.blocked
         self.agent.switchPolicy.margin = config.policy.switch_margin
         self.agent.switchPolicy.hold = config.policy.switch_hold
+        if self.levelFilter is not None:
+            self.levelFilter.setLevel(config.log.level)
         self.agent.policyChanged()
 
     def _buildMethods(self, stateDir):
@@ -241,8 +244,8 @@ class _Lifecycle(Service):
             from mnigs.reload import handleSIGHUP
             self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
-        log.info("mnigs client {id} starting, methods {methods}", id=service.clientId,
-                 methods=list(service.methods))
+        log.info("mnigs client {id} starting, methods {names}", id=service.clientId,
+                 methods=list(service.methods), names=", ".join(service.methods))
         service.agent.start()
 
     def stopService(self):

@@ -11,6 +11,7 @@ from twisted.python import usage
 
 from mnigs.config import ConfigError
 from mnigs.configcheck import CLIENT, checkClient, errorLine, logWarnings
+from mnigs.daemonlog import LevelFilter, levelled
 
 log = Logger()
 
@@ -36,4 +37,7 @@ def makeService(options, reactor=None):
     # Logged before twistd starts its log observer: the global log
     # beginner keeps these events and writes them out once it does.
     logWarnings(log, checked)
-    return ClientService(reactor, checked.config, configPath=options["config"])
+    levelFilter = LevelFilter(checked.config.log.level)
+    service = ClientService(reactor, checked.config, configPath=options["config"],
+                           levelFilter=levelFilter)
+    return levelled(service, options, levelFilter)

@@ -35,6 +35,7 @@ from mnigs.config import (
     text,
 )
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
+from mnigs.daemonlog import SCHEMA as LOG_SCHEMA
 from mnigs.protocol import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, MAX_LEASE_SECONDS
 
 
@@ -146,6 +147,7 @@ SCHEMA = {
     "nft": {
         "table": Field(str, "mnigs", text(32)),
     },
+    "log": LOG_SCHEMA,
     "manhole": {
         "enabled": Field(bool, False),
         "socket": Field(str, "/run/mnigs-server/manhole.sock", absolutePath),

@@ -139,9 +139,9 @@ class LeaseFile:
         if b"\n" in dropped:
             keptAs = f"{self.journalPath}.corrupt-{int(self.clock())}"
             shutil.copyfile(self.journalPath, keptAs)
-            log.critical("{path}: unreadable entries from byte {offset} on dropped; "
-                         "the whole journal is kept as {keptAs}", path=self.journalPath,
-                         offset=good, keptAs=keptAs)
+            log.error("{path}: unreadable entries from byte {offset} on dropped; "
+                      "the whole journal is kept as {keptAs}", path=self.journalPath,
+                      offset=good, keptAs=keptAs)
         else:
             log.warn("{path}: dropping a torn last entry ({n} bytes) left by a crash",
                      path=self.journalPath, n=len(dropped))

@@ -6,12 +6,31 @@ the change durable, and only then does the caller get an answer.
 
 from __future__ import annotations
 
+import functools
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from mnigs.protocol import INTERNAL_ERROR, METHOD_UNAVAILABLE, RPCError
 
 log = Logger()
+
+
+def _carriedThrough(operation):
+    """
+    A lease operation that runs to its end once asked for: cancelling what
+    the caller holds (the RPC server does when the client hangs up) only
+    stops the wait.  Cut off halfway, a grant or a revoke would leave the
+    method's state (a hub user, a WireGuard peer) out of step with the
+    book, and the cut shows as an error in the log.
+    """
+    @functools.wraps(operation)
+    def run(*args, **kwargs):
+        caller = defer.Deferred()
+        defer.maybeDeferred(operation, *args, **kwargs).chainDeferred(caller)
+        return caller
+
+    return run
 
 
 class Registry:
@@ -59,6 +78,7 @@ class Registry:
             raise RPCError(METHOD_UNAVAILABLE, f"method {name!r} is not offered here")
         return method
 
+    @_carriedThrough
     def register(self, request, clientHost: str, localHost: str):
         key = (request.clientId, request.method)
         lock = self._locks.get(key)
@@ -107,6 +127,7 @@ class Registry:
         self.hooks.run("register", lease.id, lease.method, clientHost, lease.config.get("address", ""))
         return lease.wire(now)
 
+    @_carriedThrough
     @defer.inlineCallbacks
     def renew(self, leaseId: str, token: str):
         now = self.clock.seconds()
@@ -114,6 +135,7 @@ class Registry:
         yield self.committer.commit()
         return {"expires_in": lease.expiresIn(now)}
 
+    @_carriedThrough
     @defer.inlineCallbacks
     def unregister(self, leaseId: str, token: str):
         lease = self.book.release(leaseId, token, self.clock.seconds())

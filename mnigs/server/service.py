@@ -106,11 +106,13 @@ class GatewayService(MultiService):
     #: What SIGHUP may change while the gateway runs (mnigs.reload).
     LIVE_KEYS = ("terms", "server.drain_timeout", "log.level")
 
-    def __init__(self, reactor, config, netlink=None, nftRunner=None, configPath=None):
+    def __init__(self, reactor, config, netlink=None, nftRunner=None, configPath=None,
+                 levelFilter=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
         self.configPath = configPath
+        self.levelFilter = levelFilter
         self.stateDir = ensureStateDir(config.server.state_dir)
         self.netlink = netlink or Netlink()
         self.key = loadOrCreateKey(self.stateDir)
@@ -194,14 +196,14 @@ class GatewayService(MultiService):
         try:
             stored = self.store.load()
         except StateFileCorrupt as e:
-            log.critical("{error}; starting with no leases", error=e)
+            log.error("{error}; starting with no leases", error=e)
             return
         if stored is None:
             return
         try:
             restored, dropped = self.book.restore(stored, self.reactor.seconds(), set(self.methods))
         except (KeyError, TypeError, ValueError) as e:
-            log.critical("lease file unusable ({error}); starting with no leases", error=e)
+            log.error("lease file unusable ({error}); starting with no leases", error=e)
             return
         log.info("restored {n} leases ({d} expired or for methods no longer configured)",
                  n=len(restored), d=len(dropped))
@@ -218,9 +220,9 @@ class GatewayService(MultiService):
         self.listeners.setServiceParent(self)
         self.uplink.start()
         self.sweeper.start(self.config.server.sweep_interval, now=False)
-        log.info("gateway {name} ({gid}) serving with methods {methods}",
+        log.info("gateway {name} ({gid}) serving with methods {names}",
                  name=self.config.server.name, gid=self.offers.gatewayId,
-                 methods=sorted(self.methods))
+                 methods=sorted(self.methods), names=", ".join(sorted(self.methods)))
 
     def reloader(self):
         from mnigs.reload import Reloader
@@ -239,6 +241,8 @@ class GatewayService(MultiService):
         self.book.maxClients = config.terms.max_clients
         self.book.leaseSeconds = config.terms.lease_seconds
         self.offers.setTerms(termsFromConfig(config.terms))
+        if self.levelFilter is not None:
+            self.levelFilter.setLevel(config.log.level)
 
     def _sweep(self):
         return self.gateway.sweep().addErrback(lambda f: log.failure("lease sweep failed", f))

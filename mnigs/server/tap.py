@@ -11,6 +11,7 @@ from twisted.python import usage
 
 from mnigs.config import ConfigError
 from mnigs.configcheck import SERVER, checkServer, errorLine, logWarnings
+from mnigs.daemonlog import LevelFilter, levelled
 
 log = Logger()
 
@@ -37,4 +38,7 @@ def makeService(options, reactor=None):
     # Logged before twistd starts its log observer: the global log
     # beginner keeps these events and writes them out once it does.
     logWarnings(log, checked)
-    return GatewayService(reactor, checked.config, configPath=options["config"])
+    levelFilter = LevelFilter(checked.config.log.level)
+    service = GatewayService(reactor, checked.config, configPath=options["config"],
+                            levelFilter=levelFilter)
+    return levelled(service, options, levelFilter)

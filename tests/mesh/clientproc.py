@@ -10,6 +10,7 @@ import sys
 
 from tests.mesh.commands import fileTail, waitUntil
 from tests.mesh.gatewayproc import daemonEnvironment, merge, toTOML, twistdArgv
+from tests.mesh.logcheck import assertNoCriticalLines
 
 
 class ClientProcess:
@@ -75,9 +76,14 @@ class ClientProcess:
         return self.status()
 
     def stop(self, timeout=20):
+        """
+        Stop the client if it runs, then fail if it ever logged a critical
+        line (see L{tests.mesh.logcheck}).
+        """
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout)
+        assertNoCriticalLines(self.logPath, f"mnigs-client {self.config['client']['name']}")
 
     def logTail(self):
         return fileTail(self.logPath, 8000) + fileTail(os.path.join(self.dir, "stdout.log"))

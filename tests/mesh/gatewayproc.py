@@ -10,6 +10,7 @@ import signal
 import sys
 
 from tests.mesh.commands import fileTail, waitUntil
+from tests.mesh.logcheck import assertNoCriticalLines
 
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -166,9 +167,14 @@ class GatewayProcess:
         self.process.wait(10)
 
     def stop(self):
+        """
+        Stop the server if it runs, then fail if it ever logged a critical
+        line (see L{tests.mesh.logcheck}).
+        """
         if self.process is not None and self.process.poll() is None:
             os.kill(self._twistdPid(), signal.SIGTERM)
             self.process.wait(20)
+        assertNoCriticalLines(self.logPath, f"mnigs-server {self.config['server']['name']}")
 
     def _twistdPid(self):
         # node.spawn runs `ip netns exec NS python ...`, which execs: the

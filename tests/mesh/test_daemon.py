@@ -1,6 +1,7 @@
 """
 The daemons as an operator meets them: twistd lists the plugins, a broken
-config stops the server with status 1 naming file, key and reason, the
+config stops the server with status 1 naming file, key and reason, debug
+lines reach the log only at [log] level "debug", the
 manhole is a mode-0600 socket holding the live objects, hooks get their
 argv, and a corrupt lease file is kept aside.  Real twistd processes in a
 namespace; nothing is mocked.
@@ -16,6 +17,7 @@ import sys
 from twisted.trial.unittest import TestCase
 
 from mnigs.wireguard import generatePrivateKey, publicKey
+from tests.mesh.clientproc import ClientProcess
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, rpc, twistdArgv
 from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
 
@@ -129,3 +131,46 @@ class GatewayDaemonTests(TestCase):
             log = f.read()
         self.assertIn("leases.json: unreadable", log)
         self.assertEqual(json.loads(json.dumps(process.status()))["clients"], 0)
+
+
+class LogLevelTests(TestCase):
+    """
+    twistd has no log level of its own: the [log] level of the config
+    decides what its --logfile gets.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        requireNamespaces(self)
+        self.mesh = Mesh(self)
+
+    def searchingClientLog(self, level):
+        """
+        The log of a client that looked once for a gateway where none
+        answers (an unreachable static address: a debug line per address,
+        then an info line for the scan).
+        """
+        process = ClientProcess(self.mesh.node(f"c{level[0]}"), {
+            "discovery": {"scan": ["static"], "static": ["192.0.2.1"]},
+            "log": {"level": level}}, name=f"client-{level}")
+        self.addCleanup(process.stop)
+        process.start()
+
+        def searchedOnce():
+            if process.process.poll() is not None:
+                raise AssertionError(f"mnigs-client exited:\n{process.logTail()}")
+            with open(process.logPath) as f:
+                text = f.read()
+            return text if "no usable gateway found; searching again later" in text else None
+
+        return waitUntil(searchedOnce, 30, interval=0.1, message=f"a scan at level {level}")
+
+    def test_debugLinesOnlyAtLevelDebug(self):
+        debug = self.searchingClientLog("debug")
+        info = self.searchingClientLog("info")
+        self.assertIn("[mnigs.client.discovery#debug] no gateway at 192.0.2.1:8150", debug)
+        self.assertNotIn("#debug]", info)
+        self.assertIn("[mnigs.client.machine#info] no usable gateway found", info)
+        # twistd's own start lines pass through the same observer.
+        self.assertIn("twistd 2", info.splitlines()[0])

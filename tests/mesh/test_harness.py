@@ -9,6 +9,8 @@ from pyroute2 import netns
 from twisted.trial import unittest
 from twisted.trial.reporter import TestResult
 
+from tests.mesh.clientproc import ClientProcess
+from tests.mesh.gatewayproc import GatewayProcess
 from tests.mesh.harness import (
     PROTO_BABEL,
     BabelRequestFailed,
@@ -18,6 +20,7 @@ from tests.mesh.harness import (
     requireNamespaces,
     waitUntil,
 )
+from tests.mesh.logcheck import criticalLines
 
 CONVERGENCE_TIMEOUT = 20
 
@@ -88,6 +91,64 @@ class WaitUntilTests(unittest.SynchronousTestCase):
         self.assertEqual(str(error),
                          "timed out after 0.1s waiting for the thing")
         self.assertIsInstance(error.__cause__, ValueError)
+
+
+TWISTD_LOG = """\
+2026-12-06T00:34:35+0000 [-] Loading mnigs.client.tap...
+2026-12-06T00:34:36+0000 [mnigs.client.machine#info] online via gwA (10.99.0.5) wireguard
+2026-12-06T00:34:37+0000 [twisted.internet.defer#critical] Unhandled error in Deferred:
+2026-12-06T00:34:37+0000 [twisted.internet.defer#critical] 
+\tTraceback (most recent call last):
+\tFailure: twisted.internet.defer.CancelledError: 
+2026-12-06T00:34:38+0000 [mnigs.client.health#warn] gateway lost: no answer
+2026-12-06T00:34:39+0000 [TelnetTransport,0,] Unhandled Error
+\tTraceback (most recent call last):
+\tbuiltins.ValueError: boom
+"""
+
+
+class DaemonLogCheckTests(unittest.SynchronousTestCase):
+    """
+    The daemons' critical lines fail a namespace test: checked here with
+    a written log and no process, since no daemon logs one on purpose.
+    """
+
+    def test_criticalAndLegacyErrorLinesFound(self):
+        found = criticalLines(TWISTD_LOG)
+        self.assertEqual([f.splitlines()[0][25:] for f in found], [
+            "[twisted.internet.defer#critical] Unhandled error in Deferred:",
+            "[twisted.internet.defer#critical] ",
+            "[TelnetTransport,0,] Unhandled Error"])
+        self.assertIn("CancelledError", found[1])
+        self.assertIn("ValueError: boom", found[2])
+
+    def test_quietLogPasses(self):
+        self.assertEqual(criticalLines("\n".join(TWISTD_LOG.splitlines()[:2])), [])
+
+    def test_stoppingADaemonThatLoggedCriticalFailsTheTest(self):
+        class Node:
+            tmp = self.mktemp()
+            meshInterfaces = ()
+            uplink = "up0"
+
+        os.makedirs(Node.tmp)
+        daemons = [GatewayProcess(Node(), name="gwA"), ClientProcess(Node(), name="c1")]
+        for daemon in daemons:
+            with open(daemon.logPath, "w") as f:
+                f.write(TWISTD_LOG)
+
+        class Inner(unittest.SynchronousTestCase):
+            def test_passes(self):
+                for daemon in daemons:
+                    self.addCleanup(daemon.stop)
+
+        result = TestResult()
+        Inner("test_passes").run(result)
+        self.assertEqual(len(result.errors), 2)
+        messages = sorted(str(failure.value) for case, failure in result.errors)
+        self.assertIn("mnigs-client c1 logged 3 critical line(s)", messages[0])
+        self.assertIn("mnigs-server gwA logged 3 critical line(s)", messages[1])
+        self.assertIn("Unhandled error in Deferred", messages[1])
 
 
 class MeshTests(unittest.TestCase):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -36,8 +37,8 @@ class FakeRanked:
     usable: bool = True
 
 
-def ranked(gid, host, methods=("wireguard", "forward")):
-    return FakeRanked(FakeSeen(FakeOffer(gid, gid), host), tuple(methods))
+def ranked(gid, host, methods=("wireguard", "forward"), name=None):
+    return FakeRanked(FakeSeen(FakeOffer(gid, gid if name is None else name), host), tuple(methods))
 
 
 @implementer(IClientEffects)
@@ -242,3 +243,18 @@ class ClientMachineTests(SynchronousTestCase):
         self.effects.fire("register", LEASE)
         self.effects.fire("connect", "conn")
         self.assertEqual(self.core.backoff.current, 1)
+
+    def test_logLinesNameGatewaysByNameAndAddress(self):
+        events = []
+        self.core.log = Logger(observer=events.append)
+        self.gateways = [ranked("ed25519:a", "10.99.0.5", ("wireguard",), name="pdx-gw-1"),
+                         ranked("ed25519:b", "10.99.0.9", ("wireguard",), name="pdx-gw-2")]
+        session = self.goOnline()
+        self.client.failover(session, buildPlan(self.gateways[1:]), "no answer")
+        self.effects.fail("register", protocol.RPCError(protocol.GATEWAY_FULL, "full"))
+        self.assertEqual([formatEvent(e) for e in events], [
+            "online via pdx-gw-1 (10.99.0.5) over wireguard",
+            "leaving pdx-gw-1 (10.99.0.5): no answer; trying pdx-gw-2 (10.99.0.9) over wireguard",
+            "every gateway failed (wireguard registration with pdx-gw-2 (10.99.0.9) failed: "
+            "full (1001)); searching again later"])
+        self.assertEqual(events[0]["gatewayId"], "ed25519:a")

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+from twisted.application.service import Service
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -195,10 +196,11 @@ class CheckConfigCommandTests(ConfigFiles, SynchronousTestCase):
         self.assertEqual(self.runPython(["-m", "mnigs.ctl", "status", self.write(CLIENT_TEXT)]).returncode, 2)
 
 
-class FakeService:
-    def __init__(self, reactor, config, configPath=None):
+class FakeService(Service):
+    def __init__(self, reactor, config, configPath=None, levelFilter=None):
         self.config = config
         self.configPath = configPath
+        self.levelFilter = levelFilter
 
 
 class DaemonWarningTests(ConfigFiles, SynchronousTestCase):
@@ -212,7 +214,7 @@ class DaemonWarningTests(ConfigFiles, SynchronousTestCase):
         self.patch(serviceModule, serviceName, FakeService)
         path = self.write(text)
         with capturedLogs() as events:
-            service = tap.makeService({"config": path}, reactor=MemoryReactorClock())
+            service = tap.makeService({"config": path}, reactor=MemoryReactorClock()).daemon
         return path, service, [e for e in events if e["log_level"] == LogLevel.warn]
 
     def test_serverLogsMissingInterfaces(self):

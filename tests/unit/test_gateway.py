@@ -229,6 +229,37 @@ class RegistryTests(SynchronousTestCase):
                                        ("hook", "release", "fake", "10.0.0.1"), ("save", 0)])
         self.assertCode(self.registry.renew(lease["id"], lease["token"]), protocol.UNKNOWN_LEASE)
 
+    def test_unregisterOfAClientThatHungUpRunsToItsEnd(self):
+        """
+        The RPC server cancels a call whose client hung up: the revoke
+        under way finishes, the lease is released and saved, and nothing
+        is logged as an error.
+        """
+        lease = self.successResultOf(self.register())["lease"]
+        del self.events[:]
+        self.method.slowRevokes = []
+        d = self.registry.unregister(lease["id"], lease["token"])
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.method.slowRevokes[0].callback(None)
+        self.clock.advance(0)
+        self.assertEqual(self.events, [("revoke", "c1", "100.64.0.2/32"),
+                                       ("hook", "release", "fake", "10.0.0.1"), ("save", 0)])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_registrationOfAClientThatHungUpIsKept(self):
+        self.successResultOf(self.register(request(key="a")))
+        self.method.slowRevokes = []
+        d = self.register(request(key="b"))  # revokes the grant for key "a" first
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.method.slowRevokes[0].callback(None)
+        self.clock.advance(0)
+        self.assertEqual(self.book.find("c1", "fake").params, {"key": "b"})
+        self.assertEqual(self.events[-3:], [("grant", "c1", "100.64.0.2/32"), ("save", 1),
+                                            ("hook", "register", "fake", "10.0.0.1")])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_sweepExpires(self):
         self.successResultOf(self.register(request("a")))
         self.clock.advance(30)

@@ -118,3 +118,29 @@ class SIGHUPTests(SynchronousTestCase):
             restore()
         self.assertEqual(len(calls), 1)
         self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+
+
+class ApplyLogLevelTests(SynchronousTestCase):
+    """
+    An accepted reload puts the new C{log.level} in force through the filter
+    the tap gave the service (the service's other parts are stand-ins).
+    """
+
+    def test_serverAppliesTheLevel(self):
+        from types import SimpleNamespace
+
+        from mnigs.daemonlog import LevelFilter
+        from mnigs.server.leases import LeaseBook
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "server.toml")
+        with open(path, "w") as f:
+            f.write(SERVER.format(port=8150, maxClients=5, fee="1.00") + '[log]\nlevel = "debug"\n')
+        config = loadServerConfig(path)
+        levelFilter = LevelFilter("info")
+        offers = SimpleNamespace(setTerms=lambda terms: setattr(offers, "terms", terms))
+        service = SimpleNamespace(book=LeaseBook(8, 600), offers=offers, levelFilter=levelFilter)
+        GatewayService.applyConfig(service, config, ["log.level", "terms.max_clients"])
+        self.assertEqual((levelFilter.level, service.book.maxClients, offers.terms["max_clients"]),
+                         ("debug", 5, 5))
