@@ -428,6 +428,27 @@ class Mesh:
         self.waitConverged()
         return client, gw
 
+    def nearAndFarGateway(self):
+        """
+        Two gateways at different distances, converged::
+
+            client --- r1 --- gwA === internet
+                        |
+                        r2 --- gwB === internet2
+
+        Returns the nodes (client, gwA, gwB).
+        """
+        client, r1, r2, gwA, gwB = (self.node(n) for n in ("client", "r1", "r2", "gwA", "gwB"))
+        self.link(client, r1)
+        self.link(r1, gwA)
+        self.link(r1, r2)
+        self.link(r2, gwB)
+        self.internet(gwA)
+        self.internet(gwB)
+        self.startBabel()
+        self.waitConverged()
+        return client, gwA, gwB
+
     def gatewayWithThief(self):
         """
         The topology of the gateway-method tests, converged::

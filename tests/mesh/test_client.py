@@ -38,12 +38,7 @@ class ClientMeshTests(DaemonMeshTestCase):
         client - r1 - gwA, and r1 - r2 - gwB: the client takes the nearer
         gwA, and moves to gwB when gwA silently drops everything.
         """
-        m = self.mesh
-        client, r1, r2, gwA, gwB = (m.node(n) for n in ("client", "r1", "r2", "gwA", "gwB"))
-        m.link(client, r1), m.link(r1, gwA), m.link(r1, r2), m.link(r2, gwB)
-        m.internet(gwA), m.internet(gwB)
-        m.startBabel()
-        m.waitConverged()
+        client, gwA, gwB = self.mesh.nearAndFarGateway()
         self.gateway(gwA)
         self.gateway(gwB)
         c = self.clientProcess(client).start()

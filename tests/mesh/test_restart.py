@@ -67,12 +67,7 @@ class GatewayRestartTests(DaemonMeshTestCase):
         gwA; draining gwA sends it to gwB, and gwA removes its WireGuard
         device and nftables table once the client's lease is gone.
         """
-        m = self.mesh
-        client, r1, r2, gwA, gwB = (m.node(n) for n in ("client", "r1", "r2", "gwA", "gwB"))
-        m.link(client, r1), m.link(r1, gwA), m.link(r1, r2), m.link(r2, gwB)
-        m.internet(gwA), m.internet(gwB)
-        m.startBabel()
-        m.waitConverged()
+        client, gwA, gwB = self.mesh.nearAndFarGateway()
         a = self.gateway(gwA)
         self.gateway(gwB)
         c = self.client(client, methods={"order": ["wireguard"]},

@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.mesh.clientproc import ClientProcess
 from tests.mesh.confine import UNITS, UnitRestrictions, readSection, unitPath
-from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, twistdArgv
+from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, merge, twistdArgv
 from tests.mesh.harness import INTERNET_HOST, Mesh, requireNamespaces, skipOrFail
 
 SERVER, CLIENT = "mnigs-server.service", "mnigs-client.service"
@@ -199,8 +199,8 @@ class RestrictedStartTests(TestCase):
                                  name="gw", wrapper=serverUnit.wrapper(), umask=serverUnit.umask)
         self.addCleanup(gateway.stop)
         gateway.start()
-        daemon = ClientProcess(client, {"health": {"beyond": [INTERNET_HOST]},
-                                        "methods": {"order": [method]}, **clientOverrides},
+        daemon = ClientProcess(client, merge({"health": {"beyond": [INTERNET_HOST]},
+                                              "methods": {"order": [method]}}, clientOverrides),
                                wrapper=clientUnit.wrapper(), umask=clientUnit.umask)
         self.addCleanup(daemon.stop)
         status = daemon.start().waitState("online", 30, gateway="gw")
@@ -222,7 +222,7 @@ class RestrictedStartTests(TestCase):
             "openvpn",
             {"methods": {"openvpn": {"interface": "mo" + secrets.token_hex(4),
                                      "pool": "100.65.0.0/24", "port": 1194}}},
-            {"method": {"openvpn": {"interface": "mp" + secrets.token_hex(4)}}})
+            {"methods": {"openvpn": {"interface": "mp" + secrets.token_hex(4)}}})
 
     def test_clientOnlineOverSoftEtherUnderTheUnitsWithTheDropIn(self):
         """
@@ -238,6 +238,6 @@ class RestrictedStartTests(TestCase):
             "softether",
             {"methods": {"softether": {"pool": "100.66.0.0/24", "port": 5555,
                                        "bridge": "s" + secrets.token_hex(4)}}},
-            {"methods": {"order": ["softether"], "connect_timeout": 10.0},
-             "method": {"softether": {"nic": "c" + secrets.token_hex(3)}}},
+            {"methods": {"connect_timeout": 10.0,
+                         "softether": {"nic": "c" + secrets.token_hex(3)}}},
             units=[installedCopy(directory, unit, dropin=True) for unit in (SERVER, CLIENT)])
