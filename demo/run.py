@@ -459,7 +459,8 @@ Press Enter to stop everything and clean up.""")
             self._stop(self.client, "the mnigs client")
         for name, gateway in self.gateways.items():
             if gateway.process is not None:
-                say(f"stopping mnigs-server on {name}")
+                say(f"stopping mnigs-server on {name}: like a restart, it leaves its "
+                    "wireguard-go for the next start to adopt; the namespace teardown ends it")
                 self._stop(gateway, f"mnigs-server on {name}")
 
     @staticmethod
