@@ -1,15 +1,16 @@
 """
 A packet watcher for the benchmarks (there is no tcpdump here): every
-WireGuard handshake message, the first WireGuard data packet after a
-silence, and every echo to or from a tunnel pool that does NOT travel in a
-tunnel, on every interface of the namespace it runs in, one line each::
+WireGuard handshake message, and the first packet after a second of
+silence of every WireGuard data flow and of every flow of echoes to or
+from a tunnel pool that does NOT travel in a tunnel (a health probe the
+mesh carries, a reply that bypasses the tunnel, a routing loop), on every
+interface of the namespace it runs in, one line each::
 
     WALL IFNAME in|out SRC:PORT DST:PORT KIND
 
 KIND is C{init}, C{resp}, C{cookie}, C{data} (WireGuard, by the first
 byte of the UDP payload to or from C{--port}), or C{icmp-req}/C{icmp-rep}
-(an echo to or from C{--pool} seen on an interface other than a tunnel,
-i.e. a health probe the mesh carries instead of the tunnel).  Wall-clock
+(an echo to or from C{--pool} seen on an interface other than a tunnel).  Wall-clock
 seconds, microsecond resolution, as bench/_pinger.py.  Stdlib only; stops
 on TERM or INT.
 
@@ -29,7 +30,7 @@ ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
 WG_KINDS = {1: "init", 2: "resp", 3: "cookie", 4: "data"}
-DATA_QUIET = 1.0  # a data packet is logged when its flow was quiet this long
+QUIET = 1.0  # a data packet or echo is logged when its flow was quiet this long
 
 
 def main():
@@ -49,7 +50,13 @@ def main():
     # devices both hand over plain IP packets.
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
     sock.setblocking(False)
-    lastData = {}
+    lastSeen = {}
+
+    def firstOfBurst(flow, wall):
+        quiet = wall - lastSeen.get(flow, 0) >= QUIET
+        lastSeen[flow] = wall
+        return quiet
+
     out = sys.stdout
     while not stopping:
         try:
@@ -76,12 +83,8 @@ def main():
                 if args.port not in (sport, dport):
                     continue
                 wgKind = WG_KINDS.get(body[8], f"type{body[8]}")
-                if wgKind == "data":
-                    flow = (ifname, direction, src, dst)
-                    quiet = wall - lastData.get(flow, 0) >= DATA_QUIET
-                    lastData[flow] = wall
-                    if not quiet:
-                        continue
+                if wgKind == "data" and not firstOfBurst((ifname, direction, src, dst, wgKind), wall):
+                    continue
                 out.write(f"{wall:.6f} {ifname} {direction} {src}:{sport} {dst}:{dport} {wgKind}\n")
             elif kind == socket.IPPROTO_ICMP and len(body) >= 8 and body[0] in (0, 8):
                 if ifname.startswith(tuple(args.tunnel_prefix)):
@@ -89,6 +92,8 @@ def main():
                 if not (ipaddress.ip_address(src) in pool or ipaddress.ip_address(dst) in pool):
                     continue
                 icmp = "icmp-req" if body[0] == 8 else "icmp-rep"
+                if not firstOfBurst((ifname, direction, src, dst, icmp), wall):
+                    continue
                 out.write(f"{wall:.6f} {ifname} {direction} {src} {dst} {icmp}\n")
             else:
                 continue
