@@ -154,7 +154,7 @@ class Watchers:
                         if prefix in have) or "-"
 
     def wayBack(self, gateway):
-        hops = [self.hopNames.get(via, via) for destination, via, _ in gateway.routes(PROTO_BABEL)
+        hops = [self.hopNames.get(via, str(via)) for destination, via, _ in gateway.routes(PROTO_BABEL)
                 if destination == self.clientSubnet]
         ipr = gateway.ipr()
         arp = [f"{NUD.get(n['state'], n['state'])}@{ipr.get_links(n['ifindex'])[0].get_attr('IFLA_IFNAME')}"
@@ -595,6 +595,7 @@ def summary(log, client, stream, hosts, outagesPath):
                                          for f in live],
         "failed_connects_to_live_back_to_back": len(seriesLive),
         "forward_refused_1002": len(forward),
+        "failed_connects_to_live_before_churn": len(tunnelsFailedAgainstLive(attempts, [], 0, start)),
         "tunnel_attempts": len(attempts),
         "tunnel_attempts_failed": len([a for a in attempts if not a["ok"]]),
         "tunnel_attempts_adopting": len([a for a in attempts if a["how"] == "adopting"]),
