@@ -74,7 +74,8 @@ def formatStatus(status: dict) -> str:
                          f"score {g.get('score') or 0:.2f} distance {g.get('distance')} "
                          f"rtt {g.get('rtt_ms', '-')}ms load {g.get('load', '-')} "
                          f"sessions {quality.get('sessions', 0)} failures {quality.get('failures', 0)}"
-                         + ("" if g.get("usable", True) else f"  [{g.get('why_not', 'unusable')}]"))
+                         + ("" if g.get("usable", True) else f"  [{g.get('why_not', 'unusable')}]")
+                         + (f"  ({g['cooling']}: tried after the others)" if g.get("cooling") else ""))
     history = status.get("history") or {}
     if history:
         lines.append("not seen in the last scan:")

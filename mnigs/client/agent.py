@@ -170,6 +170,7 @@ class ClientAgent:
                 "rank": place if ranked.usable else None, "gateway": offer.gatewayId,
                 "name": offer.name, "host": ranked.seen.host, "score": round(ranked.score, 4),
                 "usable": ranked.usable, "why_not": ranked.whyNot,
+                "cooling": ranked.cooling,
                 "distance": ranked.seen.distance,
                 "rtt_ms": None if ranked.seen.rtt is None else round(ranked.seen.rtt * 1000, 1),
                 "load": f"{offer.clients}/{offer.maxClients}",

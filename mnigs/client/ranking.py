@@ -16,9 +16,9 @@ refused (fees not accepted, or above C{maxFee}, or in another currency or
 period than the policy names); or it offers none of the client's methods.
 
 A gateway whose last failure is less than C{failureCooldown} seconds old
-is unusable too ("cooling down"), unless no other gateway is usable: then
-the cooling ones are usable, so a client with a single gateway retries it
-rather than giving up.
+is "cooling down": it stays usable but is ranked after every usable
+gateway that is not, so it is tried after the others, and at once (not
+after a rescan or a backoff) when it is the only one left.
 
 Score
 =====
@@ -139,6 +139,8 @@ class Ranked:
     @ivar methods: the methods both sides have, in the client's order.
         C{forward} is included whenever it is offered: whether the gateway
         is a direct neighbour is for the caller to decide.
+    @ivar cooling: why the gateway is cooling down after a failure (it is
+        ranked after those that are not), C{""} if it is not.
     """
 
     seen: Seen
@@ -146,6 +148,7 @@ class Ranked:
     usable: bool
     whyNot: str
     methods: tuple[str, ...]
+    cooling: str = ""
 
     @property
     def gatewayId(self) -> str:
@@ -277,13 +280,9 @@ def rank(seen: list[Seen], policy: Policy, history, now: float) -> list[Ranked]:
             item, score(item, policy, quality, now), methods,
             _whyNot(item.offer, policy, methods), _coolingDown(quality, policy, now),
         ))
-    othersUsable = any(not whyNot and not cooling for _, _, _, whyNot, cooling in entries)
-    ranked = []
-    for item, value, methods, whyNot, cooling in entries:
-        if not whyNot and othersUsable:
-            whyNot = cooling
-        ranked.append(Ranked(item, value, not whyNot, whyNot, methods))
-    ranked.sort(key=lambda r: (not r.usable, r.score, r.gatewayId))
+    ranked = [Ranked(item, value, not whyNot, whyNot, methods, cooling)
+              for item, value, methods, whyNot, cooling in entries]
+    ranked.sort(key=lambda r: (not r.usable, bool(r.cooling), r.score, r.gatewayId))
     return ranked
 
 

@@ -21,9 +21,9 @@ def offer(gid, available=True):
                  methods=({"type": "wireguard"},), issuedAt=0, raw={})
 
 
-def ranked(gid, score, available=True):
+def ranked(gid, score, available=True, cooling=""):
     return Ranked(Seen(offer(gid, available), f"10.0.0.{ord(gid[0])}", 8150, 1.0, 0.01),
-                  score, available, "" if available else "not available", ("wireguard",))
+                  score, available, "" if available else "not available", ("wireguard",), cooling)
 
 
 class AgentEffects(RecordingEffects):
@@ -66,6 +66,16 @@ class AgentTests(SynchronousTestCase):
 
     def test_lostFailsOverToTheNextGateway(self):
         session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.agent.lost(session, "no answer")
+        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_lostFailsOverAtOnceToAGatewayStillCoolingDown(self):
+        """
+        The other gateway failed a few seconds ago and is cooling down: it
+        is the only one left, so it is tried at once (no search, no backoff).
+        """
+        session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5, cooling="failed 5s ago")])
+        self.effects.lastRanked = [ranked("A", 0.1), ranked("B", 0.5, cooling="failed 5s ago")]
         self.agent.lost(session, "no answer")
         self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
 

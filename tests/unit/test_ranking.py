@@ -193,17 +193,23 @@ class ExclusionTests(SynchronousTestCase):
 
 
 class CooldownTests(SynchronousTestCase):
-    def test_recentFailureExcludedWhileOthersUsable(self):
+    def test_recentFailureRankedAfterTheOthersButUsable(self):
         history = History(a=GatewayQuality(failures=1, lastFailure=NOW - 10, lastFailureReason="registration refused"))
         ranked = rank([seen("a", distance=1), seen("b", distance=1000)], POLICY, history, NOW)
-        self.assertEqual([(r.gatewayId, r.usable) for r in ranked], [("b", True), ("a", False)])
-        self.assertEqual(why(ranked, "a"), "registration refused 10s ago; cooling down")
+        self.assertEqual([(r.gatewayId, r.usable) for r in ranked], [("b", True), ("a", True)])
+        self.assertEqual(ranked[1].cooling, "registration refused 10s ago; cooling down")
+        self.assertEqual(why(ranked, "a"), "")
+
+    def test_coolingStillBeforeTheUnusable(self):
+        history = History(a=GatewayQuality(failures=1, lastFailure=NOW - 10))
+        ranked = rank([seen("a"), seen("b", distance=1, available=False)], POLICY, history, NOW)
+        self.assertEqual([(r.gatewayId, r.usable) for r in ranked], [("a", True), ("b", False)])
 
     def test_recentFailureUsableWhenNothingElse(self):
         history = History(a=GatewayQuality(failures=1, lastFailure=NOW - 10))
         ranked = rank([seen("a"), seen("b", available=False)], POLICY, history, NOW)
-        self.assertEqual([(r.gatewayId, r.usable, r.whyNot) for r in ranked],
-                         [("a", True, ""), ("b", False, "not available")])
+        self.assertEqual([(r.gatewayId, r.usable, r.whyNot, bool(r.cooling)) for r in ranked],
+                         [("a", True, "", True), ("b", False, "not available", False)])
 
     def test_allCoolingAreUsableByScore(self):
         history = History(a=GatewayQuality(failures=1, lastFailure=NOW - 10),
