@@ -303,7 +303,9 @@ def _buildMachine():
         def failed(failure):
             if failure.check(defer.CancelledError):
                 return
-            reason = f"{step.method} to {step.gateway} did not come up: {failure.getErrorMessage()}"
+            why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
+                   else failure.getErrorMessage())
+            reason = f"{step.method} to {step.gateway} did not come up: {why}"
             core.effects.noteFailure(step, reason)
             core.effects.unregister(step, lease)
             nextAttempt = pending.attempt.nextMethod()
@@ -317,6 +319,8 @@ def _buildMachine():
     @connecting.upon(Client.tryNext).to(registering)
     def connectNext(client, core, pending: Pending, attempt, reason):
         core.reason = reason
+        core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
+                      **_named(attempt.step))
         client.start()
 
     # -- online and degraded --------------------------------------------

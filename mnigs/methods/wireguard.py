@@ -291,7 +291,8 @@ class WireGuardClient:
             if any(peer.get("last_handshake_time_sec", 0) for peer in state.get("peers", [])):
                 return
             if self.reactor.seconds() >= deadline:
-                raise HandshakeTimeout(f"no WireGuard handshake within {self.handshakeTimeout} s")
+                raise HandshakeTimeout(f"no WireGuard handshake response within "
+                                       f"{self.handshakeTimeout} s")
             yield deferLater(self.reactor, 0.05)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -258,3 +258,22 @@ class ClientMachineTests(SynchronousTestCase):
             "every gateway failed (wireguard registration with pdx-gw-2 (10.99.0.9) failed: "
             "full (1001)); searching again later"])
         self.assertEqual(events[0]["gatewayId"], "ed25519:a")
+
+    def test_aTunnelThatDoesNotComeUpIsLoggedWithWhyAndWhatIsNext(self):
+        events = []
+        self.core.log = Logger(observer=events.append)
+        self.gateways = [ranked("ed25519:a", "10.99.0.5", ("wireguard",), name="pdx-gw-1"),
+                         ranked("ed25519:b", "10.99.0.9", ("wireguard",), name="pdx-gw-2")]
+        self.client.start()
+        self.effects.fire("scan", self.gateways)
+        self.effects.fire("register", LEASE)
+        self.effects.fail("connect", defer.TimeoutError())
+        self.effects.fire("register", LEASE)
+        self.effects.fail("connect", RuntimeError("no WireGuard handshake response within 5.0 s"))
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(lines[:2], [
+            "wireguard to pdx-gw-1 (10.99.0.5) did not come up: nothing within "
+            "methods.connect_timeout; trying pdx-gw-2 (10.99.0.9) over wireguard",
+            "every gateway failed (wireguard to pdx-gw-2 (10.99.0.9) did not come up: no "
+            "WireGuard handshake response within 5.0 s); searching again later"])
+        self.assertEqual(events[0]["log_level"], LogLevel.info)
