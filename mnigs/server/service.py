@@ -253,9 +253,12 @@ class GatewayService(MultiService):
         the data path goes once the last lease is gone or the time is up
         (C{server.drain_timeout} unless given).
         """
-        seconds = self.config.server.drain_timeout if timeout is None else float(timeout)
-        if not 0 <= seconds <= 86400:
-            raise ValueError("the drain timeout must be between 0 and 86400 seconds")
+        from mnigs.server.config import SCHEMA
+
+        if timeout is None:
+            seconds = self.config.server.drain_timeout
+        else:  # the same bounds as server.drain_timeout
+            seconds = SCHEMA["server"]["drain_timeout"].check(float(timeout))
         return self.gateway.drain(seconds)
 
     @defer.inlineCallbacks

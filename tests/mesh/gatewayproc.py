@@ -185,9 +185,17 @@ class GatewayProcess:
         return fileTail(self.logPath) + fileTail(os.path.join(self.dir, "stdout.log"))
 
     def status(self):
+        return self.ctl("status")
+
+    def ctl(self, *args):
+        """
+        C{mnigsctl --socket ADMIN ARGS --json}, run in the gateway's node;
+        its JSON answer.
+        """
         result = self.node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
                                 sys.executable, "-m", "mnigs.ctl", "--socket",
-                                os.path.join(self.dir, "admin.sock"), "status", "--json"])
+                                os.path.join(self.dir, "admin.sock"), *args, "--json"],
+                               check=False)
         return json.loads(result.stdout)
 
 
