@@ -13,6 +13,7 @@
 #   bench/wg_sticky_reply.sh sym        # handshake completes
 #   bench/wg_sticky_reply.sh asym       # no handshake; gw neighbour "10.1.1.1 dev b0 FAILED/INCOMPLETE"
 #   bench/wg_sticky_reply.sh asym fix   # + a rule after main: oif b0 -> default via r on b0: handshake
+#   bench/wg_sticky_reply.sh asym nft   # + mnigs's fix: a mark flip makes the kernel route the answer again
 # Needs root, wireguard-go and wg.  Removes everything it made.
 set -e
 P=mnigs-stk$$
@@ -43,6 +44,14 @@ if [ "$1" = asym ]; then
     ip -n $G route add 10.1.1.0/24 via 10.4.4.1 dev b1
 else
     ip -n $G route add 10.1.1.0/24 via 10.3.3.1 dev b0
+fi
+if [ "$2" = nft ]; then
+    ip netns exec $G nft -f - <<EOF
+table inet stk {
+	chain reroute { type route hook output priority mangle; policy accept; udp sport 51820 meta mark set meta mark ^ 0x4d000000; }
+	chain restore { type filter hook postrouting priority mangle; policy accept; udp sport 51820 meta mark set meta mark ^ 0x4d000000; }
+}
+EOF
 fi
 if [ "$2" = fix ]; then
     ip -n $G rule add pref 40000 oif b0 lookup 200

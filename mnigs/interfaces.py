@@ -58,6 +58,14 @@ class IGatewayMethod(Interface):
         if the method is not offered there.  Never holds secrets.
         """
 
+    def udpPorts():
+        """
+        The local UDP ports the method's daemon answers its peers from (a
+        tuple, empty for none).  The gateway routes what leaves them by its
+        routing tables, not back out of the interface the peer's packet came
+        in on (L{mnigs.nft.tableScript}): on a mesh the way back may differ.
+        """
+
     def checkParams(params):
         """
         Validate the method-specific register params (a dict from the

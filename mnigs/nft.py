@@ -89,10 +89,47 @@ def _elements(addresses: Iterable[IPAddress]) -> str:
     return ", ".join(str(a) for a in addresses)
 
 
-def tableScript(table: str, uplink: str, addresses: Iterable[IPAddress]) -> str:
+#: The mark bit flipped on a tunnel daemon's UDP replies so that the kernel
+#: routes them again (see L{tableScript}); flipped back before they leave.
+REROUTE_MARK = 0x4D000000
+
+
+def _replyChains(ports: Sequence[int]) -> str:
+    """
+    wireguard-go and openvpn --multihome answer a peer through the interface
+    its packet arrived on (IP_PKTINFO with that ifindex).  On a mesh the way
+    back often leaves by another interface; the kernel then takes the peer
+    for on-link on the arrival interface, asks ARP there, and the answer is
+    lost (bench/wg_sticky_reply.sh).  A changed mark makes the output hook
+    route the packet again (ip_route_me_harder), by the tables and without
+    the arrival interface; the postrouting hook puts the mark back.
+    """
+    if not ports:
+        return ""
+    for port in ports:
+        if type(port) is not int or not 0 < port < 65536:  # bool is not int here
+            raise ValueError(f"bad UDP port: {port!r}")
+    elements = ", ".join(str(p) for p in sorted(set(ports)))
+    flip = f"udp sport {{ {elements} }} meta mark set meta mark ^ {REROUTE_MARK:#x}"
+    return (
+        "\tchain reroute {\n"
+        "\t\ttype route hook output priority mangle; policy accept;\n"
+        f"\t\t{flip}\n"
+        "\t}\n"
+        "\tchain unmark {\n"
+        "\t\ttype filter hook postrouting priority mangle; policy accept;\n"
+        f"\t\t{flip}\n"
+        "\t}\n"
+    )
+
+
+def tableScript(table: str, uplink: str, addresses: Iterable[IPAddress],
+                replyPorts: Sequence[int] = ()) -> str:
     """
     One transaction that replaces table C{inet TABLE} (whether or not it
-    exists) by the gate admitting exactly C{addresses}.
+    exists) by the gate admitting exactly C{addresses}, and, for the local
+    UDP C{replyPorts} of the tunnel daemons, replies routed by the tables
+    rather than by the interface the peer's packet came in on.
     """
     byFamily: dict[int, list[IPAddress]] = {4: [], 6: []}
     for address in sorted(set(map(checkAddress, addresses)), key=lambda a: (a.version, a)):
@@ -126,6 +163,7 @@ def tableScript(table: str, uplink: str, addresses: Iterable[IPAddress]) -> str:
         f"\t\toifname {up} ip saddr @clients4 masquerade\n"
         f"\t\toifname {up} ip6 saddr @clients6 masquerade\n"
         "\t}\n"
+        + _replyChains(replyPorts) +
         "}\n"
     )
 
@@ -205,8 +243,14 @@ class NftAccess:
             self._flush()
         return result
 
-    def install(self, addresses: Iterable[IPAddress]) -> Deferred[None]:
-        script = tableScript(self.table, self.uplink, addresses)
+    def install(self, addresses: Iterable[IPAddress],
+                replyPorts: Sequence[int] = ()) -> Deferred[None]:
+        """
+        Replace the table by the gate admitting C{addresses}, with the UDP
+        C{replyPorts} of the tunnel daemons answered by the routing tables
+        (L{tableScript}).
+        """
+        script = tableScript(self.table, self.uplink, addresses, replyPorts)
         self._flush(queue=True)  # changes asked before install go first
         log.info("nft: installing table {table} on uplink {uplink}", table=self.table,
                  uplink=self.uplink)

@@ -71,6 +71,9 @@ class CjdnsGateway:
         self.dns = [str(d) for d in dns]
         self.leases = {}
 
+    def udpPorts(self):
+        return ()  # cjdns carries the tunnel itself
+
     def offerEntry(self, localHost):
         # Only a client that reached us over cjdns can use it.
         try:

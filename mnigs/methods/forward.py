@@ -32,6 +32,9 @@ class ForwardGateway:
         self.netlink = netlink
         self.meshInterfaces = list(meshInterfaces)
 
+    def udpPorts(self):
+        return ()
+
     def offerEntry(self, localHost):
         return {"type": "forward"}
 

@@ -100,6 +100,9 @@ class OpenVPNGateway:
     def _endpoint(self, localHost) -> str:
         return formatEndpoint(self._endpointHost(localHost), self.port)
 
+    def udpPorts(self):
+        return (self.port,) if self.proto.startswith("udp") else ()
+
     def offerEntry(self, localHost):
         return {"type": "openvpn", "endpoint": self._endpoint(localHost), "proto": self.proto}
 

@@ -79,6 +79,9 @@ class SoftEtherGateway:
             local = (sameFamily or self.endpoints)[0]
         return formatEndpoint(local, self.server.port)
 
+    def udpPorts(self):
+        return ()  # TCP
+
     def offerEntry(self, localHost):
         entry = {"type": "softether", "endpoint": self._endpoint(localHost),
                  "hub": self.server.hub}

@@ -86,6 +86,9 @@ class WireGuardGateway:
         sameFamily = [e for e in self.endpoints if e.version == local.version]
         return (sameFamily or self.endpoints)[0]
 
+    def udpPorts(self):
+        return (self.port,)
+
     def offerEntry(self, localHost):
         return {"type": "wireguard",
                 "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),

@@ -214,7 +214,8 @@ class GatewayService(MultiService):
     def bringUp(self):
         self.restoreLeases()
         addresses = [accessAddress(lease) for lease in self.book.live()]
-        yield self.access.install(addresses)
+        replyPorts = [port for method in self.methods.values() for port in method.udpPorts()]
+        yield self.access.install(addresses, replyPorts)
         yield self.registry.startMethods()
         self.gateway.started()
         self.listeners.setServiceParent(self)

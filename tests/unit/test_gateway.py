@@ -28,6 +28,9 @@ class RecordingMethod:
         self.failGrant = failGrant
         self.slowRevokes = None  # a list: revoke hands out Deferreds the test fires
 
+    def udpPorts(self):
+        return ()
+
     def offerEntry(self, localHost):
         return {"type": self.name}
 

@@ -66,6 +66,30 @@ class ScriptTests(SynchronousTestCase):
         self.assertIn('\t\toifname "eth0" ip saddr @clients4 masquerade', lines)
         self.assertIn('\t\toifname "eth0" ip6 saddr @clients6 masquerade', lines)
 
+    def test_noReplyPortsNoRerouteChains(self):
+        self.assertNotIn("reroute", tableScript("mnigs", "eth0", []))
+        self.assertNotIn("mark", tableScript("mnigs", "eth0", []))
+
+    def test_replyPortsAreRoutedAgainAndUnmarked(self):
+        """
+        Answers from the tunnel daemons' UDP ports get a mark bit flipped in
+        a route chain (the kernel routes them again, by the tables) and
+        flipped back after routing; tests/mesh/test_reply_route.py shows it
+        on real wireguard-go.
+        """
+        lines = tableScript("mnigs", "eth0", [], [51820, 1194, 51820]).splitlines()
+        flip = "\t\tudp sport { 1194, 51820 } meta mark set meta mark ^ 0x4d000000"
+        reroute = lines.index("\tchain reroute {")
+        self.assertEqual(lines[reroute + 1:reroute + 3], [
+            "\t\ttype route hook output priority mangle; policy accept;", flip])
+        unmark = lines.index("\tchain unmark {")
+        self.assertEqual(lines[unmark + 1:unmark + 3], [
+            "\t\ttype filter hook postrouting priority mangle; policy accept;", flip])
+
+    def test_badReplyPortsAreRefused(self):
+        for port in (0, 65536, "51820", 1.5, True):
+            self.assertRaises(ValueError, tableScript, "mnigs", "eth0", [], [port])
+
     def test_emptySetsHaveNoElementsLine(self):
         self.assertNotIn("elements", tableScript("mnigs", "eth0", []))
 
