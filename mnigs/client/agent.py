@@ -90,7 +90,7 @@ class ClientAgent:
 
     # -- routes and rescans -------------------------------------------------
     def routesChanged(self):
-        self.machine.retry()  # only acts while waiting: look again at once
+        self.machine.retry()  # waiting: look again at once; searching: again if empty
         session = self.core.session
         if session is not None:
             self.effects._checkSession(session)

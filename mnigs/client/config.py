@@ -117,6 +117,7 @@ SCHEMA = {
         "ports": Field(list, [DEFAULT_PORT], _ports),
         "timeout": Field(float, 2.0, between(0.05, 60)),
         "concurrency": Field(int, 1024, between(1, 4096)),
+        "settle": Field(float, 0.25, between(0, 60)),
         "rescan_interval": Field(float, 60.0, between(1, 86400)),
         "sources": Field(list, ["babel", "kernel"], _subset(SOURCES)),
         "scan": Field(list, ["routes", "neighbours", "static"], _subset(SCANS)),

@@ -55,15 +55,22 @@ class Discovery:
         merged = mergeCandidates([candidates])
         return [c for c in merged if c.address not in own][:self.maxCandidates]
 
-    def scan(self, candidates, onFound=None) -> defer.Deferred:
+    def scan(self, candidates, onFound=None, settle=None, usable=None) -> defer.Deferred:
         """
         Probe C{candidates}; fire with every L{Seen} (one per gateway id, the
         nearest address), nearest first.  C{onFound(seen)} is called as each
         verified offer arrives.
+
+        With C{settle} (seconds) the scan ends early: C{settle} seconds
+        after the first offer that C{usable(seen)} accepts, with what has
+        answered by then, and the calls still out are cancelled.  A silent
+        candidate (a dead gateway) then no longer holds the client for the
+        whole timeout when a live one has long answered.
         """
         ordered = self.order(candidates)
         semaphore = defer.DeferredSemaphore(self.concurrency)
         found = []
+        early = []  # the settle call, once a usable offer is in
 
         def probe(candidate, port):
             return self.probe(candidate, port).addCallback(keep)
@@ -73,21 +80,32 @@ class Discovery:
                 found.append(seen)
                 if onFound is not None:
                     onFound(seen)
+                if settle is not None and not early and (usable is None or usable(seen)):
+                    early.append(self.reactor.callLater(settle, settled))
 
         calls = [semaphore.run(probe, candidate, port) for candidate in ordered for port in self.ports]
-        cancelled = []
+        ended = []
 
-        def cancelAll(_):
-            cancelled.append(True)  # the result is CancelledError, not partial
+        def stopCalls():
             for call in calls:
                 call.cancel()
+            for delayed in early:
+                if delayed.active():
+                    delayed.cancel()
 
-        def finish(_):
-            if not cancelled:
+        def cancelAll(_):
+            ended.append(True)  # the result is CancelledError, not partial
+            stopCalls()
+
+        def settled(_=None):
+            # Every call answered, or the settle time is over.
+            if not ended:
+                ended.append(True)
+                stopCalls()
                 result.callback(_bestPerGateway(found))
 
         result = defer.Deferred(cancelAll)
-        defer.DeferredList(calls, consumeErrors=True).addCallback(finish)
+        defer.DeferredList(calls, consumeErrors=True).addCallback(settled)
         return result
 
     def probe(self, candidate: Candidate, port: int) -> defer.Deferred:

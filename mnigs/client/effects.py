@@ -90,11 +90,23 @@ class ClientEffects:
                          why=value.getErrorMessage())
         return firstSourceWins(lists)
 
-    def scan(self):
+    def scan(self, early=False):
+        """
+        Discover and rank.  C{early}: end the scan C{discovery.settle}
+        seconds after the first usable offer (the client is offline and
+        waiting; a rescan while online hears every candidate out).
+        """
         d = self.candidates()
-        d.addCallback(self.discovery.scan)
+        if early:
+            d.addCallback(self.discovery.scan, settle=self.config.discovery.settle,
+                          usable=self._usable)
+        else:
+            d.addCallback(self.discovery.scan)
         d.addCallback(self._rank)
         return d
+
+    def _usable(self, seen):
+        return rank([seen], self.policy, self.history, self.reactor.seconds())[0].usable
 
     def _rank(self, seen):
         self.lastSeen = seen

@@ -3,6 +3,7 @@ The client's lifecycle as one Automat machine:
 
     idle --start--> searching --scanned--> registering --registered--> connecting
     searching --nothingFound--> waiting --retry--> searching
+    searching --retry--> searching (an empty scan is then repeated at once)
     registering/connecting --tryNext--> registering (next method or gateway)
     registering/connecting --exhausted--> waiting
     connecting --connected--> online <--probeMissed/probeAnswered--> degraded
@@ -40,8 +41,12 @@ class IClientEffects(Interface):
     waits for.
     """
 
-    def scan():
-        "Discover and rank gateways: Deferred[list of Ranked]."
+    def scan(early=False):
+        """
+        Discover and rank gateways: Deferred[list of Ranked].  C{early}:
+        settle soon after the first usable answer instead of hearing out
+        every candidate (what an offline client wants).
+        """
 
     def rerank():
         "The last scan's offers ranked again as of now: list of Ranked."
@@ -93,6 +98,9 @@ class Pending:
     attempt: Attempt
     lease: dict | None = None
     operation: defer.Deferred | None = None
+    #: searching: the routes changed while the scan ran, so an empty
+    #: result is stale: scan again at once instead of backing off.
+    routesChanged: bool = False
 
     def cancel(self):
         if self.operation is not None and not self.operation.called:
@@ -119,7 +127,11 @@ class Client(Protocol):
         "Discovery found nothing usable."
 
     def retry(self) -> None:
-        "The backoff delay is over."
+        """
+        Look again now: the backoff delay is over, or the routes or the
+        policy changed.  While searching it makes an empty result scan
+        again at once.
+        """
 
     def registered(self, attempt: Attempt, lease: dict) -> None:
         "The gateway granted a lease."
@@ -212,15 +224,18 @@ def _buildMachine():
     def beginScan(client, core, pending: Pending, *args):
         if pending.operation is not None:
             return
-        pending.operation = core.effects.scan()
+        pending.operation = core.effects.scan(early=True)
 
         def done(ranked):
             core.ranked = ranked
             attempt = core.effects.plan(ranked, frozenset())
-            if attempt is None:
-                client.nothingFound("no usable gateway found")
-            else:
+            if attempt is not None:
                 client.scanned(attempt)
+            elif pending.routesChanged:
+                pending.operation, pending.routesChanged = None, False
+                client.start()  # the routes changed meanwhile: look again
+            else:
+                client.nothingFound("no usable gateway found")
 
         def failed(failure):
             if not failure.check(defer.CancelledError):
@@ -234,6 +249,10 @@ def _buildMachine():
         client.start()  # runs beginScan once in the new state
 
     searching.upon(Client.start).loop()(beginScan)
+
+    @searching.upon(Client.retry).loop()
+    def noteRoutesChanged(client, core, pending: Pending):
+        pending.routesChanged = True
 
     @waiting.upon(Client.retry).to(searching)
     def retryScan(client, core, waiting: Waiting):
@@ -431,7 +450,7 @@ def _buildMachine():
                Client.tryNext, Client.exhausted, Client.connected, Client.probeMissed,
                Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
                Client.stopped),
-        searching: (Client.retry, Client.registered, Client.tryNext, Client.exhausted,
+        searching: (Client.registered, Client.tryNext, Client.exhausted,
                     Client.connected, Client.probeMissed, Client.probeAnswered,
                     Client.failover, Client.dropped, Client.switch, Client.stopped),
         waiting: (Client.start, Client.scanned, Client.nothingFound, Client.registered,

@@ -33,7 +33,7 @@ class AgentEffects(RecordingEffects):
         super().__init__()
         self.sessionsChecked = []
 
-    def scan(self):
+    def scan(self, early=False):
         d = super().scan()
         d.addCallback(self._remember)
         return d

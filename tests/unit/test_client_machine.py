@@ -53,7 +53,8 @@ class RecordingEffects:
         self.pending[event[0]] = d
         return d
 
-    def scan(self):
+    def scan(self, early=False):
+        self.scanEarly = early
         return self._op("scan")
 
     def plan(self, ranked, exclude):
@@ -234,6 +235,43 @@ class ClientMachineTests(SynchronousTestCase):
         self.client.probeMissed(session, 1)
         self.client.failover(session, Attempt(()), "late")
         self.assertEqual(self.state(), "stopped")
+
+    def test_backoffSchedule(self):
+        """
+        While no gateway answers at all: scans 1, 2, 4, 8, 8 s apart
+        (Backoff(1, 8): doubling, capped), each an early-settling scan.
+        """
+        self.client.start()
+        started = []
+        for _ in range(6):
+            self.assertTrue(self.effects.scanEarly)
+            started.append(self.clock.seconds())
+            self.effects.fire("scan", [])
+            self.assertEqual(self.state(), "waiting")
+            [call] = self.clock.getDelayedCalls()
+            self.clock.advance(call.getTime() - self.clock.seconds())
+        gaps = [b - a for a, b in zip(started, started[1:])]
+        self.assertEqual(gaps, [1, 2, 4, 8, 8])
+
+    def test_routesChangedWhileSearchingScanAgainAtOnce(self):
+        """
+        A route change during a scan that then finds nothing (a gateway came
+        back while the scan ran): scan again at once, no backoff.
+        """
+        self.client.start()
+        self.client.retry()  # the agent's routesChanged
+        self.effects.fire("scan", [])
+        self.assertEqual(self.state(), "searching")
+        self.assertEqual(self.effects.events, [("scan",), ("scan",)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.effects.fire("scan", [])  # no change this time: back off
+        self.assertEqual(self.state(), "waiting")
+
+    def test_routesChangedWhileSearchingAndFoundGoesOn(self):
+        self.client.start()
+        self.client.retry()
+        self.effects.fire("scan", self.gateways)
+        self.assertEqual(self.state(), "registering")
 
     def test_backoffResetOnline(self):
         self.client.start()

@@ -102,3 +102,62 @@ class DiscoveryTests(SynchronousTestCase):
         self.discovery.maxCandidates = 2
         self.assertEqual([str(c.address) for c in self.discovery.order(candidates(10))],
                          ["10.0.0.2", "10.0.0.4"])
+
+
+class SettleTests(SynchronousTestCase):
+    """
+    An offline client's scan ends C{settle} seconds after the first usable
+    offer instead of waiting out silent candidates.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.rpc = FakeRPC()
+        self.discovery = Discovery(self.clock, self.rpc, concurrency=16, timeout=2.0)
+
+    def test_endsSettleAfterTheFirstUsableAnswer(self):
+        offer, _ = makeOffer()
+        other, _ = makeOffer()
+        d = self.discovery.scan(candidates(4), settle=0.25)
+        calls = dict(self.rpc.calls)
+        self.clock.advance(0.01)
+        calls["10.0.0.3"].callback(offer)
+        self.clock.advance(0.1)
+        calls["10.0.0.4"].callback(other)  # within the settle time: kept
+        self.assertNoResult(d)
+        self.clock.advance(0.15)
+        result = self.successResultOf(d)
+        self.assertEqual([s.host for s in result], ["10.0.0.3", "10.0.0.4"])
+        # The silent candidates were let go, not waited for.
+        self.assertTrue(all(call.called for call in calls.values()))
+        self.assertEqual(self.rpc.inFlight, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unusableOffersDoNotStartTheClock(self):
+        offer, _ = makeOffer()
+        usableOne, _ = makeOffer()
+        d = self.discovery.scan(candidates(3), settle=0.25,
+                                usable=lambda seen: seen.offer.raw is usableOne)
+        calls = dict(self.rpc.calls)
+        calls["10.0.0.2"].callback(offer)
+        self.clock.advance(1)
+        self.assertNoResult(d)
+        calls["10.0.0.3"].callback(usableOne)
+        self.clock.advance(0.25)
+        self.assertEqual(len(self.successResultOf(d)), 2)
+
+    def test_allAnsweredBeforeTheSettleTime(self):
+        offer, _ = makeOffer()
+        d = self.discovery.scan(candidates(2), settle=0.25)
+        for host, call in self.rpc.calls:
+            call.callback(offer)
+        self.assertEqual(len(self.successResultOf(d)), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelWhileSettling(self):
+        offer, _ = makeOffer()
+        d = self.discovery.scan(candidates(2), settle=0.25)
+        self.rpc.calls[0][1].callback(offer)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
