@@ -17,7 +17,7 @@ class BabelRequestFailed(Exception):
 
 
 def babelConfigText(name, address, interfaces, subnets, uplink, hello,
-                    extra=()):
+                    extra=(), filtered=True):
     """
     The babeld configuration of one node.
 
@@ -29,12 +29,18 @@ def babelConfigText(name, address, interfaces, subnets, uplink, hello,
     @param hello: hello interval in seconds; falsy for babeld's default.
     @param extra: lines placed before the redistribution rules, so that
         their filters take precedence (babeld applies the first match).
+    @param filtered: C{False} for babeld's own default redistribution
+        (every local address, tunnel addresses included, and no default
+        route), as on a mesh node nobody configured: no rule is written
+        but C{extra}.
     """
     interval = f" hello-interval {hello}" if hello else ""
     lines = [f"# mnigs test harness, node {name}", "random-id true"]
     lines += [f"interface {ifname} type wired{interval}"
               for ifname in interfaces]
     lines += list(extra)
+    if not filtered:
+        return "\n".join(lines) + "\n"
     lines.append(f"redistribute local ip {address}/32 allow")
     for subnet in subnets:
         length = ipaddress.ip_network(subnet).prefixlen

@@ -186,6 +186,7 @@ class Mesh:
         """
         self.prefix = NAMESPACE_PREFIX + secrets.token_hex(4)
         self.hello = hello
+        self.babelFiltered = True
         self.nodes = {}
         self.tmp = None
         self._processes = []
@@ -315,16 +316,19 @@ class Mesh:
         node = self._node(node)
         return babelConfigText(node.name, node.address, node.meshInterfaces,
                                node.meshSubnets, node.uplink is not None,
-                               hello, extra)
+                               hello, extra, filtered=self.babelFiltered)
 
-    def startBabel(self, nodes=None, hello=None, extra=None):
+    def startBabel(self, nodes=None, hello=None, extra=None, filtered=True):
         """
         Start babeld on C{nodes} (default: every node with mesh interfaces)
         and return once each answers on its local socket.
 
         @param hello: hello interval; default L{hello}; 0 for babeld's.
         @param extra: node (or name) -> extra configuration lines.
+        @param filtered: C{False}: babeld's default redistribution (every
+            local address, no default route) on every node of the mesh.
         """
+        self.babelFiltered = filtered
         if nodes is None:
             nodes = [n for n in self.nodes.values() if n.meshInterfaces]
         nodes = [self._node(n) for n in nodes]
@@ -404,7 +408,8 @@ class Mesh:
                     in node.routes(PROTO_BABEL)}
             want = {f"{other.address}/32" for other in speakers
                     if other is not node}
-            if any(other.uplink for other in speakers if other is not node):
+            if self.babelFiltered and any(other.uplink for other in speakers
+                                          if other is not node):
                 if node.uplink is None:
                     want.add("0.0.0.0/0")
             return want - have
@@ -428,9 +433,10 @@ class Mesh:
         self.waitConverged()
         return client, gw
 
-    def nearAndFarGateway(self):
+    def nearAndFarGateway(self, filtered=True):
         """
-        Two gateways at different distances, converged::
+        Two gateways at different distances, converged (C{filtered}: see
+        L{startBabel})::
 
             client --- r1 --- gwA === internet
                         |
@@ -445,7 +451,7 @@ class Mesh:
         self.link(r2, gwB)
         self.internet(gwA)
         self.internet(gwB)
-        self.startBabel()
+        self.startBabel(filtered=filtered)
         self.waitConverged()
         return client, gwA, gwB
 
