@@ -12,7 +12,7 @@ from mnigs.client.history import QualityHistory
 from mnigs.client.machine import Backoff
 from mnigs.client.ranking import Ranked, Seen, SwitchPolicy
 from mnigs.protocol import Offer
-from tests.unit.test_client_machine import LEASE, RecordingEffects
+from tests.unit.test_client_machine import LEASE, Connection, RecordingEffects
 
 
 def offer(gid, available=True):
@@ -60,7 +60,8 @@ class AgentTests(SynchronousTestCase):
         self.agent.start()
         self.effects.fire("scan", gateways)
         self.effects.fire("register", LEASE)
-        self.effects.fire("connect", "conn")
+        self.effects.fire("connect", Connection())
+        self.effects.fire("verify", 0.01)
         del self.effects.events[:]
         return self.agent.core.session
 
