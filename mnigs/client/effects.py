@@ -201,6 +201,10 @@ class ClientEffects:
                 log.failure("could not close the session's pinger")
 
     def verify(self, session):
+        # A lease that leaves nothing to probe fails here like a silent one.
+        return defer.maybeDeferred(self._verify, session)
+
+    def _verify(self, session):
         self._probing(session)
         seen = getattr(session.step, "seen", None)
         deadline = verifyDeadline(self.config, getattr(seen, "rtt", None))

@@ -195,6 +195,13 @@ class VerifyTests(EffectsTestCase):
         self.cancel(self.effects.verify(session))
         self.assertEqual(session.targets, ProbeTargets(("10.99.0.5",), (), "wg-mnigs"))
 
+    def test_nothingToProbeFailsTheVerification(self):
+        self.makeEffects(clientConfig(offer_probes=False))
+        session = self.session()
+        del session.lease["config"]["gateway_address"]
+        self.assertEqual(str(self.failureResultOf(self.effects.verify(session), ValueError).value),
+                         "nothing to probe")
+
     def test_theSessionKeepsItsPingerUntilItEnds(self):
         session = self.session()
         d = self.effects.verify(session)
