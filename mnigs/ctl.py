@@ -60,8 +60,21 @@ def formatStatus(status: dict) -> str:
     current = status.get("current")
     if current:
         lines.append(f"gateway: {current.get('name')} ({current.get('gateway')}) "
-                     f"at {current.get('host')} via {current.get('method')}, "
-                     f"lease expires in {_expires(current.get('lease_expires_in'))}")
+                     f"at {current.get('host')} via {current.get('method')}"
+                     + (f" through {current['device']}" if current.get("device") else "")
+                     + f", lease expires in {_expires(current.get('lease_expires_in'))}")
+        health = current.get("health")
+        if health:
+            lines.append(f"health: {health.get('state')} ({', '.join(health.get('targets', []))})"
+                         + (f", {health['missed']} missed in a row" if health.get("missed") else "")
+                         + ("" if "gateway_answered_ago" not in health else
+                            ", the gateway never answered" if health["gateway_answered_ago"] is None
+                            else f", the gateway answered {health['gateway_answered_ago']}s ago"))
+    attempt = status.get("attempt")
+    if attempt:
+        lines.append(f"trying: {attempt.get('name')} ({attempt.get('gateway')}) "
+                     f"at {attempt.get('host')} via {attempt.get('method')}"
+                     + (f" through {attempt['device']}" if attempt.get("device") else ""))
     if status.get("reason"):
         lines.append(f"reason: {status['reason']}")
     gateways = status.get("gateways", [])

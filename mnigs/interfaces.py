@@ -207,9 +207,38 @@ class IClientMethod(Interface):
         Bring the tunnel (or plain forwarding) up for C{lease} (from the
         gateway of C{step}, a L{mnigs.client.plan.Step}) and install
         the default route in mnigs's own table.  Returns a Deferred firing
-        with a connection object (with C{disconnect()} returning a Deferred,
-        and C{whenLost()} returning a Deferred that fires if the tunnel
-        dies by itself) or failing if the tunnel did not come up.
+        with an L{IClientConnection} or failing if the tunnel did not come
+        up.
+        """
+
+
+class IClientConnection(Interface):
+    """
+    One session's tunnel (or plain forwarding), as L{IClientMethod.connect}
+    returns it.
+    """
+
+    device = Attribute(
+        "The name of the network device the session's traffic leaves by: the "
+        "WireGuard, OpenVPN or cjdns tun interface, the SoftEther NIC, or for "
+        "forward the mesh interface toward the gateway.  Health probes are "
+        "bound to it, so no other route can answer or swallow them.")
+
+    def whenLost():
+        """
+        A Deferred that fires with a reason (text) if the tunnel dies by
+        itself; cancelled when the session ends first.
+        """
+
+    def disconnect():
+        """
+        Take the tunnel and mnigs's route through it down.  Returns a
+        Deferred.
+        """
+
+    def describe():
+        """
+        A JSON-able dict for status output.
         """
 
 

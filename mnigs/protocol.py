@@ -45,6 +45,8 @@ MAX_METHODS = 16
 MAX_TEXT = 256
 MAX_LEASE_SECONDS = 7 * 24 * 3600
 MAX_ID = 128
+#: At most this many probe targets in an offer (the server offers its first).
+MAX_PROBES = 8
 
 
 class RPCError(Exception):
@@ -194,6 +196,8 @@ class Offer:
     methods: tuple[dict, ...]
     issuedAt: int
     raw: dict
+    #: Internet addresses the gateway checks its uplink with (C{probe}).
+    probe: tuple[str, ...] = ()
 
     @property
     def load(self) -> float:
@@ -295,6 +299,7 @@ def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[
         checked = _checkMethodEntry(entry)
         if checked is not None:
             known.append(checked)
+    probe = _checkProbe(offer.get("probe"))
     _need(_isInt(offer.get("issued_at"), 0, 2**40), "issued_at must be a timestamp")
     checkSignature(offer)
     return Offer(
@@ -302,8 +307,32 @@ def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[
         maxClients=terms["max_clients"], clients=terms["clients"],
         leaseSeconds=terms["lease_seconds"], fee=fee,
         bandwidthDown=down, bandwidthUp=up, methods=tuple(known),
-        issuedAt=offer["issued_at"], raw=offer,
+        issuedAt=offer["issued_at"], raw=offer, probe=probe,
     )
+
+
+def _checkProbe(probe) -> tuple[str, ...]:
+    """
+    The offer's optional C{probe} list: literal unicast addresses a client
+    may ping through its tunnel, normalised.  Loopback, link-local,
+    multicast and unspecified addresses never mean "the Internet".
+    """
+    if probe is None:
+        return ()
+    _need(isinstance(probe, list) and len(probe) <= MAX_PROBES,
+          f"probe must be a list of at most {MAX_PROBES} addresses")
+    checked = []
+    for entry in probe:
+        _need(isinstance(entry, str) and len(entry) <= 64, "probe entries must be address text")
+        try:
+            address = ipaddress.ip_address(entry)
+        except ValueError:
+            raise OfferRejected(f"probe entry {entry[:64]!r} is not an IP address") from None
+        _need(not (address.is_loopback or address.is_link_local or address.is_multicast
+                   or address.is_unspecified), f"probe address {address} is not a unicast address")
+        if str(address) not in checked:
+            checked.append(str(address))
+    return tuple(checked)
 
 
 def _checkFee(fee) -> Fee | None:

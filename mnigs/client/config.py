@@ -171,6 +171,7 @@ SCHEMA = {
     "health": {
         "targets": Field(list, [], addresses),
         "beyond": Field(list, [], addresses),
+        "offer_probes": Field(bool, True),
         "interval": Field(float, 0.25, between(0.05, 60)),
         "timeout": Field(float, 0.75, between(0.05, 60)),
         "misses": Field(int, 3, between(1, 100)),

@@ -12,12 +12,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mnigs.client.candidates import Candidate
+from mnigs.client.health import ProbeTargets, firstAnswer
 from mnigs.client.machine import IClientEffects
 from mnigs.client.plan import buildPlan
 from mnigs.client.ranking import rank
 from mnigs.protocol import UNKNOWN_LEASE, WRONG_TOKEN, RPCError
 
 log = Logger()
+
+#: Seconds between probe rounds while a new tunnel is verified.
+VERIFY_INTERVAL = 0.1
 
 
 class LeaseRejected(Exception):
@@ -56,10 +60,39 @@ def firstSourceWins(lists) -> list[Candidate]:
     return list(seen.values())
 
 
+def verifyDeadline(config, rpcRTT) -> float:
+    """
+    How long a new tunnel has to pass a probe:
+    C{min(methods.connect_timeout, health.timeout + 4 * rpcRTT)}, with
+    C{rpcRTT} the gateway.info round trip discovery measured (unknown:
+    C{connect_timeout}).  A probe through the tunnel crosses about the
+    same mesh path as that call, so a few of its round trips on top of a
+    probe's own timeout is plenty for a gateway that passes traffic.
+    """
+    connectTimeout = config.methods.connect_timeout
+    if rpcRTT is None:
+        rpcRTT = connectTimeout
+    return min(connectTimeout, config.health.timeout + 4 * rpcRTT)
+
+
+def _pinger(reactor):
+    from mnigs.icmp import Pinger
+
+    return lambda device: Pinger(reactor, device=device)
+
+
 @implementer(IClientEffects)
 class ClientEffects:
+    """
+    @param healthFactory: C{healthFactory(session)} -> a health monitor for
+        an online session, probing C{session.targets} through
+        C{session.pinger}.
+    @param pingerFactory: C{pingerFactory(device)} -> an L{IPinger} bound
+        to C{device}; one per session, closed when it ends.
+    """
+
     def __init__(self, reactor, config, sources, discovery, rpc, methods, policy, history,
-                 routing, healthFactory, hooks, clientId):
+                 routing, healthFactory, hooks, clientId, pingerFactory=None):
         self.reactor = reactor
         self.config = config
         self.sources = sources
@@ -72,6 +105,7 @@ class ClientEffects:
         self.healthFactory = healthFactory
         self.hooks = hooks
         self.clientId = clientId
+        self.pingerFactory = pingerFactory or _pinger(reactor)
         self.agent = None  # set by the agent, which the watchers report to
         self.teardown = defer.succeed(None)
         self.lastSeen = []
@@ -147,6 +181,85 @@ class ClientEffects:
         self.teardown.addBoth(open)
         return gate
 
+    # -- probes through the tunnel ----------------------------------------
+    def probeTargets(self, session) -> ProbeTargets:
+        """
+        The gateway (C{health.targets}, or the lease's C{gateway_address}),
+        the Internet beyond it (the offer's C{probe} list unless
+        C{health.offer_probes} is off, then C{health.beyond}), through
+        the session's device.
+        """
+        health = self.config.health
+        gateway = [str(t) for t in health.targets] or [session.lease["config"].get("gateway_address")]
+        internet = []
+        if health.offer_probes:
+            offer = getattr(getattr(session.step, "seen", None), "offer", None)
+            internet += list(getattr(offer, "probe", ()))
+        internet += [str(t) for t in health.beyond]
+        return ProbeTargets.of(gateway, internet, device=session.connection.device)
+
+    def _probing(self, session):
+        if session.pinger is None:
+            session.targets = self.probeTargets(session)
+            session.pinger = self.pingerFactory(session.targets.device)
+        return session
+
+    def _stopProbing(self, session):
+        pinger, session.pinger = session.pinger, None
+        if pinger is not None:
+            try:
+                pinger.close()
+            except Exception:
+                log.failure("could not close the session's pinger")
+
+    def verify(self, session):
+        # A lease that leaves nothing to probe fails here like a silent one.
+        return defer.maybeDeferred(self._verify, session)
+
+    def _verify(self, session):
+        self._probing(session)
+        seen = getattr(session.step, "seen", None)
+        deadline = verifyDeadline(self.config, getattr(seen, "rtt", None))
+        return firstAnswer(self.reactor, session.pinger, session.targets,
+                           interval=VERIFY_INTERVAL, deadline=deadline)
+
+    def disconnect(self, session):
+        self._stopProbing(session)
+        return self._takeDown(session)
+
+    def _takeDown(self, session):
+        d = defer.maybeDeferred(session.connection.disconnect)
+        d.addErrback(lambda f: log.failure("could not take the connection down", f))
+        previous = self.teardown
+        self.teardown = defer.gatherResults([previous, d], consumeErrors=True).addBoth(lambda _: None)
+        return d
+
+    def _checkInnerRoute(self, session):
+        """
+        Warn, once a session, when traffic to the gateway's inner address
+        does not go through the tunnel: a mesh route to it, from a gateway
+        announcing its tunnel pool into the mesh (babeld's default
+        C{redistribute local}; see etc/babeld-mnigs.conf).  Probes are
+        bound to the tunnel, so they are not fooled; everything else
+        addressed to it is.
+        """
+        inner = session.lease["config"].get("gateway_address")
+        device = session.connection.device
+        if not inner or "inner route" in session.warned or session.step.method == "forward":
+            return
+        try:
+            leavesBy = self.routing.outgoingDevice(inner)
+        except Exception:
+            log.failure("could not look up the route to {address}", address=inner)
+            return
+        if leavesBy is not None and leavesBy != device:
+            session.warned.add("inner route")
+            log.warn("traffic to {gateway}'s inner address {address} leaves by {leavesBy}, not "
+                     "through the tunnel {device}: a gateway announces its tunnel pool into the "
+                     "mesh (babeld's default redistribute local?); see etc/babeld-mnigs.conf",
+                     gateway=session.step.gateway, address=inner, device=device,
+                     leavesBy=leavesBy)
+
     def unregister(self, step, lease):
         d = self.rpc.call(step.host, step.port, "gateway.unregister",
                           {"lease": lease["id"], "token": lease["token"]}, timeout=1.0)
@@ -173,9 +286,12 @@ class ClientEffects:
         agent = self.agent
         config = session.lease["config"]
 
-        health = self.healthFactory(session, config)
+        self._probing(session)
+        health = session.health = self.healthFactory(session)
         health.start()
         session.stoppers.append(health.stop)
+        session.stoppers.append(lambda: self._stopProbing(session))
+        self._checkInnerRoute(session)
 
         renewal = Renewal(self.reactor, self.rpc, session, agent)
         renewal.start()
@@ -203,6 +319,8 @@ class ClientEffects:
     def _checkSession(self, session):
         if session.step.method != "forward" and not self.routing.routedOnMesh(session.step.host):
             self.agent.lost(session, f"the mesh no longer routes to {session.step.gateway}")
+            return
+        self._checkInnerRoute(session)
 
     def _checkOffer(self, session):
         d = self.rpc.call(session.step.host, session.step.port, "gateway.info", {},
@@ -235,11 +353,7 @@ class ClientEffects:
         self._saveHistory()
         self.hooks.run("offline", session.step.gatewayId, session.step.host, session.step.method,
                        session.lease["config"].get("address", ""))
-        d = defer.maybeDeferred(session.connection.disconnect)
-        d.addErrback(lambda f: log.failure("could not take the connection down", f))
-        previous = self.teardown
-        self.teardown = defer.gatherResults([previous, d], consumeErrors=True).addBoth(lambda _: None)
-        return d
+        return self._takeDown(session)
 
 
 class Renewal:

@@ -8,11 +8,22 @@ silently stops answering: far too long for someone on a video call.  So
 the client probes the gateway itself, several times a second, and gives up
 on it after a few unanswered rounds in a row.
 
-Every C{interval} a probe round starts: one echo to every target (the
-gateway's mesh address, its tunnel address, a host behind it...).  A round
-succeeds if I{any} target answers within C{timeout}.  With C{timeout >
-interval} rounds overlap; their results are still counted in the order the
-rounds started, so "three misses in a row" means three consecutive rounds.
+Every C{interval} a probe round starts: one echo to every target, through
+the session's tunnel device (the pinger is bound to it, so no mesh route
+can answer or swallow a probe).  The targets are L{ProbeTargets}: the
+gateway itself (its inner address, or C{health.targets}) and, beyond it,
+Internet addresses (the offer's C{probe} list, C{health.beyond}).  When
+there are Internet targets a round succeeds only if one of I{them}
+answers within C{timeout}: online means the Internet answers.  The gateway
+is still probed, so that a loss can say whether the gateway itself still
+answered.  Without Internet targets I{any} target's answer will do.  With
+C{timeout > interval} rounds overlap; their results are still counted in
+the order the rounds started, so "three misses in a row" means three
+consecutive rounds.
+
+Before a session counts as online, L{firstAnswer} probes the same targets
+every 0.1 s until a round is answered by the same rule, or a deadline
+passes (see the client machine's C{verifying} state).
 
 Detection time
 ==============
@@ -36,8 +47,9 @@ gateway dead; 0.75 s is well above mesh round-trip times.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from automat import TypeMachineBuilder, pep614
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -52,6 +64,63 @@ _PENDING = object()
 
 def _nothing(*args: object) -> None:
     pass
+
+
+@dataclass(frozen=True)
+class ProbeTargets:
+    """
+    What a session probes and through which device.
+
+    @ivar gateway: the gateway itself (its inner address, or
+        C{health.targets}).
+    @ivar internet: addresses beyond the gateway (the offer's C{probe}
+        list, C{health.beyond}); when there are any, only their answers
+        count.
+    @ivar device: the network device the probes are bound to, for log
+        lines and reasons (the pinger does the binding).
+    """
+
+    gateway: tuple[str, ...] = ()
+    internet: tuple[str, ...] = ()
+    device: str | None = None
+
+    @classmethod
+    def of(cls, gateway: Iterable[str], internet: Iterable[str] = (),
+           device: str | None = None) -> "ProbeTargets":
+        """Each address once; one listed as both counts as the Internet."""
+        internet = tuple(dict.fromkeys(str(t) for t in internet if t))
+        gateway = tuple(t for t in dict.fromkeys(str(t) for t in gateway if t)
+                        if t not in internet)
+        return cls(gateway, internet, device)
+
+    def all(self) -> list[str]:
+        return list(self.internet + self.gateway)
+
+    def counts(self, target: str) -> bool:
+        """Whether an answer from C{target} makes a round answered."""
+        return not self.internet or target in self.internet
+
+    def through(self) -> str:
+        return f" through {self.device}" if self.device else ""
+
+    def describe(self) -> str:
+        """C{9.9.9.9 (internet), 100.64.0.1 (gateway)}, for log lines."""
+        if not self.internet:
+            return ", ".join(self.gateway)
+        return ", ".join([f"{t} (internet)" for t in self.internet]
+                         + [f"{t} (gateway)" for t in self.gateway])
+
+    def unanswered(self, gatewayAnswered: bool) -> str:
+        """
+        Which targets went unanswered, for a reason: the Internet's alone
+        when the gateway still answers, all of them when nothing does.
+        """
+        if self.internet and self.gateway and gatewayAnswered:
+            return (f"the Internet beyond {', '.join(self.gateway)} does not answer (the "
+                    f"gateway does): no answer from {', '.join(self.internet)}")
+        if self.internet and self.gateway:
+            return f"nothing answers: no answer from {', '.join(self.all())}"
+        return f"no answer from {', '.join(self.all())}"
 
 
 class _Monitor(Protocol):
@@ -81,7 +150,7 @@ class _Monitor(Protocol):
 class _Core:
     reactor: object
     pinger: object
-    targets: list[str]
+    targets: ProbeTargets
     interval: float
     timeout: float
     misses: int
@@ -90,6 +159,21 @@ class _Core:
     onLost: Callable[[str], object]
     onSample: Callable[[float | None], object]
     lostReason: str = ""
+    gatewayAnsweredAt: float | None = None
+
+    def gatewayAnswered(self) -> None:
+        self.gatewayAnsweredAt = self.reactor.seconds()
+
+    def status(self, state: str, **extra: object) -> dict:
+        status = {"state": state, "targets": self.targets.all()}
+        if self.targets.device:
+            status["device"] = self.targets.device
+        if self.targets.internet and self.targets.gateway:
+            status["gateway_answered_ago"] = (
+                None if self.gatewayAnsweredAt is None
+                else round(self.reactor.seconds() - self.gatewayAnsweredAt, 2))
+        status.update(extra)
+        return status
 
     def notify(self, callback: Callable, *args: object) -> None:
         try:
@@ -101,14 +185,22 @@ class _Core:
 class _Round:
     """
     One probe round: an echo to every target, a deadline of C{timeout}.
-    Its C{result} is C{_PENDING}, then the first answer's round-trip time
-    or C{None}.
+    Its C{result} is C{_PENDING}, then the first counting answer's
+    round-trip time (see L{ProbeTargets.counts}) or C{None};
+    C{gatewayAnswered} says whether a gateway target answered meanwhile.
     """
 
-    def __init__(self, core: _Core, settled: Callable[[], None]) -> None:
+    def __init__(self, reactor, pinger, targets: ProbeTargets, timeout: float,
+                 settled: Callable[[], None],
+                 onGatewayAnswer: Callable[[], None] = _nothing) -> None:
         self.result: object = _PENDING
-        self._core = core
+        self.gatewayAnswered = False
+        self._reactor = reactor
+        self._pinger = pinger
+        self._targets = targets
+        self._timeout = timeout
         self._settled = settled
+        self._onGatewayAnswer = onGatewayAnswer
         self._outstanding: list[Deferred] = []
         self._deadline: IDelayedCall | None = None
 
@@ -118,18 +210,20 @@ class _Round:
         is sent before any result is looked at, so that an early C{None}
         does not settle the round while other targets are unasked.
         """
-        core = self._core
-        self._deadline = core.reactor.callLater(core.timeout, self._settle, None)
-        sent = [(target, maybeDeferred(core.pinger.ping, target, core.timeout))
-                for target in core.targets]
+        self._deadline = self._reactor.callLater(self._timeout, self._settle, None)
+        sent = [(target, maybeDeferred(self._pinger.ping, target, self._timeout))
+                for target in self._targets.all()]
         self._outstanding = [d for target, d in sent]
         for target, d in sent:
-            d.addCallbacks(self._pinged, self._failed, callbackArgs=(d,),
+            d.addCallbacks(self._pinged, self._failed, callbackArgs=(target, d),
                            errbackArgs=(target, d))
 
-    def _pinged(self, rtt: float | None, d: Deferred) -> None:
+    def _pinged(self, rtt: float | None, target: str, d: Deferred) -> None:
         self._outstanding.remove(d)
-        if rtt is not None:
+        if rtt is not None and target in self._targets.gateway:
+            self.gatewayAnswered = True
+            self._onGatewayAnswer()
+        if rtt is not None and self._targets.counts(target):
             self._settle(rtt)
         elif not self._outstanding:
             self._settle(None)
@@ -137,7 +231,7 @@ class _Round:
     def _failed(self, failure, target: str, d: Deferred) -> None:
         if self.result is _PENDING:
             log.debug("probe to {target} failed: {error}", target=target, error=failure.value)
-        self._pinged(None, d)
+        self._pinged(None, target, d)
 
     def _settle(self, rtt: float | None) -> None:
         if self.result is not _PENDING:
@@ -167,10 +261,14 @@ class _Probing:
     core: _Core
     rounds: collections.deque = field(default_factory=collections.deque)
     missedInARow: int = 0
+    #: whether the gateway answered in one of the rounds missed in a row
+    gatewayAnsweredMissing: bool = False
     timer: LoopingCall | None = None
 
     def startRound(self) -> None:
-        probeRound = _Round(self.core, self.count)
+        core = self.core
+        probeRound = _Round(core.reactor, core.pinger, core.targets, core.timeout, self.count,
+                            core.gatewayAnswered)
         self.rounds.append(probeRound)
         probeRound.send()
 
@@ -180,12 +278,15 @@ class _Probing:
         round that settles early waits for the rounds started before it.
         """
         while self.rounds and self.rounds[0].result is not _PENDING:
-            rtt = self.rounds.popleft().result
+            probeRound = self.rounds.popleft()
+            rtt = probeRound.result
             if rtt is not None:
                 self.missedInARow = 0
+                self.gatewayAnsweredMissing = False
                 self.monitor.roundAnswered(rtt)
             else:
                 self.missedInARow += 1
+                self.gatewayAnsweredMissing |= probeRound.gatewayAnswered
                 if self.missedInARow >= self.core.misses:
                     self.monitor.probesExhausted(self.missedInARow)
                     return
@@ -200,6 +301,9 @@ class _Probing:
 
 
 def _startProbing(monitor: _Monitor, core: _Core) -> _Probing:
+    log.info("health: probing {targets}{through} every {interval} s",
+             targets=core.targets.describe(), through=core.targets.through(),
+             interval=f"{core.interval:g}", device=core.targets.device)
     probing = _Probing(monitor, core)
     probing.timer = LoopingCall(monitor.intervalElapsed)
     probing.timer.clock = core.reactor
@@ -241,8 +345,10 @@ def _buildMachine():
 
     @pep614(probing.upon(_Monitor.probesExhausted).to(lost))
     def giveUp(monitor: _Monitor, core: _Core, probing: _Probing, count: int) -> None:
+        gatewayAnswered = probing.gatewayAnsweredMissing
         probing.cancel()
-        core.lostReason = f"no answer from {', '.join(core.targets)} in {count} probes"
+        core.lostReason = (f"{core.targets.unanswered(gatewayAnswered)}{core.targets.through()}"
+                           f" in {count} probes")
         log.warn("gateway lost: {reason}", reason=core.lostReason)
         core.notify(core.onSample, None)
         core.notify(core.onLost, core.lostReason)
@@ -256,17 +362,17 @@ def _buildMachine():
 
     @pep614(probing.upon(_Monitor.describe).loop())
     def describeProbing(monitor: _Monitor, core: _Core, probing: _Probing) -> dict:
-        return {"state": "probing", "targets": list(core.targets),
-                "missed": probing.missedInARow, "outstanding": len(probing.rounds)}
+        return core.status("probing", missed=probing.missedInARow,
+                           outstanding=len(probing.rounds))
 
     @pep614(lost.upon(_Monitor.describe).loop())
     def describeLost(monitor: _Monitor, core: _Core) -> dict:
-        return {"state": "lost", "targets": list(core.targets), "reason": core.lostReason}
+        return core.status("lost", reason=core.lostReason)
 
     for state, name in ((idle, "idle"), (stopped, "stopped")):
         @pep614(state.upon(_Monitor.describe).loop())
         def describe(monitor: _Monitor, core: _Core, name: str = name) -> dict:
-            return {"state": name, "targets": list(core.targets)}
+            return core.status(name)
 
     return m.build()
 
@@ -274,14 +380,15 @@ def _buildMachine():
 _makeMonitor = _buildMachine()
 
 
-def HealthMonitor(reactor, pinger, targets: list[str], interval: float = 0.25,
+def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: float = 0.25,
                   timeout: float = 0.75, misses: int = 3,
                   onMissed: Callable[[int], object] = _nothing,
                   onAnswered: Callable[[float], object] = _nothing,
                   onLost: Callable[[str], object] = _nothing,
                   onSample: Callable[[float | None], object] = _nothing) -> _Monitor:
     """
-    A gateway health monitor probing C{targets} through C{pinger} (an
+    A gateway health monitor probing C{targets} (L{ProbeTargets}, or a
+    plain list whose every answer counts) through C{pinger} (an
     L{mnigs.interfaces.IPinger}); see the module docstring for the timing.
 
     Callbacks, once per counted round, in the order the rounds started:
@@ -293,11 +400,105 @@ def HealthMonitor(reactor, pinger, targets: list[str], interval: float = 0.25,
     Returns an object with C{start()}, C{stop()} (abandons everything
     outstanding; no callbacks after it) and C{describe()}.
     """
-    if not targets:
+    if not isinstance(targets, ProbeTargets):
+        targets = ProbeTargets.of(targets)
+    if not targets.all():
         raise ValueError("a health monitor needs at least one target")
     if interval <= 0 or timeout <= 0:
         raise ValueError("interval and timeout must be positive")
     if misses < 1:
         raise ValueError("misses must be at least 1")
-    return _makeMonitor(_Core(reactor, pinger, list(targets), interval, timeout, misses,
+    return _makeMonitor(_Core(reactor, pinger, targets, interval, timeout, misses,
                               onMissed, onAnswered, onLost, onSample))
+
+
+class NoAnswer(Exception):
+    """No probe round was answered before the deadline; the message says which."""
+
+
+class _FirstAnswer:
+    """
+    The life of one L{firstAnswer}: a round every C{interval} until one is
+    answered or the deadline passes.  It ends once, with its Deferred, so
+    the Deferred's firing is its only state change and no machine is
+    needed.
+    """
+
+    def __init__(self, reactor, pinger, targets: ProbeTargets, interval: float,
+                 deadline: float) -> None:
+        self.reactor = reactor
+        self.pinger = pinger
+        self.targets = targets
+        self.deadline = deadline
+        self.endsAt = reactor.seconds() + deadline
+        self.maxRounds = max(1, math.ceil(deadline / interval))
+        self.rounds: list[_Round] = []
+        self.gatewayAnswered = False
+        self.result = Deferred(lambda d: self.finish())
+        self.interval = interval
+        self.timer = LoopingCall(self.startRound)
+        self.timer.clock = reactor
+        self.expiry = reactor.callLater(deadline, self.expire)
+
+    def start(self) -> Deferred:
+        self.timer.start(self.interval, now=True)
+        return self.result
+
+    def startRound(self) -> None:
+        remaining = self.endsAt - self.reactor.seconds()
+        if len(self.rounds) >= self.maxRounds or remaining <= 0:
+            self.timer.stop()
+            return
+        probeRound = _Round(self.reactor, self.pinger, self.targets, remaining,
+                            lambda: self.settled(probeRound))
+        self.rounds.append(probeRound)
+        probeRound.send()
+
+    def settled(self, probeRound: _Round) -> None:
+        self.gatewayAnswered |= probeRound.gatewayAnswered
+        if probeRound.result is not None and not self.result.called:
+            rtt = probeRound.result
+            self.finish()
+            self.result.callback(rtt)
+
+    def expire(self) -> None:
+        if self.result.called:
+            return
+        for probeRound in self.rounds:
+            self.gatewayAnswered |= probeRound.gatewayAnswered
+        self.finish()
+        targets = self.targets
+        if targets.internet and targets.gateway and self.gatewayAnswered:
+            why = (f"no probe answer from the Internet ({', '.join(targets.internet)})"
+                   f"{targets.through()} within {self.deadline:g} s; the gateway "
+                   f"({', '.join(targets.gateway)}) answers")
+        else:
+            why = (f"no probe answer{targets.through()} from {', '.join(targets.all())} "
+                   f"within {self.deadline:g} s")
+        self.result.errback(NoAnswer(why))
+
+    def finish(self) -> None:
+        if self.timer.running:
+            self.timer.stop()
+        if self.expiry.active():
+            self.expiry.cancel()
+        rounds, self.rounds = self.rounds, []
+        for probeRound in rounds:
+            probeRound.cancel()
+
+
+def firstAnswer(reactor, pinger, targets: ProbeTargets, interval: float = 0.1,
+                deadline: float = 1.0) -> Deferred:
+    """
+    Probe C{targets} through C{pinger} every C{interval} (at most
+    C{deadline / interval} rounds, every probe waiting at most until the
+    deadline) until a round is answered by the rule of L{ProbeTargets}.
+    The Deferred fires with that answer's round-trip time, or fails with
+    L{NoAnswer} once C{deadline} seconds have passed without one.
+    Cancelling it abandons every outstanding probe.
+    """
+    if not targets.all():
+        raise ValueError("nothing to probe")
+    if interval <= 0 or deadline <= 0:
+        raise ValueError("interval and deadline must be positive")
+    return _FirstAnswer(reactor, pinger, targets, interval, deadline).start()

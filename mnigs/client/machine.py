@@ -4,9 +4,10 @@ The client's lifecycle as one Automat machine:
     idle --start--> searching --scanned--> registering --registered--> connecting
     searching --nothingFound--> waiting --retry--> searching
     searching --retry--> searching (an empty scan is then repeated at once)
-    registering/connecting --tryNext--> registering (next method or gateway)
-    registering/connecting --exhausted--> waiting
-    connecting --connected--> online <--probeMissed/probeAnswered--> degraded
+    registering/connecting/verifying --tryNext--> registering (next method or gateway)
+    registering/connecting/verifying --exhausted--> waiting
+    connecting --connected--> verifying --answered--> online
+    online <--probeMissed/probeAnswered--> degraded
     online/degraded --failover/switch--> registering
     online/degraded --dropped--> searching
     every state --stop--> stopping --stopped--> stopped
@@ -16,6 +17,11 @@ whether a better gateway has been better for long enough) are made by
 L{ClientFacade} in plain methods, which then feed the machine one clean
 input.  Every input that leads into a data state carries that state's
 data, so a session passes from online to degraded and back intact.
+
+A tunnel that is up is not yet online: in C{verifying} the client probes
+through it (L{IClientEffects.verify}) and goes online only once a probe is
+answered; otherwise it takes the tunnel down and tries the next step at
+once, as after a tunnel that did not come up.
 
 All I/O goes through C{core.effects} (see L{IClientEffects}); tests wire a
 recording fake there.
@@ -60,6 +66,20 @@ class IClientEffects(Interface):
     def connect(step, lease):
         "Deferred[connection]: the tunnel and routes are up."
 
+    def verify(session):
+        """
+        Deferred[round-trip time]: a probe through the session's tunnel was
+        answered (by the Internet, when there are Internet targets).  Fails
+        with a reason when none is answered within a short deadline.
+        """
+
+    def disconnect(session):
+        """
+        Take down the tunnel of a session that never went online (no
+        watchers, no hooks to undo); serialised with the next connect like
+        C{endSession}.  Deferred.
+        """
+
     def unregister(step, lease):
         "Best-effort release; never fails."
 
@@ -75,18 +95,46 @@ class IClientEffects(Interface):
 
 @dataclass
 class Session:
+    """
+    A tunnel that is up, and what the effects hang on it: the probe
+    targets and the pinger bound to its device (from verification on),
+    the health monitor and the watchers' stoppers (once online), and the
+    warnings already given.
+    """
     step: Any
     lease: dict
     connection: Any
     startedAt: float
     stoppers: list = field(default_factory=list)
+    targets: Any = None
+    pinger: Any = None
+    health: Any = None
+    warned: set = field(default_factory=set)
 
     def describe(self, now):
         current = self.step.describe()
         current["lease_expires_in"] = max(0, int(self.lease.get("expires_at", now) - now))
         current["online_for"] = int(now - self.startedAt)
         current["address"] = self.lease.get("config", {}).get("address")
+        current["device"] = getattr(self.connection, "device", None)
+        if self.health is not None:
+            current["health"] = self.health.describe()
         return current
+
+
+@dataclass
+class Verifying:
+    """
+    The data of verifying: the attempt (for what comes next), the session
+    whose tunnel is up, and the probing under way.
+    """
+    attempt: Attempt
+    session: Session
+    operation: defer.Deferred | None = None
+
+    def cancel(self):
+        if self.operation is not None and not self.operation.called:
+            self.operation.cancel()
 
 
 @dataclass
@@ -142,8 +190,11 @@ class Client(Protocol):
     def exhausted(self, reason: str) -> None:
         "Every step of the plan failed."
 
-    def connected(self, session: Session) -> None:
+    def connected(self, attempt: Attempt, session: Session) -> None:
         "The tunnel and routes are up."
+
+    def answered(self, session: Session, rtt: float) -> None:
+        "A probe through the new tunnel was answered."
 
     def probeMissed(self, session: Session, count: int) -> None:
         "A health probe round got no answer."
@@ -215,6 +266,7 @@ def _buildMachine():
         core.clock.callLater(core.backoff.next(), client.retry)))
     registering = builder.state("registering", _pendingAttempt)
     connecting = builder.state("connecting", lambda client, core, attempt, lease: Pending(attempt, lease))
+    verifying = builder.state("verifying", lambda client, core, attempt, session: Verifying(attempt, session))
     online = builder.state("online", lambda client, core, session, *rest: session)
     degraded = builder.state("degraded", lambda client, core, session, *rest: session)
     stopping = builder.state("stopping")
@@ -302,7 +354,8 @@ def _buildMachine():
 
     @registering.upon(Client.exhausted).to(waiting)
     @connecting.upon(Client.exhausted).to(waiting)
-    def giveUp(client, core, pending: Pending, reason):
+    @verifying.upon(Client.exhausted).to(waiting)
+    def giveUp(client, core, pending: object, reason):
         core.reason = reason
         core.log.warn("every gateway failed ({reason}); searching again later", reason=reason)
 
@@ -317,7 +370,7 @@ def _buildMachine():
         pending.operation = core.effects.connect(step, lease)
 
         def done(connection):
-            client.connected(Session(step, lease, connection, core.clock.seconds()))
+            client.connected(pending.attempt, Session(step, lease, connection, core.clock.seconds()))
 
         def failed(failure):
             if failure.check(defer.CancelledError):
@@ -336,19 +389,54 @@ def _buildMachine():
         pending.operation.addCallbacks(done, failed)
 
     @connecting.upon(Client.tryNext).to(registering)
-    def connectNext(client, core, pending: Pending, attempt, reason):
+    @verifying.upon(Client.tryNext).to(registering)
+    def connectNext(client, core, pending: object, attempt, reason):
         core.reason = reason
         core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
                       **_named(attempt.step))
         client.start()
 
+    # -- verifying -------------------------------------------------------
+    @connecting.upon(Client.connected).to(verifying)
+    def connectedThenVerify(client, core, pending: Pending, attempt, session):
+        client.start()
+
+    @verifying.upon(Client.start).loop()
+    def beginVerify(client, core, verifying: Verifying):
+        if verifying.operation is not None:
+            return
+        session = verifying.session
+        verifying.operation = core.effects.verify(session)
+
+        def done(rtt):
+            client.answered(session, rtt)
+
+        def failed(failure):
+            if failure.check(defer.CancelledError):
+                return
+            step = session.step
+            reason = f"{step.method} to {step.gateway} passes no traffic: {failure.getErrorMessage()}"
+            core.effects.noteFailure(step, reason)
+            core.effects.disconnect(session)
+            core.effects.unregister(step, session.lease)
+            nextAttempt = verifying.attempt.nextMethod()
+            if nextAttempt is None:
+                client.exhausted(reason)
+            else:
+                client.tryNext(nextAttempt, reason)
+
+        verifying.operation.addCallbacks(done, failed)
+
     # -- online and degraded --------------------------------------------
-    @connecting.upon(Client.connected).to(online)
-    def goOnline(client, core, pending: Pending, session):
+    @verifying.upon(Client.answered).to(online)
+    def goOnline(client, core, verifying: Verifying, session, rtt):
         core.session = session
         core.reason = ""
         core.backoff.reset()
-        core.log.info("online via {gateway} over {method}", **_named(session.step))
+        session.startedAt = core.clock.seconds()
+        core.log.info("online via {gateway} over {method} (a probe through {device} answered "
+                      "in {rtt} ms)", device=session.connection.device,
+                      rtt=f"{rtt * 1000:.1f}", **_named(session.step))
         core.effects.startSession(session)
 
     @online.upon(Client.probeMissed).to(degraded)
@@ -419,6 +507,17 @@ def _buildMachine():
             client.stopped()
             return d
 
+    @verifying.upon(Client.stop).to(stopping)
+    def stopVerifying(client, core, verifying: Verifying):
+        verifying.cancel()
+        d = waitStopped(core)
+        session = verifying.session
+        ending = defer.maybeDeferred(core.effects.disconnect, session)
+        released = defer.maybeDeferred(core.effects.unregister, session.step, session.lease)
+        defer.DeferredList([ending, released], consumeErrors=True).addBoth(
+            lambda _: client.stopped())
+        return d
+
     for state in (online, degraded):
         @state.upon(Client.stop).to(stopping)
         def stopSession(client, core, session: Session):
@@ -447,36 +546,40 @@ def _buildMachine():
     # -- inputs that arrive late or out of place are dropped ------------
     ignored = {
         idle: (Client.scanned, Client.nothingFound, Client.retry, Client.registered,
-               Client.tryNext, Client.exhausted, Client.connected, Client.probeMissed,
-               Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
-               Client.stopped),
+               Client.tryNext, Client.exhausted, Client.connected, Client.answered,
+               Client.probeMissed, Client.probeAnswered, Client.failover, Client.dropped,
+               Client.switch, Client.stopped),
         searching: (Client.registered, Client.tryNext, Client.exhausted,
+                    Client.connected, Client.answered, Client.probeMissed,
+                    Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
+                    Client.stopped),
+        waiting: (Client.start, Client.scanned, Client.nothingFound, Client.registered,
+                  Client.tryNext, Client.exhausted, Client.connected, Client.answered,
+                  Client.probeMissed, Client.probeAnswered, Client.failover, Client.dropped,
+                  Client.switch, Client.stopped),
+        registering: (Client.scanned, Client.nothingFound, Client.retry, Client.connected,
+                      Client.answered, Client.probeMissed, Client.probeAnswered,
+                      Client.failover, Client.dropped, Client.switch, Client.stopped),
+        connecting: (Client.scanned, Client.nothingFound, Client.retry, Client.registered,
+                     Client.answered, Client.probeMissed, Client.probeAnswered,
+                     Client.failover, Client.dropped, Client.switch, Client.stopped),
+        verifying: (Client.scanned, Client.nothingFound, Client.retry, Client.registered,
                     Client.connected, Client.probeMissed, Client.probeAnswered,
                     Client.failover, Client.dropped, Client.switch, Client.stopped),
-        waiting: (Client.start, Client.scanned, Client.nothingFound, Client.registered,
-                  Client.tryNext, Client.exhausted, Client.connected, Client.probeMissed,
-                  Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
-                  Client.stopped),
-        registering: (Client.scanned, Client.nothingFound, Client.retry, Client.connected,
-                      Client.probeMissed, Client.probeAnswered, Client.failover,
-                      Client.dropped, Client.switch, Client.stopped),
-        connecting: (Client.scanned, Client.nothingFound, Client.retry, Client.registered,
-                     Client.probeMissed, Client.probeAnswered, Client.failover,
-                     Client.dropped, Client.switch, Client.stopped),
         online: (Client.start, Client.scanned, Client.nothingFound, Client.retry,
                  Client.registered, Client.tryNext, Client.exhausted, Client.connected,
-                 Client.stopped),
+                 Client.answered, Client.stopped),
         degraded: (Client.start, Client.scanned, Client.nothingFound, Client.retry,
                    Client.registered, Client.tryNext, Client.exhausted, Client.connected,
-                   Client.stopped),
+                   Client.answered, Client.stopped),
         stopping: (Client.start, Client.scanned, Client.nothingFound, Client.retry,
                    Client.registered, Client.tryNext, Client.exhausted, Client.connected,
-                   Client.probeMissed, Client.probeAnswered, Client.failover,
-                   Client.dropped, Client.switch),
+                   Client.answered, Client.probeMissed, Client.probeAnswered,
+                   Client.failover, Client.dropped, Client.switch),
         stopped: (Client.start, Client.scanned, Client.nothingFound, Client.retry,
                   Client.registered, Client.tryNext, Client.exhausted, Client.connected,
-                  Client.probeMissed, Client.probeAnswered, Client.failover,
-                  Client.dropped, Client.switch, Client.stopped),
+                  Client.answered, Client.probeMissed, Client.probeAnswered,
+                  Client.failover, Client.dropped, Client.switch, Client.stopped),
     }
     for state, inputs in ignored.items():
         ignore = _ignore if state in (idle, stopping, stopped) else _ignoreWithData
@@ -503,6 +606,13 @@ def _buildMachine():
     @connecting.upon(Client.describe).loop()
     def describeConnecting(client, core, pending: Pending):
         return core.status("connecting", attempt=pending.attempt.step.describe())
+
+    @verifying.upon(Client.describe).loop()
+    def describeVerifying(client, core, verifying: Verifying):
+        session = verifying.session
+        return core.status("verifying", attempt=dict(
+            verifying.attempt.step.describe(), device=getattr(session.connection, "device", None),
+            address=session.lease.get("config", {}).get("address")))
 
     @online.upon(Client.describe).loop()
     def describeOnline(client, core, session: Session):

@@ -90,6 +90,26 @@ class PolicyRouting:
         return False
 
 
+    def outgoingDevice(self, host: str) -> str | None:
+        """
+        The device the kernel sends traffic for C{host} out of, as the
+        policy rules and tables stand (a route lookup, like C{ip route
+        get}); C{None} when nothing routes it.
+        """
+        address = ipaddress.ip_address(host)
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        with self._ipr() as ipr:
+            try:
+                [route] = ipr.route("get", dst=str(address), family=family)[:1]
+            except (NetlinkError, ValueError):
+                return None
+            index = route.get_attr("RTA_OIF")
+            if not index:
+                return None
+            links = ipr.get_links(index)
+            return links[0].get_attr("IFLA_IFNAME") if links else None
+
+
 def routingSnapshot(netns: str | None = None) -> dict:
     """
     Every rule, route and link, for checking that a client left the

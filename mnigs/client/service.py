@@ -21,7 +21,6 @@ from mnigs.client.history import HistoryFile, QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
 from mnigs.client.routes import PolicyRouting
 from mnigs.hooks import Hooks
-from mnigs.icmp import Pinger
 from mnigs.methods.forward import ForwardClient
 from mnigs.methods.wireguard import WireGuardClient, loadOrCreateWireGuardKey
 from mnigs.netlink import Netlink
@@ -137,7 +136,6 @@ class ClientService(MultiService):
             timeout=config.discovery.timeout, maxCandidates=config.discovery.max_candidates,
             ownAddresses=self.netlink.localAddresses,
             pinned=policyConfig.pinned or None, blocked=policyConfig.blocked)
-        self.pinger = Pinger(reactor)
         self.effects = ClientEffects(
             reactor, config, buildSources(reactor, config), self.discovery,
             RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
@@ -217,13 +215,14 @@ class ClientService(MultiService):
                 methods[name] = ForwardClient(self.netlink, self.routing)
         return methods
 
-    def _health(self, session, leaseConfig):
+    def _health(self, session):
+        # The session's targets and pinger (bound to its tunnel device) are
+        # the ones its verification used (ClientEffects.verify).
         health = self.config.health
-        targets = [str(t) for t in health.targets] or [leaseConfig.get("gateway_address")]
-        targets = [t for t in targets if t] + [str(t) for t in health.beyond]
         agent = self.agent
         return HealthMonitor(
-            self.reactor, self.pinger, targets, interval=health.interval, timeout=health.timeout,
+            self.reactor, session.pinger, session.targets, interval=health.interval,
+            timeout=health.timeout,
             misses=health.misses,
             onMissed=lambda count: agent.probeMissed(session, count),
             onAnswered=lambda rtt: agent.probeAnswered(session, rtt),
@@ -257,7 +256,6 @@ class _Lifecycle(Service):
 
         def cleanUp(result):
             service.routing.clear()
-            service.pinger.close()
             try:
                 service.history.save()
             except Exception:

@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from mnigs.cjdns.admin import CjdnsError
 from mnigs.cjdns.names import canonicalKey, ipForKey, isCjdnsAddress
-from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import ConnectFailed, accessAddress
 from mnigs.methods.loss import Loss
 from mnigs.methods.wireguard import poolHosts
@@ -228,6 +228,7 @@ def netlinkAddresses(netns=None):
     return addresses
 
 
+@implementer(IClientConnection)
 class CjdnsConnection:
     def __init__(self, client, number: int, address, gatewayKey: str):
         self.client = client
@@ -238,6 +239,10 @@ class CjdnsConnection:
         self._watch = LoopingCall(self._check)
         self._watch.clock = client.reactor
         self._watch.start(client.watchInterval, now=False)
+
+    @property
+    def device(self):
+        return self.client.tunInterface
 
     def _check(self):
         if not self.client._hasAddress(self.address):

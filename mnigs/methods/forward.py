@@ -11,7 +11,7 @@ import ipaddress
 from twisted.internet import defer
 from zope.interface import implementer
 
-from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.loss import Loss
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError, invalidParams
 
@@ -87,12 +87,17 @@ class ForwardGateway:
         return {"mesh_interfaces": self.meshInterfaces}
 
 
+@implementer(IClientConnection)
 class ForwardConnection:
     def __init__(self, routing, interface, gateway):
         self.routing = routing
         self.interface = interface
         self.gateway = gateway
         self._loss = Loss()  # plain forwarding has no daemon to die
+
+    @property
+    def device(self):
+        return self.interface
 
     def disconnect(self):
         self._loss.end()

@@ -32,7 +32,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
@@ -222,6 +222,7 @@ class OpenVPNGateway:
 
 # -- client side -------------------------------------------------------------
 
+@implementer(IClientConnection)
 class OpenVPNConnection:
     """
     One client tunnel.  It is lost when its openvpn ends by itself or its
@@ -239,6 +240,10 @@ class OpenVPNConnection:
         self.bytesOut = 0
         self.tunnelAddress = None
         self._loss = Loss()
+
+    @property
+    def device(self):
+        return self.ifname
 
     def event(self, event):
         if isinstance(event, m.ByteCount):

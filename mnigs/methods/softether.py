@@ -32,7 +32,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
@@ -201,6 +201,7 @@ class ConnectFailed(Exception):
     pass
 
 
+@implementer(IClientConnection)
 class SoftEtherConnection:
     def __init__(self, reactor, vpnclient, routing, netlink, ifname, config):
         self.vpnclient = vpnclient
@@ -211,6 +212,10 @@ class SoftEtherConnection:
         self._loss = Loss()
         self._carrier = LoopingCall(self._checkCarrier)
         self._carrier.clock = reactor
+
+    @property
+    def device(self):
+        return self.ifname
 
     def watch(self):
         self._carrier.start(LINK_CHECK_INTERVAL, now=False)

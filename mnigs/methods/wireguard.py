@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mnigs.interfaces import IGatewayMethod
+from mnigs.interfaces import IClientConnection, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
@@ -212,13 +212,15 @@ def checkLeaseConfig(config) -> dict:
             "endpoint": endpoint, "peer_public_key": peer}
 
 
+@implementer(IClientConnection)
 class WireGuardConnection:
-    def __init__(self, device, routing, config):
-        self.device = device
+    def __init__(self, wg, routing, config):
+        self.wg = wg  # the WireGuardDevice
+        self.device = wg.ifname
         self.routing = routing
         self.config = config
         self._loss = Loss()
-        device.onDeath(self._died)
+        wg.onDeath(self._died)
 
     def _died(self, reason):
         self._loss.happened(f"WireGuard daemon died: {reason.getErrorMessage()}")
@@ -230,13 +232,13 @@ class WireGuardConnection:
     def disconnect(self):
         self._loss.end()
         self.routing.clear()
-        yield self.device.stop()
+        yield self.wg.stop()
 
     def counters(self):
-        return self.device.get()
+        return self.wg.get()
 
     def describe(self):
-        return {"interface": self.device.ifname, "endpoint": self.config["endpoint"],
+        return {"interface": self.device, "endpoint": self.config["endpoint"],
                 "address": self.config["address"]}
 
 

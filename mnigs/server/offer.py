@@ -7,7 +7,7 @@ reached us on, availability, client count, second).
 from __future__ import annotations
 
 from mnigs import __version__
-from mnigs.protocol import PROTOCOL_VERSION, gatewayId, signOffer
+from mnigs.protocol import MAX_PROBES, PROTOCOL_VERSION, gatewayId, signOffer
 
 
 def termsFromConfig(terms) -> dict:
@@ -24,13 +24,16 @@ def termsFromConfig(terms) -> dict:
 
 
 class OfferMaker:
-    def __init__(self, clock, key, name: str, terms: dict, methods):
+    def __init__(self, clock, key, name: str, terms: dict, methods, probe=()):
         self.clock = clock
         self.key = key
         self.gatewayId = gatewayId(key.verify_key)
         self.name = name
         self.terms = terms
         self.methods = methods
+        # What the uplink check pings (uplink.probe): clients ping it too,
+        # through their tunnel, to know the Internet answers.
+        self.probe = [str(address) for address in probe][:MAX_PROBES]
         self._cache = {}
 
     def setTerms(self, terms: dict) -> None:
@@ -47,7 +50,7 @@ class OfferMaker:
         entries = [entry for entry in (m.offerEntry(localHost) for m in self.methods)
                    if entry is not None]
         terms = dict(self.terms, clients=clients)
-        offer = signOffer({
+        body = {
             "protocol": PROTOCOL_VERSION,
             "gateway": {"id": self.gatewayId, "name": self.name,
                         "software": f"mnigs {__version__}"},
@@ -55,7 +58,10 @@ class OfferMaker:
             "terms": terms,
             "methods": entries,
             "issued_at": now,
-        }, self.key)
+        }
+        if self.probe:
+            body["probe"] = self.probe
+        offer = signOffer(body, self.key)
         if len(self._cache) > 256:
             self._cache.clear()
         self._cache[cacheKey] = offer

@@ -130,7 +130,8 @@ class GatewayService(MultiService):
                                      "release": config.hooks.release})
         self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
         self.offers = OfferMaker(reactor, self.key, config.server.name,
-                                 termsFromConfig(config.terms), list(self.methods.values()))
+                                 termsFromConfig(config.terms), list(self.methods.values()),
+                                 probe=config.uplink.probe)
         self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
                                                self._clearDataPath, reactor))
         self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit)

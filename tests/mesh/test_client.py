@@ -6,6 +6,7 @@ drops (no link-down).  Nothing is mocked.
 """
 
 import json
+import re
 import time
 
 from mnigs.client.routes import routingSnapshot
@@ -55,6 +56,16 @@ class ClientMeshTests(DaemonMeshTestCase):
         quality = {g["gateway"]: g["quality"] for g in status["gateways"]}
         quality.update(status["history"])
         self.assertGreaterEqual(quality[gwAId]["failures"], 1)
+        # Every probe went through the tunnel, the Internet host counting.
+        with open(c.logPath) as f:
+            log = f.read()
+        probing = re.findall(r"health: probing (.*) through (\S+) every 0.25 s", log)
+        self.assertEqual(len(probing), 2, log)
+        for targets, device in probing:
+            self.assertRegex(targets, rf"^{re.escape(INTERNET)} \(internet\), [0-9.]+ \(gateway\)$")
+            self.assertEqual(device, c.wgInterface)
+        self.assertRegex(log, rf"online via gwB \([0-9.]+\) over wireguard \(a probe through "
+                              rf"{c.wgInterface} answered in [0-9.]+ ms\)")
 
     def test_eitherSpellingOfTheMethodTableConfiguresTheTunnel(self):
         """

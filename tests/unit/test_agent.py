@@ -12,7 +12,7 @@ from mnigs.client.history import QualityHistory
 from mnigs.client.machine import Backoff
 from mnigs.client.ranking import Ranked, Seen, SwitchPolicy
 from mnigs.protocol import Offer
-from tests.unit.test_client_machine import LEASE, RecordingEffects
+from tests.unit.test_client_machine import LEASE, Connection, RecordingEffects
 
 
 def offer(gid, available=True):
@@ -60,7 +60,8 @@ class AgentTests(SynchronousTestCase):
         self.agent.start()
         self.effects.fire("scan", gateways)
         self.effects.fire("register", LEASE)
-        self.effects.fire("connect", "conn")
+        self.effects.fire("connect", Connection())
+        self.effects.fire("verify", 0.01)
         del self.effects.events[:]
         return self.agent.core.session
 
@@ -182,6 +183,23 @@ class StatusFormatTests(SynchronousTestCase):
                              "history": {"ed25519:gone": {"sessions": 3, "failures": 2,
                                                           "last_failure_reason": "no answer"}}})
         self.assertIn("ed25519:gone  sessions 3 failures 2 (last: no answer)", text)
+
+    def test_humanStatusShowsTheDeviceTheHealthAndTheAttempt(self):
+        from mnigs.ctl import formatStatus
+        text = formatStatus({
+            "state": "online", "reason": "",
+            "current": {"name": "gwA", "gateway": "ed25519:x", "host": "10.0.0.1",
+                        "method": "wireguard", "lease_expires_in": 300, "device": "mnigs-c0",
+                        "health": {"state": "probing", "targets": ["9.9.9.9", "100.64.0.1"],
+                                   "device": "mnigs-c0", "gateway_answered_ago": 0.12,
+                                   "missed": 1, "outstanding": 3}}})
+        self.assertIn("gwA (ed25519:x) at 10.0.0.1 via wireguard through mnigs-c0, lease", text)
+        self.assertIn("health: probing (9.9.9.9, 100.64.0.1), 1 missed in a row, the gateway "
+                      "answered 0.12s ago", text)
+        text = formatStatus({"state": "verifying", "reason": "", "attempt": {
+            "name": "gwB", "gateway": "ed25519:y", "host": "10.0.0.2", "method": "wireguard",
+            "device": "mnigs-c0", "address": "100.64.0.3/32"}})
+        self.assertIn("trying: gwB (ed25519:y) at 10.0.0.2 via wireguard through mnigs-c0", text)
 
     def test_humanServerStatus(self):
         from mnigs.ctl import formatStatus

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from mnigs import protocol
-from mnigs.client.machine import Backoff, ClientCore, IClientEffects, makeClient
+from mnigs.client.machine import Backoff, ClientCore, IClientEffects, Session, makeClient
 from mnigs.client.plan import Attempt, buildPlan
 
 
@@ -71,6 +71,13 @@ class RecordingEffects:
     def connect(self, step, lease):
         return self._op("connect", step.gatewayId, step.method)
 
+    def verify(self, session):
+        return self._op("verify", session.step.gatewayId, session.step.method)
+
+    def disconnect(self, session):
+        self.events.append(("disconnect", session.step.gatewayId, session.step.method))
+        return defer.succeed(None)
+
     def unregister(self, step, lease):
         self.events.append(("unregister", step.gatewayId, step.method))
 
@@ -94,6 +101,10 @@ class RecordingEffects:
 LEASE = {"id": "L", "token": "T", "expires_in": 600, "config": {"address": "100.64.0.2/32"}}
 
 
+class Connection:
+    device = "wg-mnigs"
+
+
 class ClientMachineTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
@@ -109,7 +120,8 @@ class ClientMachineTests(SynchronousTestCase):
         self.client.start()
         self.effects.fire("scan", self.gateways)
         self.effects.fire("register", LEASE)
-        self.effects.fire("connect", "conn")
+        self.effects.fire("connect", Connection())
+        self.effects.fire("verify", 0.012)
         self.assertEqual(self.state(), "online")
         return self.core.session
 
@@ -120,11 +132,13 @@ class ClientMachineTests(SynchronousTestCase):
         self.assertEqual(self.state(), "registering")
         self.effects.fire("register", LEASE)
         self.assertEqual(self.state(), "connecting")
-        self.effects.fire("connect", "conn")
+        self.effects.fire("connect", Connection())
+        self.assertEqual(self.state(), "verifying")
+        self.effects.fire("verify", 0.012)
         self.assertEqual(self.state(), "online")
         self.assertEqual(self.effects.events, [
             ("scan",), ("register", "A", "wireguard"), ("connect", "A", "wireguard"),
-            ("startSession", "A", "wireguard")])
+            ("verify", "A", "wireguard"), ("startSession", "A", "wireguard")])
         self.assertEqual(self.client.describe()["current"]["host"], "10.0.0.1")
 
     def test_methodFallbackThenGatewayFallback(self):
@@ -136,13 +150,14 @@ class ClientMachineTests(SynchronousTestCase):
         self.effects.fail("register", protocol.RPCError(protocol.METHOD_UNAVAILABLE, "not a neighbour"))
         self.assertEqual(self.state(), "registering")
         self.effects.fire("register", LEASE)
-        self.effects.fire("connect", "conn")
+        self.effects.fire("connect", Connection())
+        self.effects.fire("verify", 0.012)
         self.assertEqual(self.effects.events, [
             ("scan",), ("register", "A", "wireguard"), ("connect", "A", "wireguard"),
             ("failure", "A"), ("unregister", "A", "wireguard"),
             ("register", "A", "forward"), ("failure", "A"),
             ("register", "B", "wireguard"), ("connect", "B", "wireguard"),
-            ("startSession", "B", "wireguard")])
+            ("verify", "B", "wireguard"), ("startSession", "B", "wireguard")])
         self.assertEqual(self.state(), "online")
 
     def test_fullGatewaySkipsItsOtherMethods(self):
@@ -279,7 +294,8 @@ class ClientMachineTests(SynchronousTestCase):
         self.clock.advance(1)
         self.effects.fire("scan", self.gateways)
         self.effects.fire("register", LEASE)
-        self.effects.fire("connect", "conn")
+        self.effects.fire("connect", Connection())
+        self.effects.fire("verify", 0.012)
         self.assertEqual(self.core.backoff.current, 1)
 
     def test_logLinesNameGatewaysByNameAndAddress(self):
@@ -291,7 +307,8 @@ class ClientMachineTests(SynchronousTestCase):
         self.client.failover(session, buildPlan(self.gateways[1:]), "no answer")
         self.effects.fail("register", protocol.RPCError(protocol.GATEWAY_FULL, "full"))
         self.assertEqual([formatEvent(e) for e in events], [
-            "online via pdx-gw-1 (10.99.0.5) over wireguard",
+            "online via pdx-gw-1 (10.99.0.5) over wireguard (a probe through wg-mnigs answered "
+            "in 12.0 ms)",
             "leaving pdx-gw-1 (10.99.0.5): no answer; trying pdx-gw-2 (10.99.0.9) over wireguard",
             "every gateway failed (wireguard registration with pdx-gw-2 (10.99.0.9) failed: "
             "full (1001)); searching again later"])
@@ -315,3 +332,110 @@ class ClientMachineTests(SynchronousTestCase):
             "every gateway failed (wireguard to pdx-gw-2 (10.99.0.9) did not come up: no "
             "WireGuard handshake response within 5.0 s); searching again later"])
         self.assertEqual(events[0]["log_level"], LogLevel.info)
+
+
+class OnlineMeansAnsweredTests(SynchronousTestCase):
+    """
+    A tunnel that is up is verified: online only once a probe through it
+    is answered, the next step at once when none is.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.effects = RecordingEffects()
+        self.core = ClientCore(self.clock, self.effects, Backoff(1, 8))
+        self.client = makeClient(self.core)
+        self.logged = []
+        self.core.log = Logger(observer=self.logged.append)
+        self.gateways = [ranked("ed25519:a", "10.99.0.5", ("wireguard",), name="pdx-gw-1"),
+                         ranked("ed25519:b", "10.99.0.9", ("wireguard",), name="pdx-gw-2")]
+
+    def tunnelUp(self):
+        self.client.start()
+        self.effects.fire("scan", self.gateways)
+        self.effects.fire("register", LEASE)
+        del self.effects.events[:]
+        self.effects.fire("connect", Connection())
+
+    def test_onlineOnlyOnceAProbeIsAnswered(self):
+        self.tunnelUp()
+        self.assertEqual(self.effects.events, [("verify", "ed25519:a", "wireguard")])
+        self.assertEqual(self.client.describe(), {
+            "state": "verifying", "reason": "",
+            "attempt": {"gateway": "ed25519:a", "name": "pdx-gw-1", "host": "10.99.0.5",
+                        "port": 8150, "method": "wireguard", "device": "wg-mnigs",
+                        "address": "100.64.0.2/32"}})
+        self.assertIsNone(self.core.session)
+        self.clock.advance(0.3)
+        self.effects.fire("verify", 0.012)
+        self.assertEqual(self.client.describe()["state"], "online")
+        self.assertEqual(self.effects.events[-1], ("startSession", "ed25519:a", "wireguard"))
+        self.assertEqual(self.core.session.startedAt, 0.3)
+        self.assertEqual([formatEvent(e) for e in self.logged], [
+            "online via pdx-gw-1 (10.99.0.5) over wireguard (a probe through wg-mnigs answered "
+            "in 12.0 ms)"])
+
+    def test_noAnswerTriesTheNextStepAtOnce(self):
+        self.tunnelUp()
+        self.effects.fail("verify", RuntimeError(
+            "no probe answer through wg-mnigs from 9.9.9.9, 100.64.0.1 within 0.9 s"))
+        self.assertEqual(self.client.describe()["state"], "registering")
+        self.assertEqual(self.effects.events, [
+            ("verify", "ed25519:a", "wireguard"), ("failure", "ed25519:a"),
+            ("disconnect", "ed25519:a", "wireguard"), ("unregister", "ed25519:a", "wireguard"),
+            ("register", "ed25519:b", "wireguard")])
+        self.assertEqual(self.clock.getDelayedCalls(), [], "no backoff")
+        self.assertEqual([formatEvent(e) for e in self.logged], [
+            "wireguard to pdx-gw-1 (10.99.0.5) passes no traffic: no probe answer through "
+            "wg-mnigs from 9.9.9.9, 100.64.0.1 within 0.9 s; trying pdx-gw-2 (10.99.0.9) over "
+            "wireguard"])
+        self.assertEqual(self.logged[0]["log_level"], LogLevel.info)
+        self.assertEqual(self.logged[0]["gateway"], "pdx-gw-2 (10.99.0.9)")
+
+    def test_noAnswerOnTheLastStepWaits(self):
+        self.gateways = self.gateways[:1]
+        self.tunnelUp()
+        self.effects.fail("verify", RuntimeError("no probe answer"))
+        self.assertEqual(self.client.describe()["state"], "waiting")
+        self.assertEqual(self.effects.events[1:], [
+            ("failure", "ed25519:a"), ("disconnect", "ed25519:a", "wireguard"),
+            ("unregister", "ed25519:a", "wireguard")])
+        self.assertEqual(self.client.describe()["reason"],
+                         "wireguard to pdx-gw-1 (10.99.0.5) passes no traffic: no probe answer")
+
+    def test_stopWhileVerifyingTakesTheTunnelDownAndUnregisters(self):
+        self.tunnelUp()
+        verifying = self.effects.pending["verify"]
+        d = self.client.stop()
+        self.successResultOf(d)
+        self.assertTrue(verifying.called)  # cancelled, and the cancellation swallowed
+        self.assertEqual(self.effects.events[1:], [("disconnect", "ed25519:a", "wireguard"),
+                                                   ("unregister", "ed25519:a", "wireguard")])
+        self.assertEqual(self.client.describe()["state"], "stopped")
+
+    def test_stopWaitsForTheTunnelToGoDown(self):
+        self.tunnelUp()
+        down = defer.Deferred()
+        self.effects.disconnect = lambda session: down
+        d = self.client.stop()
+        self.assertNoResult(d)
+        self.assertEqual(self.client.describe()["state"], "stopping")
+        down.callback(None)
+        self.successResultOf(d)
+
+    def test_inputsOutOfPlaceWhileVerifyingAreIgnored(self):
+        self.tunnelUp()
+        session = Session(None, LEASE, Connection(), 0)
+        self.client.probeMissed(session, 1)
+        self.client.failover(session, Attempt(()), "late")
+        self.client.switch(session, Attempt(()))
+        self.client.start()
+        self.assertEqual(self.client.describe()["state"], "verifying")
+        self.assertEqual(self.effects.events, [("verify", "ed25519:a", "wireguard")])
+
+    def test_aLateAnswerAfterStopIsIgnored(self):
+        self.tunnelUp()
+        session = Session(None, LEASE, Connection(), 0)
+        self.successResultOf(self.client.stop())
+        self.client.answered(session, 0.01)
+        self.assertEqual(self.client.describe()["state"], "stopped")

@@ -1,47 +1,79 @@
 """
-An online session's watchers in the client effects: ending the session
-(a failover, a switch, a stop) leaves no Deferred failing unconsumed.
-Clock, a real L{Loss}, recording fakes for the health monitor, the RPC
-client and the hooks.
+The client effects around a session: verifying a new tunnel through its
+device (the targets, the deadline, the Internet rule), the watchers of an
+online session (ending it leaves no Deferred failing unconsumed), the
+pinger's life and the warning about a mesh route to the gateway's inner
+address.  Clock, a real L{Loss}, recording fakes for the pinger, the
+health monitor, the routing, the RPC client and the hooks.
 """
 
 import gc
+import types
 
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.effects import ClientEffects
+from mnigs.client.config import SCHEMA
+from mnigs.client.effects import ClientEffects, verifyDeadline
+from mnigs.client.health import NoAnswer, ProbeTargets
 from mnigs.client.history import QualityHistory
 from mnigs.client.machine import Session
-from mnigs.config import Section
+from mnigs.config import readSection
 from mnigs.methods.loss import Loss
+from tests.unit.test_health import FakePinger
 
 
 class Step:
     gatewayId, host, port, method = "ed25519:gw", "10.99.0.5", 8150, "wireguard"
+    gateway = "pdx-gw-1 (10.99.0.5)"
+    # The offer as discovery saw it: its probe targets, the RPC round trip.
+    seen = types.SimpleNamespace(offer=types.SimpleNamespace(probe=("9.9.9.9",)), rtt=0.0375)
 
 
 class Connection:
     """A tunnel that reports its loss as the real ones do."""
 
+    device = "wg-mnigs"
+
     def __init__(self):
         self.loss = Loss()
+        self.disconnected = 0
 
     def whenLost(self):
         return self.loss.when()
 
     def disconnect(self):
+        self.disconnected += 1
         self.loss.end()
         return defer.succeed(None)
 
 
 class Health:
+    def __init__(self, session):
+        self.session = session
+        self.events = []
+
     def start(self):
-        pass
+        self.events.append("start")
 
     def stop(self):
-        pass
+        self.events.append("stop")
+
+    def describe(self):
+        return {"state": "probing"}
+
+
+class Routing:
+    def __init__(self):
+        self.innerRoute = None
+
+    def routedOnMesh(self, host):
+        return True
+
+    def outgoingDevice(self, host):
+        return self.innerRoute
 
 
 class Hooks:
@@ -57,19 +89,41 @@ class Agent:
         self.losses.append(reason)
 
 
-class SessionWatcherTests(SynchronousTestCase):
+def clientConfig(**health):
+    return readSection("<defaults>", "", SCHEMA, {"health": health})
+
+
+class EffectsTestCase(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
-        config = Section(health=Section(offer_interval=10.0))
+        self.pingers = []
+        self.routing = Routing()
+        self.makeEffects(clientConfig())
+
+    def makeEffects(self, config):
         self.effects = ClientEffects(self.clock, config, [], None, None, {}, None,
-                                     QualityHistory(self.clock), None, lambda s, c: Health(),
-                                     Hooks(), "me")
+                                     QualityHistory(self.clock), self.routing, Health,
+                                     Hooks(), "me", pingerFactory=self.pinger)
         self.effects.agent = Agent()
+
+    def pinger(self, device):
+        pinger = FakePinger(self.clock)
+        pinger.device, pinger.closed = device, (device, 0)
+
+        def close():
+            pinger.closed = device, pinger.closed[1] + 1
+        pinger.close = close
+        self.pingers.append(pinger)
+        return pinger
 
     def session(self):
         return Session(Step(), {"id": "l1", "token": "t", "expires_at": 600.0,
-                                "config": {"address": "100.64.0.2/32"}},
+                                "config": {"address": "100.64.0.2/32",
+                                           "gateway_address": "100.64.0.1"}},
                        Connection(), self.clock.seconds())
+
+
+class SessionWatcherTests(EffectsTestCase):
 
     def test_endingASessionLeavesNoUnhandledCancelledError(self):
         session = self.session()
@@ -84,4 +138,109 @@ class SessionWatcherTests(SynchronousTestCase):
         self.effects.startSession(session)
         session.connection.loss.happened("WireGuard daemon died")
         self.assertEqual(self.effects.agent.losses, ["WireGuard daemon died"])
+        self.successResultOf(self.effects.endSession(session))
+
+
+class VerifyTests(EffectsTestCase):
+    def cancel(self, d):
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+
+    def test_deadlineFromTheRPCRoundTrip(self):
+        config = clientConfig()
+        self.assertEqual(verifyDeadline(config, 0.0375), 0.75 + 4 * 0.0375)
+        self.assertEqual(verifyDeadline(config, 2.0), 5.0, "never past connect_timeout")
+        self.assertEqual(verifyDeadline(config, None), 5.0, "unknown: connect_timeout")
+
+    def test_probesTheOfferedAndTheGatewayThroughTheDevice(self):
+        session = self.session()
+        d = self.effects.verify(session)
+        [pinger] = self.pingers
+        self.assertEqual(pinger.device, "wg-mnigs")
+        self.assertEqual(session.targets, ProbeTargets(("100.64.0.1",), ("9.9.9.9",), "wg-mnigs"))
+        self.assertEqual([p[:2] for p in pinger.probes], [["9.9.9.9", 0.9], ["100.64.0.1", 0.9]])
+        pinger.reply(0, 0.02)
+        self.assertEqual(self.successResultOf(d), 0.02)
+
+    def test_noAnswerWithinTheDeadlineFails(self):
+        session = self.session()
+        d = self.effects.verify(session)
+        self.clock.pump([0.1] * 8)
+        self.assertNoResult(d)
+        self.clock.advance(0.9 - self.clock.seconds())
+        self.assertEqual(str(self.failureResultOf(d, NoAnswer).value),
+                         "no probe answer through wg-mnigs from 9.9.9.9, 100.64.0.1 within 0.9 s")
+        self.successResultOf(self.effects.disconnect(session))
+        self.assertEqual(self.pingers[0].closed, ("wg-mnigs", 1))
+        self.assertEqual(session.connection.disconnected, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_theGatewayAloneIsNotTheInternet(self):
+        d = self.effects.verify(self.session())
+        self.pingers[0].reply(1, 0.004)
+        self.clock.pump([0.1] * 8)
+        self.clock.advance(0.9 - self.clock.seconds())
+        self.assertIn("the gateway (100.64.0.1) answers", str(self.failureResultOf(d, NoAnswer).value))
+
+    def test_withoutOfferProbesOnlyTheGatewayAndBeyond(self):
+        self.makeEffects(clientConfig(offer_probes=False, beyond=["198.51.100.1"]))
+        session = self.session()
+        self.cancel(self.effects.verify(session))
+        self.assertEqual(session.targets,
+                         ProbeTargets(("100.64.0.1",), ("198.51.100.1",), "wg-mnigs"))
+
+    def test_configuredTargetsReplaceTheGatewayAddress(self):
+        self.makeEffects(clientConfig(targets=["10.99.0.5"], offer_probes=False))
+        session = self.session()
+        self.cancel(self.effects.verify(session))
+        self.assertEqual(session.targets, ProbeTargets(("10.99.0.5",), (), "wg-mnigs"))
+
+    def test_nothingToProbeFailsTheVerification(self):
+        self.makeEffects(clientConfig(offer_probes=False))
+        session = self.session()
+        del session.lease["config"]["gateway_address"]
+        self.assertEqual(str(self.failureResultOf(self.effects.verify(session), ValueError).value),
+                         "nothing to probe")
+
+    def test_theSessionKeepsItsPingerUntilItEnds(self):
+        session = self.session()
+        d = self.effects.verify(session)
+        self.pingers[0].reply(0, 0.02)
+        self.successResultOf(d)
+        self.effects.startSession(session)
+        self.assertEqual(len(self.pingers), 1, "health probes with the verified pinger")
+        self.assertEqual(session.health.events, ["start"])
+        self.successResultOf(self.effects.endSession(session))
+        self.assertEqual(session.health.events, ["start", "stop"])
+        self.assertEqual(self.pingers[0].closed, ("wg-mnigs", 1))
+
+
+class InnerRouteTests(EffectsTestCase):
+    def warnings(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events
+
+    def test_aMeshRouteToTheInnerAddressIsWarnedAboutOncePerSession(self):
+        events = self.warnings()
+        self.routing.innerRoute = "mesh0"
+        session = self.session()
+        self.effects.startSession(session)
+        self.effects._checkSession(session)
+        self.effects._checkSession(session)
+        lines = [formatEvent(e) for e in events if "inner address" in formatEvent(e)]
+        self.assertEqual(lines, [
+            "traffic to pdx-gw-1 (10.99.0.5)'s inner address 100.64.0.1 leaves by mesh0, not "
+            "through the tunnel wg-mnigs: a gateway announces its tunnel pool into the mesh "
+            "(babeld's default redistribute local?); see etc/babeld-mnigs.conf"])
+        self.successResultOf(self.effects.endSession(session))
+
+    def test_throughTheTunnelNoWarning(self):
+        events = self.warnings()
+        self.routing.innerRoute = "wg-mnigs"
+        session = self.session()
+        self.effects.startSession(session)
+        self.effects._checkSession(session)
+        self.assertEqual([e for e in events if "inner address" in formatEvent(e)], [])
         self.successResultOf(self.effects.endSession(session))

@@ -468,3 +468,29 @@ class GatewayDrainTests(GatewayMachineTests):
         self.gateway.uplinkDown("down")
         self.assertEqual(self.gateway.drain(60)["state"], "draining")
         self.assertEqual(self.gateway.describe()["uplink_problem"], "down")
+
+
+class OfferMakerTests(SynchronousTestCase):
+    def make(self, probe):
+        from ipaddress import ip_address
+
+        from nacl.signing import SigningKey
+
+        from mnigs.server.offer import OfferMaker
+
+        return OfferMaker(Clock(), SigningKey.generate(), "gw", {"max_clients": 4, "lease_seconds": 60},
+                          [], probe=[ip_address(a) for a in probe])
+
+    def test_offerCarriesTheUplinkProbeTargetsSigned(self):
+        offer = self.make(["9.9.9.9", "2620:fe::fe"]).offer("10.0.0.254", True, 0)
+        self.assertEqual(offer["probe"], ["9.9.9.9", "2620:fe::fe"])
+        self.assertEqual(protocol.verifyOffer(offer).probe, ("9.9.9.9", "2620:fe::fe"))
+
+    def test_noProbeTargetsNoMember(self):
+        self.assertNotIn("probe", self.make([]).offer("10.0.0.254", True, 0))
+
+    def test_atMostAsManyAsAClientAccepts(self):
+        many = [f"9.9.9.{n}" for n in range(1, 12)]
+        offer = self.make(many).offer("10.0.0.254", True, 0)
+        self.assertEqual(offer["probe"], many[:protocol.MAX_PROBES])
+        protocol.verifyOffer(offer)

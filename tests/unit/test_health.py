@@ -6,10 +6,11 @@ fake pinger whose answers the tests give by hand.
 from hypothesis import given, settings, strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from mnigs.client.health import HealthMonitor
+from mnigs.client.health import HealthMonitor, NoAnswer, ProbeTargets, firstAnswer
 from mnigs.interfaces import IPinger
 
 settings.register_profile("mnigs-health", derandomize=True, max_examples=300, deadline=None)
@@ -316,3 +317,146 @@ class HealthMonitorTests(SynchronousTestCase):
     def test_badArguments(self):
         for kw in ({"targets": []}, {"interval": 0}, {"timeout": -1}, {"misses": 0}):
             self.assertRaises(ValueError, self.monitor, **kw)
+
+
+# A session's targets: the gateway's inner address, an Internet address
+# from its offer, through the tunnel device.
+TUNNEL = ProbeTargets.of(["100.64.0.1"], ["9.9.9.9"], device="wg-mnigs")
+
+
+class InternetRuleTests(SynchronousTestCase):
+    """
+    With Internet targets a round is answered only when one of them
+    answers; the gateway is still probed, and its answers show in the
+    status and in the reason for a loss.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.pinger = FakePinger(self.clock)
+        self.recorder = Recorder(self.clock)
+
+    def monitor(self, targets=TUNNEL, **kw):
+        return HealthMonitor(self.clock, self.pinger, targets, **self.recorder.callbacks(), **kw)
+
+    def test_targetsOnceEachInternetFirst(self):
+        targets = ProbeTargets.of(["100.64.0.1", "9.9.9.9", "100.64.0.1"], ["9.9.9.9", "1.1.1.1"])
+        self.assertEqual(targets, ProbeTargets(("100.64.0.1",), ("9.9.9.9", "1.1.1.1")))
+        self.assertEqual(targets.all(), ["9.9.9.9", "1.1.1.1", "100.64.0.1"])
+        self.assertEqual(targets.describe(),
+                         "9.9.9.9 (internet), 1.1.1.1 (internet), 100.64.0.1 (gateway)")
+        self.assertEqual(ProbeTargets.of(["100.64.0.1"]).describe(), "100.64.0.1")
+
+    def test_theGatewaysAnswerAloneIsNotAnAnsweredRound(self):
+        self.monitor().start()
+        self.assertEqual([p[0] for p in self.pinger.probes], ["9.9.9.9", "100.64.0.1"])
+        self.pinger.reply(1, 0.01)
+        self.assertEqual(self.recorder.events, [])
+        self.pinger.reply(0, 0.03)
+        self.assertEqual(self.recorder.events, [("answered", 0.03)])
+
+    def test_theInternetsAnswerSuffices(self):
+        self.monitor().start()
+        self.pinger.reply(0, 0.03)
+        self.assertEqual(self.recorder.events, [("answered", 0.03)])
+        self.assertTrue(self.pinger.probes[1][4], "the gateway's probe is abandoned")
+
+    def test_lostWhileTheGatewayAnswersSaysTheInternetDoesNot(self):
+        monitor = self.monitor()
+        self.pinger.answer = lambda target: defer.succeed(0.01 if target == "100.64.0.1" else None)
+        monitor.start()
+        self.clock.pump([0.25] * 2)
+        reason = ("the Internet beyond 100.64.0.1 does not answer (the gateway does): no answer "
+                  "from 9.9.9.9 through wg-mnigs in 3 probes")
+        self.assertEqual(self.recorder.events, [("missed", 1), ("missed", 2), ("lost", reason)])
+        self.assertEqual(monitor.describe(), {
+            "state": "lost", "targets": ["9.9.9.9", "100.64.0.1"], "device": "wg-mnigs",
+            "gateway_answered_ago": 0.0, "reason": reason})
+
+    def test_lostWhenNothingAnswersSaysSo(self):
+        self.pinger.answer = lambda target: defer.succeed(None)
+        self.monitor().start()
+        self.clock.pump([0.25] * 2)
+        self.assertEqual(self.recorder.events[-1], (
+            "lost", "nothing answers: no answer from 9.9.9.9, 100.64.0.1 through wg-mnigs in 3 probes"))
+
+    def test_theStatusShowsTheGatewaysLastAnswer(self):
+        monitor = self.monitor()
+        self.assertIsNone(monitor.describe()["gateway_answered_ago"])
+        monitor.start()
+        self.pinger.reply(1, 0.01)
+        self.clock.advance(0.5)
+        self.assertEqual(monitor.describe()["gateway_answered_ago"], 0.5)
+        monitor.stop()
+
+    def test_startingSaysWhatThroughWhichDeviceHowOften(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        monitor = self.monitor()
+        monitor.start()
+        monitor.stop()
+        self.assertIn("health: probing 9.9.9.9 (internet), 100.64.0.1 (gateway) through "
+                      "wg-mnigs every 0.25 s", [formatEvent(e) for e in events])
+
+
+class FirstAnswerTests(SynchronousTestCase):
+    """
+    L{firstAnswer}: what the client waits for before it calls a new tunnel
+    online.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.pinger = FakePinger(self.clock)
+
+    def test_firesWithTheFirstAnsweredRound(self):
+        d = firstAnswer(self.clock, self.pinger, TUNNEL, interval=0.1, deadline=0.9)
+        self.assertEqual([p[:3] for p in self.pinger.probes],
+                         [["9.9.9.9", 0.9, 0], ["100.64.0.1", 0.9, 0]])
+        self.clock.advance(0.1)
+        self.pinger.reply(2, 0.02)
+        self.assertEqual(self.successResultOf(d), 0.02)
+        self.assertEqual(self.pinger.outstanding(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_theGatewayAloneDoesNotAnswerForTheInternet(self):
+        d = firstAnswer(self.clock, self.pinger, TUNNEL, interval=0.1, deadline=0.9)
+        self.pinger.reply(1, 0.01)
+        self.clock.pump([0.1] * 8)
+        self.clock.advance(0.9 - self.clock.seconds())
+        error = self.failureResultOf(d, NoAnswer).value
+        self.assertEqual(str(error), "no probe answer from the Internet (9.9.9.9) through wg-mnigs "
+                                     "within 0.9 s; the gateway (100.64.0.1) answers")
+        self.assertEqual(self.pinger.outstanding(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timesOutAtTheDeadlineWithBoundedRounds(self):
+        d = firstAnswer(self.clock, self.pinger, TUNNEL, interval=0.1, deadline=0.9)
+        self.clock.pump([0.1] * 8)
+        self.assertNoResult(d)
+        self.clock.advance(0.9 - self.clock.seconds())
+        self.assertEqual(str(self.failureResultOf(d, NoAnswer).value),
+                         "no probe answer through wg-mnigs from 9.9.9.9, 100.64.0.1 within 0.9 s")
+        self.assertLessEqual(len(self.pinger.probes), 2 * 10)
+        self.assertTrue(all(p[1] <= 0.9 for p in self.pinger.probes))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_withoutInternetTargetsTheGatewaysAnswerCounts(self):
+        d = firstAnswer(self.clock, self.pinger, ProbeTargets.of(["100.64.0.1"], device="wg0"))
+        self.pinger.reply(0, 0.004)
+        self.assertEqual(self.successResultOf(d), 0.004)
+
+    def test_aSynchronousAnswer(self):
+        self.pinger.answer = lambda target: defer.succeed(0.001)
+        d = firstAnswer(self.clock, self.pinger, TUNNEL)
+        self.assertEqual(self.successResultOf(d), 0.001)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancellingAbandonsEverything(self):
+        d = firstAnswer(self.clock, self.pinger, TUNNEL, interval=0.1, deadline=0.9)
+        self.clock.advance(0.2)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(self.pinger.outstanding(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])

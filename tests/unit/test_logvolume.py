@@ -92,23 +92,31 @@ class Method:
         return {"public_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
 
     def connect(self, step, lease):
-        return defer.succeed(Connection())
+        connection = Connection()
+        connection.device = f"wg-{step.host}"  # says which gateway the tunnel leads to
+        return defer.succeed(connection)
 
 
 class Pinger:
-    """Answers through the tunnel of a gateway that is not silent."""
+    """
+    Answers through the tunnel of a gateway that is not silent: the
+    pingers it makes are bound to a device that names the gateway.
+    """
 
     def __init__(self, gateways):
         self.gateways = gateways
-        self.agent = None
         self.pings = 0
 
-    def ping(self, target, timeout):
-        self.pings += 1
-        session = self.agent.core.session
-        if session is None or session.step.host in self.gateways.silent:
-            return defer.Deferred()
-        return defer.succeed(0.012)
+    def bound(self, device):
+        host = device.removeprefix("wg-")
+
+        def ping(target, timeout):
+            self.pings += 1
+            if host in self.gateways.silent:
+                return defer.Deferred()
+            return defer.succeed(0.012)
+
+        return types.SimpleNamespace(ping=ping, close=lambda: None)
 
 
 class Anything:
@@ -116,6 +124,9 @@ class Anything:
 
     def routedOnMesh(self, host):
         return True
+
+    def outgoingDevice(self, host):
+        return None
 
     def run(self, *args):
         pass
@@ -132,16 +143,16 @@ class LogVolumeTests(SynchronousTestCase):
                               ownAddresses=lambda: [])
         self.pinger = pinger = Pinger(self.gateways)
         # The client's own health-monitor wiring, on this clock and pinger.
-        wiring = types.SimpleNamespace(config=config, reactor=self.clock, pinger=pinger)
+        wiring = types.SimpleNamespace(config=config, reactor=self.clock)
         effects = ClientEffects(
             self.clock, config, [Source(list(hosts))], discovery, self.gateways,
             {"wireguard": Method()}, Policy(methods=("wireguard",)), history, Anything(),
-            lambda session, leaseConfig: ClientService._health(wiring, session, leaseConfig),
-            Anything(), "mnigs-test")
+            lambda session: ClientService._health(wiring, session),
+            Anything(), "mnigs-test", pingerFactory=pinger.bound)
         self.agent = ClientAgent(self.clock, effects, history,
                                  SwitchPolicy(config.policy.switch_margin, config.policy.switch_hold),
                                  config.discovery.rescan_interval)
-        wiring.agent = pinger.agent = self.agent
+        wiring.agent = self.agent
 
     def written(self, level):
         """

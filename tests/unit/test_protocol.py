@@ -131,6 +131,25 @@ class HostileOfferTests(SynchronousTestCase):
         for junk in (None, [], "offer", 5, {"protocol": 1}):
             self.assertRaises(OfferRejected, verifyOffer, junk)
 
+    def test_probeTargetsParsed(self):
+        offer, _ = makeOffer(probe=["9.9.9.9", "2620:fe::FE", "9.9.9.9"])
+        self.assertEqual(verifyOffer(offer).probe, ("9.9.9.9", "2620:fe::fe"))
+        self.assertEqual(verifyOffer(makeOffer()[0]).probe, ())
+
+    def test_badProbeTargetsRejectTheOfferWithAReason(self):
+        for probe, why in ((["9.9.9.9"] * 9, "probe must be a list of at most 8 addresses"),
+                           ("9.9.9.9", "probe must be a list of at most 8 addresses"),
+                           (["dns.quad9.net"], "probe entry 'dns.quad9.net' is not an IP address"),
+                           (["9.9.9.9; reboot"], "is not an IP address"),
+                           ([9], "probe entries must be address text"),
+                           (["127.0.0.1"], "probe address 127.0.0.1 is not a unicast address"),
+                           (["fe80::1"], "not a unicast address"),
+                           (["224.0.0.1"], "not a unicast address"),
+                           (["0.0.0.0"], "not a unicast address")):
+            offer, _ = makeOffer(probe=probe)
+            error = self.assertRaises(OfferRejected, verifyOffer, offer)
+            self.assertIn(why, str(error))
+
     def test_ipv6Endpoint(self):
         offer, _ = makeOffer(methods=[{"type": "wireguard", "endpoint": "[200:1234::1]:51820",
                                        "public_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}])

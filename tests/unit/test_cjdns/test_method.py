@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 
 from mnigs.cjdns.admin import CjdnsAdmin
 from mnigs.cjdns.names import ipForKey
-from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.cjdns import CjdnsClient, CjdnsGateway, TunnelTimeout
 from mnigs.methods.forward import ConnectFailed
 from mnigs.protocol import (
@@ -307,6 +307,8 @@ class ClientTests(SynchronousTestCase):
         connection = self.successResultOf(d)
         self.assertEqual(self.routing.events, [("install", "tun0", "100.64.0.2")])
         self.assertEqual(connection.describe()["connection"], 0)
+        verifyObject(IClientConnection, connection)
+        self.assertEqual(connection.device, "tun0")
         self.assertEqual(self.fake.connections[0]["outgoing"], 1)
 
         connection.disconnect()

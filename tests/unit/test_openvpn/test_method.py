@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.openvpn import OpenVPNClient, OpenVPNGateway, WrongAddress
 from mnigs.openvpn import management as m
 from mnigs.openvpn.config import LeaseConfigRejected
@@ -275,6 +275,11 @@ class ClientTests(SynchronousTestCase):
     def test_providesTheInterface(self):
         verifyObject(IClientMethod, self.client)
         self.assertEqual(self.client.registerParams({"type": "openvpn"}), {})
+
+    def test_theConnectionNamesItsDevice(self):
+        connection = self.connected()
+        verifyObject(IClientConnection, connection)
+        self.assertEqual(connection.device, "mp0")
 
     def test_filesAreOursAndPrivate(self):
         d = self.client.connect(None, self.lease)

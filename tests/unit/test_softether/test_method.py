@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mnigs.interfaces import IClientMethod, IGatewayMethod
+from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.softether import (
     CertificateMismatch,
     ConnectFailed,
@@ -316,6 +316,8 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(self.routing.events,
                          [("install", "vpn_mc0", "100.66.0.1", "100.66.0.3")])
         self.assertEqual(connection.describe()["interface"], "vpn_mc0")
+        verifyObject(IClientConnection, connection)
+        self.assertEqual(connection.device, "vpn_mc0")
 
     def test_withoutAStepThereIsNoOfferToCheckAgainst(self):
         self.successResultOf(self.connect(step=None))
