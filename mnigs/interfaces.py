@@ -58,6 +58,15 @@ class IGatewayMethod(Interface):
         if the method is not offered there.  Never holds secrets.
         """
 
+    def tunnelPools():
+        """
+        The inner address pools the method's tunnels carry, as
+        C{(ipaddress network, interface name)} pairs (empty for none).  The
+        gateway routes each pool into its interface ahead of the main
+        table (L{mnigs.server.poolroutes}): the mesh may announce pool
+        addresses too.  Called once the method has started.
+        """
+
     def udpPorts():
         """
         The local UDP ports the method's daemon answers its peers from (a

@@ -71,6 +71,9 @@ class CjdnsGateway:
         self.dns = [str(d) for d in dns]
         self.leases = {}
 
+    def tunnelPools(self):
+        return ((self.pool, self.tunInterface),)
+
     def udpPorts(self):
         return ()  # cjdns carries the tunnel itself
 

@@ -32,6 +32,9 @@ class ForwardGateway:
         self.netlink = netlink
         self.meshInterfaces = list(meshInterfaces)
 
+    def tunnelPools(self):
+        return ()
+
     def udpPorts(self):
         return ()
 

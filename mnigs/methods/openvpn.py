@@ -100,6 +100,9 @@ class OpenVPNGateway:
     def _endpoint(self, localHost) -> str:
         return formatEndpoint(self._endpointHost(localHost), self.port)
 
+    def tunnelPools(self):
+        return ((self.pool, self.interface),)
+
     def udpPorts(self):
         return (self.port,) if self.proto.startswith("udp") else ()
 

@@ -79,6 +79,9 @@ class SoftEtherGateway:
             local = (sameFamily or self.endpoints)[0]
         return formatEndpoint(local, self.server.port)
 
+    def tunnelPools(self):
+        return ((self.pool, self.server.tap),)
+
     def udpPorts(self):
         return ()  # TCP
 

@@ -86,6 +86,9 @@ class WireGuardGateway:
         sameFamily = [e for e in self.endpoints if e.version == local.version]
         return (sameFamily or self.endpoints)[0]
 
+    def tunnelPools(self):
+        return ((self.pool, self.device.ifname),)
+
     def udpPorts(self):
         return (self.port,)
 

@@ -147,6 +147,10 @@ SCHEMA = {
     "nft": {
         "table": Field(str, "mnigs", text(32)),
     },
+    "routing": {
+        "table": Field(int, 8152, between(1, 2**31 - 1)),
+        "rule_priority": Field(int, 8148, between(1, 32765)),
+    },
     "log": LOG_SCHEMA,
     "manhole": {
         "enabled": Field(bool, False),

@@ -23,6 +23,7 @@ from mnigs.identity import loadOrCreateKey
 from mnigs.methods.forward import ForwardGateway, accessAddress
 from mnigs.netlink import Netlink
 from mnigs.nft import NftAccess, NftRunner
+from mnigs.server.poolroutes import PoolRouting
 from mnigs.nftnetlink import NftSetElements
 from mnigs.rpc.server import makeSite
 from mnigs.server.leases import LeaseBook
@@ -107,7 +108,7 @@ class GatewayService(MultiService):
     LIVE_KEYS = ("terms", "server.drain_timeout", "log.level")
 
     def __init__(self, reactor, config, netlink=None, nftRunner=None, configPath=None,
-                 levelFilter=None):
+                 levelFilter=None, poolRouting=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -125,6 +126,8 @@ class GatewayService(MultiService):
         self.access = NftAccess(reactor, nftRunner or NftRunner(reactor),
                                 config.uplink.interface, table=config.nft.table,
                                 elements=self.nftElements)
+        self.poolRouting = poolRouting or PoolRouting(config.routing.table,
+                                                      config.routing.rule_priority)
         self.methods = self._buildMethods()
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
                                      "release": config.hooks.release})
@@ -218,6 +221,8 @@ class GatewayService(MultiService):
         replyPorts = [port for method in self.methods.values() for port in method.udpPorts()]
         yield self.access.install(addresses, replyPorts)
         yield self.registry.startMethods()
+        self.poolRouting.install(
+            [pool for method in self.methods.values() for pool in method.tunnelPools()])
         self.gateway.started()
         self.listeners.setServiceParent(self)
         self.uplink.start()
@@ -271,6 +276,10 @@ class GatewayService(MultiService):
             yield self.access.remove()
         except Exception:
             log.failure("could not remove the nftables table")
+        try:
+            self.poolRouting.clear()
+        except Exception:
+            log.failure("could not remove the pool routes")
 
     @defer.inlineCallbacks
     def _leave(self):

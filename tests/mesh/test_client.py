@@ -14,6 +14,7 @@ from mnigs.wireguard import generatePrivateKey, publicKey
 from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.gatewayproc import rpc, toTOML
 from tests.mesh.harness import waitUntil
+from tests.mesh.pingtrain import PingTrain
 
 INTERNET = "198.51.100.1"
 
@@ -66,6 +67,50 @@ class ClientMeshTests(DaemonMeshTestCase):
             self.assertEqual(device, c.wgInterface)
         self.assertRegex(log, rf"online via gwB \([0-9.]+\) over wireguard \(a probe through "
                               rf"{c.wgInterface} answered in [0-9.]+ ms\)")
+
+    def test_defaultRedistributionFailsOverOnceProbingThroughTheTunnel(self):
+        """
+        Issue 11: babeld with its default redistribution (no filters) on
+        every node, so both gateways announce their tunnel address, the same
+        100.64.0.1 from the same default pool, into the mesh.  The client's
+        health probes must still go through its tunnel: a silent death of
+        the serving gateway moves it to the other within the usual failover
+        time, with one switch and no flapping afterwards.
+        """
+        client, gwA, gwB = self.mesh.nearAndFarGateway(filtered=False)
+        self.gateway(gwA)
+        self.gateway(gwB)
+        c = self.clientProcess(client).start()
+        c.waitState("online", 30, gateway="gwA")
+        # The mesh carries the tunnel address: the trap this test is about.
+        waitUntil(lambda: any(dest == "100.64.0.1/32" for dest, _, _ in client.routes(42)), 20,
+                  message="a babel route to 100.64.0.1 on the client")
+        train = PingTrain(client, count=600)
+        train.waitAnswered(20)
+        before = open(c.logPath).read()
+        silence(gwA)
+        died = time.monotonic()
+        c.waitState("online", 15, gateway="gwB")
+        moved = time.monotonic() - died
+        # Watch for flapping over a while (what went wrong was a switch
+        # about once a second): the client must stay on gwB.
+        watchUntil = time.monotonic() + 10
+        while time.monotonic() < watchUntil:
+            status = c.status()
+            self.assertEqual((status["state"], status["current"]["name"]), ("online", "gwB"),
+                             f"the client left gwB: {status}")
+        last, lost, seconds = train.cut()
+        after = open(c.logPath).read()[len(before):]
+        switches = [line for line in after.splitlines() if " online via " in line]
+        self.assertEqual(len(switches), 1, "\n".join(switches))
+        self.assertIn("gwB", switches[0])
+        self.assertLess(moved, 5.0)
+        self.assertLess(seconds, 5.0, f"{lost} pings lost")
+        # The health log names the tunnel device the probes leave by, and
+        # the client said that the mesh carries the inner address.
+        log = open(c.logPath).read()
+        self.assertIn(f"through {c.wgInterface}", log)
+        self.assertIn("inner address 100.64.0.1 leaves by", log)
 
     def test_eitherSpellingOfTheMethodTableConfiguresTheTunnel(self):
         """

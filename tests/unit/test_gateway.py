@@ -31,6 +31,9 @@ class RecordingMethod:
     def udpPorts(self):
         return ()
 
+    def tunnelPools(self):
+        return ()
+
     def offerEntry(self, localHost):
         return {"type": self.name}
 
