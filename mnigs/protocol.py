@@ -24,6 +24,8 @@ DEFAULT_PORT = 8150
 MAX_REQUEST_BYTES = 64 * 1024
 #: Seconds a server keeps an idle connection by default (rpc.idle_timeout).
 DEFAULT_IDLE_TIMEOUT = 30.0
+#: Seconds a server gives a request to arrive whole (rpc.request_timeout).
+DEFAULT_REQUEST_TIMEOUT = 5.0
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600

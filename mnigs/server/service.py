@@ -54,7 +54,8 @@ def buildWireGuard(reactor, config, stateDir, access):
         implementation=IMPLEMENTATIONS[config.implementation],
         logPath=os.path.join(stateDir, f"{config.interface}.log"))
     return WireGuardGateway(device, access, public, config.pool, config.port,
-                            config.endpoint, config.dns)
+                            config.endpoint, config.dns, clock=reactor,
+                            handshakeTimeout=config.handshake_timeout)
 
 
 def buildCjdns(reactor, config, settings, access, netlink):
@@ -116,7 +117,8 @@ class GatewayService(MultiService):
         self.stateDir = ensureStateDir(config.server.state_dir)
         self.netlink = netlink or Netlink()
         self.key = loadOrCreateKey(self.stateDir)
-        self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds)
+        self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds,
+                              maxPerAddress=config.terms.max_leases_per_address)
         self.store = LeaseFile(self.stateDir)
         self.committer = GroupCommit(reactor, self.store, self.book.records, self.book.takeChanges)
         # Allow/deny over netlink, not one nft process each, unless a test
@@ -127,13 +129,15 @@ class GatewayService(MultiService):
                                 elements=self.nftElements)
         self.methods = self._buildMethods()
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
-                                     "release": config.hooks.release})
+                                     "release": config.hooks.release},
+                           config.hooks.max_running)
         self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
         self.offers = OfferMaker(reactor, self.key, config.server.name,
                                  termsFromConfig(config.terms), list(self.methods.values()))
         self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
                                                self._clearDataPath, reactor))
-        self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit)
+        self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit,
+                                       maxHosts=config.rpc.rate_limit_addresses)
         self.uplink = UplinkMonitor(reactor, self._uplinkChecks(), config.uplink.check_interval,
                                     self.gateway)
         self.sweeper = LoopingCall(self._sweep)
@@ -188,7 +192,8 @@ class GatewayService(MultiService):
         resource = makeResource(self.gateway, self.rateLimiter)
         rpc = self.config.rpc
         for address in rpc.listen:
-            site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout)
+            site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout,
+                            rpc.request_timeout, rpc.max_connections_per_address)
             TCPServer(rpc.port, site, interface=str(address), reactor=self.reactor
                       ).setServiceParent(self.listeners)
 
@@ -241,6 +246,7 @@ class GatewayService(MultiService):
         self.config = config
         self.book.maxClients = config.terms.max_clients
         self.book.leaseSeconds = config.terms.lease_seconds
+        self.book.maxPerAddress = config.terms.max_leases_per_address
         self.offers.setTerms(termsFromConfig(config.terms))
         if self.levelFilter is not None:
             self.levelFilter.setLevel(config.log.level)
