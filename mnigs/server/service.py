@@ -37,6 +37,12 @@ from mnigs.statefile import StateFileCorrupt, ensureStateDir
 
 log = Logger()
 
+# Connections waiting to be accepted.  Twisted's default of 50 overflows
+# when one address opens connections faster than the per-address cap
+# closes them, and a legitimate client's SYN dropped there waits a second
+# for its retransmission (the kernel caps this at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
+
 
 def buildWireGuard(reactor, config, stateDir, access):
     from mnigs.methods.wireguard import (
@@ -194,8 +200,8 @@ class GatewayService(MultiService):
         for address in rpc.listen:
             site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout,
                             rpc.request_timeout, rpc.max_connections_per_address)
-            TCPServer(rpc.port, site, interface=str(address), reactor=self.reactor
-                      ).setServiceParent(self.listeners)
+            TCPServer(rpc.port, site, LISTEN_BACKLOG, interface=str(address),
+                      reactor=self.reactor).setServiceParent(self.listeners)
 
     def restoreLeases(self):
         try:
