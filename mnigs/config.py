@@ -248,8 +248,18 @@ def decimalAmount(value):
 
 
 def text(limit):
+    """
+    Text of at most C{limit} characters, all printable (no controls,
+    bidi overrides or zero-width characters: it ends up in offers, logs
+    and status output).
+    """
+    from mnigs.protocol import unprintable
+
     def check(value):
         if len(value) > limit:
             raise ValueError(f"must be at most {limit} characters")
+        bad = unprintable(value)
+        if bad is not None:
+            raise ValueError(f"has a character that is not printable: {bad}")
         return value
     return check

@@ -17,6 +17,7 @@ import socket
 import sys
 
 from mnigs import __version__
+from mnigs.protocol import printable
 
 CLIENT_SOCKET = "/run/mnigs-client/admin.sock"
 SERVER_SOCKET = "/run/mnigs-server/admin.sock"
@@ -42,7 +43,24 @@ def _expires(seconds) -> str:
     return f"{int(seconds)}s"
 
 
+def _shown(value):
+    """
+    C{value} (an admin socket's answer) with every string made printable:
+    names, notes and reasons come from the network, and a control
+    character or a bidi override printed raw would rewrite the terminal
+    or what the operator reads.
+    """
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_shown(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
+
+
 def formatStatus(status: dict) -> str:
+    status = _shown(status)
     lines = []
     if "error" in status:
         return f"error: {status['error']}"
@@ -137,6 +155,7 @@ def main(argv=None):
 
 
 def formatDrain(answer: dict) -> str:
+    answer = _shown(answer)
     if "error" in answer:
         return f"error: {answer['error']}"
     if answer.get("state") != "draining":

@@ -117,6 +117,14 @@ class IGatewayMethod(Interface):
         is gone.  Revoking something already gone is not an error.
         """
 
+    def unconfirmed():
+        """
+        The leases granted by this run whose tunnel never came up within
+        the method's grace time (a WireGuard peer with no handshake): a
+        Deferred list of lease objects (as granted), which the sweep ends
+        early.  A method that cannot tell answers an empty list.
+        """
+
     def stop():
         """
         Tear down everything C{start} set up.  Returns a Deferred.

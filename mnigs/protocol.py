@@ -11,6 +11,7 @@ import binascii
 import ipaddress
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -23,6 +24,8 @@ DEFAULT_PORT = 8150
 MAX_REQUEST_BYTES = 64 * 1024
 #: Seconds a server keeps an idle connection by default (rpc.idle_timeout).
 DEFAULT_IDLE_TIMEOUT = 30.0
+#: Seconds a server gives a request to arrive whole (rpc.request_timeout).
+DEFAULT_REQUEST_TIMEOUT = 5.0
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -61,6 +64,37 @@ class RPCError(Exception):
 
     def __str__(self):
         return f"{self.message} ({self.code})"
+
+
+#: Unicode categories never allowed in a text shown or logged: controls
+#: (C0, DEL, C1), format characters (bidi overrides, zero-width) and lone
+#: surrogates (not text at all).
+UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+
+
+def unprintable(text: str) -> str | None:
+    """
+    None if C{text} is printable as the protocol says ("Transport"), else
+    a description of its first offending character (C{"U+202E"}).
+    """
+    if text.isascii() and text.isprintable():
+        return None  # the common case, without a lookup per character
+    for c in text:
+        if unicodedata.category(c) in UNPRINTABLE_CATEGORIES:
+            return f"U+{ord(c):04X} ({unicodedata.name(c, unicodedata.category(c))})"
+    return None
+
+
+def printable(text: str) -> str:
+    """
+    C{text} with every unprintable character (see L{unprintable}) shown
+    as an escape (C{\\u202e}), for output that a person reads.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(c) in UNPRINTABLE_CATEGORIES else c
+                   for c in text)
 
 
 def invalidParams(message: str) -> RPCError:
@@ -225,7 +259,8 @@ def _text(value, field: str, limit: int = MAX_TEXT, optional=True) -> str:
     if value is None and optional:
         return ""
     _need(isinstance(value, str) and len(value) <= limit, f"{field} must be text of at most {limit} characters")
-    _need(not any(ord(c) < 32 and c not in "\t" for c in value), f"{field} has control characters")
+    bad = unprintable(value)
+    _need(bad is None, f"{field} has a character that is not printable: {bad}")
     return value
 
 
@@ -375,6 +410,8 @@ def parseRegister(params: dict) -> RegisterRequest:
     name = client.get("name", "")
     if not isinstance(name, str) or len(name) > 64:
         raise invalidParams("client.name must be text of at most 64 characters")
+    if unprintable(name) is not None:
+        raise invalidParams(f"client.name has a character that is not printable: {unprintable(name)}")
     method = params.get("method")
     if not isinstance(method, str) or len(method) > 32:
         raise invalidParams("method must be a method type")

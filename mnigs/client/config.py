@@ -38,6 +38,7 @@ from mnigs.config import (
 )
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.daemonlog import SCHEMA as LOG_SCHEMA
+from mnigs.hooks import DEFAULT_MAX_RUNNING
 from mnigs.protocol import DEFAULT_PORT, KNOWN_METHODS
 from mnigs.yggdrasil.admin import adminEndpoint
 
@@ -192,6 +193,7 @@ SCHEMA = {
     "hooks": {
         "online": Field(str, "", _optionalExecutable),
         "offline": Field(str, "", _optionalExecutable),
+        "max_running": Field(int, DEFAULT_MAX_RUNNING, between(1, 1024)),
     },
 }
 

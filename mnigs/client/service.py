@@ -140,7 +140,8 @@ class ClientService(MultiService):
             reactor, config, buildSources(reactor, config), self.discovery,
             RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
             self.history, self.routing, self._health,
-            Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline}),
+            Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline},
+                  config.hooks.max_running),
             self.clientId)
         self.agent = ClientAgent(reactor, self.effects, self.history,
                                  SwitchPolicy(policyConfig.switch_margin, policyConfig.switch_hold),

@@ -199,6 +199,9 @@ class CjdnsGateway:
         # cjdns keeps its IpTunnel allowances; start() reconciles them.
         return None
 
+    def unconfirmed(self):
+        return []  # no handshake to watch: a lease lives its time
+
     def describe(self):
         return {"interface": self.tunInterface, "pool": str(self.pool),
                 "public_key": self.publicKey, "tunnels": len(self.leases)}

@@ -86,6 +86,9 @@ class ForwardGateway:
     def leave(self):
         return None  # the access list stays, and nothing else is ours
 
+    def unconfirmed(self):
+        return []  # no handshake to watch: a lease lives its time
+
     def describe(self):
         return {"mesh_interfaces": self.meshInterfaces}
 

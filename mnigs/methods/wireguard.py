@@ -63,7 +63,7 @@ class WireGuardGateway:
     name = "wireguard"
 
     def __init__(self, device, access, publicKey: str, pool, port: int,
-                 endpoints=(), dns=()):
+                 endpoints=(), dns=(), clock=None, handshakeTimeout: float = 0):
         self.device = device
         self.access = access
         self.publicKey = publicKey
@@ -78,6 +78,12 @@ class WireGuardGateway:
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
         self.dns = [str(d) for d in dns]
         self.leases = {}
+        # Leases granted by this run whose peer has not shaken hands yet:
+        # lease id -> (lease, when granted).  Past handshakeTimeout they
+        # are what unconfirmed() answers (0: never).
+        self.clock = clock
+        self.handshakeTimeout = handshakeTimeout
+        self._unshaken: dict[str, tuple] = {}
 
     def _endpointHost(self, localHost):
         local = ipaddress.ip_address(localHost)
@@ -171,15 +177,50 @@ class WireGuardGateway:
     @defer.inlineCallbacks
     def grant(self, lease):
         self.leases[lease.id] = lease
+        if self.clock is not None and self.handshakeTimeout > 0:
+            self._unshaken[lease.id] = (lease, self.clock.seconds())
         yield self.device.setPeers(add=[self._peer(lease)])
         yield self.access.allow(accessAddress(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
+        if self._unshaken.get(lease.id, (None,))[0] is lease:
+            del self._unshaken[lease.id]
         self._release(lease)
         yield self.access.deny(accessAddress(lease))
         yield self.device.setPeers(remove=[lease.params["public_key"]])
+
+    def unconfirmed(self):
+        """
+        The leases granted at least C{handshakeTimeout} seconds ago whose
+        peer the device shows no handshake for.  A lease granted with a
+        key the client never uses would otherwise hold an address (and
+        its address's share of leases) for its whole lease time.
+        """
+        if not self._unshaken:
+            return defer.succeed([])
+        cutoff = self.clock.seconds() - self.handshakeTimeout
+        if not any(granted <= cutoff for _, granted in self._unshaken.values()):
+            return defer.succeed([])
+
+        def judge(device):
+            shaken = {peer["public_key"] for peer in device.get("peers", [])
+                      if peer.get("last_handshake_time_sec")}
+            overdue = []
+            for leaseId, (lease, granted) in list(self._unshaken.items()):
+                if lease.params["public_key"] in shaken:
+                    del self._unshaken[leaseId]  # confirmed for good
+                elif granted <= cutoff:
+                    overdue.append(lease)
+            return overdue
+
+        def failed(failure):
+            log.failure("could not read WireGuard handshakes from {ifname}", failure,
+                        ifname=self.device.ifname)
+            return []
+
+        return self.device.get().addCallbacks(judge, failed)
 
     def stop(self):
         return self.device.stop()

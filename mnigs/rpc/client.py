@@ -8,9 +8,9 @@ request id) and posts it with twisted.web's C{Agent}; txjsonrpc-ng's own
 C{QueryFactory} lives beside its server in C{txjsonrpc_ng.web.jsonrpc} and
 has neither a timeout nor a bound on what it reads.  Here a call has a
 timeout that really cancels the HTTP request (and its connection
-attempt), reads at most a bounded answer, sends named params as an object
-(also when empty), and turns errors into L{RPCError} / L{RPCTimeout} /
-L{RPCTransportError}.  Only IP literals are called (IPv6 too), connected
+attempt), reads at most a bounded answer, fails at once on an answer too
+deeply nested to parse, sends named params as an object (also when empty),
+and turns errors into L{RPCError} / L{RPCTimeout} / L{RPCTransportError}.  Only IP literals are called (IPv6 too), connected
 to directly.
 """
 
@@ -137,6 +137,12 @@ class _QueryFactory(BaseQueryFactory):
             answer = json.loads(body)
         except ValueError:
             d.errback(RPCTransportError(f"HTTP {code}: the answer is not JSON"))
+            return
+        except RecursionError:
+            # "[[[[..." within the answer bound nests deeper than the json
+            # module goes; raised from here it would be lost (this
+            # call's Deferred is already taken) and the call would hang.
+            d.errback(RPCTransportError(f"HTTP {code}: the answer is JSON nested too deeply"))
             return
         if not isinstance(answer, dict):
             d.errback(RPCTransportError(f"HTTP {code}: the answer is not a JSON-RPC object"))

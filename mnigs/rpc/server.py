@@ -9,9 +9,15 @@ library lacks and mnigs needs (the client side is L{mnigs.rpc.client}):
  - L{LimitedRequest} refuses bodies over 64 KiB with 413 as soon as the
    Content-Length (or the chunked body so far) says so, without reading
    the rest.
- - L{makeSite} caps open connections, times idle ones out, and gives each
-   request a deadline to arrive whole: trickling a byte now and then
-   (slow loris) resets twisted.web's idle timeout but not the deadline.
+ - L{makeSite} caps open connections, in all and per client address (an
+   IPv6 /64 counts as one), times idle ones out, and gives each request a
+   deadline to arrive whole: trickling a byte now and then (slow loris)
+   resets twisted.web's idle timeout but not the deadline.
+ - A notification (no C{id}) is carried out and answered with HTTP 204
+   and no body, as JSON-RPC 2.0 says (txjsonrpc-ng answers it).
+ - Params holding a lone surrogate (JSON allows C{"\\ud800"}; it is not
+   text and cannot be encoded) are invalid params, not an internal error
+   wherever a handler first encodes them.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from txjsonrpc_ng.web.jsonrpc import JSONRPC
 
 from mnigs.protocol import (
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -38,6 +45,7 @@ from mnigs.protocol import (
     RPC_PATH,
     RPCError,
 )
+from mnigs.server.ratelimit import addressGroup
 
 log = Logger()
 
@@ -121,14 +129,21 @@ class JSONRPCResource(JSONRPC):
         id = parsed.get("id") if isinstance(parsed, dict) else None
         if type(id) not in (str, int, type(None)):
             id = None
+        notification = isinstance(parsed, dict) and "id" not in parsed
         try:
             function, params = self._resolve(parsed)
+            if b"\\u" in body:
+                _checkEncodable(params)
         except RPCError as e:
+            if notification and e.code not in (INVALID_REQUEST, PARSE_ERROR):
+                return _noContent(request)
             return _errorBody(e.code, e.message, id)
         call = Call(params, _host(request.getClientAddress()), _host(request.getHost()))
         d = defer.maybeDeferred(function, call)
         request.notifyFinish().addErrback(lambda _: d.cancel())
         d.addCallbacks(lambda result: _resultBody(result, id), self._failureBody, errbackArgs=(id,))
+        if notification:
+            d.addCallback(lambda body: None if body is None else b"")
         d.addCallback(self._write, request)
         return server.NOT_DONE_YET
 
@@ -166,9 +181,30 @@ class JSONRPCResource(JSONRPC):
     def _write(body, request):
         if body is None or request.finished or request._disconnected:
             return
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
+        if not body:  # a notification's
+            _noContent(request)
+        else:
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
         request.finish()
+
+
+def _noContent(request) -> bytes:
+    request.setResponseCode(204)
+    request.responseHeaders.removeHeader(b"content-type")
+    return b""
+
+
+def _checkEncodable(params) -> None:
+    """
+    Raise -32602 if a string anywhere in C{params} holds a lone surrogate.
+    Only called when the body has a C{\\u} escape: nothing else makes one.
+    """
+    try:
+        json.dumps(params, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RPCError(INVALID_PARAMS, "invalid params: text with a lone surrogate "
+                                       "(not valid Unicode)") from None
 
 
 class LimitedRequest(server.Request):
@@ -223,12 +259,15 @@ class LimitedRequest(server.Request):
         self.channel.loseConnection()
 
 
-def makeSite(resource, reactor, maxConnections=512, idleTimeout=DEFAULT_IDLE_TIMEOUT):
+def makeSite(resource, reactor, maxConnections=512, idleTimeout=DEFAULT_IDLE_TIMEOUT,
+             requestTimeout=DEFAULT_REQUEST_TIMEOUT, maxPerAddress=None):
     """
     The listening factory: a Site with L{LimitedRequest}, an idle timeout,
-    a cap on open connections (the ones over it are closed at once), and
-    a deadline of C{idleTimeout} seconds for each request to arrive whole,
-    counted from the connection's start or the previous answer.
+    caps on open connections in all and per client address group (the
+    ones over a cap are closed at once; C{maxPerAddress} None: no per
+    address cap), and a deadline of C{requestTimeout} seconds for each
+    request to arrive whole, counted from the connection's start or from
+    the first byte of a request that follows an answer.
     """
     try:
         # JSON-RPC bodies are never forms: do not let twisted.web parse
@@ -245,31 +284,49 @@ def makeSite(resource, reactor, maxConnections=512, idleTimeout=DEFAULT_IDLE_TIM
     # No access log: at thousands of probes a second it would be most of
     # the daemon's work and disk writes.
     site.log = lambda request: None
-    return _ConnectionCap(site, maxConnections, reactor, idleTimeout)
+    return _ConnectionCap(site, maxConnections, reactor, requestTimeout,
+                          maxPerAddress or maxConnections)
 
 
 class _Deadline(ProtocolWrapper):
     """
     Aborts a connection whose request has not fully arrived within the
-    deadline.  Armed when the connection opens and again after each
-    answer; disarmed while a complete request is being answered.
+    deadline.  Armed when the connection opens, and after an answer by
+    the first byte of the next request (an idle keep-alive connection is
+    twisted.web's idle timeout's business); disarmed while a complete
+    request is being answered.
     """
 
     _timer = None
     _gone = False
+    # Between a complete request and its answer: bytes arriving then (a
+    # pipelined request) do not start a deadline of their own yet.
+    _answering = False
 
     def makeConnection(self, transport):
         super().makeConnection(transport)
-        self.responseFinished()
+        self._arm()
+
+    def dataReceived(self, data):
+        if not self._answering:
+            self._arm()
+        super().dataReceived(data)
 
     def requestArrived(self):
+        self._answering = True
+        self._disarm()
+
+    def responseFinished(self):
+        self._answering = False
+
+    def _arm(self):
+        if self._timer is None and not (self._gone or self.disconnecting):
+            self._timer = self.factory.reactor.callLater(self.factory.deadline, self._expired)
+
+    def _disarm(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-
-    def responseFinished(self):
-        if self._timer is None and not (self._gone or self.disconnecting):
-            self._timer = self.factory.reactor.callLater(self.factory.deadline, self._expired)
 
     def _expired(self):
         self._timer = None
@@ -279,7 +336,7 @@ class _Deadline(ProtocolWrapper):
 
     def connectionLost(self, reason):
         self._gone = True
-        self.requestArrived()
+        self._disarm()
         super().connectionLost(reason)
 
 
@@ -287,13 +344,37 @@ class _ConnectionCap(WrappingFactory):
     noisy = False
     protocol = _Deadline
 
-    def __init__(self, wrappedFactory, limit, reactor, deadline):
+    def __init__(self, wrappedFactory, limit, reactor, deadline, perAddress):
         super().__init__(wrappedFactory)
         self.limit = limit
+        self.perAddress = perAddress
         self.reactor = reactor
         self.deadline = deadline
+        self.groups: dict[str, int] = {}
 
     def buildProtocol(self, addr):
         if len(self.protocols) >= self.limit:
             return None  # closes the connection at once
-        return super().buildProtocol(addr)
+        group = addressGroup(getattr(addr, "host", "") or "")
+        if self.groups.get(group, 0) >= self.perAddress:
+            log.debug("{group} holds {n} connections already: closing a new one",
+                      group=group, n=self.perAddress)
+            return None
+        protocol = super().buildProtocol(addr)
+        protocol.addressGroup = group
+        return protocol
+
+    def registerProtocol(self, protocol):
+        super().registerProtocol(protocol)
+        group = protocol.addressGroup
+        self.groups[group] = self.groups.get(group, 0) + 1
+
+    def unregisterProtocol(self, protocol):
+        if protocol in self.protocols:
+            group = protocol.addressGroup
+            left = self.groups.get(group, 0) - 1
+            if left > 0:
+                self.groups[group] = left
+            else:
+                self.groups.pop(group, None)
+        super().unregisterProtocol(protocol)

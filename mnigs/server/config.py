@@ -36,7 +36,13 @@ from mnigs.config import (
 )
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.daemonlog import SCHEMA as LOG_SCHEMA
-from mnigs.protocol import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, MAX_LEASE_SECONDS
+from mnigs.hooks import DEFAULT_MAX_RUNNING
+from mnigs.protocol import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+    MAX_LEASE_SECONDS,
+)
 
 
 def _amount(value):
@@ -76,8 +82,11 @@ SCHEMA = {
         "listen": Field(list, ["::"], addresses),
         "port": Field(int, DEFAULT_PORT, port),
         "max_connections": Field(int, 512, between(1, 65536)),
+        "max_connections_per_address": Field(int, 16, between(1, 65536)),
         "idle_timeout": Field(float, DEFAULT_IDLE_TIMEOUT, between(1, 3600)),
+        "request_timeout": Field(float, DEFAULT_REQUEST_TIMEOUT, between(0.1, 3600)),
         "rate_limit": Field(float, 20.0, between(0, 1e6)),
+        "rate_limit_addresses": Field(int, 10000, between(1, 10_000_000)),
     },
     "mesh": {
         "interfaces": Field(list, [], ifnames),
@@ -92,6 +101,7 @@ SCHEMA = {
     },
     "terms": {
         "max_clients": Field(int, 32, between(0, 1_000_000)),
+        "max_leases_per_address": Field(int, 2, between(0, 1_000_000)),
         "lease_seconds": Field(int, 600, between(10, MAX_LEASE_SECONDS)),
         "contact": Field(str, "", text(256)),
         "notes": Field(str, "", text(256)),
@@ -118,6 +128,7 @@ SCHEMA = {
             "endpoint": Field(list, [], addresses),
             "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
             "dns": Field(list, [], addresses),
+            "handshake_timeout": Field(float, 60.0, between(0, 86400)),
         },
         "cjdns": {
             "enabled": Field(bool, True),
@@ -162,6 +173,7 @@ SCHEMA = {
     "hooks": {
         "register": Field(str, "", _optionalExecutable),
         "release": Field(str, "", _optionalExecutable),
+        "max_running": Field(int, DEFAULT_MAX_RUNNING, between(1, 1024)),
     },
 }
 

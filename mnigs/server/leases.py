@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 
 from mnigs.protocol import (
     GATEWAY_FULL,
+    RATE_LIMITED,
     UNKNOWN_LEASE,
     WRONG_TOKEN,
     RPCError,
 )
+from mnigs.server.ratelimit import addressGroup
 
 RECORD_VERSION = 1
 
@@ -79,16 +81,20 @@ def _newId() -> str:
 @dataclass
 class LeaseBook:
     """
-    The live leases.  C{maxClients} bounds how many exist at once; the same
-    client id and method always map to at most one lease.
+    The live leases.  C{maxClients} bounds how many exist at once, and
+    C{maxPerAddress} (0: no bound) how many of them one client address
+    (an IPv6 /64: L{addressGroup}) holds; the same client id and method
+    always map to at most one lease.
     """
     maxClients: int
     leaseSeconds: int
+    maxPerAddress: int = 0
     newToken: object = _newToken
     newId: object = _newId
     byId: dict = field(default_factory=dict)
     byClient: dict = field(default_factory=dict)
     byMethod: dict = field(default_factory=dict)  # method -> {id: lease}
+    byGroup: dict = field(default_factory=dict)  # address group -> {id: lease}
     # Ids of leases added, removed or extended since the last takeChanges():
     # what a journaling lease store has to write.
     changed: set = field(default_factory=set)
@@ -116,11 +122,30 @@ class LeaseBook:
         if len(self.byId) >= self.maxClients:
             raise RPCError(GATEWAY_FULL, f"gateway full ({self.maxClients} clients)")
 
+    def checkAddressRoom(self, clientId: str, method: str, clientHost: str) -> None:
+        """
+        Raise 1006 if C{clientHost}'s address group holds its share of
+        leases already.  The lease of the same client id and method, which
+        a new one replaces, does not count.
+        """
+        if self.maxPerAddress <= 0:
+            return
+        held = self.byGroup.get(addressGroup(clientHost), {})
+        if len(held) < self.maxPerAddress:
+            return
+        others = sum(1 for lease in held.values()
+                     if (lease.clientId, lease.method) != (clientId, method))
+        if others >= self.maxPerAddress:
+            raise RPCError(RATE_LIMITED, f"this address holds {others} leases already "
+                                         f"(at most {self.maxPerAddress} per address)")
+
     def draft(self, clientId, clientName, method, clientHost, params, now) -> Lease:
         """
         A new lease, not yet in the book (its method still has to allocate
-        and grant it).  Raises 1001 if the book is full.
+        and grant it).  Raises 1001 if the book is full, 1006 if the
+        client's address holds its share.
         """
+        self.checkAddressRoom(clientId, method, clientHost)
         self.checkRoom()
         leaseId = self.newId()
         while leaseId in self.byId:
@@ -135,6 +160,7 @@ class LeaseBook:
         self.byId[lease.id] = lease
         self.byClient[key] = lease
         self.byMethod.setdefault(lease.method, {})[lease.id] = lease
+        self.byGroup.setdefault(addressGroup(lease.clientHost), {})[lease.id] = lease
         self.changed.add(lease.id)
 
     def remove(self, lease: Lease) -> None:
@@ -142,6 +168,11 @@ class LeaseBook:
             del self.byId[lease.id]
             del self.byClient[(lease.clientId, lease.method)]
             del self.byMethod[lease.method][lease.id]
+            group = addressGroup(lease.clientHost)
+            held = self.byGroup[group]
+            del held[lease.id]
+            if not held:
+                del self.byGroup[group]
             self.changed.add(lease.id)
 
     def extend(self, lease: Lease, now: float) -> Lease:

@@ -146,15 +146,30 @@ class Registry:
     @defer.inlineCallbacks
     def sweep(self):
         """
-        End every lease whose time is up.
+        End every lease whose time is up, and every lease whose tunnel
+        never came up within its method's grace time.
         """
-        gone = self.book.expire(self.clock.seconds())
+        gone = [(lease, "expired") for lease in self.book.expire(self.clock.seconds())]
+        for lease in (yield self._unconfirmed()):
+            if self.book.byId.get(lease.id) is lease:  # not released or replaced meanwhile
+                self.book.remove(lease)
+                gone.append((lease, "ended: its tunnel never came up"))
         if not gone:
             return []
-        yield defer.DeferredList([self._revoke(lease, "expired") for lease in gone],
+        yield defer.DeferredList([self._revoke(lease, why) for lease, why in gone],
                                  consumeErrors=True)
         yield self.committer.commit()
-        return gone
+        return [lease for lease, _ in gone]
+
+    @defer.inlineCallbacks
+    def _unconfirmed(self):
+        found = []
+        for name, method in self.methods.items():
+            try:
+                found.extend((yield defer.maybeDeferred(method.unconfirmed)))
+            except Exception:
+                log.failure("method {method} could not tell unconfirmed leases", method=name)
+        return found
 
     @defer.inlineCallbacks
     def releaseAll(self, why: str):

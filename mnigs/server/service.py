@@ -38,6 +38,12 @@ from mnigs.statefile import StateFileCorrupt, ensureStateDir
 
 log = Logger()
 
+# Connections waiting to be accepted.  Twisted's default of 50 overflows
+# when one address opens connections faster than the per-address cap
+# closes them, and a legitimate client's SYN dropped there waits a second
+# for its retransmission (the kernel caps this at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
+
 
 def buildWireGuard(reactor, config, stateDir, access):
     from mnigs.methods.wireguard import (
@@ -55,7 +61,8 @@ def buildWireGuard(reactor, config, stateDir, access):
         implementation=IMPLEMENTATIONS[config.implementation],
         logPath=os.path.join(stateDir, f"{config.interface}.log"))
     return WireGuardGateway(device, access, public, config.pool, config.port,
-                            config.endpoint, config.dns)
+                            config.endpoint, config.dns, clock=reactor,
+                            handshakeTimeout=config.handshake_timeout)
 
 
 def buildCjdns(reactor, config, settings, access, netlink):
@@ -117,7 +124,8 @@ class GatewayService(MultiService):
         self.stateDir = ensureStateDir(config.server.state_dir)
         self.netlink = netlink or Netlink()
         self.key = loadOrCreateKey(self.stateDir)
-        self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds)
+        self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds,
+                              maxPerAddress=config.terms.max_leases_per_address)
         self.store = LeaseFile(self.stateDir)
         self.committer = GroupCommit(reactor, self.store, self.book.records, self.book.takeChanges)
         # Allow/deny over netlink, not one nft process each, unless a test
@@ -130,14 +138,16 @@ class GatewayService(MultiService):
                                                       config.routing.rule_priority)
         self.methods = self._buildMethods()
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
-                                     "release": config.hooks.release})
+                                     "release": config.hooks.release},
+                           config.hooks.max_running)
         self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
         self.offers = OfferMaker(reactor, self.key, config.server.name,
                                  termsFromConfig(config.terms), list(self.methods.values()),
                                  probe=config.uplink.probe)
         self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
                                                self._clearDataPath, reactor))
-        self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit)
+        self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit,
+                                       maxHosts=config.rpc.rate_limit_addresses)
         self.uplink = UplinkMonitor(reactor, self._uplinkChecks(), config.uplink.check_interval,
                                     self.gateway)
         self.sweeper = LoopingCall(self._sweep)
@@ -192,9 +202,10 @@ class GatewayService(MultiService):
         resource = makeResource(self.gateway, self.rateLimiter)
         rpc = self.config.rpc
         for address in rpc.listen:
-            site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout)
-            TCPServer(rpc.port, site, interface=str(address), reactor=self.reactor
-                      ).setServiceParent(self.listeners)
+            site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout,
+                            rpc.request_timeout, rpc.max_connections_per_address)
+            TCPServer(rpc.port, site, LISTEN_BACKLOG, interface=str(address),
+                      reactor=self.reactor).setServiceParent(self.listeners)
 
     def restoreLeases(self):
         try:
@@ -247,6 +258,7 @@ class GatewayService(MultiService):
         self.config = config
         self.book.maxClients = config.terms.max_clients
         self.book.leaseSeconds = config.terms.lease_seconds
+        self.book.maxPerAddress = config.terms.max_leases_per_address
         self.offers.setTerms(termsFromConfig(config.terms))
         if self.levelFilter is not None:
             self.levelFilter.setLevel(config.log.level)

@@ -19,8 +19,9 @@ on stdin and answers each with exactly one JSON line on stdout:
     C{idle} (send nothing), C{headers} (half a request line and headers),
     or C{body} (full headers, part of the body).
   - C{status}: how many held connections the server has closed so far.
-  - C{probe K}: K C{gateway.info} calls, each on a fresh connection, with
-    their latencies in seconds.
+  - C{probe K [SOURCE]}: K C{gateway.info} calls, each on a fresh
+    connection (from the local address SOURCE if given), with their
+    latencies in seconds.
   - C{close N}: close N held connections (oldest first).
   - C{quit}.
 """
@@ -130,8 +131,9 @@ CASES = {
 }
 
 
-def connect(host, port, timeout=READ_TIMEOUT):
-    sock = socket.create_connection((host, port), timeout=timeout)
+def connect(host, port, timeout=READ_TIMEOUT, source=None):
+    sock = socket.create_connection((host, port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -344,12 +346,12 @@ class Attacker:
         self.held = stillHeld
         return {"open": len(self.held), "closed_by_server": self.closedByServer}
 
-    def probe(self, k):
+    def probe(self, k, source=None):
         results = []
         for i in range(k):
             started = time.monotonic()
             try:
-                with connect(self.host, self.port, timeout=5) as sock:
+                with connect(self.host, self.port, timeout=5, source=source) as sock:
                     # Connection: close, so that the server has let go of this
                     # connection by the time the answer is read (the cap test
                     # counts on the slot being free again).
@@ -382,7 +384,7 @@ def main(argv):
                 "trickle": lambda interval: attacker.trickle(float(interval)),
                 "open": lambda n, kind: attacker.open(int(n), kind),
                 "status": attacker.status,
-                "probe": lambda k: attacker.probe(int(k)),
+                "probe": lambda k, source=None: attacker.probe(int(k), source),
                 "close": lambda n: attacker.close(int(n))}
     out = os.fdopen(sys.stdout.fileno(), "w", buffering=1)
     for line in sys.stdin:

@@ -90,6 +90,10 @@ EXPECTED = {
 log = Logger()
 
 HELD = {"idle": 100, "headers": 50, "body": 50}
+# The attacker runs on the gateway itself, from one address: the tests
+# about what many held connections do lift the per-address cap and the
+# request deadline that would otherwise cut them short.
+MANY_FROM_ONE = {"max_connections_per_address": 1000, "request_timeout": 600.0}
 INFO_LATENCY = 1.0
 RSS_GROWTH_MB = 30
 
@@ -186,8 +190,8 @@ class HostileInputTests(TestCase):
         self.assertEqual(parsed["error"]["code"], code, f"{what}: {parsed}")
         self.assertIsInstance(parsed["error"]["message"], str, what)
 
-    def assertInfoAnsweredPromptly(self, count):
-        probes = self.attack("probe", count)["probes"]
+    def assertInfoAnsweredPromptly(self, count, source=None):
+        probes = self.attack("probe", count, *([source] if source else []))["probes"]
         failed = [p for p in probes if not p["ok"]]
         self.assertEqual(failed, [], "gateway.info failed")
         slowest = max(p["latency"] for p in probes)
@@ -244,10 +248,10 @@ class HostileInputTests(TestCase):
         """
         Slow loris: a valid request sent a byte every half second resets
         twisted.web's idle timeout with every byte, but the request must
-        be whole within C{idle_timeout} of the connection opening: it is
-        cut there, unanswered.
+        be whole within C{request_timeout} of the connection opening: it
+        is cut there, unanswered.
         """
-        self.startGateway(rpc={"idle_timeout": 2.0})
+        self.startGateway(rpc={"request_timeout": 2.0})
         answer = self.attack("trickle", 0.5)
         self.assertTrue(answer["closed"], answer)
         self.assertEqual(answer["raw_bytes"], 0, answer)
@@ -263,7 +267,7 @@ class HostileInputTests(TestCase):
         held (nothing gets evicted to make room), and the daemon's RSS
         grows by less than 30 MB over the whole attack.
         """
-        self.startGateway()
+        self.startGateway(rpc=MANY_FROM_ONE)
         baseline = rssMB(self.pid)
         samples = [baseline]
         for kind, count in HELD.items():
@@ -289,7 +293,7 @@ class HostileInputTests(TestCase):
                         f"RSS grew by {growth:.1f} MB: {[round(s, 1) for s in samples]}")
 
     def test_heldConnectionsAreCutAtTheIdleTimeout(self):
-        self.startGateway(rpc={"idle_timeout": 2.0})
+        self.startGateway(rpc={"idle_timeout": 2.0, "max_connections_per_address": 1000})
         started = time.monotonic()
         for kind, count in HELD.items():
             self.attack("open", count, kind)
@@ -301,7 +305,7 @@ class HostileInputTests(TestCase):
 
     def test_connectionsOverTheCapAreClosedAndAFreedSlotServes(self):
         cap = 50
-        self.startGateway(rpc={"max_connections": cap})
+        self.startGateway(rpc=dict(MANY_FROM_ONE, max_connections=cap))
         self.attack("open", cap, "idle")
         waitUntil(lambda: self.attack("status")["open"] == cap, 10,
                   message="the first connections to be open")
@@ -318,3 +322,16 @@ class HostileInputTests(TestCase):
                   message="a call through the freed slot")
         self.assertInfoAnsweredPromptly(5)
         self.assertEqual(self.attack("status")["open"], cap - 1)
+
+    def test_oneAddressHoldsOnlyItsShareOfConnections(self):
+        """
+        With the defaults, one address holding idle connections gets 16;
+        the ones beyond are closed at once, and a client on another
+        address is served promptly meanwhile.
+        """
+        self.startGateway(rpc={"request_timeout": 60.0})  # idle, not slow: held meanwhile
+        self.attack("open", 40, "idle")
+        waitUntil(lambda: self.attack("status")["closed_by_server"] == 40 - 16, 10,
+                  message="the connections over the per-address cap to be closed")
+        self.assertEqual(self.attack("status")["open"], 16)
+        self.assertInfoAnsweredPromptly(20, source=self.gw.address)

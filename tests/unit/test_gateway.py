@@ -27,6 +27,7 @@ class RecordingMethod:
         self.events = events
         self.failGrant = failGrant
         self.slowRevokes = None  # a list: revoke hands out Deferreds the test fires
+        self.neverConnected = []  # leases unconfirmed() answers
 
     def udpPorts(self):
         return ()
@@ -67,6 +68,9 @@ class RecordingMethod:
         if self.slowRevokes is not None:
             self.slowRevokes.append(defer.Deferred())
             return self.slowRevokes[-1]
+
+    def unconfirmed(self):
+        return list(self.neverConnected)
 
     def stop(self):
         self.events.append(("stop",))

@@ -8,11 +8,11 @@ import json
 import socket
 
 from twisted.internet import defer, reactor, threads
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txjsonrpc_ng.jsonrpc import BaseSubhandler
@@ -186,17 +186,20 @@ class RequestDeadlineTests(SynchronousTestCase):
     """
     The per-request deadline, on a Clock and an in-memory transport: a
     client trickling bytes (which resets twisted.web's idle timeout every
-    time) is still cut when its request is not whole by the deadline.
+    time) is still cut when its request is not whole by the deadline,
+    counted from the connection's start or from the first byte of a
+    request after an answer.
     """
 
     request = (b'POST /mnigs/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 62\r\n\r\n'
                b'{"jsonrpc":"2.0","method":"test.echo","params":{},"id":1}     ')
 
     def setUp(self):
+        self.request = self.request.replace(b"/mnigs/v1", protocol.RPC_PATH)
         self.clock = Clock()
         resource = JSONRPCResource()
         resource.putSubHandler("test", Echo())
-        site = makeSite(resource, self.clock, 512, 30)
+        site = makeSite(resource, self.clock, 512, 30, requestTimeout=5)
         self.proto = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 4000))
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 4000),
                                          hostAddress=IPv4Address("TCP", "10.0.0.254", 8150))
@@ -210,21 +213,32 @@ class RequestDeadlineTests(SynchronousTestCase):
                 return
 
     def test_trickledRequestIsCutAtTheDeadline(self):
-        self.trickle(self.request, 10)
+        self.trickle(self.request, 1)
         self.assertTrue(self.transport.disconnected)
-        self.assertEqual(self.clock.seconds(), 30)
+        self.assertEqual(self.clock.seconds(), 5)
         self.assertEqual(self.transport.value(), b"")
 
-    def test_promptRequestsOnOneConnectionEachGetTheirOwnDeadline(self):
+    def test_silentNewConnectionIsCutAtTheDeadline(self):
+        self.clock.advance(4.9)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_idleKeepAliveConnectionIsLeftToTheIdleTimeout(self):
+        """
+        Between an answer and the next request a keep-alive connection is
+        idle, not late: the deadline starts with the next request's first
+        byte (a client may keep a connection for the next call).
+        """
         for n in range(3):
-            self.clock.advance(20)
             self.proto.dataReceived(self.request)
             self.assertIn(b'"result"', self.transport.value())
             self.transport.clear()
-        self.clock.advance(29)
-        self.assertFalse(self.transport.disconnected)
-        self.clock.advance(1)
+            self.clock.advance(20)
+            self.assertFalse(self.transport.disconnected)
+        self.trickle(self.request, 1)
         self.assertTrue(self.transport.disconnected)
+        self.assertEqual(self.transport.value(), b"")
 
     def test_noDeadlineWhileTheAnswerIsBeingWorkedOut(self):
         slow = self.request.replace(b"test.echo", b"test.slow")
@@ -237,6 +251,168 @@ class RequestDeadlineTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.proto.responseFinished()  # an answer finished after the peer left
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ConnectionCapTests(SynchronousTestCase):
+    """
+    Open connections are capped in all and per client address group (an
+    IPv4 address, an IPv6 /64): a connection over a cap is closed at once
+    (buildProtocol answers None), and a closed one frees its slot.
+    """
+
+    def setUp(self):
+        resource = JSONRPCResource()
+        resource.putSubHandler("test", Echo())
+        self.site = makeSite(resource, Clock(), 5, 30, requestTimeout=5, maxPerAddress=2)
+
+    def connect(self, host):
+        kind = IPv6Address if ":" in host else IPv4Address
+        proto = self.site.buildProtocol(kind("TCP", host, 4000))
+        if proto is not None:
+            proto.makeConnection(StringTransport(peerAddress=kind("TCP", host, 4000)))
+        return proto
+
+    def test_perAddressCap(self):
+        first, second = self.connect("10.0.0.1"), self.connect("10.0.0.1")
+        self.assertIsNotNone(first)
+        self.assertIsNotNone(second)
+        self.assertIsNone(self.connect("10.0.0.1"))
+        self.assertIsNotNone(self.connect("10.0.0.2"))
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(self.connect("10.0.0.1"))
+        self.assertIsNone(self.connect("10.0.0.1"))
+
+    def test_anIPv6SlashSixtyFourCountsAsOneAddress(self):
+        self.assertIsNotNone(self.connect("2001:db8:0:1::a"))
+        self.assertIsNotNone(self.connect("2001:db8:0:1::b"))
+        self.assertIsNone(self.connect("2001:db8:0:1:ffff:1:2:3"))
+        self.assertIsNotNone(self.connect("2001:db8:0:2::a"))
+
+    def test_aMappedIPv4PeerCountsAsItsIPv4Address(self):
+        self.assertIsNotNone(self.connect("10.0.0.1"))
+        self.assertIsNotNone(self.connect("::ffff:10.0.0.1"))
+        self.assertIsNone(self.connect("10.0.0.1"))
+
+    def test_theOverallCapStillHolds(self):
+        for n in range(5):
+            self.assertIsNotNone(self.connect(f"10.0.0.{n + 1}"))
+        self.assertIsNone(self.connect("10.0.0.99"))
+        self.assertEqual(self.site.groups, {f"10.0.0.{n + 1}": 1 for n in range(5)})
+
+
+class Recorder(BaseSubhandler):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def jsonrpc_note(self, call):
+        self.calls.append(call.params)
+        return {"noted": True}
+
+    def jsonrpc_check(self, call):
+        # What a lease check does with a token: encode it.
+        call.params["token"].encode("utf-8")
+        return {"ok": True}
+
+
+class InMemoryCallTests(SynchronousTestCase):
+    """
+    Single calls through the whole site on an in-memory transport.
+    """
+
+    def setUp(self):
+        self.recorder = Recorder()
+        resource = JSONRPCResource()
+        resource.putSubHandler("test", self.recorder)
+        self.site = makeSite(resource, Clock(), 512, 30)
+
+    def exchange(self, message):
+        body = message if isinstance(message, bytes) else json.dumps(message).encode("utf-8")
+        proto = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 4000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 4000),
+                                    hostAddress=IPv4Address("TCP", "10.0.0.254", 8150))
+        proto.makeConnection(transport)
+        proto.dataReceived(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                           % (protocol.RPC_PATH, len(body), body))
+        head, _, rest = transport.value().partition(b"\r\n\r\n")
+        status = int(head.split(b"\r\n")[0].split()[1])
+        return status, head, rest
+
+    def test_notificationIsCarriedOutAndGetsNoResponseObject(self):
+        status, head, body = self.exchange({"jsonrpc": "2.0", "method": "test.note",
+                                            "params": {"a": 1}})
+        self.assertEqual((status, body), (204, b""))
+        self.assertNotIn(b"content-type", head.lower())
+        self.assertEqual(self.recorder.calls, [{"a": 1}])
+
+    def test_notificationOfAnUnknownMethodGetsNoResponseObject(self):
+        status, _, body = self.exchange({"jsonrpc": "2.0", "method": "test.nosuch"})
+        self.assertEqual((status, body), (204, b""))
+
+    def test_invalidNotificationIsStillAnswered(self):
+        # Without a version it is not a JSON-RPC 2.0 request, notification or not.
+        status, _, body = self.exchange({"method": "test.note"})
+        self.assertEqual(json.loads(body)["error"]["code"], protocol.INVALID_REQUEST)
+        self.assertEqual(self.recorder.calls, [])
+
+    def test_nullIdIsNotANotification(self):
+        status, _, body = self.exchange({"jsonrpc": "2.0", "method": "test.note", "id": None})
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body), {"jsonrpc": "2.0", "result": {"noted": True},
+                                            "id": None})
+
+    def test_loneSurrogateIsInvalidParams(self):
+        body = b'{"jsonrpc":"2.0","method":"test.check","params":{"token":"\\ud800x"},"id":3}'
+        status, _, answer = self.exchange(body)
+        answer = json.loads(answer)
+        self.assertEqual(answer["error"]["code"], protocol.INVALID_PARAMS)
+        self.assertEqual(answer["id"], 3)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_escapedTextThatIsValidStillPasses(self):
+        # A proper surrogate pair and other escapes are text.
+        body = b'{"jsonrpc":"2.0","method":"test.check","params":{"token":"\\ud83d\\ude00\\u00e9"},"id":4}'
+        status, _, answer = self.exchange(body)
+        self.assertEqual(json.loads(answer)["result"], {"ok": True})
+
+
+class ClientAnswerTests(SynchronousTestCase):
+    """
+    The client's reading of answers, on a MemoryReactorClock and an
+    in-memory transport.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.client = RPCClient(self.reactor, timeout=5, persistent=False)
+
+    def answer(self, body):
+        d = self.client.call("10.0.0.1", 8150, "gateway.info")
+        host, port, factory, timeout, bind = self.reactor.tcpClients[-1]
+        self.assertEqual((host, port), ("10.0.0.1", 8150))
+        proto = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        self.assertIn(b"POST ", transport.value())
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        return d
+
+    def test_result(self):
+        d = self.answer(b'{"jsonrpc":"2.0","result":{"a":1},"id":1}')
+        self.assertEqual(self.successResultOf(d), {"a": 1})
+
+    def test_deeplyNestedAnswerFailsAtOnce(self):
+        """
+        An answer nested deeper than the json module recurses fails the
+        call at once with a clear error instead of hanging until the
+        call's timeout.
+        """
+        for body in (b"[" * 100_000, b'{"jsonrpc":"2.0","result":' + b"[" * 100_000 + b',"id":1}'):
+            d = self.answer(body)
+            failure = self.failureResultOf(d, RPCTransportError)
+            self.assertIn("nested too deeply", str(failure.value))
+        self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.active()], [])
 
 
 class ClientTests(TestCase):
@@ -306,3 +482,52 @@ class ClientTests(TestCase):
         free = s.getsockname()[1]
         s.close()
         yield self.assertFailure(self.client.call("127.0.0.1", free, "test.echo"), RPCTransportError)
+
+
+class SurrogateCredentialsTests(SynchronousTestCase):
+    """
+    The gateway's calls behind the wrapper: a lease id or token holding a
+    lone surrogate is -32602 (it used to reach the token comparison, which
+    encodes it: -32603 and a traceback per call).
+    """
+
+    def setUp(self):
+        from mnigs.server.leases import LeaseBook
+        from mnigs.server.ratelimit import RateLimiter
+        from mnigs.server.rpcapi import makeResource
+
+        book = LeaseBook(10, 600)
+        lease = book.draft("c", "", "forward", "10.0.0.1", {}, 0)
+        book.add(lease)
+
+        class Gateway:
+            def renew(self, leaseId, token):
+                return {"expires_in": book.renew(leaseId, token, 1).expiresIn(1)}
+
+            unregister = renew
+
+        self.leaseId = lease.id
+        self.site = makeSite(makeResource(Gateway(), RateLimiter(Clock(), 0)), Clock())
+
+    def call(self, body):
+        proto = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 4000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 4000),
+                                    hostAddress=IPv4Address("TCP", "10.0.0.254", 8150))
+        proto.makeConnection(transport)
+        proto.dataReceived(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                           % (protocol.RPC_PATH, len(body), body))
+        return json.loads(transport.value().partition(b"\r\n\r\n")[2])
+
+    def test_loneSurrogateTokenOrLeaseIsInvalidParams(self):
+        lease = self.leaseId.encode()
+        for method in (b"gateway.renew", b"gateway.unregister"):
+            for params in (b'{"lease":"%s","token":"\\udc80"}' % lease,
+                           b'{"lease":"\\ud800","token":"x"}',
+                           b'{"lease":"%s","token":"ab\\udfffcd"}' % lease):
+                answer = self.call(b'{"jsonrpc":"2.0","method":"%s","params":%s,"id":1}'
+                                   % (method, params))
+                self.assertEqual(answer["error"]["code"], protocol.INVALID_PARAMS, params)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        answer = self.call(b'{"jsonrpc":"2.0","method":"gateway.renew",'
+                           b'"params":{"lease":"%s","token":"wrong"},"id":1}' % lease)
+        self.assertEqual(answer["error"]["code"], protocol.WRONG_TOKEN)
