@@ -1,7 +1,11 @@
 """
 The C{wireguard} method, gateway side: one WireGuard interface (kernel or
 wireguard-go), a peer per lease with its inner /32 from a pool, and the
-inner address admitted by the access list while the lease lives.
+inner address admitted by the access list, from that interface only,
+while the lease lives.  Inside the interface, WireGuard itself pins each
+inner address to its peer: a decrypted packet whose source is not in its
+peer's allowed-ips is dropped (cryptokey routing), so one client cannot
+send as another (tests/mesh/test_gate.py shows it with traffic).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mnigs.admission import Admission
 from mnigs.interfaces import IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
@@ -88,6 +93,12 @@ class WireGuardGateway:
 
     def udpPorts(self):
         return (self.port,)
+
+    def tunnelInterfaces(self):
+        return (self.device.ifname,)
+
+    def admission(self, lease):
+        return Admission(accessAddress(lease), self.device.ifname)
 
     def offerEntry(self, localHost):
         return {"type": "wireguard",
@@ -169,13 +180,13 @@ class WireGuardGateway:
     def grant(self, lease):
         self.leases[lease.id] = lease
         yield self.device.setPeers(add=[self._peer(lease)])
-        yield self.access.allow(accessAddress(lease))
+        yield self.access.allow(self.admission(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
         self._release(lease)
-        yield self.access.deny(accessAddress(lease))
+        yield self.access.deny(self.admission(lease))
         yield self.device.setPeers(remove=[lease.params["public_key"]])
 
     def stop(self):
