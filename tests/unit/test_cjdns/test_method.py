@@ -156,8 +156,12 @@ class GatewayTests(SynchronousTestCase):
         """
         Against the fake cjdns admin endpoint (no cjdns here): grant is
         IpTunnel_allowConnection with the client's key, its /32, prefix 32
-        (no route from cjdns) and alloc 32, then the access list's allow.
+        (no route from cjdns) and alloc 32 (what binds the address to the
+        key's connection inside cjdns), then the access list's allow of
+        that address from cjdns's TUN only, where reverse-path filtering
+        is strict.
         """
+        self.assertEqual(self.gateway.tunnelInterfaces(), ("tun0",))
         self.settle(self.gateway.grant(lease()))
         self.assertEqual(self.fake.calls, [("IpTunnel_allowConnection", {
             "publicKeyOfAuthorizedNode": CLIENT_KEY, "ip4Address": "100.64.0.2",
