@@ -23,6 +23,7 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
+ARPHRD_ETHER = 1
 NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
 RTN_UNICAST = 1
@@ -110,6 +111,15 @@ class Netlink:
             return True
         flags = link["flags"]
         return operstate == "UNKNOWN" and bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+
+    def isEthernet(self, name: str) -> bool:
+        """
+        Whether the link's neighbours have Ethernet (MAC) addresses: veth,
+        bridges, Wi-Fi, taps; not tun, WireGuard or other point-to-point
+        links.
+        """
+        link = self._link(name)
+        return link is not None and link["ifi_type"] == ARPHRD_ETHER
 
     def _index(self, name: str) -> int:
         index = self.linkIndex(name)

@@ -7,9 +7,10 @@ The gate admits a forward lease's address only from the mesh interface
 and the link-layer (MAC) address its registration came from: the gateway
 reads them from its neighbour table when it allocates the lease (the
 client's TCP connection has just resolved it) and keeps them in the
-lease's C{origin}.  A node on the same link that forges the client's MAC
-as well as its address is not told apart; a tunnel method is for links
-shared with strangers.
+lease's C{origin}.  On a mesh link without link-layer addresses (a tun
+or WireGuard link between two nodes) the interface alone is bound.  A
+node on the same link that forges the client's MAC as well as its address
+is not told apart; a tunnel method is for links shared with strangers.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class ForwardGateway:
 
     def admission(self, lease):
         return Admission(accessAddress(lease), lease.origin["interface"],
-                         lease.origin["link_address"])
+                         lease.origin.get("link_address"))
 
     def offerEntry(self, localHost):
         return {"type": "forward"}
@@ -75,7 +76,14 @@ class ForwardGateway:
                 "gateway_address": str(self._ourAddressFacing(address) or localHost), "dns": []}
 
     def _origin(self, address):
+        """
+        Where the client's packets come from: the link it shares with us
+        and its MAC there.  A mesh link without link-layer addresses (a
+        tun or WireGuard link between two nodes) binds the interface alone.
+        """
         interface = self.netlink.connectedInterface(address)
+        if interface is not None and not self.netlink.isEthernet(interface):
+            return {"interface": interface}
         linkAddress = self.netlink.neighbourLinkAddress(address, interface) if interface else None
         if linkAddress is None:
             raise RPCError(METHOD_UNAVAILABLE,

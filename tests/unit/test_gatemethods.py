@@ -46,10 +46,15 @@ class FakeNetlink:
         self.asked = []
 
     def connectedInterface(self, address):
-        return {"10.99.1": "m0", "10.99.2": "m1"}.get(str(address).rsplit(".", 1)[0])
+        return {"10.99.1": "m0", "10.99.2": "m1", "10.99.3": "wgm"}.get(
+            str(address).rsplit(".", 1)[0])
 
     def addresses(self, interface):
-        return [ipaddress.ip_interface({"m0": "10.99.1.1/24", "m1": "10.99.2.1/24"}[interface])]
+        return [ipaddress.ip_interface({"m0": "10.99.1.1/24", "m1": "10.99.2.1/24",
+                                        "wgm": "10.99.3.1/24"}[interface])]
+
+    def isEthernet(self, interface):
+        return interface != "wgm"
 
     def neighbourLinkAddress(self, address, interface):
         self.asked.append((str(address), interface))
@@ -85,6 +90,17 @@ class ForwardTests(SynchronousTestCase):
                                   [], "10.251.0.3")
         self.assertEqual(error.code, METHOD_UNAVAILABLE)
 
+    def test_aLinkWithoutMACsBindsTheInterfaceAlone(self):
+        """
+        A mesh link over a tun or WireGuard interface has no neighbour
+        MACs: the lease is bound to that interface.
+        """
+        fresh = lease("forward", "10.99.3.2")
+        fresh.config = self.method.allocate(fresh, [], "10.251.0.3")
+        self.assertEqual(fresh.origin, {"interface": "wgm"})
+        self.successResultOf(self.method.grant(fresh))
+        self.assertEqual(self.access.calls, [("allow", Admission(ip("10.99.3.2"), "wgm"))])
+
     def test_grantAndRevokeBindAddressInterfaceAndMAC(self):
         fresh = lease("forward")
         fresh.config = self.method.allocate(fresh, [], "10.251.0.3")
@@ -107,7 +123,7 @@ class ForwardTests(SynchronousTestCase):
     def test_aDamagedOriginIsRefused(self):
         fresh = lease("forward")
         fresh.config = {"address": "10.99.1.2/32"}
-        for origin in ({}, {"interface": "m0"}, {"interface": 'm0" accept', "link_address": MAC},
+        for origin in ({}, {"link_address": MAC}, {"interface": 'm0" accept', "link_address": MAC},
                        {"interface": "m0", "link_address": "ff:ff:ff:ff:ff:ff"}):
             fresh.origin = origin
             self.assertRaises((KeyError, ValueError), self.method.admission, fresh)
