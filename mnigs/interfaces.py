@@ -9,29 +9,38 @@ from zope.interface import Attribute, Interface
 
 class IAccessList(Interface):
     """
-    The gateway's data-path gate: the set of source addresses whose traffic
-    is forwarded (and NATed) to the uplink.  Addresses not in the set get
-    nothing through.  Changes are applied in batches; each call's Deferred
-    fires once the kernel really has the change.
+    The gateway's data-path gate: what reaches the uplink.  A packet gets
+    through only if its source address is a live lease's I{and} it arrived
+    where that lease lives, both given by one L{mnigs.admission.Admission}
+    per lease: the lease's address with its tunnel interface, or, for a
+    lease without a tunnel, with the mesh interface and the link-layer
+    address it registered from.  Anything else gets nothing through.
+    Changes are applied in batches; each call's Deferred fires once the
+    kernel really has the change.
     """
 
-    def install(addresses):
+    def install(admissions, replyPorts=(), strictInterfaces=()):
         """
         Replace whatever gate is there (left over by a crashed run, say) by
-        one that admits exactly C{addresses} (an iterable of
-        L{ipaddress.IPv4Address} / L{ipaddress.IPv6Address}), atomically, so
-        that clients already admitted see no gap.  Returns a Deferred.
+        one that admits exactly C{admissions} (an iterable of
+        L{mnigs.admission.Admission}), atomically, so that clients already
+        admitted see no gap.  Packets arriving on C{strictInterfaces} (the
+        tunnels) must have a source routed back through the same interface
+        (strict reverse-path filtering); what leaves the local UDP
+        C{replyPorts} is routed by the tables (see
+        L{IGatewayMethod.udpPorts}).  Returns a Deferred.
         """
 
-    def allow(address):
+    def allow(admission):
         """
-        Admit C{address}.  Returns a Deferred that fires when it is in force.
+        Admit C{admission} (an L{mnigs.admission.Admission}).  Returns a
+        Deferred that fires when it is in force.
         """
 
-    def deny(address):
+    def deny(admission):
         """
-        Stop admitting C{address}.  Returns a Deferred that fires when it is
-        in force.  Denying an address not admitted is not an error.
+        Stop admitting C{admission}.  Returns a Deferred that fires when it
+        is in force.  Denying something not admitted is not an error.
         """
 
     def remove():
@@ -75,6 +84,22 @@ class IGatewayMethod(Interface):
         in on (L{mnigs.nft.tableScript}): on a mesh the way back may differ.
         """
 
+    def tunnelInterfaces():
+        """
+        The interfaces that carry only this method's tunnels (a tuple, empty
+        for C{forward}, which shares the mesh interfaces): the gate drops
+        what arrives there from a source not routed back the same way.
+        """
+
+    def admission(lease):
+        """
+        Where C{lease}'s packets may come from: the
+        L{mnigs.admission.Admission} that C{grant} allows and C{revoke}
+        denies.  Made from the lease alone (its config, and what
+        C{allocate} recorded in C{lease.origin}), so that the gate
+        installed after a restart admits the same.
+        """
+
     def checkParams(params):
         """
         Validate the method-specific register params (a dict from the
@@ -95,8 +120,12 @@ class IGatewayMethod(Interface):
         possibly a view of the lease book: iterate it, do not keep it), and
         return the lease's C{config} dict as sent to the client (the client reached
         the server on C{localHost}).  C{config["address"]} is always the
-        source address the data path admits for this lease.  Raises
-        L{mnigs.protocol.RPCError} 1001 when a pool is exhausted.  Pure.
+        source address the data path admits for this lease.  A method that
+        binds the lease to where its request came from (forward: the
+        interface and the link-layer address) records that in
+        C{lease.origin}, which is stored with the lease.  Raises
+        L{mnigs.protocol.RPCError} 1001 when a pool is exhausted.  Changes
+        nothing but the lease (forward reads the neighbour table).
         """
 
     def start(leases):

@@ -23,6 +23,9 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
+ARPHRD_ETHER = 1
+NUD_INCOMPLETE = 0x01
+NUD_FAILED = 0x20
 RTN_UNICAST = 1
 MAIN_TABLE = 254
 
@@ -109,6 +112,15 @@ class Netlink:
         flags = link["flags"]
         return operstate == "UNKNOWN" and bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
 
+    def isEthernet(self, name: str) -> bool:
+        """
+        Whether the link's neighbours have Ethernet (MAC) addresses: veth,
+        bridges, Wi-Fi, taps; not tun, WireGuard or other point-to-point
+        links.
+        """
+        link = self._link(name)
+        return link is not None and link["ifi_type"] == ARPHRD_ETHER
+
     def _index(self, name: str) -> int:
         index = self.linkIndex(name)
         if index is None:
@@ -174,6 +186,22 @@ class Netlink:
                 continue
             if addr in ipaddress.ip_network(f"{peer}/{prefixlen}", strict=False):
                 return self._names().get(index)
+        return None
+
+    # -- neighbours --------------------------------------------------------
+
+    def neighbourLinkAddress(self, addr: Union[str, IPAddress], name: str) -> Optional[str]:
+        """
+        The link-layer address (C{"02:00:5e:..."}) the neighbour table of
+        link C{name} has for C{addr}, or C{None} when it has none (never
+        resolved, or resolution failed).
+        """
+        addr = ipaddress.ip_address(addr)
+        for msg in self._ipr.get_neighbours(family=_family(addr.version), ifindex=self._index(name),
+                                            dst=str(addr)):
+            lladdr = msg.get("NDA_LLADDR")
+            if lladdr and not msg["state"] & (NUD_INCOMPLETE | NUD_FAILED):
+                return lladdr
         return None
 
     # -- routes ------------------------------------------------------------

@@ -1,10 +1,12 @@
-# -*- test-case-name: tests.unit.test_nft,tests.mesh.test_nft_real -*-
+# -*- test-case-name: tests.unit.test_nft,tests.mesh.test_nft,tests.mesh.test_gate -*-
 """
 nftables: a runner for C{nft -f -} / C{nft -j list}, and the gateway's data
-path gate (L{NftAccess}), one C{inet} table with two address sets.
+path gate (L{NftAccess}), one C{inet} table whose sets hold every lease's
+address together with where its packets must come from
+(L{mnigs.admission.Admission}; the rules are in L{tableScript}).
 
-Every script is built here from validated names and L{ipaddress} objects;
-nothing from outside is interpolated as text.
+Every script is built here from validated names, L{ipaddress} objects and
+checked MACs; nothing from outside is interpolated as text.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mnigs.admission import Admission, checkAddress, checkInterfaceName
 from mnigs.interfaces import IAccessList
 from mnigs.command import runCommand
 from mnigs.nftnetlink import NetlinkUnavailable
@@ -27,9 +30,7 @@ log = Logger()
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
-_IFNAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
-_SETS = {4: "clients4", 6: "clients6"}
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # fullmatch
 
 
 class NftError(Exception):
@@ -76,17 +77,84 @@ class NftRunner:
         return self._run(["-j", "list", *args]).addCallback(json.loads)
 
 
-def checkAddress(address: object) -> IPAddress:
-    """Accept only L{ipaddress} address objects without an IPv6 zone."""
-    if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        raise TypeError(f"expected an ipaddress address, not {address!r}")
-    if getattr(address, "scope_id", None):
-        raise ValueError(f"zoned address not allowed here: {address}")
-    return address
+#: The gate's sets (see L{tableScript}), in the order batches touch them.
+SET_TYPES = {
+    "clients4": "ipv4_addr", "clients6": "ipv6_addr",
+    "tunnel4": "ipv4_addr . ifname", "tunnel6": "ipv6_addr . ifname",
+    "link4": "ipv4_addr . ifname . ether_addr", "link6": "ipv6_addr . ifname . ether_addr",
+}
 
 
-def _elements(addresses: Iterable[IPAddress]) -> str:
-    return ", ".join(str(a) for a in addresses)
+_V4, _V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
+#: What each part of a set's elements is: an address, an interface name
+#: (text), a MAC (six bytes).
+_SET_PARTS = {
+    "clients4": (_V4,), "clients6": (_V6,),
+    "tunnel4": (_V4, str), "tunnel6": (_V6, str),
+    "link4": (_V4, str, bytes), "link6": (_V6, str, bytes),
+}
+
+
+def checkElement(setName: str, key: tuple) -> tuple:
+    """Refuse an element key whose parts are not what C{setName} holds."""
+    kinds = _SET_PARTS.get(setName)
+    if kinds is None:
+        raise ValueError(f"not a set of the gate: {setName!r}")
+    if (not isinstance(key, tuple) or len(key) != len(kinds)
+            or not all(isinstance(part, kind) for part, kind in zip(key, kinds))):
+        raise TypeError(f"not an element of {setName}: {key!r}")
+    elementText(key)  # checks each part's value
+    return key
+
+
+def addressSet(address: IPAddress) -> str:
+    """The set of every admitted address of C{address}'s family."""
+    return f"clients{address.version}"
+
+
+def boundSet(admission: Admission) -> str:
+    """The set holding C{admission}'s address with where it must come from."""
+    kind = "tunnel" if admission.linkAddress is None else "link"
+    return f"{kind}{admission.family}"
+
+
+def checkAdmission(admission: object) -> Admission:
+    if not isinstance(admission, Admission):
+        raise TypeError(f"expected an Admission, not {admission!r}")
+    return admission
+
+
+def _part(part) -> str:
+    if isinstance(part, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return str(checkAddress(part))
+    if isinstance(part, str):
+        return f'"{checkInterfaceName(part)}"'
+    if isinstance(part, bytes) and len(part) == 6:
+        return ":".join(f"{b:02x}" for b in part)
+    raise TypeError(f"not a part of a gate set element: {part!r}")
+
+
+def elementText(key: tuple) -> str:
+    """A set element in nft's syntax, e.g. C{100.64.0.2 . "wg0"}."""
+    return " . ".join(_part(part) for part in key)
+
+
+def _elements(keys: Iterable[tuple]) -> str:
+    return ", ".join(elementText(key) for key in keys)
+
+
+def gateElements(admissions: Iterable[Admission]) -> dict[str, list[tuple]]:
+    """Set name -> the sorted element keys that admit exactly C{admissions}."""
+    elements: dict[str, set[tuple]] = {name: set() for name in SET_TYPES}
+    for admission in map(checkAdmission, admissions):
+        elements[addressSet(admission.address)].add((admission.address,))
+        elements[boundSet(admission)].add(admission.key())
+    return {name: sorted(keys, key=_keyOrder) for name, keys in elements.items()}
+
+
+def _keyOrder(key: tuple) -> tuple:
+    return tuple((0, p.version, int(p)) if isinstance(p, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                 else (1, 0, p) if isinstance(p, str) else (2, 0, p.hex()) for p in key)
 
 
 #: The mark bit flipped on a tunnel daemon's UDP replies so that the kernel
@@ -123,36 +191,63 @@ def _replyChains(ports: Sequence[int]) -> str:
     )
 
 
-def tableScript(table: str, uplink: str, addresses: Iterable[IPAddress],
-                replyPorts: Sequence[int] = ()) -> str:
+def _strictChain(interfaces: Sequence[str]) -> str:
+    """
+    Strict reverse-path filtering on the tunnel interfaces: what comes out
+    of a tunnel must have a source that the gateway routes back into that
+    same tunnel (its pool), whatever it is sent to (the uplink, the mesh,
+    the gateway itself).  Not on mesh interfaces, where the way back to a
+    source may rightly be another link.
+    """
+    if not interfaces:
+        return ""
+    names = ", ".join(f'"{checkInterfaceName(name)}"' for name in sorted(set(interfaces)))
+    return (
+        "\tchain prerouting {\n"
+        "\t\ttype filter hook prerouting priority raw; policy accept;\n"
+        f"\t\tiifname {{ {names} }} fib saddr . iif oif missing drop\n"
+        "\t}\n"
+    )
+
+
+def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
+                replyPorts: Sequence[int] = (), strictInterfaces: Sequence[str] = ()) -> str:
     """
     One transaction that replaces table C{inet TABLE} (whether or not it
-    exists) by the gate admitting exactly C{addresses}, and, for the local
-    UDP C{replyPorts} of the tunnel daemons, replies routed by the tables
-    rather than by the interface the peer's packet came in on.
-    """
-    byFamily: dict[int, list[IPAddress]] = {4: [], 6: []}
-    for address in sorted(set(map(checkAddress, addresses)), key=lambda a: (a.version, a)):
-        byFamily[address.version].append(address)
-    up = f'"{uplink}"'
+    exists) by the gate admitting exactly C{admissions}, with strict
+    reverse-path filtering on C{strictInterfaces} (L{_strictChain}) and,
+    for the local UDP C{replyPorts} of the tunnel daemons, replies routed
+    by the tables rather than by the interface the peer's packet came in
+    on.
 
-    def setBlock(version: int) -> str:
-        kind = "ipv4_addr" if version == 4 else "ipv6_addr"
-        elements = byFamily[version]
-        body = f"\t\ttype {kind}\n"
-        if elements:
-            body += f"\t\telements = {{ {_elements(elements)} }}\n"
-        return f"\tset {_SETS[version]} {{\n{body}\t}}\n"
+    A packet leaves by the uplink only if its source address and input
+    interface are a tunnel lease's (C{tunnel4}/C{tunnel6}), or its source
+    address, input interface and source MAC are a link-bound lease's
+    (C{link4}/C{link6}).  What comes back is let in only for an address
+    that is still admitted (C{clients4}/C{clients6}); the same sets pick
+    what is masqueraded.
+    """
+    elements = gateElements(admissions)
+    up = f'"{checkInterfaceName(uplink)}"'
+
+    def setBlock(name: str) -> str:
+        body = f"\t\ttype {SET_TYPES[name]}\n"
+        if elements[name]:
+            body += f"\t\telements = {{ {_elements(elements[name])} }}\n"
+        return f"\tset {name} {{\n{body}\t}}\n"
 
     return (
         f"table inet {table} {{}}\n"
         f"delete table inet {table}\n"
         f"table inet {table} {{\n"
-        + setBlock(4) + setBlock(6) +
+        + "".join(setBlock(name) for name in SET_TYPES)
+        + _strictChain(strictInterfaces) +
         "\tchain forward {\n"
         "\t\ttype filter hook forward priority filter; policy accept;\n"
-        f"\t\toifname {up} ip saddr @clients4 accept\n"
-        f"\t\toifname {up} ip6 saddr @clients6 accept\n"
+        f"\t\toifname {up} ip saddr . iifname @tunnel4 accept\n"
+        f"\t\toifname {up} ip6 saddr . iifname @tunnel6 accept\n"
+        f"\t\toifname {up} ip saddr . iifname . ether saddr @link4 accept\n"
+        f"\t\toifname {up} ip6 saddr . iifname . ether saddr @link6 accept\n"
         f"\t\toifname {up} drop\n"
         f"\t\tiifname {up} ct state established,related ip daddr @clients4 accept\n"
         f"\t\tiifname {up} ct state established,related ip6 daddr @clients6 accept\n"
@@ -173,20 +268,23 @@ def removeScript(table: str) -> str:
     return f"table inet {table} {{}}\ndelete table inet {table}\n"
 
 
-def changesScript(table: str, changes: dict[IPAddress, bool]) -> str:
+def changesScript(table: str, changes: dict[tuple[str, tuple], bool]) -> str:
     """
-    Admit (C{True}) or stop admitting (C{False}) each address.  A denied
-    address is added and then deleted in the same transaction, because
-    deleting an element that is not there fails the whole transaction.
+    Add (C{True}) or delete (C{False}) each (set name, element key) of
+    C{changes}.  A deleted element is added and then deleted in the same
+    transaction, because deleting an element that is not there fails the
+    whole transaction.
     """
+    for setName, key in changes:
+        checkElement(setName, key)
     lines = []
-    for version in (4, 6):
-        touched = [a for a in changes if a.version == version]
-        denied = [a for a in touched if not changes[a]]
+    for name in SET_TYPES:
+        touched = [key for (setName, key) in changes if setName == name]
+        denied = [key for key in touched if not changes[(name, key)]]
         if touched:
-            lines.append(f"add element inet {table} {_SETS[version]} {{ {_elements(touched)} }}")
+            lines.append(f"add element inet {table} {name} {{ {_elements(touched)} }}")
         if denied:
-            lines.append(f"delete element inet {table} {_SETS[version]} {{ {_elements(denied)} }}")
+            lines.append(f"delete element inet {table} {name} {{ {_elements(denied)} }}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -206,13 +304,16 @@ class NftAccess:
     batches go over its netlink socket instead, in ~0.2 ms and without a
     process; the table itself is still installed and removed with nft.  If
     no netlink socket can be had, nft does it all.
+
+    It keeps the admissions asked for, so that an address stays in
+    C{clients4}/C{clients6} (replies, NAT) while any admission of it does,
+    even when one is replaced by another for the same address.
     """
 
     def __init__(self, reactor, runner: NftRunner, uplink: str, table: str = "mnigs",
                  elements=None) -> None:
-        if not _IFNAME.match(uplink):
-            raise ValueError(f"bad interface name: {uplink!r}")
-        if not _TABLE.match(table):
+        checkInterfaceName(uplink)
+        if not _TABLE.fullmatch(table):
             raise ValueError(f"bad table name: {table!r}")
         self._reactor = reactor
         self._runner = runner
@@ -220,14 +321,15 @@ class NftAccess:
         self.table = table
         self._elements = elements
         self._lock = DeferredLock()
-        self._changes: dict[IPAddress, bool] = {}
+        self._admitted: dict[IPAddress, set[Admission]] = {}
+        self._changes: dict[tuple[str, tuple], bool] = {}
         self._waiters: list[Deferred[None]] = []
         self._flushCall = None
 
     def _apply(self, script: str) -> Deferred[None]:
         return self._lock.run(self._runner.apply, script).addBoth(self._ran)
 
-    def _applyChanges(self, changes: dict[IPAddress, bool]) -> Deferred[None]:
+    def _applyChanges(self, changes: dict[tuple[str, tuple], bool]) -> Deferred[None]:
         if self._elements is not None:
             try:
                 return self._elements.apply(self.table, changes)
@@ -243,33 +345,49 @@ class NftAccess:
             self._flush()
         return result
 
-    def install(self, addresses: Iterable[IPAddress],
-                replyPorts: Sequence[int] = ()) -> Deferred[None]:
+    def install(self, admissions: Iterable[Admission], replyPorts: Sequence[int] = (),
+                strictInterfaces: Sequence[str] = ()) -> Deferred[None]:
         """
-        Replace the table by the gate admitting C{addresses}, with the UDP
+        Replace the table by the gate admitting C{admissions}, with strict
+        reverse-path filtering on C{strictInterfaces} and the UDP
         C{replyPorts} of the tunnel daemons answered by the routing tables
         (L{tableScript}).
         """
-        script = tableScript(self.table, self.uplink, addresses, replyPorts)
+        admissions = list(admissions)
+        script = tableScript(self.table, self.uplink, admissions, replyPorts, strictInterfaces)
         self._flush(queue=True)  # changes asked before install go first
+        self._admitted = {}
+        for admission in admissions:
+            self._admitted.setdefault(admission.address, set()).add(admission)
         log.info("nft: installing table {table} on uplink {uplink}", table=self.table,
                  uplink=self.uplink)
         return self._apply(script)
 
-    def allow(self, address: IPAddress) -> Deferred[None]:
-        return self._change(checkAddress(address), True)
+    def allow(self, admission: Admission) -> Deferred[None]:
+        admission = checkAdmission(admission)
+        self._admitted.setdefault(admission.address, set()).add(admission)
+        return self._change(admission, True)
 
-    def deny(self, address: IPAddress) -> Deferred[None]:
-        return self._change(checkAddress(address), False)
+    def deny(self, admission: Admission) -> Deferred[None]:
+        admission = checkAdmission(admission)
+        same = self._admitted.get(admission.address, set())
+        same.discard(admission)
+        if not same:
+            self._admitted.pop(admission.address, None)
+        return self._change(admission, False)
 
     def remove(self) -> Deferred[None]:
         self._flush(queue=True)
+        self._admitted = {}
         log.info("nft: removing table {table}", table=self.table)
         return self._apply(removeScript(self.table))
 
-    def _change(self, address: IPAddress, admit: bool) -> Deferred[None]:
-        self._changes.pop(address, None)
-        self._changes[address] = admit
+    def _change(self, admission: Admission, admit: bool) -> Deferred[None]:
+        address = admission.address
+        for element, wanted in (((boundSet(admission), admission.key()), admit),
+                                ((addressSet(address), (address,)), address in self._admitted)):
+            self._changes.pop(element, None)
+            self._changes[element] = wanted
         waiter: Deferred[None] = Deferred()
         self._waiters.append(waiter)
         if self._flushCall is None:

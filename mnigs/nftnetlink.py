@@ -11,8 +11,14 @@ C{nft -f}, whose scripts are easier to read than netlink messages.
 
 One L{NftSetElements.apply} is one nf_tables transaction (a netlink batch),
 all or nothing, with the same meaning as L{mnigs.nft.changesScript}: every
-touched address is added, then the denied ones deleted, so that denying an
-address that is not there is no error.
+touched element is added, then the denied ones deleted, so that denying an
+element that is not there is no error.
+
+An element's key is the concatenation of its parts (L{elementKey}), each
+padded to a multiple of four bytes as nf_tables lays out concatenations
+in its 32-bit registers: an IPv4 address is 4 bytes, IPv6 16, an interface
+name 16 (IFNAMSIZ, NUL-padded, what C{meta iifname} loads) and a MAC 6
+plus 2 of padding; C{100.64.0.2 . "wg0"} is 20 bytes.
 
 Message layout (linux/netfilter/nf_tables.h, nfnetlink.h)::
 
@@ -30,6 +36,7 @@ before C{send} returns, as nfnetlink handles batches in the sender's context.
 from __future__ import annotations
 
 import errno as errnos
+import ipaddress
 import os
 import socket
 import struct
@@ -47,6 +54,7 @@ NFT_MSG_NEWSETELEM = 12
 NFT_MSG_DELSETELEM = 14
 NFPROTO_INET = 1
 
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)  # Linux; Python does not name it
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_CREATE = 0x400
@@ -64,9 +72,10 @@ NFTA_DATA_VALUE = 1
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NFGEN = struct.Struct("!BBH")      # nfgenmsg: family, version, res_id (big endian)
 _ATTR = struct.Struct("=HH")        # nlattr: len, type
-# The elements of one message sit in one attribute, whose length is 16 bits.
+# The elements of one message sit in one attribute, whose length is 16 bits
+# (1000 of the largest, an IPv6 link binding, take about 52 KB).
 MAX_ELEMENTS_PER_MESSAGE = 1000
-SETS = {4: "clients4", 6: "clients6"}
+IFNAMSIZ = 16
 
 
 class NetlinkUnavailable(Exception):
@@ -89,11 +98,43 @@ def message(kind: int, flags: int, seq: int, family: int, payload: bytes = b"",
     return _HEADER.pack(_HEADER.size + len(body), kind, flags, seq, 0) + body
 
 
+def _address(part) -> bytes:
+    if not isinstance(part, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        raise TypeError(f"expected an address, not {part!r}")
+    return part.packed
+
+
+def _interfaceName(part) -> bytes:
+    name = part.encode("ascii") if isinstance(part, str) else None
+    if name is None or not 0 < len(name) < IFNAMSIZ or b"\0" in name:
+        raise ValueError(f"bad interface name: {part!r}")
+    return name.ljust(IFNAMSIZ, b"\0")
+
+
+def _linkAddress(part) -> bytes:
+    if not isinstance(part, bytes) or len(part) != 6:
+        raise TypeError(f"expected a MAC's six bytes, not {part!r}")
+    return part + b"\0\0"
+
+
+_PARTS = (_address, _interfaceName, _linkAddress)
+
+
+def elementKey(key: tuple) -> bytes:
+    """
+    The bytes of a set element key: an address, then optionally an
+    interface name, then optionally a MAC (L{mnigs.admission.Admission.key}).
+    """
+    if not isinstance(key, tuple) or not 0 < len(key) <= len(_PARTS):
+        raise TypeError(f"not a gate set element: {key!r}")
+    return b"".join(encode(part) for encode, part in zip(_PARTS, key))
+
+
 def elementsMessage(kind: int, flags: int, seq: int, table: str, setName: str,
-                    addresses) -> bytes:
+                    keys) -> bytes:
     elements = b"".join(
-        nested(NFTA_LIST_ELEM, nested(NFTA_SET_ELEM_KEY, attribute(NFTA_DATA_VALUE, a.packed)))
-        for a in addresses)
+        nested(NFTA_LIST_ELEM, nested(NFTA_SET_ELEM_KEY, attribute(NFTA_DATA_VALUE, elementKey(k))))
+        for k in keys)
     payload = (attribute(NFTA_SET_ELEM_LIST_TABLE, table.encode("ascii") + b"\0")
                + attribute(NFTA_SET_ELEM_LIST_SET, setName.encode("ascii") + b"\0")
                + nested(NFTA_SET_ELEM_LIST_ELEMENTS, elements))
@@ -107,8 +148,8 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 
 def changesBatch(table: str, changes: dict, firstSeq: int) -> tuple[bytes, list[int]]:
     """
-    The batch for C{changes} (address -> admit?) and the sequence numbers
-    of the messages that will be acked.
+    The batch for C{changes} ((set name, element key) -> add?) and the
+    sequence numbers of the messages that will be acked.
     """
     parts = []
     acked = []
@@ -121,15 +162,15 @@ def changesBatch(table: str, changes: dict, firstSeq: int) -> tuple[bytes, list[
 
     add(message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, socket.AF_UNSPEC,
                 resId=NFNL_SUBSYS_NFTABLES))
-    for version in (4, 6):
-        touched = [a for a in changes if a.version == version]
-        denied = [a for a in touched if not changes[a]]
-        for kind, flags, addresses in (
+    for setName in dict.fromkeys(name for name, _ in changes):  # in their first order
+        touched = [key for name, key in changes if name == setName]
+        denied = [key for key in touched if not changes[(setName, key)]]
+        for kind, flags, keys in (
                 (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, touched),
                 (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, denied)):
-            for chunk in _chunks(addresses, MAX_ELEMENTS_PER_MESSAGE):
+            for chunk in _chunks(keys, MAX_ELEMENTS_PER_MESSAGE):
                 acked.append(seq)
-                add(elementsMessage(kind, flags, seq, table, SETS[version], chunk))
+                add(elementsMessage(kind, flags, seq, table, setName, chunk))
     add(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, socket.AF_UNSPEC,
                 resId=NFNL_SUBSYS_NFTABLES))
     return b"".join(parts), acked
@@ -163,8 +204,7 @@ def _openSocket(netns: Optional[str]) -> socket.socket:
 
 class NftSetElements:
     """
-    Applies access-list changes to the C{clients4}/C{clients6} sets of an
-    C{inet} table through one nfnetlink socket, opened at first use (in
+    Applies access-list changes to the sets of an C{inet} table through one nfnetlink socket, opened at first use (in
     network namespace C{netns}, tests only, else in ours).  Blocking, but
     each call is one short exchange with the kernel.
     """
@@ -175,6 +215,7 @@ class NftSetElements:
         self.timeout = timeout
         self._open = openSocket
         self._socket = None
+        self._sendBuffer = 0
         self._seq = 1
 
     def _connected(self):
@@ -186,11 +227,29 @@ class NftSetElements:
             except OSError as e:
                 raise NetlinkUnavailable(str(e)) from e
             self._socket = sock
+            self._sendBuffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         return self._socket
+
+    def _room(self, sock, size: int) -> None:
+        """
+        A batch goes out in one send, which fails (EMSGSIZE) beyond the
+        socket's send buffer (about 200 KB by default; a few thousand
+        changes of the largest elements): grow it to fit, past
+        C{net.core.wmem_max} when we may (CAP_NET_ADMIN, which changing
+        nf_tables needs anyway).
+        """
+        if size <= self._sendBuffer:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        self._sendBuffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
 
     def apply(self, table: str, changes: dict) -> None:
         """
-        Apply C{changes} (ipaddress address -> admit?) in one transaction.
+        Apply C{changes} ((set name, element key) -> add?, see
+        L{mnigs.nft.NftAccess}) in one transaction.
 
         @raise NetlinkUnavailable: no socket could be opened.
         @raise mnigs.nft.NftError: the kernel refused the transaction
@@ -206,6 +265,7 @@ class NftSetElements:
         waiting = set(acked)
         failed = None
         try:
+            self._room(sock, len(batch))
             sock.sendto(batch, (0, 0))
             while waiting:
                 for seq, error in parseAcks(sock.recv(65536)):

@@ -7,7 +7,14 @@ Gateway side: a client registers with its cjdns node key; the request must
 come from that key's fc00::/8 address, so only the key's owner can claim
 it.  The lease's inner IPv4 /32 comes from a pool, and granting it is
 C{IpTunnel_allowConnection} for that key and address plus the access
-list's allow (the same nft gate and NAT as every method).
+list's allow of that address from cjdns's TUN interface (the same nft gate
+and NAT as every method).  Inside the TUN, cjdns binds the address to the
+connection: an IPv4 packet coming over a connection is dropped unless its
+source is the address allowed to that connection's key (isValidAddress4
+in tunnel/IpTunnel.c, with C{ip4Alloc} 32), so one client cannot send as
+another.  cjdns cannot run here (FACTS.md): that binding is cjdns's own
+and is not shown with traffic; the unit tests check only that mnigs asks
+for it and admits the address from the TUN alone.
 
 Client side: C{IpTunnel_connectTo} the gateway's key; cjdns asks the
 gateway for its addresses and puts the /32 on its TUN interface; once it
@@ -36,6 +43,7 @@ from zope.interface import implementer
 
 from mnigs.cjdns.admin import CjdnsError
 from mnigs.cjdns.names import canonicalKey, ipForKey, isCjdnsAddress
+from mnigs.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import ConnectFailed, accessAddress
 from mnigs.methods.loss import Loss
@@ -76,6 +84,12 @@ class CjdnsGateway:
 
     def udpPorts(self):
         return ()  # cjdns carries the tunnel itself
+
+    def tunnelInterfaces(self):
+        return (self.tunInterface,)
+
+    def admission(self, lease):
+        return Admission(accessAddress(lease), self.tunInterface)
 
     def offerEntry(self, localHost):
         # Only a client that reached us over cjdns can use it.
@@ -177,12 +191,12 @@ class CjdnsGateway:
     def grant(self, lease):
         self.leases[lease.id] = lease
         yield self._allow(lease)
-        yield self.access.allow(accessAddress(lease))
+        yield self.access.allow(self.admission(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
-        yield self.access.deny(accessAddress(lease))
+        yield self.access.deny(self.admission(lease))
         tunnel = (lease.params["public_key"], accessAddress(lease))
         existing = yield self._incoming()
         for number, found in existing.items():

@@ -2,6 +2,15 @@
 The C{forward} method: no tunnel at all.  A direct neighbour on a mesh
 link points its default route at the gateway, and the gateway forwards
 and NATs its traffic to the uplink while its lease lives.
+
+The gate admits a forward lease's address only from the mesh interface
+and the link-layer (MAC) address its registration came from: the gateway
+reads them from its neighbour table when it allocates the lease (the
+client's TCP connection has just resolved it) and keeps them in the
+lease's C{origin}.  On a mesh link without link-layer addresses (a tun
+or WireGuard link between two nodes) the interface alone is bound.  A
+node on the same link that forges the client's MAC as well as its address
+is not told apart; a tunnel method is for links shared with strangers.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import ipaddress
 from twisted.internet import defer
 from zope.interface import implementer
 
+from mnigs.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.loss import Loss
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError, invalidParams
@@ -38,6 +48,13 @@ class ForwardGateway:
     def udpPorts(self):
         return ()
 
+    def tunnelInterfaces(self):
+        return ()
+
+    def admission(self, lease):
+        return Admission(accessAddress(lease), lease.origin["interface"],
+                         lease.origin.get("link_address"))
+
     def offerEntry(self, localHost):
         return {"type": "forward"}
 
@@ -57,8 +74,24 @@ class ForwardGateway:
         if any(accessAddress(other) == address for other in others):
             raise RPCError(METHOD_UNAVAILABLE,
                            f"{address} already holds a forward lease under another client id")
+        lease.origin = self._origin(address)
         return {"address": f"{address}/{address.max_prefixlen}",
                 "gateway_address": str(self._ourAddressFacing(address) or localHost), "dns": []}
+
+    def _origin(self, address):
+        """
+        Where the client's packets come from: the link it shares with us
+        and its MAC there.  A mesh link without link-layer addresses (a
+        tun or WireGuard link between two nodes) binds the interface alone.
+        """
+        interface = self.netlink.connectedInterface(address)
+        if interface is not None and not self.netlink.isEthernet(interface):
+            return {"interface": interface}
+        linkAddress = self.netlink.neighbourLinkAddress(address, interface) if interface else None
+        if linkAddress is None:
+            raise RPCError(METHOD_UNAVAILABLE,
+                           f"no link-layer address known for {address} on a mesh link")
+        return {"interface": interface, "link_address": linkAddress}
 
     def _ourAddressFacing(self, address):
         # The client routes its default via us on the link it shares with
@@ -75,10 +108,10 @@ class ForwardGateway:
         return None
 
     def grant(self, lease):
-        return self.access.allow(accessAddress(lease))
+        return self.access.allow(self.admission(lease))
 
     def revoke(self, lease):
-        return self.access.deny(accessAddress(lease))
+        return self.access.deny(self.admission(lease))
 
     def stop(self):
         return None

@@ -8,7 +8,11 @@ every connection is decided live by mnigs through the management interface
 the id and token of a live openvpn lease, and the answer gives it exactly
 the lease's inner address (C{ifconfig-push}); anything else is denied.
 When the lease ends, its sessions are killed (C{client-kill CID HALT}) and
-the access list stops admitting its address.  The server's CA and
+the access list stops admitting its address.  The gate admits a lease's
+address only from the server's tun; inside it, openvpn (tun mode, no
+C{iroute}) drops a client's packet whose source is not the address it
+pushed to that client ("bad source address from client"), so one client
+cannot send as another (tests/mesh/test_gate.py shows it with traffic).  The server's CA and
 certificate are made on first start (L{mnigs.openvpn.pki}).
 
 Client side: one C{openvpn} client process per connection, online when its
@@ -32,6 +36,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mnigs.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
@@ -106,6 +111,12 @@ class OpenVPNGateway:
     def udpPorts(self):
         return (self.port,) if self.proto.startswith("udp") else ()
 
+    def tunnelInterfaces(self):
+        return (self.interface,)
+
+    def admission(self, lease):
+        return Admission(accessAddress(lease), self.interface)
+
     def offerEntry(self, localHost):
         return {"type": "openvpn", "endpoint": self._endpoint(localHost), "proto": self.proto}
 
@@ -140,13 +151,13 @@ class OpenVPNGateway:
     def grant(self, lease):
         self.leases[lease.id] = lease
         self._addresses.reserve(accessAddress(lease), lease.id)
-        return self.access.allow(accessAddress(lease))
+        return self.access.allow(self.admission(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
         self._addresses.release(accessAddress(lease), lease.id)
-        yield self.access.deny(accessAddress(lease))
+        yield self.access.deny(self.admission(lease))
         for cid in [cid for cid, leaseId in self.sessions.items() if leaseId == lease.id]:
             try:
                 yield self.daemon.command(m.clientKill(cid, "HALT"), timeout=COMMAND_TIMEOUT)

@@ -5,10 +5,13 @@ The C{softether} method, both sides.
 Gateway: a SoftEther vpnserver (L{mnigs.softether.server}) with one hub
 bridged to a kernel tap that holds the pool's first address; the kernel
 routes and the nftables gate NATs, so a lease gets through exactly while
-its inner address is admitted, as for WireGuard.  Each lease is a hub user
-with a random password and rules pinning it to its inner address; when the
-lease ends, the address is denied, the user deleted and its session
-disconnected.  The offer carries the endpoint, the hub and the SHA-256 of
+its inner address is admitted from the tap, as for WireGuard.  Each lease
+is a hub user with a random password and access rules pinning it to its
+inner address (L{mnigs.softether.hub}): the hub discards IPv4 from a
+session whose source is not its lease's address, so one session cannot
+send as another through the shared tap (tests/mesh/test_gate.py shows it
+with traffic).  When the lease ends, the address is denied, the user
+deleted and its session disconnected.  The offer carries the endpoint, the hub and the SHA-256 of
 the server certificate; the lease carries the user, its password, the
 certificate and the inner address with the pool's prefix (the tap is an
 Ethernet segment, the gateway is on it).
@@ -32,6 +35,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mnigs.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
@@ -84,6 +88,12 @@ class SoftEtherGateway:
 
     def udpPorts(self):
         return ()  # TCP
+
+    def tunnelInterfaces(self):
+        return (self.server.tap,)
+
+    def admission(self, lease):
+        return Admission(accessAddress(lease), self.server.tap)
 
     def offerEntry(self, localHost):
         entry = {"type": "softether", "endpoint": self._endpoint(localHost),
@@ -138,13 +148,13 @@ class SoftEtherGateway:
     def grant(self, lease):
         self.leases[lease.id] = lease
         yield self.server.addUser(self._user(lease))
-        yield self.access.allow(accessAddress(lease))
+        yield self.access.allow(self.admission(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
         self._addresses.release(accessAddress(lease), lease.id)
-        yield self.access.deny(accessAddress(lease))
+        yield self.access.deny(self.admission(lease))
         yield self.server.removeUser(userName(lease.id))
 
     def stop(self):

@@ -1,7 +1,11 @@
 """
 The C{wireguard} method, gateway side: one WireGuard interface (kernel or
 wireguard-go), a peer per lease with its inner /32 from a pool, and the
-inner address admitted by the access list while the lease lives.
+inner address admitted by the access list, from that interface only,
+while the lease lives.  Inside the interface, WireGuard itself pins each
+inner address to its peer: a decrypted packet whose source is not in its
+peer's allowed-ips is dropped (cryptokey routing), so one client cannot
+send as another (tests/mesh/test_gate.py shows it with traffic).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mnigs.admission import Admission
 from mnigs.interfaces import IClientConnection, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
@@ -98,6 +103,12 @@ class WireGuardGateway:
     def udpPorts(self):
         return (self.port,)
 
+    def tunnelInterfaces(self):
+        return (self.device.ifname,)
+
+    def admission(self, lease):
+        return Admission(accessAddress(lease), self.device.ifname)
+
     def offerEntry(self, localHost):
         return {"type": "wireguard",
                 "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
@@ -180,7 +191,7 @@ class WireGuardGateway:
         if self.clock is not None and self.handshakeTimeout > 0:
             self._unshaken[lease.id] = (lease, self.clock.seconds())
         yield self.device.setPeers(add=[self._peer(lease)])
-        yield self.access.allow(accessAddress(lease))
+        yield self.access.allow(self.admission(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
@@ -188,7 +199,7 @@ class WireGuardGateway:
         if self._unshaken.get(lease.id, (None,))[0] is lease:
             del self._unshaken[lease.id]
         self._release(lease)
-        yield self.access.deny(accessAddress(lease))
+        yield self.access.deny(self.admission(lease))
         yield self.device.setPeers(remove=[lease.params["public_key"]])
 
     def unconfirmed(self):

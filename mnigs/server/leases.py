@@ -34,6 +34,10 @@ class Lease:
     config: dict
     createdAt: float
     expiresAt: float
+    # Where the lease's packets come from, when its method binds it to more
+    # than its address and interface (forward: {"interface", "link_address"},
+    # see IGatewayMethod.allocate).  Stored, never sent.
+    origin: dict = field(default_factory=dict)
 
     def expiresIn(self, now: float) -> int:
         return max(0, int(round(self.expiresAt - now)))
@@ -50,7 +54,7 @@ class Lease:
                 "client_name": self.clientName, "method": self.method,
                 "client_host": self.clientHost, "params": self.params,
                 "config": self.config, "created_at": self.createdAt,
-                "expires_at": self.expiresAt}
+                "expires_at": self.expiresAt, "origin": self.origin}
 
     @classmethod
     def fromRecord(cls, r: dict) -> "Lease":
@@ -61,12 +65,13 @@ class Lease:
             id=r["id"], token=r["token"], clientId=r["client_id"],
             clientName=r["client_name"], method=r["method"],
             clientHost=r["client_host"], params=r["params"], config=r["config"],
-            createdAt=float(r["created_at"]), expiresAt=float(r["expires_at"]))
+            createdAt=float(r["created_at"]), expiresAt=float(r["expires_at"]),
+            origin=r.get("origin", {}))  # records written before origins: none
         for name in ("id", "token", "clientId", "clientName", "method", "clientHost"):
             if not isinstance(getattr(lease, name), str):
                 raise TypeError(f"lease {name} must be a string")
-        if not isinstance(lease.params, dict) or not isinstance(lease.config, dict):
-            raise TypeError("lease params and config must be objects")
+        if not all(isinstance(d, dict) for d in (lease.params, lease.config, lease.origin)):
+            raise TypeError("lease params, config and origin must be objects")
         return lease
 
 

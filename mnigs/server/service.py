@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from mnigs.admin import makeAdminService
 from mnigs.hooks import Hooks
 from mnigs.identity import loadOrCreateKey
-from mnigs.methods.forward import ForwardGateway, accessAddress
+from mnigs.methods.forward import ForwardGateway
 from mnigs.netlink import Netlink
 from mnigs.nft import NftAccess, NftRunner
 from mnigs.server.poolroutes import PoolRouting
@@ -225,12 +225,31 @@ class GatewayService(MultiService):
         if dropped:
             self.committer.commit()
 
+    def restoredAdmissions(self):
+        """
+        The gate's admissions for the restored leases, the same that their
+        grants allowed.  A lease that cannot say where it lives (a forward
+        lease stored before leases kept their origin, or a damaged record)
+        is dropped: its client registers again.
+        """
+        admissions = []
+        for lease in self.book.live():
+            try:
+                admissions.append(self.methods[lease.method].admission(lease))
+            except (KeyError, TypeError, ValueError) as e:
+                log.warn("dropping restored lease {lease} ({method}): no usable origin ({error!r})",
+                         lease=lease.id, method=lease.method, error=e)
+                self.book.remove(lease)
+                self.committer.commit()
+        return admissions
+
     @defer.inlineCallbacks
     def bringUp(self):
         self.restoreLeases()
-        addresses = [accessAddress(lease) for lease in self.book.live()]
+        admissions = self.restoredAdmissions()
         replyPorts = [port for method in self.methods.values() for port in method.udpPorts()]
-        yield self.access.install(addresses, replyPorts)
+        tunnels = [name for method in self.methods.values() for name in method.tunnelInterfaces()]
+        yield self.access.install(admissions, replyPorts, tunnels)
         yield self.registry.startMethods()
         self.poolRouting.install(
             [pool for method in self.methods.values() for pool in method.tunnelPools()])

@@ -7,10 +7,26 @@ import ipaddress
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
+from mnigs.admission import Admission
 from mnigs.nft import NftAccess, NftError, NftRunner
 from tests.mesh._netns import makeNamespace, requireRoot
 
 ip = ipaddress.ip_address
+MAC = "02:00:5e:00:00:01"
+
+
+def tunnel(address, interface="wg0"):
+    return Admission(ip(address), interface)
+
+
+def link(address, interface="m0", mac=MAC):
+    return Admission(ip(address), interface, mac)
+
+
+def members(listing):
+    """The elements of an C{nft -j list set} answer, as tuples of text."""
+    [found] = [item["set"] for item in listing["nftables"] if "set" in item]
+    return {tuple(e["concat"]) if isinstance(e, dict) else (e,) for e in found.get("elem", [])}
 
 
 class NftAccessRealTests(TestCase):
@@ -27,13 +43,14 @@ class NftAccessRealTests(TestCase):
     @defer.inlineCallbacks
     def elements(self, setName):
         listing = yield self.runner.listJSON(["set", "inet", "mnigs", setName])
-        [found] = [item["set"] for item in listing["nftables"] if "set" in item]
-        return {ip(e) for e in found.get("elem", [])}
+        return members(listing)
 
     @defer.inlineCallbacks
     def test_lifecycle(self):
-        yield self.access.install([ip("10.0.0.1")])
-        self.assertEqual((yield self.elements("clients4")), {ip("10.0.0.1")})
+        yield self.access.install([tunnel("10.0.0.1"), link("10.99.0.2")], [51820], ["wg0"])
+        self.assertEqual((yield self.elements("clients4")), {("10.0.0.1",), ("10.99.0.2",)})
+        self.assertEqual((yield self.elements("tunnel4")), {("10.0.0.1", "wg0")})
+        self.assertEqual((yield self.elements("link4")), {("10.99.0.2", "m0", MAC)})
         self.assertEqual((yield self.elements("clients6")), set())
 
         table = yield self.runner.listJSON(["table", "inet", "mnigs"])
@@ -41,20 +58,24 @@ class NftAccessRealTests(TestCase):
         self.assertEqual(chains["forward"]["hook"], "forward")
         self.assertEqual(chains["forward"]["policy"], "accept")
         self.assertEqual(chains["postrouting"]["type"], "nat")
+        self.assertEqual(chains["prerouting"]["hook"], "prerouting")
         rules = [i["rule"] for i in table["nftables"] if "rule" in i]
-        self.assertEqual(len(rules), 8)
+        self.assertEqual(len(rules), 1 + 8 + 2 + 2)  # prerouting, forward, nat, reply marks
 
         # One turn: allow two, deny one present and one never admitted.
-        calls = [self.access.allow(ip("10.0.0.2")), self.access.allow(ip("2001:db8::2")),
-                 self.access.deny(ip("10.0.0.1")), self.access.deny(ip("10.0.0.99"))]
+        calls = [self.access.allow(tunnel("10.0.0.2")), self.access.allow(link("2001:db8::2")),
+                 self.access.deny(tunnel("10.0.0.1")), self.access.deny(tunnel("10.0.0.99"))]
         yield defer.gatherResults(calls)
-        self.assertEqual((yield self.elements("clients4")), {ip("10.0.0.2")})
-        self.assertEqual((yield self.elements("clients6")), {ip("2001:db8::2")})
+        self.assertEqual((yield self.elements("clients4")), {("10.0.0.2",), ("10.99.0.2",)})
+        self.assertEqual((yield self.elements("tunnel4")), {("10.0.0.2", "wg0")})
+        self.assertEqual((yield self.elements("clients6")), {("2001:db8::2",)})
+        self.assertEqual((yield self.elements("link6")), {("2001:db8::2", "m0", MAC)})
 
-        yield self.access.allow(ip("10.0.0.2"))  # again: no error
-        yield self.access.install([ip("10.0.0.5"), ip("2001:db8::5")])
-        self.assertEqual((yield self.elements("clients4")), {ip("10.0.0.5")})
-        self.assertEqual((yield self.elements("clients6")), {ip("2001:db8::5")})
+        yield self.access.allow(tunnel("10.0.0.2"))  # again: no error
+        yield self.access.install([tunnel("10.0.0.5"), tunnel("2001:db8::5", "mo0")])
+        self.assertEqual((yield self.elements("clients4")), {("10.0.0.5",)})
+        self.assertEqual((yield self.elements("tunnel6")), {("2001:db8::5", "mo0")})
+        self.assertEqual((yield self.elements("link6")), set())
 
         yield self.access.remove()
         yield self.access.remove()  # already gone: fine
@@ -63,7 +84,7 @@ class NftAccessRealTests(TestCase):
 
     @defer.inlineCallbacks
     def test_changesWithoutATableFail(self):
-        error = yield self.assertFailure(self.access.allow(ip("10.0.0.1")), NftError)
+        error = yield self.assertFailure(self.access.allow(tunnel("10.0.0.1")), NftError)
         self.assertEqual(error.exitCode, 1)
 
     @defer.inlineCallbacks

@@ -19,6 +19,7 @@ import ipaddress
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
+from mnigs.admission import Admission
 from mnigs.command import runCommand
 from mnigs.nft import NftAccess, NftRunner
 from mnigs.wgdevice import WireGuardDevice
@@ -84,5 +85,6 @@ class ReplyRouteTests(TestCase):
         access = NftAccess(self.reactor, NftRunner(self.reactor, netns=self.gateway), "b9",
                            table=uniqueName("mnigs", 6))
         self.addCleanup(access.remove)
-        yield access.install([ipaddress.ip_address("100.64.0.2")], replyPorts=[51820])
+        yield access.install([Admission(ipaddress.ip_address("100.64.0.2"), self.ifGateway)],
+                             replyPorts=[51820], strictInterfaces=[self.ifGateway])
         yield waitFor(self.reactor, self.ping, timeout=15, what="a ping through the tunnel")

@@ -4,6 +4,8 @@ with a Clock, a recording fake method and an in-memory store: every RPC
 error code the server can give is produced here.
 """
 
+import ipaddress
+
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +13,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from mnigs import protocol
+from mnigs.admission import Admission
 from mnigs.interfaces import IGatewayMethod, ILeaseStore
 from mnigs.protocol import RegisterRequest
 from mnigs.server.leases import LeaseBook
@@ -34,6 +37,12 @@ class RecordingMethod:
 
     def tunnelPools(self):
         return ()
+
+    def tunnelInterfaces(self):
+        return ("fake0",)
+
+    def admission(self, lease):
+        return Admission(ipaddress.ip_interface(lease.config["address"]).ip, "fake0")
 
     def offerEntry(self, localHost):
         return {"type": self.name}

@@ -44,12 +44,12 @@ class Access:
     def __init__(self):
         self.events = []
 
-    def allow(self, address):
-        self.events.append(("allow", str(address)))
+    def allow(self, admission):
+        self.events.append(("allow", admission.describe()))
         return defer.succeed(None)
 
-    def deny(self, address):
-        self.events.append(("deny", str(address)))
+    def deny(self, admission):
+        self.events.append(("deny", admission.describe()))
         return defer.succeed(None)
 
 
@@ -156,8 +156,12 @@ class GatewayTests(SynchronousTestCase):
         """
         Against the fake cjdns admin endpoint (no cjdns here): grant is
         IpTunnel_allowConnection with the client's key, its /32, prefix 32
-        (no route from cjdns) and alloc 32, then the access list's allow.
+        (no route from cjdns) and alloc 32 (what binds the address to the
+        key's connection inside cjdns), then the access list's allow of
+        that address from cjdns's TUN only, where reverse-path filtering
+        is strict.
         """
+        self.assertEqual(self.gateway.tunnelInterfaces(), ("tun0",))
         self.settle(self.gateway.grant(lease()))
         self.assertEqual(self.fake.calls, [("IpTunnel_allowConnection", {
             "publicKeyOfAuthorizedNode": CLIENT_KEY, "ip4Address": "100.64.0.2",
@@ -165,7 +169,7 @@ class GatewayTests(SynchronousTestCase):
         self.assertEqual(self.fake.connections, [{
             "number": 0, "key": CLIENT_KEY, "outgoing": 0, "ip4Address": "100.64.0.2",
             "ip4Prefix": 32, "ip4Alloc": 32}])
-        self.assertEqual(self.access.events, [("allow", "100.64.0.2")])
+        self.assertEqual(self.access.events, [("allow", "100.64.0.2 on tun0")])
 
     def test_revokeRemovesOnlyThatConnection(self):
         """
@@ -186,7 +190,7 @@ class GatewayTests(SynchronousTestCase):
                          + ["IpTunnel_removeConnection"])
         self.assertEqual(self.fake.callsOf("IpTunnel_removeConnection"), [{"connection": 0}])
         self.assertEqual([c["number"] for c in self.fake.connections], [1, 2])
-        self.assertEqual(self.access.events[-1], ("deny", "100.64.0.2"))
+        self.assertEqual(self.access.events[-1], ("deny", "100.64.0.2 on tun0"))
         self.fake.calls.clear()
         self.settle(self.gateway.revoke(mine))
         self.assertEqual(self.fake.callsOf("IpTunnel_removeConnection"), [])
@@ -242,8 +246,8 @@ class GatewayTests(SynchronousTestCase):
         self.reactor.advance(61)
         self.settle(registry.sweep())
         self.assertEqual(self.fake.connections, [])
-        self.assertEqual(self.access.events, [("allow", "100.64.0.2"), ("deny", "100.64.0.2"),
-                                              ("allow", "100.64.0.2"), ("deny", "100.64.0.2")])
+        self.assertEqual(self.access.events, [("allow", "100.64.0.2 on tun0"), ("deny", "100.64.0.2 on tun0"),
+                                              ("allow", "100.64.0.2 on tun0"), ("deny", "100.64.0.2 on tun0")])
         d = registry.register(RegisterRequest("c3", "", "cjdns", {"public_key": CLIENT_KEY}),
                               str(ipForKey(OTHER_KEY)), own)
         self.reactor.advance(0)

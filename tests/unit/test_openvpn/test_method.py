@@ -59,12 +59,12 @@ class FakeAccess:
     def __init__(self):
         self.calls = []
 
-    def allow(self, address):
-        self.calls.append(("allow", str(address)))
+    def allow(self, admission):
+        self.calls.append(("allow", admission.describe()))
         return defer.succeed(None)
 
-    def deny(self, address):
-        self.calls.append(("deny", str(address)))
+    def deny(self, admission):
+        self.calls.append(("deny", admission.describe()))
         return defer.succeed(None)
 
 
@@ -140,9 +140,9 @@ class GatewayTests(SynchronousTestCase):
         self.assertEqual(error.code, GATEWAY_FULL)
 
     def test_grantAndRevokeDriveTheAccessList(self):
-        self.assertEqual(self.access.calls, [("allow", "100.65.0.3")])
+        self.assertEqual(self.access.calls, [("allow", "100.65.0.3 on mo0")])
         self.successResultOf(self.gateway.revoke(self.b))
-        self.assertEqual(self.access.calls[-1], ("deny", "100.65.0.3"))
+        self.assertEqual(self.access.calls[-1], ("deny", "100.65.0.3 on mo0"))
 
     def test_leaseHolderGetsExactlyItsAddress(self):
         self.daemon.onEvent(connect(0, "aaaa", TOKEN_A))
@@ -178,7 +178,7 @@ class GatewayTests(SynchronousTestCase):
             self.daemon.onEvent(connect(cid, user, token))
         self.daemon.commands.clear()
         self.successResultOf(self.gateway.revoke(self.a))
-        self.assertEqual(self.access.calls[-1], ("deny", "100.65.0.2"))
+        self.assertEqual(self.access.calls[-1], ("deny", "100.65.0.2 on mo0"))
         self.assertEqual(self.daemon.commands, ["client-kill 0 HALT", "client-kill 5 HALT"])
         self.assertEqual(self.gateway.sessions, {3: "bbbb"})
         self.daemon.onEvent(connect(6, "aaaa", TOKEN_A))
@@ -188,7 +188,7 @@ class GatewayTests(SynchronousTestCase):
         self.daemon.onEvent(connect(0, "aaaa", TOKEN_A))
         self.daemon.failWith = NotRunning("restarting")
         self.successResultOf(self.gateway.revoke(self.a))
-        self.assertEqual(self.access.calls[-1], ("deny", "100.65.0.2"))
+        self.assertEqual(self.access.calls[-1], ("deny", "100.65.0.2 on mo0"))
         self.assertEqual(self.gateway.sessions, {})
 
     def test_disconnectAndCounters(self):

@@ -38,6 +38,7 @@ class FakeServer:
         self.events = events
         self.port = 5555
         self.hub = "mnigs"
+        self.tap = "tap_mnigs"
         self.certificate = None
         self.onDeath = None
 
@@ -69,12 +70,12 @@ class FakeAccess:
     def __init__(self, events):
         self.events = events
 
-    def allow(self, address):
-        self.events.append(("allow", str(address)))
+    def allow(self, admission):
+        self.events.append(("allow", admission.describe()))
         return defer.succeed(None)
 
-    def deny(self, address):
-        self.events.append(("deny", str(address)))
+    def deny(self, admission):
+        self.events.append(("deny", admission.describe()))
         return defer.succeed(None)
 
 
@@ -141,12 +142,12 @@ class GatewayTests(SynchronousTestCase):
         self.successResultOf(self.gateway.grant(b))
         self.assertEqual(self.events, [("addUser", userName("bbbb"), b.config["password"],
                                         "100.66.0.3"),
-                                       ("allow", "100.66.0.3")])
+                                       ("allow", "100.66.0.3 on tap_mnigs")])
 
     def test_revokeClosesTheGateThenRemovesTheUser(self):
         del self.events[:]
         self.successResultOf(self.gateway.revoke(self.a))
-        self.assertEqual(self.events, [("deny", "100.66.0.2"), ("removeUser", userName("aaaa"))])
+        self.assertEqual(self.events, [("deny", "100.66.0.2 on tap_mnigs"), ("removeUser", userName("aaaa"))])
         self.assertEqual(self.gateway.allocate(lease("cccc"), [], "10.251.0.3")["address"],
                          "100.66.0.2/29")
 

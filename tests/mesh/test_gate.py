@@ -1,0 +1,315 @@
+"""
+The data-path gate against forged source addresses, with real daemons and
+a real attacker node, counting the packets where they would arrive: an
+nft counter per UDP port in the internet namespace's prerouting hook, on
+whatever comes in from the gateway (masqueraded or not).  What mnigs
+believes plays no part::
+
+    victim ---\\
+               lan (a bridge) --- m0  gw === inet (198.51.100.1, counters)
+    thief  ---/                   m1  |
+      \\------------------------------/   (the thief's own link to gw)
+
+No babeld: every node routes the internet host by hand.  The thief forges
+with a raw socket (L{tests.mesh.spoof}), from the shared LAN (same link,
+its own MAC), from its own link, and from inside a tunnel of its own
+lease.  Each forgery is followed by a control the gate must let through,
+counted on another port, so that "0 packets" is not a path that carries
+nothing.
+"""
+
+import json
+import os
+import secrets
+import sys
+
+from twisted.trial.unittest import TestCase
+
+from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, rpc
+from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
+
+INTERNET = "198.51.100.1"
+GW_LAN = "10.98.0.1"
+VICTIM_LAN = "10.98.0.2"
+THIEF_LAN = "10.98.0.3"
+SPOOFED = 20
+
+
+class Counter:
+    """
+    Named nft counters in C{node}, one per UDP destination port, in its
+    prerouting hook (before anything else) for what arrives on
+    C{interface}: by default the internet node's side of the uplink.
+    """
+
+    def __init__(self, node, ports, interface="isp0", table="mnigs_count"):
+        self.node = node
+        self.table = table
+        counters = "".join(f"\tcounter p{port} {{ }}\n" for port in ports)
+        rules = "".join(f'\t\tiifname "{interface}" udp dport {port} counter name "p{port}"\n'
+                        for port in ports)
+        node.run(["nft", "-f", "-"], input=(
+            f"table inet {table} {{\n" + counters +
+            "\tchain pre {\n\t\ttype filter hook prerouting priority -500; policy accept;\n"
+            + rules + "\t}\n}\n"))
+
+    def packets(self, port):
+        listing = json.loads(self.node.run(["nft", "-j", "list", "counter", "inet",
+                                            self.table, f"p{port}"]).stdout)
+        [counter] = [item["counter"] for item in listing["nftables"] if "counter" in item]
+        return counter["packets"]
+
+
+class Ports:
+    """Fresh UDP ports, one per kind of traffic in a test."""
+
+    def __init__(self):
+        self.next = 41000
+
+    def __call__(self):
+        self.next += 1
+        return self.next
+
+
+class GateMesh(TestCase):
+    timeout = 180
+    binaries = ("wireguard-go", "wg", "nft")
+
+    def setUp(self):
+        requireNamespaces(self, *self.binaries)
+        self.mesh = Mesh(self)
+        self.gw, lan = self.mesh.node("gw"), self.mesh.node("lan")
+        self.victim, self.thief = self.mesh.node("victim"), self.mesh.node("thief")
+        lan.run(["ip", "link", "add", "br0", "type", "bridge"])
+        lan.run(["ip", "link", "set", "br0", "up"])
+        for node, address in ((self.gw, GW_LAN), (self.victim, VICTIM_LAN),
+                              (self.thief, THIEF_LAN)):
+            _, port = self.mesh.link(node, lan, f"{address}/24", None)
+            lan.run(["ip", "link", "set", port, "master", "br0"])
+        self.thiefLink, _ = self.mesh.link(self.thief, self.gw)  # thief m1, gw m1
+        self.gwOnThiefLink = self.gw.interfaceAddresses["m1"].split("/")[0]
+        self.internet = self.mesh.internet(self.gw)
+        self.ports = Ports()
+        self.counted = {}
+
+    def startGateway(self, **overrides):
+        self.gateway = GatewayProcess(self.gw, overrides)
+        self.addCleanup(self.gateway.stop)
+        self.gateway.start(timeout=40)
+        return self.gateway
+
+    def count(self, *ports):
+        """Count what reaches the internet host on C{ports} from now on."""
+        self.counter = Counter(self.internet, ports)
+
+    def countOnTheGateway(self, interface, *ports):
+        """
+        Count what the gateway's kernel receives on C{interface} for
+        C{ports}: 0 from a tunnel shows that its daemon dropped the
+        packets, not the gate (the control's port shows the counter
+        counts).
+        """
+        return Counter(self.gw, ports, interface, table="mnigs_probe")
+
+    def register(self, node, method, params=None):
+        kind, value = rpc(node, GW_LAN, "gateway.register",
+                          {"client": {"id": f"{node.name}-{method}"}, "method": method,
+                           "params": params or {}})
+        self.assertEqual(kind, "result", value)
+        return value["lease"]
+
+    def route(self, node, *how):
+        node.run(["ip", "route", "replace", f"{INTERNET}/32", *how])
+
+    def send(self, node, source, port, count=SPOOFED):
+        """C{count} datagrams to the internet host from C{node}: forged
+        with C{source}, or C{"plain"} (the kernel's choice)."""
+        node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}", sys.executable,
+                  "-m", "tests.mesh.spoof", source, INTERNET, str(port), str(count)])
+
+    def controlGetsThrough(self, node, port):
+        """
+        Plain datagrams from C{node} reach the internet host: the path the
+        forgeries took works, and whatever of them got through has been
+        counted by now.
+        """
+        before = self.counter.packets(port)
+
+        def through():
+            self.send(node, "plain", port, count=1)
+            return self.counter.packets(port) > before
+
+        waitUntil(through, 10, interval=0.1, message=f"{node.name}'s control on port {port}")
+
+    def assertNothingArrived(self, port, what):
+        self.assertEqual(self.counter.packets(port), 0,
+                         f"{what}: forged packets reached the internet host")
+
+    def gateSets(self):
+        listing = json.loads(self.gw.run(["nft", "-j", "list", "table", "inet", "mnigs"]).stdout)
+        return {item["set"]["name"]: sorted(json.dumps(e) for e in item["set"].get("elem", []))
+                for item in listing["nftables"] if "set" in item}
+
+
+class ForwardAndWireGuardTests(GateMesh):
+    def test_forwardAddressFromAnotherMACOrLinkGetsNothing(self):
+        """
+        The victim holds a forward lease on the LAN.  The thief sends with
+        the victim's address from the same LAN (its own MAC) and from its
+        own link to the gateway: none of it arrives, before and after a
+        gateway restart, while the victim's own traffic does.
+        """
+        self.startGateway()
+        lease = self.register(self.victim, "forward")
+        self.assertEqual(lease["config"]["address"], f"{VICTIM_LAN}/32")
+        self.route(self.victim, "via", GW_LAN)
+        victimPort, sameLan, ownLink = self.ports(), self.ports(), self.ports()
+        self.count(victimPort, sameLan, ownLink)
+        self.controlGetsThrough(self.victim, victimPort)
+        mac = self.victim.run(["cat", "/sys/class/net/m0/address"]).stdout.strip()
+        self.assertEqual(self.gateSets()["link4"],
+                         [json.dumps({"concat": [VICTIM_LAN, "m0", mac]})])
+
+        def attack():
+            self.route(self.thief, "via", GW_LAN, "dev", "m0")
+            self.send(self.thief, VICTIM_LAN, sameLan)
+            self.route(self.thief, "via", self.gwOnThiefLink, "dev", self.thiefLink)
+            self.send(self.thief, VICTIM_LAN, ownLink)
+            self.controlGetsThrough(self.victim, victimPort)
+            self.assertNothingArrived(sameLan, "the victim's address from the thief's MAC")
+            self.assertNothingArrived(ownLink, "the victim's address from another link")
+
+        attack()
+        before = self.gateSets()
+        self.gateway.stop()
+        self.gateway.start(timeout=40)
+        self.assertEqual(self.gateSets(), before, "a restart changed the gate")
+        attack()
+
+    def test_wireguardInnerAddressOnlyFromItsPeer(self):
+        """
+        Victim and thief each hold a WireGuard lease.  The thief sends with
+        the victim's inner address from inside its own tunnel (WireGuard's
+        allowed-ips drops it), from the LAN and from its own link (the
+        gate drops it): none of it arrives, while both tunnels carry their
+        own traffic.
+        """
+        from tests.mesh.test_gateway import HandMadeWireGuard
+
+        self.startGateway()
+        tunnels = {}
+        for node in (self.victim, self.thief):
+            wg = tunnels[node.name] = HandMadeWireGuard(node)
+            lease = self.register(node, "wireguard", {"public_key": wg.public})
+            wg.use(lease)
+            wg.address = lease["config"]["address"].split("/")[0]
+        victimPort, thiefPort, inTunnel, sameLan, ownLink = (self.ports() for _ in range(5))
+        self.count(victimPort, thiefPort, inTunnel, sameLan, ownLink)
+        self.controlGetsThrough(self.victim, victimPort)
+        self.controlGetsThrough(self.thief, thiefPort)
+        victimAddress = tunnels["victim"].address
+
+        onWireGuard = self.countOnTheGateway(self.gateway.wgInterface, inTunnel, thiefPort)
+        self.send(self.thief, victimAddress, inTunnel)  # its route goes into its tunnel
+        self.controlGetsThrough(self.thief, thiefPort)
+        self.assertNothingArrived(inTunnel, "another peer's inner address inside the tunnel")
+        self.assertEqual(onWireGuard.packets(inTunnel), 0, "wireguard-go passed them on")
+        self.assertGreater(onWireGuard.packets(thiefPort), 0)
+        self.route(self.thief, "via", GW_LAN, "dev", "m0")
+        self.send(self.thief, victimAddress, sameLan)
+        self.route(self.thief, "via", self.gwOnThiefLink, "dev", self.thiefLink)
+        self.send(self.thief, victimAddress, ownLink)
+        self.controlGetsThrough(self.victim, victimPort)
+        self.assertNothingArrived(sameLan, "a WireGuard inner address from the LAN")
+        self.assertNothingArrived(ownLink, "a WireGuard inner address from a mesh link")
+
+
+class OpenVPNTests(GateMesh):
+    binaries = GateMesh.binaries + ("openvpn",)
+
+    def test_openvpnInnerAddressOnlyFromItsClient(self):
+        """
+        Victim and thief each hold an OpenVPN lease.  The thief sends with
+        the victim's inner address through its own tunnel (openvpn drops a
+        client's packet whose source is not the address pushed to it) and
+        from the LAN (the gate drops it): none of it arrives.
+        """
+        from tests.mesh.test_openvpn import HandMadeOpenVPN, gatewayOverrides
+
+        self.startGateway(**gatewayOverrides())
+        tunnels = {}
+        for node in (self.victim, self.thief):
+            lease = self.register(node, "openvpn")
+            vpn = tunnels[node.name] = HandMadeOpenVPN(node, lease).start()
+            vpn.address = lease["config"]["address"].split("/")[0]
+        for vpn in tunnels.values():
+            vpn.waitUp()  # routes the internet host into the tunnel
+        victimPort, thiefPort, inTunnel, sameLan = (self.ports() for _ in range(4))
+        self.count(victimPort, thiefPort, inTunnel, sameLan)
+        self.controlGetsThrough(self.victim, victimPort)
+        self.controlGetsThrough(self.thief, thiefPort)
+        victimAddress = tunnels["victim"].address
+
+        onTun = self.countOnTheGateway(self.gateway.config["methods"]["openvpn"]["interface"],
+                                       inTunnel, thiefPort)
+        self.send(self.thief, victimAddress, inTunnel)
+        self.controlGetsThrough(self.thief, thiefPort)
+        self.assertNothingArrived(inTunnel, "another client's inner address inside the tunnel")
+        self.assertEqual(onTun.packets(inTunnel), 0, "openvpn passed them to its tun")
+        self.assertGreater(onTun.packets(thiefPort), 0)
+        self.route(self.thief, "via", GW_LAN, "dev", "m0")
+        self.send(self.thief, victimAddress, sameLan)
+        self.controlGetsThrough(self.victim, victimPort)
+        self.assertNothingArrived(sameLan, "an OpenVPN inner address from the LAN")
+
+
+class SoftEtherTests(GateMesh):
+    def test_softetherAddressOnlyFromItsSession(self):
+        """
+        Victim and thief each hold a SoftEther lease.  The thief sends with
+        the victim's address through its own session and from the LAN:
+        none of it arrives.  Through the session, nothing of mnigs's nft
+        table stops it (the gate admits the victim's address from the tap,
+        and the way back to it is the tap): the hub's access rules for the
+        thief's user (only its own source address) discard it.
+        """
+        from tests.mesh.test_softether import (
+            POOL,
+            HandMadeSoftEther,
+            gatewayOverrides,
+            softetherMissing,
+        )
+
+        missing = softetherMissing()
+        if missing:
+            if os.environ.get("CI"):
+                self.fail(missing)
+            self.skipTest(missing)
+        self.startGateway(**gatewayOverrides(bridge="s" + secrets.token_hex(4)))
+        sessions = {}
+        for node in (self.victim, self.thief):
+            lease = self.register(node, "softether")
+            vpn = sessions[node.name] = HandMadeSoftEther(node)
+            self.addCleanup(vpn.stop)
+            vpn.use(lease)
+            vpn.address = lease["config"]["address"].split("/")[0]
+        for node in (self.victim, self.thief):
+            sessions[node.name].waitStatus("Connected")
+            self.route(node, "via", POOL.replace("0/24", "1"), "dev", sessions[node.name].ifname)
+        victimPort, thiefPort, inTunnel, sameLan = (self.ports() for _ in range(4))
+        self.count(victimPort, thiefPort, inTunnel, sameLan)
+        self.controlGetsThrough(self.victim, victimPort)
+        self.controlGetsThrough(self.thief, thiefPort)
+        victimAddress = sessions["victim"].address
+
+        onTap = self.countOnTheGateway(
+            "tap_" + self.gateway.config["methods"]["softether"]["bridge"], inTunnel, thiefPort)
+        self.send(self.thief, victimAddress, inTunnel)
+        self.controlGetsThrough(self.thief, thiefPort)
+        self.assertNothingArrived(inTunnel, "another session's address through the hub")
+        self.assertEqual(onTap.packets(inTunnel), 0, "the hub passed them to its tap")
+        self.assertGreater(onTap.packets(thiefPort), 0)
+        self.route(self.thief, "via", GW_LAN, "dev", "m0")
+        self.send(self.thief, victimAddress, sameLan)
+        self.controlGetsThrough(self.victim, victimPort)
+        self.assertNothingArrived(sameLan, "a SoftEther address from the LAN")
