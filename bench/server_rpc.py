@@ -58,7 +58,7 @@ if TOP not in sys.path:
 
 PORT = 8150
 HOST = "127.0.0.1"
-PATH = "/mnigs/v1"
+PATH = "/mnigs/v2"
 
 
 def progress(message, *args):

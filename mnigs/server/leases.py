@@ -116,31 +116,47 @@ class LeaseBook:
         if len(self.byId) >= self.maxClients:
             raise RPCError(GATEWAY_FULL, f"gateway full ({self.maxClients} clients)")
 
-    def draft(self, clientId, clientName, method, clientHost, params, now) -> Lease:
+    def draft(self, clientId, clientName, method, clientHost, params, now,
+              replacing: Lease | None = None) -> Lease:
         """
         A new lease, not yet in the book (its method still has to allocate
-        and grant it).  Raises 1001 if the book is full.
+        and grant it).  Raises 1001 if the book is full, unless it is to
+        replace the client's lease C{replacing}.
         """
-        self.checkRoom()
+        if replacing is None:
+            self.checkRoom()
         leaseId = self.newId()
         while leaseId in self.byId:
             leaseId = self.newId()
         return Lease(leaseId, self.newToken(), clientId, clientName, method,
                      clientHost, params, {}, now, now + self.leaseSeconds)
 
-    def add(self, lease: Lease) -> None:
+    def add(self, lease: Lease, replacing: Lease | None = None) -> None:
+        """
+        Put C{lease} in the book.  With C{replacing} (the same client's
+        lease for the same method) both are live until C{replacing} is
+        removed, and the client's lease is C{lease} from now on.
+        """
         key = (lease.clientId, lease.method)
-        if lease.id in self.byId or key in self.byClient:
+        if lease.id in self.byId or self.byClient.get(key, replacing) is not replacing:
             raise ValueError(f"lease {lease.id} or client {key} already in the book")
         self.byId[lease.id] = lease
         self.byClient[key] = lease
         self.byMethod.setdefault(lease.method, {})[lease.id] = lease
         self.changed.add(lease.id)
 
-    def remove(self, lease: Lease) -> None:
+    def remove(self, lease: Lease, restoring: Lease | None = None) -> None:
+        """
+        Take C{lease} out of the book.  C{restoring}: a replacement that
+        failed; the client's lease is C{restoring} again.
+        """
         if self.byId.get(lease.id) is lease:
+            key = (lease.clientId, lease.method)
             del self.byId[lease.id]
-            del self.byClient[(lease.clientId, lease.method)]
+            if self.byClient.get(key) is lease:
+                del self.byClient[key]
+                if restoring is not None and self.byId.get(restoring.id) is restoring:
+                    self.byClient[key] = restoring
             del self.byMethod[lease.method][lease.id]
             self.changed.add(lease.id)
 
@@ -204,9 +220,13 @@ class LeaseBook:
         """
         checkRecords(stored)
         restored, dropped = [], []
-        for record in stored["leases"]:
+        # A replacement stored before the lease it replaced was gone: the
+        # newer one (the later expiry) is the client's.
+        records = sorted(stored["leases"], key=lambda r: -float(r["expires_at"]))
+        for record in records:
             lease = Lease.fromRecord(record)
-            if lease.expiresAt <= now or lease.method not in knownMethods:
+            if (lease.expiresAt <= now or lease.method not in knownMethods
+                    or (lease.clientId, lease.method) in self.byClient):
                 dropped.append(lease)
                 continue
             self.add(lease)

@@ -7,6 +7,7 @@ client and the hooks.
 
 import gc
 
+from nacl.signing import SigningKey
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,6 +21,8 @@ from mnigs.methods.loss import Loss
 
 class Step:
     gatewayId, host, port, method = "ed25519:gw", "10.99.0.5", 8150, "wireguard"
+    gateway = "gw (10.99.0.5)"
+    seen = Section(offer=Section(issuedAt=0))
 
 
 class Connection:
@@ -60,10 +63,10 @@ class Agent:
 class SessionWatcherTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
-        config = Section(health=Section(offer_interval=10.0))
+        config = Section(health=Section(offer_interval=10.0), discovery=Section(timeout=2.0))
         self.effects = ClientEffects(self.clock, config, [], None, None, {}, None,
                                      QualityHistory(self.clock), None, lambda s, c: Health(),
-                                     Hooks(), "me")
+                                     Hooks(), SigningKey(b"k" * 32))
         self.effects.agent = Agent()
 
     def session(self):
