@@ -168,6 +168,8 @@ def certificateSHA256(pem: str) -> str:
     """
     import ssl
 
+    if not isinstance(pem, str):
+        raise ValueError("a certificate must be PEM text")
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
