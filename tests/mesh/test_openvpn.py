@@ -126,8 +126,9 @@ class OpenVPNMesh(TestCase):
 
     def register(self, node, clientId=None):
         kind, value = rpc(node, self.gw.address, "gateway.register",
-                          {"client": {"id": clientId or node.name}, "method": "openvpn",
-                           "params": {}})
+                          {"client": {"name": node.name}, "method": "openvpn",
+                           "params": {}},
+                          key=clientId or node.name)
         self.assertEqual(kind, "result", value)
         return value["lease"]
 
