@@ -126,8 +126,11 @@ class ImpostorTests(DaemonMeshTestCase):
                              INTERNET_HOST], check=False)
         self.assertIn("20 received", result.stdout)
         self.assertEqual(packets(inet, "count", "echo"), 20)
-        with open(gateway.logPath) as f:
-            self.assertNotIn(victimId, f.read(), "a client id in the gateway's log")
+        for daemon in (gateway, victim):
+            with open(daemon.logPath) as f:
+                self.assertNotIn(victimId, f.read(), f"a client id in {daemon.logPath}")
+        keyFile = os.path.join(victim.dir, "state", "identity.pem")
+        self.assertEqual(os.stat(keyFile).st_mode & 0o777, 0o600)
 
     def test_rogueReplayingThePinnedOffersGetsNoPacket(self):
         """
