@@ -2,7 +2,8 @@
 Runs inside the benchmark's client namespace for bench/methods.py: for
 each method asked, N times, the mnigs client's own steps, timed:
 
-    gateway.register (RPCClient) -> method.connect(step, lease)
+    gateway.info, gateway.register signed with a fresh client key (RPCClient),
+    the lease checked against the offer -> method.connect(step, lease)
     (mnigs.methods.*: tunnel up, default route in mnigs's table)
     -> ICMP echo to the internet host every 20 ms until the first reply
 
@@ -47,8 +48,11 @@ def main(reactor, gateway, stateDir, runs, methods):
     from twisted.internet import defer
     from twisted.internet.task import deferLater
 
+    from nacl.signing import SigningKey
+
     from mnigs.client.effects import checkLease
     from mnigs.client.routes import PolicyRouting
+    from mnigs.protocol import keyId, signRegistration, verifyOffer
     from mnigs.icmp import Pinger
     from mnigs.rpc.client import RPCClient
 
@@ -69,11 +73,16 @@ def main(reactor, gateway, stateDir, runs, methods):
     @defer.inlineCallbacks
     def once(name, method):
         started = time.monotonic()
-        answer = yield rpc.call(gateway, 8150, "gateway.register",
-                                {"client": {"id": f"bench-{name}"}, "method": name,
-                                 "params": method.registerParams({})})
+        offer = verifyOffer((yield rpc.call(gateway, 8150, "gateway.info", {})))
+        entry = offer.method(name)
+        key = SigningKey.generate()
+        clientId = keyId(key.verify_key)
+        answer = yield rpc.call(gateway, 8150, "gateway.register", signRegistration(
+            {"client": {"id": clientId, "name": f"bench-{name}"}, "gateway": offer.gatewayId,
+             "nonce": offer.nonce, "method": name, "params": method.registerParams(entry)}, key))
         registered = time.monotonic()
-        lease = checkLease(answer, reactor.seconds())
+        lease = checkLease(answer, reactor.seconds(), offer, clientId, name,
+                           lambda config: method.checkAgainstOffer(entry, config))
         connection = yield method.connect(None, lease)
         connected = time.monotonic()
         try:

@@ -14,7 +14,8 @@ nftables, and measures from inside the namespace over loopback:
      one call in flight on each (no pipelining);
   2. C{gateway.register} + C{gateway.unregister} pairs per second with the
      C{wireguard} method (C{forward} needs a direct mesh neighbour, which
-     loopback is not): each pair registers a fresh client id with a fresh
+     loopback is not): each pair registers a fresh client (its own ed25519 key,
+     signing the registration over the offer's nonce) with a fresh
      key from L{mnigs.wireguard.generatePrivateKey}/C{publicKey} and
      unregisters it at once; 8 workers, each on its own keep-alive
      connection.  Every pair costs the server a WireGuard peer add and
@@ -58,7 +59,7 @@ if TOP not in sys.path:
 
 PORT = 8150
 HOST = "127.0.0.1"
-PATH = "/mnigs/v1"
+PATH = "/mnigs/v2"
 
 
 def progress(message, *args):
@@ -217,6 +218,33 @@ def wireguardKeys(count):
     return [publicKey(generatePrivateKey()) for _ in range(count)]
 
 
+def clientKeys(count):
+    from nacl.signing import SigningKey
+    return [SigningKey.generate() for _ in range(count)]
+
+
+class Registrations:
+    """
+    Signed gateway.register params (protocol version 2): each with its own
+    client key, over the gateway id and a nonce at most a minute old.
+    """
+
+    def __init__(self):
+        self.offer = None
+        self.fetchedAt = 0.0
+
+    async def params(self, connection, key, method, methodParams):
+        from mnigs.protocol import keyId, signRegistration
+
+        if self.offer is None or time.monotonic() - self.fetchedAt > 60:
+            self.offer = await connection.call("gateway.info")
+            self.fetchedAt = time.monotonic()
+        return signRegistration({"client": {"id": keyId(key.verify_key)},
+                                 "gateway": self.offer["gateway"]["id"],
+                                 "nonce": self.offer["nonce"], "method": method,
+                                 "params": methodParams}, key)
+
+
 async def benchInfo(args):
     body = json.dumps({"jsonrpc": "2.0", "method": "gateway.info", "id": 1}).encode()
 
@@ -232,15 +260,13 @@ async def benchInfo(args):
 async def benchPairs(args):
     # Enough keys for a generous upper bound of pairs, made before timing.
     keys = wireguardKeys(args.keys)
-    tag = os.urandom(4).hex()
-    serial = 0
+    clients = clientKeys(args.keys)
+    registrations = Registrations()
 
     async def step(n, connection):
-        nonlocal serial
-        serial += 1
-        lease = (await connection.call("gateway.register", {
-            "client": {"id": f"pair-{tag}-{serial}"}, "method": "wireguard",
-            "params": {"public_key": keys.pop()}}))["lease"]
+        params = await registrations.params(connection, clients.pop(), "wireguard",
+                                            {"public_key": keys.pop()})
+        lease = (await connection.call("gateway.register", params))["lease"]
         released = await connection.call("gateway.unregister",
                                          {"lease": lease["id"], "token": lease["token"]})
         if released != {"released": True}:
@@ -252,7 +278,8 @@ async def benchPairs(args):
 
 async def fillLeases(args):
     keys = wireguardKeys(args.leases)
-    tag = os.urandom(4).hex()
+    clients = clientKeys(args.leases)
+    registrations = Registrations()
     todo = list(range(args.leases))
     connections = [await Connection.open(HOST, PORT) for _ in range(args.concurrency)]
     started = time.perf_counter()
@@ -260,9 +287,8 @@ async def fillLeases(args):
     async def worker(connection):
         while todo:
             n = todo.pop()
-            await connection.call("gateway.register", {
-                "client": {"id": f"lease-{tag}-{n}"}, "method": "wireguard",
-                "params": {"public_key": keys[n]}})
+            await connection.call("gateway.register", await registrations.params(
+                connection, clients[n], "wireguard", {"public_key": keys[n]}))
 
     await asyncio.gather(*(worker(c) for c in connections))
     elapsed = time.perf_counter() - started

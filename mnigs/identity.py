@@ -1,6 +1,8 @@
 """
-The gateway's identity: an ed25519 key made on first start and kept in the
-state directory.  Its public half is the gateway id clients pin.
+A daemon's identity: an ed25519 key made on first start and kept in the
+state directory, mode 0600.  The public half of a gateway's is the gateway
+id clients pin; that of a client's is its client id, and registrations
+are signed with it (docs/protocol.md).
 
 The file is the standard unencrypted PKCS#8 PEM of RFC 8410 (what
 C{openssl genpkey -algorithm ed25519} and the C{cryptography} library
@@ -51,6 +53,8 @@ def loadOrCreateKey(stateDir: str) -> SigningKey:
     try:
         with open(path, "rb") as f:
             pem = f.read()
+            if os.fstat(f.fileno()).st_mode & 0o077:
+                os.fchmod(f.fileno(), 0o600)  # a private key is nobody else's business
     except FileNotFoundError:
         key = SigningKey.generate()
         atomicWrite(path, encodeKey(key))

@@ -248,6 +248,14 @@ class IClientMethod(Interface):
         given offer entry (a public key, say).
         """
 
+    def checkAgainstOffer(offerEntry, config):
+        """
+        Raise ValueError, saying why, unless the lease C{config} (from a
+        signed register answer) agrees with the signed offer's entry for
+        this method: the same WireGuard key, CA or certificate fingerprint.
+        A lease that disagrees is refused before anything is brought up.
+        """
+
     def connect(step, lease):
         """
         Bring the tunnel (or plain forwarding) up for C{lease} (from the

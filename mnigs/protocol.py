@@ -1,6 +1,7 @@
 """
-The wire contract of docs/PROTOCOL.md: error codes, canonical JSON, offer
-signing and verification, and the validation of everything that arrives
+The wire contract of docs/protocol.md (version 2): error codes, canonical
+JSON, the signatures (offers and leases by the gateway key, registration
+proofs by the client key), and the validation of everything that arrives
 from the network.  Pure: no I/O, no reactor.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 import json
 import re
@@ -18,8 +20,8 @@ from decimal import Decimal, InvalidOperation
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-PROTOCOL_VERSION = 1
-RPC_PATH = b"/mnigs/v1"
+PROTOCOL_VERSION = 2
+RPC_PATH = b"/mnigs/v2"
 DEFAULT_PORT = 8150
 MAX_REQUEST_BYTES = 64 * 1024
 #: Seconds a server keeps an idle connection by default (rpc.idle_timeout).
@@ -38,6 +40,7 @@ UNKNOWN_LEASE = 1003
 WRONG_TOKEN = 1004
 UNAVAILABLE = 1005
 RATE_LIMITED = 1006
+BAD_PROOF = 1007
 
 KNOWN_METHODS = ("forward", "wireguard", "openvpn", "softether", "cjdns")
 
@@ -50,6 +53,7 @@ MAX_LEASE_SECONDS = 7 * 24 * 3600
 MAX_ID = 128
 #: At most this many probe targets in an offer (the server offers its first).
 MAX_PROBES = 8
+MAX_NONCE = 128
 
 
 class RPCError(Exception):
@@ -129,24 +133,54 @@ def _unb64(text: str, length: int | None = None) -> bytes:
     return raw
 
 
-def gatewayId(publicKey: VerifyKey) -> str:
+def keyId(publicKey: VerifyKey) -> str:
+    """
+    The id of an ed25519 public key, as gateway and client ids are written:
+    C{ed25519:<base64>}.
+    """
     return "ed25519:" + _b64(bytes(publicKey))
+
+
+#: A gateway id is the id of the gateway's key.
+gatewayId = keyId
 
 
 def publicKeyFromId(gid: str) -> VerifyKey:
     if not isinstance(gid, str) or not gid.startswith("ed25519:"):
-        raise ValueError("gateway id must start with 'ed25519:'")
+        raise ValueError("an id must start with 'ed25519:'")
     return VerifyKey(_unb64(gid[8:], 32))
 
 
-def signOffer(offer: dict, key: SigningKey) -> dict:
-    """
-    Return a copy of C{offer} with its C{signature} member set.
-    """
-    body = {k: v for k, v in offer.items() if k != "signature"}
+def _signed(value: dict, member: str, key: SigningKey) -> dict:
+    body = {k: v for k, v in value.items() if k != member}
     signed = dict(body)
-    signed["signature"] = _b64(key.sign(canonicalJSON(body)).signature)
+    signed[member] = _b64(key.sign(canonicalJSON(body)).signature)
     return signed
+
+
+def _verify(value: dict, member: str, publicKey: VerifyKey) -> None:
+    """
+    Raise ValueError unless C{value[member]} is C{publicKey}'s signature
+    over the canonical JSON of C{value} without C{member}.
+    """
+    try:
+        signature = _unb64(value[member], 64)
+        body = {k: v for k, v in value.items() if k != member}
+        publicKey.verify(canonicalJSON(body), signature)
+    except BadSignatureError:
+        raise ValueError("signature does not verify") from None
+    except KeyError:
+        raise ValueError("not signed") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"unverifiable signature: {e}") from None
+
+
+def signOffer(value: dict, key: SigningKey) -> dict:
+    """
+    Return a copy of C{value} (an offer, or a register answer) with its
+    C{signature} member set.
+    """
+    return _signed(value, "signature", key)
 
 
 def checkSignature(offer: dict) -> None:
@@ -155,13 +189,27 @@ def checkSignature(offer: dict) -> None:
     """
     try:
         publicKey = publicKeyFromId(offer["gateway"]["id"])
-        signature = _unb64(offer["signature"], 64)
-        body = {k: v for k, v in offer.items() if k != "signature"}
-        publicKey.verify(canonicalJSON(body), signature)
-    except BadSignatureError:
-        raise OfferRejected("signature does not verify") from None
     except (KeyError, TypeError, ValueError) as e:
         raise OfferRejected(f"unverifiable signature: {e}") from None
+    try:
+        _verify(offer, "signature", publicKey)
+    except ValueError as e:
+        raise OfferRejected(str(e)) from None
+
+
+def certificateSHA256(pem: str) -> str:
+    """
+    The pin of a certificate in an offer (C{ca_sha256}, C{cert_sha256}):
+    the SHA-256 of its DER form, as lowercase hex.
+    """
+    import ssl
+
+    if not isinstance(pem, str):
+        raise ValueError("a certificate must be PEM text")
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # -- endpoints ----------------------------------------------------------
@@ -232,6 +280,8 @@ class Offer:
     raw: dict
     #: Internet addresses the gateway checks its uplink with (C{probe}).
     probe: tuple[str, ...] = ()
+    #: What a registration proof signs (see L{signRegistration}).
+    nonce: str = ""
 
     @property
     def load(self) -> float:
@@ -284,6 +334,11 @@ def _checkMethodEntry(entry: dict) -> dict | None:
                 raise OfferRejected(f"wireguard method: public_key: {e}") from None
         if kind == "openvpn":
             _need(entry.get("proto", "udp") in ("udp", "tcp"), "openvpn method: proto must be udp or tcp")
+        # What pins the tunnel to this gateway: a lease must agree with it.
+        pin = {"openvpn": "ca_sha256", "softether": "cert_sha256"}.get(kind)
+        if pin is not None:
+            _need(isinstance(entry.get(pin), str) and _SHA256.match(entry[pin]) is not None,
+                  f"{kind} method: {pin} must be a lowercase hex SHA-256")
         return checked
     # cjdns: a public key is all that is needed to connect.
     _text(entry.get("public_key"), "cjdns method public_key", 64, optional=False)
@@ -336,13 +391,16 @@ def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[
             known.append(checked)
     probe = _checkProbe(offer.get("probe"))
     _need(_isInt(offer.get("issued_at"), 0, 2**40), "issued_at must be a timestamp")
+    nonce = offer.get("nonce")
+    _need(isinstance(nonce, str) and 0 < len(nonce) <= MAX_NONCE and nonce.isascii()
+          and nonce.isprintable(), f"nonce must be printable ASCII of 1-{MAX_NONCE} characters")
     checkSignature(offer)
     return Offer(
         gatewayId=gid, name=name, available=offer["available"],
         maxClients=terms["max_clients"], clients=terms["clients"],
         leaseSeconds=terms["lease_seconds"], fee=fee,
         bandwidthDown=down, bandwidthUp=up, methods=tuple(known),
-        issuedAt=offer["issued_at"], raw=offer, probe=probe,
+        issuedAt=offer["issued_at"], raw=offer, probe=probe, nonce=nonce,
     )
 
 
@@ -387,9 +445,27 @@ def _checkFee(fee) -> Fee | None:
     return Fee(value, currency, period, payTo)
 
 
-# -- register params (server side) -------------------------------------
+# -- registration (gateway.register) ------------------------------------
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@+/=-]{1,128}$")
+def isKeyId(value) -> bool:
+    """
+    True for a well-formed C{ed25519:<base64 of 32 bytes>} id.
+    """
+    if not isinstance(value, str) or len(value) > MAX_ID:
+        return False
+    try:
+        publicKeyFromId(value)
+    except ValueError:
+        return False
+    return True
+
+
+def signRegistration(params: dict, key: SigningKey) -> dict:
+    """
+    The client's side: C{params} of C{gateway.register} with its C{proof},
+    the client key's signature over the canonical JSON of the rest.
+    """
+    return _signed(params, "proof", key)
 
 
 @dataclass(frozen=True)
@@ -398,15 +474,39 @@ class RegisterRequest:
     clientName: str
     method: str
     params: dict
+    #: What the client signed: the gateway id and nonce it registers with,
+    #: and the whole params object as received (the proof checks it).
+    gateway: str = ""
+    nonce: str = ""
+    signed: dict | None = None
+
+    def proofVerifies(self) -> bool:
+        """
+        True if the proof is the client key's signature over the params.
+        """
+        if self.signed is None:
+            return False
+        try:
+            _verify(self.signed, "proof", publicKeyFromId(self.clientId))
+        except ValueError:
+            return False
+        return True
+
+
+_REGISTER_MEMBERS = {"client", "gateway", "nonce", "method", "params", "proof"}
 
 
 def parseRegister(params: dict) -> RegisterRequest:
+    """
+    The shape of C{gateway.register} params (-32602 when malformed); the
+    gateway id, the nonce and the proof are checked by the caller (1007).
+    """
     client = params.get("client")
     if not isinstance(client, dict):
         raise invalidParams("client must be an object")
     clientId = client.get("id")
-    if not isinstance(clientId, str) or not _CLIENT_ID.match(clientId):
-        raise invalidParams("client.id must be 1-128 characters of [A-Za-z0-9._:@+/=-]")
+    if not isKeyId(clientId):
+        raise invalidParams("client.id must be an ed25519 public key (ed25519:<base64>)")
     name = client.get("name", "")
     if not isinstance(name, str) or len(name) > 64:
         raise invalidParams("client.name must be text of at most 64 characters")
@@ -418,10 +518,37 @@ def parseRegister(params: dict) -> RegisterRequest:
     methodParams = params.get("params", {})
     if not isinstance(methodParams, dict):
         raise invalidParams("params must be an object")
-    extra = set(params) - {"client", "method", "params"}
+    extra = set(params) - _REGISTER_MEMBERS
     if extra:
         raise invalidParams(f"unknown members {sorted(extra)}")
-    return RegisterRequest(clientId, name, method, methodParams)
+    gateway, nonce, proof = params.get("gateway"), params.get("nonce"), params.get("proof")
+    if not isinstance(gateway, str) or len(gateway) > MAX_ID:
+        raise invalidParams("gateway must be the gateway id from the offer")
+    if not isinstance(nonce, str) or len(nonce) > MAX_NONCE:
+        raise invalidParams("nonce must be the nonce from the offer")
+    if not isinstance(proof, str) or len(proof) > 128:
+        raise invalidParams("proof must be a base64 ed25519 signature")
+    return RegisterRequest(clientId, name, method, methodParams, gateway, nonce, dict(params))
+
+
+# -- the register answer (client side) ---------------------------------
+
+def checkLeaseSignature(answer, gatewayId: str, clientId: str) -> None:
+    """
+    Raise ValueError (with the reason) unless C{answer} is a register
+    answer signed by C{gatewayId}'s key and naming that gateway and
+    C{clientId}.
+    """
+    if not isinstance(answer, dict):
+        raise ValueError("the answer is not an object")
+    try:
+        _verify(answer, "signature", publicKeyFromId(gatewayId))
+    except ValueError as e:
+        raise ValueError(f"lease {e} with the key of the offer") from None
+    if answer.get("gateway") != gatewayId:
+        raise ValueError("the lease names another gateway")
+    if answer.get("client") != clientId:
+        raise ValueError("the lease is for another client")
 
 
 def parseLeaseCredentials(params: dict) -> tuple[str, str]:

@@ -123,8 +123,13 @@ class ClientAgent:
         gid = session.step.gatewayId
         current = next((r for r in ranked if r.seen.offer.gatewayId == gid), None)
         if current is not None and not current.seen.offer.available:
-            self.lost(session, "the gateway says it is unavailable")
-            return
+            if current.seen.offer.issuedAt >= session.step.seen.offer.issuedAt:
+                self.lost(session, "the gateway says it is unavailable")
+                return
+            # Signed, but older than the offer we registered from: a replay
+            # by someone between us and the gateway.
+            log.info("ignoring an offer saying {gateway} is unavailable: it is older than "
+                     "the one we registered from (a replay)", gateway=session.step.gateway)
         best = next((r for r in ranked if r.usable), None)
         currentScore = current.score if current is not None and current.usable else float("inf")
         better = self.switchPolicy.consider(gid, currentScore, best, self.reactor.seconds())

@@ -110,6 +110,7 @@ METHOD_SETTINGS = {
 
 SCHEMA = {
     "client": {
+        # Protocol version 1's free-text id: read, ignored, warned about.
         "id": Field(str, "", text(128)),
         "name": Field(str, "", text(64)),
         "state_dir": Field(str, "/var/lib/mnigs-client", absolutePath),
@@ -205,7 +206,13 @@ EXISTING_INTERFACES = ("mesh.interfaces",)
 def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
     data = readTOML(path)
     config = readSection(path, "", SCHEMA, data)
-    _moveOldMethodTables(path, data, config, [] if warnings is None else warnings)
+    warnings = [] if warnings is None else warnings
+    _moveOldMethodTables(path, data, config, warnings)
+    if config.client.id:
+        warnings.append(ConfigWarning(
+            path, "client.id", "is ignored: a client's id is now the public half of its key "
+                               f"({config.client.state_dir}/identity.pem), which proves it; "
+                               "remove client.id"))
     if "cjdns" in config.methods.order and not config.cjdns.public_key:
         raise ConfigError(path, "cjdns.public_key", "is required when methods.order has cjdns")
     if config.routing.table in (253, 254, 255):

@@ -16,7 +16,17 @@ from mnigs.client.health import ProbeTargets, firstAnswer
 from mnigs.client.machine import IClientEffects
 from mnigs.client.plan import buildPlan
 from mnigs.client.ranking import rank
-from mnigs.protocol import UNKNOWN_LEASE, WRONG_TOKEN, RPCError
+from mnigs.protocol import (
+    BAD_PROOF,
+    UNKNOWN_LEASE,
+    WRONG_TOKEN,
+    OfferRejected,
+    RPCError,
+    checkLeaseSignature,
+    keyId,
+    signRegistration,
+    verifyOffer,
+)
 
 log = Logger()
 
@@ -25,15 +35,24 @@ VERIFY_INTERVAL = 0.1
 
 
 class LeaseRejected(Exception):
-    pass
+    """
+    A register answer the client does not use; the message says why.
+    """
 
 
-def checkLease(answer, now) -> dict:
+def checkLease(answer, now, offer, clientId: str, method: str, agrees=None) -> dict:
     """
-    The register answer from the network, checked in shape; the method
-    checks its own config.  Adds C{expires_at} on our clock.
+    The register answer from the network: signed by the key of C{offer}
+    (the verified offer we registered from), naming that gateway and
+    C{clientId}, for C{method}, sane in shape, and (C{agrees(config)},
+    the client method's L{checkAgainstOffer} for the offer's entry) pinned
+    to what the offer says.  Adds C{expires_at} on our clock.
     """
-    lease = answer.get("lease") if isinstance(answer, dict) else None
+    try:
+        checkLeaseSignature(answer, offer.gatewayId, clientId)
+    except ValueError as e:
+        raise LeaseRejected(f"lease refused: {e}") from None
+    lease = answer.get("lease")
     if not isinstance(lease, dict):
         raise LeaseRejected("answer has no lease")
     for key in ("id", "token"):
@@ -42,8 +61,15 @@ def checkLease(answer, now) -> dict:
     expires = lease.get("expires_in")
     if type(expires) is not int or not 0 < expires <= 7 * 24 * 3600:
         raise LeaseRejected("lease expires_in out of range")
+    if lease.get("method") != method:
+        raise LeaseRejected(f"lease refused: it is not for {method}")
     if not isinstance(lease.get("config"), dict):
         raise LeaseRejected("lease config malformed")
+    if agrees is not None:
+        try:
+            agrees(lease["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise LeaseRejected(f"lease refused: {e}") from None
     return dict(lease, expires_at=now + expires)
 
 
@@ -92,7 +118,7 @@ class ClientEffects:
     """
 
     def __init__(self, reactor, config, sources, discovery, rpc, methods, policy, history,
-                 routing, healthFactory, hooks, clientId, pingerFactory=None):
+                 routing, healthFactory, hooks, clientKey, pingerFactory=None):
         self.reactor = reactor
         self.config = config
         self.sources = sources
@@ -104,7 +130,8 @@ class ClientEffects:
         self.routing = routing
         self.healthFactory = healthFactory
         self.hooks = hooks
-        self.clientId = clientId
+        self.clientKey = clientKey
+        self.clientId = keyId(clientKey.verify_key)
         self.pingerFactory = pingerFactory or _pinger(reactor)
         self.agent = None  # set by the agent, which the watchers report to
         self.teardown = defer.succeed(None)
@@ -157,11 +184,58 @@ class ClientEffects:
 
     # -- one step ----------------------------------------------------------
     def register(self, step):
+        """
+        Register with the step's gateway, proving our id with the offer's
+        nonce; a 1007 (the nonce went stale, say) gets one more try with a
+        fresh offer from the same gateway.  The lease is used only if it is
+        signed by the gateway of the offer and agrees with it.
+        """
+        d = self._register(step, step.seen.offer)
+        return d.addErrback(self._badProof, step)
+
+    def _register(self, step, offer):
         method = self.methods[step.method]
-        params = {"client": {"id": self.clientId, "name": self.config.client.name},
-                  "method": step.method, "params": method.registerParams(step.offerEntry)}
+        entry = offer.method(step.method)
+        if entry is None:
+            return defer.fail(LeaseRejected(f"the gateway no longer offers {step.method}"))
+        params = signRegistration({
+            "client": {"id": self.clientId, "name": self.config.client.name},
+            "gateway": offer.gatewayId, "nonce": offer.nonce,
+            "method": step.method, "params": method.registerParams(entry)}, self.clientKey)
         d = self.rpc.call(step.host, step.port, "gateway.register", params)
-        return d.addCallback(checkLease, self.reactor.seconds())
+        return d.addCallback(lambda answer: checkLease(
+            answer, self.reactor.seconds(), offer, self.clientId, step.method,
+            lambda config: method.checkAgainstOffer(entry, config)))
+
+    def _badProof(self, failure, step):
+        failure.trap(RPCError)
+        if failure.value.code != BAD_PROOF:
+            return failure
+        log.info("{gateway} refused our registration proof ({why}): asking it for a fresh "
+                 "offer and trying once more", gateway=step.gateway, why=failure.value.message)
+        d = self.rpc.call(step.host, step.port, "gateway.info", {},
+                          timeout=self.config.discovery.timeout)
+
+        def fresh(answer):
+            try:
+                offer = verifyOffer(answer)
+            except OfferRejected as e:
+                log.info("the fresh offer from {gateway} is unusable: {why}",
+                         gateway=step.gateway, why=str(e))
+                return failure
+            if offer.gatewayId != step.gatewayId:
+                log.info("the fresh offer from {gateway} is signed by another gateway",
+                         gateway=step.gateway)
+                return failure
+            return self._register(step, offer)
+
+        def noOffer(infoFailure):
+            infoFailure.trap(Exception)
+            if infoFailure.check(defer.CancelledError):
+                return infoFailure
+            return failure
+
+        return d.addCallbacks(fresh, noOffer)
 
     def connect(self, step, lease):
         # Never bring a tunnel up while the previous one is still going down.
@@ -302,7 +376,8 @@ class ClientEffects:
         watch.start(1.0, now=False)
         session.stoppers.append(watch.stop)
 
-        offers = LoopingCall(self._checkOffer, session)
+        offers = LoopingCall(OfferWatch(self.rpc, session, self.agent,
+                                        self.config.discovery.timeout).check)
         offers.clock = self.reactor
         offers.start(self.config.health.offer_interval, now=False)
         session.stoppers.append(offers.stop)
@@ -321,16 +396,6 @@ class ClientEffects:
             self.agent.lost(session, f"the mesh no longer routes to {session.step.gateway}")
             return
         self._checkInnerRoute(session)
-
-    def _checkOffer(self, session):
-        d = self.rpc.call(session.step.host, session.step.port, "gateway.info", {},
-                          timeout=self.config.discovery.timeout)
-
-        def check(offer):
-            if isinstance(offer, dict) and offer.get("available") is False:
-                self.agent.lost(session, "the gateway says it is unavailable")
-
-        return d.addCallbacks(check, lambda f: None)
 
     def endSession(self, session):
         now = self.reactor.seconds()
@@ -354,6 +419,49 @@ class ClientEffects:
         self.hooks.run("offline", session.step.gatewayId, session.step.host, session.step.method,
                        session.lease["config"].get("address", ""))
         return self._takeDown(session)
+
+
+class OfferWatch:
+    """
+    Asks the gateway of an online session for its offer now and then: a
+    verified offer of that gateway saying C{available: false} is a reason
+    to move.  What does not verify, is signed by another key, or is older
+    than an offer already seen from it (a replay) moves nobody: anyone on
+    the mesh between us and the gateway could have said it.
+    """
+
+    def __init__(self, rpc, session, agent, timeout: float):
+        self.rpc = rpc
+        self.session = session
+        self.agent = agent
+        self.timeout = timeout
+        self.latest = session.step.seen.offer.issuedAt
+
+    def check(self):
+        step = self.session.step
+        d = self.rpc.call(step.host, step.port, "gateway.info", {}, timeout=self.timeout)
+        return d.addCallbacks(self._answered, lambda f: None)
+
+    def _answered(self, answer):
+        step = self.session.step
+        saysUnavailable = isinstance(answer, dict) and answer.get("available") is False
+        try:
+            offer = verifyOffer(answer)
+            if offer.gatewayId != step.gatewayId:
+                raise OfferRejected("it is signed by another gateway")
+            if offer.issuedAt < self.latest:
+                raise OfferRejected("it is older than an offer already seen (a replay)")
+        except OfferRejected as e:
+            if saysUnavailable:
+                log.info("ignoring an offer saying {gateway} is unavailable: {why}",
+                         gateway=step.gateway, why=str(e))
+            else:
+                log.debug("ignoring an offer from {gateway}: {why}", gateway=step.gateway,
+                          why=str(e))
+            return
+        self.latest = offer.issuedAt
+        if not offer.available:
+            self.agent.lost(self.session, "the gateway says it is unavailable")
 
 
 class Renewal:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import resource
-import secrets
 
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
@@ -21,31 +20,36 @@ from mnigs.client.history import HistoryFile, QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
 from mnigs.client.routes import PolicyRouting
 from mnigs.hooks import Hooks
+from mnigs.identity import KEY_FILE, loadOrCreateKey
 from mnigs.methods.forward import ForwardClient
 from mnigs.methods.wireguard import WireGuardClient, loadOrCreateWireGuardKey
 from mnigs.netlink import Netlink
+from mnigs.protocol import keyId
 from mnigs.rpc.client import RPCClient
-from mnigs.statefile import atomicWrite, ensureStateDir
+from mnigs.statefile import ensureStateDir
 
 log = Logger()
 
-CLIENT_ID_FILE = "client-id"
+#: Where protocol version 1 kept the client's free-text id.
+OLD_CLIENT_ID_FILE = "client-id"
 
 
-def loadOrCreateClientId(stateDir: str, configured: str) -> str:
-    if configured:
-        return configured
-    path = os.path.join(stateDir, CLIENT_ID_FILE)
+def loadOrCreateClientKey(stateDir: str):
+    """
+    The client's ed25519 key (its id is the public half), made on first
+    start and kept in C{stateDir/identity.pem}, mode 0600.  The version 1
+    C{client-id} file, a free-text id anyone could claim, goes.
+    """
+    key = loadOrCreateKey(stateDir)
+    old = os.path.join(stateDir, OLD_CLIENT_ID_FILE)
     try:
-        with open(path) as f:
-            value = f.read().strip()
-        if value:
-            return value
+        os.unlink(old)
     except FileNotFoundError:
         pass
-    value = "mnigs-" + secrets.token_hex(12)
-    atomicWrite(path, value.encode("ascii") + b"\n", mode=0o644)
-    return value
+    else:
+        log.info("removed {path}: a client's id is now the public half of its key ({key})",
+                 path=old, key=os.path.join(stateDir, KEY_FILE))
+    return key
 
 
 def raiseFileLimit(wanted=8192):
@@ -122,7 +126,8 @@ class ClientService(MultiService):
         self.levelFilter = levelFilter
         raiseFileLimit()
         stateDir = ensureStateDir(config.client.state_dir)
-        self.clientId = loadOrCreateClientId(stateDir, config.client.id)
+        self.clientKey = loadOrCreateClientKey(stateDir)
+        self.clientId = keyId(self.clientKey.verify_key)
         self.netlink = Netlink()
         self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
@@ -142,7 +147,7 @@ class ClientService(MultiService):
             self.history, self.routing, self._health,
             Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline},
                   config.hooks.max_running),
-            self.clientId)
+            self.clientKey)
         self.agent = ClientAgent(reactor, self.effects, self.history,
                                  SwitchPolicy(policyConfig.switch_margin, policyConfig.switch_hold),
                                  config.discovery.rescan_interval)
@@ -244,8 +249,11 @@ class _Lifecycle(Service):
             from mnigs.reload import handleSIGHUP
             self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
-        log.info("mnigs client {id} starting, methods {names}", id=service.clientId,
+        # The id stays out of info lines: it names this device to whoever
+        # reads the log.
+        log.info("mnigs client starting, methods {names}",
                  methods=list(service.methods), names=", ".join(service.methods))
+        log.debug("mnigs client id {id}", id=service.clientId)
         service.agent.start()
 
     def stopService(self):

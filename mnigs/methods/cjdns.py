@@ -311,6 +311,13 @@ class CjdnsClient:
     def registerParams(self, offerEntry):
         return {"public_key": self.publicKey}
 
+    def checkAgainstOffer(self, offerEntry, config):
+        # The tunnel goes to the offer's key whatever the lease says; a
+        # lease naming another one is still a lease we did not ask for.
+        peer = config.get("peer_public_key")
+        if peer is not None and peer != offerEntry.get("public_key"):
+            raise ValueError("its cjdns key is not the one the signed offer names")
+
     def _hasAddress(self, address) -> bool:
         try:
             return any(a.ip == address for a in self.addresses(self.tunInterface))

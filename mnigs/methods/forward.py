@@ -167,6 +167,9 @@ class ForwardClient:
     def registerParams(self, offerEntry):
         return {}
 
+    def checkAgainstOffer(self, offerEntry, config):
+        return None  # no tunnel: nothing in the offer to pin
+
     def connect(self, step, lease):
         return defer.maybeDeferred(self._connect, lease)
 

@@ -20,7 +20,7 @@ management interface says C{CONNECTED,SUCCESS}, with mnigs's default route
 through its tun; lost as soon as the process ends or its tunnel restarts.
 
 Wire: the offer entry is C{{"type": "openvpn", "endpoint": "ADDR:PORT",
-"proto": "udp"}}; the lease config is C{{"address", "gateway_address",
+"proto": "udp", "ca_sha256": "<hex SHA-256 of the CA, DER>"}}; the lease config is C{{"address", "gateway_address",
 "endpoint", "proto", "ca", "dns"}}.  The credentials are the lease's own
 id and token, which the lease already carries: they are not repeated in
 the config, so the token is in exactly one place.
@@ -51,7 +51,7 @@ from mnigs.openvpn.config import (
     credentialsFile,
 )
 from mnigs.openvpn.daemon import OpenVPNDaemon
-from mnigs.protocol import formatEndpoint, invalidParams
+from mnigs.protocol import certificateSHA256, formatEndpoint, invalidParams
 from mnigs.statefile import atomicWrite
 
 log = Logger()
@@ -80,6 +80,7 @@ class OpenVPNGateway:
                  interface: str = "", endpoints=(), dns=()):
         self.access = access
         self.caPEM = caPEM
+        self.caSHA256 = certificateSHA256(caPEM)
         self.pool = ipaddress.IPv4Network(pool)
         self.gatewayAddress, _ = poolHosts(self.pool)
         self.port = port
@@ -118,7 +119,8 @@ class OpenVPNGateway:
         return Admission(accessAddress(lease), self.interface)
 
     def offerEntry(self, localHost):
-        return {"type": "openvpn", "endpoint": self._endpoint(localHost), "proto": self.proto}
+        return {"type": "openvpn", "endpoint": self._endpoint(localHost), "proto": self.proto,
+                "ca_sha256": self.caSHA256}
 
     def checkParams(self, params):
         if params:
@@ -330,6 +332,14 @@ class OpenVPNClient:
 
     def registerParams(self, offerEntry):
         return {}
+
+    def checkAgainstOffer(self, offerEntry, config):
+        try:
+            pin = certificateSHA256(config["ca"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("its CA certificate is not a PEM certificate") from None
+        if pin != offerEntry.get("ca_sha256"):
+            raise ValueError("its CA certificate is not the one the signed offer names")
 
     def _writeFiles(self, lease, config):
         os.makedirs(self.directory, mode=0o700, exist_ok=True)

@@ -96,11 +96,11 @@ class SoftEtherGateway:
         return Admission(accessAddress(lease), self.server.tap)
 
     def offerEntry(self, localHost):
-        entry = {"type": "softether", "endpoint": self._endpoint(localHost),
-                 "hub": self.server.hub}
-        if self.server.certificate:
-            entry["cert_sha256"] = certificateFingerprint(self.server.certificate)
-        return entry
+        if not self.server.certificate:
+            return None  # nothing to pin yet: not offered until the server is up
+        return {"type": "softether", "endpoint": self._endpoint(localHost),
+                "hub": self.server.hub,
+                "cert_sha256": certificateFingerprint(self.server.certificate)}
 
     def checkParams(self, params):
         if params:
@@ -287,6 +287,14 @@ class SoftEtherClient:
 
     def registerParams(self, offerEntry):
         return {}
+
+    def checkAgainstOffer(self, offerEntry, config):
+        try:
+            pin = certificateFingerprint(config["server_cert"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("its server certificate is not a PEM certificate") from None
+        if pin != offerEntry.get("cert_sha256"):
+            raise ValueError("its server certificate is not the one the signed offer names")
 
     @defer.inlineCallbacks
     def connect(self, step, lease):

@@ -127,7 +127,7 @@ class WireGuardGateway:
 
     def allocate(self, lease, others, localHost):
         key = lease.params["public_key"]
-        if key == self.publicKey or self._keyTaken(key, others):
+        if key == self.publicKey or self._keyTaken(key, others, lease.clientId):
             raise RPCError(METHOD_UNAVAILABLE, "that WireGuard public key is already in use")
         address = self._addresses.takeOrRecount(lease.id, lambda: self._rebuild(others), "WireGuard")
         self._keys[key] = lease.id
@@ -137,10 +137,12 @@ class WireGuardGateway:
                 "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
                 "dns": list(self.dns)}
 
-    def _keyTaken(self, key, others):
+    def _keyTaken(self, key, others, clientId):
+        # The client's own lease being replaced (the same key from a new
+        # address) does not count: it goes once the new one is granted.
         if key not in self._keys:
             return False
-        if any(o.params.get("public_key") == key for o in others):
+        if any(o.params.get("public_key") == key and o.clientId != clientId for o in others):
             return True
         del self._keys[key]  # a leftover: nobody live holds it
         return False
@@ -199,8 +201,13 @@ class WireGuardGateway:
         if self._unshaken.get(lease.id, (None,))[0] is lease:
             del self._unshaken[lease.id]
         self._release(lease)
-        yield self.access.deny(self.admission(lease))
-        yield self.device.setPeers(remove=[lease.params["public_key"]])
+        # A replacement granted first (the same key from a new address)
+        # keeps what it shares with the lease it replaces.
+        key, admission = lease.params["public_key"], self.admission(lease)
+        if not any(self.admission(other) == admission for other in self.leases.values()):
+            yield self.access.deny(admission)
+        if not any(other.params["public_key"] == key for other in self.leases.values()):
+            yield self.device.setPeers(remove=[key])
 
     def unconfirmed(self):
         """
@@ -320,6 +327,10 @@ class WireGuardClient:
 
     def registerParams(self, offerEntry):
         return {"public_key": self.publicKey}
+
+    def checkAgainstOffer(self, offerEntry, config):
+        if config.get("peer_public_key") != offerEntry.get("public_key"):
+            raise ValueError("its WireGuard key is not the one the signed offer names")
 
     @defer.inlineCallbacks
     def connect(self, step, lease):

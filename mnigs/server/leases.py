@@ -144,23 +144,31 @@ class LeaseBook:
             raise RPCError(RATE_LIMITED, f"this address holds {others} leases already "
                                          f"(at most {self.maxPerAddress} per address)")
 
-    def draft(self, clientId, clientName, method, clientHost, params, now) -> Lease:
+    def draft(self, clientId, clientName, method, clientHost, params, now,
+              replacing: Lease | None = None) -> Lease:
         """
         A new lease, not yet in the book (its method still has to allocate
-        and grant it).  Raises 1001 if the book is full, 1006 if the
-        client's address holds its share.
+        and grant it).  Raises 1001 if the book is full, unless it is to
+        replace the client's lease C{replacing}, and 1006 if the client's
+        address holds its share.
         """
         self.checkAddressRoom(clientId, method, clientHost)
-        self.checkRoom()
+        if replacing is None:
+            self.checkRoom()
         leaseId = self.newId()
         while leaseId in self.byId:
             leaseId = self.newId()
         return Lease(leaseId, self.newToken(), clientId, clientName, method,
                      clientHost, params, {}, now, now + self.leaseSeconds)
 
-    def add(self, lease: Lease) -> None:
+    def add(self, lease: Lease, replacing: Lease | None = None) -> None:
+        """
+        Put C{lease} in the book.  With C{replacing} (the same client's
+        lease for the same method) both are live until C{replacing} is
+        removed, and the client's lease is C{lease} from now on.
+        """
         key = (lease.clientId, lease.method)
-        if lease.id in self.byId or key in self.byClient:
+        if lease.id in self.byId or self.byClient.get(key, replacing) is not replacing:
             raise ValueError(f"lease {lease.id} or client {key} already in the book")
         self.byId[lease.id] = lease
         self.byClient[key] = lease
@@ -168,10 +176,18 @@ class LeaseBook:
         self.byGroup.setdefault(addressGroup(lease.clientHost), {})[lease.id] = lease
         self.changed.add(lease.id)
 
-    def remove(self, lease: Lease) -> None:
+    def remove(self, lease: Lease, restoring: Lease | None = None) -> None:
+        """
+        Take C{lease} out of the book.  C{restoring}: a replacement that
+        failed; the client's lease is C{restoring} again.
+        """
         if self.byId.get(lease.id) is lease:
+            key = (lease.clientId, lease.method)
             del self.byId[lease.id]
-            del self.byClient[(lease.clientId, lease.method)]
+            if self.byClient.get(key) is lease:
+                del self.byClient[key]
+                if restoring is not None and self.byId.get(restoring.id) is restoring:
+                    self.byClient[key] = restoring
             del self.byMethod[lease.method][lease.id]
             group = addressGroup(lease.clientHost)
             held = self.byGroup[group]
@@ -240,9 +256,13 @@ class LeaseBook:
         """
         checkRecords(stored)
         restored, dropped = [], []
-        for record in stored["leases"]:
+        # A replacement stored before the lease it replaced was gone: the
+        # newer one (the later expiry) is the client's.
+        records = sorted(stored["leases"], key=lambda r: -float(r["expires_at"]))
+        for record in records:
             lease = Lease.fromRecord(record)
-            if lease.expiresAt <= now or lease.method not in knownMethods:
+            if (lease.expiresAt <= now or lease.method not in knownMethods
+                    or (lease.clientId, lease.method) in self.byClient):
                 dropped.append(lease)
                 continue
             self.add(lease)

@@ -94,36 +94,42 @@ class Registry:
 
     @defer.inlineCallbacks
     def _register(self, request, clientHost: str, localHost: str):
+        """
+        The caller has checked the request's proof: it comes from the
+        holder of the client id's key.
+        """
         method = self._method(request.method)
         params = method.checkParams(request.params)
         method.checkClient(clientHost, localHost)
         now = self.clock.seconds()
         existing = self.book.find(request.clientId, request.method)
-        if existing is not None:
-            if existing.params == params and existing.clientHost == clientHost:
-                self.book.extend(existing, now)
-                yield self.committer.commit()
-                return existing.wire(now)
-            # Same client, new key or address: the old grant is void, the
-            # lease (id and token) carries over.
-            self.book.remove(existing)
-            yield method.revoke(existing)
+        if existing is not None and existing.params == params and existing.clientHost == clientHost:
+            self.book.extend(existing, now)
+            yield self.committer.commit()
+            return existing.wire(now)
+        # A new lease; for a client that holds one already (a new key, a
+        # new address) it replaces that one once it is granted: the old
+        # grant is revoked only then, so the client is never without one.
         lease = self.book.draft(request.clientId, request.clientName, request.method,
-                                clientHost, params, now)
-        if existing is not None:
-            lease.id, lease.token, lease.createdAt = existing.id, existing.token, existing.createdAt
+                                clientHost, params, now, replacing=existing)
         lease.config = method.allocate(lease, self.book.others(request.method), localHost)
-        self.book.add(lease)
+        self.book.add(lease, replacing=existing)
         try:
             yield method.grant(lease)
         except Exception:
             log.failure("could not grant lease {lease} ({method})", lease=lease.id, method=lease.method)
-            self.book.remove(lease)
+            self.book.remove(lease, restoring=existing)
             yield defer.maybeDeferred(method.revoke, lease).addErrback(lambda _: None)
             raise RPCError(INTERNAL_ERROR, "internal error: could not set up access") from None
+        if existing is not None and self.book.byId.get(existing.id) is existing:
+            self.book.remove(existing)
+            yield self._revoke(existing, f"replaced by {lease.id}")
         yield self.committer.commit()
-        log.info("lease {lease} granted: {method} for {client} at {host}",
-                 lease=lease.id, method=lease.method, client=lease.clientId, host=clientHost)
+        # Client ids stay out of info lines (an id names a person's
+        # device); the lease id ties the lines together.
+        log.info("lease {lease} granted: {method} at {host}",
+                 lease=lease.id, method=lease.method, host=clientHost)
+        log.debug("lease {lease} is client {client}'s", lease=lease.id, client=lease.clientId)
         self.hooks.run("register", lease.id, lease.method, clientHost, lease.config.get("address", ""))
         return lease.wire(now)
 
@@ -187,8 +193,8 @@ class Registry:
         d = defer.maybeDeferred(self.methods[lease.method].revoke, lease)
 
         def done(result):
-            log.info("lease {lease} {why}: {method} for {client}",
-                     lease=lease.id, why=why, method=lease.method, client=lease.clientId)
+            log.info("lease {lease} {why}: {method} at {host}",
+                     lease=lease.id, why=why, method=lease.method, host=lease.clientHost)
             self.hooks.run("release", lease.id, lease.method, lease.clientHost,
                            lease.config.get("address", ""))
             return result

@@ -1,6 +1,7 @@
 """
-The C{gateway.*} JSON-RPC methods: check params, apply the rate limit, and
-hand clean inputs to the gateway machine.  No policy lives here.
+The C{gateway.*} JSON-RPC methods: check params, apply the rate limit,
+check registration proofs, and hand clean inputs to the gateway machine;
+register answers leave signed.  No policy lives here.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from mnigs.rpc.server import JSONRPCResource
 
 
 class GatewayCalls(BaseSubhandler):
-    def __init__(self, gateway, rateLimiter):
+    """
+    @param signer: checks registration proofs and signs register answers
+        (L{mnigs.server.offer.OfferMaker}).
+    """
+
+    def __init__(self, gateway, rateLimiter, signer):
         super().__init__()
         self.gateway = gateway
         self.rateLimiter = rateLimiter
+        self.signer = signer
 
     def jsonrpc_info(self, call):
         if call.params:
@@ -25,7 +32,9 @@ class GatewayCalls(BaseSubhandler):
     def jsonrpc_register(self, call):
         request = parseRegister(call.params)
         self.rateLimiter.check(call.clientHost)
-        return self.gateway.register(request, call.clientHost, call.localHost)
+        self.signer.checkProof(request)
+        d = self.gateway.register(request, call.clientHost, call.localHost)
+        return d.addCallback(self.signer.signLease, request.clientId)
 
     def jsonrpc_renew(self, call):
         leaseId, token = parseLeaseCredentials(call.params)
@@ -38,7 +47,7 @@ class GatewayCalls(BaseSubhandler):
         return self.gateway.unregister(leaseId, token)
 
 
-def makeResource(gateway, rateLimiter) -> JSONRPCResource:
+def makeResource(gateway, rateLimiter, signer) -> JSONRPCResource:
     resource = JSONRPCResource()
-    resource.putSubHandler("gateway", GatewayCalls(gateway, rateLimiter))
+    resource.putSubHandler("gateway", GatewayCalls(gateway, rateLimiter, signer))
     return resource

@@ -199,7 +199,7 @@ class GatewayService(MultiService):
         return checks
 
     def _addListeners(self):
-        resource = makeResource(self.gateway, self.rateLimiter)
+        resource = makeResource(self.gateway, self.rateLimiter, self.offers)
         rpc = self.config.rpc
         for address in rpc.listen:
             site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout,

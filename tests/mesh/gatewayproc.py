@@ -68,13 +68,26 @@ def twistdArgv(plugin, configPath, logPath, pidPath):
             "--config", configPath]
 
 
-def rpc(node, host, method, params=None, timeout=3.0, port=8150):
+def keyPath(node, name="rpc"):
+    """
+    The client key file C{mnigs-rpc --key} signs with in C{node} (made on
+    first use): one identity per (node, name).
+    """
+    return os.path.join(node.tmp, f"client-key-{name}.pem")
+
+
+def rpc(node, host, method, params=None, timeout=3.0, port=8150, key="rpc"):
     """
     Call C{method} on the server at C{host} from inside C{node}.  Returns
     ("result", value), ("error", code) or ("failure", message).
+    C{gateway.register} is signed with the node's key named C{key} (see
+    L{keyPath}; C{None}: sent as it is): the client id, gateway id and
+    nonce that C{params} leave out are filled in.
     """
-    argv = [sys.executable, "-m", "mnigs.rpccli", "--port", str(port), "--timeout", str(timeout),
-            host, method, json.dumps(params or {})]
+    argv = [sys.executable, "-m", "mnigs.rpccli", "--port", str(port), "--timeout", str(timeout)]
+    if method == "gateway.register" and key is not None:
+        argv += ["--key", keyPath(node, key)]
+    argv += [host, method, json.dumps(params or {})]
     result = node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}"] + argv,
                       check=False, timeout=timeout + 30)
     if result.returncode == 0:

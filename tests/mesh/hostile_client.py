@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 
-PATH = "/mnigs/v1"
+PATH = "/mnigs/v2"
 READ_TIMEOUT = 10.0
 
 

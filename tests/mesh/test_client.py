@@ -164,7 +164,7 @@ class ClientMeshTests(DaemonMeshTestCase):
         self.gateway(paid, terms={"fee": {"amount": "2.50", "currency": "EUR", "pay_to": "iban"}})
         self.gateway(free)
         kind, value = rpc(r1, full.address, "gateway.register",
-                          {"client": {"id": "squatter"}, "method": "wireguard",
+                          {"method": "wireguard",
                            "params": {"public_key": publicKey(generatePrivateKey())}})
         self.assertEqual(kind, "result", value)
         c = self.clientProcess(client).start()

@@ -99,7 +99,7 @@ class GatewayDaemonTests(TestCase):
         self.start(hooks={"register": hook, "release": hook}).start()
         key = publicKey(generatePrivateKey())
         kind, answer = rpc(self.gw, "127.0.0.1", "gateway.register",
-                           {"client": {"id": "c1"}, "method": "wireguard", "params": {"public_key": key}})
+                           {"method": "wireguard", "params": {"public_key": key}})
         self.assertEqual(kind, "result", answer)
         lease = answer["lease"]
         rpc(self.gw, "127.0.0.1", "gateway.unregister", {"lease": lease["id"], "token": lease["token"]})

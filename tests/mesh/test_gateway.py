@@ -77,8 +77,9 @@ class GatewayMeshTests(TestCase):
 
     def register(self, node, method, params=None, clientId=None, host=None):
         kind, value = rpc(node, host or self.gw.address, "gateway.register",
-                          {"client": {"id": clientId or node.name}, "method": method,
-                           "params": params or {}})
+                          {"client": {"name": node.name}, "method": method,
+                           "params": params or {}},
+                          key=clientId or node.name)
         return kind, value
 
     def lease(self, node, method, params=None, **kw):

@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 
 from mnigs.client.routes import routingSnapshot
 from mnigs.openvpn.config import checkLeaseConfig, clientConfig, credentialsFile
+from mnigs.protocol import certificateSHA256
 from tests.mesh.clientproc import ClientProcess
 from tests.mesh.commands import pidsInNamespaces
 from tests.mesh.gatewayproc import GatewayProcess, rpc
@@ -126,8 +127,9 @@ class OpenVPNMesh(TestCase):
 
     def register(self, node, clientId=None):
         kind, value = rpc(node, self.gw.address, "gateway.register",
-                          {"client": {"id": clientId or node.name}, "method": "openvpn",
-                           "params": {}})
+                          {"client": {"name": node.name}, "method": "openvpn",
+                           "params": {}},
+                          key=clientId or node.name)
         self.assertEqual(kind, "result", value)
         return value["lease"]
 
@@ -139,14 +141,17 @@ class GatewayTests(OpenVPNMesh):
         self.startGateway()
         offer = self.gateway.info(self.client, self.gw.address)
         entry = next(e for e in offer["methods"] if e["type"] == "openvpn")
+        with open(os.path.join(self.gateway.dir, "state", "openvpn", "ca.pem")) as f:
+            pin = certificateSHA256(f.read())
         self.assertEqual(entry, {"type": "openvpn", "endpoint": f"{self.gw.address}:1194",
-                                 "proto": "udp"})
+                                 "proto": "udp", "ca_sha256": pin})
         self.assertNotIn("BEGIN", repr(offer))
         lease = self.register(self.client)
         config = lease["config"]
         self.assertEqual(config["gateway_address"], "100.65.0.1")
         self.assertEqual(config["address"], "100.65.0.2/32")
         self.assertNotIn(lease["token"], repr(config))
+        self.assertEqual(certificateSHA256(config["ca"]), pin)
         vpn = HandMadeOpenVPN(self.client, lease).start()
         vpn.waitUp()
         waitUntil(vpn.reaches, 10, message="ping through the tunnel")

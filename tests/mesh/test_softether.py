@@ -229,8 +229,9 @@ class SoftEtherMesh(TestCase):
 
     def register(self, node, clientId=None):
         kind, value = rpc(node, self.gw.address, "gateway.register",
-                          {"client": {"id": clientId or node.name}, "method": "softether",
-                           "params": {}})
+                          {"client": {"name": node.name}, "method": "softether",
+                           "params": {}},
+                          key=clientId or node.name)
         self.assertEqual(kind, "result", value)
         return value["lease"]
 

@@ -15,14 +15,14 @@ from mnigs.protocol import Offer
 from tests.unit.test_client_machine import LEASE, Connection, RecordingEffects
 
 
-def offer(gid, available=True):
+def offer(gid, available=True, issuedAt=0):
     return Offer(gatewayId=gid, name=gid, available=available, maxClients=10, clients=1,
                  leaseSeconds=600, fee=None, bandwidthDown=None, bandwidthUp=None,
-                 methods=({"type": "wireguard"},), issuedAt=0, raw={})
+                 methods=({"type": "wireguard"},), issuedAt=issuedAt, raw={})
 
 
-def ranked(gid, score, available=True, cooling=""):
-    return Ranked(Seen(offer(gid, available), f"10.0.0.{ord(gid[0])}", 8150, 1.0, 0.01),
+def ranked(gid, score, available=True, cooling="", issuedAt=0):
+    return Ranked(Seen(offer(gid, available, issuedAt), f"10.0.0.{ord(gid[0])}", 8150, 1.0, 0.01),
                   score, available, "" if available else "not available", ("wireguard",), cooling)
 
 
@@ -122,6 +122,18 @@ class AgentTests(SynchronousTestCase):
         self.clock.advance(10)
         self.effects.fire("scan", [ranked("A", 0.1, available=False), ranked("B", 0.5)])
         self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_rescanIgnoresAReplayedOlderUnavailableOffer(self):
+        """
+        A signed C{available: false} older than the offer the session
+        registered from (replayed by a nearer node) moves nobody.
+        """
+        self.goOnline([ranked("A", 0.1, issuedAt=100), ranked("B", 0.5)])
+        self.clock.advance(10)
+        self.effects.fire("scan", [ranked("A", 0.1, available=False, issuedAt=50),
+                                   ranked("B", 0.5)])
+        self.assertEqual(self.machine.describe()["state"], "online")
+        self.assertEqual(self.effects.events, [("scan",)])
 
     def test_policyForbiddingTheCurrentGatewayMovesAtOnce(self):
         self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])

@@ -138,6 +138,14 @@ class ClientConfigTests(ConfigFileTestCase):
         # Without a list, the same config and no complaint.
         self.assertEqual(loadClientConfig(path), config)
 
+    def test_freeTextClientIdIsIgnoredWithAWarning(self):
+        path = self.write('[client]\nid = "my-laptop"\nstate_dir = "/var/lib/c"\n')
+        warnings = []
+        loadClientConfig(path, warnings)
+        self.assertEqual(warnings, [ConfigWarning(
+            path, "client.id", "is ignored: a client's id is now the public half of its key "
+                               "(/var/lib/c/identity.pem), which proves it; remove client.id")])
+
     def test_oldSpellingStillChecked(self):
         e = self.assertRaises(ConfigError, loadClientConfig, self.write('[method.wireguard]\nkeepalive = -1\n'))
         self.assertEqual(e.key, "method.wireguard.keepalive")

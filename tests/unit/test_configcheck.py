@@ -166,6 +166,16 @@ class CheckConfigCommandTests(ConfigFiles, SynchronousTestCase):
                          f"mnigs-client: configuration warning: {path}: method.wireguard: "
                          f"[method.wireguard] is deprecated: write [methods.wireguard]\n")
 
+    def test_freeTextClientIdWarned(self):
+        path = self.write('[client]\nid = "my-laptop"\nstate_dir = "/var/lib/c"\n'
+                          '[mesh]\ninterfaces = ["lo"]\n')
+        result = self.checkConfig(path)
+        self.assertEqual(result.returncode, 0)
+        self.assertEqual(result.stderr,
+                         f"mnigs-client: configuration warning: {path}: client.id: is ignored: "
+                         f"a client's id is now the public half of its key "
+                         f"(/var/lib/c/identity.pem), which proves it; remove client.id\n")
+
     def test_invalidAsTheDaemonSaysIt(self):
         for program, text, line in (
                 ("mnigs-server", SERVER_TEXT.replace("lo0x", "lo"),

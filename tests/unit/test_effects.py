@@ -10,6 +10,7 @@ health monitor, the routing, the RPC client and the hooks.
 import gc
 import types
 
+from nacl.signing import SigningKey
 from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.task import Clock
@@ -29,7 +30,7 @@ class Step:
     gatewayId, host, port, method = "ed25519:gw", "10.99.0.5", 8150, "wireguard"
     gateway = "pdx-gw-1 (10.99.0.5)"
     # The offer as discovery saw it: its probe targets, the RPC round trip.
-    seen = types.SimpleNamespace(offer=types.SimpleNamespace(probe=("9.9.9.9",)), rtt=0.0375)
+    seen = types.SimpleNamespace(offer=types.SimpleNamespace(probe=("9.9.9.9",), issuedAt=0), rtt=0.0375)
 
 
 class Connection:
@@ -103,7 +104,7 @@ class EffectsTestCase(SynchronousTestCase):
     def makeEffects(self, config):
         self.effects = ClientEffects(self.clock, config, [], None, None, {}, None,
                                      QualityHistory(self.clock), self.routing, Health,
-                                     Hooks(), "me", pingerFactory=self.pinger)
+                                     Hooks(), SigningKey(b"k" * 32), pingerFactory=self.pinger)
         self.effects.agent = Agent()
 
     def pinger(self, device):

@@ -58,7 +58,7 @@ class RecordingMethod:
 
     def allocate(self, lease, others, localHost):
         used = {o.config["address"] for o in others}
-        for n in range(2, 5):
+        for n in range(2, 6):  # one more than max_clients: a replacement's
             if f"100.64.0.{n}/32" not in used:
                 return {"address": f"100.64.0.{n}/32"}
         raise protocol.RPCError(protocol.GATEWAY_FULL, "pool exhausted")
@@ -167,17 +167,46 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(len(self.book), 1)
         self.assertEqual([e[0] for e in self.events], ["grant", "save", "hook", "save"])
 
-    def test_reRegisterWithNewKeyKeepsIdRegrants(self):
+    def test_reRegisterWithNewKeyGrantsTheNewBeforeRevokingTheOld(self):
+        """
+        Replace-then-revoke: the client's new grant is in place before its
+        old one goes, so it is never without access; the new lease
+        replaces the old one in the book (a full gateway has room for it).
+        """
         first = self.successResultOf(self.register(request(key="a")))["lease"]
+        for n in (2, 3):
+            self.successResultOf(self.register(request(f"c{n}")))
+        del self.events[:]
         second = self.successResultOf(self.register(request(key="b")))["lease"]
-        self.assertEqual(first["id"], second["id"])
-        self.assertEqual([e[0] for e in self.events], ["grant", "save", "hook", "revoke", "grant", "save", "hook"])
+        self.assertEqual(self.events, [("grant", "c1", "100.64.0.5/32"),
+                                       ("revoke", "c1", "100.64.0.2/32"),
+                                       ("hook", "release", "fake", "10.0.0.1"), ("save", 3),
+                                       ("hook", "register", "fake", "10.0.0.1")])
+        self.assertNotEqual(first["id"], second["id"])
+        self.assertEqual(len(self.book), 3)
+        self.assertEqual(self.book.find("c1", "fake").params, {"key": "b"})
+        self.assertCode(self.registry.renew(first["id"], first["token"]), protocol.UNKNOWN_LEASE)
+
+    def test_failedReplacementKeepsTheOldGrant(self):
+        first = self.successResultOf(self.register(request(key="a")))["lease"]
+        del self.events[:]
+        self.method.failGrant = True
+        self.assertCode(self.register(request(key="b")), protocol.INTERNAL_ERROR)
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(self.events, [("grant", "c1", "100.64.0.3/32"),
+                                       ("revoke", "c1", "100.64.0.3/32")])
+        self.assertEqual(self.book.find("c1", "fake").id, first["id"])
+        self.assertEqual(len(self.book), 1)
+        self.method.failGrant = False
+        d = self.registry.renew(first["id"], first["token"])
+        self.clock.advance(0)
+        self.successResultOf(d)
 
     def test_overlappingReRegistrationsTakeTurns(self):
         """
         A client that retries while its re-registration is still revoking
-        the old grant gets the same lease, not an internal error from two
-        drafts racing into the book.
+        the old grant waits for it, instead of two drafts racing into the
+        book: each replaces the one before.
         """
         first = self.successResultOf(self.register(request(key="a")))["lease"]
         self.method.slowRevokes = []
@@ -188,12 +217,12 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(len(self.method.slowRevokes), 1)  # c waits its turn
         self.method.slowRevokes[0].callback(None)
         self.clock.advance(0)
-        self.assertEqual(self.successResultOf(b)["lease"]["id"], first["id"])
+        second = self.successResultOf(b)["lease"]
+        self.assertNotEqual(second["id"], first["id"])
         self.assertEqual(len(self.method.slowRevokes), 2)  # now c revokes b's grant
         self.method.slowRevokes[1].callback(None)
         self.clock.advance(0)
-        third = self.successResultOf(c)["lease"]
-        self.assertEqual(third["id"], first["id"])
+        self.successResultOf(c)
         self.assertEqual(len(self.book), 1)
         self.assertEqual(self.book.find("c1", "fake").params, {"key": "c"})
         self.assertEqual(self.registry._locks, {})
@@ -269,13 +298,15 @@ class RegistryTests(SynchronousTestCase):
     def test_registrationOfAClientThatHungUpIsKept(self):
         self.successResultOf(self.register(request(key="a")))
         self.method.slowRevokes = []
-        d = self.register(request(key="b"))  # revokes the grant for key "a" first
+        d = self.register(request(key="b"))  # grants key "b", then revokes key "a"
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
         self.method.slowRevokes[0].callback(None)
         self.clock.advance(0)
         self.assertEqual(self.book.find("c1", "fake").params, {"key": "b"})
-        self.assertEqual(self.events[-3:], [("grant", "c1", "100.64.0.2/32"), ("save", 1),
+        self.assertEqual(self.events[-5:], [("grant", "c1", "100.64.0.3/32"),
+                                            ("revoke", "c1", "100.64.0.2/32"),
+                                            ("hook", "release", "fake", "10.0.0.1"), ("save", 1),
                                             ("hook", "register", "fake", "10.0.0.1")])
         self.assertEqual(self.flushLoggedErrors(), [])
 

@@ -39,6 +39,23 @@ class KeyFileTests(SynchronousTestCase):
         self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
         self.assertEqual(bytes(loadOrCreateKey(self.dir)), bytes(first))
 
+    def test_looseModeTightenedOnLoad(self):
+        loadOrCreateKey(self.dir)
+        os.chmod(self.path, 0o644)
+        loadOrCreateKey(self.dir)
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+
+    def test_clientKeyReplacesTheOldClientIdFile(self):
+        from mnigs.client.service import OLD_CLIENT_ID_FILE, loadOrCreateClientKey
+
+        old = os.path.join(self.dir, OLD_CLIENT_ID_FILE)
+        with open(old, "w") as f:
+            f.write("mnigs-0123456789abcdef\n")
+        key = loadOrCreateClientKey(self.dir)
+        self.assertFalse(os.path.exists(old))
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+        self.assertEqual(bytes(loadOrCreateClientKey(self.dir)), bytes(key))
+
     def test_readsWhatCryptographyWrites(self):
         """A key file written by the C{cryptography} library (as mnigs did
         before it used PyNaCl) loads as the same key."""

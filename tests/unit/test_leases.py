@@ -65,6 +65,38 @@ class LeaseBookTests(SynchronousTestCase):
         draftAndAdd(book, "a", 0, method="wireguard")
         self.assertEqual(len(book), 2)
 
+    def test_replacementIsTheClientsLeaseOnceAdded(self):
+        book = LeaseBook(1, 600)
+        old = draftAndAdd(book, "a", 0)
+        new = book.draft("a", "", "forward", "10.0.0.2", {}, 10, replacing=old)  # full, yet room
+        new.config = {"address": "10.0.0.2/32"}
+        book.add(new, replacing=old)
+        self.assertIs(book.find("a", "forward"), new)
+        self.assertEqual(len(book), 2)  # both live until the old one is revoked
+        book.remove(old)
+        self.assertIs(book.find("a", "forward"), new)
+        self.assertEqual(book.live(), [new])
+
+    def test_failedReplacementRestoresTheOldLease(self):
+        book = LeaseBook(5, 600)
+        old = draftAndAdd(book, "a", 0)
+        new = book.draft("a", "", "forward", "10.0.0.2", {}, 10, replacing=old)
+        book.add(new, replacing=old)
+        book.remove(new, restoring=old)
+        self.assertIs(book.find("a", "forward"), old)
+        self.assertEqual(book.live(), [old])
+
+    def test_restoreKeepsTheNewerOfAReplacedPair(self):
+        book = LeaseBook(5, 600)
+        old = draftAndAdd(book, "a", 0)
+        new = book.draft("a", "", "forward", "10.0.0.2", {}, 10, replacing=old)
+        new.config = {"address": "10.0.0.2/32"}
+        book.add(new, replacing=old)
+        again = LeaseBook(5, 600)
+        restored, dropped = again.restore(book.records(), 20, {"forward"})
+        self.assertEqual(([lease.id for lease in restored], [lease.id for lease in dropped]),
+                         ([new.id], [old.id]))
+
     def test_releaseFreesRoom(self):
         book = LeaseBook(1, 600)
         lease = draftAndAdd(book, "a", 0)

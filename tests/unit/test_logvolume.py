@@ -30,6 +30,7 @@ from mnigs.client.ranking import Policy, SwitchPolicy
 from mnigs.client.service import ClientService
 from mnigs.config import readSection
 from mnigs.daemonlog import LevelFilter
+from mnigs.protocol import signOffer
 from tests.unit.test_effects import Connection
 from tests.unit.test_protocol import makeOffer
 
@@ -46,10 +47,10 @@ class Gateways:
 
     def __init__(self, clock, names):
         self.clock = clock
-        self.offers = {}
+        self.offers, self.keys = {}, {}
         for host, name in names.items():
-            offer, _ = makeOffer(SigningKey.generate(), gateway__name=name)
-            self.offers[host] = offer
+            offer, key = makeOffer(SigningKey.generate(), gateway__name=name)
+            self.offers[host], self.keys[host] = offer, key
         self.silent = set()
         self.leases = 0
         self.calls = {}
@@ -64,10 +65,13 @@ class Gateways:
             return defer.succeed(self.offers[host])
         if method == "gateway.register":
             self.leases += 1
-            return defer.succeed({"lease": {
+            return defer.succeed(signOffer({"lease": {
                 "id": f"lease-{self.leases}", "token": "t" * 32, "expires_in": 600,
+                "method": params["method"],
                 "config": {"address": f"100.64.0.{self.leases + 1}/32",
-                           "gateway_address": "100.64.0.1"}}})
+                           "gateway_address": "100.64.0.1"}},
+                "gateway": self.offers[host]["gateway"]["id"], "client": params["client"]["id"]},
+                self.keys[host]))
         if method == "gateway.renew":
             return defer.succeed({"expires_in": 600})
         return defer.succeed({"released": True})
@@ -90,6 +94,9 @@ class Source:
 class Method:
     def registerParams(self, offerEntry):
         return {"public_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
+
+    def checkAgainstOffer(self, offerEntry, config):
+        pass
 
     def connect(self, step, lease):
         connection = Connection()
@@ -148,7 +155,7 @@ class LogVolumeTests(SynchronousTestCase):
             self.clock, config, [Source(list(hosts))], discovery, self.gateways,
             {"wireguard": Method()}, Policy(methods=("wireguard",)), history, Anything(),
             lambda session: ClientService._health(wiring, session),
-            Anything(), "mnigs-test", pingerFactory=pinger.bound)
+            Anything(), SigningKey(b"k" * 32), pingerFactory=pinger.bound)
         self.agent = ClientAgent(self.clock, effects, history,
                                  SwitchPolicy(config.policy.switch_margin, config.policy.switch_hold),
                                  config.discovery.rescan_interval)

@@ -17,7 +17,7 @@ WG_KEY = "x" * 43 + "="  # 32 bytes of base64
 def makeOffer(key=None, **changes):
     key = key or SigningKey.generate()
     offer = {
-        "protocol": 1,
+        "protocol": 2,
         "gateway": {"id": protocol.gatewayId(key.verify_key), "name": "gw-1",
                     "software": "mnigs 0.1.0"},
         "available": True,
@@ -30,6 +30,7 @@ def makeOffer(key=None, **changes):
             {"type": "forward"},
         ],
         "issued_at": 1764000000,
+        "nonce": "n0nce",
     }
     for path, value in changes.items():
         target = offer
@@ -96,7 +97,12 @@ class HostileOfferTests(SynchronousTestCase):
         self.assertRaises(OfferRejected, verifyOffer, offer)
 
     def test_badShapes(self):
-        self.assertRejected(protocol=2)
+        self.assertRejected(protocol=1)
+        self.assertRejected(protocol=3)
+        self.assertRejected(nonce="")
+        self.assertRejected(nonce=5)
+        self.assertRejected(nonce="n" * 500)
+        self.assertRejected(nonce="new\nline")
         self.assertRejected(available="yes")
         self.assertRejected(terms__max_clients=-1)
         self.assertRejected(terms__clients=1.5)
@@ -167,22 +173,75 @@ class HostileOfferTests(SynchronousTestCase):
             pass
 
 
+CLIENT_KEY = SigningKey(b"c" * 32)
+CLIENT_ID = protocol.keyId(CLIENT_KEY.verify_key)
+
+
+def registerParams(key=CLIENT_KEY, **changes):
+    params = {"client": {"id": protocol.keyId(key.verify_key), "name": "n"},
+              "gateway": "ed25519:" + "g" * 43 + "=", "nonce": "n0nce",
+              "method": "wireguard", "params": {"public_key": WG_KEY}}
+    params.update(changes)
+    return protocol.signRegistration(params, key)
+
+
 class RegisterParamsTests(SynchronousTestCase):
     def test_valid(self):
-        r = protocol.parseRegister({"client": {"id": "node-1", "name": "n"}, "method": "wireguard",
-                                    "params": {"public_key": "k"}})
-        self.assertEqual((r.clientId, r.clientName, r.method), ("node-1", "n", "wireguard"))
+        r = protocol.parseRegister(registerParams())
+        self.assertEqual((r.clientId, r.clientName, r.method, r.gateway, r.nonce),
+                         (CLIENT_ID, "n", "wireguard", "ed25519:" + "g" * 43 + "=", "n0nce"))
+        self.assertTrue(r.proofVerifies())
 
     def test_invalid(self):
-        for params in ({}, {"client": "x", "method": "forward"},
-                       {"client": {"id": ""}, "method": "forward"},
-                       {"client": {"id": "a b"}, "method": "forward"},
-                       {"client": {"id": "a" * 200}, "method": "forward"},
-                       {"client": {"id": "a"}, "method": 5},
-                       {"client": {"id": "a"}, "method": "forward", "params": []},
-                       {"client": {"id": "a"}, "method": "forward", "extra": 1}):
+        good = registerParams()
+        for changes in ({"client": "x"}, {"client": {"id": ""}}, {"client": {"id": "a b"}},
+                        {"client": {"id": "node-1"}}, {"client": {"id": "ed25519:" + "a" * 200}},
+                        {"client": {"id": "ed25519:AAAA"}}, {"method": 5}, {"params": []},
+                        {"extra": 1}, {"gateway": 5}, {"nonce": None}, {"proof": 7},
+                        {"proof": "p" * 500}):
+            params = dict(good, **changes)
             e = self.assertRaises(protocol.RPCError, protocol.parseRegister, params)
-            self.assertEqual(e.code, protocol.INVALID_PARAMS)
+            self.assertEqual(e.code, protocol.INVALID_PARAMS, changes)
+        for missing in ("client", "gateway", "nonce", "proof"):
+            params = {k: v for k, v in good.items() if k != missing}
+            e = self.assertRaises(protocol.RPCError, protocol.parseRegister, params)
+            self.assertEqual(e.code, protocol.INVALID_PARAMS, missing)
+
+
+class RegistrationProofTests(SynchronousTestCase):
+    """
+    The proof is the client key's signature over every other member: any
+    change to what was signed, or a proof by another key, does not verify.
+    """
+
+    def test_proofByTheClientKeyVerifies(self):
+        self.assertTrue(protocol.parseRegister(registerParams()).proofVerifies())
+
+    def test_proofByAnotherKeyDoesNotVerify(self):
+        params = registerParams(key=SigningKey(b"m" * 32))
+        params["client"] = {"id": CLIENT_ID, "name": "n"}  # the victim's id, the thief's proof
+        self.assertFalse(protocol.parseRegister(params).proofVerifies())
+
+    def test_garbledProofDoesNotVerify(self):
+        for proof in ("", "not base64!", "AAAA", registerParams()["proof"][:-4] + "AAA="):
+            params = dict(registerParams(), proof=proof)
+            self.assertFalse(protocol.parseRegister(params).proofVerifies(), proof)
+
+    @settings(derandomize=True, max_examples=100)
+    @given(st.sampled_from(["gateway", "nonce", "method", "params", "client"]),
+           st.text(max_size=20) | st.dictionaries(st.text(max_size=5), st.text(max_size=5)))
+    def test_anyChangeToASignedMemberBreaksTheProof(self, member, value):
+        signed = registerParams()
+        changed = dict(signed, **{member: value})
+        if member == "client":
+            changed["client"] = {"id": CLIENT_ID, "name": str(value)[:64]}
+        if changed == signed:
+            return
+        try:
+            request = protocol.parseRegister(changed)
+        except protocol.RPCError:
+            return  # malformed now: refused before the proof is looked at
+        self.assertFalse(request.proofVerifies())
 
     def test_leaseCredentials(self):
         self.assertEqual(protocol.parseLeaseCredentials({"lease": "a", "token": "b"}), ("a", "b"))

@@ -44,7 +44,7 @@ def startServer(testcase, interface="127.0.0.1", maxConnections=512):
     return port.getHost().port
 
 
-def rawPost(port, body, host="127.0.0.1", path="/mnigs/v1", headers=b"", length=True):
+def rawPost(port, body, host="127.0.0.1", path="/mnigs/v2", headers=b"", length=True):
     """
     A blocking raw HTTP exchange, to send what a proper client never would.
     """
@@ -114,7 +114,7 @@ class ServerAnswersTests(TestCase):
         # type without a boundary with a bare 400); to us a body is a body.
         def post(contentType, body):
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                s.sendall(b"POST /mnigs/v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                s.sendall(b"POST /mnigs/v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                           b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
                           % (contentType, len(body), body))
                 answer = b""
@@ -159,7 +159,7 @@ class ServerAnswersTests(TestCase):
     @defer.inlineCallbacks
     def test_noJSONP(self):
         status, body = yield self.post(b'{"jsonrpc":"2.0","method":"test.echo","id":1}',
-                                       path="/mnigs/v1?callback=alert")
+                                       path="/mnigs/v2?callback=alert")
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["result"]["params"], {})
 
@@ -191,7 +191,7 @@ class RequestDeadlineTests(SynchronousTestCase):
     request after an answer.
     """
 
-    request = (b'POST /mnigs/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 62\r\n\r\n'
+    request = (b'POST /mnigs/v2 HTTP/1.1\r\nHost: x\r\nContent-Length: 62\r\n\r\n'
                b'{"jsonrpc":"2.0","method":"test.echo","params":{},"id":1}     ')
 
     def setUp(self):
@@ -507,7 +507,7 @@ class SurrogateCredentialsTests(SynchronousTestCase):
             unregister = renew
 
         self.leaseId = lease.id
-        self.site = makeSite(makeResource(Gateway(), RateLimiter(Clock(), 0)), Clock())
+        self.site = makeSite(makeResource(Gateway(), RateLimiter(Clock(), 0), signer=None), Clock())
 
     def call(self, body):
         proto = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 4000))

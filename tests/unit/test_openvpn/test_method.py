@@ -24,7 +24,7 @@ from mnigs.openvpn import management as m
 from mnigs.openvpn.config import LeaseConfigRejected
 from mnigs.openvpn.daemon import NotRunning
 from mnigs.process import ProcessExitedEarly
-from mnigs.protocol import GATEWAY_FULL, INVALID_PARAMS, RPCError
+from mnigs.protocol import GATEWAY_FULL, INVALID_PARAMS, RPCError, certificateSHA256
 from mnigs.server.leases import Lease
 from tests.unit.test_openvpn.test_config import caPEM, goodConfig
 
@@ -113,7 +113,8 @@ class GatewayTests(SynchronousTestCase):
 
     def test_offerEntryHoldsNoSecret(self):
         self.assertEqual(self.gateway.offerEntry("10.251.0.3"),
-                         {"type": "openvpn", "endpoint": "10.251.0.3:1194", "proto": "udp"})
+                         {"type": "openvpn", "endpoint": "10.251.0.3:1194", "proto": "udp",
+                          "ca_sha256": certificateSHA256(self.gateway.caPEM)})
         self.assertEqual(self.gateway.offerEntry("10.99.7.1")["endpoint"], "10.251.0.3:1194")
 
     def test_paramsMustBeEmpty(self):

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 
+from nacl.signing import SigningKey
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -15,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import loadClientConfig
 from mnigs.config import ConfigError
+from mnigs.protocol import certificateSHA256
 from mnigs.server.config import loadServerConfig
 from mnigs.server.service import buildOpenVPN
 from tests.unit.fakeprocess import FakeSpawner
@@ -80,7 +82,8 @@ class BuildTests(SynchronousTestCase):
         with open(os.path.join(stateDir, "openvpn", "ca.pem")) as f:
             self.assertEqual(gateway.caPEM, f.read())
         self.assertEqual(gateway.offerEntry("10.251.0.3"),
-                         {"type": "openvpn", "endpoint": "10.251.0.3:443", "proto": "tcp"})
+                         {"type": "openvpn", "endpoint": "10.251.0.3:443", "proto": "tcp",
+                          "ca_sha256": certificateSHA256(gateway.caPEM)})
         self.assertEqual(gateway.daemon.socketPath,
                          os.path.join(stateDir, "openvpn", "management.sock"))
         self.assertEqual(gateway.describe()["pool"], "100.65.4.0/24")
@@ -114,7 +117,7 @@ class TrafficTests(SynchronousTestCase):
         clock = Clock()
         history = QualityHistory(clock)
         effects = ClientEffects(clock, None, [], None, None, {}, None, history, None, None,
-                                Hooks(), "me")
+                                Hooks(), SigningKey(b"k" * 32))
         session = Session(Step(), {"config": {"address": "100.65.0.2/32"}}, connection, 0.0)
         self.successResultOf(effects.endSession(session))
         return history.get("ed25519:gw")
