@@ -15,7 +15,7 @@ import time
 
 from nacl.signing import SigningKey
 
-from mnigs.protocol import RPC_PATH
+from mnigs.protocol import RPC_PATH, signRegistration
 
 PATH = RPC_PATH.decode()
 
@@ -35,12 +35,12 @@ def randomWireGuardKey():
 def registerParams(key, offer, method, methodParams, name="bench"):
     """
     The params of a C{gateway.register} by the client holding C{key},
-    after fetching C{offer} (its C{gateway.info} answer).  Protocol v1:
-    the client id is all it takes; v2 adds the gateway id, the offer's
-    nonce and a proof signed by C{key}, here.
+    after fetching C{offer} (its C{gateway.info} answer): protocol v2, the
+    gateway id and the offer's nonce, signed by C{key}.
     """
-    return {"client": {"id": clientId(key), "name": name}, "method": method,
-            "params": methodParams}
+    return signRegistration({"client": {"id": clientId(key), "name": name},
+                             "gateway": offer["gateway"]["id"], "nonce": offer["nonce"],
+                             "method": method, "params": methodParams}, key)
 
 
 def request(method, params=None, id=1):

@@ -58,7 +58,7 @@ import time
 from nacl.signing import SigningKey
 
 from bench._common import keepLogs, progress, unwindOnSignals
-from bench._rpcwire import clientId, randomWireGuardKey, registerParams
+from bench._rpcwire import clientId
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment
 from tests.mesh.harness import Mesh, missingForNamespaces
 
@@ -311,16 +311,18 @@ def spoofRun(nodes, gateway, seed, gwHost):
     lease; the attacker spoofs both addresses.
     """
     legit = nodes["legit"]
-    key = SigningKey(bytes.fromhex(seed))
     code = (f"import json, sys; sys.path.insert(0, {TOP!r}); "
-            "from bench._rpcwire import call; "
-            f"print(json.dumps([call({gwHost!r}, {PORT}, 'gateway.info'), "
-            f"call({gwHost!r}, {PORT}, 'gateway.register', json.loads(sys.argv[1])), "
-            f"call({gwHost!r}, {PORT}, 'gateway.register', json.loads(sys.argv[2]))]))")
-    forward = registerParams(key, None, "forward", {})
-    wireguard = registerParams(key, None, "wireguard", {"public_key": randomWireGuardKey()})
+            "from nacl.signing import SigningKey; "
+            "from bench._rpcwire import call, randomWireGuardKey, registerParams; "
+            f"key = SigningKey(bytes.fromhex({seed!r})); "
+            f"info = call({gwHost!r}, {PORT}, 'gateway.info'); "
+            "offer = info[2]; "
+            f"print(json.dumps([info, call({gwHost!r}, {PORT}, 'gateway.register', "
+            "registerParams(key, offer, 'forward', {})), "
+            f"call({gwHost!r}, {PORT}, 'gateway.register', registerParams(key, offer, "
+            "'wireguard', {'public_key': randomWireGuardKey()}))]))")
     result = legit.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
-                        sys.executable, "-c", code, json.dumps(forward), json.dumps(wireguard)])
+                        sys.executable, "-c", code])
     info, forwardLease, wgLease = json.loads(result.stdout)
     if not (forwardLease[0] and wgLease[0]):
         raise AssertionError(f"legit could not take its leases: {forwardLease} {wgLease}")

@@ -112,9 +112,9 @@ class GateMesh(TestCase):
         return Counter(self.gw, ports, interface, table="mnigs_probe")
 
     def register(self, node, method, params=None):
+        # One client key per node and method (mnigs-rpc signs with it).
         kind, value = rpc(node, GW_LAN, "gateway.register",
-                          {"client": {"id": f"{node.name}-{method}"}, "method": method,
-                           "params": params or {}})
+                          {"method": method, "params": params or {}}, key=method)
         self.assertEqual(kind, "result", value)
         return value["lease"]
 
