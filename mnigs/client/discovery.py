@@ -13,6 +13,7 @@ sockets a scan may hold open.
 from __future__ import annotations
 
 import ipaddress
+import math
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -55,7 +56,8 @@ class Discovery:
         merged = mergeCandidates([candidates])
         return [c for c in merged if c.address not in own][:self.maxCandidates]
 
-    def scan(self, candidates, onFound=None, settle=None, usable=None) -> defer.Deferred:
+    def scan(self, candidates, onFound=None, settle=None, usable=None, hot=(),
+             retry=0.5) -> defer.Deferred:
         """
         Probe C{candidates}; fire with every L{Seen} (one per gateway id, the
         nearest address), nearest first.  C{onFound(seen)} is called as each
@@ -66,6 +68,13 @@ class Discovery:
         answered by then, and the calls still out are cancelled.  A silent
         candidate (a dead gateway) then no longer holds the client for the
         whole timeout when a live one has long answered.
+
+        C{hot} lists C{(host, port)} of gateways met recently.  They are
+        asked whether or not a route source lists them (the mesh may just
+        be relearning the way to a gateway that came back), and asked again
+        every C{retry} seconds until one answers or C{timeout} has passed:
+        a gateway whose path returns mid-scan is heard within C{retry}, not
+        after a whole TCP retransmission and the next scan.
         """
         ordered = self.order(candidates)
         semaphore = defer.DeferredSemaphore(self.concurrency)
@@ -84,10 +93,14 @@ class Discovery:
                     early.append(self.reactor.callLater(settle, settled))
 
         calls = [semaphore.run(probe, candidate, port) for candidate in ordered for port in self.ports]
+        distances = {str(c.address): c.distance for c in ordered}
+        own = {str(a) for a in self.ownAddresses()}
+        hotCalls = [self._askAgain(host, port, distances.get(host, math.inf), retry, keep)
+                    for host, port in dict.fromkeys(hot) if host not in own]
         ended = []
 
         def stopCalls():
-            for call in calls:
+            for call in calls + hotCalls:
                 call.cancel()
             for delayed in early:
                 if delayed.active():
@@ -105,17 +118,63 @@ class Discovery:
                 result.callback(_bestPerGateway(found))
 
         result = defer.Deferred(cancelAll)
-        defer.DeferredList(calls, consumeErrors=True).addCallback(settled)
+        defer.DeferredList(calls + hotCalls, consumeErrors=True).addCallback(settled)
         return result
 
-    def probe(self, candidate: Candidate, port: int) -> defer.Deferred:
+    def _askAgain(self, host, port, distance, every, keep) -> defer.Deferred:
         """
-        One C{gateway.info} call; fires with a L{Seen} or C{None}, never
-        fails.
+        Ask C{host} every C{every} seconds until one call answers or
+        C{timeout} has passed since the first (every call ends by then);
+        C{keep} gets the first answer.  Fires with None; cancelling
+        it cancels the calls out.
+        """
+        candidate = Candidate(ipaddress.ip_address(host), distance, "recent")
+        deadline = self.reactor.seconds() + self.timeout
+        out = []
+        nextCall = []
+
+        def finish(_=None):
+            if done.called:
+                return
+            done.callback(None)  # first: what cancelling below fires is ignored
+            for delayed in nextCall:
+                if delayed.active():
+                    delayed.cancel()
+            for call in list(out):
+                call.cancel()
+
+        def answered(seen, call):
+            out.remove(call)
+            if done.called:
+                return
+            if seen is not None:
+                keep(seen)
+                finish()
+            elif not out and not any(d.active() for d in nextCall):
+                finish()  # the last try came back empty
+
+        def ask():
+            del nextCall[:]
+            remaining = deadline - self.reactor.seconds()
+            if every < remaining:
+                nextCall.append(self.reactor.callLater(every, ask))
+            call = self.probe(candidate, port, timeout=remaining)
+            out.append(call)
+            call.addCallback(answered, call)
+
+        done = defer.Deferred(lambda _: finish())
+        ask()
+        return done
+
+    def probe(self, candidate: Candidate, port: int, timeout=None) -> defer.Deferred:
+        """
+        One C{gateway.info} call (within C{timeout}, by default the
+        scan's); fires with a L{Seen} or C{None}, never fails.
         """
         host = str(candidate.address)
         started = self.reactor.seconds()
-        d = self.rpc.call(host, port, "gateway.info", {}, timeout=self.timeout)
+        d = self.rpc.call(host, port, "gateway.info", {},
+                          timeout=self.timeout if timeout is None else timeout)
 
         def answered(offer):
             rtt = self.reactor.seconds() - started

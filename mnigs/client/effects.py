@@ -136,6 +136,7 @@ class ClientEffects:
         self.agent = None  # set by the agent, which the watchers report to
         self.teardown = defer.succeed(None)
         self.lastSeen = []
+        self.recent = {}  # (host, port) -> when a scan last heard that gateway
 
     # -- discovery ---------------------------------------------------------
     @defer.inlineCallbacks
@@ -160,14 +161,38 @@ class ClientEffects:
         d = self.candidates()
         if early:
             d.addCallback(self.discovery.scan, settle=self.config.discovery.settle,
-                          usable=self._usable)
+                          usable=self._usable, hot=self.recentGateways())
         else:
             d.addCallback(self.discovery.scan)
+        d.addCallback(self._remember)
         d.addCallback(self._rank)
         return d
 
     def _usable(self, seen):
         return rank([seen], self.policy, self.history, self.reactor.seconds())[0].usable
+
+    #: Gateways met in the last RECENT_SECONDS, at most RECENT_MAX of
+    #: them, are asked again and again by an offline client's scans.
+    RECENT_SECONDS = 600.0
+    RECENT_MAX = 16
+
+    def recentGateways(self):
+        """
+        C{(host, port)} of the gateways scans met lately, latest first:
+        what an offline client keeps asking while the mesh relearns its
+        routes (L{Discovery.scan}'s C{hot}).
+        """
+        now = self.reactor.seconds()
+        fresh = sorted(((when, where) for where, when in self.recent.items()
+                        if now - when <= self.RECENT_SECONDS), reverse=True)
+        self.recent = dict((where, when) for when, where in fresh[:self.RECENT_MAX])
+        return list(self.recent)
+
+    def _remember(self, seen):
+        now = self.reactor.seconds()
+        for item in seen:
+            self.recent[(item.host, item.port)] = now
+        return seen
 
     def _rank(self, seen):
         self.lastSeen = seen

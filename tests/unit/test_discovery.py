@@ -161,3 +161,68 @@ class SettleTests(SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RecentGatewayTests(SynchronousTestCase):
+    """
+    Gateways met lately are asked again every C{retry} seconds during an
+    offline scan, listed by a route source or not.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.rpc = FakeRPC()
+        self.discovery = Discovery(self.clock, self.rpc, concurrency=16, timeout=2.0,
+                                   ownAddresses=lambda: {"10.0.0.9"})
+
+    def hotCalls(self, host):
+        return [call for h, call in self.rpc.calls if h == host]
+
+    def test_askedAgainUntilItAnswers(self):
+        offer, _ = makeOffer()
+        d = self.discovery.scan([], settle=0.25, hot=[("10.9.9.9", 8150)], retry=0.5)
+        [first] = self.hotCalls("10.9.9.9")
+        first.errback(ConnectionRefusedError())  # no route yet: fails at once
+        self.assertNoResult(d)
+        self.clock.advance(0.5)
+        second = self.hotCalls("10.9.9.9")[1]
+        self.clock.advance(0.5)
+        third = self.hotCalls("10.9.9.9")[2]
+        self.assertFalse(second.called)  # still out: a second try does not wait for it
+        third.callback(offer)
+        self.assertTrue(second.called)  # cancelled once one answered
+        self.clock.advance(0.25)
+        [seen] = self.successResultOf(d)
+        self.assertEqual((seen.host, seen.distance), ("10.9.9.9", float("inf")))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_aListedCandidateKeepsItsDistanceAndOwnAddressesAreSkipped(self):
+        offer, _ = makeOffer()
+        d = self.discovery.scan(candidates(1, start=9),
+                                hot=[("10.0.0.9", 8150), ("10.0.0.10", 8150)])
+        self.assertEqual(self.hotCalls("10.0.0.9"), [])  # our own address: never asked
+        listed, hot = self.hotCalls("10.0.0.10")  # once as a candidate, once as recent
+        listed.errback(RPCTimeout("silent"))
+        hot.callback(offer)
+        [seen] = self.successResultOf(d)
+        self.assertEqual(seen.distance, 9.0)
+
+    def test_givesUpAtTheTimeout(self):
+        d = self.discovery.scan([], hot=[("10.9.9.9", 8150)], retry=0.5)
+        for _ in range(4):
+            self.clock.advance(0.5)
+        calls = self.hotCalls("10.9.9.9")
+        self.assertEqual(len(calls), 4)  # at 0, 0.5, 1.0 and 1.5 s
+        self.assertNoResult(d)
+        for call in calls:
+            if not call.called:
+                call.errback(RPCTimeout("silent"))
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelledScanCancelsTheRetries(self):
+        d = self.discovery.scan([], hot=[("10.9.9.9", 8150)], retry=0.5)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertTrue(all(call.called for call in self.hotCalls("10.9.9.9")))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -245,3 +245,18 @@ class InnerRouteTests(EffectsTestCase):
         self.effects._checkSession(session)
         self.assertEqual([e for e in events if "inner address" in formatEvent(e)], [])
         self.successResultOf(self.effects.endSession(session))
+
+
+class RecentGatewaysTests(EffectsTestCase):
+    def test_latestFirstBoundedAndForgotten(self):
+        seen = [types.SimpleNamespace(host=f"10.0.0.{i}", port=8150) for i in range(20)]
+        for item in seen:
+            self.effects._remember([item])
+            self.clock.advance(1)
+        recent = self.effects.recentGateways()
+        self.assertEqual(len(recent), self.effects.RECENT_MAX)
+        self.assertEqual(recent[0], ("10.0.0.19", 8150))
+        self.clock.advance(self.effects.RECENT_SECONDS - 1)  # 10.0.0.19 is 600 s old
+        self.assertEqual(self.effects.recentGateways(), [("10.0.0.19", 8150)])
+        self.clock.advance(1)
+        self.assertEqual(self.effects.recentGateways(), [])
