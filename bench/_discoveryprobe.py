@@ -64,7 +64,7 @@ def directEndpoints(rpc, reactor, timeout):
 def main():
     from twisted.internet import reactor
 
-    from mnigs.client.candidates import Candidate
+    from mnigs.routing.candidates import Candidate
     from mnigs.client.discovery import Discovery
     from mnigs.client.service import raiseFileLimit
     from mnigs.rpc.client import RPCClient

@@ -27,7 +27,7 @@ FIRST_PACKET_TIMEOUT = 30.0
 def makeMethod(reactor, name, ifname, routing, stateDir):
     if name == "wireguard":
         from mnigs.methods.wireguard import WireGuardClient
-        from mnigs.wireguard import generatePrivateKey
+        from mnigs.wireguard.uapi import generatePrivateKey
 
         return WireGuardClient(reactor, ifname, generatePrivateKey(), routing, keepalive=5,
                                handshakeTimeout=10.0)
@@ -37,7 +37,7 @@ def makeMethod(reactor, name, ifname, routing, stateDir):
         return OpenVPNClient(reactor, ifname, routing, stateDir, connectTimeout=10.0)
     if name == "softether":
         from mnigs.methods.softether import SoftEtherClient
-        from mnigs.netlink import Netlink
+        from mnigs.system.netlink import Netlink
 
         return SoftEtherClient(reactor, ifname, routing, Netlink(), stateDir,
                                connectTimeout=10.0)
@@ -53,7 +53,7 @@ def main(reactor, gateway, stateDir, runs, methods):
     from mnigs.client.effects import checkLease
     from mnigs.client.routes import PolicyRouting
     from mnigs.protocol import keyId, signRegistration, verifyOffer
-    from mnigs.icmp import Pinger
+    from mnigs.system.icmp import Pinger
     from mnigs.rpc.client import RPCClient
 
     rpc = RPCClient(reactor, timeout=5.0)

@@ -31,7 +31,7 @@ CLIENT_MODULES = [
     "mnigs.routing.babel",
     "mnigs.routing.kernel",
     "mnigs.routing.neighbours",
-    "mnigs.wgdevice",
+    "mnigs.wireguard.device",
     "mnigs.protocol",
 ]
 

@@ -58,7 +58,7 @@ import sys
 import time
 
 from bench._common import keepLogs, progress, unwindOnSignals
-from mnigs.ctl import ask
+from mnigs.cli.ctl import ask
 from tests.mesh.clientproc import ClientProcess
 from tests.mesh.commands import terminate
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, twistdArgv

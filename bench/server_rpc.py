@@ -16,7 +16,7 @@ nftables, and measures from inside the namespace over loopback:
      C{wireguard} method (C{forward} needs a direct mesh neighbour, which
      loopback is not): each pair registers a fresh client (its own ed25519 key,
      signing the registration over the offer's nonce) with a fresh
-     key from L{mnigs.wireguard.generatePrivateKey}/C{publicKey} and
+     key from L{mnigs.wireguard.uapi.generatePrivateKey}/C{publicKey} and
      unregisters it at once; 8 workers, each on its own keep-alive
      connection.  Every pair costs the server a WireGuard peer add and
      remove (UAPI), two nftables transactions (netlink) and two lease
@@ -214,7 +214,7 @@ async def timedWorkers(count, warmup, duration, step, serverPid=None):
 
 
 def wireguardKeys(count):
-    from mnigs.wireguard import generatePrivateKey, publicKey
+    from mnigs.wireguard.uapi import generatePrivateKey, publicKey
     return [publicKey(generatePrivateKey()) for _ in range(count)]
 
 

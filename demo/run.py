@@ -201,12 +201,12 @@ class Demo:
         there would; its human output.
         """
         result = node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
-                           sys.executable, "-m", "mnigs.ctl", "--socket", socket, command],
+                           sys.executable, "-m", "mnigs.cli.ctl", "--socket", socket, command],
                           check=False)
         return (result.stdout + result.stderr).rstrip("\n")
 
     def clientStatus(self):
-        from mnigs.ctl import ask
+        from mnigs.cli.ctl import ask
         try:
             return ask(self.client.config["admin"]["socket"], "status", timeout=2)
         except (OSError, ValueError):
@@ -431,7 +431,7 @@ class Demo:
 
     def pause(self, laptop, socket, silenced):
         heading("Left running (--keep)")
-        python = f"PYTHONPATH={TOP} {sys.executable} -m mnigs.ctl --socket"
+        python = f"PYTHONPATH={TOP} {sys.executable} -m mnigs.cli.ctl --socket"
         gateways = "\n".join(f"  {python} {g.config['admin']['socket']} status"
                               for g in self.gateways.values())
         print(f"""Poke at it from another shell, for example:

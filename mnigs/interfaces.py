@@ -11,7 +11,7 @@ class IAccessList(Interface):
     """
     The gateway's data-path gate: what reaches the uplink.  A packet gets
     through only if its source address is a live lease's I{and} it arrived
-    where that lease lives, both given by one L{mnigs.admission.Admission}
+    where that lease lives, both given by one L{mnigs.system.admission.Admission}
     per lease: the lease's address with its tunnel interface, or, for a
     lease without a tunnel, with the mesh interface and the link-layer
     address it registered from.  Anything else gets nothing through.
@@ -23,7 +23,7 @@ class IAccessList(Interface):
         """
         Replace whatever gate is there (left over by a crashed run, say) by
         one that admits exactly C{admissions} (an iterable of
-        L{mnigs.admission.Admission}), atomically, so that clients already
+        L{mnigs.system.admission.Admission}), atomically, so that clients already
         admitted see no gap.  Packets arriving on C{strictInterfaces} (the
         tunnels) must have a source routed back through the same interface
         (strict reverse-path filtering); what leaves the local UDP
@@ -33,7 +33,7 @@ class IAccessList(Interface):
 
     def allow(admission):
         """
-        Admit C{admission} (an L{mnigs.admission.Admission}).  Returns a
+        Admit C{admission} (an L{mnigs.system.admission.Admission}).  Returns a
         Deferred that fires when it is in force.
         """
 
@@ -81,7 +81,7 @@ class IGatewayMethod(Interface):
         The local UDP ports the method's daemon answers its peers from (a
         tuple, empty for none).  The gateway routes what leaves them by its
         routing tables, not back out of the interface the peer's packet came
-        in on (L{mnigs.nft.tableScript}): on a mesh the way back may differ.
+        in on (L{mnigs.system.nft.tableScript}): on a mesh the way back may differ.
         """
 
     def tunnelInterfaces():
@@ -94,7 +94,7 @@ class IGatewayMethod(Interface):
     def admission(lease):
         """
         Where C{lease}'s packets may come from: the
-        L{mnigs.admission.Admission} that C{grant} allows and C{revoke}
+        L{mnigs.system.admission.Admission} that C{grant} allows and C{revoke}
         denies.  Made from the lease alone (its config, and what
         C{allocate} recorded in C{lease.origin}), so that the gate
         installed after a restart admits the same.
@@ -182,7 +182,7 @@ class ILeaseStore(Interface):
     def load():
         """
         Return the list of stored lease records (dicts); an empty list when
-        nothing was stored yet.  Raises L{mnigs.statefile.StateFileCorrupt}
+        nothing was stored yet.  Raises L{mnigs.system.statefile.StateFileCorrupt}
         after moving an unreadable file aside.
         """
 
@@ -224,7 +224,7 @@ class IRouteSource(Interface):
     def candidates():
         """
         Return a Deferred firing with a list of
-        L{mnigs.client.candidates.Candidate} (address, distance, source),
+        L{mnigs.routing.candidates.Candidate} (address, distance, source),
         nearest first.
         """
 

@@ -5,7 +5,7 @@ node's admin API, and the node's own key and tun interface.
 
 from __future__ import annotations
 
-from mnigs.config import Field, absolutePath, between, ifname, port, text
+from mnigs.daemon.config import Field, absolutePath, between, ifname, port, text
 
 
 def _host(value):

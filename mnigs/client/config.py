@@ -10,14 +10,14 @@ C{[method.NAME]} of a method's table.  Either spelling ends up in one
 place, C{config.methods.NAME} (every method there, with its defaults when
 the file has no table for it).  The loader does no I/O beyond reading the
 file: whether the interfaces named in L{EXISTING_INTERFACES} exist is
-asked by L{mnigs.configcheck.checkClient}, which the daemon and
+asked by L{mnigs.daemon.configcheck.checkClient}, which the daemon and
 C{mnigsctl check-config} both use.
 """
 
 from __future__ import annotations
 
 
-from mnigs.config import (
+from mnigs.daemon.config import (
     decimalAmount,
     ConfigError,
     ConfigWarning,
@@ -37,8 +37,8 @@ from mnigs.config import (
     text,
 )
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
-from mnigs.daemonlog import SCHEMA as LOG_SCHEMA
-from mnigs.hooks import DEFAULT_MAX_RUNNING
+from mnigs.daemon.daemonlog import SCHEMA as LOG_SCHEMA
+from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
 from mnigs.protocol import DEFAULT_PORT, KNOWN_METHODS
 from mnigs.yggdrasil.admin import adminEndpoint
 

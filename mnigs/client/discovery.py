@@ -18,7 +18,7 @@ import math
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mnigs.client.candidates import Candidate, mergeCandidates
+from mnigs.routing.candidates import Candidate, mergeCandidates
 from mnigs.client.ranking import Seen
 from mnigs.protocol import OfferRejected, verifyOffer
 

@@ -11,7 +11,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mnigs.client.candidates import Candidate
+from mnigs.routing.candidates import Candidate
 from mnigs.client.health import ProbeTargets, firstAnswer
 from mnigs.client.machine import IClientEffects
 from mnigs.client.plan import buildPlan
@@ -102,7 +102,7 @@ def verifyDeadline(config, rpcRTT) -> float:
 
 
 def _pinger(reactor):
-    from mnigs.icmp import Pinger
+    from mnigs.system.icmp import Pinger
 
     return lambda device: Pinger(reactor, device=device)
 

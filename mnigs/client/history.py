@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from mnigs.statefile import StateFileCorrupt, readJSON, writeJSON
+from mnigs.system.statefile import StateFileCorrupt, readJSON, writeJSON
 
 log = Logger()
 

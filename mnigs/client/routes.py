@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from mnigs.pyroute import IPRoute, NetlinkError
+from mnigs.system.pyroute import IPRoute, NetlinkError
 from twisted.logger import Logger
 
 log = Logger()

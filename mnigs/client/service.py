@@ -10,23 +10,23 @@ import resource
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 
-from mnigs.admin import makeAdminService
+from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent
-from mnigs.client.candidates import HopScaled
+from mnigs.routing.candidates import HopScaled
 from mnigs.client.discovery import Discovery
 from mnigs.client.effects import ClientEffects
 from mnigs.client.health import HealthMonitor
 from mnigs.client.history import HistoryFile, QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
 from mnigs.client.routes import PolicyRouting
-from mnigs.hooks import Hooks
-from mnigs.identity import KEY_FILE, loadOrCreateKey
+from mnigs.daemon.hooks import Hooks
+from mnigs.daemon.identity import KEY_FILE, loadOrCreateKey
 from mnigs.methods.forward import ForwardClient
 from mnigs.methods.wireguard import WireGuardClient, loadOrCreateWireGuardKey
-from mnigs.netlink import Netlink
+from mnigs.system.netlink import Netlink
 from mnigs.protocol import keyId
 from mnigs.rpc.client import RPCClient
-from mnigs.statefile import ensureStateDir
+from mnigs.system.statefile import ensureStateDir
 
 log = Logger()
 
@@ -115,7 +115,7 @@ def policyFromConfig(config) -> Policy:
 
 
 class ClientService(MultiService):
-    #: What SIGHUP may change while the client runs (mnigs.reload).
+    #: What SIGHUP may change while the client runs (mnigs.daemon.reload).
     LIVE_KEYS = ("policy", "health", "log.level")
 
     def __init__(self, reactor, config, configPath=None, levelFilter=None):
@@ -154,7 +154,7 @@ class ClientService(MultiService):
         makeAdminService(reactor, config.admin.socket,
                          {"status": self.agent.describe}).setServiceParent(self)
         if config.manhole.enabled:
-            from mnigs.manhole import makeManholeService
+            from mnigs.daemon.manhole import makeManholeService
             makeManholeService(reactor, config.manhole.socket,
                                {"service": self, "agent": self.agent, "history": self.history,
                                 "effects": self.effects, "config": config}).setServiceParent(self)
@@ -162,7 +162,7 @@ class ClientService(MultiService):
 
     def reloader(self):
         from mnigs.client.config import loadClientConfig
-        from mnigs.reload import Reloader
+        from mnigs.daemon.reload import Reloader
 
         return Reloader(self.configPath, loadClientConfig, lambda: self.config,
                         self.applyConfig, self.LIVE_KEYS)
@@ -246,7 +246,7 @@ class _Lifecycle(Service):
         super().startService()
         service = self.clientService
         if service.configPath is not None:
-            from mnigs.reload import handleSIGHUP
+            from mnigs.daemon.reload import handleSIGHUP
             self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
         # The id stays out of info lines: it names this device to whoever

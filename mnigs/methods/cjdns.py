@@ -43,7 +43,7 @@ from zope.interface import implementer
 
 from mnigs.cjdns.admin import CjdnsError
 from mnigs.cjdns.names import canonicalKey, ipForKey, isCjdnsAddress
-from mnigs.admission import Admission
+from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import ConnectFailed, accessAddress
 from mnigs.methods.loss import Loss
@@ -239,8 +239,8 @@ class TunnelTimeout(ConnectFailed):
 
 
 def netlinkAddresses(netns=None):
-    """C{addresses(ifname)} through L{mnigs.netlink.Netlink}, a look at a time."""
-    from mnigs.netlink import Netlink
+    """C{addresses(ifname)} through L{mnigs.system.netlink.Netlink}, a look at a time."""
+    from mnigs.system.netlink import Netlink
 
     def addresses(ifname):
         with Netlink(netns) as netlink:

@@ -20,7 +20,7 @@ import ipaddress
 from twisted.internet import defer
 from zope.interface import implementer
 
-from mnigs.admission import Admission
+from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.loss import Loss
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError, invalidParams

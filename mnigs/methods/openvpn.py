@@ -36,7 +36,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mnigs.admission import Admission
+from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
@@ -52,7 +52,7 @@ from mnigs.openvpn.config import (
 )
 from mnigs.openvpn.daemon import OpenVPNDaemon
 from mnigs.protocol import certificateSHA256, formatEndpoint, invalidParams
-from mnigs.statefile import atomicWrite
+from mnigs.system.statefile import atomicWrite
 
 log = Logger()
 

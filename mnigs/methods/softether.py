@@ -35,7 +35,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mnigs.admission import Admission
+from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss

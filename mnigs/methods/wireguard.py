@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mnigs.admission import Admission
+from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
@@ -30,8 +30,8 @@ from mnigs.protocol import (
     formatEndpoint,
     invalidParams,
 )
-from mnigs.statefile import atomicWrite
-from mnigs.wireguard import Peer, checkKey, generatePrivateKey, publicKey
+from mnigs.system.statefile import atomicWrite
+from mnigs.wireguard.uapi import Peer, checkKey, generatePrivateKey, publicKey
 
 KEY_FILE = "wireguard.key"
 IMPLEMENTATIONS = {"auto": "auto", "kernel": "kernel", "wireguard-go": "userspace"}
@@ -335,7 +335,7 @@ class WireGuardClient:
     @defer.inlineCallbacks
     def connect(self, step, lease):
         from mnigs.protocol import formatEndpoint
-        from mnigs.wgdevice import WireGuardDevice
+        from mnigs.wireguard.device import WireGuardDevice
 
         config = checkLeaseConfig(lease.get("config"))
         device = WireGuardDevice(self.reactor, self.ifname, self.privateKey,

@@ -26,8 +26,8 @@ from twisted.python.failure import Failure
 
 from mnigs.openvpn import management as m
 from mnigs.openvpn.channel import ManagementFactory
-from mnigs.process import SupervisedProcess
-from mnigs.readiness import Watch
+from mnigs.system.process import SupervisedProcess
+from mnigs.system.readiness import Watch
 
 log = Logger()
 

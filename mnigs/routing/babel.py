@@ -31,7 +31,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mnigs.client.candidates import Candidate
+from mnigs.routing.candidates import Candidate
 from mnigs.interfaces import IRouteSource
 from mnigs.routing.babeltable import (
     BabelEvent,

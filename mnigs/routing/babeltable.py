@@ -29,7 +29,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Union
 
-from mnigs.client.candidates import Candidate, IPAddress, sortCandidates, usableAddress
+from mnigs.routing.candidates import Candidate, IPAddress, sortCandidates, usableAddress
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

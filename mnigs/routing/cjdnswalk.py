@@ -22,7 +22,7 @@ from mnigs.cjdns.names import (
     parseNodeAddress,
     splice,
 )
-from mnigs.client.candidates import Candidate, mergeCandidates
+from mnigs.routing.candidates import Candidate, mergeCandidates
 from mnigs.routing.walk import LevelWalk
 
 log = Logger()

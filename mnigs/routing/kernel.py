@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mnigs.client.candidates import Candidate, IPAddress
+from mnigs.routing.candidates import Candidate, IPAddress
 from mnigs.interfaces import IRouteSource
 from mnigs.routing.changes import ChangeNotifier
 from mnigs.routing.kerneltable import (
@@ -72,7 +72,7 @@ class RouteMonitor:
     """
 
     def __init__(self, netns: str | None = None) -> None:
-        from mnigs.pyroute import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, IPRoute
+        from mnigs.system.pyroute import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, IPRoute
 
         self._ipr = IPRoute(netns=netns, flags=0)
         try:
@@ -128,7 +128,7 @@ class PyRoute2Netlink:
         """
         Every route of every table, and the node's own addresses.
         """
-        from mnigs.pyroute import IPRoute
+        from mnigs.system.pyroute import IPRoute
 
         with IPRoute(netns=self.netns, flags=0) as ipr:
             linkNames = {link["index"]: link.get("ifname") for link in ipr.get_links()}

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from mnigs.client.candidates import (
+from mnigs.routing.candidates import (
     Candidate,
     IPAddress,
     mergeCandidates,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from mnigs.pyroute import IPRoute
+from mnigs.system.pyroute import IPRoute
 from twisted.internet import defer
 from zope.interface import implementer
 
-from mnigs.client.candidates import Candidate, usableAddress
+from mnigs.routing.candidates import Candidate, usableAddress
 from mnigs.interfaces import IRouteSource
 
 # NUD states worth asking: reachable, stale, delay, probe, permanent.

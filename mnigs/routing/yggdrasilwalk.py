@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
-from mnigs.client.candidates import Candidate, sortCandidates
+from mnigs.routing.candidates import Candidate, sortCandidates
 from mnigs.routing.walk import LevelWalk
 from mnigs.yggdrasil.admin import YggdrasilError
 from mnigs.yggdrasil.answers import (

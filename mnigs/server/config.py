@@ -8,14 +8,14 @@ list as C{warnings}, it appends a L{ConfigWarning} for each thing worth
 saying that does not stop the server (none yet on this side).  It does no
 I/O beyond reading the file: whether the interfaces named in
 L{EXISTING_INTERFACES} exist on this machine is asked by
-L{mnigs.configcheck.checkServer}, which the daemon and C{mnigsctl
+L{mnigs.daemon.configcheck.checkServer}, which the daemon and C{mnigsctl
 check-config} both use.
 """
 
 from __future__ import annotations
 
 
-from mnigs.config import (
+from mnigs.daemon.config import (
     decimalAmount,
     ConfigError,
     ConfigWarning,
@@ -35,8 +35,8 @@ from mnigs.config import (
     text,
 )
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
-from mnigs.daemonlog import SCHEMA as LOG_SCHEMA
-from mnigs.hooks import DEFAULT_MAX_RUNNING
+from mnigs.daemon.daemonlog import SCHEMA as LOG_SCHEMA
+from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
 from mnigs.protocol import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,

@@ -6,7 +6,7 @@ hears back only once its change is on disk.
 The store is a snapshot plus a journal:
 
   - C{leases.json}, the snapshot: every lease record, rewritten whole and
-    atomically (L{mnigs.statefile.atomicWrite}) only when compacting;
+    atomically (L{mnigs.system.statefile.atomicWrite}) only when compacting;
   - C{leases.journal}, appended to on every commit: one JSON line per
     changed lease, C{{"put": record}} or C{{"del": id}}, written with one
     C{write} and made durable with C{fsync} before anyone is answered.
@@ -41,7 +41,7 @@ from zope.interface import implementer
 
 from mnigs.interfaces import ILeaseStore
 from mnigs.server.leases import RECORD_VERSION, Lease, checkRecords
-from mnigs.statefile import StateFileCorrupt, keepAside, readJSON, writeJSON
+from mnigs.system.statefile import StateFileCorrupt, keepAside, readJSON, writeJSON
 
 log = Logger()
 

@@ -25,7 +25,7 @@ import socket
 
 from twisted.logger import Logger
 
-from mnigs.pyroute import IPRoute, NetlinkError
+from mnigs.system.pyroute import IPRoute, NetlinkError
 
 log = Logger()
 

@@ -17,14 +17,14 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from mnigs.admin import makeAdminService
-from mnigs.hooks import Hooks
-from mnigs.identity import loadOrCreateKey
+from mnigs.daemon.admin import makeAdminService
+from mnigs.daemon.hooks import Hooks
+from mnigs.daemon.identity import loadOrCreateKey
 from mnigs.methods.forward import ForwardGateway
-from mnigs.netlink import Netlink
-from mnigs.nft import NftAccess, NftRunner
+from mnigs.system.netlink import Netlink
+from mnigs.system.nft import NftAccess, NftRunner
 from mnigs.server.poolroutes import PoolRouting
-from mnigs.nftnetlink import NftSetElements
+from mnigs.system.nftnetlink import NftSetElements
 from mnigs.rpc.server import makeSite
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit, LeaseFile
@@ -34,7 +34,7 @@ from mnigs.server.ratelimit import RateLimiter
 from mnigs.server.registry import Registry
 from mnigs.server.rpcapi import makeResource
 from mnigs.server.uplink import DefaultRouteCheck, LinkCheck, PingCheck, UplinkMonitor
-from mnigs.statefile import StateFileCorrupt, ensureStateDir
+from mnigs.system.statefile import StateFileCorrupt, ensureStateDir
 
 log = Logger()
 
@@ -51,7 +51,7 @@ def buildWireGuard(reactor, config, stateDir, access):
         WireGuardGateway,
         loadOrCreateWireGuardKey,
     )
-    from mnigs.wgdevice import WireGuardDevice
+    from mnigs.wireguard.device import WireGuardDevice
 
     private, public = loadOrCreateWireGuardKey(stateDir)
     gatewayAddress = next(config.pool.hosts())
@@ -111,7 +111,7 @@ class GatewayService(MultiService):
     from the manhole as attributes of this object.
     """
 
-    #: What SIGHUP may change while the gateway runs (mnigs.reload).
+    #: What SIGHUP may change while the gateway runs (mnigs.daemon.reload).
     LIVE_KEYS = ("terms", "server.drain_timeout", "log.level")
 
     def __init__(self, reactor, config, netlink=None, nftRunner=None, configPath=None,
@@ -161,7 +161,7 @@ class GatewayService(MultiService):
                          {"status": self.gateway.describe, "drain": self.drain}
                          ).setServiceParent(self)
         if config.manhole.enabled:
-            from mnigs.manhole import makeManholeService
+            from mnigs.daemon.manhole import makeManholeService
             makeManholeService(reactor, config.manhole.socket,
                                {"service": self, "gateway": self.gateway,
                                 "book": self.book, "registry": self.registry,
@@ -262,7 +262,7 @@ class GatewayService(MultiService):
                  methods=sorted(self.methods), names=", ".join(sorted(self.methods)))
 
     def reloader(self):
-        from mnigs.reload import Reloader
+        from mnigs.daemon.reload import Reloader
         from mnigs.server.config import loadServerConfig
 
         return Reloader(self.configPath, loadServerConfig, lambda: self.config,
@@ -348,7 +348,7 @@ class _Lifecycle(Service):
         reactor = service.reactor
         self.restoreSIGHUP = None
         if service.configPath is not None:
-            from mnigs.reload import handleSIGHUP
+            from mnigs.daemon.reload import handleSIGHUP
             self.restoreSIGHUP = handleSIGHUP(reactor, service.reloader().reload)
         d = service.bringUp()
 

@@ -9,9 +9,9 @@ import sys
 from twisted.logger import Logger
 from twisted.python import usage
 
-from mnigs.config import ConfigError
-from mnigs.configcheck import SERVER, checkServer, errorLine, logWarnings
-from mnigs.daemonlog import LevelFilter, levelled
+from mnigs.daemon.config import ConfigError
+from mnigs.daemon.configcheck import SERVER, checkServer, errorLine, logWarnings
+from mnigs.daemon.daemonlog import LevelFilter, levelled
 
 log = Logger()
 

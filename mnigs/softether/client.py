@@ -31,7 +31,7 @@ import sys
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mnigs.process import SupervisedProcess, readyWhen
+from mnigs.system.process import SupervisedProcess, readyWhen
 from mnigs.softether import VPNCLIENT, VPNCMD
 from mnigs.softether.launch import launchArgv
 from mnigs.softether.vpncmd import (
@@ -42,7 +42,7 @@ from mnigs.softether.vpncmd import (
     command,
     portOpen,
 )
-from mnigs.statefile import atomicWrite
+from mnigs.system.statefile import atomicWrite
 
 log = Logger()
 

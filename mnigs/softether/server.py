@@ -45,7 +45,7 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from mnigs.process import SupervisedProcess, readyWhen
+from mnigs.system.process import SupervisedProcess, readyWhen
 from mnigs.softether import VPNCMD, VPNSERVER
 from mnigs.softether import hub as h
 from mnigs.softether.launch import launchArgv
@@ -60,7 +60,7 @@ from mnigs.softether.vpncmd import (
     portOpen,
     serverTarget,
 )
-from mnigs.statefile import atomicWrite
+from mnigs.system.statefile import atomicWrite
 
 log = Logger()
 
@@ -117,7 +117,7 @@ class SoftEtherServer:
     """
     @param tapAddress: the gateway's address on the tap (an
         L{ipaddress.IPv4Interface}, the pool's first host and its prefix).
-    @param netlink: a L{mnigs.netlink.Netlink} of the gateway's namespace.
+    @param netlink: a L{mnigs.system.netlink.Netlink} of the gateway's namespace.
     @param onDeath: called with the reason when a ready vpnserver dies (its
         sessions die with it; clients notice and connect again).
     @param onReady: called each time a vpnserver is ready, that is

@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
-from mnigs.command import CommandTimeout, runCommand
+from mnigs.system.command import CommandTimeout, runCommand
 from mnigs.softether import VPNCMD
 
 log = Logger()

@@ -50,7 +50,7 @@ class ClientProcess:
 
     def status(self):
         result = self.node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
-                                sys.executable, "-m", "mnigs.ctl", "--socket",
+                                sys.executable, "-m", "mnigs.cli.ctl", "--socket",
                                 os.path.join(self.dir, "admin.sock"), "status", "--json"],
                                check=False)
         if result.returncode != 0:

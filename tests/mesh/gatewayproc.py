@@ -84,7 +84,7 @@ def rpc(node, host, method, params=None, timeout=3.0, port=8150, key="rpc"):
     L{keyPath}; C{None}: sent as it is): the client id, gateway id and
     nonce that C{params} leave out are filled in.
     """
-    argv = [sys.executable, "-m", "mnigs.rpccli", "--port", str(port), "--timeout", str(timeout)]
+    argv = [sys.executable, "-m", "mnigs.cli.rpccli", "--port", str(port), "--timeout", str(timeout)]
     if method == "gateway.register" and key is not None:
         argv += ["--key", keyPath(node, key)]
     argv += [host, method, json.dumps(params or {})]
@@ -206,7 +206,7 @@ class GatewayProcess:
         its JSON answer.
         """
         result = self.node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
-                                sys.executable, "-m", "mnigs.ctl", "--socket",
+                                sys.executable, "-m", "mnigs.cli.ctl", "--socket",
                                 os.path.join(self.dir, "admin.sock"), *args, "--json"],
                                check=False)
         return json.loads(result.stdout)

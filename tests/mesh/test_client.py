@@ -10,7 +10,7 @@ import re
 import time
 
 from mnigs.client.routes import routingSnapshot
-from mnigs.wireguard import generatePrivateKey, publicKey
+from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.gatewayproc import rpc, toTOML
 from tests.mesh.harness import waitUntil

@@ -16,7 +16,7 @@ import sys
 
 from twisted.trial.unittest import TestCase
 
-from mnigs.wireguard import generatePrivateKey, publicKey
+from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 from tests.mesh.clientproc import ClientProcess
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, rpc, twistdArgv
 from tests.mesh.harness import Mesh, requireNamespaces, waitUntil

@@ -19,7 +19,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from mnigs.wireguard import generatePrivateKey, publicKey
+from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 from tests.mesh.gatewayproc import GatewayProcess, rpc
 from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
 

@@ -1,5 +1,5 @@
 """
-L{mnigs.icmp} and L{mnigs.client.health} on real raw sockets: on the
+L{mnigs.system.icmp} and L{mnigs.client.health} on real raw sockets: on the
 loopback interface of this host, and between two network namespaces of
 their own, where the pinger runs inside one namespace (in a child process:
 this test process stays in the root namespace) and nft silences the other.
@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import mnigs
-from mnigs.icmp import Pinger
+from mnigs.system.icmp import Pinger
 from tests.mesh._netns import makeNamespace, nsrun, requireRoot, veth
 
 TOP = str(Path(mnigs.__file__).resolve().parent.parent)
@@ -25,7 +25,7 @@ TOP = str(Path(mnigs.__file__).resolve().parent.parent)
 PING_SCRIPT = """
 import json, sys
 from twisted.internet import defer, task
-from mnigs.icmp import Pinger
+from mnigs.system.icmp import Pinger
 
 @defer.inlineCallbacks
 def main(reactor, args):
@@ -49,7 +49,7 @@ task.react(main, [json.loads(sys.argv[1])])
 MONITOR_SCRIPT = """
 import json, subprocess, sys, time
 from twisted.internet import defer, task
-from mnigs.icmp import Pinger
+from mnigs.system.icmp import Pinger
 from mnigs.client.health import HealthMonitor
 
 def main(reactor, args):

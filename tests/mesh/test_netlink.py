@@ -1,12 +1,12 @@
 """
-L{mnigs.netlink} against a real network namespace of its own.
+L{mnigs.system.netlink} against a real network namespace of its own.
 """
 
 import ipaddress
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.netlink import Netlink, Route
+from mnigs.system.netlink import Netlink, Route
 from tests.mesh._netns import deleteNamespace, makeNamespace, nsrun, requireRoot, veth
 
 ip = ipaddress.ip_address

@@ -1,5 +1,5 @@
 """
-L{mnigs.nft} against the real nft in a network namespace of its own.
+L{mnigs.system.nft} against the real nft in a network namespace of its own.
 """
 
 import ipaddress
@@ -7,8 +7,8 @@ import ipaddress
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from mnigs.admission import Admission
-from mnigs.nft import NftAccess, NftError, NftRunner
+from mnigs.system.admission import Admission
+from mnigs.system.nft import NftAccess, NftError, NftRunner
 from tests.mesh._netns import makeNamespace, requireRoot
 
 ip = ipaddress.ip_address

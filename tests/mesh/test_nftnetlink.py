@@ -1,5 +1,5 @@
 """
-L{mnigs.nftnetlink} against the kernel's nf_tables in a network namespace
+L{mnigs.system.nftnetlink} against the kernel's nf_tables in a network namespace
 of its own: the same outcomes as C{nft -f} scripts, in one transaction,
 concatenated elements (address . interface . MAC) included.
 """
@@ -9,9 +9,9 @@ import ipaddress
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from mnigs.admission import Admission
-from mnigs.nft import NftAccess, NftError, NftRunner
-from mnigs.nftnetlink import NftSetElements
+from mnigs.system.admission import Admission
+from mnigs.system.nft import NftAccess, NftError, NftRunner
+from mnigs.system.nftnetlink import NftSetElements
 from tests.mesh._netns import makeNamespace, requireRoot
 from tests.mesh.test_nft import MAC, link, members, tunnel
 

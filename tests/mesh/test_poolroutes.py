@@ -9,7 +9,7 @@ import ipaddress
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.pyroute import IPRoute
+from mnigs.system.pyroute import IPRoute
 from mnigs.server.poolroutes import PoolRouting
 from tests.mesh._netns import makeNamespace, nsrun, requireRoot, veth
 

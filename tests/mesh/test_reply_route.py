@@ -3,7 +3,7 @@ The gateway's WireGuard answers follow its routing tables, not the
 interface the initiation came in on (issue 11, bench/wg_sticky_reply.sh).
 
 Three namespaces of this test's own, real wireguard-go on both ends and the
-real nftables table of L{mnigs.nft.NftAccess}::
+real nftables table of L{mnigs.system.nft.NftAccess}::
 
     client a0 --- r0 [router] r1 --- b0 gateway     (initiations arrive on b0)
                               r2 --- b1             (the gateway's way back)
@@ -19,11 +19,11 @@ import ipaddress
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from mnigs.admission import Admission
-from mnigs.command import runCommand
-from mnigs.nft import NftAccess, NftRunner
-from mnigs.wgdevice import WireGuardDevice
-from mnigs.wireguard import Peer, UAPIClient, generatePrivateKey, publicKey
+from mnigs.system.admission import Admission
+from mnigs.system.command import runCommand
+from mnigs.system.nft import NftAccess, NftRunner
+from mnigs.wireguard.device import WireGuardDevice
+from mnigs.wireguard.uapi import Peer, UAPIClient, generatePrivateKey, publicKey
 from tests.mesh._netns import makeNamespace, nsrun, requireRoot, uniqueName, veth, waitFor
 from tests.mesh.test_wireguard_device import forgetWireGuard
 

@@ -1,5 +1,5 @@
 """
-L{mnigs.wgdevice.WireGuardDevice} and the WireGuard clients against real
+L{mnigs.wireguard.device.WireGuardDevice} and the WireGuard clients against real
 wireguard-go daemons in two network namespaces of this test's own, joined by
 a veth.
 
@@ -15,10 +15,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
-from mnigs.command import runCommand
-from mnigs.process import SupervisedProcess
-from mnigs.wgdevice import DeviceError, WireGuardDevice
-from mnigs.wireguard import (
+from mnigs.system.command import runCommand
+from mnigs.system.process import SupervisedProcess
+from mnigs.wireguard.device import DeviceError, WireGuardDevice
+from mnigs.wireguard.uapi import (
     DEFAULT_SOCKDIR,
     Peer,
     UAPIClient,

@@ -14,7 +14,7 @@ import time
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from mnigs.client.candidates import HOP_METRIC
+from mnigs.routing.candidates import HOP_METRIC
 from mnigs.routing.yggdrasil import YggdrasilAdmin, YggdrasilError, YggdrasilRouteSource
 from tests.mesh.clientproc import ClientProcess
 from tests.mesh.gatewayproc import GatewayProcess

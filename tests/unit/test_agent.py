@@ -177,7 +177,7 @@ class AgentTests(SynchronousTestCase):
 
 class StatusFormatTests(SynchronousTestCase):
     def test_humanClientStatus(self):
-        from mnigs.ctl import formatStatus
+        from mnigs.cli.ctl import formatStatus
         text = formatStatus({
             "state": "online", "reason": "",
             "current": {"name": "gwA", "gateway": "ed25519:x", "host": "10.0.0.1",
@@ -197,7 +197,7 @@ class StatusFormatTests(SynchronousTestCase):
         self.assertIn("ed25519:gone  sessions 3 failures 2 (last: no answer)", text)
 
     def test_humanStatusShowsTheDeviceTheHealthAndTheAttempt(self):
-        from mnigs.ctl import formatStatus
+        from mnigs.cli.ctl import formatStatus
         text = formatStatus({
             "state": "online", "reason": "",
             "current": {"name": "gwA", "gateway": "ed25519:x", "host": "10.0.0.1",
@@ -214,7 +214,7 @@ class StatusFormatTests(SynchronousTestCase):
         self.assertIn("trying: gwB (ed25519:y) at 10.0.0.2 via wireguard through mnigs-c0", text)
 
     def test_humanServerStatus(self):
-        from mnigs.ctl import formatStatus
+        from mnigs.cli.ctl import formatStatus
         text = formatStatus({"state": "unavailable", "name": "gw", "gateway": "ed25519:x",
                              "uplink_problem": "uplink up0 is down", "clients": 1,
                              "max_clients": 8,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.candidates import Candidate
+from mnigs.routing.candidates import Candidate
 from mnigs.routing.babeltable import (
     INFINITY,
     BabelEvent,

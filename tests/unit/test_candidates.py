@@ -1,5 +1,5 @@
 """
-Tests for L{mnigs.client.candidates}.
+Tests for L{mnigs.routing.candidates}.
 """
 
 import dataclasses
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.candidates import (
+from mnigs.routing.candidates import (
     Candidate,
     mergeCandidates,
     sortCandidates,
@@ -97,7 +97,7 @@ class HopScaledTests(SynchronousTestCase):
     def test_hopsBecomeMetric(self):
         from twisted.internet import defer
 
-        from mnigs.client.candidates import HOP_METRIC, HopScaled
+        from mnigs.routing.candidates import HOP_METRIC, HopScaled
 
         class Source:
             name = "overlay"

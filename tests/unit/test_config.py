@@ -11,7 +11,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import loadClientConfig
-from mnigs.config import ConfigError, ConfigWarning
+from mnigs.daemon.config import ConfigError, ConfigWarning
 from mnigs.server.config import loadServerConfig
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "mnigs-server.toml")

@@ -15,8 +15,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.config import ConfigError, ConfigWarning, Section
-from mnigs.configcheck import (
+from mnigs.daemon.config import ConfigError, ConfigWarning, Section
+from mnigs.daemon.configcheck import (
     CLIENT,
     SERVER,
     checkClient,
@@ -131,7 +131,7 @@ class CheckConfigFileTests(ConfigFiles, SynchronousTestCase):
 
 class CheckConfigCommandTests(ConfigFiles, SynchronousTestCase):
     """
-    C{python -m mnigs.ctl check-config FILE}, and a daemon given the same
+    C{python -m mnigs.cli.ctl check-config FILE}, and a daemon given the same
     bad file, as real processes with the checkout on PYTHONPATH.
     """
 
@@ -141,7 +141,7 @@ class CheckConfigCommandTests(ConfigFiles, SynchronousTestCase):
                               env=env, cwd=TOP, timeout=120)
 
     def checkConfig(self, path):
-        return self.runPython(["-m", "mnigs.ctl", "check-config", path])
+        return self.runPython(["-m", "mnigs.cli.ctl", "check-config", path])
 
     def test_validServer(self):
         path = self.write('[uplink]\ninterface = "lo0x"\n[methods.forward]\n[mesh]\ninterfaces = ["lo"]\n')
@@ -202,8 +202,8 @@ class CheckConfigCommandTests(ConfigFiles, SynchronousTestCase):
         self.assertIn(f"mnigsctl: configuration error: {path}: cannot tell", result.stderr)
 
     def test_fileOnlyWithCheckConfig(self):
-        self.assertEqual(self.runPython(["-m", "mnigs.ctl", "check-config"]).returncode, 2)
-        self.assertEqual(self.runPython(["-m", "mnigs.ctl", "status", self.write(CLIENT_TEXT)]).returncode, 2)
+        self.assertEqual(self.runPython(["-m", "mnigs.cli.ctl", "check-config"]).returncode, 2)
+        self.assertEqual(self.runPython(["-m", "mnigs.cli.ctl", "status", self.write(CLIENT_TEXT)]).returncode, 2)
 
 
 class FakeService(Service):

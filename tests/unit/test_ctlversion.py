@@ -8,7 +8,7 @@ from contextlib import redirect_stdout
 from twisted.trial.unittest import SynchronousTestCase
 
 import mnigs
-from mnigs.ctl import main
+from mnigs.cli.ctl import main
 
 
 class VersionTests(SynchronousTestCase):

@@ -11,8 +11,8 @@ from twisted.logger import ILogObserver, LogLevel, PredicateResult
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import loadClientConfig
-from mnigs.config import ConfigError
-from mnigs.daemonlog import LevelFilter, levelled
+from mnigs.daemon.config import ConfigError
+from mnigs.daemon.daemonlog import LevelFilter, levelled
 from mnigs.server.config import loadServerConfig
 
 

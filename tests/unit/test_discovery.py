@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.candidates import Candidate
+from mnigs.routing.candidates import Candidate
 from mnigs.client.discovery import Discovery
 from mnigs.rpc.client import RPCTimeout
 from tests.unit.test_protocol import makeOffer

@@ -21,7 +21,7 @@ from mnigs.client.effects import ClientEffects, verifyDeadline
 from mnigs.client.health import NoAnswer, ProbeTargets
 from mnigs.client.history import QualityHistory
 from mnigs.client.machine import Session
-from mnigs.config import readSection
+from mnigs.daemon.config import readSection
 from mnigs.methods.loss import Loss
 from tests.unit.test_health import FakePinger
 

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs import protocol
-from mnigs.hooks import Hooks
+from mnigs.daemon.hooks import Hooks
 from mnigs.methods.wireguard import WireGuardGateway
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit

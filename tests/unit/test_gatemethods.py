@@ -1,5 +1,5 @@
 """
-What each gateway method hands the gate (L{mnigs.admission.Admission}):
+What each gateway method hands the gate (L{mnigs.system.admission.Admission}):
 forward binds a lease to the interface and MAC its registration came from
 and keeps them in the lease; the tunnel methods bind to their interface;
 restored leases give the same admissions as their grants did.  (OpenVPN,
@@ -12,14 +12,14 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mnigs.admission import Admission
+from mnigs.system.admission import Admission
 from mnigs.interfaces import IGatewayMethod
 from mnigs.methods.forward import ForwardGateway
 from mnigs.methods.wireguard import WireGuardGateway
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError
 from mnigs.server.leases import Lease
 from mnigs.server.service import GatewayService
-from mnigs.wireguard import generatePrivateKey, publicKey
+from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 
 ip = ipaddress.ip_address
 MAC = "02:00:5e:10:00:02"

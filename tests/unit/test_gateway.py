@@ -13,7 +13,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from mnigs import protocol
-from mnigs.admission import Admission
+from mnigs.system.admission import Admission
 from mnigs.interfaces import IGatewayMethod, ILeaseStore
 from mnigs.protocol import RegisterRequest
 from mnigs.server.leases import LeaseBook

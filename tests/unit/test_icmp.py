@@ -1,5 +1,5 @@
 """
-L{mnigs.icmp}: the packet code, and L{Pinger} over a fake raw socket with a
+L{mnigs.system.icmp}: the packet code, and L{Pinger} over a fake raw socket with a
 fake clock.  The real sockets are exercised in L{tests.mesh.test_icmp_real}.
 """
 
@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mnigs.icmp import (
+from mnigs.system.icmp import (
     ICMP6_ECHO_REPLY,
     ICMP6_ECHO_REQUEST,
     ICMP_ECHO_REPLY,

@@ -18,8 +18,8 @@ from nacl.signing import SigningKey
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs import protocol
-from mnigs.identity import KEY_FILE, decodeKey, encodeKey, loadOrCreateKey
-from mnigs.statefile import StateFileCorrupt
+from mnigs.daemon.identity import KEY_FILE, decodeKey, encodeKey, loadOrCreateKey
+from mnigs.system.statefile import StateFileCorrupt
 
 # RFC 8032 section 7.1, TEST 1 (empty message).
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")

@@ -20,7 +20,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 CLIENT = ["twisted.scripts.twistd", "twisted.internet.reactor", "twisted.plugins.mnigs_plugins",
           "mnigs.client.tap", "mnigs.client.config", "mnigs.client.service",
           "mnigs.routing.babel", "mnigs.routing.kernel", "mnigs.routing.neighbours",
-          "mnigs.wgdevice", "mnigs.protocol"]
+          "mnigs.wireguard.device", "mnigs.protocol"]
 
 NOT_IN_THE_CLIENT = ["cryptography", "bcrypt", "twisted.web.server", "twisted.web.resource",
                      "txjsonrpc_ng.web.jsonrpc", "mnigs.rpc.server", "twisted.conch",
@@ -54,7 +54,7 @@ class ClientImportsTests(SynchronousTestCase):
 
 class LeanPyroute2Tests(SynchronousTestCase):
     def test_onlyWhatIsAskedFor(self):
-        modules = loaded("from mnigs.pyroute import IPRoute, NetlinkError, netns")
+        modules = loaded("from mnigs.system.pyroute import IPRoute, NetlinkError, netns")
         self.assertIn("pyroute2.iproute.linux", modules)
         self.assertEqual(under(modules, "pyroute2.ndb") + under(modules, "sqlite3"), [])
 
@@ -63,17 +63,17 @@ class LeanPyroute2Tests(SynchronousTestCase):
         Code importing a name of the package itself (not a submodule)
         still gets it: the package C{__init__} runs then.
         """
-        modules = loaded("import mnigs.pyroute\nfrom pyroute2 import NDB, IPRoute\n"
-                         "import mnigs.pyroute as lean\nassert IPRoute is lean.IPRoute")
+        modules = loaded("import mnigs.system.pyroute\nfrom pyroute2 import NDB, IPRoute\n"
+                         "import mnigs.system.pyroute as lean\nassert IPRoute is lean.IPRoute")
         self.assertIn("pyroute2.ndb.main", modules)
 
     def test_submodulesOfTheLeanPackage(self):
-        modules = loaded("import mnigs.pyroute\nfrom pyroute2 import config, protocols\n"
+        modules = loaded("import mnigs.system.pyroute\nfrom pyroute2 import config, protocols\n"
                          "import pyroute2\nassert pyroute2.protocols is protocols")
         self.assertIn("pyroute2.protocols", modules)
         self.assertEqual(under(modules, "pyroute2.ndb"), [])
 
     def test_afterAnOrdinaryImport(self):
         """If pyroute2 was already imported the ordinary way, nothing changes."""
-        loaded("import pyroute2\nimport mnigs.pyroute as lean\n"
+        loaded("import pyroute2\nimport mnigs.system.pyroute as lean\n"
                "assert lean.IPRoute is pyroute2.IPRoute")

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mnigs.client.candidates import Candidate
+from mnigs.routing.candidates import Candidate
 from mnigs.interfaces import IRouteSource
 from mnigs.routing.kernel import (
     POLL_INTERVAL,

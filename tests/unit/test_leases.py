@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mnigs import protocol
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit, LeaseFile
-from mnigs.statefile import StateFileCorrupt
+from mnigs.system.statefile import StateFileCorrupt
 
 
 def draftAndAdd(book, clientId, now, method="forward"):

@@ -21,15 +21,15 @@ from twisted.logger import FilteringLogObserver, LogLevel, globalLogPublisher, t
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.agent import ClientAgent
-from mnigs.client.candidates import Candidate
+from mnigs.routing.candidates import Candidate
 from mnigs.client.config import SCHEMA
 from mnigs.client.discovery import Discovery
 from mnigs.client.effects import ClientEffects
 from mnigs.client.history import QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
 from mnigs.client.service import ClientService
-from mnigs.config import readSection
-from mnigs.daemonlog import LevelFilter
+from mnigs.daemon.config import readSection
+from mnigs.daemon.daemonlog import LevelFilter
 from mnigs.protocol import signOffer
 from tests.unit.test_effects import Connection
 from tests.unit.test_protocol import makeOffer

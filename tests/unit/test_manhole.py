@@ -12,7 +12,7 @@ from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from mnigs.manhole import makeManholeService
+from mnigs.daemon.manhole import makeManholeService
 
 
 class Peer(protocol.Protocol):

@@ -1,5 +1,5 @@
 """
-Tests for L{mnigs.nft} and L{mnigs.admission}: script generation, batching
+Tests for L{mnigs.system.nft} and L{mnigs.system.admission}: script generation, batching
 and ordering with a fake runner and a clock.
 """
 
@@ -11,9 +11,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mnigs.admission import Admission
+from mnigs.system.admission import Admission
 from mnigs.interfaces import IAccessList
-from mnigs.nft import (
+from mnigs.system.nft import (
     SET_TYPES,
     NftAccess,
     NftError,

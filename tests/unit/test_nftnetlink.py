@@ -1,6 +1,6 @@
 """
-L{mnigs.nftnetlink}: the batch it builds (parsed back here), ack handling
-with a fake socket, and L{mnigs.nft.NftAccess} using it.
+L{mnigs.system.nftnetlink}: the batch it builds (parsed back here), ack handling
+with a fake socket, and L{mnigs.system.nft.NftAccess} using it.
 """
 
 import errno
@@ -11,9 +11,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs import nftnetlink as nl
-from mnigs.admission import Admission
-from mnigs.nft import NftAccess, NftError
+from mnigs.system import nftnetlink as nl
+from mnigs.system.admission import Admission
+from mnigs.system.nft import NftAccess, NftError
 
 ip = ipaddress.ip_address
 MAC = "02:00:00:00:00:01"

@@ -13,7 +13,7 @@ from mnigs import protocol
 from mnigs.methods.pool import AddressPool
 from mnigs.methods.wireguard import WireGuardGateway
 from mnigs.server.leases import LeaseBook
-from mnigs.wireguard import generatePrivateKey, publicKey
+from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 
 net = ipaddress.ip_network
 

@@ -1,5 +1,5 @@
 """
-Tests for L{mnigs.process}: the supervision machine against a fake spawner
+Tests for L{mnigs.system.process}: the supervision machine against a fake spawner
 and a clock, and a few runs against the real reactor with real children.
 """
 
@@ -12,8 +12,8 @@ from twisted.internet.error import ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mnigs.command import CommandTimeout, runCommand
-from mnigs.process import (
+from mnigs.system.command import CommandTimeout, runCommand
+from mnigs.system.process import (
     LaunchCancelled,
     LaunchTimeout,
     ProcessExitedEarly,

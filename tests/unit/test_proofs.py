@@ -203,7 +203,7 @@ class RPCCommandLineTests(SynchronousTestCase):
         import os
         import stat
 
-        from mnigs.rpccli import loadOrCreateKeyFile, registration
+        from mnigs.cli.rpccli import loadOrCreateKeyFile, registration
 
         path = os.path.join(self.mktemp() + "-key.pem")
         key = loadOrCreateKeyFile(path)

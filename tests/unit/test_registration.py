@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mnigs import protocol
 from mnigs.client.effects import ClientEffects, LeaseRejected, OfferWatch, checkLease
 from mnigs.client.plan import Attempt, Step
-from mnigs.config import Section
+from mnigs.daemon.config import Section
 from mnigs.methods.forward import ForwardClient
 from mnigs.methods.openvpn import OpenVPNClient
 from mnigs.methods.softether import SoftEtherClient

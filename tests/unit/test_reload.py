@@ -1,5 +1,5 @@
 """
-SIGHUP reload (L{mnigs.reload}): which keys changed, which of them may
+SIGHUP reload (L{mnigs.daemon.reload}): which keys changed, which of them may
 change live, and a L{Reloader} over the real config loaders and real files.
 """
 
@@ -13,7 +13,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import loadClientConfig
-from mnigs.reload import Reloader, changedKeys, handleSIGHUP, refusedKeys
+from mnigs.daemon.reload import Reloader, changedKeys, handleSIGHUP, refusedKeys
 from mnigs.server.config import loadServerConfig
 from mnigs.server.service import GatewayService
 from mnigs.client.service import ClientService
@@ -129,7 +129,7 @@ class ApplyLogLevelTests(SynchronousTestCase):
     def test_serverAppliesTheLevel(self):
         from types import SimpleNamespace
 
-        from mnigs.daemonlog import LevelFilter
+        from mnigs.daemon.daemonlog import LevelFilter
         from mnigs.server.leases import LeaseBook
 
         directory = tempfile.mkdtemp()

@@ -12,8 +12,8 @@ import tomllib
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import SCHEMA as CLIENT_SCHEMA, loadClientConfig
-from mnigs.config import Field, Table
-from mnigs.configcheck import CLIENT, SERVER, kindOf
+from mnigs.daemon.config import Field, Table
+from mnigs.daemon.configcheck import CLIENT, SERVER, kindOf
 from mnigs.server.config import SCHEMA as SERVER_SCHEMA, loadServerConfig
 
 ETC = os.path.join(os.path.dirname(__file__), "..", "..", "etc")

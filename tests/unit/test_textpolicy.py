@@ -12,8 +12,8 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs import protocol
-from mnigs.config import ConfigError
-from mnigs.ctl import formatDrain, formatStatus
+from mnigs.daemon.config import ConfigError
+from mnigs.cli.ctl import formatDrain, formatStatus
 from mnigs.protocol import OfferRejected, printable, unprintable, verifyOffer
 from mnigs.server.config import loadServerConfig
 from tests.unit.test_protocol import makeOffer

@@ -1,5 +1,5 @@
 """
-Tests for L{mnigs.wgdevice.WireGuardDevice}'s lifecycle without root: a
+Tests for L{mnigs.wireguard.device.WireGuardDevice}'s lifecycle without root: a
 fake netlink, and a fake wireguard-go (a fake process whose "daemon" is a
 real unix socket in a temporary directory answering like the UAPI).
 """
@@ -13,8 +13,8 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from mnigs.wgdevice import DeviceError, DeviceStopping, WireGuardDevice
-from mnigs.wireguard import UAPIClient, WgToolClient, generatePrivateKey, keyToHex
+from mnigs.wireguard.device import DeviceError, DeviceStopping, WireGuardDevice
+from mnigs.wireguard.uapi import UAPIClient, WgToolClient, generatePrivateKey, keyToHex
 from tests.mesh._netns import waitFor
 from tests.unit.fakeprocess import FakeSpawner
 

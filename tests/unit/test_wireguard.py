@@ -1,5 +1,5 @@
 """
-Tests for L{mnigs.wireguard}: keys, request formatting, answer parsing, the
+Tests for L{mnigs.wireguard.uapi}: keys, request formatting, answer parsing, the
 UAPI client against a fake daemon socket, and the wg(8) client's argv.
 """
 
@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from mnigs.wireguard import (
+from mnigs.wireguard.uapi import (
     Peer,
     _Exchange,
     UAPIClient,

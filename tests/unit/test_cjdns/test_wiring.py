@@ -8,10 +8,10 @@ import os
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.candidates import HopScaled
+from mnigs.routing.candidates import HopScaled
 from mnigs.client.config import loadClientConfig
 from mnigs.client.service import buildSources
-from mnigs.config import ConfigError
+from mnigs.daemon.config import ConfigError
 from mnigs.routing.cjdns import CjdnsRouteSource
 from mnigs.server.config import loadServerConfig
 

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.openvpn import management as m
 from mnigs.openvpn.daemon import NotRunning, OpenVPNDaemon
-from mnigs.process import ProcessExitedEarly
+from mnigs.system.process import ProcessExitedEarly
 from tests.unit.fakeprocess import FakeSpawner
 
 CONNECTED = ">STATE:1795559807,CONNECTED,SUCCESS,100.65.0.2,10.251.9.1,1194,,"

@@ -23,7 +23,7 @@ from mnigs.methods.openvpn import OpenVPNClient, OpenVPNGateway, WrongAddress
 from mnigs.openvpn import management as m
 from mnigs.openvpn.config import LeaseConfigRejected
 from mnigs.openvpn.daemon import NotRunning
-from mnigs.process import ProcessExitedEarly
+from mnigs.system.process import ProcessExitedEarly
 from mnigs.protocol import GATEWAY_FULL, INVALID_PARAMS, RPCError, certificateSHA256
 from mnigs.server.leases import Lease
 from tests.unit.test_openvpn.test_config import caPEM, goodConfig

@@ -15,7 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import loadClientConfig
-from mnigs.config import ConfigError
+from mnigs.daemon.config import ConfigError
 from mnigs.protocol import certificateSHA256
 from mnigs.server.config import loadServerConfig
 from mnigs.server.service import buildOpenVPN

@@ -1,6 +1,6 @@
 """
 A stand-in for vpncmd talking to a vpnserver: takes the place of
-L{mnigs.command.runCommand} for L{mnigs.softether.vpncmd.Vpncmd}, keeps the
+L{mnigs.system.command.runCommand} for L{mnigs.softether.vpncmd.Vpncmd}, keeps the
 server's state (password, listeners, hubs, bridges, users, rules, sessions)
 and answers batches the way vpncmd 5.01 does (see the captured outputs),
 prompts and their stdin answers included.  Only the commands mnigs uses.
@@ -12,7 +12,7 @@ import os
 
 from twisted.internet import defer
 
-from mnigs.command import CommandResult, CommandTimeout
+from mnigs.system.command import CommandResult, CommandTimeout
 
 CONNECT_FAILED = ("Error occurred. (Error code: 1)\nConnection to the server failed. Check "
                   "network connection and make sure that address and port number of "
@@ -245,7 +245,7 @@ class Failed(Exception):
 
 
 class FakeNetlink:
-    """The part of L{mnigs.netlink.Netlink} the softether code uses."""
+    """The part of L{mnigs.system.netlink.Netlink} the softether code uses."""
 
     def __init__(self):
         self.links = {}  # name -> {"up": bool, "addresses": [...]}

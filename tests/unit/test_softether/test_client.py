@@ -16,8 +16,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.command import CommandResult
-from mnigs.process import LaunchTimeout
+from mnigs.system.command import CommandResult
+from mnigs.system.process import LaunchTimeout
 from mnigs.softether.client import ACCOUNT, VpnClient, accountCommands
 from mnigs.softether.vpncmd import portOpen
 from tests.unit.fakeprocess import FakeSpawner

@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.process import LaunchTimeout
+from mnigs.system.process import LaunchTimeout
 from mnigs.softether import hub as h
 from mnigs.softether.server import SoftEtherServer, certificateFingerprint
 from tests.unit.fakeprocess import FakeSpawner

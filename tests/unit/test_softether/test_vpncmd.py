@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.command import CommandResult, CommandTimeout
+from mnigs.system.command import CommandResult, CommandTimeout
 from mnigs.softether import hub as h
 from mnigs.softether.vpncmd import (
     ERR_CONNECT_FAILED,

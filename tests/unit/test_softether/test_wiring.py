@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import loadClientConfig
-from mnigs.config import ConfigError
+from mnigs.daemon.config import ConfigError
 from mnigs.methods.softether import SoftEtherGateway
 from mnigs.server.config import loadServerConfig
 from mnigs.server.service import buildSoftEther

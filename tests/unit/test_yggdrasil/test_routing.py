@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.config import loadClientConfig
 from mnigs.client.service import buildSources
-from mnigs.config import ConfigError
+from mnigs.daemon.config import ConfigError
 from mnigs.routing import polling
 from mnigs.routing.polling import PollingWatch
 from mnigs.routing.yggdrasil import YggdrasilRouteSource, overlaySnapshot

@@ -32,7 +32,7 @@ from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-from mnigs.config import Field, oneOf
+from mnigs.daemon.config import Field, oneOf
 
 LEVELS = ("debug", "info", "warn", "error")
 

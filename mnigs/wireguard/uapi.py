@@ -8,7 +8,7 @@ with one API (C{get}, C{setDevice}, C{setPeers}):
   - L{WgToolClient} runs C{wg(8)} (kernel WireGuard; wg also reaches
     userspace implementations through their socket).
 
-The device itself (spawn/adopt/stop) is L{mnigs.wgdevice.WireGuardDevice}.
+The device itself (spawn/adopt/stop) is L{mnigs.wireguard.device.WireGuardDevice}.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
-from mnigs.command import runCommand
+from mnigs.system.command import runCommand
 
 log = Logger()
 

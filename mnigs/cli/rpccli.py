@@ -47,8 +47,8 @@ def parseArgs(argv):
 def loadOrCreateKeyFile(path: str):
     from nacl.signing import SigningKey
 
-    from mnigs.identity import decodeKey, encodeKey
-    from mnigs.statefile import atomicWrite
+    from mnigs.daemon.identity import decodeKey, encodeKey
+    from mnigs.system.statefile import atomicWrite
 
     try:
         with open(path, "rb") as f:

@@ -5,7 +5,7 @@ socket.  C{mnigsctl --server drain [--timeout SECONDS]} takes a gateway out
 of service: no new clients, and its data path goes once the last lease is
 gone (or the time is up).  C{mnigsctl check-config FILE}: whether a
 server's or a client's configuration file would start its daemon
-(L{mnigs.configcheck}).  C{mnigsctl --version}: the installed mnigs's
+(L{mnigs.daemon.configcheck}).  C{mnigsctl --version}: the installed mnigs's
 version.
 """
 
@@ -134,7 +134,7 @@ def main(argv=None):
     if (args.command == "check-config") != (args.file is not None):
         parser.error("check-config takes one FILE; no other command takes one")
     if args.command == "check-config":
-        from mnigs.configcheck import checkConfigFile
+        from mnigs.daemon.configcheck import checkConfigFile
         return checkConfigFile(args.file)
     path = args.socket or (SERVER_SOCKET if args.server else CLIENT_SOCKET)
     command = args.command

@@ -10,7 +10,7 @@ socket; this costs ~0.2 ms.  Whole-table work (install, remove) stays with
 C{nft -f}, whose scripts are easier to read than netlink messages.
 
 One L{NftSetElements.apply} is one nf_tables transaction (a netlink batch),
-all or nothing, with the same meaning as L{mnigs.nft.changesScript}: every
+all or nothing, with the same meaning as L{mnigs.system.nft.changesScript}: every
 touched element is added, then the denied ones deleted, so that denying an
 element that is not there is no error.
 
@@ -123,7 +123,7 @@ _PARTS = (_address, _interfaceName, _linkAddress)
 def elementKey(key: tuple) -> bytes:
     """
     The bytes of a set element key: an address, then optionally an
-    interface name, then optionally a MAC (L{mnigs.admission.Admission.key}).
+    interface name, then optionally a MAC (L{mnigs.system.admission.Admission.key}).
     """
     if not isinstance(key, tuple) or not 0 < len(key) <= len(_PARTS):
         raise TypeError(f"not a gate set element: {key!r}")
@@ -197,7 +197,7 @@ def parseAcks(data: bytes) -> list[tuple[int, int]]:
 def _openSocket(netns: Optional[str]) -> socket.socket:
     if netns is None:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    from mnigs.pyroute import netns as pyroute2Netns
+    from mnigs.system.pyroute import netns as pyroute2Netns
     return pyroute2Netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW,
                                        NETLINK_NETFILTER, flags=0)
 
@@ -249,13 +249,13 @@ class NftSetElements:
     def apply(self, table: str, changes: dict) -> None:
         """
         Apply C{changes} ((set name, element key) -> add?, see
-        L{mnigs.nft.NftAccess}) in one transaction.
+        L{mnigs.system.nft.NftAccess}) in one transaction.
 
         @raise NetlinkUnavailable: no socket could be opened.
-        @raise mnigs.nft.NftError: the kernel refused the transaction
+        @raise mnigs.system.nft.NftError: the kernel refused the transaction
             (nothing of it was applied).
         """
-        from mnigs.nft import NftError
+        from mnigs.system.nft import NftError
 
         if not changes:
             return

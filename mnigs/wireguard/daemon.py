@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.unit.test_wgdevice,tests.mesh.test_wireguard_device -*-
 """
-What serves a L{mnigs.wgdevice.WireGuardDevice}'s interface: our own
+What serves a L{mnigs.wireguard.device.WireGuardDevice}'s interface: our own
 supervised wireguard-go, a wireguard-go adopted from a previous run, or
 kernel WireGuard.
 
@@ -18,15 +18,15 @@ import os
 import secrets
 from typing import Optional
 
-from mnigs.pyroute import NetlinkError
+from mnigs.system.pyroute import NetlinkError
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mnigs.netlink import Netlink
-from mnigs.process import SupervisedProcess
-from mnigs.readiness import readyWhen
-from mnigs.wireguard import UAPIClient, WgToolClient
+from mnigs.system.netlink import Netlink
+from mnigs.system.process import SupervisedProcess
+from mnigs.system.readiness import readyWhen
+from mnigs.wireguard.uapi import UAPIClient, WgToolClient
 
 log = Logger()
 

@@ -3,7 +3,7 @@
 nftables: a runner for C{nft -f -} / C{nft -j list}, and the gateway's data
 path gate (L{NftAccess}), one C{inet} table whose sets hold every lease's
 address together with where its packets must come from
-(L{mnigs.admission.Admission}; the rules are in L{tableScript}).
+(L{mnigs.system.admission.Admission}; the rules are in L{tableScript}).
 
 Every script is built here from validated names, L{ipaddress} objects and
 checked MACs; nothing from outside is interpolated as text.
@@ -21,10 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mnigs.admission import Admission, checkAddress, checkInterfaceName
+from mnigs.system.admission import Admission, checkAddress, checkInterfaceName
 from mnigs.interfaces import IAccessList
-from mnigs.command import runCommand
-from mnigs.nftnetlink import NetlinkUnavailable
+from mnigs.system.command import runCommand
+from mnigs.system.nftnetlink import NetlinkUnavailable
 
 log = Logger()
 
@@ -300,7 +300,7 @@ class NftAccess:
     takes ~15 ms (most of it in nft closing its netlink socket), so one run
     per call would cap unregistrations at ~60 a second.
 
-    With C{elements} (a L{mnigs.nftnetlink.NftSetElements}), allow/deny
+    With C{elements} (a L{mnigs.system.nftnetlink.NftSetElements}), allow/deny
     batches go over its netlink socket instead, in ~0.2 ms and without a
     process; the table itself is still installed and removed with nft.  If
     no netlink socket can be had, nft does it all.

@@ -20,14 +20,14 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mnigs.netlink import Netlink
-from mnigs.wgdaemon import (
+from mnigs.system.netlink import Netlink
+from mnigs.wireguard.daemon import (
     AdoptedDaemon,
     KernelDevice,
     SpawnedDaemon,
     kernelWireGuardAvailable,
 )
-from mnigs.wireguard import DEFAULT_SOCKDIR, UAPIClient, checkKey, publicKey
+from mnigs.wireguard.uapi import DEFAULT_SOCKDIR, UAPIClient, checkKey, publicKey
 
 log = Logger()
 
@@ -70,7 +70,7 @@ class _Core:
     watchInterval: float
     netlink: Callable[[Optional[str]], Netlink]
     spawn: object
-    # What serves the interface (mnigs.wgdaemon); it outlives single states
+    # What serves the interface (mnigs.wireguard.daemon); it outlives single states
     # (probing to stopping), like a supervisor's child.
     daemon: object = None
     deathCallbacks: list = field(default_factory=list)

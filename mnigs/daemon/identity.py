@@ -18,7 +18,7 @@ import os
 
 from nacl.signing import SigningKey
 
-from mnigs.statefile import StateFileCorrupt, atomicWrite, keepAside
+from mnigs.system.statefile import StateFileCorrupt, atomicWrite, keepAside
 
 KEY_FILE = "identity.pem"
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.unit.test_process -*-
 """
-How L{mnigs.process.SupervisedProcess} tells that a freshly launched daemon
+How L{mnigs.system.process.SupervisedProcess} tells that a freshly launched daemon
 is ready: once spawned, on a line of its output, or when a check (a control
 socket that answers, say) succeeds.
 

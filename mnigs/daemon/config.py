@@ -12,7 +12,7 @@ What is wrong stops the daemon (L{ConfigError}); what is only worth
 saying (a deprecated spelling) is a L{ConfigWarning}, which a loader
 appends to the list it was given, if any.  Checks that need the machine
 (do the named interfaces exist?) are kept out of the loaders, in
-L{mnigs.configcheck}.
+L{mnigs.daemon.configcheck}.
 """
 
 from __future__ import annotations

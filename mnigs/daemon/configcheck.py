@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mnigs.config import ConfigError, ConfigWarning, Section, readTOML
+from mnigs.daemon.config import ConfigError, ConfigWarning, Section, readTOML
 
 SERVER = "mnigs-server"
 CLIENT = "mnigs-client"

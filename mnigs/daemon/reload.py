@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from twisted.logger import Logger
 
-from mnigs.config import ConfigError
+from mnigs.daemon.config import ConfigError
 
 log = Logger()
 

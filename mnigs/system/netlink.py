@@ -15,7 +15,7 @@ import ipaddress
 from socket import AF_INET, AF_INET6, AF_UNSPEC
 from typing import NamedTuple, Optional, Union
 
-from mnigs.pyroute import IPRoute, NetlinkError
+from mnigs.system.pyroute import IPRoute, NetlinkError
 
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]

@@ -2,7 +2,7 @@
 """
 Supervised daemons (L{SupervisedProcess}), in the manner of txtorcon's tor
 launcher and L{twisted.runner.procmon}.  One-shot commands are in
-L{mnigs.command}.
+L{mnigs.system.command}.
 
 A supervised daemon is launched with an argument list (never a shell), is
 ready when its C{readiness} says so (a line of output, a control socket that
@@ -25,7 +25,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mnigs.readiness import Watch, asReadiness, readyOnOutput, readyWhen
+from mnigs.system.readiness import Watch, asReadiness, readyOnOutput, readyWhen
 
 log = Logger()
 
