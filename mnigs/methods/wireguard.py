@@ -10,6 +10,8 @@ send as another (tests/mesh/test_gate.py shows it with traffic).
 
 from __future__ import annotations
 
+import collections
+
 import ipaddress
 import os
 
@@ -83,6 +85,7 @@ class WireGuardGateway:
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
         self.dns = [str(d) for d in dns]
         self.leases = {}
+        self._peerUses, self._admissions = collections.Counter(), collections.Counter()
         # Leases granted by this run whose peer has not shaken hands yet:
         # lease id -> (lease, when granted).  Past handshakeTimeout they
         # are what unconfirmed() answers (0: never).
@@ -171,6 +174,7 @@ class WireGuardGateway:
         self._rebuild(leases)
         yield self.device.start()
         self.leases = {lease.id: lease for lease in leases}
+        self._peerUses, self._admissions = self._holding()
         yield self._addAllPeers()
 
     def _addAllPeers(self):
@@ -187,8 +191,21 @@ class WireGuardGateway:
         # The device came back empty; the peers live in the lease book.
         self._addAllPeers().addErrback(lambda f: log.failure("could not re-add WireGuard peers", f))
 
+    def _holding(self):
+        # How many live leases use each WireGuard key and each admission:
+        # a revoke takes away only what no other lease still uses, without
+        # a walk over every lease (O(1) per revoke with 10,000 leases).
+        keys, admissions = collections.Counter(), collections.Counter()
+        for lease in self.leases.values():
+            keys[lease.params["public_key"]] += 1
+            admissions[self.admission(lease)] += 1
+        return keys, admissions
+
     @defer.inlineCallbacks
     def grant(self, lease):
+        if lease.id not in self.leases:
+            self._peerUses[lease.params["public_key"]] += 1
+            self._admissions[self.admission(lease)] += 1
         self.leases[lease.id] = lease
         if self.clock is not None and self.handshakeTimeout > 0:
             self._unshaken[lease.id] = (lease, self.clock.seconds())
@@ -197,16 +214,20 @@ class WireGuardGateway:
 
     @defer.inlineCallbacks
     def revoke(self, lease):
-        self.leases.pop(lease.id, None)
+        key, admission = lease.params["public_key"], self.admission(lease)
+        if self.leases.pop(lease.id, None) is not None:
+            self._peerUses[key] -= 1
+            self._admissions[admission] -= 1
         if self._unshaken.get(lease.id, (None,))[0] is lease:
             del self._unshaken[lease.id]
         self._release(lease)
         # A replacement granted first (the same key from a new address)
         # keeps what it shares with the lease it replaces.
-        key, admission = lease.params["public_key"], self.admission(lease)
-        if not any(self.admission(other) == admission for other in self.leases.values()):
+        if self._admissions[admission] <= 0:
+            self._admissions.pop(admission, None)
             yield self.access.deny(admission)
-        if not any(other.params["public_key"] == key for other in self.leases.values()):
+        if self._peerUses[key] <= 0:
+            self._peerUses.pop(key, None)
             yield self.device.setPeers(remove=[key])
 
     def unconfirmed(self):
