@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Optional, Protocol as TypingProtocol
 
 from automat import TypeMachineBuilder, pep614
@@ -114,27 +115,62 @@ class _Job:
         self.d.cancel()
 
 
+class Choice(Enum):
+    """What to do with the interface name, once we have looked at it."""
+
+    adoptKernel = "adopt the kernel device"
+    adoptUserspace = "adopt the answering wireguard-go"
+    createKernel = "create a kernel device"
+    spawnUserspace = "spawn wireguard-go"
+    notWireGuard = "refuse: the name is a link of another kind"
+    takenElsewhere = "refuse: the socket answers but the link is in another namespace"
+
+
+def chooseDevice(kind: Optional[str], answers: bool, implementation: str,
+                 kernelAvailable: Callable[[], bool]) -> Choice:
+    """
+    Decide what serves the interface from what was found: C{kind}, the kind
+    of the link of that name in our namespace (C{None}: no such link);
+    C{answers}, whether its wireguard-go control socket answers;
+    C{implementation}, what the owner asked for (C{"auto"}, C{"kernel"},
+    C{"userspace"}).  C{kernelAvailable} is asked only when the choice
+    hangs on it (C{"auto"} and nothing there): asking may load a module.
+
+    Something already there is adopted whatever was asked, since removing
+    it would cut whoever it serves.
+    """
+    if kind == "wireguard":
+        return Choice.adoptKernel
+    if kind is not None:
+        return Choice.adoptUserspace if answers else Choice.notWireGuard
+    if answers:
+        return Choice.takenElsewhere
+    if implementation == "kernel" or (implementation == "auto" and kernelAvailable()):
+        return Choice.createKernel
+    return Choice.spawnUserspace
+
+
 @inlineCallbacks
 def _probe(c: _Device, s: _Core):
     with s.netlink(s.netns) as nl:
         kind = nl.linkKind(s.ifname)
     answers = yield UAPIClient(s.reactor, s.ifname, s.sockdir).answers()
-    if kind == "wireguard":
-        daemon = KernelDevice(s, c, adopted=True)
-    elif kind is not None:
-        if not answers:
-            raise DeviceError(f"{s.ifname} exists and is not a WireGuard device")
-        daemon = AdoptedDaemon(s, c)
-    elif answers:
+    with s.netlink(s.netns) as nl:
+        choice = chooseDevice(kind, answers, s.implementation,
+                              lambda: kernelWireGuardAvailable(nl))
+        if choice is Choice.createKernel:
+            nl.addLink(s.ifname, "wireguard")
+    if choice is Choice.notWireGuard:
+        raise DeviceError(f"{s.ifname} exists and is not a WireGuard device")
+    if choice is Choice.takenElsewhere:
         raise DeviceError(f"{s.sockdir}/{s.ifname}.sock answers but {s.ifname} is not in "
                           "this namespace: the name is taken elsewhere")
-    else:
-        with s.netlink(s.netns) as nl:
-            kernel = s.implementation == "kernel" or (
-                s.implementation == "auto" and kernelWireGuardAvailable(nl))
-            if kernel:
-                nl.addLink(s.ifname, "wireguard")
-        daemon = KernelDevice(s, c, adopted=False) if kernel else SpawnedDaemon(s, c)
+    daemon = {
+        Choice.adoptKernel: lambda: KernelDevice(s, c, adopted=True),
+        Choice.adoptUserspace: lambda: AdoptedDaemon(s, c),
+        Choice.createKernel: lambda: KernelDevice(s, c, adopted=False),
+        Choice.spawnUserspace: lambda: SpawnedDaemon(s, c),
+    }[choice]()
     log.info("{ifname}: {how} {implementation} WireGuard", ifname=s.ifname,
              how="adopting" if daemon.adopted else "creating",
              implementation=daemon.implementation)
