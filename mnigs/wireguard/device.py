@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mnigs.system.netlink import Netlink
+from mnigs.system.waiters import Waiters
 from mnigs.wireguard.daemon import (
     AdoptedDaemon,
     KernelDevice,
@@ -76,16 +77,8 @@ class _Core:
     daemon: object = None
     deathCallbacks: list = field(default_factory=list)
     restoredCallbacks: list = field(default_factory=list)
-    startWaiters: list = field(default_factory=list)
-    stopWaiters: list = field(default_factory=list)
-
-    def fireStartWaiters(self, result: object) -> None:
-        self.startWaiters, waiting = [], self.startWaiters
-        for w in waiting:
-            if isinstance(result, Failure):
-                w.errback(result)
-            else:
-                w.callback(None)
+    startWaiters: Waiters[None] = field(default_factory=Waiters)
+    stopWaiters: Waiters[None] = field(default_factory=Waiters)
 
     def notify(self, callbacks: list, *args: object) -> None:
         for callback in list(callbacks):
@@ -250,7 +243,7 @@ def _buildMachine():
     @pep614(down.upon(_Device.start).loop())
     @pep614(restoring.upon(_Device.start, nodata=True).loop())
     def awaitUp(c: _Device, s: _Core, waiter: Deferred[None]) -> None:
-        s.startWaiters.append(waiter)
+        s.startWaiters.add(waiter)
 
     @pep614(up.upon(_Device.start).loop())
     @pep614(idle.upon(_Device.stop).to(stopped))
@@ -275,13 +268,13 @@ def _buildMachine():
     @pep614(abortingProbe.upon(_Device.leave).loop())
     @pep614(stopping.upon(_Device.leave, nodata=True).loop())
     def awaitStopped(c: _Device, s: _Core, waiter: Deferred[None]) -> None:
-        s.stopWaiters.append(waiter)
+        s.stopWaiters.add(waiter)
 
     @pep614(probing.upon(_Device.stop).to(abortingProbe))
     @pep614(probing.upon(_Device.leave).to(abortingProbe))
     def awaitProbe(c: _Device, s: _Core, job: _Job, waiter: Deferred[None]) -> None:
         # The probe may be spawning a daemon: let it finish, then tear down.
-        s.stopWaiters.append(waiter)
+        s.stopWaiters.add(waiter)
 
     @pep614(configuring.upon(_Device.stop).to(stopping))
     @pep614(restoring.upon(_Device.stop).to(stopping))
@@ -289,7 +282,7 @@ def _buildMachine():
     @pep614(restoring.upon(_Device.leave).to(stopping))
     def abandonConfigure(c: _Device, s: _Core, job: _Job, waiter: Deferred[None]) -> None:
         job.cancel()
-        s.stopWaiters.append(waiter)
+        s.stopWaiters.add(waiter)
 
     @pep614(probing.upon(_Device.daemonReady).to(configuring))
     @pep614(down.upon(_Device.daemonReady).to(restoring))
@@ -299,24 +292,24 @@ def _buildMachine():
     @pep614(abortingProbe.upon(_Device.daemonReady).to(stopping))
     @pep614(abortingProbe.upon(_Device.setupFailed).to(stopping))
     def probeAborted(c: _Device, s: _Core, reason: Optional[Failure] = None) -> None:
-        s.fireStartWaiters(Failure(DeviceStopping(s.ifname)))
+        s.startWaiters.fire(Failure(DeviceStopping(s.ifname)))
 
     @pep614(probing.upon(_Device.setupFailed).to(stopping))
     @pep614(configuring.upon(_Device.setupFailed).to(stopping))
     def startFailed(c: _Device, s: _Core, job: _Job, reason: Failure) -> None:
         log.error("{ifname}: could not bring the device up: {reason}", ifname=s.ifname,
                   reason=reason.value)
-        s.fireStartWaiters(reason)
+        s.startWaiters.fire(reason)
 
     @pep614(configuring.upon(_Device.setupDone).to(up))
     def cameUp(c: _Device, s: _Core, job: _Job) -> None:
         log.info("{ifname}: up", ifname=s.ifname)
-        s.fireStartWaiters(None)
+        s.startWaiters.fire(None)
 
     @pep614(restoring.upon(_Device.setupDone).to(up))
     def restored(c: _Device, s: _Core, job: _Job) -> None:
         log.info("{ifname}: restored after its daemon died", ifname=s.ifname)
-        s.fireStartWaiters(None)
+        s.startWaiters.fire(None)
         s.notify(s.restoredCallbacks)
 
     @pep614(restoring.upon(_Device.setupFailed).to(down))
@@ -345,9 +338,7 @@ def _buildMachine():
     def finishedStopping(c: _Device, s: _Core, job: _Job) -> None:
         log.info("{ifname}: removed", ifname=s.ifname)
         s.daemon = None
-        s.stopWaiters, waiting = [], s.stopWaiters
-        for w in waiting:
-            w.callback(None)
+        s.stopWaiters.fire()
 
     return m.build()
 
