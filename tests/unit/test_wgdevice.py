@@ -21,7 +21,7 @@ from mnigs.wireguard.device import (
     chooseDevice,
 )
 from mnigs.wireguard.uapi import UAPIClient, WgToolClient, generatePrivateKey, keyToHex
-from tests.mesh._netns import waitFor
+from tests.mesh.commands import waitFor
 from tests.unit.fakeprocess import FakeSpawner
 
 
