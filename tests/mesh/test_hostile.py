@@ -8,7 +8,7 @@ the gateway's namespace speaking raw HTTP over plain sockets; the test
 drives it line by line and watches the daemon from outside (its RSS in
 C{/proc}).
 
-What the protocol promises (docs: PROTOCOL.md, "Transport" and "Errors"):
+What the protocol promises (docs/protocol.md, "Transport" and "Errors"):
 every well-formed POST gets a JSON-RPC 2.0 object, errors included, never
 HTML or a traceback; bodies over 64 KiB get HTTP 413 without being read
 whole.  Requests that are not well-formed HTTP at all (a bad request line,
