@@ -39,7 +39,9 @@ Progress on stderr; the last line of stdout is one JSON object:
 {"legit_ok_ratio": .., "legit_p99_ms": .., "attacker_leases": ..,
  "spoofed_packets_delivered": .., ...details}
 
-    cd /work/main && PYTHONPATH=$PWD .venv/bin/python bench/attack.py [--seconds 15] [--keep [DIR]]
+From the root of a checkout (as root where it needs namespaces):
+
+    PYTHONPATH=. .venv/bin/python bench/attack.py [--seconds 15] [--keep [DIR]]
 """
 
 import argparse

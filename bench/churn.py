@@ -51,7 +51,9 @@ Progress on stderr; the last line of stdout is one JSON object:
  "back_to_back_median_s": .., "back_to_back_max_s": ..,
  "uplink_outage_s": .., ...details}
 
-    cd /work/main && PYTHONPATH=$PWD .venv/bin/python bench/churn.py [--minutes 10] [--seed N] [--keep [DIR]]
+From the root of a checkout (as root where it needs namespaces):
+
+    PYTHONPATH=. .venv/bin/python bench/churn.py [--minutes 10] [--seed N] [--keep [DIR]]
 """
 
 import argparse

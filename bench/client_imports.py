@@ -9,7 +9,9 @@ _hashlib, cryptography's Rust extension) count, as they do in VmRSS.
 No namespaces or root needed.  Progress and the table on stderr; the last
 line of stdout is one JSON object.
 
-    cd /work/main && PYTHONPATH=/work/main .venv/bin/python bench/client_imports.py
+From the root of a checkout (as root where it needs namespaces):
+
+    PYTHONPATH=. .venv/bin/python bench/client_imports.py
 """
 
 import builtins

@@ -41,7 +41,9 @@ directly, no thread-pool getaddrinfo), reported apart as *_direct;
 --concurrency N is a what-if for the discovery.concurrency default;
 --idle-only measures the idle RSS alone (and prints only those figures).
 
-    cd /work/main && PYTHONPATH=/work/main .venv/bin/python bench/discovery.py [--repeats 3]
+From the root of a checkout (as root where it needs namespaces):
+
+    PYTHONPATH=. .venv/bin/python bench/discovery.py [--repeats 3]
 """
 
 import argparse

@@ -44,7 +44,9 @@ Progress on stderr; the last line of stdout is one JSON object:
 {"mnigs_outage_s": [..], "babel_outage_s": [..], "mnigs_median_s": ..,
  "babel_median_s": .., "ratio": .., ...}
 
-    cd /work/main && PYTHONPATH=/work/main .venv/bin/python bench/failover.py [--deaths 6]
+From the root of a checkout (as root where it needs namespaces):
+
+    PYTHONPATH=. .venv/bin/python bench/failover.py [--deaths 6]
 """
 
 import argparse

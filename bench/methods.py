@@ -29,7 +29,9 @@ both daemons' logs: "Peer Connection Initiated" before or after
 Progress on stderr; the last line of stdout is one JSON object:
 {"wireguard_s": .., "openvpn_s": .., "softether_s": .., ...runs...}
 
-    cd /work/main && PYTHONPATH=/work/main .venv/bin/python bench/methods.py [--runs 5]
+From the root of a checkout (as root where it needs namespaces):
+
+    PYTHONPATH=. .venv/bin/python bench/methods.py [--runs 5]
 """
 
 import argparse

@@ -58,7 +58,7 @@ MAX_NONCE = 128
 
 class RPCError(Exception):
     """
-    A JSON-RPC error with a code from the table in PROTOCOL.md.
+    A JSON-RPC error with a code from the table in docs/protocol.md ("Errors").
     """
 
     def __init__(self, code: int, message: str):

@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from zope.interface import Interface
 
 from mnigs.client.plan import Attempt
+from mnigs.system.backoff import Backoff
 
 
 class IClientEffects(Interface):
@@ -225,7 +226,7 @@ class Client(Protocol):
 class ClientCore:
     clock: Any
     effects: Any
-    backoff: Any
+    backoff: Backoff
     log: Logger = field(default_factory=Logger)
     ranked: list = field(default_factory=list)
     reason: str = ""
@@ -634,23 +635,3 @@ def _buildMachine():
 
 
 makeClient = _buildMachine()
-
-
-class Backoff:
-    """
-    Exponential retry delays: C{first}, doubling up to C{maximum}; reset
-    once online.
-    """
-
-    def __init__(self, first=1.0, maximum=60.0):
-        self.first = first
-        self.maximum = maximum
-        self.current = first
-
-    def next(self) -> float:
-        delay = self.current
-        self.current = min(self.maximum, self.current * 2)
-        return delay
-
-    def reset(self):
-        self.current = self.first

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Callable, Optional
 
 from mnigs.system.pyroute import IPRoute, NetlinkError
 from twisted.logger import Logger
@@ -22,14 +23,26 @@ from twisted.logger import Logger
 log = Logger()
 
 
+def openIPRoute(netns: str | None = None) -> IPRoute:
+    """A pyroute2 rtnetlink socket, in the named network namespace if given."""
+    return IPRoute(netns=netns) if netns else IPRoute()
+
+
 class PolicyRouting:
-    def __init__(self, table: int, priority: int, netns: str | None = None):
+    """
+    mnigs's rules and default route.
+
+    @param ipRoute: opens the rtnetlink socket each operation works
+        through, used as a context manager (default: pyroute2's C{IPRoute}
+        in C{netns}); tests give a fake.
+    """
+
+    def __init__(self, table: int, priority: int, netns: str | None = None,
+                 ipRoute: Optional[Callable[[], IPRoute]] = None):
         self.table = table
         self.priority = priority
         self.netns = netns
-
-    def _ipr(self):
-        return IPRoute(netns=self.netns) if self.netns else IPRoute()
+        self._ipr = ipRoute or (lambda: openIPRoute(netns))
 
     def _ours(self, ipr):
         return [rule for rule in ipr.get_rules(family=socket.AF_INET)
@@ -115,7 +128,7 @@ def routingSnapshot(netns: str | None = None) -> dict:
     Every rule, route and link, for checking that a client left the
     routing exactly as it found it.
     """
-    with IPRoute(netns=netns) if netns else IPRoute() as ipr:
+    with openIPRoute(netns) as ipr:
         rules = sorted((r.get_attr("FRA_PRIORITY") or 0, r.get_attr("FRA_TABLE") or r["table"],
                         r["family"]) for r in ipr.get_rules())
         routes = sorted((r["family"], r.get_attr("RTA_TABLE"), r.get_attr("RTA_DST") or "",

@@ -12,7 +12,7 @@ and NAT as every method).  Inside the TUN, cjdns binds the address to the
 connection: an IPv4 packet coming over a connection is dropped unless its
 source is the address allowed to that connection's key (isValidAddress4
 in tunnel/IpTunnel.c, with C{ip4Alloc} 32), so one client cannot send as
-another.  cjdns cannot run here (FACTS.md): that binding is cjdns's own
+another.  cjdns is not installable on the test machines: that binding is cjdns's own
 and is not shown with traffic; the unit tests check only that mnigs asks
 for it and admits the address from the TUN alone.
 

@@ -21,7 +21,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -42,6 +42,7 @@ from mnigs.routing.babeltable import (
     parseBabelLine,
 )
 from mnigs.routing.changes import ChangeNotifier
+from mnigs.system.backoff import doubling
 
 __all__ = [
     "BabelCommandRefused",
@@ -276,7 +277,7 @@ class BabelWatch:
         self._service = ClientService(
             endpoint,
             _BabelFactory(self._event),
-            retryPolicy=retryPolicy or backoffPolicy(initialDelay=1.0, maxDelay=30.0),
+            retryPolicy=retryPolicy or doubling(1.0, 30.0),
             clock=clock,
             prepareConnection=self._monitor,
         )

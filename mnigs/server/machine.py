@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mnigs.protocol import UNAVAILABLE, RPCError
+from mnigs.system.waiters import Waiters
 
 
 class Gateway(Protocol):
@@ -92,7 +93,7 @@ class GatewayCore:
     clock: IReactorTime
     log: Logger = field(default_factory=Logger)
     uplinkProblem: str = ""
-    stopWaiters: list = field(default_factory=list)
+    stopWaiters: Waiters[None] = field(default_factory=Waiters)
 
     def offer(self, localHost, available):
         return self.offers.offer(localHost, available, len(self.registry.book))
@@ -207,8 +208,7 @@ def _buildMachine():
 
     # -- stopping: the data path stays for the next start --
     def beginStopping(gateway, core):
-        d = defer.Deferred()
-        core.stopWaiters.append(d)
+        d = core.stopWaiters.wait()
         defer.maybeDeferred(core.leave).addBoth(lambda _: gateway.stopped())
         return d
 
@@ -224,22 +224,17 @@ def _buildMachine():
 
     @clearing.upon(Gateway.stop).to(stopping)
     def stopWhenCleared(gateway, core, clearing: Clearing):
-        d = defer.Deferred()
-        core.stopWaiters.append(d)
+        d = core.stopWaiters.wait()
         clearing.done.addBoth(lambda _: core.leave()).addBoth(lambda _: gateway.stopped())
         return d
 
     @stopping.upon(Gateway.stop).loop()
     def alsoWaitStop(gateway, core):
-        d = defer.Deferred()
-        core.stopWaiters.append(d)
-        return d
+        return core.stopWaiters.wait()
 
     @stopping.upon(Gateway.stopped).to(stopped)
     def finishStopping(gateway, core):
-        waiters, core.stopWaiters = core.stopWaiters, []
-        for d in waiters:
-            d.callback(None)
+        core.stopWaiters.fire()
 
     @stopped.upon(Gateway.stop).loop()
     def alreadyStopped(gateway, core):

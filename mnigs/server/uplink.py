@@ -7,12 +7,12 @@ machine C{uplinkUp()} or C{uplinkDown(reason)}.
 from __future__ import annotations
 
 from twisted.internet import defer
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mnigs.interfaces import IUplinkCheck
+from mnigs.system.icmp import Pinger
 
 log = Logger()
 
@@ -42,42 +42,57 @@ class DefaultRouteCheck:
         return defer.succeed("no default route")
 
 
-class _Ping(ProcessProtocol):
-    def __init__(self, done):
-        self.done = done
-
-    def processEnded(self, reason):
-        self.done.callback(getattr(reason.value, "exitCode", 1) == 0)
-
-
 @implementer(IUplinkCheck)
 class PingCheck:
     """
-    Fine when at least one target answers one ping within the timeout.
+    Fine when at least one target answers one ICMP echo within the timeout.
+
+    The echoes go out through an L{IPinger} (raw sockets read by the
+    reactor, L{mnigs.system.icmp}), as the client's health probes do, not
+    through a C{ping(8)} process per target and check: nothing is spawned
+    every interval, a timeout below a second is kept (C{ping -W} takes
+    whole seconds), and no output is parsed.  The gateway has C{CAP_NET_RAW}
+    anyway (etc/systemd/mnigs-server.service).  A pinger is made for each
+    round and closed after it, so no socket outlives a check and there is
+    nothing for the service to close.
+
+    @param makePinger: makes the round's L{IPinger} (default: a
+        L{Pinger} on C{reactor}).
     """
 
-    def __init__(self, reactor, targets, timeout=1.0, ping="ping"):
-        self.reactor = reactor
+    def __init__(self, reactor, targets, timeout=1.0, makePinger=None):
         self.targets = [str(t) for t in targets]
         self.timeout = timeout
-        self.ping = ping
+        self.makePinger = makePinger or (lambda: Pinger(reactor))
 
-    def _one(self, target):
-        done = defer.Deferred()
-        argv = [self.ping, "-n", "-q", "-c", "1", "-W", str(max(1, round(self.timeout))), target]
-        self.reactor.spawnProcess(_Ping(done), self.ping, argv, env=None,
-                                  childFDs={0: "w", 1: "r", 2: "r"})
-        return done
+    def _one(self, pinger, target):
+        def unsent(failure):
+            # No route, or no socket: that target does not answer.
+            log.debug("uplink probe to {target} not sent: {reason}", target=target,
+                      reason=failure.value)
+            return None
+        return defer.maybeDeferred(pinger.ping, target, self.timeout).addErrback(unsent)
 
     @defer.inlineCallbacks
     def check(self):
-        results = yield defer.gatherResults([self._one(t) for t in self.targets])
-        if any(results):
+        pinger = self.makePinger()
+        try:
+            rtts = yield defer.gatherResults([self._one(pinger, t) for t in self.targets])
+        finally:
+            pinger.close()
+        if any(rtt is not None for rtt in rtts):
             return None
         return f"no answer from {', '.join(self.targets)}"
 
 
 class UplinkMonitor:
+    """
+    Runs the checks in order every C{interval} seconds (the first at
+    once), stopping at the first that gives a reason, and tells C{gateway}
+    C{uplinkUp()} or C{uplinkDown(reason)}.  A round still out when the
+    next is due (a slow probe) makes that next one skip.
+    """
+
     def __init__(self, reactor, checks, interval, gateway):
         self.checks = checks
         self.gateway = gateway

@@ -4,8 +4,9 @@ A thin, synchronous view of links, addresses and routes over pyroute2's
 C{IPRoute} (rtnetlink; never the output of C{ip}).
 
 pyroute2 0.9's C{IPRoute} blocks; each call is one short netlink exchange,
-fine to make from the reactor thread in the default epoll reactor (see
-FACTS.md for the asyncio reactor).
+fine to make from the reactor thread in the default epoll reactor.  Under
+the asyncio reactor it fails ("event loop is already running"): that one
+would need pyroute2's C{AsyncIPRoute}.
 """
 
 from __future__ import annotations

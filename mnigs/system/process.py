@@ -25,7 +25,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mnigs.system.backoff import Backoff
 from mnigs.system.readiness import Watch, asReadiness, readyOnOutput, readyWhen
+from mnigs.system.waiters import Waiters
 
 log = Logger()
 
@@ -105,23 +107,13 @@ class _Core:
     spawn: Callable[..., IProcessTransport]
     makeProtocol: Callable[[], ProcessProtocol]
     child: Optional[IProcessTransport] = None
-    startWaiters: list = field(default_factory=list)
-    stopWaiters: list = field(default_factory=list)
-    failures: int = 0
+    startWaiters: Waiters[None] = field(default_factory=Waiters)
+    stopWaiters: Waiters[None] = field(default_factory=Waiters)
+    backoff: Backoff = field(init=False)
     readySince: Optional[float] = None
 
-    def fireStartWaiters(self, result: object) -> None:
-        self.startWaiters, waiting = [], self.startWaiters
-        for w in waiting:
-            if isinstance(result, Failure):
-                w.errback(result)
-            else:
-                w.callback(result)
-
-    def fireStopWaiters(self) -> None:
-        self.stopWaiters, waiting = [], self.stopWaiters
-        for w in waiting:
-            w.callback(None)
+    def __post_init__(self) -> None:
+        self.backoff = Backoff(self.minBackoff, self.maxBackoff)
 
     def signal(self, sig: str) -> None:
         if self.child is None:
@@ -167,7 +159,7 @@ class _Killing(_Cancellable):
 
 
 @dataclass
-class _Backoff:
+class _Retry:
     retry: IDelayedCall
 
 
@@ -204,16 +196,15 @@ def _terminateChild(c: _Supervisor, s: _Core, *args: object) -> _Killing:
     return _Killing(s.reactor.callLater(s.stopTimeout, c.stopTimedOut))
 
 
-def _scheduleRelaunch(c: _Supervisor, s: _Core, *args: object) -> _Backoff:
+def _scheduleRelaunch(c: _Supervisor, s: _Core, *args: object) -> _Retry:
     now = s.reactor.seconds()
     if s.readySince is not None and now - s.readySince >= s.maxBackoff:
-        s.failures = 0  # it had been stable: start the backoff afresh
+        s.backoff.reset()  # it had been stable: start the backoff afresh
     s.readySince = None
-    delay = min(s.minBackoff * (2 ** s.failures), s.maxBackoff)
-    s.failures += 1
+    delay = s.backoff.next()
     log.warn("{name}: relaunching in {delay} s (attempt {attempt})",
-             name=s.name, delay=delay, attempt=s.failures)
-    return _Backoff(s.reactor.callLater(delay, c.backoffElapsed))
+             name=s.name, delay=delay, attempt=s.backoff.attempts)
+    return _Retry(s.reactor.callLater(delay, c.backoffElapsed))
 
 
 def _buildMachine(restart: bool):
@@ -247,7 +238,7 @@ def _buildMachine(restart: bool):
     @pep614(backingOff.upon(_Supervisor.start, nodata=True).loop())
     @pep614(abandoning.upon(_Supervisor.start, nodata=True).loop())
     def awaitReady(c: _Supervisor, s: _Core, waiter: Deferred[None]) -> None:
-        s.startWaiters.append(waiter)
+        s.startWaiters.add(waiter)
 
     @pep614(running.upon(_Supervisor.start).loop())
     def alreadyReady(c: _Supervisor, s: _Core, waiter: Deferred[None]) -> None:
@@ -276,23 +267,23 @@ def _buildMachine(restart: bool):
     @pep614(abandoning.upon(_Supervisor.release).to(stopping))
     def abortLaunch(c: _Supervisor, s: _Core, launch: _Cancellable, waiter: Deferred[None]) -> None:
         launch.cancel()
-        s.stopWaiters.append(waiter)
-        s.fireStartWaiters(Failure(LaunchCancelled(s.name)))
+        s.stopWaiters.add(waiter)
+        s.startWaiters.fire(Failure(LaunchCancelled(s.name)))
 
     @pep614(running.upon(_Supervisor.stop).to(stopping))
     @pep614(stopping.upon(_Supervisor.stop, nodata=True).loop())
     @pep614(stopping.upon(_Supervisor.release, nodata=True).loop())
     def awaitStopped(c: _Supervisor, s: _Core, waiter: Deferred[None]) -> None:
-        s.stopWaiters.append(waiter)
+        s.stopWaiters.add(waiter)
 
     @pep614(backingOff.upon(_Supervisor.stop).to(stopped))
     @pep614(backingOff.upon(_Supervisor.release).to(stopped))
-    def cancelRelaunch(c: _Supervisor, s: _Core, backoff: _Backoff,
+    def cancelRelaunch(c: _Supervisor, s: _Core, backoff: _Retry,
                        waiter: Deferred[None]) -> None:
         backoff.retry.cancel()
-        s.stopWaiters.append(waiter)
-        s.fireStartWaiters(Failure(LaunchCancelled(s.name)))
-        s.fireStopWaiters()
+        s.stopWaiters.add(waiter)
+        s.startWaiters.fire(Failure(LaunchCancelled(s.name)))
+        s.stopWaiters.fire()
 
     @pep614(launching.upon(_Supervisor.outputLine).loop())
     @pep614(relaunching.upon(_Supervisor.outputLine).loop())
@@ -306,7 +297,7 @@ def _buildMachine(restart: bool):
         launch.cancel()
         s.readySince = s.reactor.seconds()
         log.info("{name}: ready (pid {pid})", name=s.name, pid=s.child.pid)
-        s.fireStartWaiters(None)
+        s.startWaiters.fire(None)
         s.notify(s.onReady)
 
     @pep614(launching.upon(_Supervisor.launchTimedOut).to(stopping))
@@ -314,7 +305,7 @@ def _buildMachine(restart: bool):
         launch.cancel()
         log.error("{name}: not ready after {timeout} s", name=s.name,
                   timeout=s.launchTimeout)
-        s.fireStartWaiters(Failure(LaunchTimeout(s.name, s.launchTimeout)))
+        s.startWaiters.fire(Failure(LaunchTimeout(s.name, s.launchTimeout)))
 
     @pep614(launching.upon(_Supervisor.processExited).to(stopped))
     def launchFailedExit(c: _Supervisor, s: _Core, launch: _Launch, reason: Failure) -> None:
@@ -322,7 +313,7 @@ def _buildMachine(restart: bool):
         s.child = None
         log.error("{name}: exited before it was ready: {reason}", name=s.name,
                   reason=reason.value)
-        s.fireStartWaiters(Failure(ProcessExitedEarly(s.name, reason)))
+        s.startWaiters.fire(Failure(ProcessExitedEarly(s.name, reason)))
 
     @pep614(relaunching.upon(_Supervisor.launchTimedOut).to(abandoning))
     def relaunchFailedSlow(c: _Supervisor, s: _Core, launch: _Launch) -> None:
@@ -343,7 +334,7 @@ def _buildMachine(restart: bool):
         s.child = None
 
     @pep614(backingOff.upon(_Supervisor.backoffElapsed).to(relaunching))
-    def relaunch(c: _Supervisor, s: _Core, backoff: _Backoff) -> None:
+    def relaunch(c: _Supervisor, s: _Core, backoff: _Retry) -> None:
         pass
 
     def died(c: _Supervisor, s: _Core, reason: Failure) -> None:
@@ -382,7 +373,7 @@ def _buildMachine(restart: bool):
         killing.cancel()
         s.child = None
         log.info("{name}: stopped", name=s.name)
-        s.fireStopWaiters()
+        s.stopWaiters.fire()
 
     return m.build()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Optional, Protocol as TypingProtocol
 
 from automat import TypeMachineBuilder, pep614
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mnigs.system.netlink import Netlink
+from mnigs.system.waiters import Waiters
 from mnigs.wireguard.daemon import (
     AdoptedDaemon,
     KernelDevice,
@@ -75,16 +77,8 @@ class _Core:
     daemon: object = None
     deathCallbacks: list = field(default_factory=list)
     restoredCallbacks: list = field(default_factory=list)
-    startWaiters: list = field(default_factory=list)
-    stopWaiters: list = field(default_factory=list)
-
-    def fireStartWaiters(self, result: object) -> None:
-        self.startWaiters, waiting = [], self.startWaiters
-        for w in waiting:
-            if isinstance(result, Failure):
-                w.errback(result)
-            else:
-                w.callback(None)
+    startWaiters: Waiters[None] = field(default_factory=Waiters)
+    stopWaiters: Waiters[None] = field(default_factory=Waiters)
 
     def notify(self, callbacks: list, *args: object) -> None:
         for callback in list(callbacks):
@@ -114,27 +108,62 @@ class _Job:
         self.d.cancel()
 
 
+class Choice(Enum):
+    """What to do with the interface name, once we have looked at it."""
+
+    adoptKernel = "adopt the kernel device"
+    adoptUserspace = "adopt the answering wireguard-go"
+    createKernel = "create a kernel device"
+    spawnUserspace = "spawn wireguard-go"
+    notWireGuard = "refuse: the name is a link of another kind"
+    takenElsewhere = "refuse: the socket answers but the link is in another namespace"
+
+
+def chooseDevice(kind: Optional[str], answers: bool, implementation: str,
+                 kernelAvailable: Callable[[], bool]) -> Choice:
+    """
+    Decide what serves the interface from what was found: C{kind}, the kind
+    of the link of that name in our namespace (C{None}: no such link);
+    C{answers}, whether its wireguard-go control socket answers;
+    C{implementation}, what the owner asked for (C{"auto"}, C{"kernel"},
+    C{"userspace"}).  C{kernelAvailable} is asked only when the choice
+    hangs on it (C{"auto"} and nothing there): asking may load a module.
+
+    Something already there is adopted whatever was asked, since removing
+    it would cut whoever it serves.
+    """
+    if kind == "wireguard":
+        return Choice.adoptKernel
+    if kind is not None:
+        return Choice.adoptUserspace if answers else Choice.notWireGuard
+    if answers:
+        return Choice.takenElsewhere
+    if implementation == "kernel" or (implementation == "auto" and kernelAvailable()):
+        return Choice.createKernel
+    return Choice.spawnUserspace
+
+
 @inlineCallbacks
 def _probe(c: _Device, s: _Core):
     with s.netlink(s.netns) as nl:
         kind = nl.linkKind(s.ifname)
     answers = yield UAPIClient(s.reactor, s.ifname, s.sockdir).answers()
-    if kind == "wireguard":
-        daemon = KernelDevice(s, c, adopted=True)
-    elif kind is not None:
-        if not answers:
-            raise DeviceError(f"{s.ifname} exists and is not a WireGuard device")
-        daemon = AdoptedDaemon(s, c)
-    elif answers:
+    with s.netlink(s.netns) as nl:
+        choice = chooseDevice(kind, answers, s.implementation,
+                              lambda: kernelWireGuardAvailable(nl))
+        if choice is Choice.createKernel:
+            nl.addLink(s.ifname, "wireguard")
+    if choice is Choice.notWireGuard:
+        raise DeviceError(f"{s.ifname} exists and is not a WireGuard device")
+    if choice is Choice.takenElsewhere:
         raise DeviceError(f"{s.sockdir}/{s.ifname}.sock answers but {s.ifname} is not in "
                           "this namespace: the name is taken elsewhere")
-    else:
-        with s.netlink(s.netns) as nl:
-            kernel = s.implementation == "kernel" or (
-                s.implementation == "auto" and kernelWireGuardAvailable(nl))
-            if kernel:
-                nl.addLink(s.ifname, "wireguard")
-        daemon = KernelDevice(s, c, adopted=False) if kernel else SpawnedDaemon(s, c)
+    daemon = {
+        Choice.adoptKernel: lambda: KernelDevice(s, c, adopted=True),
+        Choice.adoptUserspace: lambda: AdoptedDaemon(s, c),
+        Choice.createKernel: lambda: KernelDevice(s, c, adopted=False),
+        Choice.spawnUserspace: lambda: SpawnedDaemon(s, c),
+    }[choice]()
     log.info("{ifname}: {how} {implementation} WireGuard", ifname=s.ifname,
              how="adopting" if daemon.adopted else "creating",
              implementation=daemon.implementation)
@@ -214,7 +243,7 @@ def _buildMachine():
     @pep614(down.upon(_Device.start).loop())
     @pep614(restoring.upon(_Device.start, nodata=True).loop())
     def awaitUp(c: _Device, s: _Core, waiter: Deferred[None]) -> None:
-        s.startWaiters.append(waiter)
+        s.startWaiters.add(waiter)
 
     @pep614(up.upon(_Device.start).loop())
     @pep614(idle.upon(_Device.stop).to(stopped))
@@ -239,13 +268,13 @@ def _buildMachine():
     @pep614(abortingProbe.upon(_Device.leave).loop())
     @pep614(stopping.upon(_Device.leave, nodata=True).loop())
     def awaitStopped(c: _Device, s: _Core, waiter: Deferred[None]) -> None:
-        s.stopWaiters.append(waiter)
+        s.stopWaiters.add(waiter)
 
     @pep614(probing.upon(_Device.stop).to(abortingProbe))
     @pep614(probing.upon(_Device.leave).to(abortingProbe))
     def awaitProbe(c: _Device, s: _Core, job: _Job, waiter: Deferred[None]) -> None:
         # The probe may be spawning a daemon: let it finish, then tear down.
-        s.stopWaiters.append(waiter)
+        s.stopWaiters.add(waiter)
 
     @pep614(configuring.upon(_Device.stop).to(stopping))
     @pep614(restoring.upon(_Device.stop).to(stopping))
@@ -253,7 +282,7 @@ def _buildMachine():
     @pep614(restoring.upon(_Device.leave).to(stopping))
     def abandonConfigure(c: _Device, s: _Core, job: _Job, waiter: Deferred[None]) -> None:
         job.cancel()
-        s.stopWaiters.append(waiter)
+        s.stopWaiters.add(waiter)
 
     @pep614(probing.upon(_Device.daemonReady).to(configuring))
     @pep614(down.upon(_Device.daemonReady).to(restoring))
@@ -263,24 +292,24 @@ def _buildMachine():
     @pep614(abortingProbe.upon(_Device.daemonReady).to(stopping))
     @pep614(abortingProbe.upon(_Device.setupFailed).to(stopping))
     def probeAborted(c: _Device, s: _Core, reason: Optional[Failure] = None) -> None:
-        s.fireStartWaiters(Failure(DeviceStopping(s.ifname)))
+        s.startWaiters.fire(Failure(DeviceStopping(s.ifname)))
 
     @pep614(probing.upon(_Device.setupFailed).to(stopping))
     @pep614(configuring.upon(_Device.setupFailed).to(stopping))
     def startFailed(c: _Device, s: _Core, job: _Job, reason: Failure) -> None:
         log.error("{ifname}: could not bring the device up: {reason}", ifname=s.ifname,
                   reason=reason.value)
-        s.fireStartWaiters(reason)
+        s.startWaiters.fire(reason)
 
     @pep614(configuring.upon(_Device.setupDone).to(up))
     def cameUp(c: _Device, s: _Core, job: _Job) -> None:
         log.info("{ifname}: up", ifname=s.ifname)
-        s.fireStartWaiters(None)
+        s.startWaiters.fire(None)
 
     @pep614(restoring.upon(_Device.setupDone).to(up))
     def restored(c: _Device, s: _Core, job: _Job) -> None:
         log.info("{ifname}: restored after its daemon died", ifname=s.ifname)
-        s.fireStartWaiters(None)
+        s.startWaiters.fire(None)
         s.notify(s.restoredCallbacks)
 
     @pep614(restoring.upon(_Device.setupFailed).to(down))
@@ -309,9 +338,7 @@ def _buildMachine():
     def finishedStopping(c: _Device, s: _Core, job: _Job) -> None:
         log.info("{ifname}: removed", ifname=s.ifname)
         s.daemon = None
-        s.stopWaiters, waiting = [], s.stopWaiters
-        for w in waiting:
-            w.callback(None)
+        s.stopWaiters.fire()
 
     return m.build()
 

@@ -3,7 +3,8 @@ Small network-namespace fixtures for the wrapper tests (netlink, nft,
 wireguard).  Deliberately independent of L{tests.mesh.harness}.
 
 Setup runs synchronously with argument lists (no shell); every namespace is
-registered for deletion before it is created.
+registered for deletion before it is created.  Waiting is
+L{tests.mesh.commands.waitFor}.
 """
 
 import os
@@ -11,9 +12,7 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 
-from twisted.internet import defer, task
 from twisted.logger import Logger
 
 log = Logger()
@@ -82,22 +81,3 @@ def veth(nsA, nameA, addrA, nsB, nameB, addrB):
         nsrun(ns, ["ip", "addr", "add", addr, "dev", name])
         nsrun(ns, ["ip", "link", "set", name, "up"])
 
-
-def waitFor(reactor, predicate, timeout=10.0, interval=0.05, what="condition"):
-    """
-    Poll C{predicate()} (which may return a Deferred) until it is true or
-    C{timeout} seconds have passed; fails with AssertionError then.
-    """
-    deadline = time.monotonic() + timeout
-
-    @defer.inlineCallbacks
-    def loop():
-        while True:
-            value = yield defer.maybeDeferred(predicate)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            yield task.deferLater(reactor, interval, lambda: None)
-
-    return loop()

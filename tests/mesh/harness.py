@@ -45,7 +45,9 @@ they name or namespace support they are skipped, saying what is missing
 
 Everything here is synchronous (subprocess, blocking pyroute2) on purpose:
 tests that use it are written synchronously. Helpers live in
-L{tests.mesh.commands} (commands, processes, L{waitUntil}),
+L{tests.mesh.commands} (commands, processes, L{waitUntil}; and
+L{tests.mesh.commands.waitFor}, the same wait for tests that run the
+reactor),
 L{tests.mesh.babelconfig} and L{tests.mesh.node}.
 """
 

@@ -17,11 +17,11 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from mnigs.routing.babel import BabelRouteSource
+from tests.mesh.commands import waitFor
 from tests.mesh.harness import BABEL_LOCAL_PORT, Mesh, requireNamespaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,15 +64,6 @@ class InNamespaceEndpoint:
             # The reactor holds its own duplicate of the descriptor.
             sock.close()
         return defer.succeed(built[0])
-
-
-@defer.inlineCallbacks
-def waitFor(predicate, timeout=TIMEOUT, message="condition"):
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        yield deferLater(reactor, 0.05, lambda: None)
 
 
 class BabelRouteSourceMeshTests(unittest.TestCase):
@@ -127,14 +118,16 @@ class BabelRouteSourceMeshTests(unittest.TestCase):
         def seen():
             return {str(c.address) for c in watcher.candidates()}
 
-        yield waitFor(lambda: changes, message="the first report")
+        yield waitFor(reactor, lambda: changes, TIMEOUT, message="the first report")
         self.assertEqual(seen(), {self.b.address, self.c.address})
 
         extra = EXTRA_ADDRESSES[0]
         self.c.run(["ip", "addr", "add", f"{extra}/32", "dev", "lo"])
-        yield waitFor(lambda: len(changes) >= 2 and extra in seen(), message=f"{extra} to appear")
+        yield waitFor(reactor, lambda: len(changes) >= 2 and extra in seen(), TIMEOUT,
+                      message=f"{extra} to appear")
         self.c.run(["ip", "addr", "del", f"{extra}/32", "dev", "lo"])
-        yield waitFor(lambda: len(changes) >= 3 and extra not in seen(), message=f"{extra} to go")
+        yield waitFor(reactor, lambda: len(changes) >= 3 and extra not in seen(), TIMEOUT,
+                      message=f"{extra} to go")
 
         self.mesh.stopBabel(self.a)
         self.mesh.startBabel(nodes=[self.a])
@@ -142,7 +135,9 @@ class BabelRouteSourceMeshTests(unittest.TestCase):
         extra = EXTRA_ADDRESSES[1]
         self.c.run(["ip", "addr", "add", f"{extra}/32", "dev", "lo"])
         yield waitFor(
+            reactor,
             lambda: len(changes) > after and seen() == {self.b.address, self.c.address, extra},
+            timeout=TIMEOUT,
             message="the watch to reconnect and see the new address",
         )
         yield watcher.stop()

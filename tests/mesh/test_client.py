@@ -13,6 +13,7 @@ from mnigs.client.routes import routingSnapshot
 from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.gatewayproc import rpc, toTOML
+from tests.mesh.commands import withMargin
 from tests.mesh.harness import waitUntil
 from tests.mesh.pingtrain import PingTrain
 
@@ -104,8 +105,10 @@ class ClientMeshTests(DaemonMeshTestCase):
         switches = [line for line in after.splitlines() if " online via " in line]
         self.assertEqual(len(switches), 1, "\n".join(switches))
         self.assertIn("gwB", switches[0])
-        self.assertLess(moved, 5.0)
-        self.assertLess(seconds, 5.0, f"{lost} pings lost")
+        # Lost up to 1.5 s after the last answer, then register, connect
+        # and verify with the next gateway (docs/architecture.md).
+        self.assertLess(moved, withMargin(3.0))
+        self.assertLess(seconds, withMargin(3.0), f"{lost} pings lost")
         # The health log names the tunnel device the probes leave by, and
         # the client said that the mesh carries the inner address.
         log = open(c.logPath).read()

@@ -6,10 +6,12 @@ with an internet node behind gw.
 import os
 
 from pyroute2 import netns
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.trial.reporter import TestResult
 
 from tests.mesh.clientproc import ClientProcess
+from tests.mesh.commands import waitFor
 from tests.mesh.gatewayproc import GatewayProcess
 from tests.mesh.harness import (
     PROTO_BABEL,
@@ -90,6 +92,37 @@ class WaitUntilTests(unittest.SynchronousTestCase):
                                   interval=0.01, message="the thing")
         self.assertEqual(str(error),
                          "timed out after 0.1s waiting for the thing")
+        self.assertIsInstance(error.__cause__, ValueError)
+
+
+class WaitForTests(unittest.TestCase):
+    """
+    L{waitFor}, the same wait with the reactor running, needs no
+    namespaces either.
+    """
+
+    @defer.inlineCallbacks
+    def test_deferredAnswersAndErrorsCountAsNotYet(self):
+        answers = iter([defer.succeed(None), ValueError, defer.fail(ValueError("no")),
+                        defer.succeed("found")])
+
+        def predicate():
+            answer = next(answers)
+            if answer is ValueError:
+                raise ValueError("not yet")
+            return answer
+
+        self.assertEqual((yield waitFor(reactor, predicate, 5, interval=0)), "found")
+
+    @defer.inlineCallbacks
+    def test_timeoutNamesConditionAndKeepsLastError(self):
+        def predicate():
+            return defer.fail(ValueError("still broken"))
+
+        error = yield self.assertFailure(
+            waitFor(reactor, predicate, 0.1, interval=0.01, message="the thing"),
+            AssertionError)
+        self.assertEqual(str(error), "timed out after 0.1s waiting for the thing")
         self.assertIsInstance(error.__cause__, ValueError)
 
 

@@ -8,7 +8,7 @@ the gateway's namespace speaking raw HTTP over plain sockets; the test
 drives it line by line and watches the daemon from outside (its RSS in
 C{/proc}).
 
-What the protocol promises (docs: PROTOCOL.md, "Transport" and "Errors"):
+What the protocol promises (docs/protocol.md, "Transport" and "Errors"):
 every well-formed POST gets a JSON-RPC 2.0 object, errors included, never
 HTML or a traceback; bodies over 64 KiB get HTTP 413 without being read
 whole.  Requests that are not well-formed HTTP at all (a bad request line,
@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment
+from tests.mesh.commands import withMargin
 from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_client.py")
@@ -94,7 +95,8 @@ HELD = {"idle": 100, "headers": 50, "body": 50}
 # about what many held connections do lift the per-address cap and the
 # request deadline that would otherwise cut them short.
 MANY_FROM_ONE = {"max_connections_per_address": 1000, "request_timeout": 600.0}
-INFO_LATENCY = 1.0
+#: "At once": a few milliseconds unloaded, half a second at worst by design.
+PROMPTLY = withMargin(0.5)
 RSS_GROWTH_MB = 30
 
 
@@ -197,7 +199,7 @@ class HostileInputTests(TestCase):
         slowest = max(p["latency"] for p in probes)
         log.info("{count} gateway.info probes, slowest {slowest:.4f} s", count=count,
                  slowest=slowest)
-        self.assertLess(slowest, INFO_LATENCY, f"gateway.info took {slowest:.3f} s")
+        self.assertLess(slowest, PROMPTLY, f"gateway.info took {slowest:.3f} s")
         return slowest
 
     def test_everyMalformedCallGetsAJSONRPCError(self):
@@ -216,11 +218,11 @@ class HostileInputTests(TestCase):
             answer = self.attack("bigbody", 10)
             self.assertEqual(answer["status_line"], "HTTP/1.1 413 Payload Too Large", answer)
             self.assertEqual(answer["json"]["error"]["code"], INVALID_REQUEST)
-            self.assertLess(answer["answered_after"], 1.0, answer)
+            self.assertLess(answer["answered_after"], PROMPTLY, answer)
             # The server closed the connection instead of draining it: the
             # sender could not get the whole body out.
             self.assertIsNotNone(answer["closed_after"], answer)
-            self.assertLess(answer["closed_after"], 1.0, answer)
+            self.assertLess(answer["closed_after"], PROMPTLY, answer)
             self.assertLess(answer["body_bytes_sent"], answer["body_bytes"], answer)
             log.info("10 MB body: 413 after {answered:.4f} s, closed after {closed:.4f} s, "
                      "{sent} body bytes got out", answered=answer["answered_after"],
@@ -230,7 +232,7 @@ class HostileInputTests(TestCase):
         self.startGateway()
         answer = self.attack("liar", 10 ** 15, 10)
         self.assertJSONRPCError(answer, 413, INVALID_REQUEST, "Content-Length 10**15")
-        self.assertLess(answer["elapsed"], 1.0, answer)
+        self.assertLess(answer["elapsed"], PROMPTLY, answer)
 
     def test_stalledBodyIsCutAtTheIdleTimeout(self):
         """
@@ -263,7 +265,7 @@ class HostileInputTests(TestCase):
         """
         200 connections held open (sending nothing, or half a request)
         while the rest of the attack runs: a fresh C{gateway.info} is
-        answered in under a second throughout, the held connections stay
+        answered promptly throughout (PROMPTLY), the held connections stay
         held (nothing gets evicted to make room), and the daemon's RSS
         grows by less than 30 MB over the whole attack.
         """

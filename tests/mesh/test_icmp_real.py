@@ -17,6 +17,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 import mnigs
 from mnigs.system.icmp import Pinger
 from tests.mesh._netns import makeNamespace, nsrun, requireRoot, veth
+from tests.mesh.commands import withMargin
 
 TOP = str(Path(mnigs.__file__).resolve().parent.parent)
 
@@ -213,6 +214,7 @@ class NamespaceTests(SynchronousTestCase):
         self.assertEqual(report["events"][-3:], ["missed 1", "missed 2", "lost"], report)
         self.assertEqual(report["reason"], "no answer from 10.77.0.2, fd77::2 in 3 probes")
         # misses*interval + timeout = 1.5 s at most after the last answer,
-        # plus scheduling slack; the silencing itself happened just before.
-        self.assertLess(report["lost"] - report["lastAnswer"], 1.5 + 0.25, report)
+        # plus what a loaded box adds; the silencing itself happened just
+        # before (a lower bound: load only makes it later).
+        self.assertLess(report["lost"] - report["lastAnswer"], withMargin(1.5), report)
         self.assertGreater(report["lost"] - report["silenced"], 1.0, report)

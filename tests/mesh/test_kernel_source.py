@@ -5,7 +5,6 @@ routes of several protocols, metrics and tables added through pyroute2.
 """
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from mnigs.routing.kernel import (
@@ -15,20 +14,12 @@ from mnigs.routing.kernel import (
     PyRoute2Netlink,
     _MonitorReader,
 )
+from tests.mesh.commands import waitFor
 from tests.mesh.harness import Mesh, requireNamespaces
 
 TIMEOUT = 10
 PEER = "10.99.1.2"
 PEER6 = "fd99::2"
-
-
-@defer.inlineCallbacks
-def waitFor(predicate, timeout=TIMEOUT, message="condition"):
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        yield deferLater(reactor, 0.02, lambda: None)
 
 
 class CountingNetlink(PyRoute2Netlink):
@@ -132,16 +123,19 @@ class KernelRouteSourceMeshTests(unittest.TestCase):
         looks = netlink.snapshots
 
         self.addRoute("10.77.0.60/32", PEER, PROTO_STATIC, 1)
-        yield waitFor(lambda: netlink.snapshots > looks, message="a look at the static route")
+        yield waitFor(reactor, lambda: netlink.snapshots > looks, TIMEOUT, 0.02,
+                      message="a look at the static route")
         self.assertEqual(changes, [])
 
         self.addRoute("10.77.0.50/32", PEER, PROTO_BABEL, 3)
-        yield waitFor(lambda: len(changes) == 1, message="the babel route to be reported")
+        yield waitFor(reactor, lambda: len(changes) == 1, TIMEOUT, 0.02,
+                      message="the babel route to be reported")
         found = yield source.candidates()
         self.assertEqual(addresses(found)[0], ("10.77.0.50", 3))
 
         self.addRoute("10.77.0.50/32", PEER, PROTO_BABEL, 3, command="del")
-        yield waitFor(lambda: len(changes) == 2, message="the route's removal to be reported")
+        yield waitFor(reactor, lambda: len(changes) == 2, TIMEOUT, 0.02,
+                      message="the route's removal to be reported")
 
         yield watcher.stop()
         self.assertEqual(monitorReaders(), [])

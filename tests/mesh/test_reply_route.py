@@ -24,7 +24,8 @@ from mnigs.system.command import runCommand
 from mnigs.system.nft import NftAccess, NftRunner
 from mnigs.wireguard.device import WireGuardDevice
 from mnigs.wireguard.uapi import Peer, UAPIClient, generatePrivateKey, publicKey
-from tests.mesh._netns import makeNamespace, nsrun, requireRoot, uniqueName, veth, waitFor
+from tests.mesh._netns import makeNamespace, nsrun, requireRoot, uniqueName, veth
+from tests.mesh.commands import waitFor
 from tests.mesh.test_wireguard_device import forgetWireGuard
 
 
@@ -87,4 +88,4 @@ class ReplyRouteTests(TestCase):
         self.addCleanup(access.remove)
         yield access.install([Admission(ipaddress.ip_address("100.64.0.2"), self.ifGateway)],
                              replyPorts=[51820], strictInterfaces=[self.ifGateway])
-        yield waitFor(self.reactor, self.ping, timeout=15, what="a ping through the tunnel")
+        yield waitFor(self.reactor, self.ping, timeout=15, message="a ping through the tunnel")

@@ -189,7 +189,7 @@ class RestrictedStartTests(TestCase):
         client - gw: an mnigs-server and an mnigs-client, each with its
         unit's capability bounding set (as permitted and effective set),
         no_new_privs, umask, system call filter and address families, and
-        their children alike: the gateway's uplink probes (ping) succeed,
+        their children alike: the gateway's uplink probes (raw ICMP) succeed,
         the client goes online over C{method} and reaches the internet
         host.  Returns the two daemons' processes.
         """

@@ -27,7 +27,8 @@ from mnigs.wireguard.uapi import (
     generatePrivateKey,
     publicKey,
 )
-from tests.mesh._netns import makeNamespace, requireRoot, uniqueName, veth, waitFor
+from tests.mesh._netns import makeNamespace, requireRoot, uniqueName, veth
+from tests.mesh.commands import waitFor
 
 log = Logger()
 
@@ -110,7 +111,7 @@ class WireGuardDeviceTests(TestCase):
 
     def pingWorks(self, src, dst):
         return waitFor(self.reactor, lambda: self.ping(src, dst), timeout=15,
-                       what=f"ping {src.inner} -> {dst.inner}")
+                       message=f"ping {src.inner} -> {dst.inner}")
 
     @defer.inlineCallbacks
     def test_pingThroughTheTunnelUntilThePeerIsRemoved(self):
@@ -249,7 +250,7 @@ class WireGuardDeviceTests(TestCase):
         self.addCleanup(owner.stop)
         yield owner.start()
         os.kill(owner.pid, signal.SIGKILL)
-        yield waitFor(self.reactor, lambda: owner.pid is None, what="owner gone")
+        yield waitFor(self.reactor, lambda: owner.pid is None, message="owner gone")
         devA = self.device(self.a)
         yield devA.start()
         self.assertTrue(devA.describe()["adopted"])
@@ -257,7 +258,7 @@ class WireGuardDeviceTests(TestCase):
         # stop() fires once the orphan stopped answering; it is not our
         # child, so its exit is only seen here.
         yield waitFor(self.reactor, lambda: not wireguardGoPids(self.a.ifname),
-                      what="the orphan to exit")
+                      message="the orphan to exit")
         self.assertFalse((yield UAPIClient(self.reactor, self.a.ifname).answers()))
 
 

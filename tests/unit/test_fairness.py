@@ -83,6 +83,29 @@ class RateLimiterTests(SynchronousTestCase):
             self.assertLessEqual(len(limiter.buckets), 3)
         self.assertEqual(list(limiter.buckets), ["10.0.1.98", "10.0.1.99", "10.0.0.1"])
 
+    def test_defaultBurstIsTwoSecondsOfRateAndAtLeastOne(self):
+        self.assertEqual(RateLimiter(self.clock, rate=5.0).burst, 10.0)
+        self.assertEqual(RateLimiter(self.clock, rate=0.1).burst, 1.0)
+
+    def test_aLongPauseRefillsOnlyToTheBurst(self):
+        limiter = RateLimiter(self.clock, rate=1.0, burst=3)
+        for _ in range(3):
+            limiter.check("10.0.0.1")
+        self.clock.advance(3600)
+        for _ in range(3):
+            limiter.check("10.0.0.1")
+        self.assertLimited(limiter, "10.0.0.1")
+
+    def test_aRefusedCallSpendsNothing(self):
+        """Hammering while limited does not push the next token further away."""
+        limiter = RateLimiter(self.clock, rate=1.0, burst=1)
+        limiter.check("10.0.0.1")
+        for _ in range(3):
+            self.clock.advance(0.25)
+            self.assertLimited(limiter, "10.0.0.1")
+        self.clock.advance(0.25)  # a second since the token was spent
+        limiter.check("10.0.0.1")
+
     def test_zeroRateIsNoLimit(self):
         limiter = RateLimiter(self.clock, rate=0)
         for n in range(100):

@@ -1,5 +1,5 @@
 """
-Printable text only (PROTOCOL.md, "Transport"): no Unicode Cc or Cf in
+Printable text only (docs/protocol.md, "Transport"): no Unicode Cc or Cf in
 any text a peer sends and the other side shows or logs.  The client
 rejects such an offer, the server's config refuses such text, a
 registration with such a name is -32602, and mnigsctl never prints a

@@ -11,12 +11,75 @@ import tempfile
 from pyroute2.netlink.exceptions import NetlinkError
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mnigs.wireguard.device import DeviceError, DeviceStopping, WireGuardDevice
+from mnigs.wireguard.device import (
+    Choice,
+    DeviceError,
+    DeviceStopping,
+    WireGuardDevice,
+    chooseDevice,
+)
 from mnigs.wireguard.uapi import UAPIClient, WgToolClient, generatePrivateKey, keyToHex
-from tests.mesh._netns import waitFor
+from tests.mesh.commands import waitFor
 from tests.unit.fakeprocess import FakeSpawner
+
+
+class ChooseDeviceTests(SynchronousTestCase):
+    """
+    L{chooseDevice} over every combination of what can be found: no link,
+    a kernel WireGuard link, a link of another kind; a control socket
+    answering or not; each implementation asked for; kernel support or not.
+    """
+
+    KINDS = (None, "wireguard", "tun", "veth")
+    IMPLEMENTATIONS = ("auto", "kernel", "userspace")
+
+    @staticmethod
+    def expected(kind, answers, implementation, kernel):
+        """The rule written as a table, row by row."""
+        if kind == "wireguard":
+            return Choice.adoptKernel
+        if kind is not None and answers:
+            return Choice.adoptUserspace
+        if kind is not None:
+            return Choice.notWireGuard
+        if answers:
+            return Choice.takenElsewhere
+        return {("auto", True): Choice.createKernel,
+                ("auto", False): Choice.spawnUserspace,
+                ("kernel", True): Choice.createKernel,
+                ("kernel", False): Choice.createKernel,
+                ("userspace", True): Choice.spawnUserspace,
+                ("userspace", False): Choice.spawnUserspace}[implementation, kernel]
+
+    def test_everyCombination(self):
+        seen = set()
+        for kind in self.KINDS:
+            for answers in (False, True):
+                for implementation in self.IMPLEMENTATIONS:
+                    for kernel in (False, True):
+                        asked = []
+
+                        def kernelAvailable():
+                            asked.append(True)
+                            return kernel
+
+                        case = (kind, answers, implementation, kernel)
+                        choice = chooseDevice(kind, answers, implementation, kernelAvailable)
+                        self.assertIs(choice, self.expected(*case), case)
+                        seen.add(choice)
+                        # Asking may load a kernel module: only when it decides.
+                        self.assertEqual(bool(asked), kind is None and not answers
+                                         and implementation == "auto", case)
+        self.assertEqual(seen, set(Choice))
+
+    def test_existingDeviceIsAdoptedWhateverWasAsked(self):
+        for implementation in self.IMPLEMENTATIONS:
+            self.assertIs(chooseDevice("wireguard", False, implementation, lambda: False),
+                          Choice.adoptKernel)
+            self.assertIs(chooseDevice("tun", True, implementation, lambda: True),
+                          Choice.adoptUserspace)
 
 
 class World:

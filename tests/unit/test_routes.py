@@ -1,0 +1,201 @@
+"""
+Tests for L{mnigs.client.routes.PolicyRouting} against a fake rtnetlink
+that keeps rules, routes and links the way the kernel answers pyroute2
+(messages with fields and C{get_attr}).  The real kernel's side is in
+the namespace tests (tests.mesh.test_client, tests.mesh.test_softether).
+"""
+
+import ipaddress
+import socket
+
+from pyroute2.netlink.exceptions import NetlinkError
+from twisted.trial.unittest import SynchronousTestCase
+
+from mnigs.client.routes import PolicyRouting
+
+MAIN = 254
+TABLE = 4242
+PRIORITY = 4242
+UNICAST, UNREACHABLE = 1, 7
+
+
+class Message(dict):
+    """A pyroute2 message: header fields by key, attributes by get_attr."""
+
+    def __init__(self, attrs, **fields):
+        super().__init__(fields)
+        self.attrs = attrs
+
+    def get_attr(self, name):
+        return self.attrs.get(name)
+
+
+class Kernel:
+    """What the fake rtnetlink reads and changes."""
+
+    def __init__(self):
+        self.links = {1: "lo", 2: "eth0", 3: "wg-mnigs"}
+        self.rules = [(0, 255), (32766, MAIN), (32767, 253)]  # (priority, table)
+        self.suppressed = set()  # priorities with suppress_prefixlength 0
+        self.routes = {}  # table -> [route dict]
+        self.lookups = {}  # destination -> (oif or None) for route get
+        self.opened = 0
+        self.closed = 0
+        self.failDeletes = False
+
+
+class FakeIPRoute:
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __enter__(self):
+        self.kernel.opened += 1
+        return self
+
+    def __exit__(self, *exc):
+        self.kernel.closed += 1
+
+    def get_rules(self, family=None):
+        return [Message({"FRA_PRIORITY": priority or None, "FRA_TABLE": table},
+                        table=table if table < 256 else 252, family=socket.AF_INET)
+                for priority, table in self.kernel.rules]
+
+    def rule(self, command, family, priority, table, suppress_prefixlen=None):
+        if command == "add":
+            self.kernel.rules.append((priority, table))
+            if suppress_prefixlen == 0:
+                self.kernel.suppressed.add(priority)
+        elif command == "del":
+            if self.kernel.failDeletes or (priority, table) not in self.kernel.rules:
+                raise NetlinkError(2, "No such file or directory")
+            self.kernel.rules.remove((priority, table))
+            self.kernel.suppressed.discard(priority)
+
+    def flush_routes(self, table, family):
+        self.kernel.routes.pop(table, None)
+
+    def link_lookup(self, ifname):
+        return [index for index, name in self.kernel.links.items() if name == ifname]
+
+    def get_links(self, index):
+        name = self.kernel.links.get(index)
+        return [Message({"IFLA_IFNAME": name})] if name else []
+
+    def route(self, command, **spec):
+        if command == "replace":
+            routes = self.kernel.routes.setdefault(spec["table"], [])
+            routes[:] = [r for r in routes if r["dst"] != spec["dst"]]
+            routes.append(spec)
+            return []
+        if command == "get":
+            if spec["dst"] not in self.kernel.lookups:
+                raise NetlinkError(101, "Network is unreachable")
+            return [Message({"RTA_OIF": self.kernel.lookups[spec["dst"]]})]
+        raise AssertionError(command)
+
+    def get_routes(self, family, table):
+        found = []
+        for route in self.kernel.routes.get(table, []):
+            network = ipaddress.ip_network(route["dst"])
+            if network.version != (4 if family == socket.AF_INET else 6):
+                continue
+            attrs = {} if network.prefixlen == 0 else {"RTA_DST": str(network.network_address)}
+            found.append(Message(attrs, dst_len=network.prefixlen,
+                                 type=route.get("type", UNICAST)))
+        return found
+
+
+class PolicyRoutingTests(SynchronousTestCase):
+    def setUp(self):
+        self.kernel = Kernel()
+        self.routing = PolicyRouting(TABLE, PRIORITY, ipRoute=lambda: FakeIPRoute(self.kernel))
+
+    def ours(self):
+        return [rule for rule in self.kernel.rules if rule[0] in (PRIORITY, PRIORITY + 1)]
+
+    def test_installPointsTheTableAtTheTunnelBehindTwoRules(self):
+        self.routing.install("wg-mnigs")
+        self.assertEqual(self.kernel.routes[TABLE],
+                         [{"dst": "0.0.0.0/0", "table": TABLE, "oif": 3}])
+        self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+        self.assertEqual(self.kernel.suppressed, {PRIORITY})
+        self.assertEqual(self.kernel.opened, self.kernel.closed)
+
+    def test_installAgainReplacesTheRouteAndKeepsTheRules(self):
+        self.routing.install("wg-mnigs")
+        self.routing.install("eth0", gateway="10.0.0.1")
+        self.assertEqual(self.kernel.routes[TABLE],
+                         [{"dst": "0.0.0.0/0", "table": TABLE, "oif": 2, "gateway": "10.0.0.1"}])
+        self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+
+    def test_installViaGatewayFromSource(self):
+        self.routing.install("eth0", gateway="10.0.0.1", source="100.64.0.2")
+        [route] = self.kernel.routes[TABLE]
+        self.assertEqual((route["gateway"], route["prefsrc"]), ("10.0.0.1", "100.64.0.2"))
+
+    def test_installRefusesAnAddressThatIsNotOne(self):
+        self.assertRaises(ValueError, self.routing.install, "eth0", gateway="10.0.0.1; rm")
+        self.assertNotIn(TABLE, self.kernel.routes)
+
+    def test_installOnMissingInterfaceChangesNothing(self):
+        self.assertRaises(LookupError, self.routing.install, "wg-gone")
+        self.assertEqual(self.ours(), [])
+        self.assertEqual(self.kernel.routes, {})
+        self.assertEqual(self.kernel.opened, self.kernel.closed)
+
+    def test_clearRemovesOnlyOurs(self):
+        self.kernel.rules.append((100, 100))
+        self.kernel.routes[100] = [{"dst": "0.0.0.0/0", "table": 100, "oif": 2}]
+        self.routing.install("wg-mnigs")
+        self.routing.clear()
+        self.assertEqual(self.ours(), [])
+        self.assertNotIn(TABLE, self.kernel.routes)
+        self.assertIn((100, 100), self.kernel.rules)
+        self.assertIn(100, self.kernel.routes)
+        self.assertIn((32766, MAIN), self.kernel.rules)
+
+    def test_clearWithNothingThereIsHarmless(self):
+        before = list(self.kernel.rules)
+        self.routing.clear()
+        self.assertEqual(self.kernel.rules, before)
+
+    def test_clearGoesOnWhenARuleWillNotGo(self):
+        self.routing.install("wg-mnigs")
+        self.kernel.failDeletes = True
+        self.routing.clear()  # warns for each rule, and flushes anyway
+        self.assertNotIn(TABLE, self.kernel.routes)
+
+    def test_routedOnMeshByAHostOrPrefixRoute(self):
+        self.kernel.routes[MAIN] = [{"dst": "0.0.0.0/0"}, {"dst": "10.1.0.0/16"},
+                                    {"dst": "10.2.0.5/32"}]
+        self.assertTrue(self.routing.routedOnMesh("10.1.2.3"))
+        self.assertTrue(self.routing.routedOnMesh("10.2.0.5"))
+        self.assertFalse(self.routing.routedOnMesh("10.2.0.6"))
+
+    def test_aDefaultRouteIsNotTheMesh(self):
+        self.kernel.routes[MAIN] = [{"dst": "0.0.0.0/0"}]
+        self.assertFalse(self.routing.routedOnMesh("10.1.2.3"))
+
+    def test_anUnreachableRouteIsNotTheMesh(self):
+        # babeld installs unreachable routes for retracted prefixes.
+        self.kernel.routes[MAIN] = [{"dst": "10.1.0.0/16", "type": UNREACHABLE}]
+        self.assertFalse(self.routing.routedOnMesh("10.1.2.3"))
+
+    def test_routedOnMeshOverIPv6(self):
+        self.kernel.routes[MAIN] = [{"dst": "10.0.0.0/8"}, {"dst": "fd00::/8"}]
+        self.assertTrue(self.routing.routedOnMesh("fd12::1"))
+        self.assertFalse(self.routing.routedOnMesh("fe80::1"))
+
+    def test_outgoingDevice(self):
+        self.kernel.lookups = {"10.1.2.3": 3, "10.9.9.9": None, "10.8.8.8": 42}
+        self.assertEqual(self.routing.outgoingDevice("10.1.2.3"), "wg-mnigs")
+        self.assertIsNone(self.routing.outgoingDevice("10.9.9.9"))  # no RTA_OIF
+        self.assertIsNone(self.routing.outgoingDevice("10.8.8.8"))  # link gone meanwhile
+        self.assertIsNone(self.routing.outgoingDevice("192.0.2.1"))  # unreachable
+        self.assertEqual(self.kernel.opened, self.kernel.closed)
+
+    def test_eachOperationOpensItsOwnSocket(self):
+        self.routing.install("wg-mnigs")
+        self.routing.routedOnMesh("10.1.2.3")
+        self.routing.clear()
+        self.assertEqual((self.kernel.opened, self.kernel.closed), (3, 3))
