@@ -180,6 +180,24 @@ class AgentTests(SynchronousTestCase):
                          [("A", 1, True), ("B", None, False)])
         self.assertEqual(status["current"]["name"], "A")
 
+    def test_statusShowsTheRecentTransitions(self):
+        session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.clock.advance(3)
+        self.agent.probeMissed(session, 1)
+        self.clock.advance(1.5)
+        status = self.agent.describe()
+        self.assertEqual(status["transitions"][-1], {
+            "at": 3, "ago": 1.5,
+            "transition": "online --probeMissed--> degraded (1 health probe(s) unanswered)"})
+        self.assertEqual([t["transition"] for t in status["transitions"]][:2],
+                         ["idle --start--> searching", "searching --scanned--> registering"])
+        from mnigs.cli.ctl import formatStatus
+        text = formatStatus(status)
+        self.assertIn("recent transitions (oldest first):\n  4.5s ago  idle --start--> searching",
+                      text)
+        self.assertIn("\n  1.5s ago  online --probeMissed--> degraded (1 health probe(s) "
+                      "unanswered)", text)
+
     def test_stopStopsRescans(self):
         self.goOnline([ranked("A", 0.1)])
         self.successResultOf(self.agent.stop())
