@@ -198,6 +198,23 @@ class AgentTests(SynchronousTestCase):
         self.assertIn("\n  1.5s ago  online --probeMissed--> degraded (1 health probe(s) "
                       "unanswered)", text)
 
+    def test_wireConnectsTheWatchersToTheAgent(self):
+        """
+        The effects' session watchers report to the agent once L{wire}
+        connected the two; an agent built over other effects is refused.
+        """
+        from zope.interface.verify import verifyObject
+
+        from mnigs.client.agent import wire
+        from mnigs.client.machine import ISessionReports
+
+        verifyObject(ISessionReports, self.agent)
+        wired = []
+        self.effects.wire = wired.append
+        self.assertIs(wire(self.agent, self.effects), self.agent)
+        self.assertEqual(wired, [self.agent])
+        self.assertRaises(ValueError, wire, self.agent, AgentEffects())
+
     def test_stopStopsRescans(self):
         self.goOnline([ranked("A", 0.1)])
         self.successResultOf(self.agent.stop())
