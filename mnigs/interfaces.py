@@ -281,7 +281,15 @@ class IClientConnection(Interface):
     def whenLost():
         """
         A Deferred that fires with a reason (text) if the tunnel dies by
-        itself; cancelled when the session ends first.
+        itself; cancelled when the session ends first.  (A connection
+        keeps the news in a L{mnigs.methods.loss.Loss}.)
+        """
+
+    def traffic():
+        """
+        C{(bytes in, bytes out)} the tunnel carried so far, for the quality
+        history when the session ends, or C{None} when the method does not
+        count them (only OpenVPN's management interface does today).
         """
 
     def disconnect():

@@ -95,6 +95,11 @@ def formatStatus(status: dict) -> str:
                      + (f" through {attempt['device']}" if attempt.get("device") else ""))
     if status.get("reason"):
         lines.append(f"reason: {status['reason']}")
+    transitions = status.get("transitions") or []
+    if transitions:
+        lines.append("recent transitions (oldest first):")
+        for entry in transitions:
+            lines.append(f"  {entry.get('ago')}s ago  {entry.get('transition')}")
     gateways = status.get("gateways", [])
     if gateways:
         lines.append("known gateways (best first):")

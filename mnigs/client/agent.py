@@ -1,32 +1,56 @@
 """
-The client's facade: the one object the watchers, the scheduler and the
-admin socket talk to.  It decides in plain methods (which gateway next,
-whether a better one has been better for long enough) and feeds the
-client machine clean inputs.
+The client agent: the one object the session's watchers, the route
+sources, the rescans and the admin socket talk to.  It decides in plain
+methods (which gateway next, whether a better one has been better for
+long enough) and feeds the client machine (L{mnigs.client.machine}) clean
+inputs.  L{wire} connects it with the effects the machine acts through.
 """
 
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from mnigs.client.machine import Backoff, ClientCore, makeClient
+from mnigs.client.machine import (
+    Backoff,
+    Client,
+    ClientCore,
+    IClientEffects,
+    ISessionReports,
+    makeClient,
+)
 from mnigs.client.plan import Attempt
 
 log = Logger()
 
 
+def wire(agent: ClientAgent, effects) -> ClientAgent:
+    """
+    Connect the client's parts once each is built (magic-wormhole's
+    C{wire}): the machine acts on the world through C{effects} (the
+    agent's core holds them), and what the effects' session watchers see
+    (L{ISessionReports}) goes to the agent, which decides and feeds the
+    machine.
+    """
+    if agent.effects is not effects:
+        raise ValueError("the agent was built over other effects")
+    effects.wire(agent)
+    return agent
+
+
+@implementer(ISessionReports)
 class ClientAgent:
-    def __init__(self, reactor, effects, history, switchPolicy, rescanInterval=60.0,
-                 backoff=None):
+    def __init__(self, reactor: IReactorTime, effects: IClientEffects, history, switchPolicy,
+                 rescanInterval: float = 60.0, backoff: Backoff | None = None):
         self.reactor = reactor
         self.effects = effects
         self.history = history
         self.switchPolicy = switchPolicy
         self.core = ClientCore(reactor, effects, backoff or Backoff())
-        self.machine = makeClient(self.core)
-        effects.agent = self
+        self.machine: Client = makeClient(self.core)
         self.rescanner = LoopingCall(self.rescan)
         self.rescanner.clock = reactor
         self.rescanInterval = rescanInterval
@@ -93,7 +117,7 @@ class ClientAgent:
         self.machine.retry()  # waiting: look again at once; searching: again if empty
         session = self.core.session
         if session is not None:
-            self.effects._checkSession(session)
+            self.effects.checkSession(session)
             self.rescan()
 
     def rescan(self):
@@ -122,14 +146,9 @@ class ClientAgent:
             return
         gid = session.step.gatewayId
         current = next((r for r in ranked if r.seen.offer.gatewayId == gid), None)
-        if current is not None and not current.seen.offer.available:
-            if current.seen.offer.issuedAt >= session.step.seen.offer.issuedAt:
-                self.lost(session, "the gateway says it is unavailable")
-                return
-            # Signed, but older than the offer we registered from: a replay
-            # by someone between us and the gateway.
-            log.info("ignoring an offer saying {gateway} is unavailable: it is older than "
-                     "the one we registered from (a replay)", gateway=session.step.gateway)
+        if current is not None and session.saysUnavailable(current.seen.offer):
+            self.lost(session, "the gateway says it is unavailable")
+            return
         best = next((r for r in ranked if r.usable), None)
         currentScore = current.score if current is not None and current.usable else float("inf")
         better = self.switchPolicy.consider(gid, currentScore, best, self.reactor.seconds())
@@ -167,6 +186,7 @@ class ClientAgent:
     # -- status -------------------------------------------------------------
     def describe(self):
         status = self.machine.describe()
+        status["transitions"] = self.core.trace.describe()
         gateways = []
         for place, ranked in enumerate(self.core.ranked, 1):
             offer = ranked.seen.offer

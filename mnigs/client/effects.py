@@ -1,7 +1,8 @@
 """
 What the client machine does to the world (L{IClientEffects}): scanning
 and ranking, the RPC calls, tunnels and routes, and the watchers of an
-online session, which report back through the L{ClientAgent} facade.
+online session, which report back (L{ISessionReports}) to the agent that
+L{mnigs.client.agent.wire} connected.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from zope.interface import implementer
 
 from mnigs.routing.candidates import Candidate
 from mnigs.client.health import ProbeTargets, firstAnswer
-from mnigs.client.machine import IClientEffects
+from mnigs.client.machine import IClientEffects, ISessionReports, Session
 from mnigs.client.plan import buildPlan
 from mnigs.client.ranking import rank
 from mnigs.protocol import (
@@ -110,9 +111,9 @@ def _pinger(reactor):
 @implementer(IClientEffects)
 class ClientEffects:
     """
-    @param healthFactory: C{healthFactory(session)} -> a health monitor for
-        an online session, probing C{session.targets} through
-        C{session.pinger}.
+    @param healthFactory: C{healthFactory(session, reports)} -> a health
+        monitor for an online session, probing C{session.targets} through
+        C{session.pinger} and reporting to C{reports} (L{ISessionReports}).
     @param pingerFactory: C{pingerFactory(device)} -> an L{IPinger} bound
         to C{device}; one per session, closed when it ends.
     """
@@ -133,10 +134,17 @@ class ClientEffects:
         self.clientKey = clientKey
         self.clientId = keyId(clientKey.verify_key)
         self.pingerFactory = pingerFactory or _pinger(reactor)
-        self.agent = None  # set by the agent, which the watchers report to
+        self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
         self.lastSeen = []
         self.recent = {}  # (host, port) -> when a scan last heard that gateway
+
+    def wire(self, reports: ISessionReports) -> None:
+        """
+        Where the watchers of an online session report (the agent; see
+        L{mnigs.client.agent.wire}).
+        """
+        self.reports = reports
 
     # -- discovery ---------------------------------------------------------
     @defer.inlineCallbacks
@@ -292,8 +300,7 @@ class ClientEffects:
         gateway = [str(t) for t in health.targets] or [session.lease["config"].get("gateway_address")]
         internet = []
         if health.offer_probes:
-            offer = getattr(getattr(session.step, "seen", None), "offer", None)
-            internet += list(getattr(offer, "probe", ()))
+            internet += list(session.step.seen.offer.probe)
         internet += [str(t) for t in health.beyond]
         return ProbeTargets.of(gateway, internet, device=session.connection.device)
 
@@ -317,8 +324,7 @@ class ClientEffects:
 
     def _verify(self, session):
         self._probing(session)
-        seen = getattr(session.step, "seen", None)
-        deadline = verifyDeadline(self.config, getattr(seen, "rtt", None))
+        deadline = verifyDeadline(self.config, session.step.seen.rtt)
         return firstAnswer(self.reactor, session.pinger, session.targets,
                            interval=VERIFY_INTERVAL, deadline=deadline)
 
@@ -377,31 +383,38 @@ class ClientEffects:
             log.failure("could not save the quality history")
 
     # -- an online session ------------------------------------------------
-    def startSession(self, session):
+    def startSession(self, session: Session) -> None:
+        """
+        The watchers of an online session, each reporting to
+        C{self.reports}: the health monitor (probes through the tunnel),
+        the lease renewal, the route check (every second and on route
+        changes: L{checkSession}), the offer watch and the connection's
+        own loss.  L{endSession} stops them.
+        """
         now = self.reactor.seconds()
         quality = self.history.get(session.step.gatewayId)
         quality.sessionStarted(now)
         self._saveHistory()
-        agent = self.agent
+        reports = self.reports
         config = session.lease["config"]
 
         self._probing(session)
-        health = session.health = self.healthFactory(session)
+        health = session.health = self.healthFactory(session, reports)
         health.start()
         session.stoppers.append(health.stop)
         session.stoppers.append(lambda: self._stopProbing(session))
         self._checkInnerRoute(session)
 
-        renewal = Renewal(self.reactor, self.rpc, session, agent)
+        renewal = Renewal(self.reactor, self.rpc, session, reports)
         renewal.start()
         session.stoppers.append(renewal.stop)
 
-        watch = LoopingCall(self._checkSession, session)
+        watch = LoopingCall(self.checkSession, session)
         watch.clock = self.reactor
         watch.start(1.0, now=False)
         session.stoppers.append(watch.stop)
 
-        offers = LoopingCall(OfferWatch(self.rpc, session, self.agent,
+        offers = LoopingCall(OfferWatch(self.rpc, session, reports,
                                         self.config.discovery.timeout).check)
         offers.clock = self.reactor
         offers.start(self.config.health.offer_interval, now=False)
@@ -410,15 +423,19 @@ class ClientEffects:
         lost = session.connection.whenLost()
         # endSession cancels the wait: a CancelledError then says only that
         # the session ended first.
-        lost.addCallbacks(lambda reason: agent.lost(session, reason),
+        lost.addCallbacks(lambda reason: reports.lost(session, reason),
                           lambda failure: failure.trap(defer.CancelledError))
         session.stoppers.append(lost.cancel)
         self.hooks.run("online", session.step.gatewayId, session.step.host, session.step.method,
                        config.get("address", ""))
 
-    def _checkSession(self, session):
+    def checkSession(self, session: Session) -> None:
+        """
+        Does the mesh still route to the session's gateway (a tunnel's
+        packets cross it)?  And the inner route warning.
+        """
         if session.step.method != "forward" and not self.routing.routedOnMesh(session.step.host):
-            self.agent.lost(session, f"the mesh no longer routes to {session.step.gateway}")
+            self.reports.lost(session, f"the mesh no longer routes to {session.step.gateway}")
             return
         self._checkInnerRoute(session)
 
@@ -433,12 +450,13 @@ class ClientEffects:
         quality = self.history.get(session.step.gatewayId)
         # Tunnels that count their bytes (openvpn's bytecount) say how much
         # this session carried.
-        traffic = getattr(session.connection, "traffic", None)
-        if traffic is not None:
-            try:
-                quality.traffic(*traffic())
-            except Exception:
-                log.failure("could not read the session's byte counters")
+        try:
+            traffic = session.connection.traffic()
+        except Exception:
+            log.failure("could not read the session's byte counters")
+        else:
+            if traffic is not None:
+                quality.traffic(*traffic)
         quality.sessionEnded(now, now - session.startedAt)
         self._saveHistory()
         self.hooks.run("offline", session.step.gatewayId, session.step.host, session.step.method,
@@ -449,18 +467,16 @@ class ClientEffects:
 class OfferWatch:
     """
     Asks the gateway of an online session for its offer now and then: a
-    verified offer of that gateway saying C{available: false} is a reason
-    to move.  What does not verify, is signed by another key, or is older
-    than an offer already seen from it (a replay) moves nobody: anyone on
-    the mesh between us and the gateway could have said it.
+    verified offer that L{Session.saysUnavailable} believes is a reason
+    to move.  What does not verify moves nobody: anyone on the mesh
+    between us and the gateway could have said it.
     """
 
-    def __init__(self, rpc, session, agent, timeout: float):
+    def __init__(self, rpc, session: Session, reports: ISessionReports, timeout: float):
         self.rpc = rpc
         self.session = session
-        self.agent = agent
+        self.reports = reports
         self.timeout = timeout
-        self.latest = session.step.seen.offer.issuedAt
 
     def check(self):
         step = self.session.step
@@ -472,10 +488,6 @@ class OfferWatch:
         saysUnavailable = isinstance(answer, dict) and answer.get("available") is False
         try:
             offer = verifyOffer(answer)
-            if offer.gatewayId != step.gatewayId:
-                raise OfferRejected("it is signed by another gateway")
-            if offer.issuedAt < self.latest:
-                raise OfferRejected("it is older than an offer already seen (a replay)")
         except OfferRejected as e:
             if saysUnavailable:
                 log.info("ignoring an offer saying {gateway} is unavailable: {why}",
@@ -484,9 +496,8 @@ class OfferWatch:
                 log.debug("ignoring an offer from {gateway}: {why}", gateway=step.gateway,
                           why=str(e))
             return
-        self.latest = offer.issuedAt
-        if not offer.available:
-            self.agent.lost(self.session, "the gateway says it is unavailable")
+        if self.session.saysUnavailable(offer):
+            self.reports.lost(self.session, "the gateway says it is unavailable")
 
 
 class Renewal:
@@ -496,11 +507,11 @@ class Renewal:
     (the health probes decide whether the gateway is gone).
     """
 
-    def __init__(self, reactor, rpc, session, agent):
+    def __init__(self, reactor, rpc, session: Session, reports: ISessionReports):
         self.reactor = reactor
         self.rpc = rpc
         self.session = session
-        self.agent = agent
+        self.reports = reports
         self.call = None
         self.pending = None
 
@@ -527,7 +538,7 @@ class Renewal:
         if failure.check(defer.CancelledError):
             return
         if failure.check(RPCError) and failure.value.code in (UNKNOWN_LEASE, WRONG_TOKEN):
-            self.agent.leaseLost(self.session, f"the gateway no longer knows our lease ({failure.value.code})")
+            self.reports.leaseLost(self.session, f"the gateway no longer knows our lease ({failure.value.code})")
             return
         self._schedule(5.0)
 

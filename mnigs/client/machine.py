@@ -1,44 +1,81 @@
 """
-The client's lifecycle as one Automat machine:
+The client's lifecycle as one Automat machine.  The whole table (every
+transition is written out in L{_buildMachine}, in this order, and drawn in
+docs/machines; docs/architecture.md has it too):
 
-    idle --start--> searching --scanned--> registering --registered--> connecting
-    searching --nothingFound--> waiting --retry--> searching
-    searching --retry--> searching (an empty scan is then repeated at once)
-    registering/connecting/verifying --tryNext--> registering (next method or gateway)
+    idle         --start-->          searching
+    searching    --scanned-->        registering
+    searching    --nothingFound-->   waiting
+    searching    --retry-->          searching     (the routes changed: an empty result is stale)
+    searching    --scanStale-->      searching     (scan again at once)
+    waiting      --retry-->          searching
+    registering  --registered-->     connecting
+    registering  --tryNext-->        registering   (the next method or gateway)
+    connecting   --connected-->      verifying
+    connecting   --tryNext-->        registering
+    verifying    --answered-->       online
+    verifying    --tryNext-->        registering
     registering/connecting/verifying --exhausted--> waiting
-    connecting --connected--> verifying --answered--> online
-    online <--probeMissed/probeAnswered--> degraded
-    online/degraded --failover/switch--> registering
-    online/degraded --dropped--> searching
-    every state --stop--> stopping --stopped--> stopped
+    online       --probeMissed-->    degraded
+    degraded     --probeMissed-->    degraded
+    degraded     --probeAnswered-->  online
+    online/degraded --failover-->    registering   (the gateway died or forgot the lease)
+    online/degraded --switch-->      registering   (a better gateway, or the policy moved us)
+    online/degraded --dropped-->     searching     (it died and nothing else is known)
+    every state  --stop-->           stopping --stopped--> stopped
+                                     (idle and stopped: stopped at once)
+
+Entering a state starts its work: the state's data factory does it and
+returns what the state owns, as Twisted's C{ClientService} does
+(C{_client_service.py}); no input is fired at the machine to get it going:
+
+    searching    a scan (L{IClientEffects.scan}, settling early)
+    waiting      the backoff timer, which fires C{retry}
+    registering  C{gateway.register} for the attempt's step
+    connecting   the tunnel (L{IClientEffects.connect})
+    verifying    a probe through it (L{IClientEffects.verify})
+
+A data factory runs before the behaviour of the transition that enters
+its state: leaving a session for the next gateway starts the next
+registration, then ends the session (the effects serialise the next
+connect after its teardown).
 
 Decisions that need computing (which step comes next after a failure,
-whether a better gateway has been better for long enough) are made by
-L{ClientFacade} in plain methods, which then feed the machine one clean
-input.  Every input that leads into a data state carries that state's
-data, so a session passes from online to degraded and back intact.
+whether a better gateway has been better for long enough, whether an
+offer saying "unavailable" is to be believed) are made in plain methods
+(the callbacks below, L{mnigs.client.agent.ClientAgent},
+L{Session.saysUnavailable}), which then feed the machine one clean input.
+Every input that leads into a data state carries that state's data, so a
+session passes from online to degraded and back intact.
 
 A tunnel that is up is not yet online: in C{verifying} the client probes
-through it (L{IClientEffects.verify}) and goes online only once a probe is
-answered; otherwise it takes the tunnel down and tries the next step at
-once, as after a tunnel that did not come up.
+through it and goes online only once a probe is answered; otherwise it
+takes the tunnel down and tries the next step at once, as after a tunnel
+that did not come up.
 
-All I/O goes through C{core.effects} (see L{IClientEffects}); tests wire a
-recording fake there.
+All I/O goes through C{core.effects} (L{IClientEffects}); tests wire a
+recording fake there.  Every transition goes to C{core.trace}
+(L{Trace}), which the log (at debug) and C{mnigsctl status} show.
 """
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from automat import TypeMachineBuilder
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface
 
-from mnigs.client.plan import Attempt
+from mnigs.client.plan import Attempt, Step
+from mnigs.interfaces import IClientConnection, IPinger
 from mnigs.system.backoff import Backoff
+from mnigs.system.waiters import Waiters
+
+log = Logger()
 
 
 class IClientEffects(Interface):
@@ -65,7 +102,7 @@ class IClientEffects(Interface):
         "Deferred[lease dict] from gateway.register."
 
     def connect(step, lease):
-        "Deferred[connection]: the tunnel and routes are up."
+        "Deferred[L{IClientConnection}]: the tunnel and routes are up."
 
     def verify(session):
         """
@@ -94,33 +131,119 @@ class IClientEffects(Interface):
         "Record a failure of the step's gateway in the quality history."
 
 
+class ISessionReports(Interface):
+    """
+    What the watchers of an online session (L{IClientEffects.startSession})
+    report, and to whom: L{mnigs.client.agent.ClientAgent}, which decides
+    and feeds the machine.  Reports about a session that is no longer the
+    current one are ignored.
+    """
+
+    def lost(session, reason):
+        "The gateway or the tunnel is gone: fail over, or search."
+
+    def leaseLost(session, reason):
+        "The gateway no longer knows our lease: register again, with it first."
+
+    def probeMissed(session, count):
+        "The count-th health probe round in a row went unanswered."
+
+    def probeAnswered(session, rtt):
+        "A health probe round was answered."
+
+    def probeSample(session, rtt):
+        "One health probe round's result (None: unanswered), for the quality history."
+
+
 @dataclass
 class Session:
     """
     A tunnel that is up, and what the effects hang on it: the probe
     targets and the pinger bound to its device (from verification on),
-    the health monitor and the watchers' stoppers (once online), and the
-    warnings already given.
+    the health monitor and the watchers' stoppers (once online), the
+    warnings already given, and the issue time of the latest verified
+    offer of its gateway (L{saysUnavailable}).
     """
-    step: Any
+    step: Step
     lease: dict
-    connection: Any
+    connection: IClientConnection
     startedAt: float
     stoppers: list = field(default_factory=list)
-    targets: Any = None
-    pinger: Any = None
-    health: Any = None
+    targets: object = None  # mnigs.client.health.ProbeTargets
+    pinger: IPinger | None = None
+    health: object = None  # a mnigs.client.health.HealthMonitor
     warned: set = field(default_factory=set)
+    latestOffer: float | None = None
+
+    def saysUnavailable(self, offer) -> bool:
+        """
+        The one check of "the gateway says it is unavailable", for the
+        offer watch and the rescans alike.  C{offer} (a verified
+        L{mnigs.protocol.Offer}) counts only if it is signed by the
+        session's gateway and is not older than the latest offer seen
+        from it, at first the one the session registered from: anyone on
+        the mesh between us and the gateway could replay an old one
+        (protocol v2).  An offer that counts becomes the latest.  Logs
+        why one saying unavailable moves nobody.
+        """
+        step = self.step
+        latest = self.latestOffer
+        if latest is None:
+            latest = step.seen.offer.issuedAt
+        if offer.gatewayId != step.gatewayId:
+            why = "it is signed by another gateway"
+        elif offer.issuedAt < latest:
+            why = "it is older than an offer already seen (a replay)"
+        else:
+            self.latestOffer = offer.issuedAt
+            return not offer.available
+        if offer.available:
+            log.debug("ignoring an offer from {gateway}: {why}", gateway=step.gateway, why=why)
+        else:
+            log.info("ignoring an offer saying {gateway} is unavailable: {why}",
+                     gateway=step.gateway, why=why)
+        return False
 
     def describe(self, now):
         current = self.step.describe()
         current["lease_expires_in"] = max(0, int(self.lease.get("expires_at", now) - now))
         current["online_for"] = int(now - self.startedAt)
         current["address"] = self.lease.get("config", {}).get("address")
-        current["device"] = getattr(self.connection, "device", None)
+        current["device"] = self.connection.device
         if self.health is not None:
             current["health"] = self.health.describe()
         return current
+
+
+@dataclass
+class Searching:
+    """
+    The data of searching: the scan under way, and whether the routes
+    changed while it ran (an empty result is then stale: scan again at
+    once instead of backing off).
+    """
+    operation: defer.Deferred | None = None
+    routesChanged: bool = False
+
+    def cancel(self):
+        if self.operation is not None and not self.operation.called:
+            self.operation.cancel()
+
+
+@dataclass
+class Pending:
+    """
+    The data of registering and connecting: the attempt, the lease (once
+    registered) and the operation under way, cancelled if the machine
+    moves on first.
+    """
+    attempt: Attempt
+    lease: dict | None = None
+    operation: defer.Deferred | None = None
+
+    def cancel(self):
+        if self.operation is not None and not self.operation.called:
+            self.operation.cancel()
 
 
 @dataclass
@@ -139,26 +262,8 @@ class Verifying:
 
 
 @dataclass
-class Pending:
-    """
-    The data of registering and connecting: the attempt and the operation
-    under way, cancelled if the machine moves on first.
-    """
-    attempt: Attempt
-    lease: dict | None = None
-    operation: defer.Deferred | None = None
-    #: searching: the routes changed while the scan ran, so an empty
-    #: result is stale: scan again at once instead of backing off.
-    routesChanged: bool = False
-
-    def cancel(self):
-        if self.operation is not None and not self.operation.called:
-            self.operation.cancel()
-
-
-@dataclass
 class Waiting:
-    call: Any
+    call: IDelayedCall
 
     def cancel(self):
         if self.call.active():
@@ -167,7 +272,7 @@ class Waiting:
 
 class Client(Protocol):
     def start(self) -> None:
-        "Begin looking for a gateway."
+        "Begin looking for a gateway (from idle; ignored anywhere else)."
 
     def scanned(self, attempt: Attempt) -> None:
         "Discovery found usable gateways; C{attempt} is the plan."
@@ -175,11 +280,13 @@ class Client(Protocol):
     def nothingFound(self, reason: str) -> None:
         "Discovery found nothing usable."
 
+    def scanStale(self) -> None:
+        "The scan found nothing, but the routes changed while it ran."
+
     def retry(self) -> None:
         """
         Look again now: the backoff delay is over, or the routes or the
-        policy changed.  While searching it makes an empty result scan
-        again at once.
+        policy changed.  While searching it makes an empty result stale.
         """
 
     def registered(self, attempt: Attempt, lease: dict) -> None:
@@ -223,15 +330,96 @@ class Client(Protocol):
 
 
 @dataclass
+class Transition:
+    """One line of a machine's trace: C{online --probeMissed--> degraded (why)}."""
+    at: float
+    old: str
+    input: str
+    new: str
+    reason: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.old} --{self.input}--> {self.new}"
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+class Trace:
+    """
+    The last C{size} transitions of a machine (magic-wormhole's
+    C{set_trace}), for the log and the status: every change of state, and
+    the loops that give a reason (the next step of a plan, another
+    unanswered probe); the other loops (status requests, late inputs) are
+    left out.  L{setTrace} makes it the machine's tracer; the machine's
+    behaviours give the reason of the transition under way with
+    L{because}.  Changes of state are logged at debug as they happen, a
+    loop once it gives its reason.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, size: int = 20, name: str = "client"):
+        self.clock = clock
+        self.name = name
+        self.entries: collections.deque[Transition] = collections.deque(maxlen=size)
+        self._current: Transition | None = None
+
+    def __call__(self, old, input: str, new) -> None:
+        # Automat's tracer: called as each input is taken, before its
+        # outputs run.
+        entry = self._current = Transition(self.clock.seconds(), old.name, input, new.name)
+        if old is not new:
+            self._record(entry)
+
+    def because(self, reason: str) -> None:
+        "The transition under way happens for C{reason}."
+        entry = self._current
+        if entry is None or not reason:
+            return
+        recorded = bool(self.entries) and self.entries[-1] is entry
+        entry.reason = reason
+        if not recorded:
+            self._record(entry)
+
+    def _record(self, entry: Transition) -> None:
+        self.entries.append(entry)
+        self.log.debug("{machine}: {transition}", machine=self.name, transition=str(entry))
+
+    def describe(self) -> list[dict]:
+        "The transitions kept, oldest first, with how long ago each was."
+        now = self.clock.seconds()
+        return [{"at": entry.at, "ago": round(now - entry.at, 1), "transition": str(entry)}
+                for entry in self.entries]
+
+
+def setTrace(machine, tracer) -> None:
+    """
+    Give a machine built by a C{TypeMachineBuilder} a tracer, called with
+    (old state, input name, new state) as each input is taken.  The typed
+    API has no public way to do this yet; its transitioner has.
+    """
+    machine.__automat_transitioner__.setTrace(tracer)
+
+
+@dataclass
 class ClientCore:
-    clock: Any
-    effects: Any
+    clock: IReactorTime
+    effects: IClientEffects
     backoff: Backoff
     log: Logger = field(default_factory=Logger)
-    ranked: list = field(default_factory=list)
+    ranked: list = field(default_factory=list)  # the last scan's Ranked, best first
     reason: str = ""
     session: Session | None = None
-    stopWaiters: list = field(default_factory=list)
+    stopWaiters: Waiters[None] = field(default_factory=Waiters)
+    trace: Trace | None = None
+
+    def __post_init__(self):
+        if self.trace is None:
+            self.trace = Trace(self.clock)
+
+    def because(self, reason: str) -> None:
+        "Why the machine is where it is now (status), and why it moved (trace)."
+        self.reason = reason
+        self.trace.because(reason)
 
     def status(self, state, **extra):
         status = {"state": state, "reason": self.reason}
@@ -253,186 +441,208 @@ def _ignoreWithData(client, core, data: object, *args):
     return None
 
 
-def _pendingAttempt(client, core, *args):
-    # scanned(attempt), tryNext(attempt, reason), failover(session, attempt,
-    # reason) and switch(session, attempt) all lead into registering.
-    return Pending(next(arg for arg in args if isinstance(arg, Attempt)))
+# -- entering a state: the data factories, which start the state's work ----
+
+def _scan(client: Client, core: ClientCore, searching: Searching) -> None:
+    searching.routesChanged = False
+    searching.operation = core.effects.scan(early=True)
+
+    def done(ranked):
+        core.ranked = ranked
+        attempt = core.effects.plan(ranked, frozenset())
+        if attempt is not None:
+            client.scanned(attempt)
+        elif searching.routesChanged:
+            client.scanStale()
+        else:
+            client.nothingFound("no usable gateway found")
+
+    def failed(failure):
+        if not failure.check(defer.CancelledError):
+            core.log.failure("discovery failed", failure)
+            client.nothingFound(f"discovery failed: {failure.getErrorMessage()}")
+
+    searching.operation.addCallbacks(done, failed)
+
+
+def search(client: Client, core: ClientCore, *args) -> Searching:
+    "Entering searching: scan."
+    searching = Searching()
+    _scan(client, core, searching)
+    return searching
+
+
+def scheduleRetry(client: Client, core: ClientCore, reason: str) -> Waiting:
+    "Entering waiting: retry after the backoff delay."
+    return Waiting(core.clock.callLater(core.backoff.next(), client.retry))
+
+
+def _register(client: Client, core: ClientCore, pending: Pending) -> None:
+    attempt = pending.attempt
+    step = attempt.step
+    pending.operation = core.effects.register(step)
+
+    def done(lease):
+        client.registered(attempt, lease)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        reason = f"{step.method} registration with {step.gateway} failed: {failure.getErrorMessage()}"
+        core.effects.noteFailure(step, reason)
+        nextAttempt = attempt.afterRegisterFailure(failure)
+        if nextAttempt is None:
+            client.exhausted(reason)
+        else:
+            client.tryNext(nextAttempt, reason)
+
+    pending.operation.addCallbacks(done, failed)
+
+
+def register(client: Client, core: ClientCore, *args) -> Pending:
+    """
+    Entering registering: register for the attempt's step.  The attempt
+    is the input's: C{scanned(attempt)}, C{tryNext(attempt, reason)},
+    C{failover(session, attempt, reason)} or C{switch(session, attempt)}.
+    """
+    pending = Pending(next(arg for arg in args if isinstance(arg, Attempt)))
+    _register(client, core, pending)
+    return pending
+
+
+def connect(client: Client, core: ClientCore, attempt: Attempt, lease: dict) -> Pending:
+    "Entering connecting: bring the tunnel up for the lease."
+    pending = Pending(attempt, lease)
+    step = attempt.step
+    pending.operation = core.effects.connect(step, lease)
+
+    def done(connection):
+        client.connected(attempt, Session(step, lease, connection, core.clock.seconds()))
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
+               else failure.getErrorMessage())
+        reason = f"{step.method} to {step.gateway} did not come up: {why}"
+        core.effects.noteFailure(step, reason)
+        core.effects.unregister(step, lease)
+        nextAttempt = attempt.nextMethod()
+        if nextAttempt is None:
+            client.exhausted(reason)
+        else:
+            client.tryNext(nextAttempt, reason)
+
+    pending.operation.addCallbacks(done, failed)
+    return pending
+
+
+def verify(client: Client, core: ClientCore, attempt: Attempt, session: Session) -> Verifying:
+    "Entering verifying: probe through the new tunnel."
+    verifying = Verifying(attempt, session)
+    verifying.operation = core.effects.verify(session)
+
+    def done(rtt):
+        client.answered(session, rtt)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        step = session.step
+        reason = f"{step.method} to {step.gateway} passes no traffic: {failure.getErrorMessage()}"
+        core.effects.noteFailure(step, reason)
+        core.effects.disconnect(session)
+        core.effects.unregister(step, session.lease)
+        nextAttempt = attempt.nextMethod()
+        if nextAttempt is None:
+            client.exhausted(reason)
+        else:
+            client.tryNext(nextAttempt, reason)
+
+    verifying.operation.addCallbacks(done, failed)
+    return verifying
+
+
+def _session(client: Client, core: ClientCore, session: Session, *rest) -> Session:
+    # online and degraded own the session the input names; going online
+    # (goOnline) starts its watchers once, not on every recovery.
+    return session
 
 
 def _buildMachine():
     builder = TypeMachineBuilder(Client, ClientCore)
     idle = builder.state("idle")
-    searching = builder.state("searching", lambda client, core, *args: Pending(None))
-    waiting = builder.state("waiting", lambda client, core, reason: Waiting(
-        core.clock.callLater(core.backoff.next(), client.retry)))
-    registering = builder.state("registering", _pendingAttempt)
-    connecting = builder.state("connecting", lambda client, core, attempt, lease: Pending(attempt, lease))
-    verifying = builder.state("verifying", lambda client, core, attempt, session: Verifying(attempt, session))
-    online = builder.state("online", lambda client, core, session, *rest: session)
-    degraded = builder.state("degraded", lambda client, core, session, *rest: session)
+    searching = builder.state("searching", search)
+    waiting = builder.state("waiting", scheduleRetry)
+    registering = builder.state("registering", register)
+    connecting = builder.state("connecting", connect)
+    verifying = builder.state("verifying", verify)
+    online = builder.state("online", _session)
+    degraded = builder.state("degraded", _session)
     stopping = builder.state("stopping")
     stopped = builder.state("stopped")
 
-    # -- searching -------------------------------------------------------
-    def beginScan(client, core, pending: Pending, *args):
-        if pending.operation is not None:
-            return
-        pending.operation = core.effects.scan(early=True)
-
-        def done(ranked):
-            core.ranked = ranked
-            attempt = core.effects.plan(ranked, frozenset())
-            if attempt is not None:
-                client.scanned(attempt)
-            elif pending.routesChanged:
-                pending.operation, pending.routesChanged = None, False
-                client.start()  # the routes changed meanwhile: look again
-            else:
-                client.nothingFound("no usable gateway found")
-
-        def failed(failure):
-            if not failure.check(defer.CancelledError):
-                core.log.failure("discovery failed", failure)
-                client.nothingFound(f"discovery failed: {failure.getErrorMessage()}")
-
-        pending.operation.addCallbacks(done, failed)
-
-    @idle.upon(Client.start).to(searching)
-    def firstScan(client, core):
-        client.start()  # runs beginScan once in the new state
-
-    searching.upon(Client.start).loop()(beginScan)
-
-    @searching.upon(Client.retry).loop()
-    def noteRoutesChanged(client, core, pending: Pending):
-        pending.routesChanged = True
-
-    @waiting.upon(Client.retry).to(searching)
-    def retryScan(client, core, waiting: Waiting):
-        waiting.cancel()
-        client.start()
-
-    @searching.upon(Client.nothingFound).to(waiting)
-    def noteNothing(client, core, pending: Pending, reason):
-        core.reason = reason
-        core.log.info("{reason}; searching again later", reason=reason)
-
-    # -- registering -----------------------------------------------------
-    def beginRegister(client, core, pending: Pending, *args):
-        step = pending.attempt.step
-        pending.operation = core.effects.register(step)
-
-        def done(lease):
-            client.registered(pending.attempt, lease)
-
-        def failed(failure):
-            if failure.check(defer.CancelledError):
-                return
-            reason = f"{step.method} registration with {step.gateway} failed: {failure.getErrorMessage()}"
-            core.effects.noteFailure(step, reason)
-            nextAttempt = pending.attempt.afterRegisterFailure(failure)
-            if nextAttempt is None:
-                client.exhausted(reason)
-            else:
-                client.tryNext(nextAttempt, reason)
-
-        pending.operation.addCallbacks(done, failed)
+    # -- searching and waiting --------------------------------------------
+    idle.upon(Client.start).to(searching).returns(None)
 
     @searching.upon(Client.scanned).to(registering)
-    def scannedThenRegister(client, core, pending: Pending, attempt):
-        core.reason = ""
-        client.start()  # kicks off the registration in the new state
+    def scannedThenRegister(client, core, searching: Searching, attempt):
+        core.because("")
 
-    registering.upon(Client.start).loop()(beginRegister)
+    @searching.upon(Client.nothingFound).to(waiting)
+    def noteNothing(client, core, searching: Searching, reason):
+        core.because(reason)
+        core.log.info("{reason}; searching again later", reason=reason)
+
+    @searching.upon(Client.retry).loop()
+    def noteRoutesChanged(client, core, searching: Searching):
+        searching.routesChanged = True
+
+    @searching.upon(Client.scanStale).loop()
+    def scanAgain(client, core, searching: Searching):
+        core.because("the routes changed during the scan")
+        _scan(client, core, searching)
+
+    @waiting.upon(Client.retry).to(searching)
+    def stopWaiting(client, core, waiting: Waiting):
+        waiting.cancel()
+
+    # -- registering, connecting, verifying -------------------------------
+    @registering.upon(Client.registered).to(connecting)
+    def registeredThenConnect(client, core, pending: Pending, attempt, lease):
+        pass
 
     @registering.upon(Client.tryNext).loop()
     def registerNext(client, core, pending: Pending, attempt, reason):
-        core.reason = reason
+        core.because(reason)
         core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
                       **_named(attempt.step))
         pending.attempt = attempt
-        beginRegister(client, core, pending)
+        _register(client, core, pending)
+
+    @connecting.upon(Client.connected).to(verifying)
+    def connectedThenVerify(client, core, pending: Pending, attempt, session):
+        pass
+
+    @connecting.upon(Client.tryNext).to(registering)
+    @verifying.upon(Client.tryNext).to(registering)
+    def connectNext(client, core, pending: object, attempt, reason):
+        core.because(reason)
+        core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
+                      **_named(attempt.step))
 
     @registering.upon(Client.exhausted).to(waiting)
     @connecting.upon(Client.exhausted).to(waiting)
     @verifying.upon(Client.exhausted).to(waiting)
     def giveUp(client, core, pending: object, reason):
-        core.reason = reason
+        core.because(reason)
         core.log.warn("every gateway failed ({reason}); searching again later", reason=reason)
-
-    # -- connecting ------------------------------------------------------
-    @registering.upon(Client.registered).to(connecting)
-    def registeredThenConnect(client, core, pending: Pending, attempt, lease):
-        client.start()
-
-    @connecting.upon(Client.start).loop()
-    def beginConnect(client, core, pending: Pending):
-        step, lease = pending.attempt.step, pending.lease
-        pending.operation = core.effects.connect(step, lease)
-
-        def done(connection):
-            client.connected(pending.attempt, Session(step, lease, connection, core.clock.seconds()))
-
-        def failed(failure):
-            if failure.check(defer.CancelledError):
-                return
-            why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
-                   else failure.getErrorMessage())
-            reason = f"{step.method} to {step.gateway} did not come up: {why}"
-            core.effects.noteFailure(step, reason)
-            core.effects.unregister(step, lease)
-            nextAttempt = pending.attempt.nextMethod()
-            if nextAttempt is None:
-                client.exhausted(reason)
-            else:
-                client.tryNext(nextAttempt, reason)
-
-        pending.operation.addCallbacks(done, failed)
-
-    @connecting.upon(Client.tryNext).to(registering)
-    @verifying.upon(Client.tryNext).to(registering)
-    def connectNext(client, core, pending: object, attempt, reason):
-        core.reason = reason
-        core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
-        client.start()
-
-    # -- verifying -------------------------------------------------------
-    @connecting.upon(Client.connected).to(verifying)
-    def connectedThenVerify(client, core, pending: Pending, attempt, session):
-        client.start()
-
-    @verifying.upon(Client.start).loop()
-    def beginVerify(client, core, verifying: Verifying):
-        if verifying.operation is not None:
-            return
-        session = verifying.session
-        verifying.operation = core.effects.verify(session)
-
-        def done(rtt):
-            client.answered(session, rtt)
-
-        def failed(failure):
-            if failure.check(defer.CancelledError):
-                return
-            step = session.step
-            reason = f"{step.method} to {step.gateway} passes no traffic: {failure.getErrorMessage()}"
-            core.effects.noteFailure(step, reason)
-            core.effects.disconnect(session)
-            core.effects.unregister(step, session.lease)
-            nextAttempt = verifying.attempt.nextMethod()
-            if nextAttempt is None:
-                client.exhausted(reason)
-            else:
-                client.tryNext(nextAttempt, reason)
-
-        verifying.operation.addCallbacks(done, failed)
 
     # -- online and degraded --------------------------------------------
     @verifying.upon(Client.answered).to(online)
     def goOnline(client, core, verifying: Verifying, session, rtt):
         core.session = session
-        core.reason = ""
+        core.because("")
         core.backoff.reset()
         session.startedAt = core.clock.seconds()
         core.log.info("online via {gateway} over {method} (a probe through {device} answered "
@@ -441,20 +651,17 @@ def _buildMachine():
         core.effects.startSession(session)
 
     @online.upon(Client.probeMissed).to(degraded)
-    def goDegraded(client, core, session: Session, missedSession, count):
-        core.reason = f"{count} health probe(s) unanswered"
-
     @degraded.upon(Client.probeMissed).loop()
-    def stillDegraded(client, core, session: Session, missedSession, count):
-        core.reason = f"{count} health probe(s) unanswered"
+    def missed(client, core, session: Session, missedSession, count):
+        core.because(f"{count} health probe(s) unanswered")
 
     @degraded.upon(Client.probeAnswered).to(online)
     def recovered(client, core, session: Session, answeredSession, rtt):
-        core.reason = ""
+        core.because("")
 
     online.upon(Client.probeAnswered).loop()(_ignoreWithData)
 
-    def leave(client, core, session: Session, failure):
+    def leave(core, session: Session, failure):
         # endSession is serialised with the next connect by the effects, so
         # the next tunnel never races this one's teardown.
         core.session = None
@@ -463,50 +670,54 @@ def _buildMachine():
         core.effects.endSession(session)
         core.effects.unregister(session.step, session.lease)
 
-    for state in (online, degraded):
-        @state.upon(Client.failover).to(registering)
-        def failingOver(client, core, session: Session, lostSession, attempt, reason):
-            core.reason = reason
-            core.log.warn("leaving {left}: {reason}; trying {gateway} over {method}",
-                          left=session.step.gateway, reason=reason, **_named(attempt.step))
-            leave(client, core, session, reason)
-            client.start()
+    @online.upon(Client.failover).to(registering)
+    @degraded.upon(Client.failover).to(registering)
+    def failingOver(client, core, session: Session, lostSession, attempt, reason):
+        core.because(reason)
+        core.log.warn("leaving {left}: {reason}; trying {gateway} over {method}",
+                      left=session.step.gateway, reason=reason, **_named(attempt.step))
+        leave(core, session, reason)
 
-        @state.upon(Client.dropped).to(searching)
-        def droppedOut(client, core, session: Session, lostSession, reason):
-            core.reason = reason
-            core.log.warn("leaving {left}: {reason}; searching", left=session.step.gateway,
-                          reason=reason)
-            leave(client, core, session, reason)
-            client.start()
+    @online.upon(Client.dropped).to(searching)
+    @degraded.upon(Client.dropped).to(searching)
+    def droppedOut(client, core, session: Session, lostSession, reason):
+        core.because(reason)
+        core.log.warn("leaving {left}: {reason}; searching", left=session.step.gateway,
+                      reason=reason)
+        leave(core, session, reason)
 
-        @state.upon(Client.switch).to(registering)
-        def switching(client, core, session: Session, oldSession, attempt):
-            core.reason = f"switching to the better gateway {attempt.step.gateway}"
-            core.log.info("{reason}", reason=core.reason)
-            leave(client, core, session, "")
-            client.start()
+    @online.upon(Client.switch).to(registering)
+    @degraded.upon(Client.switch).to(registering)
+    def switching(client, core, session: Session, oldSession, attempt):
+        core.because(f"switching to the better gateway {attempt.step.gateway}")
+        core.log.info("{reason}", reason=core.reason)
+        leave(core, session, "")
 
     # -- stopping --------------------------------------------------------
     def waitStopped(core):
-        d = defer.Deferred()
-        core.stopWaiters.append(d)
-        return d
+        return core.stopWaiters.wait()
 
     @idle.upon(Client.stop).to(stopped)
-    def neverStarted(client, core):
+    @stopped.upon(Client.stop).loop()
+    def nothingToStop(client, core):
         return defer.succeed(None)
 
-    for state in (searching, waiting, registering, connecting):
-        @state.upon(Client.stop).to(stopping)
-        def stopPending(client, core, pending: object):
-            pending.cancel()
-            lease = getattr(pending, "lease", None)
-            d = waitStopped(core)
-            if lease is not None:
-                core.effects.unregister(pending.attempt.step, lease)
-            client.stopped()
-            return d
+    @searching.upon(Client.stop).to(stopping)
+    @waiting.upon(Client.stop).to(stopping)
+    @registering.upon(Client.stop).to(stopping)
+    def stopPending(client, core, pending: object):
+        pending.cancel()
+        d = waitStopped(core)
+        client.stopped()
+        return d
+
+    @connecting.upon(Client.stop).to(stopping)
+    def stopConnecting(client, core, pending: Pending):
+        pending.cancel()
+        d = waitStopped(core)
+        core.effects.unregister(pending.attempt.step, pending.lease)
+        client.stopped()
+        return d
 
     @verifying.upon(Client.stop).to(stopping)
     def stopVerifying(client, core, verifying: Verifying):
@@ -519,16 +730,16 @@ def _buildMachine():
             lambda _: client.stopped())
         return d
 
-    for state in (online, degraded):
-        @state.upon(Client.stop).to(stopping)
-        def stopSession(client, core, session: Session):
-            d = waitStopped(core)
-            core.session = None
-            ending = defer.maybeDeferred(core.effects.endSession, session)
-            released = defer.maybeDeferred(core.effects.unregister, session.step, session.lease)
-            defer.DeferredList([ending, released], consumeErrors=True).addBoth(
-                lambda _: client.stopped())
-            return d
+    @online.upon(Client.stop).to(stopping)
+    @degraded.upon(Client.stop).to(stopping)
+    def stopSession(client, core, session: Session):
+        d = waitStopped(core)
+        core.session = None
+        ending = defer.maybeDeferred(core.effects.endSession, session)
+        released = defer.maybeDeferred(core.effects.unregister, session.step, session.lease)
+        defer.DeferredList([ending, released], consumeErrors=True).addBoth(
+            lambda _: client.stopped())
+        return d
 
     @stopping.upon(Client.stop).loop()
     def stopAgain(client, core):
@@ -536,51 +747,51 @@ def _buildMachine():
 
     @stopping.upon(Client.stopped).to(stopped)
     def finishStopping(client, core):
-        waiters, core.stopWaiters = core.stopWaiters, []
-        for d in waiters:
-            d.callback(None)
-
-    @stopped.upon(Client.stop).loop()
-    def alreadyStopped(client, core):
-        return defer.succeed(None)
+        core.stopWaiters.fire()
 
     # -- inputs that arrive late or out of place are dropped ------------
+    # (start means "begin" only in idle; an operation's answer after the
+    # machine moved on; a watcher's report about a session already left)
     ignored = {
-        idle: (Client.scanned, Client.nothingFound, Client.retry, Client.registered,
-               Client.tryNext, Client.exhausted, Client.connected, Client.answered,
-               Client.probeMissed, Client.probeAnswered, Client.failover, Client.dropped,
-               Client.switch, Client.stopped),
-        searching: (Client.registered, Client.tryNext, Client.exhausted,
+        idle: (Client.scanned, Client.nothingFound, Client.scanStale, Client.retry,
+               Client.registered, Client.tryNext, Client.exhausted, Client.connected,
+               Client.answered, Client.probeMissed, Client.probeAnswered, Client.failover,
+               Client.dropped, Client.switch, Client.stopped),
+        searching: (Client.start, Client.registered, Client.tryNext, Client.exhausted,
                     Client.connected, Client.answered, Client.probeMissed,
                     Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
                     Client.stopped),
-        waiting: (Client.start, Client.scanned, Client.nothingFound, Client.registered,
-                  Client.tryNext, Client.exhausted, Client.connected, Client.answered,
-                  Client.probeMissed, Client.probeAnswered, Client.failover, Client.dropped,
-                  Client.switch, Client.stopped),
-        registering: (Client.scanned, Client.nothingFound, Client.retry, Client.connected,
-                      Client.answered, Client.probeMissed, Client.probeAnswered,
-                      Client.failover, Client.dropped, Client.switch, Client.stopped),
-        connecting: (Client.scanned, Client.nothingFound, Client.retry, Client.registered,
-                     Client.answered, Client.probeMissed, Client.probeAnswered,
-                     Client.failover, Client.dropped, Client.switch, Client.stopped),
-        verifying: (Client.scanned, Client.nothingFound, Client.retry, Client.registered,
-                    Client.connected, Client.probeMissed, Client.probeAnswered,
-                    Client.failover, Client.dropped, Client.switch, Client.stopped),
-        online: (Client.start, Client.scanned, Client.nothingFound, Client.retry,
-                 Client.registered, Client.tryNext, Client.exhausted, Client.connected,
-                 Client.answered, Client.stopped),
-        degraded: (Client.start, Client.scanned, Client.nothingFound, Client.retry,
-                   Client.registered, Client.tryNext, Client.exhausted, Client.connected,
-                   Client.answered, Client.stopped),
-        stopping: (Client.start, Client.scanned, Client.nothingFound, Client.retry,
-                   Client.registered, Client.tryNext, Client.exhausted, Client.connected,
-                   Client.answered, Client.probeMissed, Client.probeAnswered,
-                   Client.failover, Client.dropped, Client.switch),
-        stopped: (Client.start, Client.scanned, Client.nothingFound, Client.retry,
+        waiting: (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
                   Client.registered, Client.tryNext, Client.exhausted, Client.connected,
-                  Client.answered, Client.probeMissed, Client.probeAnswered,
-                  Client.failover, Client.dropped, Client.switch, Client.stopped),
+                  Client.answered, Client.probeMissed, Client.probeAnswered, Client.failover,
+                  Client.dropped, Client.switch, Client.stopped),
+        registering: (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                      Client.retry, Client.connected, Client.answered, Client.probeMissed,
+                      Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
+                      Client.stopped),
+        connecting: (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                     Client.retry, Client.registered, Client.answered, Client.probeMissed,
+                     Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
+                     Client.stopped),
+        verifying: (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                    Client.retry, Client.registered, Client.connected, Client.probeMissed,
+                    Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
+                    Client.stopped),
+        online: (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                 Client.retry, Client.registered, Client.tryNext, Client.exhausted,
+                 Client.connected, Client.answered, Client.stopped),
+        degraded: (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                   Client.retry, Client.registered, Client.tryNext, Client.exhausted,
+                   Client.connected, Client.answered, Client.stopped),
+        stopping: (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                   Client.retry, Client.registered, Client.tryNext, Client.exhausted,
+                   Client.connected, Client.answered, Client.probeMissed,
+                   Client.probeAnswered, Client.failover, Client.dropped, Client.switch),
+        stopped: (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                  Client.retry, Client.registered, Client.tryNext, Client.exhausted,
+                  Client.connected, Client.answered, Client.probeMissed,
+                  Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
+                  Client.stopped),
     }
     for state, inputs in ignored.items():
         ignore = _ignore if state in (idle, stopping, stopped) else _ignoreWithData
@@ -593,7 +804,7 @@ def _buildMachine():
         return core.status("idle")
 
     @searching.upon(Client.describe).loop()
-    def describeSearching(client, core, pending: Pending):
+    def describeSearching(client, core, searching: Searching):
         return core.status("searching")
 
     @waiting.upon(Client.describe).loop()
@@ -612,7 +823,7 @@ def _buildMachine():
     def describeVerifying(client, core, verifying: Verifying):
         session = verifying.session
         return core.status("verifying", attempt=dict(
-            verifying.attempt.step.describe(), device=getattr(session.connection, "device", None),
+            verifying.attempt.step.describe(), device=session.connection.device,
             address=session.lease.get("config", {}).get("address")))
 
     @online.upon(Client.describe).loop()
@@ -634,4 +845,11 @@ def _buildMachine():
     return builder.build()
 
 
-makeClient = _buildMachine()
+ClientMachine = _buildMachine()
+
+
+def makeClient(core: ClientCore) -> Client:
+    "A client machine over C{core}, its transitions going to C{core.trace}."
+    client = ClientMachine(core)
+    setTrace(client, core.trace)
+    return client

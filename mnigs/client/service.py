@@ -11,7 +11,7 @@ from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 
 from mnigs.daemon.admin import makeAdminService
-from mnigs.client.agent import ClientAgent
+from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing.candidates import HopScaled
 from mnigs.client.discovery import Discovery
 from mnigs.client.effects import ClientEffects
@@ -148,9 +148,10 @@ class ClientService(MultiService):
             Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline},
                   config.hooks.max_running),
             self.clientKey)
-        self.agent = ClientAgent(reactor, self.effects, self.history,
-                                 SwitchPolicy(policyConfig.switch_margin, policyConfig.switch_hold),
-                                 config.discovery.rescan_interval)
+        self.agent = wire(ClientAgent(reactor, self.effects, self.history,
+                                      SwitchPolicy(policyConfig.switch_margin,
+                                                   policyConfig.switch_hold),
+                                      config.discovery.rescan_interval), self.effects)
         makeAdminService(reactor, config.admin.socket,
                          {"status": self.agent.describe}).setServiceParent(self)
         if config.manhole.enabled:
@@ -221,19 +222,18 @@ class ClientService(MultiService):
                 methods[name] = ForwardClient(self.netlink, self.routing)
         return methods
 
-    def _health(self, session):
+    def _health(self, session, reports):
         # The session's targets and pinger (bound to its tunnel device) are
         # the ones its verification used (ClientEffects.verify).
         health = self.config.health
-        agent = self.agent
         return HealthMonitor(
             self.reactor, session.pinger, session.targets, interval=health.interval,
             timeout=health.timeout,
             misses=health.misses,
-            onMissed=lambda count: agent.probeMissed(session, count),
-            onAnswered=lambda rtt: agent.probeAnswered(session, rtt),
-            onLost=lambda reason: agent.lost(session, reason),
-            onSample=lambda rtt: agent.probeSample(session, rtt))
+            onMissed=lambda count: reports.probeMissed(session, count),
+            onAnswered=lambda rtt: reports.probeAnswered(session, rtt),
+            onLost=lambda reason: reports.lost(session, reason),
+            onSample=lambda rtt: reports.probeSample(session, rtt))
 
 
 class _Lifecycle(Service):

@@ -272,6 +272,9 @@ class CjdnsConnection:
     def whenLost(self):
         return self._loss.when()
 
+    def traffic(self):
+        return None  # not counted
+
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()

@@ -146,6 +146,9 @@ class ForwardConnection:
     def whenLost(self):
         return self._loss.when()
 
+    def traffic(self):
+        return None  # not counted
+
     def describe(self):
         return {"interface": self.interface, "via": self.gateway}
 

@@ -247,6 +247,9 @@ class SoftEtherConnection:
     def whenLost(self):
         return self._loss.when()
 
+    def traffic(self):
+        return None  # not counted
+
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()

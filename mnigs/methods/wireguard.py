@@ -311,6 +311,9 @@ class WireGuardConnection:
     def whenLost(self):
         return self._loss.when()
 
+    def traffic(self):
+        return None  # not counted
+
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()

@@ -42,7 +42,7 @@ class AgentEffects(RecordingEffects):
         self.lastRanked = ranked
         return ranked
 
-    def _checkSession(self, session):
+    def checkSession(self, session):
         self.sessionsChecked.append(session.step.gatewayId)
 
 
@@ -65,10 +65,21 @@ class AgentTests(SynchronousTestCase):
         del self.effects.events[:]
         return self.agent.core.session
 
+    def assertMovedTo(self, gid, failed=True):
+        """
+        The session with A was left for C{gid}: entering registering
+        registered with it, then the session ended (A's failure noted
+        unless the move was a switch) and its lease was released.
+        """
+        left = [("failure", "A")] if failed else []
+        self.assertEqual(self.effects.events[-3 - len(left):],
+                         [("register", gid, "wireguard")] + left
+                         + [("endSession", "A", "wireguard"), ("unregister", "A", "wireguard")])
+
     def test_lostFailsOverToTheNextGateway(self):
         session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
         self.agent.lost(session, "no answer")
-        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+        self.assertMovedTo("B")
 
     def test_lostFailsOverAtOnceToAGatewayStillCoolingDown(self):
         """
@@ -78,7 +89,7 @@ class AgentTests(SynchronousTestCase):
         session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5, cooling="failed 5s ago")])
         self.effects.lastRanked = [ranked("A", 0.1), ranked("B", 0.5, cooling="failed 5s ago")]
         self.agent.lost(session, "no answer")
-        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+        self.assertMovedTo("B")
 
     def test_lostWithNoAlternativeSearches(self):
         session = self.goOnline([ranked("A", 0.1)])
@@ -88,7 +99,7 @@ class AgentTests(SynchronousTestCase):
     def test_leaseLostRegistersAgainWithTheSameGatewayFirst(self):
         session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
         self.agent.leaseLost(session, "1003")
-        self.assertEqual(self.effects.events[-1], ("register", "A", "wireguard"))
+        self.assertMovedTo("A")
 
     def test_staleSessionEventsIgnored(self):
         session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
@@ -108,7 +119,7 @@ class AgentTests(SynchronousTestCase):
                 self.effects.fire("scan", better)
                 self.assertEqual(self.machine.describe()["state"], "online", second)
         self.effects.fire("scan", better)
-        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+        self.assertMovedTo("B", failed=False)
 
     def test_marginTooSmallNeverSwitches(self):
         self.goOnline([ranked("A", 0.5), ranked("B", 0.6)])
@@ -121,7 +132,7 @@ class AgentTests(SynchronousTestCase):
         self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
         self.clock.advance(10)
         self.effects.fire("scan", [ranked("A", 0.1, available=False), ranked("B", 0.5)])
-        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+        self.assertMovedTo("B")
 
     def test_rescanIgnoresAReplayedOlderUnavailableOffer(self):
         """
@@ -140,7 +151,7 @@ class AgentTests(SynchronousTestCase):
         # A config reload blocked A: ranked again, it is no longer usable.
         self.effects.lastRanked = [ranked("B", 0.5), ranked("A", 0.1, available=False)]
         self.agent.policyChanged()
-        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+        self.assertMovedTo("B", failed=False)
 
     def test_policyChangeKeepsAnAllowedGateway(self):
         self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
@@ -168,6 +179,41 @@ class AgentTests(SynchronousTestCase):
         self.assertEqual([(g["name"], g["rank"], g["usable"]) for g in status["gateways"]],
                          [("A", 1, True), ("B", None, False)])
         self.assertEqual(status["current"]["name"], "A")
+
+    def test_statusShowsTheRecentTransitions(self):
+        session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.clock.advance(3)
+        self.agent.probeMissed(session, 1)
+        self.clock.advance(1.5)
+        status = self.agent.describe()
+        self.assertEqual(status["transitions"][-1], {
+            "at": 3, "ago": 1.5,
+            "transition": "online --probeMissed--> degraded (1 health probe(s) unanswered)"})
+        self.assertEqual([t["transition"] for t in status["transitions"]][:2],
+                         ["idle --start--> searching", "searching --scanned--> registering"])
+        from mnigs.cli.ctl import formatStatus
+        text = formatStatus(status)
+        self.assertIn("recent transitions (oldest first):\n  4.5s ago  idle --start--> searching",
+                      text)
+        self.assertIn("\n  1.5s ago  online --probeMissed--> degraded (1 health probe(s) "
+                      "unanswered)", text)
+
+    def test_wireConnectsTheWatchersToTheAgent(self):
+        """
+        The effects' session watchers report to the agent once L{wire}
+        connected the two; an agent built over other effects is refused.
+        """
+        from zope.interface.verify import verifyObject
+
+        from mnigs.client.agent import wire
+        from mnigs.client.machine import ISessionReports
+
+        verifyObject(ISessionReports, self.agent)
+        wired = []
+        self.effects.wire = wired.append
+        self.assertIs(wire(self.agent, self.effects), self.agent)
+        self.assertEqual(wired, [self.agent])
+        self.assertRaises(ValueError, wire, self.agent, AgentEffects())
 
     def test_stopStopsRescans(self):
         self.goOnline([ranked("A", 0.1)])

@@ -200,24 +200,28 @@ class ClientMachineTests(SynchronousTestCase):
         attempt = buildPlan(self.gateways, exclude={"A"})
         self.client.failover(session, attempt, "no answer from 3 probes")
         self.assertEqual(self.state(), "registering")
+        # Entering registering registers (the state's data factory runs
+        # first), then the transition leaves the session.
         self.assertEqual(self.effects.events, [
-            ("failure", "A"), ("endSession", "A", "wireguard"), ("unregister", "A", "wireguard"),
-            ("register", "B", "wireguard")])
+            ("register", "B", "wireguard"),
+            ("failure", "A"), ("endSession", "A", "wireguard"), ("unregister", "A", "wireguard")])
 
     def test_droppedSearches(self):
         session = self.goOnline()
         del self.effects.events[:]
         self.client.dropped(session, "route withdrawn")
         self.assertEqual(self.state(), "searching")
-        self.assertEqual(self.effects.events[-1], ("scan",))
+        self.assertEqual(self.effects.events, [
+            ("scan",),
+            ("failure", "A"), ("endSession", "A", "wireguard"), ("unregister", "A", "wireguard")])
 
     def test_switchIsNotAFailure(self):
         session = self.goOnline()
         del self.effects.events[:]
         self.client.switch(session, buildPlan(self.gateways, exclude={"A"}))
         self.assertEqual(self.effects.events, [
-            ("endSession", "A", "wireguard"), ("unregister", "A", "wireguard"),
-            ("register", "B", "wireguard")])
+            ("register", "B", "wireguard"),
+            ("endSession", "A", "wireguard"), ("unregister", "A", "wireguard")])
 
     def test_stopOnlineUnregistersAndRestores(self):
         self.goOnline()
@@ -439,3 +443,81 @@ class OnlineMeansAnsweredTests(SynchronousTestCase):
         self.successResultOf(self.client.stop())
         self.client.answered(session, 0.01)
         self.assertEqual(self.client.describe()["state"], "stopped")
+
+
+class TraceTests(SynchronousTestCase):
+    """
+    The trace: every change of state and every loop that gives a reason,
+    with when and why; status requests and late inputs are left out.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.effects = RecordingEffects()
+        self.core = ClientCore(self.clock, self.effects, Backoff(1, 8))
+        self.client = makeClient(self.core)
+        self.gateways = [ranked("A", "10.0.0.1"), ranked("B", "10.0.0.2", ("wireguard",))]
+
+    def lines(self):
+        return [entry["transition"] for entry in self.core.trace.describe()]
+
+    def test_whyOnlineWentToRegistering(self):
+        self.client.start()
+        self.effects.fire("scan", self.gateways)
+        self.effects.fire("register", LEASE)
+        self.effects.fail("connect", RuntimeError("no handshake"))
+        self.effects.fire("register", LEASE)
+        self.effects.fire("connect", Connection())
+        self.clock.advance(2)
+        self.effects.fire("verify", 0.012)
+        session = self.core.session
+        self.client.describe()
+        self.client.probeAnswered(session, 0.01)
+        self.client.probeMissed(session, 1)
+        self.client.probeMissed(session, 2)
+        self.client.failover(session, buildPlan(self.gateways, exclude={"A"}), "no answer")
+        self.assertEqual(self.lines(), [
+            "idle --start--> searching",
+            "searching --scanned--> registering",
+            "registering --registered--> connecting",
+            "connecting --tryNext--> registering (wireguard to A (10.0.0.1) did not come up: "
+            "no handshake)",
+            "registering --registered--> connecting",
+            "connecting --connected--> verifying",
+            "verifying --answered--> online",
+            "online --probeMissed--> degraded (1 health probe(s) unanswered)",
+            "degraded --probeMissed--> degraded (2 health probe(s) unanswered)",
+            "degraded --failover--> registering (no answer)"])
+        [entry] = [e for e in self.core.trace.describe() if e["transition"].startswith("verifying")]
+        self.assertEqual((entry["at"], entry["ago"]), (2, 0))
+
+    def test_keepsTheLastOnes(self):
+        self.client.start()
+        for _ in range(30):
+            self.effects.fire("scan", [])
+            self.clock.advance(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds())
+        lines = self.lines()
+        self.assertEqual(len(lines), 20)
+        self.assertEqual(lines[-2:], ["searching --nothingFound--> waiting (no usable gateway found)",
+                                      "waiting --retry--> searching"])
+
+    def test_startOnlyBegins(self):
+        """
+        C{start} means "begin", from idle; entering a state starts its
+        work, so nothing needs kicking and a second start does nothing.
+        """
+        self.client.start()
+        self.client.start()
+        self.assertEqual(self.effects.events, [("scan",)])
+        self.effects.fire("scan", self.gateways)
+        self.client.start()
+        self.assertEqual(self.effects.events, [("scan",), ("register", "A", "wireguard")])
+        self.assertEqual(self.lines(), ["idle --start--> searching",
+                                        "searching --scanned--> registering"])
+
+    def test_aStaleEmptyScanIsTracedWithItsReason(self):
+        self.client.start()
+        self.client.retry()
+        self.effects.fire("scan", [])
+        self.assertEqual(self.lines()[-1], "searching --scanStale--> searching (the routes "
+                                           "changed during the scan)")

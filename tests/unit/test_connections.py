@@ -34,3 +34,24 @@ class ConnectionDeviceTests(SynchronousTestCase):
         connection = ForwardConnection(None, "mesh0", "10.99.0.5")
         verifyObject(IClientConnection, connection)
         self.assertEqual(connection.device, "mesh0")
+
+
+class EveryConnectionTests(SynchronousTestCase):
+    def test_everyClientMethodsConnectionImplementsTheInterface(self):
+        """
+        What the client asks of a connection (its device, its loss, its
+        byte counters) every method's connection has: no probing with
+        getattr.
+        """
+        from zope.interface.verify import verifyClass
+
+        from mnigs.methods.cjdns import CjdnsConnection
+        from mnigs.methods.openvpn import OpenVPNConnection
+        from mnigs.methods.softether import SoftEtherConnection
+
+        for cls in (ForwardConnection, WireGuardConnection, OpenVPNConnection,
+                    CjdnsConnection, SoftEtherConnection):
+            verifyClass(IClientConnection, cls)
+
+    def test_uncountedTrafficIsNone(self):
+        self.assertIsNone(ForwardConnection(None, "mesh0", "10.99.0.5").traffic())

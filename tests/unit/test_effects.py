@@ -50,10 +50,17 @@ class Connection:
         self.loss.end()
         return defer.succeed(None)
 
+    def traffic(self):
+        return None
+
+    def describe(self):
+        return {"interface": self.device}
+
 
 class Health:
-    def __init__(self, session):
+    def __init__(self, session, reports):
         self.session = session
+        self.reports = reports
         self.events = []
 
     def start(self):
@@ -105,7 +112,7 @@ class EffectsTestCase(SynchronousTestCase):
         self.effects = ClientEffects(self.clock, config, [], None, None, {}, None,
                                      QualityHistory(self.clock), self.routing, Health,
                                      Hooks(), SigningKey(b"k" * 32), pingerFactory=self.pinger)
-        self.effects.agent = Agent()
+        self.effects.wire(Agent())
 
     def pinger(self, device):
         pinger = FakePinger(self.clock)
@@ -138,7 +145,7 @@ class SessionWatcherTests(EffectsTestCase):
         session = self.session()
         self.effects.startSession(session)
         session.connection.loss.happened("WireGuard daemon died")
-        self.assertEqual(self.effects.agent.losses, ["WireGuard daemon died"])
+        self.assertEqual(self.effects.reports.losses, ["WireGuard daemon died"])
         self.successResultOf(self.effects.endSession(session))
 
 
@@ -228,8 +235,8 @@ class InnerRouteTests(EffectsTestCase):
         self.routing.innerRoute = "mesh0"
         session = self.session()
         self.effects.startSession(session)
-        self.effects._checkSession(session)
-        self.effects._checkSession(session)
+        self.effects.checkSession(session)
+        self.effects.checkSession(session)
         lines = [formatEvent(e) for e in events if "inner address" in formatEvent(e)]
         self.assertEqual(lines, [
             "traffic to pdx-gw-1 (10.99.0.5)'s inner address 100.64.0.1 leaves by mesh0, not "
@@ -242,7 +249,7 @@ class InnerRouteTests(EffectsTestCase):
         self.routing.innerRoute = "wg-mnigs"
         session = self.session()
         self.effects.startSession(session)
-        self.effects._checkSession(session)
+        self.effects.checkSession(session)
         self.assertEqual([e for e in events if "inner address" in formatEvent(e)], [])
         self.successResultOf(self.effects.endSession(session))
 

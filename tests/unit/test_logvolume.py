@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 from twisted.logger import FilteringLogObserver, LogLevel, globalLogPublisher, textFileLogObserver
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.agent import ClientAgent
+from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing.candidates import Candidate
 from mnigs.client.config import SCHEMA
 from mnigs.client.discovery import Discovery
@@ -154,12 +154,12 @@ class LogVolumeTests(SynchronousTestCase):
         effects = ClientEffects(
             self.clock, config, [Source(list(hosts))], discovery, self.gateways,
             {"wireguard": Method()}, Policy(methods=("wireguard",)), history, Anything(),
-            lambda session: ClientService._health(wiring, session),
+            lambda session, reports: ClientService._health(wiring, session, reports),
             Anything(), SigningKey(b"k" * 32), pingerFactory=pinger.bound)
-        self.agent = ClientAgent(self.clock, effects, history,
-                                 SwitchPolicy(config.policy.switch_margin, config.policy.switch_hold),
-                                 config.discovery.rescan_interval)
-        wiring.agent = self.agent
+        self.agent = wire(ClientAgent(self.clock, effects, history,
+                                      SwitchPolicy(config.policy.switch_margin,
+                                                   config.policy.switch_hold),
+                                      config.discovery.rescan_interval), effects)
 
     def written(self, level):
         """

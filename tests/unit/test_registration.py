@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs import protocol
 from mnigs.client.effects import ClientEffects, LeaseRejected, OfferWatch, checkLease
+from mnigs.client.machine import Session
 from mnigs.client.plan import Attempt, Step
 from mnigs.daemon.config import Section
 from mnigs.methods.forward import ForwardClient
@@ -306,7 +307,8 @@ class OfferWatchTests(SynchronousTestCase):
         self.answers = []
         rpc = types.SimpleNamespace(call=lambda *args, **kw: defer.succeed(self.answers.pop(0)))
         self.agent = Agent()
-        self.watch = OfferWatch(rpc, types.SimpleNamespace(step=self.step), self.agent, 2.0)
+        self.session = Session(self.step, {}, None, self.clock.seconds())
+        self.watch = OfferWatch(rpc, self.session, self.agent, 2.0)
         self.logged = []
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)

@@ -135,6 +135,9 @@ class TrafficTests(SynchronousTestCase):
 
     def test_connectionsWithoutCountsAddNothing(self):
         class Connection:
+            def traffic(self):
+                return None  # IClientConnection: not counted
+
             def disconnect(self):
                 return defer.succeed(None)
 
