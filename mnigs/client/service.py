@@ -89,18 +89,32 @@ class ClientService(MultiService):
     #: What SIGHUP may change while the client runs (mnigs.daemon.reload).
     LIVE_KEYS = ("policy", "health", "log.level")
 
-    def __init__(self, reactor, config, configPath=None, levelFilter=None):
+    def __init__(self, reactor, config, configPath=None, levelFilter=None, netlink=None,
+                 routing=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
         self.configPath = configPath
         self.levelFilter = levelFilter
+        self.netlink = netlink
+        self.routing = routing
+
+    def startService(self):
+        # The state directory, keys, sockets and history are opened here,
+        # not by the constructor: a service can be built with a Clock.
+        self._wire()
+        super().startService()
+
+    def _wire(self):
+        reactor, config = self.reactor, self.config
         raiseFileLimit()
         stateDir = ensureStateDir(config.client.state_dir)
         self.clientKey = loadOrCreateClientKey(stateDir)
         self.clientId = keyId(self.clientKey.verify_key)
-        self.netlink = Netlink()
-        self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
+        if self.netlink is None:
+            self.netlink = Netlink()
+        if self.routing is None:
+            self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy

@@ -61,8 +61,21 @@ class GatewayService(MultiService):
         self.config = config
         self.configPath = configPath
         self.levelFilter = levelFilter
+        self.netlink = netlink
+        self.nftRunner = nftRunner
+        self.poolRouting = poolRouting
+
+    def startService(self):
+        # The state directory, keys, lease files and sockets are opened
+        # here, not by the constructor: a service can be built with a Clock.
+        self._wire()
+        super().startService()
+
+    def _wire(self):
+        reactor, config = self.reactor, self.config
         self.stateDir = ensureStateDir(config.server.state_dir)
-        self.netlink = netlink or Netlink()
+        if self.netlink is None:
+            self.netlink = Netlink()
         self.key = loadOrCreateKey(self.stateDir)
         self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds,
                               maxPerAddress=config.terms.max_leases_per_address)
@@ -70,12 +83,12 @@ class GatewayService(MultiService):
         self.committer = GroupCommit(reactor, self.store, self.book.records, self.book.takeChanges)
         # Allow/deny over netlink, not one nft process each, unless a test
         # brought its own runner.
-        self.nftElements = NftSetElements() if nftRunner is None else None
-        self.access = NftAccess(reactor, nftRunner or NftRunner(reactor),
+        self.nftElements = NftSetElements() if self.nftRunner is None else None
+        self.access = NftAccess(reactor, self.nftRunner or NftRunner(reactor),
                                 config.uplink.interface, table=config.nft.table,
                                 elements=self.nftElements)
-        self.poolRouting = poolRouting or PoolRouting(config.routing.table,
-                                                      config.routing.rule_priority)
+        if self.poolRouting is None:
+            self.poolRouting = PoolRouting(config.routing.table, config.routing.rule_priority)
         self.methods = self._buildMethods()
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
                                      "release": config.hooks.release},
