@@ -42,8 +42,6 @@ UNAVAILABLE = 1005
 RATE_LIMITED = 1006
 BAD_PROOF = 1007
 
-KNOWN_METHODS = ("forward", "wireguard", "openvpn", "softether", "cjdns")
-
 # Bounds on what a client accepts in an offer: an offer is small, and
 # anything bigger or stranger than this is somebody probing for bugs.
 MAX_OFFER_BYTES = 16 * 1024
@@ -117,6 +115,14 @@ def canonicalJSON(value) -> bytes:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
+
+
+def fromBase64(text: str, length: int | None = None) -> bytes:
+    """
+    The bytes of canonical base64 C{text} (of C{length} bytes if given);
+    ValueError saying why otherwise.
+    """
+    return _unb64(text, length)
 
 
 def _unb64(text: str, length: int | None = None) -> bytes:
@@ -210,6 +216,13 @@ def certificateSHA256(pem: str) -> str:
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def isSHA256(value) -> bool:
+    """
+    True for a SHA-256 written as an offer pins it: 64 lowercase hex digits.
+    """
+    return isinstance(value, str) and _SHA256.match(value) is not None
 
 
 # -- endpoints ----------------------------------------------------------
@@ -314,35 +327,29 @@ def _text(value, field: str, limit: int = MAX_TEXT, optional=True) -> str:
     return value
 
 
+def knownMethods() -> tuple[str, ...]:
+    """
+    The method types this side knows, from the registry (L{mnigs.methods}).
+    """
+    from mnigs.methods import METHODS  # the registry imports this module
+
+    return tuple(METHODS)
+
+
 def _checkMethodEntry(entry: dict) -> dict | None:
-    kind = entry.get("type")
-    if kind not in KNOWN_METHODS:
-        return None  # unknown types are ignored, per the protocol
-    if kind == "forward":
-        return {"type": "forward"}
-    if kind in ("wireguard", "openvpn", "softether"):
-        try:
-            address, port = parseEndpoint(entry.get("endpoint"))
-        except ValueError as e:
-            raise OfferRejected(f"{kind} method: {e}") from None
-        checked = dict(entry)
-        checked["endpoint"] = formatEndpoint(address, port)
-        if kind == "wireguard":
-            try:
-                _unb64(entry.get("public_key"), 32)
-            except ValueError as e:
-                raise OfferRejected(f"wireguard method: public_key: {e}") from None
-        if kind == "openvpn":
-            _need(entry.get("proto", "udp") in ("udp", "tcp"), "openvpn method: proto must be udp or tcp")
-        # What pins the tunnel to this gateway: a lease must agree with it.
-        pin = {"openvpn": "ca_sha256", "softether": "cert_sha256"}.get(kind)
-        if pin is not None:
-            _need(isinstance(entry.get(pin), str) and _SHA256.match(entry[pin]) is not None,
-                  f"{kind} method: {pin} must be a lowercase hex SHA-256")
-        return checked
-    # cjdns: a public key is all that is needed to connect.
-    _text(entry.get("public_key"), "cjdns method public_key", 64, optional=False)
-    return dict(entry)
+    """
+    An offer's method entry as its method's registry entry checks it, or
+    C{None} for a type this side does not know (ignored, per the protocol).
+    """
+    from mnigs.methods import METHODS  # the registry imports this module
+
+    method = METHODS.get(entry.get("type"))
+    if method is None:
+        return None
+    try:
+        return method.offer(entry)
+    except ValueError as e:
+        raise OfferRejected(f"{method.name} method: {e}") from None
 
 
 def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[str] = frozenset()) -> Offer:

@@ -21,15 +21,14 @@ from mnigs.daemon.config import (
     decimalAmount,
     ConfigError,
     ConfigWarning,
+    Computed,
     Field,
     Table,
     absolutePath,
     addresses,
     between,
     executable,
-    ifname,
     ifnames,
-    oneOf,
     port,
     readSection,
     readTOML,
@@ -39,12 +38,9 @@ from mnigs.daemon.config import (
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.daemon.daemonlog import SCHEMA as LOG_SCHEMA
 from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
-from mnigs.protocol import DEFAULT_PORT, KNOWN_METHODS
-from mnigs.yggdrasil.admin import adminEndpoint
-
-SOURCES = ("babel", "kernel", "yggdrasil", "cjdns")
-SCANS = ("routes", "neighbours", "static")
-CLIENT_METHODS = ("wireguard", "openvpn", "softether", "cjdns", "forward")
+from mnigs.methods import METHODS, clientSections
+from mnigs.protocol import DEFAULT_PORT
+from mnigs.routing import routeSources, scans, sections as sourceSections
 
 
 def _ports(value):
@@ -57,9 +53,14 @@ def _notInt(value):
     raise ValueError(f"{value!r} is not a port number")
 
 
-def _subset(choices):
+def _subset(known):
+    """
+    A list of distinct words out of C{known()}, which is asked when a
+    file is read (the registries may have grown).
+    """
     def check(value):
         value = strings(value)
+        choices = known()
         for item in value:
             if item not in choices:
                 raise ValueError(f"{item!r} is not one of {', '.join(choices)}")
@@ -85,28 +86,14 @@ def _optionalExecutable(value):
     return executable(value) if value else ""
 
 
-def _softetherNic(value):
-    # SoftEther names its tap vpn_NIC: 11 characters at most.
-    if not (value.isascii() and value.isalnum() and value.islower() and 0 < len(value) <= 11):
-        raise ValueError(f"{value!r} is not a usable NIC name (1-11 of a-z 0-9)")
-    return value
+def _methods():
+    return {
+        "order": Field(list, ["wireguard", "forward"], _subset(lambda: tuple(METHODS))),
+        "connect_timeout": Field(float, 5.0, between(0.5, 120)),
+        # Each method's own settings, [methods.NAME] (mnigs.methods).
+        **clientSections(),
+    }
 
-
-# Each method's own settings, [methods.NAME] beside methods.order.
-METHOD_SETTINGS = {
-    "wireguard": {
-        "interface": Field(str, "mnigs-c0", ifname),
-        "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
-        "keepalive": Field(int, 5, between(0, 3600)),
-    },
-    "openvpn": {
-        "interface": Field(str, "mnigs-ovpnc0", ifname),
-    },
-    "softether": {
-        "nic": Field(str, "mnigs", _softetherNic),
-    },
-    "forward": {},
-}
 
 SCHEMA = {
     "client": {
@@ -121,44 +108,20 @@ SCHEMA = {
         "concurrency": Field(int, 1024, between(1, 4096)),
         "settle": Field(float, 0.25, between(0, 60)),
         "rescan_interval": Field(float, 60.0, between(1, 86400)),
-        "sources": Field(list, ["babel", "kernel"], _subset(SOURCES)),
-        "scan": Field(list, ["routes", "neighbours", "static"], _subset(SCANS)),
+        "sources": Field(list, ["babel", "kernel"], _subset(routeSources)),
+        "scan": Field(list, ["routes", "neighbours", "static"], _subset(scans)),
         "static": Field(list, [], addresses),
         "max_candidates": Field(int, 4096, between(1, 1_000_000)),
     },
-    "sources": {
-        "cjdns": {
-            "budget": Field(float, 30.0, between(0.1, 3600)),
-            "concurrency": Field(int, 8, between(1, 256)),
-            "poll_interval": Field(float, 30.0, between(1, 86400)),
-        },
-        "babel": {
-            "host": Field(str, "::1", lambda v: str(addresses([v])[0])),
-            "port": Field(int, 33123, port),
-        },
-        "kernel": {
-            "tables": Field(list, [254], lambda v: [between(1, 2**32 - 1)(t) for t in v]),
-            "protocols": Field(list, [], lambda v: [between(0, 255)(p) for p in v]),
-        },
-        "yggdrasil": {
-            "admin": Field(str, "unix:///var/run/yggdrasil/yggdrasil.sock", adminEndpoint),
-            "timeout": Field(float, 10.0, between(0.5, 120)),
-            "budget": Field(float, 20.0, between(0.5, 3600)),
-            "concurrency": Field(int, 8, between(1, 256)),
-            "poll_interval": Field(float, 10.0, between(0.5, 3600)),
-        },
-    },
+    # Each route source's own settings, [sources.NAME] (mnigs.routing).
+    "sources": Computed(sourceSections),
     "mesh": {
         "interfaces": Field(list, [], ifnames),
     },
-    "methods": {
-        "order": Field(list, ["wireguard", "forward"], _subset(CLIENT_METHODS)),
-        "connect_timeout": Field(float, 5.0, between(0.5, 120)),
-        **METHOD_SETTINGS,
-    },
+    "methods": Computed(_methods),
     # The old spelling of the methods' tables: read, then moved into
     # "methods" by loadClientConfig with a warning.
-    "method": Table(METHOD_SETTINGS),
+    "method": Table(Computed(clientSections)),
     "cjdns": CJDNS_SCHEMA,
     "policy": {
         "accept_fees": Field(bool, False),
@@ -213,8 +176,11 @@ def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
             path, "client.id", "is ignored: a client's id is now the public half of its key "
                                f"({config.client.state_dir}/identity.pem), which proves it; "
                                "remove client.id"))
-    if "cjdns" in config.methods.order and not config.cjdns.public_key:
-        raise ConfigError(path, "cjdns.public_key", "is required when methods.order has cjdns")
+    for name in config.methods.order:
+        check = METHODS[name].clientCheck
+        problem = check(config) if check is not None else None
+        if problem is not None:
+            raise ConfigError(path, *problem)
     if config.routing.table in (253, 254, 255):
         raise ConfigError(path, "routing.table", "must not be one of the kernel's own tables (253-255)")
     if config.policy.max_fee is not None and not config.policy.accept_fees:
@@ -234,7 +200,7 @@ def _moveOldMethodTables(path, data, config, warnings):
     old = config.pop("method")
     if "method" not in data:
         return
-    newSpelling = sorted(set(data.get("methods", {})) & set(METHOD_SETTINGS))
+    newSpelling = sorted(set(data.get("methods", {})) & set(clientSections()))
     if newSpelling:
         raise ConfigError(path, "method", f"the old spelling [method.NAME] and the new one "
                                           f"[methods.{newSpelling[0]}] are both used: "
@@ -247,4 +213,4 @@ def _moveOldMethodTables(path, data, config, warnings):
         warnings.append(ConfigWarning(path, "method", "[method] is deprecated: write [methods.NAME]"))
 
 
-__all__ = ["loadClientConfig", "SCHEMA", "METHOD_SETTINGS", "EXISTING_INTERFACES", "KNOWN_METHODS"]
+__all__ = ["loadClientConfig", "SCHEMA", "EXISTING_INTERFACES"]

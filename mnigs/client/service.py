@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent, wire
-from mnigs.routing.candidates import HopScaled
+from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
 from mnigs.client.effects import ClientEffects
 from mnigs.client.health import HealthMonitor
@@ -21,8 +21,7 @@ from mnigs.client.ranking import Policy, SwitchPolicy
 from mnigs.client.routes import PolicyRouting
 from mnigs.daemon.hooks import Hooks
 from mnigs.daemon.identity import KEY_FILE, loadOrCreateKey
-from mnigs.methods.forward import ForwardClient
-from mnigs.methods.wireguard import WireGuardClient, loadOrCreateWireGuardKey
+from mnigs.methods import METHODS, ClientContext
 from mnigs.system.netlink import Netlink
 from mnigs.protocol import keyId
 from mnigs.rpc.client import RPCClient
@@ -64,45 +63,17 @@ def raiseFileLimit(wanted=8192):
 
 
 def buildSources(reactor, config):
-    from mnigs.routing.babel import BabelRouteSource
-    from mnigs.routing.kernel import KernelRouteSource
-    from mnigs.routing.neighbours import NeighbourSource, StaticSource
-
-    discovery = config.discovery
+    """
+    The route sources C{config.discovery} turns on, as the registry
+    (L{mnigs.routing}) builds them, in the order they are asked.
+    """
+    context = SourceContext(reactor, config)
     sources = []
-    if "static" in discovery.scan and discovery.static:
-        sources.append(StaticSource(discovery.static))
-    if "routes" in discovery.scan:
-        for name in discovery.sources:
-            if name == "babel":
-                sources.append(BabelRouteSource(reactor, host=config.sources.babel.host,
-                                                port=config.sources.babel.port))
-            elif name == "kernel":
-                kernel = config.sources.kernel
-                sources.append(KernelRouteSource(reactor, tables=tuple(kernel.tables),
-                                                 protocols=set(kernel.protocols) or None))
-            elif name == "yggdrasil":
-                sources.append(HopScaled(_yggdrasilSource(reactor, config.sources.yggdrasil)))
-            elif name == "cjdns":
-                from mnigs.cjdns.settings import makeAdmin
-                from mnigs.routing.cjdns import CjdnsRouteSource
-
-                settings = config.sources.cjdns
-                sources.append(HopScaled(CjdnsRouteSource(
-                    reactor, makeAdmin(reactor, config.cjdns), budget=settings.budget,
-                    concurrency=settings.concurrency, pollInterval=settings.poll_interval)))
-    if "neighbours" in discovery.scan:
-        sources.append(NeighbourSource(config.mesh.interfaces))
+    for source in chosen(config.discovery):
+        built = source.buildSource(context, config.sources.get(source.name))
+        if built is not None:
+            sources.append(built)
     return sources
-
-
-def _yggdrasilSource(reactor, settings):
-    from mnigs.routing.yggdrasil import YggdrasilAdmin, YggdrasilRouteSource
-
-    admin = YggdrasilAdmin(reactor, settings.admin, timeout=settings.timeout)
-    return YggdrasilRouteSource(reactor, admin, budget=settings.budget,
-                                concurrency=settings.concurrency,
-                                pollInterval=settings.poll_interval)
 
 
 def policyFromConfig(config) -> Policy:
@@ -118,18 +89,32 @@ class ClientService(MultiService):
     #: What SIGHUP may change while the client runs (mnigs.daemon.reload).
     LIVE_KEYS = ("policy", "health", "log.level")
 
-    def __init__(self, reactor, config, configPath=None, levelFilter=None):
+    def __init__(self, reactor, config, configPath=None, levelFilter=None, netlink=None,
+                 routing=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
         self.configPath = configPath
         self.levelFilter = levelFilter
+        self.netlink = netlink
+        self.routing = routing
+
+    def startService(self):
+        # The state directory, keys, sockets and history are opened here,
+        # not by the constructor: a service can be built with a Clock.
+        self._wire()
+        super().startService()
+
+    def _wire(self):
+        reactor, config = self.reactor, self.config
         raiseFileLimit()
         stateDir = ensureStateDir(config.client.state_dir)
         self.clientKey = loadOrCreateClientKey(stateDir)
         self.clientId = keyId(self.clientKey.verify_key)
-        self.netlink = Netlink()
-        self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
+        if self.netlink is None:
+            self.netlink = Netlink()
+        if self.routing is None:
+            self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy
@@ -187,40 +172,9 @@ class ClientService(MultiService):
         self.agent.policyChanged()
 
     def _buildMethods(self, stateDir):
-        methods = {}
-        for name in self.config.methods.order:
-            if name == "wireguard":
-                settings = self.config.methods.wireguard
-                private, _ = loadOrCreateWireGuardKey(stateDir)
-                methods[name] = WireGuardClient(
-                    self.reactor, settings.interface, private, self.routing,
-                    implementation=settings.implementation, keepalive=settings.keepalive,
-                    handshakeTimeout=self.config.methods.connect_timeout,
-                    logPath=os.path.join(stateDir, f"{settings.interface}.log"))
-            elif name == "cjdns":
-                from mnigs.cjdns.settings import makeAdmin
-                from mnigs.methods.cjdns import CjdnsClient
-
-                methods[name] = CjdnsClient(self.reactor, makeAdmin(self.reactor, self.config.cjdns),
-                                            self.routing, self.config.cjdns.public_key,
-                                            self.config.cjdns.tun_interface)
-            elif name == "openvpn":
-                from mnigs.methods.openvpn import OpenVPNClient
-
-                settings = self.config.methods.openvpn
-                methods[name] = OpenVPNClient(
-                    self.reactor, settings.interface, self.routing, stateDir,
-                    connectTimeout=self.config.methods.connect_timeout)
-            elif name == "softether":
-                from mnigs.methods.softether import SoftEtherClient
-
-                settings = self.config.methods.softether
-                methods[name] = SoftEtherClient(
-                    self.reactor, settings.nic, self.routing, self.netlink, stateDir,
-                    connectTimeout=self.config.methods.connect_timeout)
-            elif name == "forward":
-                methods[name] = ForwardClient(self.netlink, self.routing)
-        return methods
+        context = ClientContext(self.reactor, self.config, stateDir, self.routing, self.netlink)
+        return {name: METHODS[name].buildClient(context, self.config.methods.get(name))
+                for name in self.config.methods.order}
 
     def _health(self, session, reports):
         # The session's targets and pinger (bound to its tunnel device) are

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -67,7 +68,30 @@ class Table:
     An optional table of tables, like [methods.wireguard]: each member
     that is present is read with the schema in C{members}.
     """
-    members: dict
+    members: Mapping
+
+
+class Computed(Mapping):
+    """
+    A section (or a L{Table}'s members) made when it is read, by
+    C{make()}: what a registry (L{mnigs.methods}, L{mnigs.routing}) holds
+    at that moment, so that an entry registered later is in the schema.
+    """
+
+    def __init__(self, make: Callable[[], Mapping]):
+        self.make = make
+
+    def __getitem__(self, key):
+        return self.make()[key]
+
+    def __iter__(self):
+        return iter(self.make())
+
+    def __len__(self):
+        return len(self.make())
+
+    def __repr__(self):
+        return f"Computed({dict(self.make())!r})"
 
 
 class Section(dict):
@@ -113,7 +137,7 @@ def readSection(path: str, prefix: str, schema: dict, data) -> Section:
     out = Section()
     for name, spec in schema.items():
         key = f"{prefix}.{name}" if prefix else name
-        if isinstance(spec, dict):
+        if isinstance(spec, Mapping):
             out[name] = readSection(path, key, spec, data.get(name, {}))
         elif isinstance(spec, Table):
             members = data.get(name, {})

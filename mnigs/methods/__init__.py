@@ -1,0 +1,281 @@
+"""
+The registry of connection methods: one L{Method} per type on the wire.
+
+Everything that depends on which methods exist reads L{METHODS}: the
+protocol's check of an offer's entries (L{mnigs.protocol.verifyOffer}),
+the server's and the client's configuration schemas (their
+C{[methods.NAME]} tables), and both services, which build each
+configured method with its entry's builders.  Adding a method is its
+module(s), one entry below, its sample config sections (etc/) and its
+docs (docs/configuration.md); see docs/architecture.md, "Adding a method".
+
+This module is read by the protocol and by both config loaders, so it
+stays light: builders are named as C{"package.module.function"} and imported only
+when a service builds the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from twisted.python.reflect import namedAny
+
+from mnigs.daemon.config import (
+    Field,
+    addresses,
+    between,
+    ifname,
+    network,
+    oneOf,
+    port,
+)
+from mnigs.protocol import formatEndpoint, fromBase64, isSHA256, parseEndpoint, unprintable
+
+def resolve(builder):
+    """
+    The callable C{builder} names (C{"package.module.function"}), imported
+    now; a callable is returned as it is.
+    """
+    return namedAny(builder) if isinstance(builder, str) else builder
+
+
+@dataclass(frozen=True)
+class GatewayContext:
+    """
+    What a gateway-side builder is given besides its own C{[methods.NAME]}
+    section: the whole config (for shared sections like C{[cjdns]} or
+    C{terms.max_clients}), the state directory, the gate and netlink.
+    """
+    reactor: Any
+    config: Any
+    stateDir: str
+    access: Any
+    netlink: Any
+
+
+@dataclass(frozen=True)
+class ClientContext:
+    """
+    What a client-side builder is given besides its own C{[methods.NAME]}
+    section (C{None} for a method without one): the whole config, the
+    state directory, the client's policy routing and netlink.
+    """
+    reactor: Any
+    config: Any
+    stateDir: str
+    routing: Any
+    netlink: Any
+
+
+@dataclass(frozen=True)
+class Method:
+    """
+    One connection method.
+
+    @ivar gateway: builds its L{mnigs.interfaces.IGatewayMethod}:
+        C{gateway(GatewayContext, section)}.
+    @ivar client: builds its L{mnigs.interfaces.IClientMethod}:
+        C{client(ClientContext, section)}.
+    @ivar serverSettings: the server's C{[methods.NAME]} keys (beside
+        C{enabled}, which every method has).  A method that has a C{pool}
+        key gets its pool checked against the other methods' pools.
+    @ivar clientSettings: the client's C{[methods.NAME]} keys; C{None}
+        for a method whose client has no table of its own.
+    @ivar offer: what the method's entry in an offer carries, as a client
+        checks it: C{offer(entry)} returns the entry to keep (normalised)
+        or raises ValueError saying why (the protocol names the method).
+    @ivar serverCheck: C{serverCheck(config)}: C{None}, or C{(key,
+        reason)} for what else the method needs in the server's file.
+    @ivar clientCheck: the same for a client whose C{methods.order}
+        lists the method.
+    """
+    name: str
+    gateway: Any
+    client: Any
+    offer: Callable[[dict], dict]
+    serverSettings: Mapping = field(default_factory=dict)
+    clientSettings: Mapping | None = None
+    serverCheck: Callable[[Any], tuple[str, str] | None] | None = None
+    clientCheck: Callable[[Any], tuple[str, str] | None] | None = None
+
+    def buildGateway(self, context: GatewayContext, section):
+        return resolve(self.gateway)(context, section)
+
+    def buildClient(self, context: ClientContext, section):
+        return resolve(self.client)(context, section)
+
+    def serverSchema(self) -> dict:
+        return {"enabled": Field(bool, True), **self.serverSettings}
+
+
+#: Every method, by name, in the order the server lists them.
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Callable[[], None]:
+    """
+    Add C{method}; returns what removes it again (a test's cleanup).
+    """
+    if method.name in METHODS:
+        raise ValueError(f"a method {method.name!r} is registered already")
+    METHODS[method.name] = method
+    return lambda: METHODS.pop(method.name, None)
+
+
+def serverSections() -> dict:
+    """
+    The server's C{[methods.NAME]} schemas, one per registered method.
+    """
+    return {name: method.serverSchema() for name, method in METHODS.items()}
+
+
+def clientSections() -> dict:
+    """
+    The client's C{[methods.NAME]} schemas, for methods that have one.
+    """
+    return {name: dict(method.clientSettings) for name, method in METHODS.items()
+            if method.clientSettings is not None}
+
+
+# -- what the entries below share ----------------------------------------
+
+def _pool(value):
+    net = network(value)
+    if net.num_addresses < 4:
+        raise ValueError("pool is too small: it needs room for the gateway and clients")
+    return net
+
+
+def _endpoint(entry: dict) -> dict:
+    address, port_ = parseEndpoint(entry.get("endpoint"))
+    return dict(entry, endpoint=formatEndpoint(address, port_))
+
+
+def _pinned(entry: dict, member: str) -> dict:
+    # What pins the tunnel to this gateway: a lease must agree with it.
+    if not isSHA256(entry.get(member)):
+        raise ValueError(f"{member} must be a lowercase hex SHA-256")
+    return entry
+
+
+def _needsNodeKey(config, reason):
+    if not config.cjdns.public_key:
+        return "cjdns.public_key", reason
+    return None
+
+
+# -- the methods -----------------------------------------------------------
+
+def _forwardOffer(entry):
+    return {"type": "forward"}
+
+
+def _wireguardOffer(entry):
+    checked = _endpoint(entry)
+    try:
+        fromBase64(entry.get("public_key"), 32)
+    except ValueError as e:
+        raise ValueError(f"public_key: {e}") from None
+    return checked
+
+
+def _openvpnOffer(entry):
+    checked = _endpoint(entry)
+    if entry.get("proto", "udp") not in ("udp", "tcp"):
+        raise ValueError("proto must be udp or tcp")
+    return _pinned(checked, "ca_sha256")
+
+
+def _softetherOffer(entry):
+    return _pinned(_endpoint(entry), "cert_sha256")
+
+
+def _cjdnsOffer(entry):
+    # A public key is all a client needs to connect.
+    key = entry.get("public_key")
+    if not (isinstance(key, str) and len(key) <= 64):
+        raise ValueError("public_key must be text of at most 64 characters")
+    if unprintable(key) is not None:
+        raise ValueError(f"public_key has a character that is not printable: {unprintable(key)}")
+    return dict(entry)
+
+
+def _softetherHub(value):
+    from mnigs.softether.hub import checkHubName
+    return checkHubName(value)
+
+
+def _softetherBridge(value):
+    from mnigs.softether.hub import checkBridgeName
+    return checkBridgeName(value)
+
+
+def _softetherNic(value):
+    # SoftEther names its tap vpn_NIC: 11 characters at most.
+    if not (value.isascii() and value.isalnum() and value.islower() and 0 < len(value) <= 11):
+        raise ValueError(f"{value!r} is not a usable NIC name (1-11 of a-z 0-9)")
+    return value
+
+
+_IMPLEMENTATION = oneOf("auto", "kernel", "wireguard-go")
+
+register(Method(
+    "forward", "mnigs.methods.forward.buildGateway", "mnigs.methods.forward.buildClient",
+    _forwardOffer, clientSettings={}))
+register(Method(
+    "wireguard", "mnigs.methods.wireguard.buildGateway", "mnigs.methods.wireguard.buildClient",
+    _wireguardOffer,
+    serverSettings={
+        "interface": Field(str, "mnigs-wg0", ifname),
+        "port": Field(int, 51820, port),
+        "pool": Field(str, "100.64.0.0/22", _pool),
+        "endpoint": Field(list, [], addresses),
+        "implementation": Field(str, "auto", _IMPLEMENTATION),
+        "dns": Field(list, [], addresses),
+        "handshake_timeout": Field(float, 60.0, between(0, 86400)),
+    },
+    clientSettings={
+        "interface": Field(str, "mnigs-c0", ifname),
+        "implementation": Field(str, "auto", _IMPLEMENTATION),
+        "keepalive": Field(int, 5, between(0, 3600)),
+    }))
+register(Method(
+    "openvpn", "mnigs.methods.openvpn.buildGateway", "mnigs.methods.openvpn.buildClient",
+    _openvpnOffer,
+    serverSettings={
+        "interface": Field(str, "mnigs-ovpn0", ifname),
+        "port": Field(int, 1194, port),
+        "proto": Field(str, "udp", oneOf("udp", "tcp")),
+        "pool": Field(str, "100.65.0.0/22", _pool),
+        "endpoint": Field(list, [], addresses),
+        "dns": Field(list, [], addresses),
+    },
+    clientSettings={
+        "interface": Field(str, "mnigs-ovpnc0", ifname),
+    }))
+register(Method(
+    "softether", "mnigs.methods.softether.buildGateway", "mnigs.methods.softether.buildClient",
+    _softetherOffer,
+    serverSettings={
+        "port": Field(int, 5555, port),
+        "hub": Field(str, "mnigs", _softetherHub),
+        "bridge": Field(str, "mnigs", _softetherBridge),
+        "pool": Field(str, "100.66.0.0/22", _pool),
+        "endpoint": Field(list, [], addresses),
+        "dns": Field(list, [], addresses),
+    },
+    clientSettings={
+        "nic": Field(str, "mnigs", _softetherNic),
+    }))
+register(Method(
+    "cjdns", "mnigs.methods.cjdns.buildGateway", "mnigs.methods.cjdns.buildClient",
+    _cjdnsOffer,
+    serverSettings={
+        "pool": Field(str, "100.67.0.0/22", _pool),
+        "dns": Field(list, [], addresses),
+    },
+    # The client's cjdns settings are the shared [cjdns] section's.
+    clientSettings=None,
+    serverCheck=lambda config: _needsNodeKey(config, "is required with [methods.cjdns]"),
+    clientCheck=lambda config: _needsNodeKey(config, "is required when methods.order has cjdns")))

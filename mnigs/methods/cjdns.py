@@ -360,3 +360,21 @@ class CjdnsClient:
             yield self._remove(number)
             raise
         return CjdnsConnection(self, number, address, gatewayKey)
+
+
+# -- the registry's builders (mnigs.methods) -----------------------------
+
+def buildGateway(context, section):
+    from mnigs.cjdns.settings import makeAdmin
+
+    settings = context.config.cjdns
+    return CjdnsGateway(makeAdmin(context.reactor, settings), context.access, context.netlink,
+                        settings.public_key, section.pool, settings.tun_interface, section.dns)
+
+
+def buildClient(context, section):
+    from mnigs.cjdns.settings import makeAdmin
+
+    settings = context.config.cjdns
+    return CjdnsClient(context.reactor, makeAdmin(context.reactor, settings), context.routing,
+                       settings.public_key, settings.tun_interface)

@@ -189,3 +189,13 @@ class ForwardClient:
 
 class ConnectFailed(Exception):
     pass
+
+
+# -- the registry's builders (mnigs.methods) -----------------------------
+
+def buildGateway(context, section):
+    return ForwardGateway(context.access, context.netlink, context.config.mesh.interfaces)
+
+
+def buildClient(context, section):
+    return ForwardClient(context.netlink, context.routing)

@@ -384,3 +384,29 @@ class OpenVPNClient:
 
 class WrongAddress(Exception):
     """The gateway pushed another inner address than the lease's."""
+
+
+# -- the registry's builders (mnigs.methods) -----------------------------
+
+def buildGateway(context, section):
+    from mnigs.openvpn.config import serverArgv
+    from mnigs.openvpn.pki import loadOrCreateServerPKI
+
+    reactor = context.reactor
+    directory = os.path.join(context.stateDir, "openvpn")
+    pki = loadOrCreateServerPKI(directory)
+    argv = serverArgv("openvpn", section.interface, section.proto, section.port, section.pool, pki,
+                      maxClients=max(1024, context.config.terms.max_clients))
+
+    def daemon(onEvent, onExit, onReady):
+        return OpenVPNDaemon(reactor, argv, os.path.join(directory, "management.sock"),
+                             f"openvpn {section.interface}", onEvent=onEvent,
+                             onExit=onExit, onReady=onReady)
+
+    return OpenVPNGateway(daemon, context.access, pki.caPEM, section.pool, section.port,
+                          section.proto, section.interface, section.endpoint, section.dns)
+
+
+def buildClient(context, section):
+    return OpenVPNClient(context.reactor, section.interface, context.routing, context.stateDir,
+                         connectTimeout=context.config.methods.connect_timeout)

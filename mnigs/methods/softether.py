@@ -356,3 +356,20 @@ class SoftEtherClient:
                 raise ConnectFailed(f"no SoftEther session within {self.connectTimeout} s "
                                     f"(status {status})")
             yield deferLater(self.reactor, CARRIER_INTERVAL)
+
+
+# -- the registry's builders (mnigs.methods) -----------------------------
+
+def buildGateway(context, section):
+    from mnigs.softether.server import SoftEtherServer
+
+    pool = section.pool
+    tapAddress = ipaddress.ip_interface(f"{next(pool.hosts())}/{pool.prefixlen}")
+    server = SoftEtherServer(context.reactor, os.path.join(context.stateDir, "softether"),
+                             section.port, section.hub, section.bridge, tapAddress, context.netlink)
+    return SoftEtherGateway(server, context.access, pool, section.endpoint, section.dns)
+
+
+def buildClient(context, section):
+    return SoftEtherClient(context.reactor, section.nic, context.routing, context.netlink,
+                           context.stateDir, connectTimeout=context.config.methods.connect_timeout)

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mnigs.system.admission import Admission
-from mnigs.interfaces import IClientConnection, IGatewayMethod
+from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
@@ -328,6 +328,7 @@ class WireGuardConnection:
                 "address": self.config["address"]}
 
 
+@implementer(IClientMethod)
 class WireGuardClient:
     """
     The client side of C{wireguard}: one interface (kernel or
@@ -393,3 +394,29 @@ class WireGuardClient:
 
 class HandshakeTimeout(Exception):
     pass
+
+
+# -- the registry's builders (mnigs.methods) -----------------------------
+
+def buildGateway(context, section):
+    from mnigs.wireguard.device import WireGuardDevice
+
+    private, public = loadOrCreateWireGuardKey(context.stateDir)
+    gatewayAddress = next(section.pool.hosts())
+    device = WireGuardDevice(
+        context.reactor, section.interface, private, listenPort=section.port,
+        address=f"{gatewayAddress}/{section.pool.prefixlen}",
+        implementation=IMPLEMENTATIONS[section.implementation],
+        logPath=os.path.join(context.stateDir, f"{section.interface}.log"))
+    return WireGuardGateway(device, context.access, public, section.pool, section.port,
+                            section.endpoint, section.dns, clock=context.reactor,
+                            handshakeTimeout=section.handshake_timeout)
+
+
+def buildClient(context, section):
+    private, _ = loadOrCreateWireGuardKey(context.stateDir)
+    return WireGuardClient(
+        context.reactor, section.interface, private, context.routing,
+        implementation=section.implementation, keepalive=section.keepalive,
+        handshakeTimeout=context.config.methods.connect_timeout,
+        logPath=os.path.join(context.stateDir, f"{section.interface}.log"))

@@ -365,6 +365,11 @@ def _printList(candidates: list[Candidate], out) -> None:
     out.flush()
 
 
+def buildSource(context, section):
+    """The registry's builder (L{mnigs.routing}): C{[sources.babel]}."""
+    return BabelRouteSource(context.reactor, host=section.host, port=section.port)
+
+
 def main(reactor, *argv: str) -> Deferred:
     """
     The debugging CLI; see the module docstring.

@@ -10,6 +10,10 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from zope.interface import implementer
+
+from mnigs.interfaces import IRouteSource
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -41,6 +45,7 @@ class Candidate:
 HOP_METRIC = 96.0
 
 
+@implementer(IRouteSource)
 class HopScaled:
     """
     A route source whose distances are hop counts, seen in babel-like

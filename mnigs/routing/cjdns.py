@@ -87,3 +87,18 @@ def tableSnapshot(pages) -> frozenset:
             if isinstance(entry, dict):
                 rows.add((entry.get("addr"), entry.get("path")))
     return frozenset(rows)
+
+
+def buildSource(context, section):
+    """
+    The registry's builder (L{mnigs.routing}): C{[sources.cjdns]} and the
+    shared C{[cjdns]} node settings, its distances (hop counts) seen in
+    babel-like metric units.
+    """
+    from mnigs.cjdns.settings import makeAdmin
+    from mnigs.routing.candidates import HopScaled
+
+    reactor = context.reactor
+    return HopScaled(CjdnsRouteSource(
+        reactor, makeAdmin(reactor, context.config.cjdns), budget=section.budget,
+        concurrency=section.concurrency, pollInterval=section.poll_interval))

@@ -343,3 +343,9 @@ class KernelWatch:
         """
         self._machine.stop()
         return succeed(None)
+
+
+def buildSource(context, section):
+    """The registry's builder (L{mnigs.routing}): C{[sources.kernel]}."""
+    return KernelRouteSource(context.reactor, tables=tuple(section.tables),
+                             protocols=set(section.protocols) or None)

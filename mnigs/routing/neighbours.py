@@ -79,3 +79,14 @@ class StaticSource:
 
     def watch(self, onChange):
         return _NoWatch()
+
+
+def buildStatic(context, section):
+    """The registry's builder (L{mnigs.routing}): C{discovery.static}, if any."""
+    static = context.config.discovery.static
+    return StaticSource(static) if static else None
+
+
+def buildNeighbours(context, section):
+    """The registry's builder (L{mnigs.routing}): C{mesh.interfaces}' neighbours."""
+    return NeighbourSource(context.config.mesh.interfaces)

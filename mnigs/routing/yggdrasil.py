@@ -122,3 +122,17 @@ def overlaySnapshot(peersResponse, dhtResponse) -> frozenset:
     except AnswerError as e:
         raise YggdrasilError("getPeers/getDHT", str(e)) from None
     return frozenset([("peer", n.key) for n in peers] + [("dht", n.key) for n in dht])
+
+
+def buildSource(context, section):
+    """
+    The registry's builder (L{mnigs.routing}): C{[sources.yggdrasil]}, its
+    distances (hop counts) seen in babel-like metric units.
+    """
+    from mnigs.routing.candidates import HopScaled
+
+    reactor = context.reactor
+    admin = YggdrasilAdmin(reactor, section.admin, timeout=section.timeout)
+    return HopScaled(YggdrasilRouteSource(reactor, admin, budget=section.budget,
+                                          concurrency=section.concurrency,
+                                          pollInterval=section.poll_interval))

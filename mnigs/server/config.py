@@ -19,6 +19,7 @@ from mnigs.daemon.config import (
     decimalAmount,
     ConfigError,
     ConfigWarning,
+    Computed,
     Field,
     Table,
     absolutePath,
@@ -28,7 +29,6 @@ from mnigs.daemon.config import (
     ifname,
     ifnames,
     loadTOML,
-    network,
     oneOf,
     port,
     strings,
@@ -37,6 +37,7 @@ from mnigs.daemon.config import (
 from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.daemon.daemonlog import SCHEMA as LOG_SCHEMA
 from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
+from mnigs.methods import METHODS, serverSections
 from mnigs.protocol import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
@@ -50,25 +51,8 @@ def _amount(value):
     return value  # offers carry the amount as the operator wrote it
 
 
-def _pool(value):
-    net = network(value)
-    if net.num_addresses < 4:
-        raise ValueError("pool is too small: it needs room for the gateway and clients")
-    return net
-
-
 def _optionalExecutable(value):
     return executable(value) if value else ""
-
-
-def _softetherHub(value):
-    from mnigs.softether.hub import checkHubName
-    return checkHubName(value)
-
-
-def _softetherBridge(value):
-    from mnigs.softether.hub import checkBridgeName
-    return checkBridgeName(value)
 
 
 SCHEMA = {
@@ -116,44 +100,8 @@ SCHEMA = {
             "pay_to": Field(str, "", text(256)),
         },
     },
-    "methods": Table({
-        "forward": {
-            "enabled": Field(bool, True),
-        },
-        "wireguard": {
-            "enabled": Field(bool, True),
-            "interface": Field(str, "mnigs-wg0", ifname),
-            "port": Field(int, 51820, port),
-            "pool": Field(str, "100.64.0.0/22", _pool),
-            "endpoint": Field(list, [], addresses),
-            "implementation": Field(str, "auto", oneOf("auto", "kernel", "wireguard-go")),
-            "dns": Field(list, [], addresses),
-            "handshake_timeout": Field(float, 60.0, between(0, 86400)),
-        },
-        "cjdns": {
-            "enabled": Field(bool, True),
-            "pool": Field(str, "100.67.0.0/22", _pool),
-            "dns": Field(list, [], addresses),
-        },
-        "openvpn": {
-            "enabled": Field(bool, True),
-            "interface": Field(str, "mnigs-ovpn0", ifname),
-            "port": Field(int, 1194, port),
-            "proto": Field(str, "udp", oneOf("udp", "tcp")),
-            "pool": Field(str, "100.65.0.0/22", _pool),
-            "endpoint": Field(list, [], addresses),
-            "dns": Field(list, [], addresses),
-        },
-        "softether": {
-            "enabled": Field(bool, True),
-            "port": Field(int, 5555, port),
-            "hub": Field(str, "mnigs", _softetherHub),
-            "bridge": Field(str, "mnigs", _softetherBridge),
-            "pool": Field(str, "100.66.0.0/22", _pool),
-            "endpoint": Field(list, [], addresses),
-            "dns": Field(list, [], addresses),
-        },
-    }),
+    # One [methods.NAME] table per registered method (mnigs.methods).
+    "methods": Table(Computed(serverSections)),
     "cjdns": CJDNS_SCHEMA,
     "nft": {
         "table": Field(str, "mnigs", text(32)),
@@ -190,15 +138,18 @@ def loadServerConfig(path: str, warnings: list[ConfigWarning] | None = None):
     if fee.amount and not fee.currency:
         raise ConfigError(path, "terms.fee.currency", "is required when terms.fee.amount is set")
     if not config.methods:
-        raise ConfigError(path, "methods", "no method is configured: add a [methods.NAME] table (forward, wireguard, openvpn, softether, cjdns)")
+        raise ConfigError(path, "methods", f"no method is configured: add a [methods.NAME] table "
+                                           f"({', '.join(METHODS)})")
     if not any(m.enabled for m in config.methods.values()):
         raise ConfigError(path, "methods", "every method is disabled")
-    cjdns = config.methods.get("cjdns")
-    if cjdns is not None and cjdns.enabled and not config.cjdns.public_key:
-        raise ConfigError(path, "cjdns.public_key", "is required with [methods.cjdns]")
+    for name, section in config.methods.items():
+        check = METHODS[name].serverCheck
+        problem = check(config) if check is not None and section.enabled else None
+        if problem is not None:
+            raise ConfigError(path, *problem)
     # Every pool-using method's pool is IPv4 and apart from the others'.
-    order = ("wireguard", "openvpn", "softether", "cjdns")
-    pooled = [(name, config.methods[name]) for name in order if name in config.methods]
+    pooled = [(name, config.methods[name]) for name in METHODS
+              if name in config.methods and "pool" in config.methods[name]]
     for index, (name, section) in enumerate(pooled):
         if section.pool.version != 4:
             raise ConfigError(path, f"methods.{name}.pool", "must be an IPv4 network")

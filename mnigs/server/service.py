@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from mnigs.daemon.admin import makeAdminService
 from mnigs.daemon.hooks import Hooks
 from mnigs.daemon.identity import loadOrCreateKey
-from mnigs.methods.forward import ForwardGateway
+from mnigs.methods import METHODS, GatewayContext
 from mnigs.system.netlink import Netlink
 from mnigs.system.nft import NftAccess, NftRunner
 from mnigs.server.poolroutes import PoolRouting
@@ -45,66 +45,6 @@ log = Logger()
 LISTEN_BACKLOG = 1024
 
 
-def buildWireGuard(reactor, config, stateDir, access):
-    from mnigs.methods.wireguard import (
-        IMPLEMENTATIONS,
-        WireGuardGateway,
-        loadOrCreateWireGuardKey,
-    )
-    from mnigs.wireguard.device import WireGuardDevice
-
-    private, public = loadOrCreateWireGuardKey(stateDir)
-    gatewayAddress = next(config.pool.hosts())
-    device = WireGuardDevice(
-        reactor, config.interface, private, listenPort=config.port,
-        address=f"{gatewayAddress}/{config.pool.prefixlen}",
-        implementation=IMPLEMENTATIONS[config.implementation],
-        logPath=os.path.join(stateDir, f"{config.interface}.log"))
-    return WireGuardGateway(device, access, public, config.pool, config.port,
-                            config.endpoint, config.dns, clock=reactor,
-                            handshakeTimeout=config.handshake_timeout)
-
-
-def buildCjdns(reactor, config, settings, access, netlink):
-    from mnigs.cjdns.settings import makeAdmin
-    from mnigs.methods.cjdns import CjdnsGateway
-
-    return CjdnsGateway(makeAdmin(reactor, settings), access, netlink, settings.public_key,
-                        config.pool, settings.tun_interface, config.dns)
-
-
-def buildOpenVPN(reactor, config, stateDir, access, maxClients):
-    from mnigs.methods.openvpn import OpenVPNGateway
-    from mnigs.openvpn.config import serverArgv
-    from mnigs.openvpn.daemon import OpenVPNDaemon
-    from mnigs.openvpn.pki import loadOrCreateServerPKI
-
-    directory = os.path.join(stateDir, "openvpn")
-    pki = loadOrCreateServerPKI(directory)
-    argv = serverArgv("openvpn", config.interface, config.proto, config.port, config.pool, pki,
-                      maxClients=max(1024, maxClients))
-
-    def daemon(onEvent, onExit, onReady):
-        return OpenVPNDaemon(reactor, argv, os.path.join(directory, "management.sock"),
-                             f"openvpn {config.interface}", onEvent=onEvent,
-                             onExit=onExit, onReady=onReady)
-
-    return OpenVPNGateway(daemon, access, pki.caPEM, config.pool, config.port, config.proto,
-                          config.interface, config.endpoint, config.dns)
-
-
-def buildSoftEther(reactor, config, stateDir, access, netlink):
-    import ipaddress
-
-    from mnigs.methods.softether import SoftEtherGateway
-    from mnigs.softether.server import SoftEtherServer
-
-    tapAddress = ipaddress.ip_interface(f"{next(config.pool.hosts())}/{config.pool.prefixlen}")
-    server = SoftEtherServer(reactor, os.path.join(stateDir, "softether"), config.port,
-                             config.hub, config.bridge, tapAddress, netlink)
-    return SoftEtherGateway(server, access, config.pool, config.endpoint, config.dns)
-
-
 class GatewayService(MultiService):
     """
     The whole gateway.  C{self.gateway} is the machine; the rest is reachable
@@ -121,8 +61,21 @@ class GatewayService(MultiService):
         self.config = config
         self.configPath = configPath
         self.levelFilter = levelFilter
+        self.netlink = netlink
+        self.nftRunner = nftRunner
+        self.poolRouting = poolRouting
+
+    def startService(self):
+        # The state directory, keys, lease files and sockets are opened
+        # here, not by the constructor: a service can be built with a Clock.
+        self._wire()
+        super().startService()
+
+    def _wire(self):
+        reactor, config = self.reactor, self.config
         self.stateDir = ensureStateDir(config.server.state_dir)
-        self.netlink = netlink or Netlink()
+        if self.netlink is None:
+            self.netlink = Netlink()
         self.key = loadOrCreateKey(self.stateDir)
         self.book = LeaseBook(config.terms.max_clients, config.terms.lease_seconds,
                               maxPerAddress=config.terms.max_leases_per_address)
@@ -130,12 +83,12 @@ class GatewayService(MultiService):
         self.committer = GroupCommit(reactor, self.store, self.book.records, self.book.takeChanges)
         # Allow/deny over netlink, not one nft process each, unless a test
         # brought its own runner.
-        self.nftElements = NftSetElements() if nftRunner is None else None
-        self.access = NftAccess(reactor, nftRunner or NftRunner(reactor),
+        self.nftElements = NftSetElements() if self.nftRunner is None else None
+        self.access = NftAccess(reactor, self.nftRunner or NftRunner(reactor),
                                 config.uplink.interface, table=config.nft.table,
                                 elements=self.nftElements)
-        self.poolRouting = poolRouting or PoolRouting(config.routing.table,
-                                                      config.routing.rule_priority)
+        if self.poolRouting is None:
+            self.poolRouting = PoolRouting(config.routing.table, config.routing.rule_priority)
         self.methods = self._buildMethods()
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
                                      "release": config.hooks.release},
@@ -170,24 +123,10 @@ class GatewayService(MultiService):
         _Lifecycle(self).setServiceParent(self)
 
     def _buildMethods(self):
-        methods = {}
-        for name, section in self.config.methods.items():
-            if not section.enabled:
-                continue
-            if name == "forward":
-                methods[name] = ForwardGateway(self.access, self.netlink, self.config.mesh.interfaces)
-            elif name == "wireguard":
-                methods[name] = buildWireGuard(self.reactor, section, self.stateDir, self.access)
-            elif name == "cjdns":
-                methods[name] = buildCjdns(self.reactor, section, self.config.cjdns, self.access,
-                                           self.netlink)
-            elif name == "openvpn":
-                methods[name] = buildOpenVPN(self.reactor, section, self.stateDir, self.access,
-                                             self.config.terms.max_clients)
-            elif name == "softether":
-                methods[name] = buildSoftEther(self.reactor, section, self.stateDir, self.access,
-                                               self.netlink)
-        return methods
+        context = GatewayContext(self.reactor, self.config, self.stateDir, self.access,
+                                 self.netlink)
+        return {name: METHODS[name].buildGateway(context, section)
+                for name, section in self.config.methods.items() if section.enabled}
 
     def _uplinkChecks(self):
         uplink = self.config.uplink

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.history import GatewayQuality, QualityHistory
 from mnigs.client.ranking import Policy, Ranked, Seen, SwitchPolicy, deduplicate, rank, score
-from mnigs.protocol import KNOWN_METHODS, Fee, Offer
+from mnigs.protocol import Fee, Offer, knownMethods
 
 NOW = 100_000.0
 PROPERTIES = settings(derandomize=True, max_examples=300, deadline=None)
@@ -281,7 +281,7 @@ def seens(draw, gids=st.sampled_from(GIDS), minSize=0):
             offer(
                 draw(gids), available=draw(st.sampled_from([True, True, True, False])), maxClients=maxClients,
                 clients=draw(st.integers(0, maxClients + 1)), fee=draw(fees),
-                methods=tuple(draw(st.lists(st.sampled_from(KNOWN_METHODS), unique=True, min_size=1, max_size=4))),
+                methods=tuple(draw(st.lists(st.sampled_from(knownMethods()), unique=True, min_size=1, max_size=4))),
                 issuedAt=draw(st.integers(0, 3)),
             ),
             f"10.0.0.{n}", 8150, draw(distances), draw(st.one_of(st.none(), st.floats(0, 5))),
@@ -291,7 +291,7 @@ def seens(draw, gids=st.sampled_from(GIDS), minSize=0):
 
 policies = st.builds(
     Policy,
-    methods=st.lists(st.sampled_from(KNOWN_METHODS), unique=True, min_size=2, max_size=5).map(tuple),
+    methods=st.lists(st.sampled_from(knownMethods()), unique=True, min_size=2, max_size=5).map(tuple),
     acceptFees=st.sampled_from([True, True, False]),
     maxFee=st.one_of(st.none(), st.decimals(0, 20, places=2)),
     currency=st.sampled_from([None, "EUR"]),

@@ -54,12 +54,14 @@ class CjdnsWiringTests(SynchronousTestCase):
 
     def test_serverBuildsTheGatewayMethod(self):
         from mnigs.methods.cjdns import CjdnsGateway
-        from mnigs.server.service import buildCjdns
+        from mnigs.methods import METHODS, GatewayContext
 
         config = loadServerConfig(self.write(
             '[uplink]\ninterface = "up0"\n[methods.cjdns]\n'
             f'[cjdns]\npublic_key = "{KEY}"\npassword = "NONE"\n'))
-        method = buildCjdns(Clock(), config.methods.cjdns, config.cjdns, access=None, netlink=None)
+        method = METHODS["cjdns"].buildGateway(
+            GatewayContext(Clock(), config, stateDir="", access=None, netlink=None),
+            config.methods.cjdns)
         self.assertIsInstance(method, CjdnsGateway)
         self.assertEqual(method.name, "cjdns")
 

@@ -1,6 +1,6 @@
 """
 The openvpn method in the configuration files and in the gateway service:
-its keys, their checks, and what L{buildOpenVPN} makes of them.
+its keys, their checks, and what its registry entry's builder makes of them.
 """
 
 import ipaddress
@@ -18,7 +18,7 @@ from mnigs.client.config import loadClientConfig
 from mnigs.daemon.config import ConfigError
 from mnigs.protocol import certificateSHA256
 from mnigs.server.config import loadServerConfig
-from mnigs.server.service import buildOpenVPN
+from mnigs.methods import METHODS, GatewayContext
 from tests.unit.fakeprocess import FakeSpawner
 
 TOP = os.path.join(os.path.dirname(__file__), "..", "..", "..")
@@ -77,8 +77,9 @@ class BuildTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, stateDir)
         reactor = MemoryReactorClock()
         reactor.spawnProcess = FakeSpawner()
-        gateway = buildOpenVPN(reactor, config.methods.openvpn, stateDir,
-                               access=None, maxClients=32)
+        gateway = METHODS["openvpn"].buildGateway(
+            GatewayContext(reactor, config, stateDir, access=None, netlink=None),
+            config.methods.openvpn)
         with open(os.path.join(stateDir, "openvpn", "ca.pem")) as f:
             self.assertEqual(gateway.caPEM, f.read())
         self.assertEqual(gateway.offerEntry("10.251.0.3"),

@@ -1,6 +1,6 @@
 """
 The softether method in the configuration files and the services: its
-keys, their checks, and what L{buildSoftEther} makes of them.
+keys, their checks, and what its registry entry's builder makes of them.
 """
 
 import ipaddress
@@ -15,7 +15,7 @@ from mnigs.client.config import loadClientConfig
 from mnigs.daemon.config import ConfigError
 from mnigs.methods.softether import SoftEtherGateway
 from mnigs.server.config import loadServerConfig
-from mnigs.server.service import buildSoftEther
+from mnigs.methods import METHODS, GatewayContext
 from tests.unit.fakeprocess import FakeSpawner
 from tests.unit.test_softether.fakeserver import FakeNetlink
 
@@ -87,8 +87,9 @@ class BuildTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, stateDir)
         reactor = MemoryReactorClock()
         reactor.spawnProcess = FakeSpawner()
-        gateway = buildSoftEther(reactor, config.methods.softether, stateDir, access=None,
-                                 netlink=FakeNetlink())
+        gateway = METHODS["softether"].buildGateway(
+            GatewayContext(reactor, config, stateDir, access=None, netlink=FakeNetlink()),
+            config.methods.softether)
         self.assertIsInstance(gateway, SoftEtherGateway)
         server = gateway.server
         self.assertEqual((server.port, server.hub, server.tap, server.tapAddress),
