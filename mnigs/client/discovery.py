@@ -121,15 +121,44 @@ class Discovery:
         defer.DeferredList(calls + hotCalls, consumeErrors=True).addCallback(settled)
         return result
 
-    def _askAgain(self, host, port, distance, every, keep) -> defer.Deferred:
+    def watch(self, hot, usable, every=0.5) -> defer.Deferred:
+        """
+        Ask each C{(host, port)} of C{hot} every C{every} seconds, for as
+        long as it takes: fires with the first L{Seen} that C{usable}
+        accepts.  What an offline client does while it waits to scan again,
+        so that a gateway it knows is taken as soon as the mesh reaches it
+        again, not at the end of a backoff.  Cancel to stop; with nothing
+        in C{hot} it never fires.
+        """
+        own = {str(a) for a in self.ownAddresses()}
+
+        def keep(seen):
+            if not usable(seen):
+                return False
+            if not result.called:
+                result.callback(seen)
+            return True
+
+        def stopAll(_=None):
+            for call in calls:
+                call.cancel()
+
+        result = defer.Deferred(stopAll)
+        calls = [self._askAgain(host, port, math.inf, every, keep, forever=True)
+                 for host, port in dict.fromkeys(hot) if host not in own]
+        result.addBoth(lambda outcome: (stopAll(), outcome)[1])
+        return result
+
+    def _askAgain(self, host, port, distance, every, keep, forever=False) -> defer.Deferred:
         """
         Ask C{host} every C{every} seconds until one call answers or
-        C{timeout} has passed since the first (every call ends by then);
-        C{keep} gets the first answer.  Fires with None; cancelling
-        it cancels the calls out.
+        C{timeout} has passed since the first (every call ends by then),
+        or, C{forever}, until an answer is kept; C{keep(seen)} gets the
+        answers, and returns C{False} to go on asking.  Fires with None;
+        cancelling it cancels the calls out.
         """
         candidate = Candidate(ipaddress.ip_address(host), distance, "recent")
-        deadline = self.reactor.seconds() + self.timeout
+        deadline = None if forever else self.reactor.seconds() + self.timeout
         out = []
         nextCall = []
 
@@ -147,16 +176,15 @@ class Discovery:
             out.remove(call)
             if done.called:
                 return
-            if seen is not None:
-                keep(seen)
+            if seen is not None and keep(seen) is not False:
                 finish()
             elif not out and not any(d.active() for d in nextCall):
                 finish()  # the last try came back empty
 
         def ask():
             del nextCall[:]
-            remaining = deadline - self.reactor.seconds()
-            if every < remaining:
+            remaining = self.timeout if forever else deadline - self.reactor.seconds()
+            if forever or every < remaining:
                 nextCall.append(self.reactor.callLater(every, ask))
             call = self.probe(candidate, port, timeout=remaining)
             out.append(call)

@@ -196,6 +196,17 @@ class ClientEffects:
         self.recent = dict((where, when) for when, where in fresh[:self.RECENT_MAX])
         return list(self.recent)
 
+    #: How many of the gateways met lately a waiting client keeps asking.
+    WATCHED = 4
+
+    def watchRecent(self):
+        """
+        While the client waits to scan again: the gateways met lately (the
+        latest L{WATCHED}) asked every 0.5 s; fires once one of them
+        offers something usable.
+        """
+        return self.discovery.watch(self.recentGateways()[:self.WATCHED], self._usable)
+
     def _remember(self, seen):
         now = self.reactor.seconds()
         for item in seen:

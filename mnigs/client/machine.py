@@ -85,6 +85,12 @@ class IClientEffects(Interface):
     waits for.
     """
 
+    def watchRecent():
+        """
+        Deferred[Seen]: fires once a gateway met lately offers something
+        usable again (asked every 0.5 s); cancellable, never fails.
+        """
+
     def scan(early=False):
         """
         Discover and rank gateways: Deferred[list of Ranked].  C{early}:
@@ -264,10 +270,14 @@ class Verifying:
 @dataclass
 class Waiting:
     call: IDelayedCall
+    #: the gateways met lately, asked while we wait (L{IClientEffects.watchRecent})
+    watch: defer.Deferred | None = None
 
     def cancel(self):
         if self.call.active():
             self.call.cancel()
+        if self.watch is not None and not self.watch.called:
+            self.watch.cancel()
 
 
 class Client(Protocol):
@@ -473,8 +483,19 @@ def search(client: Client, core: ClientCore, *args) -> Searching:
 
 
 def scheduleRetry(client: Client, core: ClientCore, reason: str) -> Waiting:
-    "Entering waiting: retry after the backoff delay."
-    return Waiting(core.clock.callLater(core.backoff.next(), client.retry))
+    """
+    Entering waiting: retry after the backoff delay, or as soon as a
+    gateway met lately answers again.
+    """
+    waiting = Waiting(core.clock.callLater(core.backoff.next(), client.retry))
+    waiting.watch = core.effects.watchRecent()
+
+    def answered(seen):
+        core.log.info("{gateway} answers again; searching", gateway=seen.offer.name or seen.host)
+        client.retry()
+
+    waiting.watch.addCallbacks(answered, lambda f: f.trap(defer.CancelledError))
+    return waiting
 
 
 def _register(client: Client, core: ClientCore, pending: Pending) -> None:

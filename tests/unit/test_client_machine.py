@@ -53,6 +53,12 @@ class RecordingEffects:
         self.pending[event[0]] = d
         return d
 
+    def watchRecent(self):
+        # Not an event of its own: the tests fire it through self.watches.
+        d = defer.Deferred()
+        self.watches = getattr(self, "watches", []) + [d]
+        return d
+
     def scan(self, early=False):
         self.scanEarly = early
         return self._op("scan")
@@ -241,6 +247,24 @@ class ClientMachineTests(SynchronousTestCase):
         self.assertTrue(connecting.called)  # cancelled, and the cancellation swallowed
         self.assertEqual(self.effects.events[-1], ("unregister", "A", "wireguard"))
         self.assertEqual(self.state(), "stopped")
+
+    def test_aRecentGatewayAnsweringEndsTheWait(self):
+        """
+        While waiting, the gateways met lately are watched: one answering
+        again ends the backoff at once (a new scan), and the watch of a
+        wait that ended otherwise is cancelled.
+        """
+        self.client.start()
+        self.effects.fire("scan", [])
+        self.assertEqual(self.state(), "waiting")
+        [watch] = self.effects.watches
+        watch.callback(ranked("A", "10.0.0.1").seen)
+        self.assertEqual(self.state(), "searching")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.effects.fire("scan", [])
+        self.clock.advance(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds())
+        self.assertEqual(self.state(), "searching")  # the backoff ended this wait
+        self.assertTrue(self.effects.watches[1].called)  # cancelled
 
     def test_stopWhileWaitingCancelsTimer(self):
         self.client.start()

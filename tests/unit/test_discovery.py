@@ -226,3 +226,50 @@ class RecentGatewayTests(SynchronousTestCase):
         self.failureResultOf(d, defer.CancelledError)
         self.assertTrue(all(call.called for call in self.hotCalls("10.9.9.9")))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class WatchTests(SynchronousTestCase):
+    """
+    A waiting client's watch of the gateways met lately: asked every
+    C{every} seconds for as long as it takes, the first usable answer
+    ends it.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.rpc = FakeRPC()
+        self.discovery = Discovery(self.clock, self.rpc, timeout=2.0)
+
+    def test_askedUntilAUsableAnswer(self):
+        unusable, _ = makeOffer()
+        usable, _ = makeOffer()
+        d = self.discovery.watch([("10.9.9.1", 8150), ("10.9.9.2", 8150)],
+                                 usable=lambda seen: seen.offer.raw is usable, every=0.5)
+        for _ in range(10):  # 5 s: far past any single call's timeout
+            for host, call in self.rpc.calls:
+                if not call.called:
+                    call.errback(ConnectionRefusedError())
+            self.clock.advance(0.5)
+        self.assertNoResult(d)
+        self.assertEqual(len(self.rpc.calls), 22)  # both, at 0, 0.5, ... 5.0 s
+        calls = [call for host, call in self.rpc.calls if not call.called]
+        calls[0].callback(unusable)  # 10.9.9.1 answers, but nothing usable: go on
+        self.assertNoResult(d)
+        calls[1].callback(usable)
+        self.assertIs(self.successResultOf(d).offer.raw, usable)
+        self.assertTrue(all(call.called for host, call in self.rpc.calls))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelStopsAsking(self):
+        d = self.discovery.watch([("10.9.9.1", 8150)], usable=lambda seen: True)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(all(call.called for host, call in self.rpc.calls))
+
+    def test_nothingToWatchNeverFires(self):
+        d = self.discovery.watch([], usable=lambda seen: True)
+        self.clock.advance(60)
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
