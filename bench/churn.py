@@ -36,7 +36,9 @@ gateways usable:
      death schedule).
   2. back to back: --series deaths of the serving gateway, each 3-6 s
      after the previously killed gateway came back.
-  3. uplink cut: the serving gateway's up0 goes down (mesh fine): outage
+  3. uplink cut (once every gateway reaches the client again: babel's routes
+     can exist and still lead through a gateway that only just came back):
+     the serving gateway's up0 goes down (mesh fine): outage
      until the client is online through the other gateway.
 
 For the post-mortem the daemons log with microsecond timestamps
@@ -456,7 +458,22 @@ def backToBack(rng, count, nodes, client, stream, watchers):
     return outages, records
 
 
+def pathsBothWays(clientNode, gateways, timeout=60.0):
+    """
+    Wait until every gateway reaches the client's node address (a ping from
+    the gateway): babel's routes can exist and still lead through a
+    gateway that has only just come back, and a measurement started then
+    measures babel, not mnigs.
+    """
+    def reachable():
+        return all(gw.run(["ping", "-n", "-c", "1", "-W", "1", clientNode.address],
+                          check=False).returncode == 0 for gw in gateways)
+
+    waitUntil(reachable, timeout, interval=0.5, message="every gateway reaching the client")
+
+
 def uplinkCut(nodes, client, stream, watchers):
+    pathsBothWays(nodes["client"], [nodes["gwA"], nodes["gwB"]])
     waitOnline(client, stream, watchers)
     victim = nodes[clientGateway(client)]
     cutUplink(victim)
