@@ -515,8 +515,11 @@ class Renewal:
     """
     Renews the lease at half its lifetime; a 1003/1004 answer means the
     gateway forgot us: register again.  Transport failures are retried
-    (the health probes decide whether the gateway is gone).
+    (the health probes decide whether the gateway is gone) after
+    C{RETRY_SECONDS}.
     """
+
+    RETRY_SECONDS = 5.0
 
     def __init__(self, reactor, rpc, session: Session, reports: ISessionReports):
         self.reactor = reactor
@@ -532,6 +535,9 @@ class Renewal:
     def _schedule(self, lifetime):
         self.call = self.reactor.callLater(max(1.0, lifetime / 2), self._renew)
 
+    def _retry(self):
+        self.call = self.reactor.callLater(self.RETRY_SECONDS, self._renew)
+
     def _renew(self):
         lease, step = self.session.lease, self.session.step
         self.pending = self.rpc.call(step.host, step.port, "gateway.renew",
@@ -541,7 +547,7 @@ class Renewal:
     def _renewed(self, answer):
         expires = answer.get("expires_in") if isinstance(answer, dict) else None
         if type(expires) is not int or expires <= 0:
-            return self._schedule(5.0)
+            return self._retry()
         self.session.lease["expires_at"] = self.reactor.seconds() + expires
         self._schedule(expires)
 
@@ -551,7 +557,7 @@ class Renewal:
         if failure.check(RPCError) and failure.value.code in (UNKNOWN_LEASE, WRONG_TOKEN):
             self.reports.leaseLost(self.session, f"the gateway no longer knows our lease ({failure.value.code})")
             return
-        self._schedule(5.0)
+        self._retry()
 
     def stop(self):
         if self.call is not None and self.call.active():

@@ -14,9 +14,8 @@ from mnigs.client.effects import Renewal
 from mnigs.protocol import RATE_LIMITED, UNKNOWN_LEASE, WRONG_TOKEN, RPCError
 from mnigs.rpc.client import RPCTransportError
 
-#: How soon a renewal that got no usable answer is tried again.  (Renewal
-#: schedules it as a lease of 5 s, renewed at half its life.)
-RETRY = 2.5
+#: How soon a renewal that got no usable answer is tried again.
+RETRY = Renewal.RETRY_SECONDS
 
 
 class ScriptedRPC:
