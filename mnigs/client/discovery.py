@@ -12,6 +12,7 @@ sockets a scan may hold open.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 
@@ -225,10 +226,15 @@ class Discovery:
 
 
 def _bestPerGateway(found):
-    best = {}
+    """
+    One L{Seen} per gateway id, nearest first: the nearest address, with
+    the gateway's other addresses in C{others}.
+    """
+    byGateway = {}
     for seen in found:
-        gid = seen.offer.gatewayId
-        current = best.get(gid)
-        if current is None or (seen.distance, seen.rtt or 0) < (current.distance, current.rtt or 0):
-            best[gid] = seen
-    return sorted(best.values(), key=lambda s: (s.distance, s.rtt or 0, s.offer.gatewayId))
+        byGateway.setdefault(seen.offer.gatewayId, {}).setdefault((seen.host, seen.port), seen)
+    best = []
+    for places in byGateway.values():
+        nearest = sorted(places.values(), key=lambda s: (s.distance, s.rtt or 0, s.host))
+        best.append(dataclasses.replace(nearest[0], others=tuple(nearest[1:])))
+    return sorted(best, key=lambda s: (s.distance, s.rtt or 0, s.offer.gatewayId))

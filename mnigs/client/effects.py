@@ -15,7 +15,7 @@ from zope.interface import implementer
 from mnigs.routing.candidates import Candidate
 from mnigs.client.health import ProbeTargets, firstAnswer
 from mnigs.client.machine import IClientEffects, ISessionReports, Session
-from mnigs.client.plan import buildPlan
+from mnigs.client.plan import LeaseRejected, buildPlan
 from mnigs.client.ranking import rank
 from mnigs.protocol import (
     BAD_PROOF,
@@ -33,12 +33,6 @@ log = Logger()
 
 #: Seconds between probe rounds while a new tunnel is verified.
 VERIFY_INTERVAL = 0.1
-
-
-class LeaseRejected(Exception):
-    """
-    A register answer the client does not use; the message says why.
-    """
 
 
 def checkLease(answer, now, offer, clientId: str, method: str, agrees=None) -> dict:

@@ -9,9 +9,17 @@ the next gateway.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mnigs.protocol import METHOD_UNAVAILABLE, UNKNOWN_LEASE, WRONG_TOKEN, RPCError
+
+
+class LeaseRejected(Exception):
+    """
+    A register answer the client does not use; the message says why.  The
+    answer was not the gateway's own (not signed by its key, or not what
+    its offer pins), so the gateway is tried at its other addresses.
+    """
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,23 @@ class Attempt:
         error = failure.value if hasattr(failure, "value") else failure
         if isinstance(error, RPCError) and error.code in (METHOD_UNAVAILABLE, UNKNOWN_LEASE, WRONG_TOKEN):
             return self.nextMethod()
+        if isinstance(error, LeaseRejected):
+            return self.otherAddress() or self.nextGateway()
         return self.nextGateway()
+
+    def otherAddress(self) -> "Attempt | None":
+        """
+        The same gateway and method at the gateway's next other address
+        (L{Seen.others}), tried next; None if it has none.
+        """
+        step = self.step
+        others = step.ranked.seen.others
+        if not others:
+            return None
+        seen = replace(others[0], others=others[1:])
+        moved = Step(replace(step.ranked, seen=seen), step.method)
+        steps = self.steps[:self.index + 1] + (moved,) + self.steps[self.index + 1:]
+        return Attempt(steps, self.index + 1)
 
 
 def buildPlan(ranked, canUse=lambda ranked, method: True, exclude=frozenset()) -> Attempt | None:

@@ -70,6 +70,9 @@ class Seen:
     @ivar host: the address the gateway answered on.
     @ivar distance: the route source's metric to C{host}.
     @ivar rtt: the round trip of the C{gateway.info} call, in seconds.
+    @ivar others: the same gateway seen at its other addresses, nearest
+        first (the client tries them when the answer at C{host} is not the
+        gateway's own: a nearer node replaying its offer).
     """
 
     offer: Offer
@@ -77,6 +80,7 @@ class Seen:
     port: int
     distance: float
     rtt: float | None = None
+    others: tuple = ()
 
 
 @dataclass(frozen=True)

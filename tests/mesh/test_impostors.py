@@ -137,7 +137,8 @@ class ImpostorTests(DaemonMeshTestCase):
         client - rogue, and client - r1 - gw: the rogue is nearer and
         answers gateway.info with gw's real signed offer, and register with
         a lease of its own (its WireGuard key and endpoint).  The client,
-        pinned to gw, refuses the lease, says why, and sends the rogue no
+        pinned to gw, refuses that lease and says why, tries gw at gw's own
+        (farther) address and goes online there, and sends the rogue no
         WireGuard packet and nothing to forward.
         """
         m = self.mesh
@@ -156,25 +157,19 @@ class ImpostorTests(DaemonMeshTestCase):
         })
         server = Rogue(rogue, 8150, gw.address, "replay")
         c = self.clientProcess(client, policy={"pinned": [gid], "switch_hold": 3600.0}).start()
-
-        def refused():
-            reason = c.status().get("reason", "")
-            return "signature does not verify" in reason
-        try:
-            waitUntil(refused, 40, interval=0.2, message="the rogue's lease refused")
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{c.status()}\n{c.logTail()}") from None
-        status = c.status()
+        status = c.waitState("online", 40, gateway="gw")
         rogueAddresses = {rogue.address} | {a.split("/")[0]
                                             for a in rogue.interfaceAddresses.values()}
-        self.assertTrue(any(f"with gw ({a})" in status["reason"] for a in rogueAddresses),
-                        status["reason"])
-        self.assertNotEqual(status["state"], "online")
+        self.assertNotIn(status["current"]["host"], rogueAddresses)
         self.assertGreaterEqual(server.calls().get("gateway.register", 0), 1)
         with open(c.logPath) as f:
             log = f.read()
         self.assertIn("lease refused: lease signature does not verify with the key of the offer",
                       log)
+        self.assertTrue(any(f"with gw ({a})" in log for a in rogueAddresses), c.logTail())
+        # ... and in its status: the transition away from the rogue's answer.
+        self.assertIn("lease signature does not verify", json.dumps(status["transitions"]))
+        self.assertTrue(client.ping(INTERNET_HOST))
         self.assertEqual((packets(rogue, "count", "wireguard"),
                           packets(rogue, "count", "forwarded")), (0, 0))
 

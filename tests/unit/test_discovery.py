@@ -273,3 +273,21 @@ class WatchTests(SynchronousTestCase):
         self.assertNoResult(d)
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
+
+
+class OtherAddressesTests(SynchronousTestCase):
+    def test_theGatewaysOtherAddressesAreKept(self):
+        """
+        One result per gateway, the nearest address, and its other
+        addresses nearest first: a refused lease at the nearest (a node
+        replaying the offer) moves the client to the next of them.
+        """
+        clock, rpc = Clock(), FakeRPC()
+        discovery = Discovery(clock, rpc, concurrency=8, timeout=1.0)
+        offer, _ = makeOffer()
+        d = discovery.scan(candidates(3))
+        for host, call in rpc.calls:
+            call.callback(offer)
+        [seen] = self.successResultOf(d)
+        self.assertEqual((seen.host, [o.host for o in seen.others]),
+                         ("10.0.0.2", ["10.0.0.3", "10.0.0.4"]))

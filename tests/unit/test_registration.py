@@ -8,6 +8,7 @@ OfferMaker on the gateway's side, a scripted RPC client.
 """
 
 import copy
+import dataclasses
 import types
 
 from hypothesis import given, settings, strategies as st
@@ -21,6 +22,7 @@ from mnigs import protocol
 from mnigs.client.effects import ClientEffects, LeaseRejected, OfferWatch, checkLease
 from mnigs.client.machine import Session
 from mnigs.client.plan import Attempt, Step
+from mnigs.client.ranking import Ranked, Seen
 from mnigs.daemon.config import Section
 from mnigs.methods.forward import ForwardClient
 from mnigs.methods.openvpn import OpenVPNClient
@@ -92,7 +94,7 @@ def lease(n=1, peer=GATEWAY_WG, method="wireguard"):
 
 
 def stepFor(offer, method="wireguard", host=HOST):
-    seen = types.SimpleNamespace(offer=verifyOffer(offer), host=host, port=8150)
+    seen = types.SimpleNamespace(offer=verifyOffer(offer), host=host, port=8150, others=())
     ranked = types.SimpleNamespace(seen=seen, usable=True, methods=(method,))
     return Step(ranked, method)
 
@@ -169,6 +171,27 @@ class RegisterTests(SynchronousTestCase):
     def test_refusedLeaseMovesToTheNextGateway(self):
         why = self.refusal(lambda params: {"lease": {}})
         attempt = Attempt((self.step,))
+        self.assertIsNone(attempt.afterRegisterFailure(why))
+
+    def test_refusedLeaseTriesTheGatewaysOtherAddressFirst(self):
+        """
+        A nearer node replaying the gateway's offer answers register with a
+        lease of its own: refused, then the same gateway is tried at its
+        other address, before any other gateway.
+        """
+        why = self.refusal(lambda params: {"lease": {}})
+        real = types.SimpleNamespace(offer=self.step.seen.offer, host="10.0.0.77", port=8150,
+                                     distance=9.0, rtt=0.01, others=())
+        seen = dataclasses.replace(Seen(self.step.seen.offer, self.step.host, 8150, 1.0),
+                                   others=(Seen(real.offer, real.host, 8150, 9.0),))
+        step = Step(Ranked(seen, 0.1, True, "", ("wireguard",), ""), "wireguard")
+        other = Step(Ranked(Seen(real.offer, "10.0.0.99", 8150, 5.0), 0.2, True, "",
+                            ("wireguard",), ""), "wireguard")
+        attempt = Attempt((step, other)).afterRegisterFailure(why)
+        self.assertEqual((attempt.step.host, attempt.step.method), ("10.0.0.77", "wireguard"))
+        self.assertEqual(attempt.step.ranked.seen.others, ())
+        # Refused there too: no address left, so the next step (here a
+        # step of the same gateway id at a third address) is skipped.
         self.assertIsNone(attempt.afterRegisterFailure(why))
 
     def test_staleNonceRetriedOnceWithAFreshOffer(self):
