@@ -51,7 +51,6 @@ import math
 import os
 import secrets
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -63,6 +62,7 @@ from bench._common import keepLogs, progress, unwindOnSignals
 from bench._rpcwire import clientId
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment
 from tests.mesh.harness import Mesh, missingForNamespaces
+from tests.mesh.spoof import datagram
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
@@ -177,25 +177,6 @@ def summarise(calls):
 
 # -- spoofing -------------------------------------------------------------------
 
-def _checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def spoofedDatagram(source, destination, port, payload):
-    """An IPv4/UDP packet with any source address (for an IPPROTO_RAW socket)."""
-    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64,
-                         socket.IPPROTO_UDP, 0, ipaddress.ip_address(source).packed,
-                         ipaddress.ip_address(destination).packed)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
-    return header + udp
-
-
 def spoof(nodes, sources):
     """
     From the attacker (no lease), SPOOF_PACKETS UDP datagrams to the
@@ -215,7 +196,7 @@ def spoof(nodes, sources):
         for label, source in sources.items():
             marker = f"spoof {label} {secrets.token_hex(4)}".encode()
             for _ in range(SPOOF_PACKETS):
-                sender.sendto(spoofedDatagram(source, inet.address, SPOOF_PORT, marker),
+                sender.sendto(datagram(source, inet.address, SPOOF_PORT, marker),
                               (inet.address, 0))
                 time.sleep(0.002)
             time.sleep(0.5)
