@@ -95,9 +95,8 @@ class Discovery:
 
         calls = [semaphore.run(probe, candidate, port) for candidate in ordered for port in self.ports]
         distances = {str(c.address): c.distance for c in ordered}
-        own = {str(a) for a in self.ownAddresses()}
         hotCalls = [self._askAgain(host, port, distances.get(host, math.inf), retry, keep)
-                    for host, port in dict.fromkeys(hot) if host not in own]
+                    for host, port in self._notOwn(hot)]
         ended = []
 
         def stopCalls():
@@ -131,8 +130,6 @@ class Discovery:
         again, not at the end of a backoff.  Cancel to stop; with nothing
         in C{hot} it never fires.
         """
-        own = {str(a) for a in self.ownAddresses()}
-
         def keep(seen):
             if not usable(seen):
                 return False
@@ -146,9 +143,15 @@ class Discovery:
 
         result = defer.Deferred(stopAll)
         calls = [self._askAgain(host, port, math.inf, every, keep, forever=True)
-                 for host, port in dict.fromkeys(hot) if host not in own]
+                 for host, port in self._notOwn(hot)]
         result.addBoth(lambda outcome: (stopAll(), outcome)[1])
         return result
+
+    def _notOwn(self, hot):
+        """C{hot} without repeats and without the node's own addresses."""
+        own = {ipaddress.ip_address(a) for a in self.ownAddresses()}
+        return [(host, port) for host, port in dict.fromkeys(hot)
+                if ipaddress.ip_address(host) not in own]
 
     def _askAgain(self, host, port, distance, every, keep, forever=False) -> defer.Deferred:
         """
