@@ -204,7 +204,8 @@ class ClientEffects:
     def _remember(self, seen):
         now = self.reactor.seconds()
         for item in seen:
-            self.recent[(item.host, item.port)] = now
+            for place in (item,) + item.others:  # every address the gateway answered on
+                self.recent[(place.host, place.port)] = now
         return seen
 
     def _rank(self, seen):

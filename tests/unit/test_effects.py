@@ -256,7 +256,7 @@ class InnerRouteTests(EffectsTestCase):
 
 class RecentGatewaysTests(EffectsTestCase):
     def test_latestFirstBoundedAndForgotten(self):
-        seen = [types.SimpleNamespace(host=f"10.0.0.{i}", port=8150) for i in range(20)]
+        seen = [types.SimpleNamespace(host=f"10.0.0.{i}", port=8150, others=()) for i in range(20)]
         for item in seen:
             self.effects._remember([item])
             self.clock.advance(1)
