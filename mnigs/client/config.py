@@ -149,6 +149,12 @@ SCHEMA = {
     "admin": {
         "socket": Field(str, "/run/mnigs-client/admin.sock", absolutePath),
     },
+    # The status listener (mnigs.web): the status page and /metrics.
+    "web": {
+        "enabled": Field(bool, False),
+        "listen": Field(list, ["127.0.0.1", "::1"], addresses),
+        "port": Field(int, 8152, port),
+    },
     "log": LOG_SCHEMA,
     "manhole": {
         "enabled": Field(bool, False),

@@ -139,12 +139,22 @@ class ClientService(MultiService):
                                       config.discovery.rescan_interval), self.effects)
         makeAdminService(reactor, config.admin.socket,
                          {"status": self.agent.describe}).setServiceParent(self)
+        if config.web.enabled:
+            self._webService().setServiceParent(self)
         if config.manhole.enabled:
             from mnigs.daemon.manhole import makeManholeService
             makeManholeService(reactor, config.manhole.socket,
                                {"service": self, "agent": self.agent, "history": self.history,
                                 "effects": self.effects, "config": config}).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
+
+    def _webService(self):
+        from mnigs.web.placeholder import StatusJSON
+        from mnigs.web.site import makeWebService
+
+        web = self.config.web
+        return makeWebService(self.reactor, web.listen, web.port,
+                              {b"": StatusJSON(self.agent.describe)})
 
     def reloader(self):
         from mnigs.client.config import loadClientConfig

@@ -118,6 +118,12 @@ SCHEMA = {
     "admin": {
         "socket": Field(str, "/run/mnigs-server/admin.sock", absolutePath),
     },
+    # The status listener (mnigs.web): the status page and /metrics.
+    "web": {
+        "enabled": Field(bool, False),
+        "listen": Field(list, ["127.0.0.1", "::1"], addresses),
+        "port": Field(int, 8151, port),
+    },
     "hooks": {
         "register": Field(str, "", _optionalExecutable),
         "release": Field(str, "", _optionalExecutable),

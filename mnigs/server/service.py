@@ -113,6 +113,8 @@ class GatewayService(MultiService):
         makeAdminService(reactor, config.admin.socket,
                          {"status": self.gateway.describe, "drain": self.drain}
                          ).setServiceParent(self)
+        if config.web.enabled:
+            self._webService().setServiceParent(self)
         if config.manhole.enabled:
             from mnigs.daemon.manhole import makeManholeService
             makeManholeService(reactor, config.manhole.socket,
@@ -121,6 +123,14 @@ class GatewayService(MultiService):
                                 "methods": self.methods, "config": config}
                                ).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
+
+    def _webService(self):
+        from mnigs.web.placeholder import StatusJSON
+        from mnigs.web.site import makeWebService
+
+        web = self.config.web
+        return makeWebService(self.reactor, web.listen, web.port,
+                              {b"": StatusJSON(self.gateway.describe)})
 
     def _buildMethods(self):
         context = GatewayContext(self.reactor, self.config, self.stateDir, self.access,
