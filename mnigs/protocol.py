@@ -51,6 +51,8 @@ MAX_LEASE_SECONDS = 7 * 24 * 3600
 MAX_ID = 128
 #: At most this many probe targets in an offer (the server offers its first).
 MAX_PROBES = 8
+#: At most this many mesh addresses in an offer's C{addresses}.
+MAX_ADDRESSES = 16
 MAX_NONCE = 128
 
 
@@ -295,6 +297,8 @@ class Offer:
     probe: tuple[str, ...] = ()
     #: What a registration proof signs (see L{signRegistration}).
     nonce: str = ""
+    #: The gateway's mesh addresses (C{addresses}): where else it answers.
+    addresses: tuple[str, ...] = ()
 
     @property
     def load(self) -> float:
@@ -396,7 +400,8 @@ def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[
         checked = _checkMethodEntry(entry)
         if checked is not None:
             known.append(checked)
-    probe = _checkProbe(offer.get("probe"))
+    probe = _checkAddresses(offer.get("probe"), "probe", MAX_PROBES)
+    addresses = _checkAddresses(offer.get("addresses"), "addresses", MAX_ADDRESSES)
     _need(_isInt(offer.get("issued_at"), 0, 2**40), "issued_at must be a timestamp")
     nonce = offer.get("nonce")
     _need(isinstance(nonce, str) and 0 < len(nonce) <= MAX_NONCE and nonce.isascii()
@@ -408,28 +413,31 @@ def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[
         leaseSeconds=terms["lease_seconds"], fee=fee,
         bandwidthDown=down, bandwidthUp=up, methods=tuple(known),
         issuedAt=offer["issued_at"], raw=offer, probe=probe, nonce=nonce,
+        addresses=addresses,
     )
 
 
-def _checkProbe(probe) -> tuple[str, ...]:
+def _checkAddresses(value, field: str, limit: int) -> tuple[str, ...]:
     """
-    The offer's optional C{probe} list: literal unicast addresses a client
-    may ping through its tunnel, normalised.  Loopback, link-local,
-    multicast and unspecified addresses never mean "the Internet".
+    An offer's optional list of addresses (C{probe}: what a client may
+    ping through its tunnel; C{addresses}: the gateway's mesh addresses):
+    literal unicast addresses, normalised, without repeats.  Loopback,
+    link-local, multicast and unspecified addresses are refused: none is
+    the Internet, nor a place another node can reach.
     """
-    if probe is None:
+    if value is None:
         return ()
-    _need(isinstance(probe, list) and len(probe) <= MAX_PROBES,
-          f"probe must be a list of at most {MAX_PROBES} addresses")
+    _need(isinstance(value, list) and len(value) <= limit,
+          f"{field} must be a list of at most {limit} addresses")
     checked = []
-    for entry in probe:
-        _need(isinstance(entry, str) and len(entry) <= 64, "probe entries must be address text")
+    for entry in value:
+        _need(isinstance(entry, str) and len(entry) <= 64, f"{field} entries must be address text")
         try:
             address = ipaddress.ip_address(entry)
         except ValueError:
-            raise OfferRejected(f"probe entry {entry[:64]!r} is not an IP address") from None
+            raise OfferRejected(f"{field} entry {entry[:64]!r} is not an IP address") from None
         _need(not (address.is_loopback or address.is_link_local or address.is_multicast
-                   or address.is_unspecified), f"probe address {address} is not a unicast address")
+                   or address.is_unspecified), f"{field} address {address} is not a unicast address")
         if str(address) not in checked:
             checked.append(str(address))
     return tuple(checked)

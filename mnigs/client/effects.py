@@ -131,7 +131,7 @@ class ClientEffects:
         self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
         self.lastSeen = []
-        self.recent = {}  # (host, port) -> when a scan last heard that gateway
+        self.recent = {}  # gateway id -> (when a scan last heard it, [(host, port), ...])
 
     def wire(self, reports: ISessionReports) -> None:
         """
@@ -174,21 +174,29 @@ class ClientEffects:
         return rank([seen], self.policy, self.history, self.reactor.seconds())[0].usable
 
     #: Gateways met in the last RECENT_SECONDS, at most RECENT_MAX of
-    #: them, are asked again and again by an offline client's scans.
+    #: them, are asked again and again by an offline client's scans, at
+    #: most RECENT_ADDRESSES addresses in all.
     RECENT_SECONDS = 600.0
     RECENT_MAX = 16
+    RECENT_ADDRESSES = 48
 
-    def recentGateways(self):
+    def recentGateways(self, gateways=None):
         """
-        C{(host, port)} of the gateways scans met lately, latest first:
-        what an offline client keeps asking while the mesh relearns its
-        routes (L{Discovery.scan}'s C{hot}).
+        C{(host, port)} of the gateways scans met lately, latest first, and
+        each at every address it answered on or its offer lists (nearest
+        first): what an offline client keeps asking while the mesh relearns
+        its routes (L{Discovery.scan}'s C{hot}).  A gateway that has just
+        come back has no route to its node address for a few hello
+        intervals, but its address on a neighbour's link is in that
+        neighbour's connected subnet (L{mnigs.server.meshaddresses}).
+        C{gateways}: only the latest that many gateways.
         """
         now = self.reactor.seconds()
-        fresh = sorted(((when, where) for where, when in self.recent.items()
-                        if now - when <= self.RECENT_SECONDS), reverse=True)
-        self.recent = dict((where, when) for when, where in fresh[:self.RECENT_MAX])
-        return list(self.recent)
+        fresh = sorted(((when, gid, places) for gid, (when, places) in self.recent.items()
+                        if now - when <= self.RECENT_SECONDS), reverse=True)[:self.RECENT_MAX]
+        self.recent = {gid: (when, places) for when, gid, places in fresh}
+        hot = list(dict.fromkeys(place for _, _, places in fresh[:gateways] for place in places))
+        return hot[:self.RECENT_ADDRESSES]
 
     #: How many of the gateways met lately a waiting client keeps asking.
     WATCHED = 4
@@ -196,16 +204,17 @@ class ClientEffects:
     def watchRecent(self):
         """
         While the client waits to scan again: the gateways met lately (the
-        latest L{WATCHED}) asked every 0.5 s; fires once one of them
-        offers something usable.
+        latest L{WATCHED}) asked every 0.5 s at each of their addresses;
+        fires once one of them offers something usable.
         """
-        return self.discovery.watch(self.recentGateways()[:self.WATCHED], self._usable)
+        return self.discovery.watch(self.recentGateways(self.WATCHED), self._usable)
 
     def _remember(self, seen):
         now = self.reactor.seconds()
         for item in seen:
-            for place in (item,) + item.others:  # every address the gateway answered on
-                self.recent[(place.host, place.port)] = now
+            places = [(place.host, place.port) for place in (item,) + item.others]
+            places += [(address, item.port) for address in item.offer.addresses]
+            self.recent[item.offer.gatewayId] = (now, list(dict.fromkeys(places)))
         return seen
 
     def _rank(self, seen):

@@ -29,6 +29,7 @@ from mnigs.rpc.server import makeSite
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit, LeaseFile
 from mnigs.server.machine import GatewayCore, makeGateway
+from mnigs.server.meshaddresses import MeshAddresses
 from mnigs.server.offer import OfferMaker, termsFromConfig
 from mnigs.server.ratelimit import RateLimiter
 from mnigs.server.registry import Registry
@@ -96,7 +97,9 @@ class GatewayService(MultiService):
         self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
         self.offers = OfferMaker(reactor, self.key, config.server.name,
                                  termsFromConfig(config.terms), list(self.methods.values()),
-                                 probe=config.uplink.probe)
+                                 probe=config.uplink.probe,
+                                 addresses=MeshAddresses(reactor, self.netlink.linkAddresses,
+                                                         self._notMesh, config.rpc.listen))
         self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
                                                self._clearDataPath, reactor))
         self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit,
@@ -131,6 +134,12 @@ class GatewayService(MultiService):
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
                               {b"": StatusJSON(self.gateway.describe)})
+
+    def _notMesh(self):
+        """The interfaces whose addresses no client reaches: uplink, tunnels."""
+        tunnels = [name for method in self.methods.values()
+                   for name in method.tunnelInterfaces()]
+        return [self.config.uplink.interface] + tunnels
 
     def _buildMethods(self):
         context = GatewayContext(self.reactor, self.config, self.stateDir, self.access,

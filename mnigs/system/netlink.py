@@ -172,6 +172,12 @@ class Netlink:
         return [ipaddress.ip_interface(f"{local}/{prefixlen}")
                 for _, local, _, prefixlen in self._addrs(index=self._index(name))]
 
+    def linkAddresses(self) -> list[tuple[str, IPInterface]]:
+        """Every address of every link, as C{(link name, address/prefix)}."""
+        names = self._names()
+        return [(names.get(index, ""), ipaddress.ip_interface(f"{local}/{prefixlen}"))
+                for index, local, _, prefixlen in self._addrs()]
+
     def localAddresses(self) -> set[IPAddress]:
         """Every address of every link in the namespace."""
         return {local for _, local, _, _ in self._addrs()}

@@ -44,7 +44,7 @@ class Recorder:
 
 
 def fakeNetlink():
-    return Recorder(linkIsUp=True, hasDefaultRoute=True, localAddresses=set)
+    return Recorder(linkIsUp=True, hasDefaultRoute=True, localAddresses=set, linkAddresses=list)
 
 
 class Runner:
