@@ -116,6 +116,7 @@ class Hooks:
 class Offers:
     gatewayId = "ed25519:test"
     name = "test"
+    terms = {"max_clients": 10, "notes": "a test"}
 
     def offer(self, localHost, available, clients):
         return {"available": available, "clients": clients}
