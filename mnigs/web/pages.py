@@ -35,6 +35,16 @@ class _ReadOnly(Resource):
     def body(self, status: dict) -> bytes:
         raise NotImplementedError()
 
+    def render(self, request):
+        # Twisted answers 501 to methods it does not know (PUT, DELETE...);
+        # here every method but GET and HEAD gets the same 405.
+        if request.method not in self.allowedMethods:
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b", ".join(self.allowedMethods))
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"read-only: GET or HEAD\n"
+        return super().render(request)
+
     def render_GET(self, request):
         if request.postpath:
             return NoResource().render(request)

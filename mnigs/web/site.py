@@ -25,15 +25,16 @@ class WebRoot(Resource):
             self.putChild(name, child)
 
 
-def makeWebSite(children: dict[bytes, Resource]) -> Site:
-    site = Site(WebRoot(children))
+def makeWebSite(children: dict[bytes, Resource], reactor=None) -> Site:
+    # No request body is ever read: nothing here takes a form.
+    site = Site(WebRoot(children), reactor=reactor, parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     return site
 
 
 def makeWebService(reactor, addresses, port: int, children: dict[bytes, Resource]) -> MultiService:
     service = MultiService()
-    site = makeWebSite(children)
+    site = makeWebSite(children, reactor)
     for address in addresses:
         TCPServer(port, site, interface=str(address), reactor=reactor).setServiceParent(service)
     return service

@@ -380,6 +380,14 @@ class GatewayMachineTests(SynchronousTestCase):
         self.successResultOf(self.register())
         self.assertEqual(self.gateway.info("x")["clients"], 1)
 
+    def test_statusSaysTheUptimeAndTheTermsAsOffered(self):
+        self.clock.advance(30)
+        self.gateway.started()
+        self.clock.advance(12.25)
+        status = self.gateway.describe()
+        self.assertEqual(status["uptime_s"], 42.2)
+        self.assertEqual(status["terms"], {"max_clients": 10, "notes": "a test"})
+
     def test_uplinkDownAndBack(self):
         self.gateway.started()
         lease = self.successResultOf(self.register())["lease"]
