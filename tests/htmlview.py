@@ -15,6 +15,7 @@ class PageView(HTMLParser):
     @ivar tables: table id (or C{table-N}) -> rows, each a list of cell
         texts (header cells included).
     @ivar tags: every start tag's name, in order.
+    @ivar elements: every start tag as (name, attributes dict), in order.
     @ivar text: the page's text outside C{<style>}, C{<title>} of the
         head, and C{<svg>}.
     @ivar svgText: the text inside C{<svg>} elements.
@@ -22,7 +23,7 @@ class PageView(HTMLParser):
 
     def __init__(self, markup: str):
         super().__init__(convert_charrefs=True)
-        self.headings, self.tables, self.tags = [], {}, []
+        self.headings, self.tables, self.tags, self.elements = [], {}, [], []
         self._heading = None
         self._tableStack = []
         self._cell = None
@@ -37,6 +38,7 @@ class PageView(HTMLParser):
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
         attrs = dict(attrs)
+        self.elements.append((tag, attrs))
         if tag in ("style", "head"):
             self._skip += 1
         elif tag == "svg":

@@ -10,6 +10,7 @@ from mnigs.web.html import (
     ago,
     duration,
     facts,
+    ident,
     num,
     number,
     page,
@@ -68,7 +69,8 @@ def _health(status: dict) -> str:
              _lastAnswer(a)] for a in answers]
     return section("Health probes", facts(summary) + table(
         ["Target", "Kind", "Last RTT", "Last answer"], rows,
-        "Each target's last answer; with Internet targets only their answers count.",
+        "Each target's last answer. With Internet targets only their answers count, and a "
+        "round ends at the first of them: the gateway's own answer is often not waited for.",
         tableId="probes"), "health")
 
 
@@ -76,7 +78,7 @@ def _lastAnswer(answer: dict) -> str:
     if "answered_ago" not in answer:
         return "-"
     if answer["answered_ago"] is None:
-        return "never"
+        return "none seen"
     return ago(answer["answered_ago"])
 
 
@@ -104,7 +106,7 @@ def _gateways(status: dict) -> str:
             why = (why + "; " if why else "") + f"{g['cooling']}: tried after the others"
         quality = g.get("quality") or {}
         rows.append([num(text(g.get("rank"))),
-                     f'{text(g.get("name"))}<br><span class="note">{text(g.get("gateway"))}</span>',
+                     f'{text(g.get("name"))}<br><span class="note">{ident(g.get("gateway"))}</span>',
                      text(g.get("host")),
                      num(f'<strong>{number(g.get("score"), 3)}</strong>')]
                     + [num(number(parts.get(part), 3)) for part in SCORE_PARTS]
@@ -168,7 +170,7 @@ def _history(status: dict) -> str:
     history = status.get("history") or {}
     if not history:
         return ""
-    rows = [[text(gid), num(text(q.get("sessions", 0))), num(text(q.get("failures", 0))),
+    rows = [[ident(gid), num(text(q.get("sessions", 0))), num(text(q.get("failures", 0))),
              text(q.get("last_failure_reason"))] for gid, q in history.items()]
     return section("Not seen in the last scan", table(
         ["Gateway", "Sessions", "Failures", "Last failure"], rows, tableId="history"), "history")

@@ -6,7 +6,7 @@ whole HTML document.  Pure; a key that is missing shows as C{-}.
 
 from __future__ import annotations
 
-from mnigs.web.html import ago, duration, facts, num, page, section, size, table, text
+from mnigs.web.html import ago, duration, facts, ident, num, page, section, size, table, text
 
 #: What a state means for a client asking for a lease.
 _AVAILABLE = {"serving": True}
@@ -37,7 +37,7 @@ def _leases(status: dict) -> str:
         handshake = lease.get("last_handshake_ago")
         rows.append([text(lease.get("method")),
                      f'{text(lease.get("name"))}<br><span class="note">'
-                     f'{text(lease.get("client"))}</span>',
+                     f'{ident(lease.get("client"))}</span>',
                      text(lease.get("host")), text(lease.get("address")),
                      num(duration(lease.get("age_s"))), num(duration(lease.get("expires_in"))),
                      num(size(lease.get("bytes_in"))), num(size(lease.get("bytes_out"))),

@@ -41,6 +41,18 @@ def text(value) -> str:
     return html.escape(printable(str(value)), quote=True)
 
 
+#: Characters of a key id (C{ed25519:...}) shown in a table; the whole
+#: id is the cell's tooltip and in C{status.json}.
+ID_SHOWN = 20
+
+
+def ident(value) -> str:
+    """A long id cut short for a table cell, whole in its tooltip."""
+    if not isinstance(value, str) or len(value) <= ID_SHOWN:
+        return text(value)
+    return f'<span title="{text(value)}">{text(value[:ID_SHOWN])}&#8230;</span>'
+
+
 def number(value, digits: int = 2, unit: str = "") -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return text(value)

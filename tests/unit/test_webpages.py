@@ -136,7 +136,7 @@ class ClientPageTests(SynchronousTestCase, ReadOnlyMarkup):
         self.assertEqual(view.fact("connection", "Lease expires in"), "9m 00s")
         self.assertEqual(view.tables["probes"][1:], [
             ["198.51.100.1", "internet", "1.2 ms", "0.1 s ago"],
-            ["100.64.0.1", "gateway", "-", "never"]])
+            ["100.64.0.1", "gateway", "-", "none seen"]])
         self.assertEqual(view.column("gateways", "Gateway"),
                          ["gwA ed25519:AAA", "gwB ed25519:BBB", "gwC ed25519:CCC"])
         self.assertEqual(view.column("gateways", "Score (lower is better)"),
@@ -252,6 +252,14 @@ class GatewayPageTests(SynchronousTestCase, ReadOnlyMarkup):
         self.assertEqual(view.fact("terms-table", "Fee"), "2.50 EUR per month, to iban")
         self.assertEqual(view.fact("terms-table", "Bandwidth"),
                          "8000 kbit/s down, 1000 kbit/s up")
+
+    def test_longIdsAreCutWithTheWholeInTheTooltip(self):
+        status = gatewayStatus()
+        longId = "ed25519:" + "A" * 43
+        status["leases"][0]["client"] = longId
+        view = PageView(renderGatewayPage(status))
+        self.assertEqual(view.column("leases", "Client"), ["client ed25519:AAAAAAAAAAAA\u2026"])
+        self.assertIn(("span", {"title": longId}), view.elements)
 
     def test_hostileStringsAreShownHarmlessly(self):
         status = gatewayStatus(HOSTILE)
