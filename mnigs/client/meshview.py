@@ -58,26 +58,33 @@ def meshView(candidates, ranked, currentGateway: str | None = None,
     kept = [byAddress[host] for host in gateways if host in byAddress] + others
     nodes = {"self": {"id": "self", "kind": "self", "label": "this client", "distance": 0.0,
                       "gateway": None, "usable": None, "current": False}}
-    edges = []
+    edges = {}
+
+    def join(start, end, distance, interface):
+        edges.setdefault((start, end), {"from": start, "to": end, "distance": distance,
+                                        "interface": interface})
+
     for candidate in sorted(kept, key=lambda c: (c.distance, str(c.address))):
         address = str(candidate.address)
         parent = "self"
         if candidate.via:
             parent = _hopId(candidate.via, candidate.interface)
-            if parent not in nodes:
-                nodes[parent] = {"id": parent, "kind": "hop", "label": parent, "distance": None,
-                                 "gateway": None, "usable": None, "current": False}
-                edges.append({"from": "self", "to": parent, "distance": None,
-                              "interface": candidate.interface})
-        nodes.setdefault(address, _target(address, candidate.distance, gateways, currentGateway))
-        edges.append({"from": parent, "to": address, "distance": candidate.distance,
-                      "interface": None if candidate.via else candidate.interface})
+            nodes.setdefault(parent, {"id": parent, "kind": "hop", "label": parent,
+                                      "distance": None, "gateway": None, "usable": None,
+                                      "current": False})
+            join("self", parent, None, candidate.interface)
+        # A next hop that is a candidate itself (a kernel route's gateway)
+        # is drawn as what it is.
+        if nodes.get(address, {"kind": "hop"})["kind"] == "hop":
+            nodes[address] = _target(address, candidate.distance, gateways, currentGateway)
+        if parent != address:
+            join(parent, address, candidate.distance, None if candidate.via else candidate.interface)
     # A gateway heard at an address no route source listed (one met
     # lately, asked again): joined to the client, distance unknown.
     for host in sorted(h for h in gateways if h not in nodes):
         nodes[host] = _target(host, None, gateways, currentGateway)
-        edges.append({"from": "self", "to": host, "distance": None, "interface": None})
-    return {"nodes": list(nodes.values()), "edges": edges}
+        join("self", host, None, None)
+    return {"nodes": list(nodes.values()), "edges": list(edges.values())}
 
 
 def _target(address, distance, gateways, currentGateway) -> dict:

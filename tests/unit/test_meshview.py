@@ -86,6 +86,19 @@ class MeshViewTests(SynchronousTestCase):
         view = meshView([candidate("10.251.0.3", 2.0, via="10.99.1.2", interface="m0")], [])
         self.assertIn("10.99.1.2", [n["id"] for n in view["nodes"]])
 
+    def test_aNextHopThatIsACandidateIsDrawnOnce(self):
+        """
+        Kernel routes: a host route through a neighbour that is listed
+        (and answers as a gateway) itself; one node, one edge each way.
+        """
+        candidates = [candidate("10.251.0.5", 2.0, via="10.99.1.2"),
+                      candidate("10.99.1.2", 1.0, via=None)]
+        view = meshView(candidates, [ranked("gwN", "10.99.1.2")])
+        self.assertEqual([(n["id"], n["kind"]) for n in view["nodes"]],
+                         [("self", "self"), ("10.99.1.2", "gateway"), ("10.251.0.5", "node")])
+        self.assertEqual([(e["from"], e["to"]) for e in view["edges"]],
+                         [("self", "10.99.1.2"), ("10.99.1.2", "10.251.0.5")])
+
     def test_nothingScannedYet(self):
         self.assertEqual(meshView([], []), {"nodes": [
             {"id": "self", "kind": "self", "label": "this client", "distance": 0.0,
