@@ -1,8 +1,9 @@
 """
 The status listener's read-only resources: L{StatusPage} (the daemon's
 status rendered as HTML by a pure function) and L{StatusJSON} (the same
-status as JSON).  Both answer GET and HEAD only (anything else: 405, with
-C{Allow}), and 404 to any path below them.
+status as JSON).  Both answer GET and HEAD (the site answers every other
+method with 405: L{mnigs.web.site.WebRoot}), and 404 to any path below
+them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 
 from twisted.web.resource import NoResource, Resource
+
+from mnigs.web.site import READ_METHODS
 
 #: Nothing but the page itself: no scripts, no outside assets, no forms,
 #: no framing.
@@ -25,7 +28,7 @@ SECURITY_HEADERS = {
 
 class _ReadOnly(Resource):
     isLeaf = True
-    allowedMethods = (b"GET", b"HEAD")
+    allowedMethods = READ_METHODS
     contentType = b"text/plain; charset=utf-8"
 
     def __init__(self, describe):
@@ -34,16 +37,6 @@ class _ReadOnly(Resource):
 
     def body(self, status: dict) -> bytes:
         raise NotImplementedError()
-
-    def render(self, request):
-        # Twisted answers 501 to methods it does not know (PUT, DELETE...);
-        # here every method but GET and HEAD gets the same 405.
-        if request.method not in self.allowedMethods:
-            request.setResponseCode(405)
-            request.setHeader(b"allow", b", ".join(self.allowedMethods))
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"read-only: GET or HEAD\n"
-        return super().render(request)
 
     def render_GET(self, request):
         if request.postpath:

@@ -30,6 +30,18 @@ class Response:
             self.headers[name.strip().lower()] = value.strip()
 
 
+def ask(site, method, path, body=b""):
+    """One whole HTTP/1.1 request to C{site}; its L{Response}."""
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                hostAddress=IPv4Address("TCP", "127.0.0.1", 8151))
+    channel.makeConnection(transport)
+    channel.dataReceived(b"%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (method, path, len(body), body))
+    channel.connectionLost(None)
+    return Response(transport.value())
+
+
 class StatusSiteTests(SynchronousTestCase):
 
     def setUp(self):
@@ -44,14 +56,7 @@ class StatusSiteTests(SynchronousTestCase):
                                  b"status.json": StatusJSON(describe)}, self.clock)
 
     def request(self, method, path, body=b""):
-        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
-                                    hostAddress=IPv4Address("TCP", "127.0.0.1", 8151))
-        channel.makeConnection(transport)
-        channel.dataReceived(b"%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (method, path, len(body), body))
-        channel.connectionLost(None)
-        return Response(transport.value())
+        return ask(self.site, method, path, body)
 
     def test_thePageAtTheRoot(self):
         response = self.request(b"GET", b"/")
@@ -84,7 +89,7 @@ class StatusSiteTests(SynchronousTestCase):
         the daemon's status is not even asked.
         """
         for method in (b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"):
-            for path in (b"/", b"/status.json"):
+            for path in (b"/", b"/status.json", b"/nothing"):
                 response = self.request(method, path, body=b"state=stopped")
                 self.assertEqual(response.code, 405, (method, path))
                 self.assertEqual(response.headers["allow"], "GET, HEAD")
