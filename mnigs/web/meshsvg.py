@@ -50,8 +50,10 @@ def _column(node, parentColumn) -> int:
 
 def _layout(nodes, edges):
     parents = {}
-    for edge in edges:
-        parents.setdefault(edge["to"], edge["from"])
+    for edge in edges:  # one parent each, whatever order the edges come in
+        known = parents.get(edge["to"])
+        if known is None or edge["from"] < known:
+            parents[edge["to"]] = edge["from"]
     columns = {}
 
     def column(nodeId, seen=()):
@@ -93,7 +95,8 @@ def meshSVG(mesh) -> str:
     C{mesh} (C{{"nodes": [...], "edges": [...]}}) as an C{<svg>} element;
     an empty drawing that says so when there is nothing to draw.
     """
-    nodes = {str(n["id"]): dict(n, id=str(n["id"])) for n in (mesh or {}).get("nodes", [])}
+    nodes = {str(n["id"]): dict(n, id=str(n["id"]), kind=n.get("kind", "node"))
+             for n in (mesh or {}).get("nodes", [])}
     edges = [dict(e, **{"from": str(e["from"]), "to": str(e["to"])})
              for e in (mesh or {}).get("edges", []) if str(e["from"]) in nodes and str(e["to"]) in nodes]
     gateways = [n for n in nodes.values() if n["kind"] == "gateway"]
