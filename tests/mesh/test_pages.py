@@ -7,8 +7,10 @@ loopback, and Chromium run inside the daemon's namespace.  Nothing is
 mocked.  Screenshots are kept under the test's temporary directory.
 """
 
+import html
 import json
 import os
+import re
 import sys
 
 from tests.htmlview import PageView
@@ -18,6 +20,9 @@ from tests.mesh.gatewayproc import daemonEnvironment
 from tests.mesh.harness import skipOrFail, waitUntil
 
 CLIENT_PAGE = "http://127.0.0.1:8152/"
+#: Printable, so a valid name in a signed offer; it sets the document's
+#: title if it ever runs.
+HOSTILE_NAME = "<script>document.title='pwned'</script>"
 GATEWAY_PAGE = "http://127.0.0.1:8151/"
 
 #: Fetch a URL with the standard library from inside a node: the raw page
@@ -112,6 +117,27 @@ class StatusPageMeshTests(DaemonMeshTestCase):
         self.assertEqual(row[-1], lease["id"])
         self.assertEqual(dom.fact("terms-table", "Notes"), "test gateway")
         browser.screenshot(GATEWAY_PAGE, os.path.join(self.shots, "gateway.png"))
+
+    def test_aHostileGatewayNameStaysText(self):
+        """
+        A gateway operator names the gateway with markup (printable, so
+        the offer is valid): both pages show the name as text, and
+        Chromium runs nothing.
+        """
+        client, gw = self.mesh.clientNextToGateway()
+        self.gateway(gw, server={"name": HOSTILE_NAME}, web={"enabled": True})
+        c = self.clientProcess(client, web={"enabled": True}).start()
+        c.waitState("online", 30, gateway=HOSTILE_NAME)
+        for node, url, heading in ((client, CLIENT_PAGE, f"mnigs client: online via {HOSTILE_NAME}"),
+                                   (gw, GATEWAY_PAGE, f"mnigs gateway {HOSTILE_NAME}: serving")):
+            markup = Chromium(node, self.shots).dumpDOM(url)
+            dom = PageView(markup)
+            self.assertNotIn("script", dom.tags)
+            self.assertEqual(dom.headings[0], ("h1", heading))
+            title = re.search(r"<head>.*?<title>(.*?)</title>", markup, re.S).group(1)
+            self.assertEqual(html.unescape(title), heading, "the document's title was not rewritten")
+        self.assertIn(HOSTILE_NAME, dom.text)
+        self.assertIn(HOSTILE_NAME, PageView(Chromium(client, self.shots).dumpDOM(CLIENT_PAGE)).svgText)
 
     def test_thePagesReadWithoutCSSOrScripts(self):
         """
