@@ -22,6 +22,7 @@ from mnigs.client.machine import (
     ISessionReports,
     makeClient,
 )
+from mnigs.client.meshview import meshView
 from mnigs.client.plan import Attempt
 
 log = Logger()
@@ -186,6 +187,7 @@ class ClientAgent:
     # -- status -------------------------------------------------------------
     def describe(self):
         status = self.machine.describe()
+        status["state_for_s"] = self.core.trace.stateAge()
         status["transitions"] = self.core.trace.describe()
         gateways = []
         for place, ranked in enumerate(self.core.ranked, 1):
@@ -208,4 +210,7 @@ class ClientAgent:
         others = sorted(((gid, q) for gid, q in self.history.gateways.items() if gid not in listed),
                         key=lambda item: -(item[1].lastSeen or 0))[:50]
         status["history"] = {gid: quality.toDict() for gid, quality in others}
+        session = self.core.session
+        status["mesh"] = meshView(self.effects.lastCandidates, self.core.ranked,
+                                  None if session is None else session.step.gatewayId)
         return status

@@ -131,6 +131,7 @@ class ClientEffects:
         self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
         self.lastSeen = []
+        self.lastCandidates = []  # what the route sources listed for the last scan
         self.recent = {}  # gateway id -> (when a scan last heard it, [(host, port), ...])
 
     def wire(self, reports: ISessionReports) -> None:
@@ -161,6 +162,7 @@ class ClientEffects:
         waiting; a rescan while online hears every candidate out).
         """
         d = self.candidates()
+        d.addCallback(self._noteCandidates)
         if early:
             d.addCallback(self.discovery.scan, settle=self.config.discovery.settle,
                           usable=self._usable, hot=self.recentGateways())
@@ -169,6 +171,10 @@ class ClientEffects:
         d.addCallback(self._remember)
         d.addCallback(self._rank)
         return d
+
+    def _noteCandidates(self, candidates):
+        self.lastCandidates = candidates
+        return candidates
 
     def _usable(self, seen):
         return rank([seen], self.policy, self.history, self.reactor.seconds())[0].usable

@@ -68,7 +68,7 @@ from automat import TypeMachineBuilder
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from mnigs.client.plan import Attempt, Step
 from mnigs.interfaces import IClientConnection, IPinger
@@ -100,6 +100,10 @@ class IClientEffects(Interface):
 
     def rerank():
         "The last scan's offers ranked again as of now: list of Ranked."
+
+    lastCandidates = Attribute(
+        "The route sources' candidates (L{mnigs.routing.candidates.Candidate}) of the last "
+        "scan, for the status page's drawing of the mesh.")
 
     def plan(ranked, exclude):
         "An Attempt over C{ranked} without the gateway ids in C{exclude}, or None."
@@ -372,12 +376,15 @@ class Trace:
         self.name = name
         self.entries: collections.deque[Transition] = collections.deque(maxlen=size)
         self._current: Transition | None = None
+        #: when the machine entered the state it is in
+        self.changedAt: float = clock.seconds()
 
     def __call__(self, old, input: str, new) -> None:
         # Automat's tracer: called as each input is taken, before its
         # outputs run.
         entry = self._current = Transition(self.clock.seconds(), old.name, input, new.name)
         if old is not new:
+            self.changedAt = entry.at
             self._record(entry)
 
     def because(self, reason: str) -> None:
@@ -393,6 +400,10 @@ class Trace:
     def _record(self, entry: Transition) -> None:
         self.entries.append(entry)
         self.log.debug("{machine}: {transition}", machine=self.name, transition=str(entry))
+
+    def stateAge(self) -> float:
+        "Seconds since the machine entered the state it is in."
+        return round(self.clock.seconds() - self.changedAt, 1)
 
     def describe(self) -> list[dict]:
         "The transitions kept, oldest first, with how long ago each was."

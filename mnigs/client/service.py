@@ -149,12 +149,14 @@ class ClientService(MultiService):
         _Lifecycle(self).setServiceParent(self)
 
     def _webService(self):
-        from mnigs.web.placeholder import StatusJSON
+        from mnigs.web.clientpage import renderClientPage
+        from mnigs.web.pages import StatusJSON, StatusPage
         from mnigs.web.site import makeWebService
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
-                              {b"": StatusJSON(self.agent.describe)})
+                              {b"": StatusPage(self.agent.describe, renderClientPage),
+                               b"status.json": StatusJSON(self.agent.describe)})
 
     def reloader(self):
         from mnigs.client.config import loadClientConfig

@@ -128,12 +128,14 @@ class GatewayService(MultiService):
         _Lifecycle(self).setServiceParent(self)
 
     def _webService(self):
-        from mnigs.web.placeholder import StatusJSON
+        from mnigs.web.gatewaypage import renderGatewayPage
+        from mnigs.web.pages import StatusJSON, StatusPage
         from mnigs.web.site import makeWebService
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
-                              {b"": StatusJSON(self.gateway.describe)})
+                              {b"": StatusPage(self.gateway.describe, renderGatewayPage),
+                               b"status.json": StatusJSON(self.gateway.describe)})
 
     def _notMesh(self):
         """The interfaces whose addresses no client reaches: uplink, tunnels."""

@@ -70,6 +70,7 @@ class RecordingEffects:
         return self.lastRanked
 
     lastRanked = ()
+    lastCandidates = ()
 
     def register(self, step):
         return self._op("register", step.gatewayId, step.method)

@@ -116,6 +116,7 @@ class Hooks:
 class Offers:
     gatewayId = "ed25519:test"
     name = "test"
+    terms = {"max_clients": 10, "notes": "a test"}
 
     def offer(self, localHost, available, clients):
         return {"available": available, "clients": clients}
@@ -378,6 +379,14 @@ class GatewayMachineTests(SynchronousTestCase):
         self.assertTrue(self.gateway.info("x")["available"])
         self.successResultOf(self.register())
         self.assertEqual(self.gateway.info("x")["clients"], 1)
+
+    def test_statusSaysTheUptimeAndTheTermsAsOffered(self):
+        self.clock.advance(30)
+        self.gateway.started()
+        self.clock.advance(12.25)
+        status = self.gateway.describe()
+        self.assertEqual(status["uptime_s"], 42.2)
+        self.assertEqual(status["terms"], {"max_clients": 10, "notes": "a test"})
 
     def test_uplinkDownAndBack(self):
         self.gateway.started()

@@ -6,6 +6,7 @@ file); C{startService} opens and wires it all.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -22,7 +23,9 @@ from mnigs.routing.neighbours import StaticSource
 from mnigs.server.config import loadServerConfig
 from mnigs.server.service import GatewayService
 from mnigs.methods import register
+from tests.htmlview import PageView
 from tests.unit.test_registries import FAKE_METHOD, FakeClient, FakeGateway
+from tests.unit.test_website import ask
 
 
 class Recorder:
@@ -119,6 +122,17 @@ class GatewayServiceTests(Directories, SynchronousTestCase):
         self.assertIn("linkIsUp", self.netlink.calls)
         self.successResultOf(defer.maybeDeferred(service.stopService))
 
+    def test_theStatusPageWhenAsked(self):
+        service = self.build(self.config(
+            '[methods.forward]\n[web]\nenabled = true\nlisten = ["127.0.0.1"]\nport = 18151\n'))
+        service.startService()
+        [site] = [factory for port, factory, _, interface in self.reactor.tcpServers
+                  if (port, interface) == (18151, "127.0.0.1")]
+        page = PageView(ask(site, b"GET", b"/").body.decode("utf-8"))
+        self.assertEqual(page.headings[0], ("h1", "mnigs gateway mnigs-gateway: serving"))
+        self.assertEqual(json.loads(ask(site, b"GET", b"/status.json").body)["state"], "serving")
+        self.successResultOf(defer.maybeDeferred(service.stopService))
+
     def test_aRegisteredMethodIsBuilt(self):
         self.addCleanup(register(FAKE_METHOD))
         service = self.build(self.config('[methods.fakevpn]\nport = 4001\n'))
@@ -133,11 +147,11 @@ class GatewayServiceTests(Directories, SynchronousTestCase):
 
 
 class ClientServiceTests(Directories, SynchronousTestCase):
-    def config(self, methods='["forward"]'):
+    def config(self, methods='["forward"]', extra=''):
         return loadClientConfig(self.write(
             f'[client]\nstate_dir = "{self.stateDir}"\n[admin]\nsocket = "{self.adminSocket}"\n'
             f'[methods]\norder = {methods}\n'
-            '[discovery]\nscan = ["static"]\nstatic = ["10.99.0.5"]\n'))
+            '[discovery]\nscan = ["static"]\nstatic = ["10.99.0.5"]\n' + extra))
 
     def build(self, config):
         self.reactor = MemoryReactorClock()
@@ -166,6 +180,20 @@ class ClientServiceTests(Directories, SynchronousTestCase):
         self.assertEqual(self.routing.calls[0], "clear")
         self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients],
                          [("10.99.0.5", 8150)])
+        d = defer.maybeDeferred(service.stopService)
+        self.reactor.advance(10)
+        self.successResultOf(d)
+
+    def test_theStatusPageWhenAsked(self):
+        service = self.build(self.config(
+            extra='[web]\nenabled = true\nlisten = ["127.0.0.1"]\nport = 18152\n'))
+        service.startService()
+        [site] = [factory for port, factory, _, interface in self.reactor.tcpServers
+                  if (port, interface) == (18152, "127.0.0.1")]
+        page = PageView(ask(site, b"GET", b"/").body.decode("utf-8"))
+        self.assertEqual(page.headings[0], ("h1", "mnigs client: searching"))
+        self.assertEqual(json.loads(ask(site, b"GET", b"/status.json").body)["state"],
+                         "searching")
         d = defer.maybeDeferred(service.stopService)
         self.reactor.advance(10)
         self.successResultOf(d)
