@@ -154,6 +154,18 @@ class IGatewayMethod(Interface):
         early.  A method that cannot tell answers an empty list.
         """
 
+    def traffic():
+        """
+        The bytes each live lease of this method carried so far, as its data
+        path counts them: a Deferred firing with a dict
+        C{{lease id: L{mnigs.server.traffic.Traffic}}} (bytes in, bytes out,
+        last handshake).  Directions are the client's: I{in} went to the
+        client, I{out} came from it.  A lease left out is not counted (a
+        method that counts nothing answers an empty dict); counters may
+        start again from zero when the method's daemon restarts.  Cheap
+        enough to be called every few seconds.
+        """
+
     def stop():
         """
         Tear down everything C{start} set up.  Returns a Deferred.
@@ -287,9 +299,12 @@ class IClientConnection(Interface):
 
     def traffic():
         """
-        C{(bytes in, bytes out)} the tunnel carried so far, for the quality
-        history when the session ends, or C{None} when the method does not
-        count them (only OpenVPN's management interface does today).
+        C{(bytes in, bytes out)} the tunnel carried so far (in: to the
+        client), for the quality history when the session ends, or C{None}
+        when the method does not count them: OpenVPN's management interface
+        counts them, WireGuard, SoftEther and cjdns read their tunnel
+        device's counters from netlink, forward (which shares the mesh
+        interface) counts nothing.  Asked before C{disconnect}.
         """
 
     def disconnect():

@@ -168,6 +168,11 @@ class SoftEtherGateway:
     def unconfirmed(self):
         return []  # no handshake to watch: a lease lives its time
 
+    def traffic(self):
+        # Not counted yet: vpncmd's per-session or per-user statistics are
+        # still to be read.
+        return defer.succeed({})
+
     def describe(self):
         return dict(self.server.describe(), pool=str(self.pool), leases=len(self.leases))
 
@@ -248,7 +253,8 @@ class SoftEtherConnection:
         return self._loss.when()
 
     def traffic(self):
-        return None  # not counted
+        # The NIC's counters: the frames inside the tunnel.
+        return self.netlink.linkStats(self.ifname)
 
     @defer.inlineCallbacks
     def disconnect(self):

@@ -94,12 +94,15 @@ class GatewayCore:
     log: Logger = field(default_factory=Logger)
     uplinkProblem: str = ""
     stopWaiters: Waiters[None] = field(default_factory=Waiters)
+    startedAt: float | None = None  # when the daemon started: its uptime
 
     def offer(self, localHost, available):
         return self.offers.offer(localHost, available, len(self.registry.book))
 
     def status(self, state: str, **extra) -> dict:
         status = {"state": state, "gateway": self.offers.gatewayId, "name": self.offers.name}
+        if self.startedAt is not None:
+            status["uptime_s"] = max(0, int(self.clock.seconds() - self.startedAt))
         if self.uplinkProblem:
             status["uplink_problem"] = self.uplinkProblem
         status.update(extra)
