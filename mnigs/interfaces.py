@@ -43,6 +43,15 @@ class IAccessList(Interface):
         is in force.  Denying something not admitted is not an error.
         """
 
+    def counters():
+        """
+        The bytes each counted element of the gate matched so far: a
+        Deferred firing with C{{(set name, element key): bytes}}
+        (L{mnigs.system.nft.parseCounters}): per admitted address, what
+        came back to it (C{clients4}/C{clients6}); per link-bound
+        admission, what it sent (C{link4}/C{link6}).
+        """
+
     def remove():
         """
         Tear the gate down entirely (on stop).  Returns a Deferred.

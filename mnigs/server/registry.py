@@ -338,7 +338,7 @@ class Registry:
         {lease id: (method, bytes in, bytes out)} for every live lease, as
         last counted (every C{server.traffic_interval}), without I/O: for
         the metrics.  Bytes are C{None} where the method does not count
-        them (forward, SoftEther, cjdns today).
+        them (cjdns today).
         """
         counted = Traffic()
         result = {}

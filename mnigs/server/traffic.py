@@ -51,7 +51,10 @@ class TrafficMeter:
 
     def _ask(self, name, method):
         def failed(failure):
-            log.failure("method {method} could not count its traffic", failure, method=name)
+            # A daemon restarting or going away at stop: the next look
+            # will do (the last counts are kept meanwhile).
+            log.warn("method {method} could not count its traffic: {why}", method=name,
+                     why=failure.getErrorMessage())
             return None
 
         return defer.maybeDeferred(method.traffic).addErrback(failed)

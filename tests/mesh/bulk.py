@@ -50,7 +50,7 @@ def _receive(conn):
         total += len(data)
 
 
-def _run(server, client, host, port, serverJob, clientJob):
+def _run(server, client, host, port, serverJob, clientJob, source=None):
     listener = server.openSocket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
@@ -60,6 +60,8 @@ def _run(server, client, host, port, serverJob, clientJob):
     thread.start()
     conn = client.openSocket()
     try:
+        if source is not None:
+            conn.bind((source, 0))
         conn.settimeout(30)
         conn.connect((host, port))
         clientValue = clientJob(conn)
@@ -71,21 +73,22 @@ def _run(server, client, host, port, serverJob, clientJob):
     return clientValue, result.get("value")
 
 
-def download(client, server, host, size, port=5201):
+def download(client, server, host, size, port=5201, source=None):
     """
-    C{size} bytes from C{server} (listening on C{host}) to C{client};
-    returns the bytes the client received.
+    C{size} bytes from C{server} (listening on C{host}) to C{client}
+    (from its address C{source}, if given); returns the bytes the client
+    received.
     """
     def serverJob(conn):
         _send(conn, size)
         conn.shutdown(socket.SHUT_WR)
         return _receive(conn)
 
-    received, _ = _run(server, client, host, port, serverJob, _receive)
+    received, _ = _run(server, client, host, port, serverJob, _receive, source)
     return received
 
 
-def upload(client, server, host, size, port=5202):
+def upload(client, server, host, size, port=5202, source=None):
     """
     C{size} bytes from C{client} to C{server} (listening on C{host});
     returns the bytes the server received.
@@ -98,5 +101,5 @@ def upload(client, server, host, size, port=5202):
     def serverJob(conn):
         return _receive(conn)
 
-    _, received = _run(server, client, host, port, serverJob, clientJob)
+    _, received = _run(server, client, host, port, serverJob, clientJob, source)
     return received
