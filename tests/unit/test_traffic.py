@@ -481,3 +481,21 @@ class SoftEtherCounterTests(SynchronousTestCase):
                                            lease("bbbb", "100.66.0.3/29")]))
         self.assertEqual(self.successResultOf(method.traffic()),
                          {"aaaa": Traffic(2096546, 1048696), "bbbb": Traffic(0, 0)})
+
+
+class UptimeTests(SynchronousTestCase):
+    def test_statusHasUptime(self):
+        from mnigs.server.machine import GatewayCore, makeGateway
+        from tests.unit.test_gateway import Offers
+
+        clock = Clock()
+        clock.advance(500)
+        book = LeaseBook(maxClients=3, leaseSeconds=60)
+        registry = Registry(clock, book, {}, GroupCommit(clock, MemoryStore([]), book.records),
+                            RecordingHooks([]))
+        gateway = makeGateway(GatewayCore(registry, Offers(), lambda: None, lambda: None, clock,
+                                          startedAt=clock.seconds()))
+        clock.advance(3725.6)
+        self.assertEqual(gateway.describe()["uptime_s"], 3725)
+        self.assertNotIn("uptime_s", makeGateway(GatewayCore(registry, Offers(), lambda: None,
+                                                             lambda: None, clock)).describe())
