@@ -58,6 +58,9 @@ class Registry:
         self.traffic = traffic
         self.registerTimeout = registerTimeout
         self.allowOnTimeout = allowOnTimeout
+        # Revokes under way (an unregister's, a sweep's): the end of a
+        # drain waits for them before the methods stop.
+        self._revoking: set = set()
         # One registration at a time per (client, method): a second one
         # for the same pair waits until the first has answered, so a
         # retry that overlaps a slow grant or revoke sees the finished
@@ -250,13 +253,17 @@ class Registry:
     @defer.inlineCallbacks
     def releaseAll(self, why: str):
         """
-        End every live lease (the end of a drain).
+        End every live lease (the end of a drain), and wait for the revokes
+        already under way: the methods stop next, and a revoke still
+        talking to a stopped daemon would fail.
         """
         gone = self.book.releaseAll()
         if gone:
             yield defer.DeferredList([self._revoke(lease, why) for lease in gone],
                                      consumeErrors=True)
             yield self.committer.commit()
+        if self._revoking:
+            yield defer.DeferredList(list(self._revoking), consumeErrors=True)
         return gone
 
     def _counted(self, lease):
@@ -299,7 +306,16 @@ class Registry:
         def failed(failure):
             log.failure("could not revoke lease {lease}", failure, lease=lease.id)
 
-        return d.addCallbacks(done, failed)
+        d.addCallbacks(done, failed)
+        waiter = defer.Deferred()
+        self._revoking.add(waiter)
+
+        def over(result):
+            self._revoking.discard(waiter)
+            waiter.callback(None)
+            return result
+
+        return d.addBoth(over)
 
     def leaseEntries(self, now: float, limit: int | None = None) -> list[dict]:
         """

@@ -287,6 +287,16 @@ def _elementKey(setName: str, value) -> tuple:
     return tuple(key)
 
 
+def elementValue(element):
+    """
+    An element of a set in C{nft -j}'s answer without what it carries
+    besides its value (a counter: C{{"elem": {"val": ..., "counter": ...}}}).
+    """
+    if isinstance(element, dict) and isinstance(element.get("elem"), dict):
+        return element["elem"]["val"]
+    return element
+
+
 def parseCounters(answer: dict) -> dict[tuple[str, tuple], int]:
     """
     (set name, element key) -> bytes matched, from C{nft -j list table}'s
@@ -301,7 +311,7 @@ def parseCounters(answer: dict) -> dict[tuple[str, tuple], int]:
             inner = element.get("elem") if isinstance(element, dict) else None
             if not isinstance(inner, dict) or not isinstance(inner.get("counter"), dict):
                 continue
-            key = _elementKey(found["name"], inner["val"])
+            key = _elementKey(found["name"], elementValue(element))
             counted[(found["name"], key)] = int(inner["counter"]["bytes"])
     return counted
 

@@ -499,3 +499,29 @@ class UptimeTests(SynchronousTestCase):
         self.assertEqual(gateway.describe()["uptime_s"], 3725)
         self.assertNotIn("uptime_s", makeGateway(GatewayCore(registry, Offers(), lambda: None,
                                                              lambda: None, clock)).describe())
+
+
+class DrainWaitsForRevokesTests(SynchronousTestCase):
+    def test_releaseAllWaitsForAnUnregistersRevoke(self):
+        """
+        A lease unregistered just before the end of a drain is out of the
+        book while its revoke still runs: releaseAll (after which the
+        methods stop) waits for it.
+        """
+        clock = Clock()
+        events = []
+        method = RecordingMethod(events)
+        book = LeaseBook(maxClients=3, leaseSeconds=60)
+        registry = Registry(clock, book, {"fake": method},
+                            GroupCommit(clock, MemoryStore(events), book.records),
+                            RecordingHooks(events))
+        d = registry.register(request("c1"), "10.0.0.1", "10.0.0.254")
+        clock.advance(0)
+        lease = self.successResultOf(d)["lease"]
+        method.slowRevokes = []
+        registry.unregister(lease["id"], lease["token"])
+        released = registry.releaseAll("released: drained")
+        self.assertNoResult(released)
+        method.slowRevokes[0].callback(None)
+        clock.advance(0)
+        self.assertEqual(self.successResultOf(released), [])
