@@ -135,12 +135,17 @@ class Registry:
                                 clientHost, params, now, replacing=existing)
         lease.config = method.allocate(lease, self.book.others(request.method), localHost)
         self.book.add(lease, replacing=existing)
-        # In the book while the hook decides, so that no other
-        # registration is given the same address meanwhile.
         verdict = self.hooks.ask("register", self.registerTimeout, *_who(lease))
-        if verdict is not None and not self._admits((yield verdict), lease):
-            yield self._undo(method, lease, existing)
-            raise RPCError(REFUSED, "refused by the gateway's register policy")
+        if verdict is not None:
+            # In the book while the hook decides, so that no other
+            # registration is given the same address meanwhile, but not
+            # stored by their commits.
+            self.book.holdBack(lease)
+            admitted = self._admits((yield verdict), lease)
+            self.book.markChanged(lease)
+            if not admitted:
+                yield self._undo(method, lease, existing)
+                raise RPCError(REFUSED, "refused by the gateway's register policy")
         try:
             yield method.grant(lease)
         except Exception:

@@ -149,6 +149,24 @@ class RegistryWithHooksTests(SynchronousTestCase):
         self.assertEqual(self.events, [("revoke", "c1", "100.64.0.2/32")])
         self.assertEqual(self.store.saved, None)
 
+    def test_aLeaseBeingDecidedIsNotStored(self):
+        """
+        Another registration's commit while the hook decides does not
+        store the undecided lease (a crash then would bring it back).
+        """
+        registry = self.registry()
+        d = self.register(registry)
+        other = registry.register(request("c2"), "10.0.0.2", "10.0.0.254")
+        self.reactor.advance(0)
+        self.reactor.spawned[1]["process"].end(0)
+        self.reactor.advance(0)
+        self.successResultOf(other)
+        self.assertEqual([r["client_id"] for r in self.store.saved["leases"]], ["c2"])
+        self.reactor.spawned[0]["process"].end(0)
+        self.reactor.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(sorted(r["client_id"] for r in self.store.saved["leases"]), ["c1", "c2"])
+
     def test_timeoutRefusesByDefault(self):
         d = self.register(self.registry(registerTimeout=2))
         self.reactor.advance(2)
