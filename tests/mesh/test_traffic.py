@@ -202,7 +202,8 @@ class TrafficTests(DaemonMeshTestCase):
         self.assertEqual(argv[7], "hand")
         self.assertNothingLeftFor(g, gw)
 
-        slow = writeHook(gw, "slow", "exec sleep 30")
+        pidFile = os.path.join(gw.tmp, "slow.pid")
+        slow = writeHook(gw, "slow", f"echo $$ > {pidFile}; exec sleep 30")
         g.stop()
         g.rewrite(hooks={"register": slow})
         g.start()
@@ -210,5 +211,7 @@ class TrafficTests(DaemonMeshTestCase):
         self.assertEqual(self.registerWireGuard(client, gw), ("error", REFUSED))
         self.assertLess(time.monotonic() - started, 5)
         self.assertNothingLeftFor(g, gw)
-        waitUntil(lambda: "sleep 30" not in gw.run(["ps", "-eo", "args"]).stdout, 5,
+        with open(pidFile) as f:
+            pid = int(f.read())
+        waitUntil(lambda: not os.path.exists(f"/proc/{pid}"), 5,
                   message="the slow hook to be killed")
