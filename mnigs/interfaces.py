@@ -43,6 +43,15 @@ class IAccessList(Interface):
         is in force.  Denying something not admitted is not an error.
         """
 
+    def counters():
+        """
+        The bytes each counted element of the gate matched so far: a
+        Deferred firing with C{{(set name, element key): bytes}}
+        (L{mnigs.system.nft.parseCounters}): per admitted address, what
+        came back to it (C{clients4}/C{clients6}); per link-bound
+        admission, what it sent (C{link4}/C{link6}).
+        """
+
     def remove():
         """
         Tear the gate down entirely (on stop).  Returns a Deferred.
@@ -152,6 +161,18 @@ class IGatewayMethod(Interface):
         the method's grace time (a WireGuard peer with no handshake): a
         Deferred list of lease objects (as granted), which the sweep ends
         early.  A method that cannot tell answers an empty list.
+        """
+
+    def traffic():
+        """
+        The bytes each live lease of this method carried so far, as its data
+        path counts them: a Deferred firing with a dict
+        C{{lease id: L{mnigs.server.traffic.Traffic}}} (bytes in, bytes out,
+        last handshake).  Directions are the client's: I{in} went to the
+        client, I{out} came from it.  A lease left out is not counted (a
+        method that counts nothing answers an empty dict); counters may
+        start again from zero when the method's daemon restarts.  Cheap
+        enough to be called every few seconds.
         """
 
     def stop():
@@ -287,9 +308,12 @@ class IClientConnection(Interface):
 
     def traffic():
         """
-        C{(bytes in, bytes out)} the tunnel carried so far, for the quality
-        history when the session ends, or C{None} when the method does not
-        count them (only OpenVPN's management interface does today).
+        C{(bytes in, bytes out)} the tunnel carried so far (in: to the
+        client), for the quality history when the session ends, or C{None}
+        when the method does not count them: OpenVPN's management interface
+        counts them, WireGuard, SoftEther and cjdns read their tunnel
+        device's counters from netlink, forward (which shares the mesh
+        interface) counts nothing.  Asked before C{disconnect}.
         """
 
     def disconnect():

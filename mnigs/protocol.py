@@ -41,6 +41,7 @@ WRONG_TOKEN = 1004
 UNAVAILABLE = 1005
 RATE_LIMITED = 1006
 BAD_PROOF = 1007
+REFUSED = 1008
 
 # Bounds on what a client accepts in an offer: an offer is small, and
 # anything bigger or stranger than this is somebody probing for bugs.

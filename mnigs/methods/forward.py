@@ -23,6 +23,7 @@ from zope.interface import implementer
 from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.loss import Loss
+from mnigs.methods.traffic import Traffic
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError, invalidParams
 
 
@@ -41,6 +42,7 @@ class ForwardGateway:
         self.access = access
         self.netlink = netlink
         self.meshInterfaces = list(meshInterfaces)
+        self.leases = {}  # id -> lease, for the counters
 
     def tunnelPools(self):
         return ()
@@ -105,12 +107,15 @@ class ForwardGateway:
     def start(self, leases):
         # The access list is installed whole, for every method, by the
         # service before methods start; forward has nothing else to set up.
+        self.leases = {lease.id: lease for lease in leases}
         return None
 
     def grant(self, lease):
+        self.leases[lease.id] = lease
         return self.access.allow(self.admission(lease))
 
     def revoke(self, lease):
+        self.leases.pop(lease.id, None)
         return self.access.deny(self.admission(lease))
 
     def stop(self):
@@ -121,6 +126,30 @@ class ForwardGateway:
 
     def unconfirmed(self):
         return []  # no handshake to watch: a lease lives its time
+
+    def traffic(self):
+        """
+        The gate's element counters: what came back to the lease's
+        address (its C{clients} element: the answers, plus the first
+        packet of each connection it opens, which the masquerade rule
+        looks up too) is its bytes in, what its C{link} element let out
+        its bytes out.  IP packets, headers included.
+        """
+        if not self.leases:
+            return defer.succeed({})
+        return self.access.counters().addCallback(self._countLeases)
+
+    def _countLeases(self, counted):
+        # The gateway's nft module, not loaded into a client.
+        from mnigs.system.nft import addressSet, boundSet
+
+        result = {}
+        for lease in self.leases.values():
+            admission = self.admission(lease)
+            bytesIn = counted.get((addressSet(admission.address), (admission.address,)))
+            bytesOut = counted.get((boundSet(admission), admission.key()))
+            result[lease.id] = Traffic(bytesIn, bytesOut)
+        return result
 
     def describe(self):
         return {"mesh_interfaces": self.meshInterfaces}

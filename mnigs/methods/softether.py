@@ -39,6 +39,7 @@ from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
+from mnigs.methods.traffic import Traffic
 from mnigs.methods.pool import AddressPool
 from mnigs.protocol import formatEndpoint, invalidParams, parseEndpoint
 from mnigs.softether.client import OFFLINE, VpnClient, nicInterface
@@ -168,6 +169,25 @@ class SoftEtherGateway:
     def unconfirmed(self):
         return []  # no handshake to watch: a lease lives its time
 
+    def traffic(self):
+        """
+        The hub's sessions' data sizes (vpncmd C{SessionGet}): a lease's
+        bytes are those of its user's sessions on the hub now, so a
+        session that ended (the client reconnected) no longer counts, and
+        a lease with no session counts nothing.
+        """
+        if not self.leases:
+            return defer.succeed({})
+
+        def byLease(counted):
+            result = {}
+            for lease in self.leases.values():
+                toClient, fromClient = counted.get(userName(lease.id), (0, 0))
+                result[lease.id] = Traffic(toClient, fromClient)
+            return result
+
+        return self.server.sessionTraffic().addCallback(byLease)
+
     def describe(self):
         return dict(self.server.describe(), pool=str(self.pool), leases=len(self.leases))
 
@@ -248,7 +268,8 @@ class SoftEtherConnection:
         return self._loss.when()
 
     def traffic(self):
-        return None  # not counted
+        # The NIC's counters: the frames inside the tunnel.
+        return self.netlink.linkStats(self.ifname)
 
     @defer.inlineCallbacks
     def disconnect(self):

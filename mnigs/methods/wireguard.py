@@ -32,6 +32,7 @@ from mnigs.protocol import (
     formatEndpoint,
     invalidParams,
 )
+from mnigs.methods.traffic import Traffic
 from mnigs.system.statefile import atomicWrite
 from mnigs.wireguard.uapi import Peer, checkKey, generatePrivateKey, publicKey
 
@@ -261,6 +262,28 @@ class WireGuardGateway:
 
         return self.device.get().addCallbacks(judge, failed)
 
+    def traffic(self):
+        """
+        The peers' counters from one UAPI C{get}: a peer's C{tx_bytes}
+        (what the gateway sent it) is its lease's bytes in, C{rx_bytes}
+        its bytes out; both count WireGuard's encrypted datagrams
+        (handshakes and keepalives too).  A peer shared by a lease and its
+        replacement counts for the newer one.
+        """
+        return self.device.get().addCallback(self.countPeers)
+
+    def countPeers(self, device: dict) -> dict:
+        byKey = {}
+        for lease in sorted(self.leases.values(), key=lambda lease: lease.createdAt):
+            byKey[lease.params["public_key"]] = lease.id
+        counted = {}
+        for peer in device.get("peers", []):
+            leaseId = byKey.get(peer.get("public_key"))
+            if leaseId is not None:
+                counted[leaseId] = Traffic(peer.get("tx_bytes", 0), peer.get("rx_bytes", 0),
+                                           peer.get("last_handshake_time_sec") or None)
+        return counted
+
     def stop(self):
         return self.device.stop()
 
@@ -297,11 +320,12 @@ def checkLeaseConfig(config) -> dict:
 
 @implementer(IClientConnection)
 class WireGuardConnection:
-    def __init__(self, wg, routing, config):
+    def __init__(self, wg, routing, config, netlink=None):
         self.wg = wg  # the WireGuardDevice
         self.device = wg.ifname
         self.routing = routing
         self.config = config
+        self.netlink = netlink
         self._loss = Loss()
         wg.onDeath(self._died)
 
@@ -312,7 +336,8 @@ class WireGuardConnection:
         return self._loss.when()
 
     def traffic(self):
-        return None  # not counted
+        # The tunnel device's counters: the packets inside the tunnel.
+        return None if self.netlink is None else self.netlink.linkStats(self.device)
 
     @defer.inlineCallbacks
     def disconnect(self):
@@ -339,8 +364,9 @@ class WireGuardClient:
     name = "wireguard"
 
     def __init__(self, reactor, ifname, privateKey, routing, implementation="auto",
-                 keepalive=5, handshakeTimeout=5.0, logPath=None):
+                 keepalive=5, handshakeTimeout=5.0, logPath=None, netlink=None):
         self.reactor = reactor
+        self.netlink = netlink
         self.ifname = ifname
         self.privateKey = privateKey
         self.publicKey = publicKey(privateKey)
@@ -377,7 +403,7 @@ class WireGuardClient:
         except BaseException:
             yield defer.maybeDeferred(device.stop).addErrback(lambda _: None)
             raise
-        return WireGuardConnection(device, self.routing, config)
+        return WireGuardConnection(device, self.routing, config, self.netlink)
 
     @defer.inlineCallbacks
     def _handshake(self, device):
@@ -419,4 +445,5 @@ def buildClient(context, section):
         context.reactor, section.interface, private, context.routing,
         implementation=section.implementation, keepalive=section.keepalive,
         handshakeTimeout=context.config.methods.connect_timeout,
-        logPath=os.path.join(context.stateDir, f"{section.interface}.log"))
+        logPath=os.path.join(context.stateDir, f"{section.interface}.log"),
+        netlink=context.netlink)

@@ -38,6 +38,8 @@ from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.daemon.daemonlog import SCHEMA as LOG_SCHEMA
 from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
 from mnigs.methods import METHODS, serverSections
+from mnigs.server.registry import DEFAULT_REGISTER_TIMEOUT
+from mnigs.server.traffic import DEFAULT_INTERVAL as DEFAULT_TRAFFIC_INTERVAL
 from mnigs.protocol import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
@@ -61,6 +63,7 @@ SCHEMA = {
         "state_dir": Field(str, "/var/lib/mnigs-server", absolutePath),
         "sweep_interval": Field(float, 5.0, between(0.1, 3600)),
         "drain_timeout": Field(float, 600.0, between(0, 86400)),
+        "traffic_interval": Field(float, DEFAULT_TRAFFIC_INTERVAL, between(1, 3600)),
     },
     "rpc": {
         "listen": Field(list, ["::"], addresses),
@@ -127,6 +130,8 @@ SCHEMA = {
     "hooks": {
         "register": Field(str, "", _optionalExecutable),
         "release": Field(str, "", _optionalExecutable),
+        "register_timeout": Field(float, DEFAULT_REGISTER_TIMEOUT, between(0.1, 300)),
+        "on_register_timeout": Field(str, "refuse", oneOf("refuse", "allow")),
         "max_running": Field(int, DEFAULT_MAX_RUNNING, between(1, 1024)),
     },
 }

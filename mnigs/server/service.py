@@ -33,6 +33,7 @@ from mnigs.server.meshaddresses import MeshAddresses
 from mnigs.server.offer import OfferMaker, termsFromConfig
 from mnigs.server.ratelimit import RateLimiter
 from mnigs.server.registry import Registry
+from mnigs.server.traffic import TrafficMeter
 from mnigs.server.rpcapi import makeResource
 from mnigs.server.uplink import DefaultRouteCheck, LinkCheck, PingCheck, UplinkMonitor
 from mnigs.system.statefile import StateFileCorrupt, ensureStateDir
@@ -94,14 +95,19 @@ class GatewayService(MultiService):
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
                                      "release": config.hooks.release},
                            config.hooks.max_running)
-        self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
+        self.traffic = TrafficMeter(reactor, self.methods, config.server.traffic_interval)
+        self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks,
+                                 traffic=self.traffic,
+                                 registerTimeout=config.hooks.register_timeout,
+                                 allowOnTimeout=config.hooks.on_register_timeout == "allow")
         self.offers = OfferMaker(reactor, self.key, config.server.name,
                                  termsFromConfig(config.terms), list(self.methods.values()),
                                  probe=config.uplink.probe,
                                  addresses=MeshAddresses(reactor, self.netlink.linkAddresses,
                                                          self._notMesh, config.rpc.listen))
         self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
-                                               self._clearDataPath, reactor))
+                                               self._clearDataPath, reactor,
+                                               bornAt=reactor.seconds()))
         self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit,
                                        maxHosts=config.rpc.rate_limit_addresses)
         self.uplink = UplinkMonitor(reactor, self._uplinkChecks(), config.uplink.check_interval,
@@ -114,7 +120,8 @@ class GatewayService(MultiService):
         self.listeners = MultiService()
         self._addListeners()
         makeAdminService(reactor, config.admin.socket,
-                         {"status": self.gateway.describe, "drain": self.drain}
+                         {"status": self.gateway.describe, "drain": self.drain,
+                          "leases": self.registry.leases, "release": self.release}
                          ).setServiceParent(self)
         if config.web.enabled:
             self._webService().setServiceParent(self)
@@ -217,6 +224,7 @@ class GatewayService(MultiService):
         self.listeners.setServiceParent(self)
         self.uplink.start()
         self.sweeper.start(self.config.server.sweep_interval, now=False)
+        self.traffic.start()
         log.info("gateway {name} ({gid}) serving with methods {names}",
                  name=self.config.server.name, gid=self.offers.gatewayId,
                  methods=sorted(self.methods), names=", ".join(sorted(self.methods)))
@@ -259,8 +267,18 @@ class GatewayService(MultiService):
             seconds = SCHEMA["server"]["drain_timeout"].check(float(timeout))
         return self.gateway.drain(seconds)
 
+    def release(self, leaseId=None):
+        """
+        The admin socket's C{release LEASE}: end one lease now, as its
+        client's unregister would (L{Registry.release}).
+        """
+        if leaseId is None:
+            raise ValueError("release needs a lease id (mnigsctl --server leases lists them)")
+        return self.registry.release(leaseId)
+
     @defer.inlineCallbacks
     def _clearDataPath(self):
+        self.traffic.stop()
         yield self.registry.releaseAll("released: drained")
         yield self.registry.stopMethods()
         try:
@@ -280,6 +298,7 @@ class GatewayService(MultiService):
         nobody whose method's daemon can outlive us.
         """
         self.uplink.stop()
+        self.traffic.stop()
         if self.sweeper.running:
             self.sweeper.stop()
         self.committer.flushNow()

@@ -113,6 +113,19 @@ class Netlink:
         flags = link["flags"]
         return operstate == "UNKNOWN" and bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
 
+    def linkStats(self, name: str) -> Optional[tuple[int, int]]:
+        """
+        C{(rx bytes, tx bytes)} the link counted (its 64-bit counters), or
+        C{None} if there is no such link or it reports none.
+        """
+        link = self._link(name)
+        if link is None:
+            return None
+        stats = link.get("IFLA_STATS64") or link.get("IFLA_STATS")
+        if not stats:
+            return None
+        return int(stats["rx_bytes"]), int(stats["tx_bytes"])
+
     def isEthernet(self, name: str) -> bool:
         """
         Whether the link's neighbours have Ethernet (MAC) addresses: veth,

@@ -85,6 +85,11 @@ SET_TYPES = {
 }
 
 
+#: The sets whose elements count what they match: what comes back to each
+#: admitted address (in), and what each link-bound lease sends (out).
+#: The kernel gives each element added later the set's counter too.
+COUNTED_SETS = ("clients4", "clients6", "link4", "link6")
+
 _V4, _V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 #: What each part of a set's elements is: an address, an interface name
 #: (text), a MAC (six bytes).
@@ -225,13 +230,16 @@ def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
     address, input interface and source MAC are a link-bound lease's
     (C{link4}/C{link6}).  What comes back is let in only for an address
     that is still admitted (C{clients4}/C{clients6}); the same sets pick
-    what is masqueraded.
+    what is masqueraded.  The elements of L{COUNTED_SETS} count the
+    packets they let through (L{NftAccess.counters}).
     """
     elements = gateElements(admissions)
     up = f'"{checkInterfaceName(uplink)}"'
 
     def setBlock(name: str) -> str:
         body = f"\t\ttype {SET_TYPES[name]}\n"
+        if name in COUNTED_SETS:
+            body += "\t\tcounter\n"
         if elements[name]:
             body += f"\t\telements = {{ {_elements(elements[name])} }}\n"
         return f"\tset {name} {{\n{body}\t}}\n"
@@ -261,6 +269,51 @@ def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
         + _replyChains(replyPorts) +
         "}\n"
     )
+
+
+def _elementKey(setName: str, value) -> tuple:
+    parts = value["concat"] if isinstance(value, dict) else [value]
+    kinds = _SET_PARTS[setName]
+    if len(parts) != len(kinds):
+        raise ValueError(f"not an element of {setName}: {value!r}")
+    key = []
+    for part, kind in zip(parts, kinds):
+        if kind is bytes:
+            key.append(bytes.fromhex(part.replace(":", "")))
+        elif kind is str:
+            key.append(part)
+        else:
+            key.append(kind(part))
+    return tuple(key)
+
+
+def elementValue(element):
+    """
+    An element of a set in C{nft -j}'s answer without what it carries
+    besides its value (a counter: C{{"elem": {"val": ..., "counter": ...}}}).
+    """
+    if isinstance(element, dict) and isinstance(element.get("elem"), dict):
+        return element["elem"]["val"]
+    return element
+
+
+def parseCounters(answer: dict) -> dict[tuple[str, tuple], int]:
+    """
+    (set name, element key) -> bytes matched, from C{nft -j list table}'s
+    answer, for the elements of L{COUNTED_SETS} that have a counter.
+    """
+    counted = {}
+    for item in answer.get("nftables", []):
+        found = item.get("set") if isinstance(item, dict) else None
+        if not found or found.get("name") not in COUNTED_SETS:
+            continue
+        for element in found.get("elem", []):
+            inner = element.get("elem") if isinstance(element, dict) else None
+            if not isinstance(inner, dict) or not isinstance(inner.get("counter"), dict):
+                continue
+            key = _elementKey(found["name"], elementValue(element))
+            counted[(found["name"], key)] = int(inner["counter"]["bytes"])
+    return counted
 
 
 def removeScript(table: str) -> str:
@@ -375,6 +428,13 @@ class NftAccess:
         if not same:
             self._admitted.pop(admission.address, None)
         return self._change(admission, False)
+
+    def counters(self) -> Deferred[dict]:
+        """
+        What each counted element matched (L{parseCounters}), from one
+        C{nft -j list table}.
+        """
+        return self._runner.listJSON(["table", "inet", self.table]).addCallback(parseCounters)
 
     def remove(self) -> Deferred[None]:
         self._flush(queue=True)

@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from mnigs.system.admission import Admission
-from mnigs.system.nft import NftAccess, NftError, NftRunner
+from mnigs.system.nft import NftAccess, NftError, NftRunner, elementValue
 from tests.mesh._netns import makeNamespace, requireRoot
 
 ip = ipaddress.ip_address
@@ -26,7 +26,8 @@ def link(address, interface="m0", mac=MAC):
 def members(listing):
     """The elements of an C{nft -j list set} answer, as tuples of text."""
     [found] = [item["set"] for item in listing["nftables"] if "set" in item]
-    return {tuple(e["concat"]) if isinstance(e, dict) else (e,) for e in found.get("elem", [])}
+    values = [elementValue(e) for e in found.get("elem", [])]
+    return {tuple(v["concat"]) if isinstance(v, dict) else (v,) for v in values}
 
 
 class NftAccessRealTests(TestCase):

@@ -228,7 +228,7 @@ class GatewayTests(SynchronousTestCase):
         events = []
         store = SimpleNamespace(save=lambda records: events.append("save"))
         book = LeaseBook(maxClients=4, leaseSeconds=60)
-        hooks = SimpleNamespace(run=lambda *args: None)
+        hooks = SimpleNamespace(run=lambda *args: None, ask=lambda *args: None)
         registry = Registry(self.reactor, book, {"cjdns": self.gateway},
                             GroupCommit(self.reactor, store, book.records), hooks)
         clientHost = str(ipForKey(CLIENT_KEY))
