@@ -140,7 +140,7 @@ class ClientService(MultiService):
                                                    policyConfig.switch_hold),
                                       config.discovery.rescan_interval), self.effects)
         makeAdminService(reactor, config.admin.socket,
-                         {"status": self.agent.describe}).setServiceParent(self)
+                         {"status": self.describe}).setServiceParent(self)
         if config.web.enabled:
             self._webService().setServiceParent(self)
         if config.manhole.enabled:
@@ -175,7 +175,11 @@ class ClientService(MultiService):
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
-                              {b"": StatusJSON(self.agent.describe)})
+                              {b"": StatusJSON(self.describe)})
+
+    def describe(self):
+        "The status: the agent's, and the resolvers in force."
+        return dict(self.agent.describe(), dns=self.resolvers.describe())
 
     def reloader(self):
         from mnigs.client.config import loadClientConfig
