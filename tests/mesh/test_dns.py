@@ -121,6 +121,31 @@ class DNSMeshTests(DaemonMeshTestCase):
         with open(calls) as f:
             self.assertEqual(f.read().splitlines()[1:], [f"restore {c.wgInterface}"])
 
+    def test_forwardInFileModeUsesItsLeasesResolvers(self):
+        """
+        client - gw over forward only: no tunnel device, so the device is
+        the mesh interface; file mode applies the lease's resolvers (the
+        gateway's address on the shared link, "tunnel", where dnsmasq
+        listens, and the internet one) and restores the original on stop.
+        """
+        client, gw = self.mesh.clientNextToGateway()
+        [gwSide] = [address.split("/")[0] for address in gw.interfaceAddresses.values()
+                    if address.startswith("10.99.")]
+        startResolver(gw, gwSide, {NAME: ANSWER_B})
+        startResolver(gw.internet, RESOLVER_A, {NAME: ANSWER_A})
+        self.gateway(gw, methods={"forward": {"dns": ["tunnel", RESOLVER_A]},
+                                  "wireguard": {"enabled": False}})
+        before = setResolvConf(client, ORIGINAL)
+        c = self.clientProcess(client, dns={"mode": "file"},
+                               methods={"order": ["forward"]}).start()
+        status = c.waitState("online", 30, gateway="gw")
+        self.assertEqual(status["current"]["method"], "forward")
+        self.assertTrue(dnsWorks(client, NAME, ANSWER_B), c.logTail())
+        self.assertEqual(c.status()["dns"], {"mode": "file", "servers": [gwSide, RESOLVER_A],
+                                             "device": status["current"]["device"]})
+        c.stop()
+        self.assertEqual(resolvConfState(client), before)
+
     def test_aRestartAfterACrashRestoresTheOriginal(self):
         """
         A client killed (SIGKILL) while its resolvers are in force leaves

@@ -257,3 +257,43 @@ class LeaseResolversTests(SynchronousTestCase):
         self.assertEqual(warnings[1]["gateway"], "gwA")
         self.assertIn("is not an IP address", warnings[1]["why"])
         self.assertNotIn("\n", warnings[1]["why"])
+
+
+class ClientConfigTests(SynchronousTestCase):
+    def load(self, text):
+        from mnigs.client.config import loadClientConfig
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return loadClientConfig(path)
+
+    def test_defaults(self):
+        config = self.load("")
+        self.assertEqual((config.dns.mode, config.dns.file, config.dns.hook),
+                         ("auto", "/etc/resolv.conf", ""))
+
+    def test_aHookModeNeedsItsHook(self):
+        from mnigs.daemon.config import ConfigError
+
+        e = self.assertRaises(ConfigError, self.load, '[dns]\nmode = "hook"\n')
+        self.assertEqual(e.key, "dns.hook")
+        e = self.assertRaises(ConfigError, self.load, '[dns]\nmode = "dhcp"\n')
+        self.assertEqual(e.key, "dns.mode")
+        e = self.assertRaises(ConfigError, self.load, '[dns]\nfile = "resolv.conf"\n')
+        self.assertEqual(e.key, "dns.file")
+        e = self.assertRaises(ConfigError, self.load, '[dns]\nhook = "/nonexistent/hook"\n')
+        self.assertEqual(e.key, "dns.hook")
+
+
+class StatusTests(SynchronousTestCase):
+    def test_mnigsctlShowsTheResolversInForce(self):
+        from mnigs.cli.ctl import formatStatus
+
+        text = formatStatus({"state": "online", "gateways": [],
+                             "dns": {"mode": "file", "servers": ["198.51.100.7", "2001:db8::53"],
+                                     "device": "mnigs-c0"}})
+        self.assertIn("\ndns: 198.51.100.7, 2001:db8::53 (file, through mnigs-c0)", text)
+        text = formatStatus({"state": "searching", "gateways": [],
+                             "dns": {"mode": "file", "servers": [], "device": None}})
+        self.assertNotIn("dns:", text)
