@@ -203,9 +203,10 @@ def _buildMachine():
 
     @applied.upon(Keeper.apply).loop()
     def replace(keeper, core, inForce: InForce, wanted):
-        if wanted != inForce.wanted:
-            inForce.wanted = wanted
-            core.put(wanted)
+        # Even the same servers on a device of the same name: each session
+        # brings its own device up, and per-link settings went with the old.
+        inForce.wanted = wanted
+        core.put(wanted)
 
     @applied.upon(Keeper.restore).to(original)
     def restoreOriginals(keeper, core, inForce: InForce):

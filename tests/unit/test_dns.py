@@ -103,10 +103,14 @@ class KeeperTests(SynchronousTestCase):
             ("put", "hook", "mnigs-c0", ("198.51.100.8",), "mnigs-c0"),
             ("undo", "hook", "mnigs-c0")])
 
-    def test_theSameResolversAgainChangeNothing(self):
+    def test_theSameResolversAreAppliedToEachNewSession(self):
+        # The new session's device has the old one's name but is a new
+        # link: systemd-resolved forgot the old link's settings with it.
         self.keeper.online("mnigs-c0", True, ("198.51.100.7",), "gwA")
-        self.keeper.online("mnigs-c0", True, ("198.51.100.7",), "gwA")
-        self.assertEqual(len(self.events), 1)
+        self.keeper.online("mnigs-c0", True, ("198.51.100.7",), "gwB")
+        self.assertEqual(self.events, [
+            ("put", "hook", "mnigs-c0", ("198.51.100.7",), None),
+            ("put", "hook", "mnigs-c0", ("198.51.100.7",), "mnigs-c0")])
 
     def test_aLeaseWithoutResolversBringsTheOriginalsBack(self):
         self.keeper.online("mnigs-c0", True, ("198.51.100.7",), "gwA")
