@@ -131,7 +131,8 @@ class CjdnsGateway:
         else:
             raise RPCError(GATEWAY_FULL, "cjdns address pool exhausted")
         return {"address": f"{address}/32", "gateway_address": str(self.gatewayAddress),
-                "peer_public_key": self.publicKey, "dns": resolversFor(self.dns, self.gatewayAddress)}
+                "peer_public_key": self.publicKey,
+                "dns": resolversFor(self.dns, self.gatewayAddress)}
 
     @defer.inlineCallbacks
     def _incoming(self):

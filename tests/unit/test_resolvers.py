@@ -197,7 +197,8 @@ class CommandBackendTests(SynchronousTestCase):
 
     def test_aFailingHookFails(self):
         backend = ResolverHook(Runner(fail={"apply"}), "/usr/local/bin/dns-hook")
-        failure = self.failureResultOf(backend.put(backend.plan("d0", ["198.51.100.7"], None), None))
+        record = backend.plan("d0", ["198.51.100.7"], None)
+        failure = self.failureResultOf(backend.put(record, None))
         self.assertIn("exited with status 1", failure.getErrorMessage())
 
     def test_plansRefuseWhatDoesNotBelongOnACommandLine(self):
