@@ -347,3 +347,37 @@ class IPinger(Interface):
         Abandon every outstanding probe (their Deferreds are cancelled) and
         release sockets.
         """
+
+
+class IResolverBackend(Interface):
+    """
+    One way of putting a client's resolvers in force on this system and of
+    taking them out again (L{mnigs.system.resolvers}): systemd-resolved,
+    resolvconf, the resolv.conf file, a hook.  What it changes is said by
+    a record (a JSON-able dict) made before anything changes, which the
+    caller keeps in its state directory: a restart after a crash undoes it
+    from there.
+    """
+
+    mode = Attribute("The backend's name, as C{dns.mode} and records spell it.")
+
+    def plan(device, servers, previous):
+        """
+        The record of putting C{servers} (checked address texts) in force
+        for the session whose traffic leaves by C{device}, replacing what
+        the record C{previous} (or C{None}: the system's own) put there.
+        Raises L{mnigs.system.resolvers.NotApplicable} saying why this
+        backend cannot do it (no device of its own, say).  Touches nothing
+        but what it must read (the file it will replace).
+        """
+
+    def put(record, previous):
+        """
+        Make the system as C{record} says, then undo what C{previous} (or
+        C{None}) did that C{record} does not replace.  Deferred.
+        """
+
+    def undo(record):
+        """
+        Put back what C{record} replaced.  Deferred.
+        """

@@ -55,6 +55,8 @@ MAX_PROBES = 8
 #: At most this many mesh addresses in an offer's C{addresses}.
 MAX_ADDRESSES = 16
 MAX_NONCE = 128
+#: At most this many resolvers in a lease's C{dns} (glibc uses the first 3).
+MAX_RESOLVERS = 8
 
 
 class RPCError(Exception):
@@ -441,6 +443,38 @@ def _checkAddresses(value, field: str, limit: int) -> tuple[str, ...]:
                    or address.is_unspecified), f"{field} address {address} is not a unicast address")
         if str(address) not in checked:
             checked.append(str(address))
+    return tuple(checked)
+
+
+def checkResolvers(value) -> tuple[str, ...]:
+    """
+    A lease's C{dns}: a list of at most L{MAX_RESOLVERS} distinct literal
+    unicast IP addresses (no scope, no IPv4-mapped IPv6), normalised.
+    Loopback, link-local, multicast, unspecified and reserved addresses
+    are refused: a gateway has no business pointing a client's resolver at
+    the client itself or at whatever shares one of its links.  Raises
+    ValueError saying what is wrong; it names at most the first 64
+    characters of an entry, printably.
+    """
+    if not isinstance(value, list):
+        raise ValueError("dns must be a list of addresses")
+    if len(value) > MAX_RESOLVERS:
+        raise ValueError(f"dns lists {len(value)} resolvers, more than {MAX_RESOLVERS}")
+    checked: list[str] = []
+    for entry in value:
+        if not isinstance(entry, str) or len(entry) > 45:
+            raise ValueError(f"dns entry {ascii(entry)[:64]} is not address text")
+        try:
+            address = ipaddress.ip_address(entry)
+        except ValueError:
+            raise ValueError(f"dns entry {ascii(entry)[:64]} is not an IP address") from None
+        if (address.is_loopback or address.is_link_local or address.is_multicast
+                or address.is_unspecified or address.is_reserved
+                or getattr(address, "scope_id", None) or getattr(address, "ipv4_mapped", None)):
+            raise ValueError(f"dns entry {address} is not a usable unicast address")
+        if str(address) in checked:
+            raise ValueError(f"dns lists {address} twice")
+        checked.append(str(address))
     return tuple(checked)
 
 

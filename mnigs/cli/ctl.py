@@ -95,6 +95,10 @@ def formatStatus(status: dict) -> str:
                          + ("" if "gateway_answered_ago" not in health else
                             ", the gateway never answered" if health["gateway_answered_ago"] is None
                             else f", the gateway answered {health['gateway_answered_ago']}s ago"))
+    dns = status.get("dns")
+    if dns and dns.get("servers"):
+        lines.append(f"dns: {', '.join(dns['servers'])} ({dns.get('mode')}, through "
+                     f"{dns.get('device')})")
     attempt = status.get("attempt")
     if attempt:
         lines.append(f"trying: {attempt.get('name')} ({attempt.get('gateway')}) "

@@ -29,6 +29,7 @@ from mnigs.daemon.config import (
     between,
     executable,
     ifnames,
+    oneOf,
     port,
     readSection,
     readTOML,
@@ -142,6 +143,12 @@ SCHEMA = {
         "misses": Field(int, 3, between(1, 100)),
         "offer_interval": Field(float, 10.0, between(1, 3600)),
     },
+    # The lease's resolvers, put in force while online (mnigs.client.dns).
+    "dns": {
+        "mode": Field(str, "auto", oneOf("auto", "resolved", "resolvconf", "file", "hook", "off")),
+        "file": Field(str, "/etc/resolv.conf", absolutePath),
+        "hook": Field(str, "", _optionalExecutable),
+    },
     "routing": {
         "table": Field(int, 8150, between(1, 2**31 - 1)),
         "rule_priority": Field(int, 8150, between(1, 32765)),
@@ -187,6 +194,8 @@ def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
         problem = check(config) if check is not None else None
         if problem is not None:
             raise ConfigError(path, *problem)
+    if config.dns.mode == "hook" and not config.dns.hook:
+        raise ConfigError(path, "dns.hook", 'is required with dns.mode = "hook"')
     if config.routing.table in (253, 254, 255):
         raise ConfigError(path, "routing.table", "must not be one of the kernel's own tables (253-255)")
     if config.policy.max_fee is not None and not config.policy.accept_fees:

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mnigs.routing.candidates import Candidate
+from mnigs.client.dns import leaseResolvers
 from mnigs.client.health import ProbeTargets, firstAnswer
 from mnigs.client.machine import IClientEffects, ISessionReports, Session
 from mnigs.client.plan import LeaseRejected, buildPlan
@@ -110,10 +111,12 @@ class ClientEffects:
         C{session.pinger} and reporting to C{reports} (L{ISessionReports}).
     @param pingerFactory: C{pingerFactory(device)} -> an L{IPinger} bound
         to C{device}; one per session, closed when it ends.
+    @param resolvers: the L{mnigs.client.dns.ResolverKeeper} that puts an
+        online session's resolvers in force (C{None}: none is).
     """
 
     def __init__(self, reactor, config, sources, discovery, rpc, methods, policy, history,
-                 routing, healthFactory, hooks, clientKey, pingerFactory=None):
+                 routing, healthFactory, hooks, clientKey, pingerFactory=None, resolvers=None):
         self.reactor = reactor
         self.config = config
         self.sources = sources
@@ -128,6 +131,7 @@ class ClientEffects:
         self.clientKey = clientKey
         self.clientId = keyId(clientKey.verify_key)
         self.pingerFactory = pingerFactory or _pinger(reactor)
+        self.resolvers = resolvers
         self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
         self.lastSeen = []
@@ -447,6 +451,11 @@ class ClientEffects:
         lost.addCallbacks(lambda reason: reports.lost(session, reason),
                           lambda failure: failure.trap(defer.CancelledError))
         session.stoppers.append(lost.cancel)
+        if self.resolvers is not None:
+            # forward's device is the mesh interface, not one of its own
+            self.resolvers.online(session.connection.device, session.step.method != "forward",
+                                  leaseResolvers(session.lease, session.step.gateway),
+                                  session.step.gateway)
         self.hooks.run("online", session.step.gatewayId, session.step.host, session.step.method,
                        config.get("address", ""))
 
@@ -459,6 +468,15 @@ class ClientEffects:
             self.reports.lost(session, f"the mesh no longer routes to {session.step.gateway}")
             return
         self._checkInnerRoute(session)
+
+    def offline(self):
+        """
+        Nothing online and nothing under way: the system's own resolvers
+        come back (a failover keeps the old lease's until the new lease's
+        replace them).
+        """
+        if self.resolvers is not None:
+            self.resolvers.offline()
 
     def endSession(self, session):
         now = self.reactor.seconds()

@@ -29,8 +29,9 @@ Entering a state starts its work: the state's data factory does it and
 returns what the state owns, as Twisted's C{ClientService} does
 (C{_client_service.py}); no input is fired at the machine to get it going:
 
-    searching    a scan (L{IClientEffects.scan}, settling early)
-    waiting      the backoff timer, which fires C{retry}
+    searching    offline (L{IClientEffects.offline}); a scan (L{IClientEffects.scan},
+                 settling early)
+    waiting      offline; the backoff timer, which fires C{retry}
     registering  C{gateway.register} for the attempt's step
     connecting   the tunnel (L{IClientEffects.connect})
     verifying    a probe through it (L{IClientEffects.verify})
@@ -136,6 +137,13 @@ class IClientEffects(Interface):
 
     def endSession(session):
         "Stop them, take the tunnel and routes down; Deferred."
+
+    def offline():
+        """
+        No session is left and none is under way (searching, waiting,
+        stopped): put back what outlasts one session to bridge a failover
+        (the lease's resolvers).  Idempotent.
+        """
 
     def noteFailure(step, reason):
         "Record a failure of the step's gateway in the quality history."
@@ -487,7 +495,8 @@ def _scan(client: Client, core: ClientCore, searching: Searching) -> None:
 
 
 def search(client: Client, core: ClientCore, *args) -> Searching:
-    "Entering searching: scan."
+    "Entering searching: offline; scan."
+    core.effects.offline()
     searching = Searching()
     _scan(client, core, searching)
     return searching
@@ -495,9 +504,10 @@ def search(client: Client, core: ClientCore, *args) -> Searching:
 
 def scheduleRetry(client: Client, core: ClientCore, reason: str) -> Waiting:
     """
-    Entering waiting: retry after the backoff delay, or as soon as a
-    gateway met lately answers again.
+    Entering waiting: offline; retry after the backoff delay, or as soon
+    as a gateway met lately answers again.
     """
+    core.effects.offline()
     waiting = Waiting(core.clock.callLater(core.backoff.next(), client.retry))
     waiting.watch = core.effects.watchRecent()
 
@@ -779,6 +789,7 @@ def _buildMachine():
 
     @stopping.upon(Client.stopped).to(stopped)
     def finishStopping(client, core):
+        core.effects.offline()
         core.stopWaiters.fire()
 
     # -- inputs that arrive late or out of place are dropped ------------

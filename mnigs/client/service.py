@@ -14,6 +14,7 @@ from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
+from mnigs.client.dns import ResolverKeeper
 from mnigs.client.effects import ClientEffects
 from mnigs.client.health import HealthMonitor
 from mnigs.client.history import HistoryFile, QualityHistory
@@ -120,6 +121,7 @@ class ClientService(MultiService):
         policyConfig = config.policy
         self.policy = policyFromConfig(config)
         self.methods = self._buildMethods(stateDir)
+        self.resolvers = self._resolverKeeper(stateDir)
         self.discovery = Discovery(
             reactor, RPCClient(reactor, timeout=config.discovery.timeout, persistent=False),
             ports=config.discovery.ports, concurrency=config.discovery.concurrency,
@@ -132,13 +134,13 @@ class ClientService(MultiService):
             self.history, self.routing, self._health,
             Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline},
                   config.hooks.max_running),
-            self.clientKey)
+            self.clientKey, resolvers=self.resolvers)
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
                                       config.discovery.rescan_interval), self.effects)
         makeAdminService(reactor, config.admin.socket,
-                         {"status": self.agent.describe}).setServiceParent(self)
+                         {"status": self.describe}).setServiceParent(self)
         if config.web.enabled:
             self._webService().setServiceParent(self)
         if config.manhole.enabled:
@@ -148,6 +150,25 @@ class ClientService(MultiService):
                                 "effects": self.effects, "config": config}).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
 
+    def _resolverKeeper(self, stateDir):
+        """
+        C{[dns]}: the backend the mode names, or for C{auto} what this
+        system uses (systemd-resolved, else resolvconf, else none).
+        """
+        from mnigs.system.resolvers import commandRunner, detectMode, makeBackend
+
+        dns = self.config.dns
+        run = commandRunner(self.reactor)
+        mode = dns.mode
+        if mode == "auto":
+            mode = detectMode() or "off"
+            log.info("dns: mode auto uses {mode}{why}", mode=mode,
+                     why="" if mode != "off" else " (neither systemd-resolved nor resolvconf "
+                     "here; dns.mode \"file\" would write /etc/resolv.conf)")
+        backend = None if mode == "off" else makeBackend(mode, run, dns.file, dns.hook)
+        return ResolverKeeper(backend, stateDir,
+                              lambda recorded: makeBackend(recorded, run, dns.file, dns.hook))
+
     def _webService(self):
         from mnigs.web.clientpage import renderClientPage
         from mnigs.web.pages import StatusJSON, StatusPage
@@ -155,8 +176,12 @@ class ClientService(MultiService):
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
-                              {b"": StatusPage(self.agent.describe, renderClientPage),
-                               b"status.json": StatusJSON(self.agent.describe)})
+                              {b"": StatusPage(self.describe, renderClientPage),
+                               b"status.json": StatusJSON(self.describe)})
+
+    def describe(self):
+        "The status: the agent's, and the resolvers in force."
+        return dict(self.agent.describe(), dns=self.resolvers.describe())
 
     def reloader(self):
         from mnigs.client.config import loadClientConfig
@@ -215,6 +240,7 @@ class _Lifecycle(Service):
             from mnigs.daemon.reload import handleSIGHUP
             self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
+        service.resolvers.recover()  # runs before any later change
         # The id stays out of info lines: it names this device to whoever
         # reads the log.
         log.info("mnigs client starting, methods {names}",
@@ -231,6 +257,10 @@ class _Lifecycle(Service):
 
         def cleanUp(result):
             service.routing.clear()
+            service.resolvers.offline()
+            return service.resolvers.settled().addBoth(lambda _: saved(result))
+
+        def saved(result):
             try:
                 service.history.save()
             except Exception:

@@ -25,12 +25,25 @@ from mnigs.daemon.config import (
     Field,
     addresses,
     between,
+    strings,
     ifname,
     network,
     oneOf,
     port,
 )
-from mnigs.protocol import formatEndpoint, fromBase64, isSHA256, parseEndpoint, unprintable
+from mnigs.protocol import (
+    MAX_RESOLVERS,
+    checkResolvers,
+    formatEndpoint,
+    fromBase64,
+    isSHA256,
+    parseEndpoint,
+    unprintable,
+)
+
+#: The word in a method's C{dns} that stands for the gateway's own address
+#: as the lease gives it (C{gateway_address}): its resolver inside the tunnel.
+TUNNEL_RESOLVER = "tunnel"
 
 def resolve(builder):
     """
@@ -159,6 +172,35 @@ def _pinned(entry: dict, member: str) -> dict:
     return entry
 
 
+def _resolvers(value):
+    """
+    A method's C{dns} (server): addresses a lease hands its client as
+    resolvers, or L{TUNNEL_RESOLVER}; checked as a client checks a lease's
+    (L{checkResolvers}), so that a gateway never offers what clients refuse.
+    """
+    value = strings(value)
+    if len(value) > MAX_RESOLVERS:
+        raise ValueError(f"lists {len(value)} resolvers, more than {MAX_RESOLVERS}")
+    if value.count(TUNNEL_RESOLVER) > 1:
+        raise ValueError(f"lists {TUNNEL_RESOLVER!r} twice")
+    checked = list(checkResolvers([v for v in value if v != TUNNEL_RESOLVER]))
+    return [TUNNEL_RESOLVER if v == TUNNEL_RESOLVER else checked.pop(0) for v in value]
+
+
+def resolversFor(configured, gatewayAddress) -> list[str]:
+    """
+    A lease's C{dns}: the method's configured resolvers, with
+    L{TUNNEL_RESOLVER} replaced by C{gatewayAddress} (the lease's
+    C{gateway_address}), each once.
+    """
+    out: list[str] = []
+    for entry in configured:
+        address = str(gatewayAddress) if entry == TUNNEL_RESOLVER else str(entry)
+        if address not in out:
+            out.append(address)
+    return out
+
+
 def _needsNodeKey(config, reason):
     if not config.cjdns.public_key:
         return "cjdns.public_key", reason
@@ -222,7 +264,11 @@ _IMPLEMENTATION = oneOf("auto", "kernel", "wireguard-go")
 
 register(Method(
     "forward", "mnigs.methods.forward.buildGateway", "mnigs.methods.forward.buildClient",
-    _forwardOffer, clientSettings={}))
+    _forwardOffer,
+    serverSettings={
+        "dns": Field(list, [], _resolvers),
+    },
+    clientSettings={}))
 register(Method(
     "wireguard", "mnigs.methods.wireguard.buildGateway", "mnigs.methods.wireguard.buildClient",
     _wireguardOffer,
@@ -232,7 +278,7 @@ register(Method(
         "pool": Field(str, "100.64.0.0/22", _pool),
         "endpoint": Field(list, [], addresses),
         "implementation": Field(str, "auto", _IMPLEMENTATION),
-        "dns": Field(list, [], addresses),
+        "dns": Field(list, [], _resolvers),
         "handshake_timeout": Field(float, 60.0, between(0, 86400)),
     },
     clientSettings={
@@ -249,7 +295,7 @@ register(Method(
         "proto": Field(str, "udp", oneOf("udp", "tcp")),
         "pool": Field(str, "100.65.0.0/22", _pool),
         "endpoint": Field(list, [], addresses),
-        "dns": Field(list, [], addresses),
+        "dns": Field(list, [], _resolvers),
     },
     clientSettings={
         "interface": Field(str, "mnigs-ovpnc0", ifname),
@@ -263,7 +309,7 @@ register(Method(
         "bridge": Field(str, "mnigs", _softetherBridge),
         "pool": Field(str, "100.66.0.0/22", _pool),
         "endpoint": Field(list, [], addresses),
-        "dns": Field(list, [], addresses),
+        "dns": Field(list, [], _resolvers),
     },
     clientSettings={
         "nic": Field(str, "mnigs", _softetherNic),
@@ -273,7 +319,7 @@ register(Method(
     _cjdnsOffer,
     serverSettings={
         "pool": Field(str, "100.67.0.0/22", _pool),
-        "dns": Field(list, [], addresses),
+        "dns": Field(list, [], _resolvers),
     },
     # The client's cjdns settings are the shared [cjdns] section's.
     clientSettings=None,

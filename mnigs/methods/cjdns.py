@@ -49,6 +49,7 @@ from mnigs.methods.forward import ConnectFailed, accessAddress
 from mnigs.methods.loss import Loss
 from mnigs.methods.wireguard import poolHosts
 from mnigs.protocol import GATEWAY_FULL, METHOD_UNAVAILABLE, RPCError, invalidParams
+from mnigs.methods import resolversFor
 
 log = Logger()
 
@@ -76,7 +77,7 @@ class CjdnsGateway:
         self.pool = pool
         self.gatewayAddress, _ = poolHosts(pool)
         self.tunInterface = tunInterface
-        self.dns = [str(d) for d in dns]
+        self.dns = list(dns)
         self.leases = {}
 
     def tunnelPools(self):
@@ -130,7 +131,8 @@ class CjdnsGateway:
         else:
             raise RPCError(GATEWAY_FULL, "cjdns address pool exhausted")
         return {"address": f"{address}/32", "gateway_address": str(self.gatewayAddress),
-                "peer_public_key": self.publicKey, "dns": list(self.dns)}
+                "peer_public_key": self.publicKey,
+                "dns": resolversFor(self.dns, self.gatewayAddress)}
 
     @defer.inlineCallbacks
     def _incoming(self):

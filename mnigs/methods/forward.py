@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
+from mnigs.methods import resolversFor
 from mnigs.methods.loss import Loss
 from mnigs.methods.traffic import Traffic
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError, invalidParams
@@ -38,11 +39,12 @@ def accessAddress(lease):
 class ForwardGateway:
     name = "forward"
 
-    def __init__(self, access, netlink, meshInterfaces=()):
+    def __init__(self, access, netlink, meshInterfaces=(), dns=()):
         self.access = access
         self.netlink = netlink
         self.meshInterfaces = list(meshInterfaces)
         self.leases = {}  # id -> lease, for the counters
+        self.dns = list(dns)  # resolvers for leases; "tunnel": our address facing the client
 
     def tunnelPools(self):
         return ()
@@ -77,8 +79,9 @@ class ForwardGateway:
             raise RPCError(METHOD_UNAVAILABLE,
                            f"{address} already holds a forward lease under another client id")
         lease.origin = self._origin(address)
+        gateway = self._ourAddressFacing(address) or localHost
         return {"address": f"{address}/{address.max_prefixlen}",
-                "gateway_address": str(self._ourAddressFacing(address) or localHost), "dns": []}
+                "gateway_address": str(gateway), "dns": resolversFor(self.dns, gateway)}
 
     def _origin(self, address):
         """
@@ -223,7 +226,8 @@ class ConnectFailed(Exception):
 # -- the registry's builders (mnigs.methods) -----------------------------
 
 def buildGateway(context, section):
-    return ForwardGateway(context.access, context.netlink, context.config.mesh.interfaces)
+    return ForwardGateway(context.access, context.netlink, context.config.mesh.interfaces,
+                          section.dns)
 
 
 def buildClient(context, section):

@@ -54,6 +54,7 @@ from mnigs.openvpn.config import (
 from mnigs.openvpn.daemon import OpenVPNDaemon
 from mnigs.protocol import certificateSHA256, formatEndpoint, invalidParams
 from mnigs.system.statefile import atomicWrite
+from mnigs.methods import resolversFor
 
 log = Logger()
 
@@ -88,7 +89,7 @@ class OpenVPNGateway:
         self.proto = proto
         self.interface = interface
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
-        self.dns = [str(d) for d in dns]
+        self.dns = list(dns)
         self._addresses = AddressPool(self.pool)
         self.leases = {}
         self.sessions = {}  # cid -> lease id, for every client we admitted
@@ -141,7 +142,7 @@ class OpenVPNGateway:
                 "endpoint": self._endpoint(localHost),
                 "proto": self.proto,
                 "ca": self.caPEM,
-                "dns": list(self.dns)}
+                "dns": resolversFor(self.dns, self.gatewayAddress)}
 
     def _rebuild(self, leases):
         self._addresses.reset()

@@ -45,6 +45,7 @@ from mnigs.protocol import formatEndpoint, invalidParams, parseEndpoint
 from mnigs.softether.client import OFFLINE, VpnClient, nicInterface
 from mnigs.softether.hub import HUB_NAME, USER_NAME, HubUser, userName
 from mnigs.softether.server import certificateFingerprint
+from mnigs.methods import resolversFor
 
 log = Logger()
 
@@ -73,7 +74,7 @@ class SoftEtherGateway:
         self._addresses = AddressPool(pool)
         self.gatewayAddress = self._addresses.gateway
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
-        self.dns = [str(d) for d in dns]
+        self.dns = list(dns)
         self.newPassword = password
         self.leases = {}
 
@@ -120,7 +121,7 @@ class SoftEtherGateway:
                 "username": userName(lease.id),
                 "password": self.newPassword(),
                 "server_cert": self.server.certificate,
-                "dns": list(self.dns)}
+                "dns": resolversFor(self.dns, self.gatewayAddress)}
 
     def _rebuild(self, leases):
         self._addresses.reset()

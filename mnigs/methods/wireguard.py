@@ -35,6 +35,7 @@ from mnigs.protocol import (
 from mnigs.methods.traffic import Traffic
 from mnigs.system.statefile import atomicWrite
 from mnigs.wireguard.uapi import Peer, checkKey, generatePrivateKey, publicKey
+from mnigs.methods import resolversFor
 
 KEY_FILE = "wireguard.key"
 IMPLEMENTATIONS = {"auto": "auto", "kernel": "kernel", "wireguard-go": "userspace"}
@@ -84,7 +85,7 @@ class WireGuardGateway:
         self._keys = {}
         self.port = port
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
-        self.dns = [str(d) for d in dns]
+        self.dns = list(dns)
         self.leases = {}
         self._peerUses, self._admissions = collections.Counter(), collections.Counter()
         # Leases granted by this run whose peer has not shaken hands yet:
@@ -139,7 +140,7 @@ class WireGuardGateway:
                 "gateway_address": str(self.gatewayAddress),
                 "peer_public_key": self.publicKey,
                 "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
-                "dns": list(self.dns)}
+                "dns": resolversFor(self.dns, self.gatewayAddress)}
 
     def _keyTaken(self, key, others, clientId):
         # The client's own lease being replaced (the same key from a new

@@ -31,6 +31,8 @@ class ClientProcess:
             "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0,
                         "wireguard": {"interface": self.wgInterface, "keepalive": 1}},
             "policy": {"switch_hold": 3600.0},
+            # Never the host's resolvers: a test that wants DNS says how.
+            "dns": {"mode": "off"},
             "admin": {"socket": os.path.join(self.dir, "admin.sock")},
             "manhole": {"enabled": False, "socket": os.path.join(self.dir, "manhole.sock")},
         }
