@@ -1,0 +1,142 @@
+# -*- test-case-name: tests.unit.test_arrival,tests.mesh.test_reply_by_arrival -*-
+"""
+The gateway answers a mesh peer by the way its packets came (issue 11).
+
+While a mesh routing protocol converges, the gateway's route back to a
+client may lead through a node that is gone (or there may be none yet),
+although the client's packets reach the gateway well: its registration and
+its tunnel's handshake then get no answer for the seconds babel takes.
+Replies to what arrived from the mesh therefore leave through the
+interface it arrived on, to the neighbour it came from, whatever the main
+table says (the marking: L{mnigs.system.arrivalnft}; the rules and tables:
+L{mnigs.server.hoproutes}).  When routing is symmetric that neighbour is
+the main table's next hop anyway.
+
+The previous hops are learnt from the kernel's neighbour tables, read every
+L{POLL_INTERVAL} seconds (the neighbour a packet came from has resolved the
+gateway's address, so the gateway holds an entry for it); their ids are
+kept by L{mnigs.server.prevhops.PreviousHops}.
+
+Like the pool routes, all of it is replaced at start (taking over the ids a
+previous run left in the tables, so that connections keep their marks),
+kept across a restart, and removed with the data path.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from mnigs.server.hoproutes import HopRouting, chooseInterfaces
+from mnigs.server.prevhops import Neighbour, PreviousHops
+from mnigs.system.arrivalnft import arrivalScript, removeArrivalScript
+
+log = Logger()
+
+POLL_INTERVAL = 1.0
+
+
+def adoptable(installed: dict, neighbours: Iterable[Neighbour]) -> list[tuple[Neighbour, int]]:
+    """
+    The (neighbour, id) pairs of the hops a previous run installed
+    (L{HopRouting.installedHops}: id -> (interface, address)) that the
+    neighbour tables still know.
+    """
+    byAddress = {(n.ifname, n.address): n for n in neighbours}
+    found = []
+    for hopId, (ifname, address) in sorted(installed.items()):
+        neighbour = byAddress.get((ifname, address))
+        if neighbour is not None:
+            found.append((neighbour, hopId))
+    return found
+
+
+class ReplyByArrival:
+    """
+    C{runner} is an L{mnigs.system.nft.NftRunner}, C{routing} a
+    L{HopRouting}; C{interfaces} the configured mesh interfaces (empty:
+    every Ethernet-type link but C{excluded}, see L{chooseInterfaces}).
+    """
+
+    def __init__(self, clock: IReactorTime, runner, table: str, routing: HopRouting,
+                 interfaces: Sequence[str], excluded: Sequence[str],
+                 hops: Optional[PreviousHops] = None, interval: float = POLL_INTERVAL) -> None:
+        self._clock = clock
+        self._runner = runner
+        self.table = table
+        self.routing = routing
+        self._interfaces = list(interfaces)
+        self._excluded = list(excluded)
+        self.hops = hops if hops is not None else PreviousHops(clock)
+        self._lock = DeferredLock()
+        self._poller = LoopingCall(self._poll)
+        self._poller.clock = clock
+        self._interval = interval
+
+    def _choose(self, links: dict[str, bool]) -> dict[str, bool]:
+        return chooseInterfaces(self._interfaces, links, self._excluded)
+
+    def start(self) -> Deferred[None]:
+        """Replace whatever a previous run left by the hops known now, then follow them."""
+        neighbours = self.routing.readNeighbours(self._choose)
+        for neighbour, hopId in adoptable(self.routing.installedHops(), neighbours):
+            self.hops.adopt(neighbour, hopId)
+        self.hops.update(neighbours)
+        self.routing.clear()
+        d = self._lock.run(self._apply)
+
+        def follow(_):
+            log.info("replies by arrival: {count} previous hop(s), table inet {table}",
+                     count=len(self.hops.hops()), table=self.table)
+            self._poller.start(self._interval, now=False)
+
+        return d.addCallback(follow)
+
+    def _poll(self) -> Deferred[None]:
+        try:
+            changed = self.hops.update(self.routing.readNeighbours(self._choose))
+        except Exception:
+            log.failure("replies by arrival: could not read the neighbour tables")
+            return succeed(None)
+        if not changed:
+            return succeed(None)
+        d = self._lock.run(self._apply)
+        d.addErrback(lambda f: log.failure("replies by arrival: could not apply the hops", f))
+        # The poll goes on while nft runs; the lock keeps the runs in order.
+        return succeed(None)
+
+    def _apply(self) -> Deferred[None]:
+        hops = self.hops.hops()
+        self.routing.install(hops)
+        d = self._runner.apply(arrivalScript(self.table, hops))
+        d.addCallback(lambda _: self.routing.prune(hops))
+        return d
+
+    def _stopPolling(self) -> None:
+        if self._poller.running:
+            self._poller.stop()
+
+    def leave(self) -> None:
+        """Stop following the neighbours; the rules, tables and marks stay."""
+        self._stopPolling()
+
+    def remove(self) -> Deferred[None]:
+        """Stop, and take away the table, rules and routes."""
+        self._stopPolling()
+
+        def routes(result):
+            self.routing.clear()
+            return result
+
+        return self._lock.run(self._runner.apply, removeArrivalScript(self.table)).addBoth(routes)
+
+    def describe(self) -> list[dict]:
+        return [{"id": hop.id, "interface": hop.ifname,
+                 "mac": None if hop.mac is None else hop.mac.hex(":"),
+                 "via4": None if hop.via4 is None else str(hop.via4),
+                 "via6": None if hop.via6 is None else str(hop.via6)}
+                for hop in self.hops.hops()]
