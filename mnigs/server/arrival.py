@@ -12,9 +12,13 @@ table says (the marking: L{mnigs.system.arrivalnft}; the rules and tables:
 L{mnigs.server.hoproutes}).  When routing is symmetric that neighbour is
 the main table's next hop anyway.
 
-The previous hops are learnt from the kernel's neighbour tables, read every
-L{POLL_INTERVAL} seconds (the neighbour a packet came from has resolved the
-gateway's address, so the gateway holds an entry for it); their ids are
+The previous hops are learnt from the kernel's neighbour tables (the
+neighbour a packet came from has resolved the gateway's address, so the
+gateway holds an entry for it), read again L{SETTLE} seconds after the
+kernel says that neighbours or links changed, and every
+L{SAFETY_INTERVAL} seconds anyway; every L{POLL_INTERVAL} seconds without
+a netlink monitor.  (A read costs pyroute2 some 10 ms of CPU even for a few
+entries: not something to do every second for nothing.)  Their ids are
 kept by L{mnigs.server.prevhops.PreviousHops}.
 
 Like the pool routes, all of it is replaced at start (taking over the ids a
@@ -24,13 +28,14 @@ kept across a restart, and removed with the data path.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from mnigs.routing.kernel import _MonitorReader as MonitorReader
 from mnigs.server.hoproutes import HopRouting, chooseInterfaces
 from mnigs.server.prevhops import Neighbour, PreviousHops
 from mnigs.system.arrivalnft import arrivalScript, removeArrivalScript
@@ -38,6 +43,16 @@ from mnigs.system.arrivalnft import arrivalScript, removeArrivalScript
 log = Logger()
 
 POLL_INTERVAL = 1.0
+SAFETY_INTERVAL = 10.0
+SETTLE = 0.05
+
+
+def neighbourMonitor():
+    """A netlink monitor of the neighbour tables and the links."""
+    from mnigs.routing.kernel import RouteMonitor
+    from mnigs.system.pyroute import RTMGRP_LINK, RTMGRP_NEIGH
+
+    return RouteMonitor(groups=RTMGRP_NEIGH | RTMGRP_LINK)
 
 
 def adoptable(installed: dict, neighbours: Iterable[Neighbour]) -> list[tuple[Neighbour, int]]:
@@ -60,12 +75,19 @@ class ReplyByArrival:
     C{runner} is an L{mnigs.system.nft.NftRunner}, C{routing} a
     L{HopRouting}; C{interfaces} the configured mesh interfaces (empty:
     every Ethernet-type link but C{excluded}, see L{chooseInterfaces}).
+    C{openMonitor} makes a netlink monitor of neighbours and links (a
+    L{mnigs.routing.kernel.RouteMonitor}) that C{clock}, then also an
+    C{IReactorFDSet}, reads; without it, the tables are polled.
     """
 
     def __init__(self, clock: IReactorTime, runner, table: str, routing: HopRouting,
                  interfaces: Sequence[str], excluded: Sequence[str],
-                 hops: Optional[PreviousHops] = None, interval: float = POLL_INTERVAL) -> None:
+                 hops: Optional[PreviousHops] = None,
+                 openMonitor: Optional[Callable[[], object]] = None) -> None:
         self._clock = clock
+        self._openMonitor = openMonitor
+        self._reader: Optional[MonitorReader] = None
+        self._look = None
         self._runner = runner
         self.table = table
         self.routing = routing
@@ -75,13 +97,14 @@ class ReplyByArrival:
         self._lock = DeferredLock()
         self._poller = LoopingCall(self._poll)
         self._poller.clock = clock
-        self._interval = interval
 
     def _choose(self, links: dict[str, bool]) -> dict[str, bool]:
         return chooseInterfaces(self._interfaces, links, self._excluded)
 
     def start(self) -> Deferred[None]:
         """Replace whatever a previous run left by the hops known now, then follow them."""
+        # The monitor first: no change can fall between it and the baseline.
+        interval = self._startReading()
         neighbours = self.routing.readNeighbours(self._choose)
         for neighbour, hopId in adoptable(self.routing.installedHops(), neighbours):
             self.hops.adopt(neighbour, hopId)
@@ -92,9 +115,44 @@ class ReplyByArrival:
         def follow(_):
             log.info("replies by arrival: {count} previous hop(s), table inet {table}",
                      count=len(self.hops.hops()), table=self.table)
-            self._poller.start(self._interval, now=False)
+            self._poller.start(interval, now=False)
 
         return d.addCallback(follow)
+
+    def _startReading(self) -> float:
+        """Watch the neighbours if we can; the interval of the poll beside it."""
+        if self._openMonitor is None:
+            return POLL_INTERVAL
+        try:
+            monitor = self._openMonitor()
+        except Exception:
+            log.failure("replies by arrival: no netlink monitor; polling every {interval} s",
+                        interval=POLL_INTERVAL)
+            return POLL_INTERVAL
+        self._reader = MonitorReader(monitor, self._changed, self._monitorLost)
+        self._clock.addReader(self._reader)
+        return SAFETY_INTERVAL
+
+    def _changed(self) -> None:
+        if self._look is None or not self._look.active():
+            self._look = self._clock.callLater(SETTLE, self._poll)
+
+    def _monitorLost(self, reason) -> None:
+        log.failure("replies by arrival: netlink monitor lost; polling every {interval} s",
+                    reason, interval=POLL_INTERVAL)
+        self._stopReading()
+        if self._poller.running:
+            self._poller.stop()
+            self._poller.start(POLL_INTERVAL, now=False)
+
+    def _stopReading(self) -> None:
+        if self._look is not None and self._look.active():
+            self._look.cancel()
+        self._look = None
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            self._clock.removeReader(reader)
+            reader.monitor.close()
 
     def _poll(self) -> Deferred[None]:
         try:
@@ -116,17 +174,18 @@ class ReplyByArrival:
         d.addCallback(lambda _: self.routing.prune(hops))
         return d
 
-    def _stopPolling(self) -> None:
+    def _stopFollowing(self) -> None:
+        self._stopReading()
         if self._poller.running:
             self._poller.stop()
 
     def leave(self) -> None:
         """Stop following the neighbours; the rules, tables and marks stay."""
-        self._stopPolling()
+        self._stopFollowing()
 
     def remove(self) -> Deferred[None]:
         """Stop, and take away the table, rules and routes."""
-        self._stopPolling()
+        self._stopFollowing()
 
         def routes(result):
             self.routing.clear()

@@ -24,7 +24,7 @@ from mnigs.methods import METHODS, GatewayContext
 from mnigs.system.netlink import Netlink
 from mnigs.system.nft import NftAccess, NftRunner
 from mnigs.server.poolroutes import PoolRouting
-from mnigs.server.arrival import ReplyByArrival
+from mnigs.server.arrival import ReplyByArrival, neighbourMonitor
 from mnigs.server.hoproutes import HopRouting
 from mnigs.system.nftnetlink import NftSetElements
 from mnigs.rpc.server import makeSite
@@ -136,14 +136,17 @@ class GatewayService(MultiService):
 
     def _replyByArrival(self, runner):
         config = self.config
+        openMonitor = None
         if self.hopRouting is None:
             self.hopRouting = HopRouting(config.routing.reply_table,
                                          config.routing.reply_rule_priority)
+            openMonitor = neighbourMonitor
         # Neither the uplink nor the methods' own tunnels are the mesh.
         excluded = [config.uplink.interface] + [
             name for method in self.methods.values() for name in method.tunnelInterfaces()]
         return ReplyByArrival(self.reactor, runner, arrivalTable(config.nft.table),
-                              self.hopRouting, config.mesh.interfaces, excluded)
+                              self.hopRouting, config.mesh.interfaces, excluded,
+                              openMonitor=openMonitor)
 
     def _webService(self):
         from mnigs.web.placeholder import StatusJSON

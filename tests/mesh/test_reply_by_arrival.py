@@ -136,6 +136,16 @@ class ReplyByArrivalTests(TestCase):
         self.assertEqual(self.ours(), ([], []))
         self.assertIsNone(self.nftTable())
 
+    def test_noRouteBackAnsweredByArrival(self):
+        """
+        No route to the client at all: the main table's default route sends
+        the answers to the uplink, and they are routed again to r1.
+        """
+        self.startGateway()
+        self.reachGatewayOnce()
+        self.waitKnowsR1()
+        self.assertTunnelWorks()
+
     def test_switchedOffTheAnswersAreLost(self):
         self.routeBackThrough(self.r2, self.r2ToGw)
         self.startGateway(routing={"reply_by_arrival": False})

@@ -8,9 +8,11 @@ import ipaddress
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.server.arrival import POLL_INTERVAL, ReplyByArrival, adoptable
+from mnigs.server.arrival import (
+    POLL_INTERVAL, SAFETY_INTERVAL, SETTLE, ReplyByArrival, adoptable)
 from mnigs.server.prevhops import Neighbour
 
 A = bytes.fromhex("020000000001")
@@ -58,13 +60,72 @@ class FakeRunner:
         return defer.succeed(None)
 
 
+class FakeMonitor:
+    def __init__(self):
+        self.pending, self.closed = 0, False
+
+    def fileno(self):
+        return 99
+
+    def drain(self):
+        if self.pending is None:
+            raise OSError("gone")
+        count, self.pending = self.pending, 0
+        return count
+
+    def close(self):
+        self.closed = True
+
+
 class ReplyByArrivalTests(SynchronousTestCase):
-    def build(self, neighbours=(), installed=None, interfaces=()):
-        self.clock = Clock()
+    def build(self, neighbours=(), installed=None, interfaces=(), openMonitor=None):
+        self.clock = MemoryReactorClock() if openMonitor else Clock()
         self.routing = FakeRouting(neighbours, installed)
         self.runner = FakeRunner()
         return ReplyByArrival(self.clock, self.runner, "mnigs_hops", self.routing,
-                              interfaces, ["up0"])
+                              interfaces, ["up0"], openMonitor=openMonitor)
+
+    def test_withAMonitorChangesAreReadAtOnceAndTheTablesRarely(self):
+        monitor = FakeMonitor()
+        arrival = self.build([n("m0", A, "10.0.0.2")], openMonitor=lambda: monitor)
+        self.successResultOf(arrival.start())
+        [reader] = self.clock.getReaders()
+        self.clock.advance(SAFETY_INTERVAL - 0.1)
+        self.routing.neighbours.append(n("m1", B, "10.0.1.2"))
+        monitor.pending = 3
+        reader.doRead()
+        self.assertEqual(len(self.runner.scripts), 1)
+        self.clock.advance(SETTLE)
+        self.assertEqual(len(self.runner.scripts), 2)
+        self.assertIn("goto from2", self.runner.scripts[-1])
+        arrival.leave()
+        self.assertEqual((self.clock.getReaders(), monitor.closed), ([], True))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_aLostMonitorFallsBackToPolling(self):
+        monitor = FakeMonitor()
+        arrival = self.build([n("m0", A, "10.0.0.2")], openMonitor=lambda: monitor)
+        self.successResultOf(arrival.start())
+        [reader] = self.clock.getReaders()
+        monitor.pending = None
+        failure = reader.doRead()
+        self.clock.removeReader(reader)  # what the reactor does on a failed read
+        reader.connectionLost(failure)
+        self.assertTrue(monitor.closed)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.routing.neighbours.append(n("m1", B, "10.0.1.2"))
+        self.clock.advance(POLL_INTERVAL)
+        self.assertEqual(len(self.runner.scripts), 2)
+
+    def test_noMonitorToBeHadPolls(self):
+        def refuse():
+            raise OSError("no netlink")
+        arrival = self.build([n("m0", A, "10.0.0.2")], openMonitor=refuse)
+        self.successResultOf(arrival.start())
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.routing.neighbours.append(n("m1", B, "10.0.1.2"))
+        self.clock.advance(POLL_INTERVAL)
+        self.assertEqual(len(self.runner.scripts), 2)
 
     def test_startReplacesEverythingByTheHopsKnownNow(self):
         arrival = self.build([n("m0", A, "10.0.0.2"), n("up0", B, "203.0.113.1")])
