@@ -169,6 +169,9 @@ class ReplyByArrival:
 
     def _apply(self) -> Deferred[None]:
         hops = self.hops.hops()
+        if self.hops.leftOut:
+            log.warn("replies by arrival: no id left for {count} previous hop(s); their replies "
+                     "follow the main table", count=self.hops.leftOut)
         self.routing.install(hops)
         d = self._runner.apply(arrivalScript(self.table, hops))
         d.addCallback(lambda _: self.routing.prune(hops))

@@ -82,6 +82,8 @@ class PreviousHops:
         self._known: dict[tuple[str, Optional[bytes]], _Known] = {}
         self._free = deque(range(1, maxHops + 1))
         self._hops: tuple[Hop, ...] = ()
+        #: How many hops the last L{update} left out for want of ids.
+        self.leftOut = 0
 
     def adopt(self, neighbour: Neighbour, hopId: int) -> None:
         """
@@ -98,8 +100,8 @@ class PreviousHops:
     def update(self, neighbours: Iterable[Neighbour]) -> bool:
         """
         Take what the neighbour tables hold now; C{True} if L{hops} changed.
-        Neighbours beyond the id space are left out (logged by the caller
-        as the hops it did not get).
+        Neighbours beyond the id space are left out (counted in
+        L{leftOut}): their replies follow the main table.
         """
         now = self._clock.seconds()
         seen: dict[tuple[str, Optional[bytes]], set] = {}
@@ -113,9 +115,9 @@ class PreviousHops:
             elif now - known.lastSeen >= self._forgetAfter:
                 del self._known[key]
                 self._free.append(known.id)
-        for key in sorted(seen.keys() - self._known.keys(), key=_keyOrder):
-            if not self._free:
-                break
+        new = sorted(seen.keys() - self._known.keys(), key=_keyOrder)
+        self.leftOut = max(0, len(new) - len(self._free))
+        for key in new[:len(self._free)]:
             self._known[key] = _Known(self._free.popleft(), now, frozenset(seen[key]))
         hops = tuple(sorted((Hop(known.id, ifname, mac, *_vias(known.addresses))
                              for (ifname, mac), known in self._known.items()),

@@ -86,6 +86,7 @@ class PreviousHopsTests(SynchronousTestCase):
                          + [n("m1", A, "10.0.1.2")])
         self.assertEqual(sorted(self.ids().values()), [1, 2, 3])
         self.assertNotIn(("m1", A), self.ids())
+        self.assertEqual(self.hops.leftOut, 1)
 
     def test_adoptKeepsAPreviousRunsId(self):
         self.hops.adopt(n("m0", B, "10.0.0.3"), 3)
