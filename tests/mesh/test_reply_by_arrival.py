@@ -146,6 +146,35 @@ class ReplyByArrivalTests(TestCase):
         self.waitKnowsR1()
         self.assertTunnelWorks()
 
+    def test_ipv6AnsweredByArrival(self):
+        """
+        The same over IPv6: the gateway's neighbour entry for r1 is its
+        link-local address, the way back C{default via fe80::...}.
+        """
+        v6 = {(self.client, "m0"): "fd00:1::1", (self.r1, "m0"): "fd00:1::2",
+              (self.r1, self.r1ToGw): "fd00:2::1", (self.gw, "m0"): "fd00:2::2",
+              (self.gw, "m1"): "fd00:3::1", (self.r2, self.r2ToGw): "fd00:3::2"}
+        for (node, ifname), address in v6.items():
+            node.run(["ip", "-6", "addr", "add", f"{address}/64", "dev", ifname, "nodad"])
+        self.r2.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])
+        self.client.run(["ip", "-6", "route", "add", "fd00:2::/64", "via", "fd00:1::2"])
+        self.gw.run(["ip", "-6", "route", "add", "fd00:1::/64", "via", "fd00:3::2"])
+        self.startGateway(rpc={"listen": ["::"]})
+        self.client.run(["ping", "-6", "-n", "-q", "-c", "1", "-W", "0.2", "fd00:2::2"],
+                        check=False)
+
+        waitUntil(lambda: any(via.startswith("fe80:") for via in self.v6Gateways()), 5, interval=0.1, message="the gateway to learn r1's fe80 address")
+        waitUntil(lambda: self.client.run(["ping", "-6", "-n", "-q", "-c", "1", "-W", "1",
+                                           "fd00:2::2"], check=False).returncode == 0,
+                  5, message="a ping6 answered by arrival")
+        self.assertIsNotNone(self.gateway.info(self.client, "fd00:2::2"), "no offer over IPv6")
+
+    def v6Gateways(self):
+        """The IPv6 next hops of our tables in the gateway."""
+        return [route.get_attr("RTA_GATEWAY")
+                for route in self.gw.ipr().route("dump", family=socket.AF_INET6)
+                if REPLY_TABLE <= (route.get_attr("RTA_TABLE") or 0) < REPLY_TABLE + 255]
+
     def test_switchedOffTheAnswersAreLost(self):
         self.routeBackThrough(self.r2, self.r2ToGw)
         self.startGateway(routing={"reply_by_arrival": False})
