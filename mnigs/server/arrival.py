@@ -97,6 +97,8 @@ class ReplyByArrival:
         self._lock = DeferredLock()
         self._poller = LoopingCall(self._poll)
         self._poller.clock = clock
+        # The last run failed: the next look applies the hops even unchanged.
+        self._retry = False
 
     def _choose(self, links: dict[str, bool]) -> dict[str, bool]:
         return chooseInterfaces(self._interfaces, links, self._excluded)
@@ -160,14 +162,20 @@ class ReplyByArrival:
         except Exception:
             log.failure("replies by arrival: could not read the neighbour tables")
             return succeed(None)
-        if not changed:
+        if not changed and not self._retry:
             return succeed(None)
         d = self._lock.run(self._apply)
-        d.addErrback(lambda f: log.failure("replies by arrival: could not apply the hops", f))
+        d.addErrback(self._failed)
         # The poll goes on while nft runs; the lock keeps the runs in order.
         return succeed(None)
 
+    def _failed(self, failure) -> None:
+        self._retry = True
+        log.failure("replies by arrival: could not apply the hops; trying again at the next look",
+                    failure)
+
     def _apply(self) -> Deferred[None]:
+        self._retry = False
         hops = self.hops.hops()
         if self.hops.leftOut:
             log.warn("replies by arrival: no id left for {count} previous hop(s); their replies "

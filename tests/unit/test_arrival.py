@@ -167,6 +167,19 @@ class ReplyByArrivalTests(SynchronousTestCase):
         self.assertEqual(len(self.runner.scripts), 3)
         self.assertIn("goto from3", self.runner.scripts[-1])
 
+    def test_aFailedRunIsTriedAgainAtTheNextLook(self):
+        arrival = self.build([n("m0", A, "10.0.0.2")])
+        self.successResultOf(arrival.start())
+        self.runner.pending = defer.fail(OSError("nft exited 1"))
+        self.routing.neighbours.append(n("m1", B, "10.0.1.2"))
+        self.clock.advance(POLL_INTERVAL)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.runner.pending = None
+        self.clock.advance(POLL_INTERVAL)
+        self.assertEqual(len(self.runner.scripts), 3)
+        self.clock.advance(POLL_INTERVAL)
+        self.assertEqual(len(self.runner.scripts), 3)
+
     def test_aPreviousRunsIdsAreTakenOver(self):
         arrival = self.build([n("m0", A, "10.0.0.2"), n("m0", B, "10.0.0.3")],
                              installed={4: ("m0", ipaddress.ip_address("10.0.0.3"))})
