@@ -21,9 +21,11 @@ a netlink monitor.  (A read costs pyroute2 some 10 ms of CPU even for a few
 entries: not something to do every second for nothing.)  Their ids are
 kept by L{mnigs.server.prevhops.PreviousHops}.
 
-Like the pool routes, all of it is replaced at start (taking over the ids a
-previous run left in the tables, so that connections keep their marks),
-kept across a restart, and removed with the data path.
+Like the pool routes, all of it is replaced at start, kept across a
+restart, and removed with the data path.  A start takes over what a
+previous run left (the ids in its tables, so that connections keep their
+marks; its rules and routes, replaced in place): a restart leaves no
+moment without a way back.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class ReplyByArrival:
         for neighbour, hopId in adoptable(self.routing.installedHops(), neighbours):
             self.hops.adopt(neighbour, hopId)
         self.hops.update(neighbours)
-        self.routing.clear()
+        self.routing.takeOver()
         d = self._lock.run(self._apply)
 
         def follow(_):

@@ -14,6 +14,7 @@ falls through to the next rule, the main table.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from typing import Callable, Iterable, NamedTuple, Optional
@@ -196,6 +197,19 @@ class HopRouting:
                 self._flush(ipr, table)
         self._installed = {}
 
+    def takeOver(self) -> None:
+        """
+        Count the rules a previous run left at our priority as ours, so that
+        L{install} replaces their routes in place and L{prune} removes those
+        of hops gone: a restart leaves no moment without them.
+        """
+        with self._ipr() as ipr:
+            for family in _FAMILIES:
+                for rule in ipr.get_rules(family=family):
+                    table = self._ruleTable(rule)
+                    if rule.get_attr("FRA_PRIORITY") == self.priority and self._ours(table):
+                        self._installed[table - self.firstTable + 1] = None
+
     def _flush(self, ipr, table: int, families=_FAMILIES) -> None:
         for family in families:
             try:
@@ -215,10 +229,8 @@ class HopRouting:
                 if self._installed.get(hop.id) == routes:
                     continue
                 table = hopTable(self.firstTable, hop.id)
-                if hop.id not in self._installed:
-                    for family in _FAMILIES:
-                        ipr.rule("add", family=family, priority=self.priority, table=table,
-                                 fwmark=hopMark(hop.id), fwmask=HOP_MASK)
+                if self._installed.get(hop.id) is None:
+                    self._addRules(ipr, hop.id)
                 self._installed[hop.id] = routes
                 wanted = {route.family: route for route in routes}
                 for family in _FAMILIES:
@@ -234,6 +246,16 @@ class HopRouting:
                     except (LookupError, NetlinkError) as e:
                         log.warn("no route to previous hop {hop} ({error}): its replies follow "
                                  "the main table", hop=hop, error=e)
+
+    def _addRules(self, ipr, hopId: int) -> None:
+        for family in _FAMILIES:
+            try:
+                ipr.rule("add", family=family, priority=self.priority,
+                         table=hopTable(self.firstTable, hopId), fwmark=hopMark(hopId),
+                         fwmask=HOP_MASK)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:  # left by a previous run: taken over
+                    raise
 
     def prune(self, hops: Iterable[Hop]) -> None:
         """Remove the rules and tables of every installed hop not in C{hops}."""

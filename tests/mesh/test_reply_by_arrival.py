@@ -208,10 +208,11 @@ class ReplyByArrivalTests(TestCase):
         self.reachGatewayOnce()
         self.waitKnowsR1()
         self.assertTunnelWorks()
-        before = self.nftRules()
+        before, rulesBefore = self.nftRules(), len(self.ours()[0])
         self.gateway.kill()
         self.assertTrue(self.client.ping(INTERNET, timeout=1), "a crashed server cut the client")
         self.gateway.start()
-        self.assertEqual(self.nftRules(), before)
+        self.assertEqual(self.nftRules(), before)  # the same ids
+        self.assertEqual(len(self.ours()[0]), rulesBefore)  # taken over, not doubled
         self.assertTrue(self.client.ping(INTERNET, timeout=1), "the restarted server cut the client")
         self.assertIsNotNone(self.gateway.info(self.client, self.gw.address), "no offer")

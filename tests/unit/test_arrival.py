@@ -41,6 +41,9 @@ class FakeRouting:
     def clear(self):
         self.calls.append("clear")
 
+    def takeOver(self):
+        self.calls.append("takeOver")
+
     def install(self, hops):
         self.calls.append(("install", [hop.id for hop in hops]))
 
@@ -131,7 +134,7 @@ class ReplyByArrivalTests(SynchronousTestCase):
         arrival = self.build([n("m0", A, "10.0.0.2"), n("up0", B, "203.0.113.1")])
         self.successResultOf(arrival.start())
         self.assertEqual(self.routing.chosen, {"m0": True, "m1": True})
-        self.assertEqual(self.routing.calls, ["clear", ("install", [1]), ("prune", [1])])
+        self.assertEqual(self.routing.calls, ["takeOver", ("install", [1]), ("prune", [1])])
         [script] = self.runner.scripts
         self.assertIn('"m0" . 02:00:00:00:00:01 : goto from1', script)
         self.assertNotIn("up0", script)
@@ -192,7 +195,7 @@ class ReplyByArrivalTests(SynchronousTestCase):
         self.successResultOf(arrival.start())
         arrival.leave()
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(self.routing.calls, ["clear", ("install", [1]), ("prune", [1])])
+        self.assertEqual(self.routing.calls, ["takeOver", ("install", [1]), ("prune", [1])])
 
     def test_removeTakesAwayTableRulesAndRoutes(self):
         arrival = self.build([n("m0", A, "10.0.0.2")])

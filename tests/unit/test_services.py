@@ -115,7 +115,7 @@ class GatewayServiceTests(Directories, SynchronousTestCase):
         self.assertIn("table inet mnigs_hops {\n", self.runner.scripts[1])
         self.assertEqual(self.poolRouting.calls, ["install"])
         self.assertEqual(self.hopRouting.calls,
-                         ["readNeighbours", "installedHops", "clear", "install", "prune"])
+                         ["readNeighbours", "installedHops", "takeOver", "install", "prune"])
         self.assertEqual(service.gateway.describe()["state"], "serving")
         [(port, _, _, interface)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (18150, "127.0.0.1"))
