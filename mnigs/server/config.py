@@ -40,6 +40,7 @@ from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
 from mnigs.methods import METHODS, serverSections
 from mnigs.server.registry import DEFAULT_REGISTER_TIMEOUT
 from mnigs.server.traffic import DEFAULT_INTERVAL as DEFAULT_TRAFFIC_INTERVAL
+from mnigs.server.prevhops import MAX_HOPS as REPLY_TABLES
 from mnigs.protocol import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
@@ -112,6 +113,11 @@ SCHEMA = {
     "routing": {
         "table": Field(int, 8152, between(1, 2**31 - 1)),
         "rule_priority": Field(int, 8148, between(1, 32765)),
+        # Replies to mesh traffic leave the way it came (mnigs.server.arrival):
+        # one table per previous hop, REPLY_TABLES from reply_table on.
+        "reply_by_arrival": Field(bool, True),
+        "reply_table": Field(int, 8160, between(1, 2**31 - 1 - REPLY_TABLES)),
+        "reply_rule_priority": Field(int, 8149, between(1, 32765)),
     },
     "log": LOG_SCHEMA,
     "manhole": {
@@ -167,6 +173,10 @@ def loadServerConfig(path: str, warnings: list[ConfigWarning] | None = None):
         for otherName, other in pooled[:index]:
             if section.pool.overlaps(other.pool):
                 raise ConfigError(path, f"methods.{name}.pool", f"overlaps methods.{otherName}.pool")
+    routing = config.routing
+    if routing.reply_table <= routing.table < routing.reply_table + REPLY_TABLES:
+        raise ConfigError(path, "routing.reply_table",
+                          f"its {REPLY_TABLES} tables would include routing.table ({routing.table})")
     return config
 
 

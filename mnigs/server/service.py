@@ -24,6 +24,8 @@ from mnigs.methods import METHODS, GatewayContext
 from mnigs.system.netlink import Netlink
 from mnigs.system.nft import NftAccess, NftRunner
 from mnigs.server.poolroutes import PoolRouting
+from mnigs.server.arrival import ReplyByArrival, neighbourMonitor
+from mnigs.server.hoproutes import HopRouting
 from mnigs.system.nftnetlink import NftSetElements
 from mnigs.rpc.server import makeSite
 from mnigs.server.leases import LeaseBook
@@ -39,6 +41,11 @@ from mnigs.server.uplink import DefaultRouteCheck, LinkCheck, PingCheck, UplinkM
 from mnigs.system.statefile import StateFileCorrupt, ensureStateDir
 
 log = Logger()
+
+
+def arrivalTable(gateTable: str) -> str:
+    """The nftables table of the replies by arrival, named after the gate's."""
+    return f"{gateTable}_hops"
 
 # Connections waiting to be accepted.  Twisted's default of 50 overflows
 # when one address opens connections faster than the per-address cap
@@ -57,7 +64,7 @@ class GatewayService(MultiService):
     LIVE_KEYS = ("terms", "server.drain_timeout", "log.level")
 
     def __init__(self, reactor, config, netlink=None, nftRunner=None, configPath=None,
-                 levelFilter=None, poolRouting=None):
+                 levelFilter=None, poolRouting=None, hopRouting=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -66,6 +73,7 @@ class GatewayService(MultiService):
         self.netlink = netlink
         self.nftRunner = nftRunner
         self.poolRouting = poolRouting
+        self.hopRouting = hopRouting
 
     def startService(self):
         # The state directory, keys, lease files and sockets are opened
@@ -86,12 +94,13 @@ class GatewayService(MultiService):
         # Allow/deny over netlink, not one nft process each, unless a test
         # brought its own runner.
         self.nftElements = NftSetElements() if self.nftRunner is None else None
-        self.access = NftAccess(reactor, self.nftRunner or NftRunner(reactor),
-                                config.uplink.interface, table=config.nft.table,
+        runner = self.nftRunner or NftRunner(reactor)
+        self.access = NftAccess(reactor, runner, config.uplink.interface, table=config.nft.table,
                                 elements=self.nftElements)
         if self.poolRouting is None:
             self.poolRouting = PoolRouting(config.routing.table, config.routing.rule_priority)
         self.methods = self._buildMethods()
+        self.arrival = self._replyByArrival(runner)
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
                                      "release": config.hooks.release},
                            config.hooks.max_running)
@@ -130,9 +139,24 @@ class GatewayService(MultiService):
             makeManholeService(reactor, config.manhole.socket,
                                {"service": self, "gateway": self.gateway,
                                 "book": self.book, "registry": self.registry,
-                                "methods": self.methods, "config": config}
+                                "methods": self.methods, "config": config,
+                                "arrival": self.arrival}
                                ).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
+
+    def _replyByArrival(self, runner):
+        config = self.config
+        openMonitor = None
+        if self.hopRouting is None:
+            self.hopRouting = HopRouting(config.routing.reply_table,
+                                         config.routing.reply_rule_priority)
+            openMonitor = neighbourMonitor
+        # Neither the uplink nor the methods' own tunnels are the mesh.
+        excluded = [config.uplink.interface] + [
+            name for method in self.methods.values() for name in method.tunnelInterfaces()]
+        return ReplyByArrival(self.reactor, runner, arrivalTable(config.nft.table),
+                              self.hopRouting, config.mesh.interfaces, excluded,
+                              openMonitor=openMonitor)
 
     def _webService(self):
         from mnigs.web.gatewaypage import renderGatewayPage
@@ -220,6 +244,10 @@ class GatewayService(MultiService):
         yield self.registry.startMethods()
         self.poolRouting.install(
             [pool for method in self.methods.values() for pool in method.tunnelPools()])
+        if self.config.routing.reply_by_arrival:
+            yield self.arrival.start()
+        else:  # what a run with it on left
+            yield self.arrival.remove()
         self.gateway.started()
         self.listeners.setServiceParent(self)
         self.uplink.start()
@@ -289,6 +317,10 @@ class GatewayService(MultiService):
             self.poolRouting.clear()
         except Exception:
             log.failure("could not remove the pool routes")
+        try:
+            yield self.arrival.remove()
+        except Exception:
+            log.failure("could not remove the replies by arrival")
 
     @defer.inlineCallbacks
     def _leave(self):
@@ -303,6 +335,7 @@ class GatewayService(MultiService):
             self.sweeper.stop()
         self.committer.flushNow()
         self.store.close()
+        self.arrival.leave()
         yield self.registry.leaveMethods()
         if self.nftElements is not None:
             self.nftElements.close()

@@ -30,7 +30,13 @@ log = Logger()
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
-_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # fullmatch
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch
+
+
+def checkTableName(name: object) -> str:
+    if not isinstance(name, str) or not _TABLE.fullmatch(name):
+        raise ValueError(f"bad table name: {name!r}")
+    return name
 
 
 class NftError(Exception):
@@ -366,8 +372,7 @@ class NftAccess:
     def __init__(self, reactor, runner: NftRunner, uplink: str, table: str = "mnigs",
                  elements=None) -> None:
         checkInterfaceName(uplink)
-        if not _TABLE.fullmatch(table):
-            raise ValueError(f"bad table name: {table!r}")
+        checkTableName(table)
         self._reactor = reactor
         self._runner = runner
         self.uplink = uplink

@@ -93,12 +93,13 @@ class GatewayServiceTests(Directories, SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.netlink, self.runner = fakeNetlink(), Runner()
         self.poolRouting = Recorder()
+        self.hopRouting = Recorder(readNeighbours=lambda choose: [], installedHops=dict)
         return GatewayService(self.reactor, config, netlink=self.netlink, nftRunner=self.runner,
-                              poolRouting=self.poolRouting)
+                              poolRouting=self.poolRouting, hopRouting=self.hopRouting)
 
     def test_constructionDoesNoIO(self):
         service = self.build(self.config())
-        self.assertNothingMade(self.reactor, self.netlink, self.poolRouting)
+        self.assertNothingMade(self.reactor, self.netlink, self.poolRouting, self.hopRouting)
         self.assertEqual(self.runner.scripts, [])
         self.assertEqual(list(service), [])
 
@@ -110,10 +111,14 @@ class GatewayServiceTests(Directories, SynchronousTestCase):
         self.assertEqual(list(service.methods), ["forward"])
         self.assertIsInstance(service.methods["forward"], ForwardGateway)
         self.assertIs(service.methods["forward"].netlink, self.netlink)
-        # The table was installed by the fake runner, the pool routes by the
-        # fake, and the gateway serves: listeners up, the uplink watched.
-        self.assertEqual(len(self.runner.scripts), 1)
+        # The tables (the gate's, the replies by arrival's) were installed
+        # by the fake runner, the pool and hop routes by the fakes, and the
+        # gateway serves: listeners up, the uplink watched.
+        self.assertEqual(len(self.runner.scripts), 2)
+        self.assertIn("table inet mnigs_hops {\n", self.runner.scripts[1])
         self.assertEqual(self.poolRouting.calls, ["install"])
+        self.assertEqual(self.hopRouting.calls,
+                         ["readNeighbours", "installedHops", "takeOver", "install", "prune"])
         self.assertEqual(service.gateway.describe()["state"], "serving")
         [(port, _, _, interface)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (18150, "127.0.0.1"))
