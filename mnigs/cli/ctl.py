@@ -6,7 +6,9 @@ of service: no new clients, and its data path goes once the last lease is
 gone (or the time is up).  C{mnigsctl check-config FILE}: whether a
 server's or a client's configuration file would start its daemon
 (L{mnigs.daemon.configcheck}).  C{mnigsctl --version}: the installed mnigs's
-version.
+version.  The client's controls and explanations (C{gateways}, C{why},
+C{events}, C{rescan}, C{use GATEWAY}, C{block GATEWAY}, C{unblock
+GATEWAY}) are in L{mnigs.cli.clientctl}.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 import sys
 
 from mnigs import __version__
+from mnigs.cli import clientctl
 from mnigs.protocol import printable
 
 CLIENT_SOCKET = "/run/mnigs-client/admin.sock"
@@ -129,24 +132,36 @@ def main(argv=None):
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", action="store_true", help=f"ask the server ({SERVER_SOCKET})")
     where.add_argument("--socket", help=f"admin socket path (default {CLIENT_SOCKET})")
-    parser.add_argument("command", choices=["status", "drain", "check-config"])
-    parser.add_argument("file", nargs="?", help="check-config: the configuration file")
+    parser.add_argument("command", choices=["status", "drain", "check-config"] + list(clientctl.COMMANDS))
+    parser.add_argument("file", nargs="?", metavar="FILE|GATEWAY",
+                        help="check-config: the configuration file; use, block, unblock: a "
+                             "gateway's id, the start of its id, or its name (use -: let the "
+                             "ranking choose again)")
+    parser.add_argument("--auto", action="store_true",
+                        help="use: give the choice back to the ranking (as use -)")
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
     parser.add_argument("--timeout", type=float,
                         help="drain: seconds before the leases left are released "
                              "(default: the server's server.drain_timeout)")
     args = parser.parse_args(argv)
-    if (args.command == "check-config") != (args.file is not None):
-        parser.error("check-config takes one FILE; no other command takes one")
+    if args.command == "use" and args.auto:
+        args.file = args.file or "-"
+    takesOne = args.command == "check-config" or clientctl.COMMANDS.get(args.command)
+    if bool(takesOne) != (args.file is not None):
+        parser.error("check-config takes one FILE, use/block/unblock one GATEWAY; no other "
+                     "command takes one")
     if args.command == "check-config":
         from mnigs.daemon.configcheck import checkConfigFile
         return checkConfigFile(args.file)
     path = args.socket or (SERVER_SOCKET if args.server else CLIENT_SOCKET)
-    command = args.command
+    command, timeout = args.command, 5.0
     if command == "drain" and args.timeout is not None:
         command = f"drain {args.timeout:g}"
+    if command in clientctl.COMMANDS:
+        timeout = clientctl.TIMEOUTS.get(command, timeout)
+        command = clientctl.request(command, args.file)
     try:
-        answer = ask(path, command)
+        answer = ask(path, command, timeout)
     except (OSError, ValueError) as e:
         print(f"mnigsctl: cannot read {path}: {e}", file=sys.stderr)
         return 2
@@ -154,6 +169,8 @@ def main(argv=None):
         print(json.dumps(answer, indent=2, sort_keys=True))
     elif args.command == "drain":
         print(formatDrain(answer))
+    elif args.command in clientctl.FORMATTERS:
+        print(clientctl.FORMATTERS[args.command](_shown(answer)))
     else:
         print(formatStatus(answer))
     return 1 if "error" in answer else 0

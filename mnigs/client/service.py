@@ -14,7 +14,7 @@ from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
-from mnigs.client.effects import ClientEffects
+from mnigs.client.effects import CLIENT_HOOK_EVENTS, ClientEffects
 from mnigs.client.health import HealthMonitor
 from mnigs.client.history import HistoryFile, QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
@@ -130,7 +130,7 @@ class ClientService(MultiService):
             reactor, config, buildSources(reactor, config), self.discovery,
             RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
             self.history, self.routing, self._health,
-            Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline},
+            Hooks(reactor, {event: config.hooks[event] for event in CLIENT_HOOK_EVENTS},
                   config.hooks.max_running),
             self.clientKey)
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
@@ -138,7 +138,7 @@ class ClientService(MultiService):
                                                    policyConfig.switch_hold),
                                       config.discovery.rescan_interval), self.effects)
         makeAdminService(reactor, config.admin.socket,
-                         {"status": self.agent.describe}).setServiceParent(self)
+                         self.agent.adminCommands()).setServiceParent(self)
         if config.web.enabled:
             self._webService().setServiceParent(self)
         if config.manhole.enabled:
@@ -172,14 +172,14 @@ class ClientService(MultiService):
         """
         self.config = config
         self.effects.config = config
-        self.policy = self.effects.policy = policyFromConfig(config)
+        self.policy = policyFromConfig(config)
         self.discovery.pinned = config.policy.pinned or None
         self.discovery.blocked = config.policy.blocked
         self.agent.switchPolicy.margin = config.policy.switch_margin
         self.agent.switchPolicy.hold = config.policy.switch_hold
         if self.levelFilter is not None:
             self.levelFilter.setLevel(config.log.level)
-        self.agent.policyChanged()
+        self.agent.policyChanged(self.policy)  # keeps what mnigsctl use/block chose
 
     def _buildMethods(self, stateDir):
         context = ClientContext(self.reactor, self.config, stateDir, self.routing, self.netlink)
