@@ -94,8 +94,12 @@ def summary(current, pending: dict | None, others: list, chosen: str | None) -> 
         return "the gateway was chosen with mnigsctl use; `mnigsctl use -` gives the choice back"
     if pending is not None:
         fraction = pending.get("better_by_fraction")
-        better = (f"{fraction * 100:.0f} % ({pending['better_by']:.3f})" if fraction is not None
-                  else f"{pending['better_by']}")
+        if pending["better_by"] is None:
+            better = f"usable while the current one is not ({current.whyNot}), so"
+        elif fraction is not None:
+            better = f"{fraction * 100:.0f} % ({pending['better_by']:.3f})"
+        else:
+            better = f"{pending['better_by']:.3f}"
         return (f"{pending['name'] or pending['gateway']} scores {better} better; the client "
                 f"moves if that holds for {pending['hold_left_s']:g} s more (switch_hold "
                 f"{pending['hold']:g} s); a gateway must score better by more than "
