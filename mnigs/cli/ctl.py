@@ -105,7 +105,9 @@ def formatStatus(status: dict) -> str:
             lines.append(f"  {entry.get('ago')}s ago  {entry.get('transition')}")
     gateways = status.get("gateways", [])
     if gateways:
-        lines.append("known gateways (best first):")
+        lines.append("known gateways (best first; lower score is better):")
+        if "switch" in status:
+            lines.append("  " + clientctl.switchLine(status["switch"]))
         for g in gateways:
             quality = g.get("quality", {})
             rank = g.get("rank") or "-"

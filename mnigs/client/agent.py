@@ -176,7 +176,10 @@ class ClientAgent:
             plan = self.effects.plan([better] + [r for r in ranked if r is not better], frozenset({gid}))
             if plan is not None:
                 self.switchPolicy.reset()
-                self.machine.switch(session, plan)
+                self.machine.switch(session, plan,
+                                    f"it scored better by more than switch_margin "
+                                    f"{self.switchPolicy.margin:g} for switch_hold "
+                                    f"{self.switchPolicy.hold:g} s")
 
     def _noteRanking(self, before, after):
         "Note a ranking whose best gateway or usable set changed (C{mnigsctl events})."
@@ -236,7 +239,8 @@ class ClientAgent:
         log.info("the policy no longer allows gateway {name} ({why}): moving",
                  name=current.seen.offer.name, why=current.whyNot)
         self.switchPolicy.reset()
-        self.machine.switch(session, plan)
+        self.machine.switch(session, plan, f"the policy no longer allows {_label(current)} "
+                                           f"({current.whyNot})")
 
     # -- status -------------------------------------------------------------
     def describe(self):

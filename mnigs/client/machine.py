@@ -375,8 +375,11 @@ class Client(Protocol):
     def dropped(self, session: Session, reason: str) -> None:
         "The gateway died and nothing else is known: search again."
 
-    def switch(self, session: Session, attempt: Attempt) -> None:
-        "A better gateway has been better for long enough."
+    def switch(self, session: Session, attempt: Attempt, reason: str = "") -> None:
+        """
+        A better gateway has been better for long enough, or the policy
+        (a reload, C{mnigsctl block}) no longer allows this one: C{reason}.
+        """
 
     def use(self, session: Session, attempt: Attempt, reply: defer.Deferred) -> None:
         """
@@ -853,8 +856,9 @@ def _buildMachine():
 
     @online.upon(Client.switch).to(registering)
     @degraded.upon(Client.switch).to(registering)
-    def switching(client, core, session: Session, oldSession, attempt):
-        core.because(f"switching to the better gateway {attempt.step.gateway}")
+    def switching(client, core, session: Session, oldSession, attempt, reason=""):
+        core.because(f"switching to {'the better gateway ' if not reason else ''}"
+                     f"{attempt.step.gateway}" + (f": {reason}" if reason else ""))
         core.log.info("{reason}", reason=core.reason)
         leave(core, session, "")
 

@@ -395,3 +395,13 @@ class CtlTests(SynchronousTestCase):
         self.patch(sys, "stderr", io.StringIO())
         self.assertRaises(SystemExit, ctl.main, ["use"])
         self.assertRaises(SystemExit, ctl.main, ["why", "gwA"])
+
+
+class StatusSaysWhichWayTests(SynchronousTestCase):
+    def test_statusShowsTheWayAndTheWait(self):
+        text = ctl.formatStatus({
+            "state": "online", "switch": WHY["switch"],
+            "gateways": [{"rank": 1, "name": "gwA", "host": "10.0.0.1", "score": 0.5}]})
+        self.assertIn("known gateways (best first; lower score is better):\n  switch: gwB "
+                      "scores 0.350 (40 %) lower (better); the client moves if that holds 42 s "
+                      "more", text)
