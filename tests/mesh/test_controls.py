@@ -6,6 +6,9 @@ an internet namespace behind each gateway): C{mnigsctl rescan}, C{use}
 C{why}, C{block}/C{unblock} and C{events}.  Nothing is mocked.
 """
 
+import json
+import os
+import stat
 import time
 
 from mnigs.wireguard.uapi import generatePrivateKey, publicKey
@@ -13,6 +16,7 @@ from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.gatewayproc import rpc
 from tests.mesh.harness import waitUntil
 from tests.mesh.pingtrain import PingTrain
+from tests.mesh.test_client import silence
 
 
 def byName(answer):
@@ -175,3 +179,49 @@ class ControlTests(DaemonMeshTestCase):
         self.assertEqual(agos, sorted(agos, reverse=True))
         code, text = c.ctl("events", json_=False)
         self.assertIn("block gwA  (mnigsctl block, until unblock or a restart)", text)
+
+    def test_hooksOnDegradedAndFailover(self):
+        """
+        The client's hooks get the documented argument vectors: gwA goes
+        silent, so the session first degrades (a probe round unanswered)
+        and then fails over to gwB.
+        """
+        client, gwA, gwB = self.mesh.nearAndFarGateway()
+        self.gateway(gwA)
+        self.gateway(gwB)
+        record = os.path.join(client.tmp, "hooks.log")
+        hook = os.path.join(client.tmp, "hook.py")
+        with open(hook, "w") as f:
+            f.write("#!/usr/bin/python3\nimport json, sys\n"
+                    f"with open({record!r}, 'a') as f:\n"
+                    "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n")
+        os.chmod(hook, stat.S_IRWXU)
+        c = self.clientProcess(client, hooks={event: hook for event in
+                                              ("online", "offline", "failover", "degraded")})
+        c.start()
+        first = c.waitState("online", 30, gateway="gwA")["current"]
+        silence(gwA)
+        second = c.waitState("online", 30, gateway="gwB")["current"]
+
+        def calls():
+            try:
+                with open(record) as f:
+                    return [json.loads(line) for line in f]
+            except FileNotFoundError:
+                return []
+        waitUntil(lambda: [call[0] for call in calls()][-1:] == ["online"]
+                  and len(calls()) >= 5, 10, message="the hooks of the failover")
+        byEvent = {}
+        for call in calls():
+            byEvent.setdefault(call[0], []).append(call)
+        onA = [first["gateway"], first["host"], "wireguard", first["address"], "gwA"]
+        self.assertEqual(byEvent["online"], [["online"] + onA + [""],
+                                             ["online", second["gateway"], second["host"],
+                                              "wireguard", second["address"], "gwB", ""]])
+        self.assertEqual(byEvent["degraded"][0], ["degraded"] + onA
+                         + ["1 health probe(s) unanswered"])
+        [failover] = byEvent["failover"]
+        self.assertEqual(failover[:6], ["failover"] + onA)
+        self.assertIn("answer", failover[6])  # why: the probes' words
+        self.assertEqual(failover[7:], [second["gateway"], "gwB", second["host"], "wireguard"])
+        self.assertEqual(byEvent["offline"], [["offline"] + onA + [""]])
