@@ -357,7 +357,8 @@ class ClientAgent:
                                  + ", ".join(r.gatewayId for r in matches))
         if unlisted and (name in self.history or name.startswith("ed25519:")):
             return name, name
-        raise ValueError(f"no gateway {name!r} in the last scan (mnigsctl gateways lists them)")
+        raise ValueError(f"no gateway {name!r} in the last scan (mnigsctl gateways lists them; "
+                         "mnigsctl rescan looks again)")
 
     def use(self, name: str):
         """

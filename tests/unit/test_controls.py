@@ -214,7 +214,8 @@ class AgentControlTests(SynchronousTestCase):
         self.assertEqual(self.agent.find("A"), ("A", "A"))
         self.assertEqual(self.agent.find("Bb"), ("Bb", "Bb"))
         error = self.assertRaises(ValueError, self.agent.find, "Z")
-        self.assertEqual(str(error), "no gateway 'Z' in the last scan (mnigsctl gateways lists them)")
+        self.assertEqual(str(error), "no gateway 'Z' in the last scan (mnigsctl gateways lists "
+                                     "them; mnigsctl rescan looks again)")
         error = self.assertRaises(ValueError, self.agent.find, "B")
         self.assertEqual(str(error), "'B' names 2 gateways: Bb, Bc")
         self.assertEqual(self.agent.find("ed25519:new", unlisted=True), ("ed25519:new", "ed25519:new"))
