@@ -21,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mnigs.client import explain
 from mnigs.client.machine import (
     Backoff,
     Client,
@@ -29,7 +30,6 @@ from mnigs.client.machine import (
     ISessionReports,
     makeClient,
 )
-from mnigs.client import explain
 from mnigs.client.plan import Attempt
 
 log = Logger()
