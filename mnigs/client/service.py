@@ -8,6 +8,7 @@ import os
 import resource
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from mnigs.daemon.admin import makeAdminService
@@ -235,4 +236,11 @@ class _Lifecycle(Service):
                 log.failure("could not save the quality history")
             return result
 
-        return d.addBoth(cleanUp)
+        d.addBoth(cleanUp)
+        # Fire on a turn of our own: the stop often ends inside a child's
+        # processEnded (wireguard-go's), which Twisted calls from its loop
+        # over the processes to reap; finishing the stop there runs the
+        # reactor's shutdown (closing every pipe) inside that loop, which
+        # reaps a hook that ended meanwhile (the offline hook) a second
+        # time: waitpid(None), an "Unhandled Error" in the log.
+        return d.addBoth(lambda result: deferLater(service.reactor, 0, lambda: result))
