@@ -8,7 +8,9 @@ every lease with its bytes, and C{mnigsctl --server release LEASE} ends
 one.  C{mnigsctl check-config FILE}: whether a
 server's or a client's configuration file would start its daemon
 (L{mnigs.daemon.configcheck}).  C{mnigsctl --version}: the installed mnigs's
-version.
+version.  The client's controls and explanations (C{gateways}, C{why},
+C{events}, C{rescan}, C{use GATEWAY}, C{block GATEWAY}, C{unblock
+GATEWAY}) are in L{mnigs.cli.clientctl}.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import socket
 import sys
 
 from mnigs import __version__
+from mnigs.cli import clientctl
 from mnigs.protocol import printable
 
 CLIENT_SOCKET = "/run/mnigs-client/admin.sock"
@@ -113,7 +116,9 @@ def formatStatus(status: dict) -> str:
             lines.append(f"  {entry.get('ago')}s ago  {entry.get('transition')}")
     gateways = status.get("gateways", [])
     if gateways:
-        lines.append("known gateways (best first):")
+        lines.append("known gateways (best first; lower score is better):")
+        if "switch" in status:
+            lines.append("  " + clientctl.switchLine(status["switch"]))
         for g in gateways:
             quality = g.get("quality", {})
             rank = g.get("rank") or "-"
@@ -140,28 +145,39 @@ def main(argv=None):
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", action="store_true", help=f"ask the server ({SERVER_SOCKET})")
     where.add_argument("--socket", help=f"admin socket path (default {CLIENT_SOCKET})")
-    parser.add_argument("command", choices=["status", "drain", "check-config"] + SERVER_LEASE_COMMANDS)
-    parser.add_argument("file", nargs="?", help="check-config: the configuration file; "
-                                                "release: the lease id (or a unique prefix)")
+    parser.add_argument("command", choices=["status", "drain", "check-config"]
+                        + SERVER_LEASE_COMMANDS + list(clientctl.COMMANDS))
+    parser.add_argument("file", nargs="?", metavar="FILE|GATEWAY|LEASE",
+                        help="check-config: the configuration file; use, block, unblock: a "
+                             "gateway's id, the start of its id, or its name (use -: let the "
+                             "ranking choose again); release: the lease id (or a unique prefix)")
+    parser.add_argument("--auto", action="store_true",
+                        help="use: give the choice back to the ranking (as use -)")
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
     parser.add_argument("--timeout", type=float,
                         help="drain: seconds before the leases left are released "
                              "(default: the server's server.drain_timeout)")
     args = parser.parse_args(argv)
-    if (args.command in ("check-config", "release")) != (args.file is not None):
-        parser.error("check-config takes one FILE and release one LEASE; no other command "
-                     "takes an argument")
+    if args.command == "use" and args.auto:
+        args.file = args.file or "-"
+    takesOne = args.command in ("check-config", "release") or clientctl.COMMANDS.get(args.command)
+    if bool(takesOne) != (args.file is not None):
+        parser.error("check-config takes one FILE, use/block/unblock one GATEWAY, release one "
+                     "LEASE; no other command takes one")
     if args.command == "check-config":
         from mnigs.daemon.configcheck import checkConfigFile
         return checkConfigFile(args.file)
     path = args.socket or (SERVER_SOCKET if args.server else CLIENT_SOCKET)
-    command = args.command
+    command, timeout = args.command, 5.0
     if command == "drain" and args.timeout is not None:
         command = f"drain {args.timeout:g}"
     if command == "release":
         command = releaseCommand(parser, args.file)
+    if command in clientctl.COMMANDS:
+        timeout = clientctl.TIMEOUTS.get(command, timeout)
+        command = clientctl.request(command, args.file)
     try:
-        answer = ask(path, command)
+        answer = ask(path, command, timeout)
     except (OSError, ValueError) as e:
         print(f"mnigsctl: cannot read {path}: {e}", file=sys.stderr)
         return 2
@@ -171,6 +187,8 @@ def main(argv=None):
         print(formatDrain(answer))
     elif args.command in SERVER_LEASE_COMMANDS:
         print(formatLeaseAnswer(args.command, answer))
+    elif args.command in clientctl.FORMATTERS:
+        print(clientctl.FORMATTERS[args.command](_shown(answer)))
     else:
         print(formatStatus(answer))
     return 1 if "error" in answer else 0

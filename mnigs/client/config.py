@@ -170,6 +170,8 @@ SCHEMA = {
     "hooks": {
         "online": Field(str, "", _optionalExecutable),
         "offline": Field(str, "", _optionalExecutable),
+        "failover": Field(str, "", _optionalExecutable),
+        "degraded": Field(str, "", _optionalExecutable),
         "max_running": Field(int, DEFAULT_MAX_RUNNING, between(1, 1024)),
     },
 }

@@ -32,6 +32,10 @@ from mnigs.protocol import (
 
 log = Logger()
 
+#: The client's hook events ([hooks] keys); docs/operations.md has their
+#: argument vectors.
+CLIENT_HOOK_EVENTS = ("online", "offline", "failover", "degraded")
+
 #: Seconds between probe rounds while a new tunnel is verified.
 VERIFY_INTERVAL = 0.1
 
@@ -421,7 +425,6 @@ class ClientEffects:
         quality.sessionStarted(now)
         self._saveHistory()
         reports = self.reports
-        config = session.lease["config"]
 
         self._probing(session)
         health = session.health = self.healthFactory(session, reports)
@@ -456,8 +459,7 @@ class ClientEffects:
             self.resolvers.online(session.connection.device, session.step.method != "forward",
                                   leaseResolvers(session.lease, session.step.gateway),
                                   session.step.gateway)
-        self.hooks.run("online", session.step.gatewayId, session.step.host, session.step.method,
-                       config.get("address", ""))
+        self._hook("online", session, "")
 
     def checkSession(self, session: Session) -> None:
         """
@@ -498,9 +500,24 @@ class ClientEffects:
                 quality.traffic(*traffic)
         quality.sessionEnded(now, now - session.startedAt)
         self._saveHistory()
-        self.hooks.run("offline", session.step.gatewayId, session.step.host, session.step.method,
-                       session.lease["config"].get("address", ""))
+        self._hook("offline", session, "")
         return self._takeDown(session)
+
+    def announce(self, event, session, reason, nextStep=None):
+        extra = () if nextStep is None else (nextStep.gatewayId, nextStep.seen.offer.name or "",
+                                             nextStep.host, nextStep.method)
+        self._hook(event, session, reason, *extra)
+
+    def _hook(self, event, session, reason, *extra):
+        """
+        Run C{event}'s hook as C{HOOK EVENT GATEWAY_ID GATEWAY_HOST METHOD
+        ADDRESS GATEWAY_NAME REASON [NEXT_ID NEXT_NAME NEXT_HOST NEXT_METHOD]}
+        (docs/operations.md); the first five are what version 1 gave.
+        """
+        step = session.step
+        self.hooks.run(event, step.gatewayId, step.host, step.method,
+                       session.lease["config"].get("address", ""), step.seen.offer.name or "",
+                       reason, *extra)
 
 
 class OfferWatch:

@@ -8,6 +8,7 @@ import os
 import resource
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from mnigs.daemon.admin import makeAdminService
@@ -15,7 +16,7 @@ from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
 from mnigs.client.dns import ResolverKeeper
-from mnigs.client.effects import ClientEffects
+from mnigs.client.effects import CLIENT_HOOK_EVENTS, ClientEffects
 from mnigs.client.health import HealthMonitor
 from mnigs.client.history import HistoryFile, QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
@@ -132,7 +133,7 @@ class ClientService(MultiService):
             reactor, config, buildSources(reactor, config), self.discovery,
             RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
             self.history, self.routing, self._health,
-            Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline},
+            Hooks(reactor, {event: config.hooks[event] for event in CLIENT_HOOK_EVENTS},
                   config.hooks.max_running),
             self.clientKey, resolvers=self.resolvers)
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
@@ -140,7 +141,8 @@ class ClientService(MultiService):
                                                    policyConfig.switch_hold),
                                       config.discovery.rescan_interval), self.effects)
         makeAdminService(reactor, config.admin.socket,
-                         {"status": self.describe}).setServiceParent(self)
+                         dict(self.agent.adminCommands(), status=self.describe)
+                         ).setServiceParent(self)
         if config.web.enabled:
             self._webService().setServiceParent(self)
         if config.manhole.enabled:
@@ -199,14 +201,14 @@ class ClientService(MultiService):
         """
         self.config = config
         self.effects.config = config
-        self.policy = self.effects.policy = policyFromConfig(config)
+        self.policy = policyFromConfig(config)
         self.discovery.pinned = config.policy.pinned or None
         self.discovery.blocked = config.policy.blocked
         self.agent.switchPolicy.margin = config.policy.switch_margin
         self.agent.switchPolicy.hold = config.policy.switch_hold
         if self.levelFilter is not None:
             self.levelFilter.setLevel(config.log.level)
-        self.agent.policyChanged()
+        self.agent.policyChanged(self.policy)  # keeps what mnigsctl use/block chose
 
     def _buildMethods(self, stateDir):
         context = ClientContext(self.reactor, self.config, stateDir, self.routing, self.netlink)
@@ -267,4 +269,11 @@ class _Lifecycle(Service):
                 log.failure("could not save the quality history")
             return result
 
-        return d.addBoth(cleanUp)
+        d.addBoth(cleanUp)
+        # Fire on a turn of our own: the stop often ends inside a child's
+        # processEnded (wireguard-go's), which Twisted calls from its loop
+        # over the processes to reap; finishing the stop there runs the
+        # reactor's shutdown (closing every pipe) inside that loop, which
+        # reaps a hook that ended meanwhile (the offline hook) a second
+        # time: waitpid(None), an "Unhandled Error" in the log.
+        return d.addBoth(lambda result: deferLater(service.reactor, 0, lambda: result))

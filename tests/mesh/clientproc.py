@@ -59,6 +59,19 @@ class ClientProcess:
             return {"state": None, "error": result.stderr}
         return json.loads(result.stdout)
 
+    def ctl(self, *args, json_=True):
+        """
+        C{mnigsctl --socket ADMIN ARGS [--json]}, run in the client's node:
+        its JSON answer, or (C{json_} false) its exit status and output.
+        """
+        result = self.node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
+                                sys.executable, "-m", "mnigs.cli.ctl", "--socket",
+                                os.path.join(self.dir, "admin.sock"), *args]
+                               + (["--json"] if json_ else []), check=False)
+        if json_:
+            return json.loads(result.stdout)
+        return result.returncode, result.stdout
+
     def waitState(self, state, timeout=30, gateway=None):
         def reached():
             if self.process.poll() is not None:

@@ -5,6 +5,7 @@ short, and status output.  Real machine, recording fake effects, Clock.
 """
 
 import ipaddress
+from dataclasses import replace
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -12,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mnigs.client.agent import ClientAgent
 from mnigs.client.history import QualityHistory
 from mnigs.client.machine import Backoff
-from mnigs.client.ranking import Ranked, Seen, SwitchPolicy
+from mnigs.client.ranking import Policy, Ranked, Seen, SwitchPolicy
 from mnigs.protocol import Offer
 from mnigs.routing.candidates import Candidate
 from tests.unit.test_client_machine import LEASE, Connection, RecordingEffects
@@ -35,6 +36,20 @@ class AgentEffects(RecordingEffects):
     def __init__(self):
         super().__init__()
         self.sessionsChecked = []
+        self.policy = Policy(methods=("wireguard",))
+
+    def rerank(self):
+        """
+        The last ranking as the policy's run-time steering sees it (the
+        scores stay as the test gave them): blocked gateways unusable, the
+        chosen one first, as L{mnigs.client.ranking.rank} orders them.
+        """
+        policy = self.policy
+        again = [replace(r, usable=False, whyNot="blocked at run time (mnigsctl unblock)")
+                 if r.gatewayId in policy.blockedNow else replace(r, chosen=r.gatewayId == policy.chosen)
+                 for r in self.lastRanked]
+        again.sort(key=lambda r: (not r.usable, bool(r.cooling), not r.chosen, r.score, r.gatewayId))
+        return again
 
     def scan(self, early=False):
         d = super().scan()

@@ -103,6 +103,10 @@ class RecordingEffects:
 
     def offline(self):
         self.offlines.append(len(self.events))
+    def announce(self, event, session, reason, nextStep=None):
+        # Kept apart from self.events: the hooks are not steps of a plan.
+        self.announced = getattr(self, "announced", []) + [
+            (event, session.step.gatewayId, reason, nextStep and nextStep.gatewayId)]
 
     def fire(self, name, value=None):
         self.pending.pop(name).callback(value)
@@ -550,11 +554,11 @@ class TraceTests(SynchronousTestCase):
 
     def test_keepsTheLastOnes(self):
         self.client.start()
-        for _ in range(30):
+        for _ in range(60):
             self.effects.fire("scan", [])
             self.clock.advance(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds())
         lines = self.lines()
-        self.assertEqual(len(lines), 20)
+        self.assertEqual(len(lines), 50)
         self.assertEqual(lines[-2:], ["searching --nothingFound--> waiting (no usable gateway found)",
                                       "waiting --retry--> searching"])
 

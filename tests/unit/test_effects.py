@@ -30,7 +30,8 @@ class Step:
     gatewayId, host, port, method = "ed25519:gw", "10.99.0.5", 8150, "wireguard"
     gateway = "pdx-gw-1 (10.99.0.5)"
     # The offer as discovery saw it: its probe targets, the RPC round trip.
-    seen = types.SimpleNamespace(offer=types.SimpleNamespace(probe=("9.9.9.9",), issuedAt=0), rtt=0.0375)
+    seen = types.SimpleNamespace(offer=types.SimpleNamespace(probe=("9.9.9.9",), issuedAt=0,
+                                                        name="pdx-gw-1"), rtt=0.0375)
 
 
 class Connection:
