@@ -14,6 +14,7 @@ from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
+from mnigs.client.datapath import ClientDataPath
 from mnigs.client.effects import ClientEffects
 from mnigs.client.health import HealthMonitor
 from mnigs.client.history import HistoryFile, QualityHistory
@@ -23,6 +24,7 @@ from mnigs.daemon.hooks import Hooks
 from mnigs.daemon.identity import KEY_FILE, loadOrCreateKey
 from mnigs.methods import METHODS, ClientContext
 from mnigs.system.netlink import Netlink
+from mnigs.system.nft import NftRunner
 from mnigs.protocol import keyId
 from mnigs.rpc.client import RPCClient
 from mnigs.system.statefile import ensureStateDir
@@ -90,7 +92,7 @@ class ClientService(MultiService):
     LIVE_KEYS = ("policy", "health", "log.level")
 
     def __init__(self, reactor, config, configPath=None, levelFilter=None, netlink=None,
-                 routing=None):
+                 routing=None, dataPath=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -98,6 +100,7 @@ class ClientService(MultiService):
         self.levelFilter = levelFilter
         self.netlink = netlink
         self.routing = routing
+        self.dataPath = dataPath
 
     def startService(self):
         # The state directory, keys, sockets and history are opened here,
@@ -114,7 +117,14 @@ class ClientService(MultiService):
         if self.netlink is None:
             self.netlink = Netlink()
         if self.routing is None:
-            self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
+            self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority,
+                                         prefixes=config.share.prefixes,
+                                         interfaces=config.share.interfaces,
+                                         failClosed=config.routing.fail_closed)
+        if self.dataPath is None:
+            self.dataPath = ClientDataPath(NftRunner(reactor), config.share.table,
+                                           config.share.prefixes, config.share.interfaces,
+                                           clamp=config.mtu.clamp_mss)
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy
@@ -132,7 +142,7 @@ class ClientService(MultiService):
             self.history, self.routing, self._health,
             Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline},
                   config.hooks.max_running),
-            self.clientKey)
+            self.clientKey, dataPath=self.dataPath)
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
@@ -213,6 +223,7 @@ class _Lifecycle(Service):
             from mnigs.daemon.reload import handleSIGHUP
             self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
+        service.dataPath.start()  # replaces whatever table a crashed run left
         # The id stays out of info lines: it names this device to whoever
         # reads the log.
         log.info("mnigs client starting, methods {names}",
@@ -233,6 +244,6 @@ class _Lifecycle(Service):
                 service.history.save()
             except Exception:
                 log.failure("could not save the quality history")
-            return result
+            return service.dataPath.stop().addBoth(lambda _: result)
 
         return d.addBoth(cleanUp)
