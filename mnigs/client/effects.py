@@ -322,11 +322,11 @@ class ClientEffects:
         overhead = method.overhead if method is not None else None
         outer = ipaddress.ip_address(step.host).version
         path = self.routing.pathMTU(step.host) if overhead is not None else None
-        mtu = tunnelMTU(path, overhead, outer)
+        mtu = tunnelMTU(path, overhead, outer, method.padding if method is not None else 1)
         if mtu is not None and self.config.mtu.set_tunnel_mtu:
             self.routing.setMTU(connection.device, mtu)
             log.info("{device}: MTU {mtu} (path to {gateway} {path} less {method}'s {overhead} "
-                     "over IPv{outer})", device=connection.device, mtu=mtu, gateway=step.gateway,
+                     "over IPv{outer}, to a multiple of its padding)", device=connection.device, mtu=mtu, gateway=step.gateway,
                      path=path, method=step.method, overhead=overhead[outer], outer=outer)
         return Passage(connection.device, address, mtu)
 

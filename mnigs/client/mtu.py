@@ -19,11 +19,14 @@ MINIMUM_MTU = {4: 576, 6: 1280}
 
 
 def tunnelMTU(pathMTU: Optional[int], overhead: Optional[Mapping[int, int]],
-              outerVersion: int) -> Optional[int]:
+              outerVersion: int, padding: int = 1) -> Optional[int]:
     """
     The MTU for a tunnel whose packets cross a path of C{pathMTU} as IP
     version C{outerVersion} packets, each C{overhead[outerVersion]} bytes
-    bigger than what it carries; C{None} when either is unknown (a method
+    bigger than what it carries once that is padded to a multiple of
+    C{padding} (WireGuard pads to 16 bytes, up to the sender's own MTU:
+    the gateway's tunnel, whose MTU the client does not set, pads a
+    1220-byte packet to 1232); C{None} when either is unknown (a method
     whose daemon sizes its own device, or no route) or the result would be
     below IPv4's minimum (a path that narrow is better left to the
     kernel's fragmentation than to an unusable tunnel).
@@ -31,6 +34,7 @@ def tunnelMTU(pathMTU: Optional[int], overhead: Optional[Mapping[int, int]],
     if pathMTU is None or overhead is None or outerVersion not in overhead:
         return None
     mtu = pathMTU - overhead[outerVersion]
+    mtu -= mtu % padding
     return mtu if mtu >= MINIMUM_MTU[4] else None
 
 

@@ -97,6 +97,8 @@ class Method:
         itself), a method carried in a TCP stream, or one whose daemon
         sizes its own device; its TCP MSS is then clamped to the route's
         MTU (docs/operations.md, "MTU and MSS").
+    @ivar padding: the method pads what it carries to a multiple of this
+        many bytes; the tunnel MTU is rounded down to one.
     """
     name: str
     gateway: Any
@@ -107,6 +109,7 @@ class Method:
     serverCheck: Callable[[Any], tuple[str, str] | None] | None = None
     clientCheck: Callable[[Any], tuple[str, str] | None] | None = None
     overhead: Mapping[int, int] | None = None
+    padding: int = 1
 
     def buildGateway(self, context: GatewayContext, section):
         return resolve(self.gateway)(context, section)
@@ -230,7 +233,8 @@ def _softetherNic(value):
 _IMPLEMENTATION = oneOf("auto", "kernel", "wireguard-go")
 
 #: Per-packet overheads by outer IP version (see L{Method.overhead}).
-#: WireGuard: IP (20/40) + UDP 8 + its data header 16 + the AEAD tag 16.
+#: WireGuard: IP (20/40) + UDP 8 + its data header 16 + the AEAD tag 16;
+#: it pads what it carries to a multiple of 16 bytes.
 WIREGUARD_OVERHEAD = {4: 60, 6: 80}
 #: OpenVPN 2.6 over UDP with its default AES-256-GCM data channel: IP
 #: (20/40) + UDP 8 + opcode and peer id 4 + packet id 4 + tag 16; 8 more
@@ -257,7 +261,7 @@ register(Method(
         "implementation": Field(str, "auto", _IMPLEMENTATION),
         "keepalive": Field(int, 5, between(0, 3600)),
     },
-    overhead=WIREGUARD_OVERHEAD))
+    overhead=WIREGUARD_OVERHEAD, padding=16))
 register(Method(
     "openvpn", "mnigs.methods.openvpn.buildGateway", "mnigs.methods.openvpn.buildClient",
     _openvpnOffer,

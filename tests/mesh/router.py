@@ -7,7 +7,7 @@ namespace and process belongs to the L{Mesh}, which removes them.
 Used by tests.mesh.test_router; bench/router.py can call the same::
 
     host = lanHost(mesh, client, "lan", "192.168.77.0/24")   # LanHost
-    narrowLink(client, "m0", 1280); narrowLink(gw, "m0", 1280)
+    client, r1, gw = narrowPath(mesh, 1280)      # MTU 1280 at the last hop, no ICMP
     server = BulkServer(mesh.nodes["inet"], size=10 * 2**20)
     seconds = fetch(host.node, INTERNET_HOST, server.port, server.size)
     count = PacketCounter(r1, "ip daddr 198.51.100.1"); ...; count.packets()
@@ -56,6 +56,35 @@ def lanHost(mesh, router, name="lan", prefix="192.168.77.0/24", interface=None):
 def narrowLink(node, interface, mtu):
     """Set C{node}'s C{interface} MTU (do both ends of a link)."""
     node.run(["ip", "link", "set", "dev", interface, "mtu", str(mtu)])
+
+
+def narrowPath(mesh, mtu=1280, silentRouter=True):
+    """
+    A gateway two hops away whose path to the client narrows at the last
+    hop, converged::
+
+        client --(mtu)-- r1 ---- gw === internet
+
+    With C{silentRouter}, r1 sends no "fragmentation needed" (as routers
+    that filter ICMP do): the gateway cannot learn the path's MTU, and
+    what does not fit is dropped at r1 -- a black hole unless the
+    packets are made to fit.  Returns the nodes (client, r1, gw).
+    """
+    client, r1, gw = (mesh.node(n) for n in ("client", "r1", "gw"))
+    narrow, _ = mesh.link(client, r1)
+    mesh.link(r1, gw)
+    mesh.internet(gw)
+    narrowLink(client, narrow, mtu)
+    narrowLink(r1, r1.meshInterfaces[0], mtu)
+    if silentRouter:
+        r1.run(["nft", "-f", "-"], input=(
+            "table inet mnigs_silent {\n"
+            "  chain output { type filter hook output priority -300; policy accept;\n"
+            "    icmp type destination-unreachable icmp code frag-needed drop\n"
+            "    icmpv6 type packet-too-big drop\n  }\n}\n"))
+    mesh.startBabel()
+    mesh.waitConverged()
+    return client, r1, gw
 
 
 def _python(node, *args):

@@ -267,3 +267,78 @@ class RecentGatewaysTests(EffectsTestCase):
         self.assertEqual(self.effects.recentGateways(), [("10.0.0.19", 8150)])
         self.clock.advance(1)
         self.assertEqual(self.effects.recentGateways(), [])
+
+
+class PathRouting(Routing):
+    """Routing that knows the path MTU and records MTUs set."""
+
+    def __init__(self, path=1280):
+        super().__init__()
+        self.path = path
+        self.mtus = []
+
+    def pathMTU(self, host):
+        return self.path
+
+    def setMTU(self, device, mtu):
+        self.mtus.append((device, mtu))
+
+
+class DataPath:
+    def __init__(self):
+        self.events = []
+
+    def online(self, passage):
+        self.events.append(("online", passage))
+        return defer.succeed(None)
+
+    def offline(self):
+        self.events.append(("offline",))
+        return defer.succeed(None)
+
+
+class FitPathTests(EffectsTestCase):
+    """
+    Issue 15: a new connection's tunnel sized to the path to its gateway,
+    and the client's table told where its traffic goes.
+    """
+
+    def fit(self, method="wireguard", setMTU=True, path=1280):
+        from mnigs.client.datapath import Passage
+
+        self.routing = PathRouting(path)
+        config = clientConfig()
+        config.mtu.set_tunnel_mtu = setMTU
+        self.makeEffects(config)
+        data = self.effects.dataPath = DataPath()
+        step = Step()
+        step.method = method
+        session = self.session()
+        connection = self.successResultOf(self.effects.fitPath(session.connection, step,
+                                                               session.lease))
+        self.assertIs(connection, session.connection)
+        [(event, passage)] = data.events
+        self.assertIsInstance(passage, Passage)
+        return passage
+
+    def test_wireguardOverIPv4(self):
+        passage = self.fit()
+        self.assertEqual((passage.device, str(passage.address), passage.mtu),
+                         ("wg-mnigs", "100.64.0.2", 1216))  # 1280 - 60, padded to 16
+        self.assertEqual(self.routing.mtus, [("wg-mnigs", 1216)])
+
+    def test_clampOnlyLeavesTheDeviceAlone(self):
+        passage = self.fit(setMTU=False)
+        self.assertEqual(passage.mtu, 1216)  # the clamp still fits the path
+        self.assertEqual(self.routing.mtus, [])
+
+    def test_aMethodWithoutOverheadClampsToTheRoute(self):
+        passage = self.fit(method="forward")
+        self.assertIsNone(passage.mtu)
+        self.assertEqual(self.routing.mtus, [])
+
+    def test_disconnectTellsTheTable(self):
+        self.effects.dataPath = data = DataPath()
+        session = self.session()
+        self.successResultOf(self.effects.disconnect(session))
+        self.assertEqual(data.events, [("offline",)])
