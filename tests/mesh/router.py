@@ -11,6 +11,7 @@ Used by tests.mesh.test_router; bench/router.py can call the same::
     server = BulkServer(mesh.nodes["inet"], size=10 * 2**20)
     seconds = fetch(host.node, INTERNET_HOST, server.port, server.size)
     count = PacketCounter(r1, "ip daddr 198.51.100.1"); ...; count.packets()
+    leaked = leakWhileSwitching(client, r1, clientProcess, gwA, "gwB")
 """
 
 import ipaddress
@@ -161,3 +162,25 @@ def nftRuleset(node):
 
 def sysctl(node, name):
     return node.run(["sysctl", "-n", name]).stdout.strip()
+
+
+def leakWhileSwitching(client, neighbour, clientProcess, dying, nextName, interval=0.01):
+    """
+    Pings from C{client} to the internet host every C{interval} seconds
+    while gateway node C{dying} goes silent (L{tests.mesh.test_client.silence})
+    and C{clientProcess} (online through it) moves to the gateway named
+    C{nextName}: how many packets for the internet host C{neighbour} (the
+    client's next hop on the mesh) forwarded bare, i.e. by a mesh default
+    route rather than inside a tunnel.
+    """
+    from tests.mesh.harness import INTERNET_HOST
+    from tests.mesh.pingtrain import PingTrain
+    from tests.mesh.test_client import silence
+
+    bare = PacketCounter(neighbour, f"ip daddr {INTERNET_HOST}", table="count_bare")
+    train = PingTrain(client, count=int(30 / interval), interval=interval)
+    train.waitAnswered(20)
+    silence(dying)
+    clientProcess.waitState("online", 30, gateway=nextName)
+    train.cut()
+    return bare.packets()

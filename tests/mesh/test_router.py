@@ -11,18 +11,17 @@ import ipaddress
 from mnigs.client.routes import routingSnapshot
 from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.harness import INTERNET_HOST, waitUntil
-from tests.mesh.pingtrain import PingTrain
 from tests.mesh.router import (
     BulkServer,
     PacketCounter,
     TransferFailed,
     fetch,
     lanHost,
+    leakWhileSwitching,
     narrowPath,
     nftRuleset,
     sysctl,
 )
-from tests.mesh.test_client import silence
 
 MB = 2**20
 
@@ -180,14 +179,8 @@ class FailClosedTests(DaemonMeshTestCase):
         c = self.clientProcess(client, routing={"fail_closed": failClosed})
         before = routingSnapshot(client.ns)
         c.start().waitState("online", 30, gateway="gwA")
-        bare = PacketCounter(r1, f"ip daddr {INTERNET_HOST}")
-        train = PingTrain(client, count=3000, interval=0.01)
-        train.waitAnswered(20)
-        silence(gwA)
-        c.waitState("online", 30, gateway="gwB")
-        train.cut()
+        leaked = leakWhileSwitching(client, r1, c, gwA, "gwB")
         self.assertEqual(c.status()["current"]["name"], "gwB")
-        leaked = bare.packets()
         c.stop()
         self.assertEqual(routingSnapshot(client.ns), before)
         return leaked
