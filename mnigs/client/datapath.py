@@ -22,6 +22,7 @@ interpolated as text.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -153,11 +154,14 @@ class Forwarding:
     """
     IPv4 forwarding (C{path}, the sysctl's file): turned on by L{enable}
     if it is off, and put back by L{restore} only if this turned it on.
+    With C{marker} (a file in the state directory), a run that crashed
+    after turning it on is remembered: the next run puts it back on stop.
     """
 
-    def __init__(self, path: str = IPV4_FORWARD):
+    def __init__(self, path: str = IPV4_FORWARD, marker: Optional[str] = None):
         self.path = path
-        self.turnedOn = False
+        self.marker = marker
+        self.turnedOn = bool(marker and os.path.exists(marker))
 
     def _read(self) -> str:
         with open(self.path) as f:
@@ -169,6 +173,8 @@ class Forwarding:
 
     def enable(self) -> None:
         if self._read() != "1":
+            if self.marker:
+                open(self.marker, "w").close()
             self._write("1")
             self.turnedOn = True
             log.info("share: IPv4 forwarding turned on (off again when the client stops)")
@@ -177,6 +183,8 @@ class Forwarding:
         if self.turnedOn:
             self._write("0")
             self.turnedOn = False
+            if self.marker and os.path.exists(self.marker):
+                os.unlink(self.marker)
             log.info("share: IPv4 forwarding turned off again")
 
 

@@ -14,7 +14,7 @@ from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
-from mnigs.client.datapath import ClientDataPath
+from mnigs.client.datapath import ClientDataPath, Forwarding
 from mnigs.client.effects import ClientEffects
 from mnigs.client.health import HealthMonitor
 from mnigs.client.history import HistoryFile, QualityHistory
@@ -30,6 +30,10 @@ from mnigs.rpc.client import RPCClient
 from mnigs.system.statefile import ensureStateDir
 
 log = Logger()
+
+#: Says the client turned IPv4 forwarding on (for a shared LAN): a run
+#: after a crash turns it back off on stop.
+FORWARDING_MARKER = "ip_forward-turned-on"
 
 #: Where protocol version 1 kept the client's free-text id.
 OLD_CLIENT_ID_FILE = "client-id"
@@ -122,9 +126,10 @@ class ClientService(MultiService):
                                          interfaces=config.share.interfaces,
                                          failClosed=config.routing.fail_closed)
         if self.dataPath is None:
-            self.dataPath = ClientDataPath(NftRunner(reactor), config.share.table,
-                                           config.share.prefixes, config.share.interfaces,
-                                           clamp=config.mtu.clamp_mss)
+            self.dataPath = ClientDataPath(
+                NftRunner(reactor), config.share.table, config.share.prefixes,
+                config.share.interfaces, clamp=config.mtu.clamp_mss,
+                forwarding=Forwarding(marker=os.path.join(stateDir, FORWARDING_MARKER)))
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy

@@ -181,6 +181,8 @@ class FailClosedTests(DaemonMeshTestCase):
         c.start().waitState("online", 30, gateway="gwA")
         leaked = leakWhileSwitching(client, r1, c, gwA, "gwB")
         self.assertEqual(c.status()["current"]["name"], "gwB")
+        with open(c.logPath) as f:
+            self.assertEqual("routing: failing closed" in f.read(), failClosed)
         c.stop()
         self.assertEqual(routingSnapshot(client.ns), before)
         return leaked

@@ -5,6 +5,7 @@ file standing in for the sysctl.
 """
 
 import ipaddress
+import os
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
@@ -93,6 +94,16 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(self.read(path), "1")
         forwarding.restore()
         self.assertEqual(self.read(path), "0")
+
+    def test_aCrashedRunIsRemembered(self):
+        path, marker = self.sysctl("0"), self.mktemp()
+        Forwarding(path, marker).enable()  # then the client crashes
+        self.assertEqual(self.read(path), "1")
+        again = Forwarding(path, marker)
+        again.enable()
+        again.restore()
+        self.assertEqual(self.read(path), "0")
+        self.assertFalse(os.path.exists(marker))
 
     def test_leftOnIfItWasOn(self):
         path = self.sysctl("1")
