@@ -11,7 +11,7 @@ Used by tests.mesh.test_router; bench/router.py can call the same::
     server = BulkServer(mesh.nodes["inet"], size=10 * 2**20)
     seconds = fetch(host.node, INTERNET_HOST, server.port, server.size)
     count = PacketCounter(r1, "ip daddr 198.51.100.1"); ...; count.packets()
-    leaked = leakWhileSwitching(client, r1, clientProcess, gwA, "gwB")
+    leaked = leakWhileSwitching([client, host.node], r1, clientProcess, gwA, "gwB")
 """
 
 import ipaddress
@@ -164,11 +164,12 @@ def sysctl(node, name):
     return node.run(["sysctl", "-n", name]).stdout.strip()
 
 
-def leakWhileSwitching(client, neighbour, clientProcess, dying, nextName, interval=0.01):
+def leakWhileSwitching(senders, neighbour, clientProcess, dying, nextName, interval=0.01):
     """
-    Pings from C{client} to the internet host every C{interval} seconds
-    while gateway node C{dying} goes silent (L{tests.mesh.test_client.silence})
-    and C{clientProcess} (online through it) moves to the gateway named
+    Pings from each of C{senders} (the client's node, a LAN host behind
+    it) to the internet host every C{interval} seconds while gateway node
+    C{dying} goes silent (L{tests.mesh.test_client.silence}) and
+    C{clientProcess} (online through it) moves to the gateway named
     C{nextName}: how many packets for the internet host C{neighbour} (the
     client's next hop on the mesh) forwarded bare, i.e. by a mesh default
     route rather than inside a tunnel.
@@ -178,9 +179,12 @@ def leakWhileSwitching(client, neighbour, clientProcess, dying, nextName, interv
     from tests.mesh.test_client import silence
 
     bare = PacketCounter(neighbour, f"ip daddr {INTERNET_HOST}", table="count_bare")
-    train = PingTrain(client, count=int(30 / interval), interval=interval)
-    train.waitAnswered(20)
+    trains = [PingTrain(sender, count=int(30 / interval), interval=interval)
+              for sender in senders]
+    for train in trains:
+        train.waitAnswered(20)
     silence(dying)
     clientProcess.waitState("online", 30, gateway=nextName)
-    train.cut()
+    for train in trains:
+        train.cut()
     return bare.packets()

@@ -166,20 +166,23 @@ class FailClosedTests(DaemonMeshTestCase):
         """
         client - r1 - gwA, r1 - r2 - gwB, the gateways' default route
         announced into the mesh (so the client's main table has one via
-        r1): pings to the internet host every 10 ms while gwA dies
-        silently and the client moves to gwB.  Returns how many of them
-        r1 forwarded bare (by the mesh default, not in a tunnel).  Stop
-        leaves the routing as it was, either way.
+        r1), a shared LAN host behind the client: pings to the internet
+        host every 10 ms from both while gwA dies silently and the client
+        moves to gwB.  Returns how many of them r1 forwarded bare (by the
+        mesh default, not in a tunnel).  Stop leaves the routing as it
+        was, either way.
         """
         client, gwA, gwB = self.mesh.nearAndFarGateway()
         self.assertIn(("0.0.0.0/0"), [dest for dest, _, _ in client.routes(42)])
         r1 = self.mesh.nodes["r1"]
         self.gateway(gwA)
         self.gateway(gwB)
-        c = self.clientProcess(client, routing={"fail_closed": failClosed})
+        lan = lanHost(self.mesh, client, "lan", "192.168.77.0/24")
+        c = self.clientProcess(client, routing={"fail_closed": failClosed},
+                               share={"prefixes": [lan.prefix]})
         before = routingSnapshot(client.ns)
         c.start().waitState("online", 30, gateway="gwA")
-        leaked = leakWhileSwitching(client, r1, c, gwA, "gwB")
+        leaked = leakWhileSwitching([client, lan.node], r1, c, gwA, "gwB")
         self.assertEqual(c.status()["current"]["name"], "gwB")
         with open(c.logPath) as f:
             self.assertEqual("routing: failing closed" in f.read(), failClosed)
