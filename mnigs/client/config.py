@@ -29,6 +29,7 @@ from mnigs.daemon.config import (
     between,
     executable,
     ifnames,
+    network,
     oneOf,
     port,
     readSection,
@@ -69,6 +70,25 @@ def _subset(known):
             raise ValueError("lists an item twice")
         return value
     return check
+
+
+def _prefixes(value):
+    """Distinct networks, none of them every address (a /0)."""
+    nets = []
+    for item in strings(value):
+        net = network(item)
+        if net.prefixlen == 0:
+            raise ValueError(f"{item} is every address: the mesh's own traffic forwarded through "
+                             f"this node would take the tunnel; list the LAN's prefixes")
+        nets.append(net)
+    if len(set(nets)) != len(nets):
+        raise ValueError("lists a prefix twice")
+    return nets
+
+
+def _nftTable(value):
+    from mnigs.client.datapath import checkTableName
+    return checkTableName(value)
 
 
 def _amount(value):
@@ -152,6 +172,17 @@ SCHEMA = {
     "routing": {
         "table": Field(int, 8150, between(1, 2**31 - 1)),
         "rule_priority": Field(int, 8150, between(1, 32765)),
+        "fail_closed": Field(bool, False),
+    },
+    # A mesh router's LAN (mnigs.client.datapath): what else uses the tunnel.
+    "share": {
+        "interfaces": Field(list, [], ifnames),
+        "prefixes": Field(list, [], _prefixes),
+        "table": Field(str, "mnigs_client", _nftTable),
+    },
+    "mtu": {
+        "set_tunnel_mtu": Field(bool, True),
+        "clamp_mss": Field(bool, True),
     },
     "admin": {
         "socket": Field(str, "/run/mnigs-client/admin.sock", absolutePath),
@@ -178,7 +209,7 @@ SCHEMA = {
 
 
 # Keys naming interfaces that must already exist (not those mnigs makes).
-EXISTING_INTERFACES = ("mesh.interfaces",)
+EXISTING_INTERFACES = ("mesh.interfaces", "share.interfaces")
 
 
 def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
@@ -200,6 +231,11 @@ def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
         raise ConfigError(path, "dns.hook", 'is required with dns.mode = "hook"')
     if config.routing.table in (253, 254, 255):
         raise ConfigError(path, "routing.table", "must not be one of the kernel's own tables (253-255)")
+    meshShared = sorted(set(config.share.interfaces) & set(config.mesh.interfaces))
+    if meshShared:
+        raise ConfigError(path, "share.interfaces",
+                          f"{meshShared[0]} is also a mesh interface: the mesh's traffic "
+                          f"forwarded through this node would take the tunnel")
     if config.policy.max_fee is not None and not config.policy.accept_fees:
         raise ConfigError(path, "policy.max_fee", "is set but accept_fees is false")
     if config.policy.pinned & config.policy.blocked:

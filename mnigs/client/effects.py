@@ -7,6 +7,8 @@ L{mnigs.client.agent.wire} connected.
 
 from __future__ import annotations
 
+import ipaddress
+
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -117,10 +119,15 @@ class ClientEffects:
         to C{device}; one per session, closed when it ends.
     @param resolvers: the L{mnigs.client.dns.ResolverKeeper} that puts an
         online session's resolvers in force (C{None}: none is).
+    @param dataPath: the client's nft table (a
+        L{mnigs.client.datapath.ClientDataPath}): told each connection's
+        tunnel, lease address and MTU (L{fitPath}), and when it goes;
+        C{None}: no table.
     """
 
     def __init__(self, reactor, config, sources, discovery, rpc, methods, policy, history,
-                 routing, healthFactory, hooks, clientKey, pingerFactory=None, resolvers=None):
+                 routing, healthFactory, hooks, clientKey, pingerFactory=None, resolvers=None,
+                 dataPath=None):
         self.reactor = reactor
         self.config = config
         self.sources = sources
@@ -136,6 +143,7 @@ class ClientEffects:
         self.clientId = keyId(clientKey.verify_key)
         self.pingerFactory = pingerFactory or _pinger(reactor)
         self.resolvers = resolvers
+        self.dataPath = dataPath
         self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
         self.lastSeen = []
@@ -304,7 +312,47 @@ class ClientEffects:
         d = self._afterTeardown()
         d.addCallback(lambda _: self.methods[step.method].connect(step, lease))
         d.addTimeout(self.config.methods.connect_timeout, self.reactor)
+        if self.dataPath is not None:
+            d.addCallback(self.fitPath, step, lease)
         return d
+
+    def fitPath(self, connection, step, lease):
+        """
+        A new connection's tunnel sized to the path to its gateway (the
+        method's overhead off the mesh route's MTU; C{mtu.set_tunnel_mtu}),
+        and the client's table told its device, lease address and MTU (NAT
+        for a shared LAN, MSS clamping).  Fires with C{connection}; what
+        fails here is logged and the connection used as it is.
+        """
+        passage = None
+        try:
+            passage = self._passage(connection, step, lease)
+        except Exception:
+            log.failure("could not fit the tunnel {device} to its path",
+                        device=getattr(connection, "device", None))
+        if passage is None:
+            return connection
+        return self.dataPath.online(passage).addBoth(lambda _: connection)
+
+    def _passage(self, connection, step, lease):
+        from mnigs.client.datapath import Passage
+        from mnigs.client.mtu import tunnelMTU
+        from mnigs.methods import METHODS
+
+        address = ipaddress.ip_interface(lease["config"]["address"]).ip
+        if address.version != 4:
+            return None
+        method = METHODS.get(step.method)
+        overhead = method.overhead if method is not None else None
+        outer = ipaddress.ip_address(step.host).version
+        path = self.routing.pathMTU(step.host) if overhead is not None else None
+        mtu = tunnelMTU(path, overhead, outer, method.padding if method is not None else 1)
+        if mtu is not None and self.config.mtu.set_tunnel_mtu:
+            self.routing.setMTU(connection.device, mtu)
+            log.info("{device}: MTU {mtu} (path to {gateway} {path} less {method}'s {overhead} "
+                     "over IPv{outer}, to a multiple of its padding)", device=connection.device, mtu=mtu, gateway=step.gateway,
+                     path=path, method=step.method, overhead=overhead[outer], outer=outer)
+        return Passage(connection.device, address, mtu)
 
     def _afterTeardown(self):
         gate = defer.Deferred()
@@ -364,6 +412,8 @@ class ClientEffects:
     def _takeDown(self, session):
         d = defer.maybeDeferred(session.connection.disconnect)
         d.addErrback(lambda f: log.failure("could not take the connection down", f))
+        if self.dataPath is not None:
+            d.addCallback(lambda _: self.dataPath.offline())
         previous = self.teardown
         self.teardown = defer.gatherResults([previous, d], consumeErrors=True).addBoth(lambda _: None)
         return d

@@ -1,14 +1,25 @@
 """
 The client's routing changes, and nothing else: a default route in mnigs's
-own table, reached through two policy rules::
+own table, reached through policy rules (L{ruleSpecs})::
 
     PRIORITY      lookup main suppress_prefixlength 0   # every mesh route but a default
-    PRIORITY + 1  lookup TABLE                          # then mnigs's default route
+    PRIORITY + 1  iif lo lookup TABLE                   # then mnigs's default route,
+    PRIORITY + 1  from LAN-PREFIX lookup TABLE          #   for the client's own traffic
+    PRIORITY + 1  iif LAN-INTERFACE lookup TABLE        #   and the shared LAN's only
 
 so mesh destinations, the gateway's own mesh address included, stay on
 the mesh (the tunnel never carries itself) and only what would have taken
-a default route takes mnigs's.  Removing the rules and flushing the table
-leaves the routing exactly as it was.  (pyroute2, never `ip` output.)
+a default route takes mnigs's: the client's own traffic (C{iif lo}) and
+what comes from a shared prefix or interface (C{[share]},
+L{mnigs.client.datapath}).  Nothing forwarded from elsewhere uses the
+tunnel.  Removing the rules and flushing the table leaves the routing
+exactly as it was.
+
+Fail closed (C{routing.fail_closed}): when a connection goes, its
+default route is replaced by C{unreachable default} (L{PolicyRouting.withdraw})
+and the rules stay, so that while the client switches nothing that would
+take a default route falls through to the main table's (a mesh default);
+mesh destinations still match the first rule.  (pyroute2, never `ip` output.)
 """
 
 from __future__ import annotations
@@ -23,6 +34,30 @@ from twisted.logger import Logger
 log = Logger()
 
 
+#: The routes' C{type} for a default route that answers "unreachable".
+UNREACHABLE = "unreachable"
+
+
+def ruleSpecs(table: int, priority: int, prefixes=(), interfaces=(),
+              family: int = 4) -> list[dict]:
+    """
+    The policy rules of one address family, as pyroute2 C{rule()} keyword
+    arguments (see the module docstring): C{prefixes} (L{ipaddress}
+    networks; those of another family are left out) and C{interfaces}
+    (names) are the shared LAN's.
+    """
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    rules = [{"family": af, "priority": priority, "table": 254, "suppress_prefixlen": 0},
+             {"family": af, "priority": priority + 1, "table": table, "iifname": "lo"}]
+    for prefix in prefixes:
+        if prefix.version == family:
+            rules.append({"family": af, "priority": priority + 1, "table": table,
+                          "src": str(prefix.network_address), "src_len": prefix.prefixlen})
+    for name in interfaces:
+        rules.append({"family": af, "priority": priority + 1, "table": table, "iifname": name})
+    return rules
+
+
 def openIPRoute(netns: str | None = None) -> IPRoute:
     """A pyroute2 rtnetlink socket, in the named network namespace if given."""
     return IPRoute(netns=netns) if netns else IPRoute()
@@ -35,14 +70,22 @@ class PolicyRouting:
     @param ipRoute: opens the rtnetlink socket each operation works
         through, used as a context manager (default: pyroute2's C{IPRoute}
         in C{netns}); tests give a fake.
+    @param prefixes: the shared LAN's source prefixes (L{ipaddress} networks).
+    @param interfaces: the shared LAN's interfaces.
+    @param failClosed: L{withdraw} leaves an unreachable default route
+        behind the rules instead of removing them.
     """
 
     def __init__(self, table: int, priority: int, netns: str | None = None,
-                 ipRoute: Optional[Callable[[], IPRoute]] = None):
+                 ipRoute: Optional[Callable[[], IPRoute]] = None, prefixes=(),
+                 interfaces=(), failClosed: bool = False):
         self.table = table
         self.priority = priority
         self.netns = netns
         self._ipr = ipRoute or (lambda: openIPRoute(netns))
+        self.prefixes = tuple(prefixes)
+        self.interfaces = tuple(interfaces)
+        self.failClosed = failClosed
 
     def _ours(self, ipr):
         return [rule for rule in ipr.get_rules(family=socket.AF_INET)
@@ -80,10 +123,28 @@ class PolicyRouting:
             if source:
                 route["prefsrc"] = str(ipaddress.ip_address(source))
             ipr.route("replace", **route)
-            if not self._ours(ipr):
-                ipr.rule("add", family=socket.AF_INET, priority=self.priority, table=254,
-                         suppress_prefixlen=0)
-                ipr.rule("add", family=socket.AF_INET, priority=self.priority + 1, table=self.table)
+            self._addRules(ipr)
+
+    def _addRules(self, ipr) -> None:
+        if not self._ours(ipr):
+            for rule in ruleSpecs(self.table, self.priority, self.prefixes, self.interfaces):
+                ipr.rule("add", **rule)
+
+    def withdraw(self) -> None:
+        """
+        A connection went: remove mnigs's rules and routes (L{clear}), or,
+        failing closed, replace its default route by an unreachable one
+        and keep (or put back) the rules, so that what would take a
+        default route goes nowhere until the next L{install} or L{clear}.
+        """
+        if not self.failClosed:
+            self.clear()
+            return
+        with self._ipr() as ipr:
+            ipr.route("replace", dst="0.0.0.0/0", table=self.table, type=UNREACHABLE)
+            self._addRules(ipr)
+        log.info("routing: failing closed: unreachable default in table {table} until the "
+                 "next gateway", table=self.table)
 
     def routedOnMesh(self, host: str) -> bool:
         """
@@ -121,6 +182,35 @@ class PolicyRouting:
                 return None
             links = ipr.get_links(index)
             return links[0].get_attr("IFLA_IFNAME") if links else None
+
+    def pathMTU(self, host: str) -> int | None:
+        """
+        The MTU of the path to C{host} as routing knows it: the route's
+        own MTU (C{mtu} metric) if it has one, else its outgoing
+        interface's; C{None} when nothing routes it.
+        """
+        address = ipaddress.ip_address(host)
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        with self._ipr() as ipr:
+            try:
+                [route] = ipr.route("get", dst=str(address), family=family)[:1]
+            except (NetlinkError, ValueError):
+                return None
+            metrics = route.get_attr("RTA_METRICS")
+            mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+            if mtu:
+                return int(mtu)
+            index = route.get_attr("RTA_OIF")
+            links = ipr.get_links(index) if index else []
+            return int(links[0].get_attr("IFLA_MTU")) if links else None
+
+    def setMTU(self, interface: str, mtu: int) -> None:
+        """Set C{interface}'s MTU."""
+        with self._ipr() as ipr:
+            index = ipr.link_lookup(ifname=interface)
+            if not index:
+                raise LookupError(f"no interface {interface}")
+            ipr.link("set", index=index[0], mtu=int(mtu))
 
 
 def routingSnapshot(netns: str | None = None) -> dict:

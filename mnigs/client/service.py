@@ -15,6 +15,7 @@ from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
+from mnigs.client.datapath import ClientDataPath, Forwarding
 from mnigs.client.dns import ResolverKeeper
 from mnigs.client.effects import CLIENT_HOOK_EVENTS, ClientEffects
 from mnigs.client.health import HealthMonitor
@@ -25,11 +26,16 @@ from mnigs.daemon.hooks import Hooks
 from mnigs.daemon.identity import KEY_FILE, loadOrCreateKey
 from mnigs.methods import METHODS, ClientContext
 from mnigs.system.netlink import Netlink
+from mnigs.system.nft import NftRunner
 from mnigs.protocol import keyId
 from mnigs.rpc.client import RPCClient
 from mnigs.system.statefile import ensureStateDir
 
 log = Logger()
+
+#: Says the client turned IPv4 forwarding on (for a shared LAN): a run
+#: after a crash turns it back off on stop.
+FORWARDING_MARKER = "ip_forward-turned-on"
 
 #: Where protocol version 1 kept the client's free-text id.
 OLD_CLIENT_ID_FILE = "client-id"
@@ -92,7 +98,7 @@ class ClientService(MultiService):
     LIVE_KEYS = ("policy", "health", "log.level")
 
     def __init__(self, reactor, config, configPath=None, levelFilter=None, netlink=None,
-                 routing=None):
+                 routing=None, dataPath=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -100,6 +106,7 @@ class ClientService(MultiService):
         self.levelFilter = levelFilter
         self.netlink = netlink
         self.routing = routing
+        self.dataPath = dataPath
 
     def startService(self):
         # The state directory, keys, sockets and history are opened here,
@@ -116,7 +123,15 @@ class ClientService(MultiService):
         if self.netlink is None:
             self.netlink = Netlink()
         if self.routing is None:
-            self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
+            self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority,
+                                         prefixes=config.share.prefixes,
+                                         interfaces=config.share.interfaces,
+                                         failClosed=config.routing.fail_closed)
+        if self.dataPath is None:
+            self.dataPath = ClientDataPath(
+                NftRunner(reactor), config.share.table, config.share.prefixes,
+                config.share.interfaces, clamp=config.mtu.clamp_mss,
+                forwarding=Forwarding(marker=os.path.join(stateDir, FORWARDING_MARKER)))
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy
@@ -135,7 +150,7 @@ class ClientService(MultiService):
             self.history, self.routing, self._health,
             Hooks(reactor, {event: config.hooks[event] for event in CLIENT_HOOK_EVENTS},
                   config.hooks.max_running),
-            self.clientKey, resolvers=self.resolvers)
+            self.clientKey, resolvers=self.resolvers, dataPath=self.dataPath)
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
@@ -243,6 +258,7 @@ class _Lifecycle(Service):
             self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
         service.resolvers.recover()  # runs before any later change
+        service.dataPath.start()  # replaces whatever table a crashed run left
         # The id stays out of info lines: it names this device to whoever
         # reads the log.
         log.info("mnigs client starting, methods {names}",
@@ -267,7 +283,7 @@ class _Lifecycle(Service):
                 service.history.save()
             except Exception:
                 log.failure("could not save the quality history")
-            return result
+            return service.dataPath.stop().addBoth(lambda _: result)
 
         d.addBoth(cleanUp)
         # Fire on a turn of our own: the stop often ends inside a child's

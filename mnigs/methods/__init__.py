@@ -102,6 +102,16 @@ class Method:
         reason)} for what else the method needs in the server's file.
     @ivar clientCheck: the same for a client whose C{methods.order}
         lists the method.
+    @ivar overhead: by the outer packets' IP version (4, 6), how many
+        bytes the method adds to each packet it carries: the client sets
+        its tunnel's MTU to the path MTU to the gateway less this
+        (L{mnigs.client.mtu.tunnelMTU}).  C{None} for a method whose
+        device the client does not size: C{forward} (the mesh interface
+        itself), a method carried in a TCP stream, or one whose daemon
+        sizes its own device; its TCP MSS is then clamped to the route's
+        MTU (docs/operations.md, "MTU and MSS").
+    @ivar padding: the method pads what it carries to a multiple of this
+        many bytes; the tunnel MTU is rounded down to one.
     """
     name: str
     gateway: Any
@@ -111,6 +121,8 @@ class Method:
     clientSettings: Mapping | None = None
     serverCheck: Callable[[Any], tuple[str, str] | None] | None = None
     clientCheck: Callable[[Any], tuple[str, str] | None] | None = None
+    overhead: Mapping[int, int] | None = None
+    padding: int = 1
 
     def buildGateway(self, context: GatewayContext, section):
         return resolve(self.gateway)(context, section)
@@ -262,6 +274,15 @@ def _softetherNic(value):
 
 _IMPLEMENTATION = oneOf("auto", "kernel", "wireguard-go")
 
+#: Per-packet overheads by outer IP version (see L{Method.overhead}).
+#: WireGuard: IP (20/40) + UDP 8 + its data header 16 + the AEAD tag 16;
+#: it pads what it carries to a multiple of 16 bytes.
+WIREGUARD_OVERHEAD = {4: 60, 6: 80}
+#: OpenVPN 2.6 over UDP with its default AES-256-GCM data channel: IP
+#: (20/40) + UDP 8 + opcode and peer id 4 + packet id 4 + tag 16; 8 more
+#: bytes of margin for a compression framing byte and CBC ciphers' padding.
+OPENVPN_OVERHEAD = {4: 60, 6: 80}
+
 register(Method(
     "forward", "mnigs.methods.forward.buildGateway", "mnigs.methods.forward.buildClient",
     _forwardOffer,
@@ -285,7 +306,8 @@ register(Method(
         "interface": Field(str, "mnigs-c0", ifname),
         "implementation": Field(str, "auto", _IMPLEMENTATION),
         "keepalive": Field(int, 5, between(0, 3600)),
-    }))
+    },
+    overhead=WIREGUARD_OVERHEAD, padding=16))
 register(Method(
     "openvpn", "mnigs.methods.openvpn.buildGateway", "mnigs.methods.openvpn.buildClient",
     _openvpnOffer,
@@ -299,7 +321,8 @@ register(Method(
     },
     clientSettings={
         "interface": Field(str, "mnigs-ovpnc0", ifname),
-    }))
+    },
+    overhead=OPENVPN_OVERHEAD))
 register(Method(
     "softether", "mnigs.methods.softether.buildGateway", "mnigs.methods.softether.buildClient",
     _softetherOffer,
@@ -313,7 +336,10 @@ register(Method(
     },
     clientSettings={
         "nic": Field(str, "mnigs", _softetherNic),
-    }))
+    },
+    # Carried in a TCP (TLS) stream, which cuts it to the path's size:
+    # no outer packet outgrows the path, so the tap keeps its MTU.
+    overhead=None))
 register(Method(
     "cjdns", "mnigs.methods.cjdns.buildGateway", "mnigs.methods.cjdns.buildClient",
     _cjdnsOffer,
@@ -323,5 +349,8 @@ register(Method(
     },
     # The client's cjdns settings are the shared [cjdns] section's.
     clientSettings=None,
+    # cjdns sizes its own tun (1304 bytes) for its crypto and route
+    # headers; the IP tunnel inside it adds nothing the client can size.
+    overhead=None,
     serverCheck=lambda config: _needsNodeKey(config, "is required with [methods.cjdns]"),
     clientCheck=lambda config: _needsNodeKey(config, "is required when methods.order has cjdns")))

@@ -287,7 +287,7 @@ class CjdnsConnection:
         self._loss.end()
         if self._watch.running:
             self._watch.stop()
-        self.client.routing.clear()
+        self.client.routing.withdraw()
         yield self.client._remove(self.number)
 
     def describe(self):

@@ -172,7 +172,7 @@ class ForwardConnection:
 
     def disconnect(self):
         self._loss.end()
-        self.routing.clear()
+        self.routing.withdraw()
         return defer.succeed(None)
 
     def whenLost(self):

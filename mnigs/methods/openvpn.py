@@ -315,7 +315,7 @@ class OpenVPNConnection:
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()
-        self.routing.clear()
+        self.routing.withdraw()
         try:
             yield self.daemon.stop()
         finally:

@@ -277,7 +277,7 @@ class SoftEtherConnection:
         self._loss.end()
         if self._carrier.running:
             self._carrier.stop()
-        self.routing.clear()
+        self.routing.withdraw()
         yield self.vpnclient.stop()
 
     def describe(self):
@@ -348,7 +348,7 @@ class SoftEtherClient:
             self.routing.install(self.ifname, gateway=str(config["gateway_address"]),
                                  source=str(config["address"].ip))
         except BaseException:  # CancelledError too (the connect timeout)
-            self.routing.clear()
+            self.routing.withdraw()
             yield vpnclient.stop()
             raise
         connection = SoftEtherConnection(self.reactor, vpnclient, self.routing, self.netlink,

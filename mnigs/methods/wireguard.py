@@ -343,7 +343,7 @@ class WireGuardConnection:
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()
-        self.routing.clear()
+        self.routing.withdraw()
         yield self.wg.stop()
 
     def counters(self):

@@ -221,6 +221,26 @@ def _strictChain(interfaces: Sequence[str]) -> str:
     )
 
 
+def _clampChain(uplink: str) -> str:
+    """
+    TCP MSS clamping on everything the gateway forwards to or from its
+    uplink, tunnels and forward leases alike: a SYN's MSS is lowered (never
+    raised) to what fits the route it takes, so an Internet host's segments
+    fit the client's tunnel (or mesh link) without path MTU discovery
+    across the NAT.  The client clamps its end to its path MTU
+    (L{mnigs.client.datapath}).
+    """
+    up = f'"{checkInterfaceName(uplink)}"'
+    clamp = "tcp flags syn tcp option maxseg size set rt mtu"
+    return (
+        "\tchain clamp {\n"
+        "\t\ttype filter hook forward priority mangle; policy accept;\n"
+        f"\t\tiifname {up} {clamp}\n"
+        f"\t\toifname {up} {clamp}\n"
+        "\t}\n"
+    )
+
+
 def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
                 replyPorts: Sequence[int] = (), strictInterfaces: Sequence[str] = ()) -> str:
     """
@@ -272,6 +292,7 @@ def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
         f"\t\toifname {up} ip saddr @clients4 masquerade\n"
         f"\t\toifname {up} ip6 saddr @clients6 masquerade\n"
         "\t}\n"
+        + _clampChain(uplink)
         + _replyChains(replyPorts) +
         "}\n"
     )

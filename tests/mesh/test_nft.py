@@ -61,7 +61,8 @@ class NftAccessRealTests(TestCase):
         self.assertEqual(chains["postrouting"]["type"], "nat")
         self.assertEqual(chains["prerouting"]["hook"], "prerouting")
         rules = [i["rule"] for i in table["nftables"] if "rule" in i]
-        self.assertEqual(len(rules), 1 + 8 + 2 + 2)  # prerouting, forward, nat, reply marks
+        self.assertEqual(chains["clamp"]["hook"], "forward")
+        self.assertEqual(len(rules), 1 + 8 + 2 + 2 + 2)  # prerouting, forward, nat, clamp, reply marks
 
         # One turn: allow two, deny one present and one never admitted.
         calls = [self.access.allow(tunnel("10.0.0.2")), self.access.allow(link("2001:db8::2")),

@@ -110,6 +110,16 @@ class ScriptTests(SynchronousTestCase):
             self.assertRaises(ValueError, tableScript, "mnigs", name, [])
             self.assertRaises(ValueError, Admission, ip("10.0.0.1"), name)
 
+    def test_tcpMSSClampedOnTheUplinkBothWays(self):
+        # Issue 15: an Internet host's MSS fits the tunnel or mesh link the
+        # route to the client takes; the kernel only ever lowers it.
+        lines = [line.strip() for line in tableScript("mnigs", "eth0", []).splitlines()]
+        start = lines.index("chain clamp {")
+        self.assertEqual(lines[start + 1:start + 4], [
+            "type filter hook forward priority mangle; policy accept;",
+            'iifname "eth0" tcp flags syn tcp option maxseg size set rt mtu',
+            'oifname "eth0" tcp flags syn tcp option maxseg size set rt mtu'])
+
     def test_noReplyPortsNoRerouteChains(self):
         self.assertNotIn("reroute", tableScript("mnigs", "eth0", []))
         self.assertNotIn("mark", tableScript("mnigs", "eth0", []))

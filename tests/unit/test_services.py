@@ -161,11 +161,13 @@ class ClientServiceTests(Directories, SynchronousTestCase):
     def build(self, config):
         self.reactor = MemoryReactorClock()
         self.netlink, self.routing = fakeNetlink(), Recorder()
-        return ClientService(self.reactor, config, netlink=self.netlink, routing=self.routing)
+        self.dataPath = Recorder(start=lambda: defer.succeed(None), stop=lambda: defer.succeed(None))
+        return ClientService(self.reactor, config, netlink=self.netlink, routing=self.routing,
+                             dataPath=self.dataPath)
 
     def test_constructionDoesNoIO(self):
         service = self.build(self.config())
-        self.assertNothingMade(self.reactor, self.netlink, self.routing)
+        self.assertNothingMade(self.reactor, self.netlink, self.routing, self.dataPath)
         self.assertEqual(list(service), [])
 
     def test_startWiresAndSearches(self):
@@ -183,6 +185,7 @@ class ClientServiceTests(Directories, SynchronousTestCase):
         # Whatever a crashed run left is cleared, then the search begins:
         # the static candidate is asked for its offer.
         self.assertEqual(self.routing.calls[0], "clear")
+        self.assertEqual(self.dataPath.calls, ["start"])
         self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients],
                          [("10.99.0.5", 8150)])
         d = defer.maybeDeferred(service.stopService)

@@ -263,8 +263,8 @@ class FakeRouting:
     def install(self, interface, gateway=None, source=None):
         self.calls.append(("install", interface))
 
-    def clear(self):
-        self.calls.append(("clear",))
+    def withdraw(self):
+        self.calls.append(("withdraw",))
 
 
 class ClientTests(SynchronousTestCase):
@@ -384,7 +384,7 @@ class ClientTests(SynchronousTestCase):
         self.assertNoResult(lost)
         lost.cancel()
         self.failureResultOf(lost, defer.CancelledError)
-        self.assertEqual(self.routing.calls[-1], ("clear",))
+        self.assertEqual(self.routing.calls[-1], ("withdraw",))
         self.assertEqual(self.daemons[-1].stopped, 1)
         self.assertEqual(os.listdir(self.dir), [])
 
