@@ -22,7 +22,6 @@ interpolated as text.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -34,6 +33,7 @@ from twisted.logger import Logger
 from mnigs.client.mtu import TCP_HEADERS
 from mnigs.system.admission import checkAddress, checkInterfaceName
 from mnigs.system.nft import removeScript
+from mnigs.system.sysctl import SysctlSwitch
 
 log = Logger()
 
@@ -150,42 +150,12 @@ def tableScript(table: str, prefixes: Sequence = (), interfaces: Sequence[str] =
             f"table inet {table} {{\n{body}}}\n")
 
 
-class Forwarding:
+def Forwarding(path: str = IPV4_FORWARD, marker: Optional[str] = None) -> SysctlSwitch:
     """
-    IPv4 forwarding (C{path}, the sysctl's file): turned on by L{enable}
-    if it is off, and put back by L{restore} only if this turned it on.
-    With C{marker} (a file in the state directory), a run that crashed
-    after turning it on is remembered: the next run puts it back on stop.
+    IPv4 forwarding (C{path}, the sysctl's file), turned on while a LAN is
+    shared and off again only if mnigs turned it on (L{SysctlSwitch}).
     """
-
-    def __init__(self, path: str = IPV4_FORWARD, marker: Optional[str] = None):
-        self.path = path
-        self.marker = marker
-        self.turnedOn = bool(marker and os.path.exists(marker))
-
-    def _read(self) -> str:
-        with open(self.path) as f:
-            return f.read().strip()
-
-    def _write(self, value: str) -> None:
-        with open(self.path, "w") as f:
-            f.write(value + "\n")
-
-    def enable(self) -> None:
-        if self._read() != "1":
-            if self.marker:
-                open(self.marker, "w").close()
-            self._write("1")
-            self.turnedOn = True
-            log.info("share: IPv4 forwarding turned on (off again when the client stops)")
-
-    def restore(self) -> None:
-        if self.turnedOn:
-            self._write("0")
-            self.turnedOn = False
-            if self.marker and os.path.exists(self.marker):
-                os.unlink(self.marker)
-            log.info("share: IPv4 forwarding turned off again")
+    return SysctlSwitch(path, "share: IPv4 forwarding", marker)
 
 
 class ClientDataPath:

@@ -30,6 +30,8 @@ moment without a way back.
 
 from __future__ import annotations
 
+import os
+
 from typing import Callable, Iterable, Optional, Sequence
 
 from twisted.internet.defer import Deferred, DeferredLock, succeed
@@ -39,6 +41,7 @@ from twisted.logger import Logger
 
 from mnigs.routing.kernel import _MonitorReader as MonitorReader
 from mnigs.server.hoproutes import HopRouting, chooseInterfaces
+from mnigs.system.sysctl import SysctlSwitch
 from mnigs.server.prevhops import Neighbour, PreviousHops
 from mnigs.system.arrivalnft import arrivalScript, removeArrivalScript
 
@@ -47,6 +50,27 @@ log = Logger()
 POLL_INTERVAL = 1.0
 SAFETY_INTERVAL = 10.0
 SETTLE = 0.05
+
+
+def replyMarkSwitches(stateDir: str) -> list[SysctlSwitch]:
+    """
+    The sysctls that carry a hop's mark into the gateway's own first
+    answers.  The output chain re-routes a reply only after the route
+    lookup succeeded, and a mesh protocol that has just lost its routes
+    leaves C{unreachable} ones (babeld keeps a retracted route so for a
+    while): the lookup for a TCP SYN-ACK or an ICMP echo reply then fails
+    before any hook sees it.  The prerouting chain stamps the hop into the
+    packet mark of what arrives for the gateway itself, and with these the
+    kernel routes by that mark from the first lookup on: an accepted
+    connection takes its SYN's mark (C{tcp_fwmark_accept}), the kernel's
+    own answers (echo replies, resets) the mark of what they answer
+    (C{fwmark_reflect}).  (wireguard-go answers through the interface the
+    packet came in on, which the kernel takes as on-link when the lookup
+    fails, so its answers reach the output chain anyway.)
+    """
+    return [SysctlSwitch(f"/proc/sys/net/{name}", f"replies by arrival: {name}",
+                         os.path.join(stateDir, f"sysctl-{name.replace('/', '-')}.on"))
+            for name in ("ipv4/tcp_fwmark_accept", "ipv4/fwmark_reflect", "ipv6/fwmark_reflect")]
 
 
 def neighbourMonitor():
@@ -85,7 +109,8 @@ class ReplyByArrival:
     def __init__(self, clock: IReactorTime, runner, table: str, routing: HopRouting,
                  interfaces: Sequence[str], excluded: Sequence[str],
                  hops: Optional[PreviousHops] = None,
-                 openMonitor: Optional[Callable[[], object]] = None) -> None:
+                 openMonitor: Optional[Callable[[], object]] = None,
+                 switches: Sequence[SysctlSwitch] = ()) -> None:
         self._clock = clock
         self._openMonitor = openMonitor
         self._reader: Optional[MonitorReader] = None
@@ -101,12 +126,15 @@ class ReplyByArrival:
         self._poller.clock = clock
         # The last run failed: the next look applies the hops even unchanged.
         self._retry = False
+        self._switches = list(switches)
 
     def _choose(self, links: dict[str, bool]) -> dict[str, bool]:
         return chooseInterfaces(self._interfaces, links, self._excluded)
 
     def start(self) -> Deferred[None]:
         """Replace whatever a previous run left by the hops known now, then follow them."""
+        for switch in self._switches:
+            switch.enable()
         # The monitor first: no change can fall between it and the baseline.
         interval = self._startReading()
         neighbours = self.routing.readNeighbours(self._choose)
@@ -202,6 +230,8 @@ class ReplyByArrival:
 
         def routes(result):
             self.routing.clear()
+            for switch in self._switches:
+                switch.restore()
             return result
 
         return self._lock.run(self._runner.apply, removeArrivalScript(self.table)).addBoth(routes)

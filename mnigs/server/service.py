@@ -24,7 +24,7 @@ from mnigs.methods import METHODS, GatewayContext
 from mnigs.system.netlink import Netlink
 from mnigs.system.nft import NftAccess, NftRunner
 from mnigs.server.poolroutes import PoolRouting
-from mnigs.server.arrival import ReplyByArrival, neighbourMonitor
+from mnigs.server.arrival import ReplyByArrival, neighbourMonitor, replyMarkSwitches
 from mnigs.server.hoproutes import HopRouting
 from mnigs.system.nftnetlink import NftSetElements
 from mnigs.rpc.server import makeSite
@@ -146,17 +146,16 @@ class GatewayService(MultiService):
 
     def _replyByArrival(self, runner):
         config = self.config
-        openMonitor = None
+        openMonitor, switches = None, ()
         if self.hopRouting is None:
             self.hopRouting = HopRouting(config.routing.reply_table,
                                          config.routing.reply_rule_priority)
             openMonitor = neighbourMonitor
+            switches = replyMarkSwitches(self.stateDir)
         # Neither the uplink nor the methods' own tunnels are the mesh.
-        excluded = [config.uplink.interface] + [
-            name for method in self.methods.values() for name in method.tunnelInterfaces()]
         return ReplyByArrival(self.reactor, runner, arrivalTable(config.nft.table),
-                              self.hopRouting, config.mesh.interfaces, excluded,
-                              openMonitor=openMonitor)
+                              self.hopRouting, config.mesh.interfaces, self._notMesh(),
+                              openMonitor=openMonitor, switches=switches)
 
     def _webService(self):
         from mnigs.web.gatewaypage import renderGatewayPage

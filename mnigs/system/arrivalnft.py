@@ -9,6 +9,11 @@ every change of the previous hops, that
    L{HOP_MASK} of the connection's mark, on every packet of the original
    direction, so that a connection follows its client's current path (a
    packet from an unknown hop clears them: the main table decides again);
+ - stamps them into the packet mark too when the packet is for the
+   gateway itself (C{fib daddr type local}; never for forwarded transit
+   traffic, which would go back where it came from), so that with the
+   sysctls of L{mnigs.server.arrival.replyMarkSwitches} the gateway's own
+   first answers are routed by the hop from their first route lookup;
  - copies those bits into the packet mark of the reply direction: in
    prerouting for forwarded replies (before the routing decision) and in a
    C{type route} output chain for the gateway's own, which the kernel routes
@@ -47,6 +52,7 @@ def _hopChains(hop: Hop) -> str:
     return (
         f"\tchain from{hop.id} {{\n"
         f"\t\tct mark set ct mark and {keep:#010x} or {mark:#010x}\n"
+        f"\t\tfib daddr type local meta mark set meta mark and {keep:#010x} or {mark:#010x}\n"
         "\t}\n"
         f"\tchain to{hop.id} {{\n"
         f"\t\tmeta mark set meta mark and {keep:#010x} or {mark:#010x}\n"

@@ -30,10 +30,25 @@ class ArrivalScriptTests(SynchronousTestCase):
 
     def test_eachHopSetsItsBitsKeepingTheOthers(self):
         script = arrivalScript("mnigs_hops", HOPS)
-        self.assertIn("\tchain from1 {\n\t\tct mark set ct mark and 0xff00ffff or 0x00010000\n\t}\n",
-                      script)
+        self.assertIn("\tchain from1 {\n\t\tct mark set ct mark and 0xff00ffff or 0x00010000\n"
+                      "\t\tfib daddr type local meta mark set meta mark and 0xff00ffff or 0x00010000\n"
+                      "\t}\n", script)
         self.assertIn("\tchain to2 {\n\t\tmeta mark set meta mark and 0xff00ffff or 0x00020000\n\t}\n",
                       script)
+
+    def test_onlyWhatIsForTheGatewayItselfCarriesTheHopInItsPacketMark(self):
+        """
+        Forwarded transit traffic keeps its packet mark (the hop's rule
+        would send it back where it came from); what is for the gateway
+        carries the hop, so that its first answers are routed by it.
+        """
+        script = arrivalScript("mnigs_hops", HOPS)
+        fromChains = [chain for chain in script.split("\tchain ")[1:] if chain.startswith("from")]
+        self.assertEqual(len(fromChains), len(HOPS))
+        for chain in fromChains:
+            packetMarks = [line.strip() for line in chain.splitlines() if "meta mark set" in line]
+            self.assertEqual(len(packetMarks), 1)
+            self.assertTrue(packetMarks[0].startswith("fib daddr type local "), packetMarks)
 
     def test_originalPacketsStampTheirHopRepliesGetItsMark(self):
         script = arrivalScript("mnigs_hops", HOPS)
