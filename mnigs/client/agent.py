@@ -23,22 +23,55 @@ from mnigs.client.machine import (
     makeClient,
 )
 from mnigs.client.plan import Attempt
+from mnigs.client.reasons import SAYS_UNAVAILABLE, UNAVAILABLE, Reason
 
 log = Logger()
 
 
-def wire(agent: ClientAgent, effects) -> ClientAgent:
+def wire(agent: ClientAgent, effects, observers=()) -> ClientAgent:
     """
     Connect the client's parts once each is built (magic-wormhole's
     C{wire}): the machine acts on the world through C{effects} (the
     agent's core holds them), and what the effects' session watchers see
     (L{ISessionReports}) goes to the agent, which decides and feeds the
-    machine.
+    machine, and then to each of C{observers} (L{ISessionReports} too:
+    the metrics), which only count.
     """
     if agent.effects is not effects:
         raise ValueError("the agent was built over other effects")
-    effects.wire(agent)
+    effects.wire(_Reports([agent, *observers]) if observers else agent)
     return agent
+
+
+@implementer(ISessionReports)
+class _Reports:
+    """
+    One L{ISessionReports} telling several, in order (the agent first),
+    as C{twisted.names} composes resolvers.
+    """
+
+    def __init__(self, told):
+        self.told = told
+
+    def lost(self, session, reason):
+        for reports in self.told:
+            reports.lost(session, reason)
+
+    def leaseLost(self, session, reason):
+        for reports in self.told:
+            reports.leaseLost(session, reason)
+
+    def probeMissed(self, session, count):
+        for reports in self.told:
+            reports.probeMissed(session, count)
+
+    def probeAnswered(self, session, rtt):
+        for reports in self.told:
+            reports.probeAnswered(session, rtt)
+
+    def probeSample(self, session, rtt):
+        for reports in self.told:
+            reports.probeSample(session, rtt)
 
 
 @implementer(ISessionReports)
@@ -147,7 +180,7 @@ class ClientAgent:
         gid = session.step.gatewayId
         current = next((r for r in ranked if r.seen.offer.gatewayId == gid), None)
         if current is not None and session.saysUnavailable(current.seen.offer):
-            self.lost(session, "the gateway says it is unavailable")
+            self.lost(session, Reason(UNAVAILABLE, SAYS_UNAVAILABLE))
             return
         best = next((r for r in ranked if r.usable), None)
         currentScore = current.score if current is not None and current.usable else float("inf")

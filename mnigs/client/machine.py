@@ -73,6 +73,7 @@ from zope.interface import Interface
 from mnigs.client.plan import Attempt, Step
 from mnigs.interfaces import IClientConnection, IPinger
 from mnigs.system.backoff import Backoff
+from mnigs.system.tracing import setTrace
 from mnigs.system.waiters import Waiters
 
 log = Logger()
@@ -362,7 +363,8 @@ class Trace:
     left out.  L{setTrace} makes it the machine's tracer; the machine's
     behaviours give the reason of the transition under way with
     L{because}.  Changes of state are logged at debug as they happen, a
-    loop once it gives its reason.
+    loop once it gives its reason.  L{observe} adds an
+    L{mnigs.interfaces.ITransitionObserver} (the metrics), told the same.
     """
 
     log = Logger()
@@ -372,6 +374,11 @@ class Trace:
         self.name = name
         self.entries: collections.deque[Transition] = collections.deque(maxlen=size)
         self._current: Transition | None = None
+        self.observers: list = []
+
+    def observe(self, observer) -> None:
+        "Tell C{observer} (an L{mnigs.interfaces.ITransitionObserver}) from now on."
+        self.observers.append(observer)
 
     def __call__(self, old, input: str, new) -> None:
         # Automat's tracer: called as each input is taken, before its
@@ -389,25 +396,20 @@ class Trace:
         entry.reason = reason
         if not recorded:
             self._record(entry)
+        for observer in self.observers:
+            observer.explained(entry)
 
     def _record(self, entry: Transition) -> None:
         self.entries.append(entry)
         self.log.debug("{machine}: {transition}", machine=self.name, transition=str(entry))
+        for observer in self.observers:
+            observer.transitioned(entry)
 
     def describe(self) -> list[dict]:
         "The transitions kept, oldest first, with how long ago each was."
         now = self.clock.seconds()
         return [{"at": entry.at, "ago": round(now - entry.at, 1), "transition": str(entry)}
                 for entry in self.entries]
-
-
-def setTrace(machine, tracer) -> None:
-    """
-    Give a machine built by a C{TypeMachineBuilder} a tracer, called with
-    (old state, input name, new state) as each input is taken.  The typed
-    API has no public way to do this yet; its transitioner has.
-    """
-    machine.__automat_transitioner__.setTrace(tracer)
 
 
 @dataclass

@@ -120,12 +120,15 @@ class ClientService(MultiService):
         policyConfig = config.policy
         self.policy = policyFromConfig(config)
         self.methods = self._buildMethods(stateDir)
+        # Counted only when someone can read them.
+        self.metrics = self._metrics() if config.web.enabled else None
         self.discovery = Discovery(
             reactor, RPCClient(reactor, timeout=config.discovery.timeout, persistent=False),
             ports=config.discovery.ports, concurrency=config.discovery.concurrency,
             timeout=config.discovery.timeout, maxCandidates=config.discovery.max_candidates,
             ownAddresses=self.netlink.localAddresses,
-            pinned=policyConfig.pinned or None, blocked=policyConfig.blocked)
+            pinned=policyConfig.pinned or None, blocked=policyConfig.blocked,
+            observer=self.metrics)
         self.effects = ClientEffects(
             reactor, config, buildSources(reactor, config), self.discovery,
             RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
@@ -136,7 +139,13 @@ class ClientService(MultiService):
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
-                                      config.discovery.rescan_interval), self.effects)
+                                      config.discovery.rescan_interval), self.effects,
+                          observers=[self.metrics] if self.metrics is not None else [])
+        if self.metrics is not None:
+            from mnigs.web.metrics import inReactorThread
+
+            self.agent.core.trace.observe(self.metrics)
+            self.metrics.watchAgent(self.agent, inReactorThread(reactor))
         makeAdminService(reactor, config.admin.socket,
                          {"status": self.agent.describe}).setServiceParent(self)
         if config.web.enabled:
@@ -148,13 +157,21 @@ class ClientService(MultiService):
                                 "effects": self.effects, "config": config}).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
 
+    @staticmethod
+    def _metrics():
+        from mnigs.client.metrics import ClientMetrics
+
+        return ClientMetrics()
+
     def _webService(self):
+        from mnigs.web.metrics import makeMetricsResource
         from mnigs.web.placeholder import StatusJSON
         from mnigs.web.site import makeWebService
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
-                              {b"": StatusJSON(self.agent.describe)})
+                              {b"": StatusJSON(self.agent.describe),
+                               b"metrics": makeMetricsResource(self.metrics.registry)})
 
     def reloader(self):
         from mnigs.client.config import loadClientConfig

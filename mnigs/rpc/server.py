@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web import server
 from txjsonrpc_ng import jsonrpclib
 from txjsonrpc_ng.web.jsonrpc import JSONRPC
@@ -95,6 +96,13 @@ class JSONRPCResource(JSONRPC):
 
     isLeaf = True
 
+    #: Told about every call (an L{mnigs.interfaces.IRPCObserver}), or None.
+    observer = None
+
+    def __init__(self, observer=None):
+        super().__init__()
+        self.observer = observer
+
     def render(self, request):
         # txjsonrpc-ng's render takes any verb, reads JSONP callbacks and
         # answers bad JSON in its pre-1.0 shape: none of it is wanted here.
@@ -119,13 +127,16 @@ class JSONRPCResource(JSONRPC):
             return _errorBody(METHOD_NOT_FOUND, "no such path; use " + RPC_PATH.decode())
         request.content.seek(0, 0)
         body = request.content.read()
+        told = _Told(self.observer)
         try:
             parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            return _errorBody(PARSE_ERROR, "parse error: the body is not JSON")
+            return told.answered(None, PARSE_ERROR,
+                                 _errorBody(PARSE_ERROR, "parse error: the body is not JSON"))
         except RecursionError:
             # "[[[[..." within 64 KiB nests deeper than the json module goes.
-            return _errorBody(PARSE_ERROR, "parse error: JSON nested too deeply")
+            return told.answered(None, PARSE_ERROR,
+                                 _errorBody(PARSE_ERROR, "parse error: JSON nested too deeply"))
         id = parsed.get("id") if isinstance(parsed, dict) else None
         if type(id) not in (str, int, type(None)):
             id = None
@@ -135,12 +146,16 @@ class JSONRPCResource(JSONRPC):
             if b"\\u" in body:
                 _checkEncodable(params)
         except RPCError as e:
+            told.answered(None, e.code)
             if notification and e.code not in (INVALID_REQUEST, PARSE_ERROR):
                 return _noContent(request)
             return _errorBody(e.code, e.message, id)
+        told.method = parsed["method"]  # one a handler has: a bounded name
         call = Call(params, _host(request.getClientAddress()), _host(request.getHost()))
         d = defer.maybeDeferred(function, call)
         request.notifyFinish().addErrback(lambda _: d.cancel())
+        if told.observer is not None:
+            d.addBoth(told.outcome)
         d.addCallbacks(lambda result: _resultBody(result, id), self._failureBody, errbackArgs=(id,))
         if notification:
             d.addCallback(lambda body: None if body is None else b"")
@@ -187,6 +202,38 @@ class JSONRPCResource(JSONRPC):
             request.setHeader(b"content-length", b"%d" % len(body))
             request.write(body)
         request.finish()
+
+
+class _Told:
+    """
+    One call as its observer (L{mnigs.interfaces.IRPCObserver}) hears of
+    it: started when made, answered once.
+    """
+
+    __slots__ = ("observer", "token", "method")
+
+    def __init__(self, observer):
+        self.observer = observer
+        self.method = None
+        self.token = None if observer is None else observer.callStarted()
+
+    def answered(self, method, code, body=None):
+        if self.observer is not None:
+            self.observer.callAnswered(self.token, method, code)
+        return body
+
+    def outcome(self, result):
+        "The handler's outcome (a value or a Failure), passed on unchanged."
+        if not isinstance(result, Failure):
+            code = 0
+        elif result.check(RPCError):
+            code = result.value.code
+        elif result.check(defer.CancelledError):
+            code = None
+        else:
+            code = INTERNAL_ERROR
+        self.observer.callAnswered(self.token, self.method, code)
+        return result
 
 
 def _noContent(request) -> bytes:

@@ -15,6 +15,11 @@ from mnigs.protocol import INTERNAL_ERROR, METHOD_UNAVAILABLE, RPCError
 
 log = Logger()
 
+#: How a lease ends, as an L{mnigs.interfaces.ILeaseObserver} is told:
+#: its client released it, its time ran out, its tunnel never came up, a
+#: newer lease of the same client replaced it, or a drain ended it.
+LEASE_ENDS = ("released", "expired", "unconfirmed", "replaced", "drained")
+
 
 def _carriedThrough(operation):
     """
@@ -34,12 +39,18 @@ def _carriedThrough(operation):
 
 
 class Registry:
-    def __init__(self, clock, book, methods: dict, committer, hooks):
+    """
+    @param observer: told about the end of every lease (an
+        L{mnigs.interfaces.ILeaseObserver}: the gateway's metrics), or None.
+    """
+
+    def __init__(self, clock, book, methods: dict, committer, hooks, observer=None):
         self.clock = clock
         self.book = book
         self.methods = methods
         self.committer = committer
         self.hooks = hooks
+        self.observer = observer
         # One registration at a time per (client, method): a second one
         # for the same pair waits until the first has answered, so a
         # retry that overlaps a slow grant or revoke sees the finished
@@ -123,7 +134,7 @@ class Registry:
             raise RPCError(INTERNAL_ERROR, "internal error: could not set up access") from None
         if existing is not None and self.book.byId.get(existing.id) is existing:
             self.book.remove(existing)
-            yield self._revoke(existing, f"replaced by {lease.id}")
+            yield self._revoke(existing, f"replaced by {lease.id}", "replaced")
         yield self.committer.commit()
         # Client ids stay out of info lines (an id names a person's
         # device); the lease id ties the lines together.
@@ -155,17 +166,17 @@ class Registry:
         End every lease whose time is up, and every lease whose tunnel
         never came up within its method's grace time.
         """
-        gone = [(lease, "expired") for lease in self.book.expire(self.clock.seconds())]
+        gone = [(lease, "expired", "expired") for lease in self.book.expire(self.clock.seconds())]
         for lease in (yield self._unconfirmed()):
             if self.book.byId.get(lease.id) is lease:  # not released or replaced meanwhile
                 self.book.remove(lease)
-                gone.append((lease, "ended: its tunnel never came up"))
+                gone.append((lease, "ended: its tunnel never came up", "unconfirmed"))
         if not gone:
             return []
-        yield defer.DeferredList([self._revoke(lease, why) for lease, why in gone],
+        yield defer.DeferredList([self._revoke(lease, why, end) for lease, why, end in gone],
                                  consumeErrors=True)
         yield self.committer.commit()
-        return [lease for lease, _ in gone]
+        return [lease for lease, _, _ in gone]
 
     @defer.inlineCallbacks
     def _unconfirmed(self):
@@ -184,12 +195,18 @@ class Registry:
         """
         gone = self.book.releaseAll()
         if gone:
-            yield defer.DeferredList([self._revoke(lease, why) for lease in gone],
+            yield defer.DeferredList([self._revoke(lease, why, "drained") for lease in gone],
                                      consumeErrors=True)
             yield self.committer.commit()
         return gone
 
-    def _revoke(self, lease, why):
+    def _revoke(self, lease, why, end="released"):
+        """
+        Take C{lease}'s access away; C{why} says it in the log, C{end} (one
+        of L{LEASE_ENDS}) to the observer.
+        """
+        if self.observer is not None:
+            self.observer.leaseEnded(lease, end)
         d = defer.maybeDeferred(self.methods[lease.method].revoke, lease)
 
         def done(result):

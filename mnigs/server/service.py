@@ -93,12 +93,17 @@ class GatewayService(MultiService):
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
                                      "release": config.hooks.release},
                            config.hooks.max_running)
-        self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
+        # Counted only when someone can read them.
+        self.metrics = self._metrics() if config.web.enabled else None
+        self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks,
+                                 observer=self.metrics)
         self.offers = OfferMaker(reactor, self.key, config.server.name,
                                  termsFromConfig(config.terms), list(self.methods.values()),
                                  probe=config.uplink.probe)
         self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
                                                self._clearDataPath, reactor))
+        if self.metrics is not None:
+            self._watch(self.metrics)
         self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit,
                                        maxHosts=config.rpc.rate_limit_addresses)
         self.uplink = UplinkMonitor(reactor, self._uplinkChecks(), config.uplink.check_interval,
@@ -124,13 +129,30 @@ class GatewayService(MultiService):
                                ).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
 
+    def _metrics(self):
+        from mnigs.server.metrics import GatewayMetrics
+
+        return GatewayMetrics(self.reactor)
+
+    def _watch(self, metrics):
+        from mnigs.system.tracing import setTrace
+        from mnigs.web.metrics import inReactorThread
+
+        setTrace(self.gateway, metrics)
+        # Per-lease byte counts, once the registry keeps them.
+        traffic = getattr(self.registry, "trafficByLease", None)
+        metrics.watchBook(self.book, list(self.methods), traffic,
+                          self.config.web.metrics_per_lease, inReactorThread(self.reactor))
+
     def _webService(self):
+        from mnigs.web.metrics import makeMetricsResource
         from mnigs.web.placeholder import StatusJSON
         from mnigs.web.site import makeWebService
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
-                              {b"": StatusJSON(self.gateway.describe)})
+                              {b"": StatusJSON(self.gateway.describe),
+                               b"metrics": makeMetricsResource(self.metrics.registry)})
 
     def _buildMethods(self):
         context = GatewayContext(self.reactor, self.config, self.stateDir, self.access,
@@ -148,7 +170,7 @@ class GatewayService(MultiService):
         return checks
 
     def _addListeners(self):
-        resource = makeResource(self.gateway, self.rateLimiter, self.offers)
+        resource = makeResource(self.gateway, self.rateLimiter, self.offers, self.metrics)
         rpc = self.config.rpc
         for address in rpc.listen:
             site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout,
