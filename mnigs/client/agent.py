@@ -43,7 +43,6 @@ def wire(agent: ClientAgent, effects, observers=()) -> ClientAgent:
     return agent
 
 
-@implementer(ISessionReports)
 class _Reports:
     """
     One L{ISessionReports} telling several, in order (the agent first),
@@ -53,25 +52,18 @@ class _Reports:
     def __init__(self, told):
         self.told = told
 
-    def lost(self, session, reason):
-        for reports in self.told:
-            reports.lost(session, reason)
 
-    def leaseLost(self, session, reason):
+def _tellEach(name):
+    def tell(self, session, detail):
         for reports in self.told:
-            reports.leaseLost(session, reason)
+            getattr(reports, name)(session, detail)
+    tell.__name__ = name
+    return tell
 
-    def probeMissed(self, session, count):
-        for reports in self.told:
-            reports.probeMissed(session, count)
 
-    def probeAnswered(self, session, rtt):
-        for reports in self.told:
-            reports.probeAnswered(session, rtt)
-
-    def probeSample(self, session, rtt):
-        for reports in self.told:
-            reports.probeSample(session, rtt)
+for _name in ISessionReports.names():
+    setattr(_Reports, _name, _tellEach(_name))
+implementer(ISessionReports)(_Reports)
 
 
 @implementer(ISessionReports)
