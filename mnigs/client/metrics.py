@@ -66,7 +66,8 @@ class ClientMetrics:
             ["reason"], registry=r)
         self.outage = Histogram(
             "mnigs_client_outage_seconds",
-            "Offline time from losing a gateway to being online again.",
+            "Offline time from losing a gateway (its first unanswered probe round) "
+            "to being online again.",
             buckets=OUTAGE_BUCKETS, registry=r)
         self.probeRTT = Histogram(
             "mnigs_client_probe_rtt_seconds",
@@ -96,6 +97,7 @@ class ClientMetrics:
         self._answered = self.probes.labels("answered")
         self._missed = self.probes.labels("missed")
         self._offlineSince: float | None = None
+        self._degradedSince: float | None = None
 
     # -- the machine's trace ----------------------------------------------
     def transitioned(self, transition) -> None:
@@ -103,14 +105,21 @@ class ClientMetrics:
         if old == new:
             return
         self.state.state(new)
-        if new == "online":
+        if new == "degraded":
+            self._degradedSince = transition.at
+        elif new == "online":
+            self._degradedSince = None
             if self._offlineSince is not None:
                 self.outage.observe(max(0.0, transition.at - self._offlineSince))
                 self._offlineSince = None
         elif old in _HOLDING and transition.input in _LOST:
-            self._offlineSince = transition.at
+            # Traffic stopped with the first unanswered probe round, if
+            # one came before the loss.
+            since, self._degradedSince = self._degradedSince, None
+            self._offlineSince = transition.at if since is None else since
         elif new in ("stopping", "stopped"):
-            self._offlineSince = None  # the outage never ends: not one to count
+            # An outage that never ends is none to count.
+            self._offlineSince = self._degradedSince = None
 
     def explained(self, transition) -> None:
         # The machine explains every move away from a gateway (the reason

@@ -268,9 +268,10 @@ class ClientMetricsTests(SynchronousTestCase):
         self.assertEqual(self.failovers("probes_unanswered"), 1)
         self.assertEqual(self.failovers("lease_lost"), 0)
         self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_count"), 1)
-        self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_sum"), 7.5)
-        self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_bucket", le="5.0"), 0)
-        self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_bucket", le="7.5"), 1)
+        # From the first unanswered round (degraded) on.
+        self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_sum"), 9.5)
+        self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_bucket", le="7.5"), 0)
+        self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_bucket", le="10.0"), 1)
 
     def test_droppedOutageLastsUntilOnline(self):
         self.move(0, "verifying", "answered", "online")
@@ -281,6 +282,14 @@ class ClientMetricsTests(SynchronousTestCase):
         self.move(45, "verifying", "answered", "online")
         self.assertEqual(self.failovers("lease_lost"), 1)
         self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_sum"), 40)
+
+    def test_recoveredDegradationIsNoOutage(self):
+        self.move(0, "verifying", "answered", "online")
+        self.move(1, "online", "probeMissed", "degraded", "1 health probe(s) unanswered")
+        self.move(2, "degraded", "probeAnswered", "online")
+        self.move(10, "online", "failover", "registering", Reason(PROBES, "gone"))
+        self.move(12, "verifying", "answered", "online")
+        self.assertEqual(value(self.registry, "mnigs_client_outage_seconds_sum"), 2)
 
     def test_switchIsCountedButIsNoOutage(self):
         self.move(0, "verifying", "answered", "online")
