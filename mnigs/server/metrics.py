@@ -19,10 +19,11 @@ label a series only with C{web.metrics_per_lease}.
 
 from __future__ import annotations
 
+import bisect
 from typing import Callable
 
-from prometheus_client import Counter, Enum, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import Counter, Enum, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from zope.interface import implementer
 
 from mnigs.interfaces import ILeaseObserver, IRPCObserver
@@ -39,7 +40,7 @@ INVALID = "invalid"
 
 # Answers take well under a millisecond (info) to tens of milliseconds (a
 # register that waits for the data path and the lease journal's fsync).
-RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @implementer(IRPCObserver, ILeaseObserver)
@@ -47,10 +48,13 @@ class GatewayMetrics:
     """
     @param clock: times the RPC calls (the reactor).
     @param registry: where the metrics live (the daemon's own registry).
+    @param call: runs what is read when scraped in the reactor thread
+        (L{mnigs.web.metrics.inReactorThread} in the daemon).
     """
 
-    def __init__(self, clock, registry=None):
+    def __init__(self, clock, registry=None, call=directly):
         self.clock = clock
+        self.call = call
         self.registry = r = newRegistry() if registry is None else registry
         self.state = Enum(
             "mnigs_server_state", "The gateway machine's state (1 for the current one).",
@@ -62,25 +66,15 @@ class GatewayMetrics:
             "mnigs_server_uplink_up",
             "1 when the last uplink check found the uplink usable, 0 otherwise (and before it).",
             registry=r)
-        self.calls = Counter(
-            "mnigs_server_rpc_calls", "JSON-RPC calls answered, by method.",
-            ["method"], registry=r)
-        self.errors = Counter(
-            "mnigs_server_rpc_errors", "JSON-RPC calls answered with an error, by method and code.",
-            ["method", "code"], registry=r)
-        self.duration = Histogram(
-            "mnigs_server_rpc_duration_seconds",
-            "Time from a call's arrival (whole) to its answer, by method.",
-            ["method"], buckets=RPC_BUCKETS, registry=r)
+        # The calls are counted in plain numbers, read when scraped: at
+        # thousands of calls a second, prometheus_client's locked counters
+        # and histograms cost a few per cent of a gateway.info call.
+        self.rpc = {method: CallStats() for method in RPC_METHODS + (INVALID,)}
+        r.register(SnapshotCollector(lambda: rpcMetrics(self.rpc), call))
         self.leaseEnds = Counter(
             "mnigs_server_lease_ends",
             "Leases ended, by method and how (expired: not renewed in time).",
             ["method", "reason"], registry=r)
-        # The labels' children, made once: a call costs a dict lookup, not
-        # prometheus_client's label validation.
-        self._calls = {}
-        for method in RPC_METHODS + (INVALID,):
-            self._calls[method] = (self.calls.labels(method), self.duration.labels(method))
 
     # -- the gateway machine's tracer ----------------------------------------
     def __call__(self, old, input: str, new) -> None:
@@ -97,13 +91,8 @@ class GatewayMetrics:
         return self.clock.seconds()
 
     def callAnswered(self, token: float, method, code) -> None:
-        if method not in self._calls:
-            method = INVALID
-        calls, duration = self._calls[method]
-        calls.inc()
-        duration.observe(max(0.0, self.clock.seconds() - token))
-        if code:  # 0: a result; None: the caller hung up first
-            self.errors.labels(method, str(code)).inc()
+        stats = self.rpc.get(method) or self.rpc[INVALID]
+        stats.add(self.clock.seconds() - token, code)
 
     # -- the registry ---------------------------------------------------------
     def leaseEnded(self, lease, end: str) -> None:
@@ -111,16 +100,63 @@ class GatewayMetrics:
 
     # -- read when scraped ----------------------------------------------------
     def watchBook(self, book, methods, traffic: Callable[[], dict] | None = None,
-                  perLease: bool = False, call=directly) -> None:
+                  perLease: bool = False) -> None:
         """
-        Add the metrics read from the lease C{book} when scraped, C{call}
-        running the read in the reactor thread.  C{methods}: the names of
+        Add the metrics read from the lease C{book} when scraped.  C{methods}: the names of
         the methods served (each gets a series, 0 when it has no lease).
         C{traffic}: see L{bookMetrics}.
         """
         methods = tuple(methods)
         self.registry.register(SnapshotCollector(
-            lambda: bookMetrics(book, methods, traffic, perLease), call))
+            lambda: bookMetrics(book, methods, traffic, perLease), self.call))
+
+
+class CallStats:
+    """
+    One method's calls: how many, their errors by code, and their
+    durations as a histogram over L{RPC_BUCKETS} (C{buckets[i]}: calls
+    that took at most C{RPC_BUCKETS[i]} and more than the bound before;
+    the last: more than every bound).  Touched by the reactor thread only.
+    """
+
+    __slots__ = ("count", "seconds", "buckets", "errors")
+
+    def __init__(self):
+        self.count = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(RPC_BUCKETS) + 1)
+        self.errors: dict[int, int] = {}
+
+    def add(self, seconds: float, code) -> None:
+        seconds = max(0.0, seconds)
+        self.count += 1
+        self.seconds += seconds
+        self.buckets[bisect.bisect_left(RPC_BUCKETS, seconds)] += 1
+        if code:  # 0: a result; None: the caller hung up first
+            self.errors[code] = self.errors.get(code, 0) + 1
+
+
+def rpcMetrics(stats: dict):
+    "The RPC metric families from each method's L{CallStats}."
+    calls = CounterMetricFamily("mnigs_server_rpc_calls", "JSON-RPC calls answered, by method.",
+                                labels=("method",))
+    errors = CounterMetricFamily(
+        "mnigs_server_rpc_errors", "JSON-RPC calls answered with an error, by method and code.",
+        labels=("method", "code"))
+    duration = HistogramMetricFamily(
+        "mnigs_server_rpc_duration_seconds",
+        "Time from a call's arrival (whole) to its answer, by method.", labels=("method",))
+    bounds = [repr(float(b)) for b in RPC_BUCKETS] + ["+Inf"]
+    for method, each in stats.items():
+        calls.add_metric((method,), each.count)
+        for code, count in sorted(each.errors.items()):
+            errors.add_metric((method, str(code)), count)
+        cumulative, running = [], 0
+        for bound, count in zip(bounds, each.buckets):
+            running += count
+            cumulative.append((bound, running))
+        duration.add_metric((method,), cumulative, each.seconds)
+    return [calls, errors, duration]
 
 
 def bookMetrics(book, methods, traffic=None, perLease=False):

@@ -131,18 +131,18 @@ class GatewayService(MultiService):
 
     def _metrics(self):
         from mnigs.server.metrics import GatewayMetrics
+        from mnigs.web.metrics import inReactorThread
 
-        return GatewayMetrics(self.reactor)
+        return GatewayMetrics(self.reactor, call=inReactorThread(self.reactor))
 
     def _watch(self, metrics):
         from mnigs.system.tracing import setTrace
-        from mnigs.web.metrics import inReactorThread
 
         setTrace(self.gateway, metrics)
         # Per-lease byte counts, once the registry keeps them.
         traffic = getattr(self.registry, "trafficByLease", None)
         metrics.watchBook(self.book, list(self.methods), traffic,
-                          self.config.web.metrics_per_lease, inReactorThread(self.reactor))
+                          self.config.web.metrics_per_lease)
 
     def _webService(self):
         from mnigs.web.metrics import makeMetricsResource

@@ -158,16 +158,16 @@ class BookMetricsTests(SynchronousTestCase):
         self.assertEqual(got[key], 1000)
 
     def test_readThroughTheGivenCaller(self):
-        metrics = GatewayMetrics(Clock())
         calls = []
 
         def call(f):
             calls.append(f)
             return f()
 
-        metrics.watchBook(self.book, ["wireguard"], call=call)
+        metrics = GatewayMetrics(Clock(), call=call)
+        metrics.watchBook(self.book, ["wireguard"])
         self.assertEqual(value(metrics.registry, "mnigs_server_leases", method="wireguard"), 2)
-        self.assertEqual(len(calls), 1)
+        self.assertEqual(len(calls), 2)  # the calls' and the book's
 
 
 class RPCObserverTests(TestCase):
