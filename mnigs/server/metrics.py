@@ -40,7 +40,8 @@ INVALID = "invalid"
 
 # Answers take well under a millisecond (info) to tens of milliseconds (a
 # register that waits for the data path and the lease journal's fsync).
-RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+               0.5, 1.0, 2.5, 5.0)
 
 
 @implementer(IRPCObserver, ILeaseObserver)
