@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from twisted.python.failure import Failure
+from twisted.python.threadable import isInIOThread
 
 #: Seconds a scrape waits for the reactor thread to read the state.
 SNAPSHOT_TIMEOUT = 5.0
@@ -36,9 +37,12 @@ def inReactorThread(reactor, timeout: float = SNAPSHOT_TIMEOUT):
     A caller that runs C{f()} in C{reactor}'s thread and returns its
     result to the calling (pool) thread: what a L{SnapshotCollector} reads
     with in a daemon.  Unlike C{blockingCallFromThread}, it gives up after
-    C{timeout} seconds.
+    C{timeout} seconds; called in the reactor thread itself (the manhole),
+    it calls C{f} at once.
     """
     def call(f: Callable[[], object]) -> object:
+        if isInIOThread():
+            return f()
         done = threading.Event()
         outcome: list = []
 

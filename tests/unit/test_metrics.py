@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from prometheus_client import generate_latest
 from twisted.internet import reactor, threads
 from twisted.internet.task import Clock
+from twisted.python import threadable
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mnigs import protocol
@@ -440,13 +441,24 @@ class SnapshotTests(TestCase):
         await threads.deferToThread(collector.collect)
         self.assertEqual(seen, [threading.main_thread()])
 
-    def test_silentReactorTimesOut(self):
+    async def test_silentReactorTimesOut(self):
         class Silent:
             def callFromThread(self, f):
                 pass
 
         call = inReactorThread(Silent(), timeout=0.01)
-        self.assertRaises(SnapshotTimeout, call, lambda: 1)
+        with self.assertRaises(SnapshotTimeout):
+            await threads.deferToThread(call, lambda: 1)
+
+    def test_inTheReactorThreadAtOnce(self):
+        class Silent:
+            def callFromThread(self, f):
+                raise AssertionError("not to be called")
+
+        # trial runs its reactor in this thread (it marks it so only once
+        # the reactor has run).
+        threadable.registerAsIOThread()
+        self.assertEqual(inReactorThread(Silent())(lambda: 1), 1)
 
 
 class ExpositionTests(SynchronousTestCase):
