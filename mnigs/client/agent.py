@@ -24,6 +24,7 @@ from mnigs.client.machine import (
 )
 from mnigs.client.plan import Attempt
 from mnigs.client.reasons import SAYS_UNAVAILABLE, UNAVAILABLE, Reason
+from mnigs.interfaces import ITransitionObserver
 
 log = Logger()
 
@@ -35,11 +36,15 @@ def wire(agent: ClientAgent, effects, observers=()) -> ClientAgent:
     agent's core holds them), and what the effects' session watchers see
     (L{ISessionReports}) goes to the agent, which decides and feeds the
     machine, and then to each of C{observers} (L{ISessionReports} too:
-    the metrics), which only count.
+    the metrics), which only count; an observer that is also an
+    L{ITransitionObserver} is told the machine's transitions as well.
     """
     if agent.effects is not effects:
         raise ValueError("the agent was built over other effects")
     effects.wire(_Reports([agent, *observers]) if observers else agent)
+    for observer in observers:
+        if ITransitionObserver.providedBy(observer):
+            agent.core.trace.observe(observer)
     return agent
 
 

@@ -144,7 +144,6 @@ class ClientService(MultiService):
         if self.metrics is not None:
             from mnigs.web.metrics import inReactorThread
 
-            self.agent.core.trace.observe(self.metrics)
             self.metrics.watchAgent(self.agent, inReactorThread(reactor))
         makeAdminService(reactor, config.admin.socket,
                          {"status": self.agent.describe}).setServiceParent(self)

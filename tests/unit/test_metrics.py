@@ -382,6 +382,8 @@ class ObservationPointTests(SynchronousTestCase):
                 self.name = name
 
             def __getattr__(self, method):
+                if method.startswith("_"):  # zope.interface's questions
+                    raise AttributeError(method)
                 return lambda session, detail: told.append((self.name, method, detail))
 
         agent = Reports("agent")
@@ -392,6 +394,13 @@ class ObservationPointTests(SynchronousTestCase):
         effects.reports.lost("session", "gone")
         self.assertEqual(told, [("agent", "probeSample", 0.01), ("metrics", "probeSample", 0.01),
                                 ("agent", "lost", "gone"), ("metrics", "lost", "gone")])
+
+    def test_wireMakesTheMetricsHearTheTrace(self):
+        effects = SimpleNamespace(wire=lambda reports: None)
+        agent = SimpleNamespace(effects=effects, core=SimpleNamespace(trace=Trace(Clock())))
+        metrics = ClientMetrics()
+        wire(agent, effects, [metrics])
+        self.assertEqual(agent.core.trace.observers, [metrics])
 
     def test_discoveryTellsScansAndRejections(self):
         clock = Clock()
