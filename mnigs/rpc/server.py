@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.python.failure import Failure
 from twisted.web import server
 from txjsonrpc_ng import jsonrpclib
 from txjsonrpc_ng.web.jsonrpc import JSONRPC
@@ -127,16 +126,17 @@ class JSONRPCResource(JSONRPC):
             return _errorBody(METHOD_NOT_FOUND, "no such path; use " + RPC_PATH.decode())
         request.content.seek(0, 0)
         body = request.content.read()
-        told = _Told(self.observer)
+        observer = self.observer
+        started = None if observer is None else observer.callStarted()
         try:
             parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            return told.answered(None, PARSE_ERROR,
-                                 _errorBody(PARSE_ERROR, "parse error: the body is not JSON"))
+            self._tell(started, None, PARSE_ERROR)
+            return _errorBody(PARSE_ERROR, "parse error: the body is not JSON")
         except RecursionError:
             # "[[[[..." within 64 KiB nests deeper than the json module goes.
-            return told.answered(None, PARSE_ERROR,
-                                 _errorBody(PARSE_ERROR, "parse error: JSON nested too deeply"))
+            self._tell(started, None, PARSE_ERROR)
+            return _errorBody(PARSE_ERROR, "parse error: JSON nested too deeply")
         id = parsed.get("id") if isinstance(parsed, dict) else None
         if type(id) not in (str, int, type(None)):
             id = None
@@ -146,17 +146,21 @@ class JSONRPCResource(JSONRPC):
             if b"\\u" in body:
                 _checkEncodable(params)
         except RPCError as e:
-            told.answered(None, e.code)
+            self._tell(started, None, e.code)
             if notification and e.code not in (INVALID_REQUEST, PARSE_ERROR):
                 return _noContent(request)
             return _errorBody(e.code, e.message, id)
-        told.method = parsed["method"]  # one a handler has: a bounded name
+        method = parsed["method"]  # one a handler has: a bounded name
         call = Call(params, _host(request.getClientAddress()), _host(request.getHost()))
         d = defer.maybeDeferred(function, call)
         request.notifyFinish().addErrback(lambda _: d.cancel())
-        if told.observer is not None:
-            d.addBoth(told.outcome)
-        d.addCallbacks(lambda result: _resultBody(result, id), self._failureBody, errbackArgs=(id,))
+
+        def answered(result):
+            if observer is not None:
+                observer.callAnswered(started, method, 0)
+            return _resultBody(result, id)
+
+        d.addCallbacks(answered, self._failureBody, errbackArgs=(id, started, method))
         if notification:
             d.addCallback(lambda body: None if body is None else b"")
         d.addCallback(self._write, request)
@@ -184,11 +188,19 @@ class JSONRPCResource(JSONRPC):
             raise RPCError(METHOD_NOT_FOUND, f"method not found: {method[:64]!r}") from None
         return function, params
 
-    def _failureBody(self, failure, id):
+    def _tell(self, started, method, code):
+        "Tell the observer, if any, that a call was answered (see L{IRPCObserver})."
+        if self.observer is not None:
+            self.observer.callAnswered(started, method, code)
+
+    def _failureBody(self, failure, id, started=None, method=None):
         if failure.check(RPCError):
+            self._tell(started, method, failure.value.code)
             return _errorBody(failure.value.code, failure.value.message, id)
         if failure.check(defer.CancelledError):
+            self._tell(started, method, None)
             return None
+        self._tell(started, method, INTERNAL_ERROR)
         log.failure("internal error answering an RPC call", failure)
         return _errorBody(INTERNAL_ERROR, "internal error", id)
 
@@ -202,38 +214,6 @@ class JSONRPCResource(JSONRPC):
             request.setHeader(b"content-length", b"%d" % len(body))
             request.write(body)
         request.finish()
-
-
-class _Told:
-    """
-    One call as its observer (L{mnigs.interfaces.IRPCObserver}) hears of
-    it: started when made, answered once.
-    """
-
-    __slots__ = ("observer", "token", "method")
-
-    def __init__(self, observer):
-        self.observer = observer
-        self.method = None
-        self.token = None if observer is None else observer.callStarted()
-
-    def answered(self, method, code, body=None):
-        if self.observer is not None:
-            self.observer.callAnswered(self.token, method, code)
-        return body
-
-    def outcome(self, result):
-        "The handler's outcome (a value or a Failure), passed on unchanged."
-        if not isinstance(result, Failure):
-            code = 0
-        elif result.check(RPCError):
-            code = result.value.code
-        elif result.check(defer.CancelledError):
-            code = None
-        else:
-            code = INTERNAL_ERROR
-        self.observer.callAnswered(self.token, self.method, code)
-        return result
 
 
 def _noContent(request) -> bytes:

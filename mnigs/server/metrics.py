@@ -129,7 +129,8 @@ class CallStats:
         self.errors: dict[int, int] = {}
 
     def add(self, seconds: float, code) -> None:
-        seconds = max(0.0, seconds)
+        if seconds < 0.0:  # the clock was stepped back
+            seconds = 0.0
         self.count += 1
         self.seconds += seconds
         self.buckets[bisect.bisect_left(RPC_BUCKETS, seconds)] += 1
