@@ -3,7 +3,7 @@ Benchmark of a real mnigs-server's JSON-RPC side (not a unit test).
 
 Run as root from the working tree::
 
-    python bench/server_rpc.py [--duration 10] [--leases 10000] [--py-spy DIR]
+    python bench/server_rpc.py [--duration 10] [--leases 10000] [--py-spy DIR] [--web]
 
 It builds its own network namespace (L{tests.mesh.harness.Mesh} as a
 context manager: a gateway node with an internet uplink, so the gateway is
@@ -38,6 +38,13 @@ CPU was (twistd, its reaped children and wireguard-go, read from /proc by
 the load generator over the measured window only), lease store sizes.
 Targets (the gateway issue): >= 1,500 info/s, >= 300 pairs/s, <= 150 MB.
 
+C{--web} runs the server with its status listener on (C{[web] enabled}:
+the metrics are counted) and has the load generator scrape C{/metrics}
+every C{--scrape-interval} seconds (default 1) during the timed phases, as
+a Prometheus server would (every 15 s, usually): run it after a run
+without C{--web} to see what the metrics cost (C{"web": true} in the
+figures, and the scrapes made in each timed phase).
+
 Other work on the machine shows in the figures: run it on a quiet one.
 C{--py-spy DIR} samples the server during each phase (py-spy on PATH or
 next to this python) into collapsed-stack files.
@@ -58,6 +65,7 @@ if TOP not in sys.path:
     sys.path.insert(0, TOP)
 
 PORT = 8150
+WEB_PORT = 8151
 HOST = "127.0.0.1"
 PATH = "/mnigs/v2"
 
@@ -166,12 +174,31 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def timedWorkers(count, warmup, duration, step, serverPid=None):
+async def scrapeMetrics(interval, until):
+    """
+    GET C{/metrics} every C{interval} seconds until C{until}
+    (C{time.perf_counter}); how many scrapes were answered with 200.
+    """
+    scrapes = 0
+    while time.perf_counter() < until:
+        reader, writer = await asyncio.open_connection(HOST, WEB_PORT)
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: gw\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        if answer.split(b"\r\n", 1)[0].split()[1:2] != [b"200"]:
+            raise RuntimeError(f"/metrics answered {answer[:200]!r}")
+        scrapes += 1
+        await asyncio.sleep(interval)
+    return scrapes
+
+
+async def timedWorkers(count, warmup, duration, step, serverPid=None, scrapeInterval=0.0):
     """
     Run C{count} workers, each calling C{step(worker, connection)} in a loop
     for C{warmup + duration} seconds; count what completes in the last
     C{duration} seconds, and the CPU time the server (C{serverPid}, read
-    from /proc, which the namespace shares) spent in them.
+    from /proc, which the namespace shares) spent in them.  With
+    C{scrapeInterval}, scrape the server's C{/metrics} meanwhile.
     """
     connections = [await Connection.open(HOST, PORT) for _ in range(count)]
     started = time.perf_counter()
@@ -200,12 +227,15 @@ async def timedWorkers(count, warmup, duration, step, serverPid=None):
                 latencies.append(t1 - t0)
 
     samplers = [sampleCPU()] if serverPid else []
-    await asyncio.gather(*(worker(n) for n in range(count)), *samplers)
+    scrapers = [scrapeMetrics(scrapeInterval, end)] if scrapeInterval else []
+    outcomes = await asyncio.gather(*scrapers, *(worker(n) for n in range(count)), *samplers)
     for connection in connections:
         connection.close()
     result = {"per_s": done / duration, "calls": done, "duration_s": duration,
               "concurrency": count, "latency_ms_p50": 1000 * percentile(latencies, 0.5),
               "latency_ms_p99": 1000 * percentile(latencies, 0.99)}
+    if scrapers:
+        result["scrapes"] = outcomes[0]
     if cpu:
         result["server_cpu_s"] = cpu[1] - cpu[0]
         result["server_cpu_us_per_call"] = 1e6 * result["server_cpu_s"] / max(1, done)
@@ -254,7 +284,7 @@ async def benchInfo(args):
             raise RuntimeError("the gateway says it is unavailable")
 
     return await timedWorkers(args.concurrency, args.warmup, args.duration, step,
-                              args.server_pid)
+                              args.server_pid, args.scrape_interval)
 
 
 async def benchPairs(args):
@@ -273,7 +303,7 @@ async def benchPairs(args):
             raise RuntimeError(f"unregister answered {released}")
 
     return await timedWorkers(args.concurrency, args.warmup, args.duration, step,
-                              args.server_pid)
+                              args.server_pid, args.scrape_interval)
 
 
 async def fillLeases(args):
@@ -308,6 +338,7 @@ def loadgen(argv):
     parser.add_argument("--keys", type=int, default=20000)
     parser.add_argument("--leases", type=int, default=10000)
     parser.add_argument("--server-pid", type=int, default=None)
+    parser.add_argument("--scrape-interval", type=float, default=0.0)
     args = parser.parse_args(argv)
     phase = {"info": benchInfo, "pairs": benchPairs, "fill": fillLeases}[args.phase]
     print(json.dumps(asyncio.run(phase(args))), flush=True)
@@ -338,8 +369,13 @@ class Bench:
             "rpc": {"rate_limit": 0.0, "max_connections": 4096, "idle_timeout": 120.0,
                     "max_connections_per_address": 4096},
             "terms": {"max_clients": 20000, "lease_seconds": 3600, "max_leases_per_address": 0},
-            "methods": {"wireguard": {"pool": "100.64.0.0/16"}},
+            # No client ever shakes hands here: a fill slower than the
+            # handshake timeout (60 s: a busy machine) would see its first
+            # leases swept as unconfirmed.
+            "methods": {"wireguard": {"pool": "100.64.0.0/16", "handshake_timeout": 0}},
         }
+        if self.args.web:
+            overrides["web"] = {"enabled": True, "listen": [HOST], "port": WEB_PORT}
 
         class PinnedGateway(GatewayProcess):
             def start(self, wait=True, timeout=30):
@@ -353,7 +389,7 @@ class Bench:
                     self.waitServing(timeout)
                 return self
 
-        results = {"cpus": len(self.cpus), "pinned": self.pinned,
+        results = {"web": self.args.web, "cpus": len(self.cpus), "pinned": self.pinned,
                    "server_cpu": self.serverCpu if self.pinned else None,
                    "loadgen_cpu": self.loadCpu}
         with Mesh(None) as mesh:
@@ -376,6 +412,8 @@ class Bench:
     def loadgen(self, phase, *options):
         argv = [sys.executable, os.path.abspath(__file__), "loadgen", phase,
                 "--server-pid", str(self.pid), *map(str, options)]
+        if self.args.web and phase != "fill":
+            argv += ["--scrape-interval", str(self.args.scrape_interval)]
         if self.pinned:
             argv = ["taskset", "-c", self.loadCpu] + argv
         profiler = self.profile(phase)
@@ -417,6 +455,8 @@ class Bench:
         out["info_latency_ms_p99"] = round(info["latency_ms_p99"], 3)
         out["info_server_cpu_us_per_call"] = round(info["server_cpu_us_per_call"], 1)
         out["info_server_cpu_busy"] = round(info["server_cpu_busy"], 2)
+        if "scrapes" in info:
+            out["info_scrapes"] = info["scrapes"]
         out["rss_mb_after_info"] = rssMB(self.pid)
 
         progress("phase 2: register+unregister (wireguard), %d workers, %.0f s",
@@ -430,6 +470,8 @@ class Bench:
         out["pair_latency_ms_p99"] = round(pairs["latency_ms_p99"], 3)
         out["pair_server_cpu_us"] = round(pairs["server_cpu_us_per_call"], 1)
         out["pair_server_cpu_busy"] = round(pairs["server_cpu_busy"], 2)
+        if "scrapes" in pairs:
+            out["pair_scrapes"] = pairs["scrapes"]
 
         progress("phase 3: filling %d wireguard leases with %d workers", a.leases, a.fill_workers)
         fill = self.loadgen("fill", "--concurrency", a.fill_workers, "--leases", a.leases)
@@ -484,6 +526,11 @@ def main(argv):
                         help="sample the server with py-spy (on PATH or next to python) during each phase")
     parser.add_argument("--keys", type=int, default=None,
                         help="keys made ahead for the pairs phases (default: 2000 per second)")
+    parser.add_argument("--web", action="store_true",
+                        help="run the server with [web] enabled (its metrics counted) and "
+                             "scrape /metrics during the timed phases")
+    parser.add_argument("--scrape-interval", type=float, default=1.0,
+                        help="with --web: seconds between scrapes")
     args = parser.parse_args(argv)
     if args.keys is None:
         args.keys = int(2000 * (args.duration + args.warmup)) + 1000

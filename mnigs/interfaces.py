@@ -380,4 +380,79 @@ class IResolverBackend(Interface):
     def undo(record):
         """
         Put back what C{record} replaced.  Deferred.
+# -- observers: what the metrics (mnigs.server.metrics, mnigs.client.metrics)
+# -- are told by the parts they watch.  An observer never raises and never
+# -- blocks: it only counts.
+
+class IRPCObserver(Interface):
+    """
+    Told about every JSON-RPC call a L{mnigs.rpc.server.JSONRPCResource}
+    answers.
+    """
+
+    def callStarted():
+        """
+        A call's body has arrived.  Returns a token (its start time) for
+        L{callAnswered}.
+        """
+
+    def callAnswered(token, method, code):
+        """
+        The call started at C{token} was answered: C{method} is the method
+        it resolved to (C{"gateway.register"}), or C{None} when it named
+        none (a parse error, an unknown method); C{code} is 0 for a
+        result, the JSON-RPC error code for an error, and C{None} when the
+        caller hung up before the answer.
+        """
+
+
+class ILeaseObserver(Interface):
+    """
+    Told by the gateway's registry (L{mnigs.server.registry.Registry})
+    about the end of every lease.
+    """
+
+    def leaseEnded(lease, end):
+        """
+        C{lease} (a L{mnigs.server.leases.Lease}) ended: C{end} is one of
+        L{mnigs.server.registry.LEASE_ENDS} (C{"released"}, C{"expired"},
+        C{"unconfirmed"}, C{"replaced"}, C{"drained"}).
+        """
+
+
+class IDiscoveryObserver(Interface):
+    """
+    Told by the client's discovery (L{mnigs.client.discovery.Discovery})
+    about its scans and the offers it drops.
+    """
+
+    def scanned(seconds, candidates, gateways):
+        """
+        A scan ended after C{seconds}, having asked C{candidates} addresses
+        and heard C{gateways} gateways (a cancelled scan is not reported).
+        """
+
+    def offerRejected(kind):
+        """
+        An answer did not verify as an offer; C{kind} is the
+        L{mnigs.protocol.OfferRejected}'s C{kind}.
+        """
+
+
+class ITransitionObserver(Interface):
+    """
+    Told by a machine's trace (L{mnigs.client.machine.Trace}) about what
+    it records.
+    """
+
+    def transitioned(transition):
+        """
+        The trace recorded C{transition} (a L{mnigs.client.machine.Transition}):
+        a change of state, at once (its reason may follow), or a loop once
+        it has a reason.
+        """
+
+    def explained(transition):
+        """
+        A recorded C{transition} got its reason (C{transition.reason}).
         """

@@ -201,11 +201,11 @@ def checkSignature(offer: dict) -> None:
     try:
         publicKey = publicKeyFromId(offer["gateway"]["id"])
     except (KeyError, TypeError, ValueError) as e:
-        raise OfferRejected(f"unverifiable signature: {e}") from None
+        raise OfferRejected(f"unverifiable signature: {e}", "bad_signature") from None
     try:
         _verify(offer, "signature", publicKey)
     except ValueError as e:
-        raise OfferRejected(str(e)) from None
+        raise OfferRejected(str(e), "bad_signature") from None
 
 
 def certificateSHA256(pem: str) -> str:
@@ -266,8 +266,19 @@ def formatEndpoint(address, port: int) -> str:
 
 class OfferRejected(ValueError):
     """
-    An offer that a client must not use; the message says why.
+    An offer that a client must not use; the message says why, and
+    C{kind} (one of L{OFFER_REJECTIONS}) says it in one word for counting.
     """
+
+    def __init__(self, message: str, kind: str = "malformed"):
+        super().__init__(message)
+        self.kind = kind
+
+
+#: The kinds of L{OfferRejected}: not an offer by the protocol's rules, of
+#: another protocol version, from a blocked gateway, from one not pinned
+#: (when the policy pins), or not signed by the key it names.
+OFFER_REJECTIONS = ("malformed", "protocol_version", "blocked", "not_pinned", "bad_signature")
 
 
 @dataclass(frozen=True)
@@ -316,9 +327,9 @@ class Offer:
         return None
 
 
-def _need(condition: bool, message: str) -> None:
+def _need(condition: bool, message: str, kind: str = "malformed") -> None:
     if not condition:
-        raise OfferRejected(message)
+        raise OfferRejected(message, kind)
 
 
 def _isInt(value, low=0, high=2**31) -> bool:
@@ -371,13 +382,14 @@ def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[
     except (TypeError, ValueError) as e:
         raise OfferRejected(f"offer is not plain JSON: {e}") from None
     _need(size <= MAX_OFFER_BYTES, f"offer is {size} bytes, more than {MAX_OFFER_BYTES}")
-    _need(offer.get("protocol") == PROTOCOL_VERSION, "unsupported protocol version")
+    _need(offer.get("protocol") == PROTOCOL_VERSION, "unsupported protocol version",
+          "protocol_version")
     gateway = offer.get("gateway")
     _need(isinstance(gateway, dict), "gateway must be an object")
     gid = gateway.get("id")
     _need(isinstance(gid, str) and gid.startswith("ed25519:") and len(gid) < 100, "gateway id is malformed")
-    _need(gid not in blocked, "gateway is blocked")
-    _need(pinned is None or gid in pinned, "gateway is not pinned")
+    _need(gid not in blocked, "gateway is blocked", "blocked")
+    _need(pinned is None or gid in pinned, "gateway is not pinned", "not_pinned")
     name = _text(gateway.get("name"), "gateway name", 64)
     _need(isinstance(offer.get("available"), bool), "available must be true or false")
     terms = offer.get("terms")

@@ -32,22 +32,52 @@ from mnigs.client.machine import (
 )
 from mnigs.client.meshview import meshView
 from mnigs.client.plan import Attempt
+from mnigs.client.reasons import SAYS_UNAVAILABLE, UNAVAILABLE, Reason
+from mnigs.interfaces import ITransitionObserver
 
 log = Logger()
 
 
-def wire(agent: ClientAgent, effects) -> ClientAgent:
+def wire(agent: ClientAgent, effects, observers=()) -> ClientAgent:
     """
     Connect the client's parts once each is built (magic-wormhole's
     C{wire}): the machine acts on the world through C{effects} (the
     agent's core holds them), and what the effects' session watchers see
     (L{ISessionReports}) goes to the agent, which decides and feeds the
-    machine.
+    machine, and then to each of C{observers} (L{ISessionReports} too:
+    the metrics), which only count; an observer that is also an
+    L{ITransitionObserver} is told the machine's transitions as well.
     """
     if agent.effects is not effects:
         raise ValueError("the agent was built over other effects")
-    effects.wire(agent)
+    effects.wire(_Reports([agent, *observers]) if observers else agent)
+    for observer in observers:
+        if ITransitionObserver.providedBy(observer):
+            agent.core.trace.observe(observer)
     return agent
+
+
+class _Reports:
+    """
+    One L{ISessionReports} telling several, in order (the agent first),
+    as C{twisted.names} composes resolvers.
+    """
+
+    def __init__(self, told):
+        self.told = told
+
+
+def _tellEach(name):
+    def tell(self, session, detail):
+        for reports in self.told:
+            getattr(reports, name)(session, detail)
+    tell.__name__ = name
+    return tell
+
+
+for _name in ISessionReports.names():
+    setattr(_Reports, _name, _tellEach(_name))
+implementer(ISessionReports)(_Reports)
 
 
 @implementer(ISessionReports)
@@ -157,7 +187,7 @@ class ClientAgent:
         gid = session.step.gatewayId
         current = next((r for r in ranked if r.seen.offer.gatewayId == gid), None)
         if current is not None and session.saysUnavailable(current.seen.offer):
-            self.lost(session, "the gateway says it is unavailable")
+            self.lost(session, Reason(UNAVAILABLE, SAYS_UNAVAILABLE))
             return
         best = next((r for r in ranked if r.usable), None)
         chosen = self.effects.policy.chosen

@@ -32,11 +32,13 @@ class Discovery:
         candidates are asked once).
     @param ownAddresses: a callable returning the node's own addresses,
         which are never probed.
+    @param observer: told about every scan and every dropped offer (an
+        L{mnigs.interfaces.IDiscoveryObserver}: the client's metrics), or None.
     """
 
     def __init__(self, reactor, rpc, ports=(8150,), concurrency=512, timeout=2.0,
                  maxCandidates=4096, ownAddresses=lambda: set(), pinned=None,
-                 blocked=frozenset()):
+                 blocked=frozenset(), observer=None):
         self.reactor = reactor
         self.rpc = rpc
         self.ports = tuple(ports)
@@ -46,6 +48,7 @@ class Discovery:
         self.ownAddresses = ownAddresses
         self.pinned = pinned
         self.blocked = blocked
+        self.observer = observer
         self.rejected = {}
 
     def order(self, candidates) -> list[Candidate]:
@@ -77,6 +80,7 @@ class Discovery:
         a gateway whose path returns mid-scan is heard within C{retry}, not
         after a whole TCP retransmission and the next scan.
         """
+        started = self.reactor.seconds()
         ordered = self.order(candidates)
         semaphore = defer.DeferredSemaphore(self.concurrency)
         found = []
@@ -95,8 +99,9 @@ class Discovery:
 
         calls = [semaphore.run(probe, candidate, port) for candidate in ordered for port in self.ports]
         distances = {str(c.address): c.distance for c in ordered}
+        hotPlaces = self._notOwn(hot)
         hotCalls = [self._askAgain(host, port, distances.get(host, math.inf), retry, keep)
-                    for host, port in self._notOwn(hot)]
+                    for host, port in hotPlaces]
         ended = []
 
         def stopCalls():
@@ -115,7 +120,11 @@ class Discovery:
             if not ended:
                 ended.append(True)
                 stopCalls()
-                result.callback(_bestPerGateway(found))
+                best = _bestPerGateway(found)
+                if self.observer is not None:
+                    asked = {str(c.address) for c in ordered} | {host for host, _ in hotPlaces}
+                    self.observer.scanned(self.reactor.seconds() - started, len(asked), len(best))
+                result.callback(best)
 
         result = defer.Deferred(cancelAll)
         defer.DeferredList(calls + hotCalls, consumeErrors=True).addCallback(settled)
@@ -214,6 +223,8 @@ class Discovery:
                 verified = verifyOffer(offer, self.pinned, self.blocked)
             except OfferRejected as e:
                 self.rejected[host] = str(e)
+                if self.observer is not None:
+                    self.observer.offerRejected(e.kind)
                 log.info("dropped the offer from {host}: {reason}", host=host, reason=str(e))
                 return None
             return Seen(verified, host, port, candidate.distance, rtt)

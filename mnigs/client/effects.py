@@ -19,6 +19,7 @@ from mnigs.client.dns import leaseResolvers
 from mnigs.client.health import ProbeTargets, firstAnswer
 from mnigs.client.machine import IClientEffects, ISessionReports, Session
 from mnigs.client.plan import LeaseRejected, buildPlan
+from mnigs.client.reasons import LEASE, ROUTE, SAYS_UNAVAILABLE, TUNNEL, UNAVAILABLE, Reason
 from mnigs.client.ranking import rank
 from mnigs.protocol import (
     BAD_PROOF,
@@ -501,7 +502,7 @@ class ClientEffects:
         lost = session.connection.whenLost()
         # endSession cancels the wait: a CancelledError then says only that
         # the session ended first.
-        lost.addCallbacks(lambda reason: reports.lost(session, reason),
+        lost.addCallbacks(lambda reason: reports.lost(session, Reason(TUNNEL, reason)),
                           lambda failure: failure.trap(defer.CancelledError))
         session.stoppers.append(lost.cancel)
         if self.resolvers is not None:
@@ -517,7 +518,8 @@ class ClientEffects:
         packets cross it)?  And the inner route warning.
         """
         if session.step.method != "forward" and not self.routing.routedOnMesh(session.step.host):
-            self.reports.lost(session, f"the mesh no longer routes to {session.step.gateway}")
+            self.reports.lost(session, Reason(ROUTE, "the mesh no longer routes to "
+                                                     f"{session.step.gateway}"))
             return
         self._checkInnerRoute(session)
 
@@ -603,7 +605,7 @@ class OfferWatch:
                           why=str(e))
             return
         if self.session.saysUnavailable(offer):
-            self.reports.lost(self.session, "the gateway says it is unavailable")
+            self.reports.lost(self.session, Reason(UNAVAILABLE, SAYS_UNAVAILABLE))
 
 
 class Renewal:
@@ -650,7 +652,8 @@ class Renewal:
         if failure.check(defer.CancelledError):
             return
         if failure.check(RPCError) and failure.value.code in (UNKNOWN_LEASE, WRONG_TOKEN):
-            self.reports.leaseLost(self.session, f"the gateway no longer knows our lease ({failure.value.code})")
+            self.reports.leaseLost(self.session, Reason(
+                LEASE, f"the gateway no longer knows our lease ({failure.value.code})"))
             return
         self._retry()
 

@@ -57,6 +57,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from mnigs.client.reasons import PROBES, Reason
+
 log = Logger()
 
 _PENDING = object()
@@ -369,8 +371,8 @@ def _buildMachine():
     def giveUp(monitor: _Monitor, core: _Core, probing: _Probing, count: int) -> None:
         gatewayAnswered = probing.gatewayAnsweredMissing
         probing.cancel()
-        core.lostReason = (f"{core.targets.unanswered(gatewayAnswered)}{core.targets.through()}"
-                           f" in {count} probes")
+        core.lostReason = Reason(PROBES, f"{core.targets.unanswered(gatewayAnswered)}"
+                                         f"{core.targets.through()} in {count} probes")
         log.warn("gateway lost: {reason}", reason=core.lostReason)
         core.notify(core.onSample, None)
         core.notify(core.onLost, core.lostReason)

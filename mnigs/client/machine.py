@@ -84,6 +84,7 @@ from zope.interface import Attribute, Interface
 from mnigs.client.plan import Attempt, Step
 from mnigs.interfaces import IClientConnection, IPinger
 from mnigs.system.backoff import Backoff
+from mnigs.system.tracing import setTrace
 from mnigs.system.waiters import Waiters
 
 log = Logger()
@@ -453,7 +454,9 @@ class Trace:
     L{because}.  Changes of state are logged at debug as they happen, a
     loop once it gives its reason.  Decisions made outside the machine
     (ranking, the operator's requests) are kept among them with L{note}
-    (C{mnigsctl events}).
+    (C{mnigsctl events}).  L{observe} adds an
+    L{mnigs.interfaces.ITransitionObserver} (the metrics), told the
+    transitions.
     """
 
     log = Logger()
@@ -465,6 +468,11 @@ class Trace:
         self._current: Transition | None = None
         #: when the machine entered the state it is in
         self.changedAt: float = clock.seconds()
+        self.observers: list = []
+
+    def observe(self, observer) -> None:
+        "Tell C{observer} (an L{mnigs.interfaces.ITransitionObserver}) from now on."
+        self.observers.append(observer)
 
     def __call__(self, old, input: str, new) -> None:
         # Automat's tracer: called as each input is taken, before its
@@ -483,10 +491,14 @@ class Trace:
         entry.reason = reason
         if not recorded:
             self._record(entry)
+        for observer in self.observers:
+            observer.explained(entry)
 
     def _record(self, entry: Transition) -> None:
         self.entries.append(entry)
         self.log.debug("{machine}: {transition}", machine=self.name, transition=str(entry))
+        for observer in self.observers:
+            observer.transitioned(entry)
 
     def stateAge(self) -> float:
         "Seconds since the machine entered the state it is in."
@@ -514,15 +526,6 @@ class Trace:
         now = self.clock.seconds()
         return [{"ago": round(now - entry.at, 1), "event": entry.event, "reason": entry.reason}
                 for entry in self.entries]
-
-
-def setTrace(machine, tracer) -> None:
-    """
-    Give a machine built by a C{TypeMachineBuilder} a tracer, called with
-    (old state, input name, new state) as each input is taken.  The typed
-    API has no public way to do this yet; its transitioner has.
-    """
-    machine.__automat_transitioner__.setTrace(tracer)
 
 
 @dataclass

@@ -138,12 +138,15 @@ class ClientService(MultiService):
         self.policy = policyFromConfig(config)
         self.methods = self._buildMethods(stateDir)
         self.resolvers = self._resolverKeeper(stateDir)
+        # Counted only when someone can read them.
+        self.metrics = self._metrics() if config.web.enabled else None
         self.discovery = Discovery(
             reactor, RPCClient(reactor, timeout=config.discovery.timeout, persistent=False),
             ports=config.discovery.ports, concurrency=config.discovery.concurrency,
             timeout=config.discovery.timeout, maxCandidates=config.discovery.max_candidates,
             ownAddresses=self.netlink.localAddresses,
-            pinned=policyConfig.pinned or None, blocked=policyConfig.blocked)
+            pinned=policyConfig.pinned or None, blocked=policyConfig.blocked,
+            observer=self.metrics)
         self.effects = ClientEffects(
             reactor, config, buildSources(reactor, config), self.discovery,
             RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
@@ -154,7 +157,12 @@ class ClientService(MultiService):
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
-                                      config.discovery.rescan_interval), self.effects)
+                                      config.discovery.rescan_interval), self.effects,
+                          observers=[self.metrics] if self.metrics is not None else [])
+        if self.metrics is not None:
+            from mnigs.web.metrics import inReactorThread
+
+            self.metrics.watchAgent(self.agent, inReactorThread(reactor))
         makeAdminService(reactor, config.admin.socket,
                          dict(self.agent.adminCommands(), status=self.describe)
                          ).setServiceParent(self)
@@ -186,15 +194,23 @@ class ClientService(MultiService):
         return ResolverKeeper(backend, stateDir,
                               lambda recorded: makeBackend(recorded, run, dns.file, dns.hook))
 
+    @staticmethod
+    def _metrics():
+        from mnigs.client.metrics import ClientMetrics
+
+        return ClientMetrics()
+
     def _webService(self):
         from mnigs.web.clientpage import renderClientPage
+        from mnigs.web.metrics import makeMetricsResource
         from mnigs.web.pages import StatusJSON, StatusPage
         from mnigs.web.site import makeWebService
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
                               {b"": StatusPage(self.describe, renderClientPage),
-                               b"status.json": StatusJSON(self.describe)})
+                               b"status.json": StatusJSON(self.describe),
+                               b"metrics": makeMetricsResource(self.metrics.registry)})
 
     def describe(self):
         "The status: the agent's, and the resolvers in force."

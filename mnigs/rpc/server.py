@@ -95,6 +95,13 @@ class JSONRPCResource(JSONRPC):
 
     isLeaf = True
 
+    #: Told about every call (an L{mnigs.interfaces.IRPCObserver}), or None.
+    observer = None
+
+    def __init__(self, observer=None):
+        super().__init__()
+        self.observer = observer
+
     def render(self, request):
         # txjsonrpc-ng's render takes any verb, reads JSONP callbacks and
         # answers bad JSON in its pre-1.0 shape: none of it is wanted here.
@@ -119,12 +126,16 @@ class JSONRPCResource(JSONRPC):
             return _errorBody(METHOD_NOT_FOUND, "no such path; use " + RPC_PATH.decode())
         request.content.seek(0, 0)
         body = request.content.read()
+        observer = self.observer
+        started = None if observer is None else observer.callStarted()
         try:
             parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError):
+            self._tell(started, None, PARSE_ERROR)
             return _errorBody(PARSE_ERROR, "parse error: the body is not JSON")
         except RecursionError:
             # "[[[[..." within 64 KiB nests deeper than the json module goes.
+            self._tell(started, None, PARSE_ERROR)
             return _errorBody(PARSE_ERROR, "parse error: JSON nested too deeply")
         id = parsed.get("id") if isinstance(parsed, dict) else None
         if type(id) not in (str, int, type(None)):
@@ -135,13 +146,21 @@ class JSONRPCResource(JSONRPC):
             if b"\\u" in body:
                 _checkEncodable(params)
         except RPCError as e:
+            self._tell(started, None, e.code)
             if notification and e.code not in (INVALID_REQUEST, PARSE_ERROR):
                 return _noContent(request)
             return _errorBody(e.code, e.message, id)
+        method = parsed["method"]  # one a handler has: a bounded name
         call = Call(params, _host(request.getClientAddress()), _host(request.getHost()))
         d = defer.maybeDeferred(function, call)
         request.notifyFinish().addErrback(lambda _: d.cancel())
-        d.addCallbacks(lambda result: _resultBody(result, id), self._failureBody, errbackArgs=(id,))
+
+        def answered(result):
+            if observer is not None:
+                observer.callAnswered(started, method, 0)
+            return _resultBody(result, id)
+
+        d.addCallbacks(answered, self._failureBody, errbackArgs=(id, started, method))
         if notification:
             d.addCallback(lambda body: None if body is None else b"")
         d.addCallback(self._write, request)
@@ -169,11 +188,19 @@ class JSONRPCResource(JSONRPC):
             raise RPCError(METHOD_NOT_FOUND, f"method not found: {method[:64]!r}") from None
         return function, params
 
-    def _failureBody(self, failure, id):
+    def _tell(self, started, method, code):
+        "Tell the observer, if any, that a call was answered (see L{IRPCObserver})."
+        if self.observer is not None:
+            self.observer.callAnswered(started, method, code)
+
+    def _failureBody(self, failure, id, started=None, method=None):
         if failure.check(RPCError):
+            self._tell(started, method, failure.value.code)
             return _errorBody(failure.value.code, failure.value.message, id)
         if failure.check(defer.CancelledError):
+            self._tell(started, method, None)
             return None
+        self._tell(started, method, INTERNAL_ERROR)
         log.failure("internal error answering an RPC call", failure)
         return _errorBody(INTERNAL_ERROR, "internal error", id)
 

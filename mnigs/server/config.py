@@ -132,6 +132,9 @@ SCHEMA = {
         "enabled": Field(bool, False),
         "listen": Field(list, ["127.0.0.1", "::1"], addresses),
         "port": Field(int, 8151, port),
+        # One series per lease (its id and client name as labels) on top
+        # of the per-method sums: unbounded, so off unless asked for.
+        "metrics_per_lease": Field(bool, False),
     },
     "hooks": {
         "register": Field(str, "", _optionalExecutable),

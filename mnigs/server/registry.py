@@ -21,6 +21,11 @@ DEFAULT_REGISTER_TIMEOUT = 5.0
 
 log = Logger()
 
+#: How a lease ends, as an L{mnigs.interfaces.ILeaseObserver} is told:
+#: its client released it, its time ran out, its tunnel never came up, a
+#: newer lease of the same client replaced it, or a drain ended it.
+LEASE_ENDS = ("released", "expired", "unconfirmed", "replaced", "drained", "operator")
+
 
 def _carriedThrough(operation):
     """
@@ -46,10 +51,13 @@ class Registry:
     @param registerTimeout: seconds the C{register} hook may take.
     @param allowOnTimeout: whether a C{register} hook that took longer
         grants the lease (with a warning) rather than refusing it.
+    @param observer: told about the end of every lease (an
+        L{mnigs.interfaces.ILeaseObserver}: the gateway's metrics), or None.
     """
 
     def __init__(self, clock, book, methods: dict, committer, hooks, traffic=None,
-                 registerTimeout: float = DEFAULT_REGISTER_TIMEOUT, allowOnTimeout: bool = False):
+                 registerTimeout: float = DEFAULT_REGISTER_TIMEOUT, allowOnTimeout: bool = False,
+                 observer=None):
         self.clock = clock
         self.book = book
         self.methods = methods
@@ -61,6 +69,7 @@ class Registry:
         # Revokes under way (an unregister's, a sweep's): the end of a
         # drain waits for them before the methods stop.
         self._revoking: set = set()
+        self.observer = observer
         # One registration at a time per (client, method): a second one
         # for the same pair waits until the first has answered, so a
         # retry that overlaps a slow grant or revoke sees the finished
@@ -154,7 +163,7 @@ class Registry:
             raise RPCError(INTERNAL_ERROR, "internal error: could not set up access") from None
         if existing is not None and self.book.byId.get(existing.id) is existing:
             self.book.remove(existing)
-            yield self._revoke(existing, f"replaced by {lease.id}")
+            yield self._revoke(existing, f"replaced by {lease.id}", "replaced")
         yield self.committer.commit()
         # Client ids stay out of info lines (an id names a person's
         # device); the lease id ties the lines together.
@@ -210,7 +219,7 @@ class Registry:
         """
         lease = self.findLease(leaseId)
         self.book.remove(lease)
-        yield self._revoke(lease, "released by the operator")
+        yield self._revoke(lease, "released by the operator", "operator")
         yield self.committer.commit()
         return {"released": lease.id, "method": lease.method, "name": lease.clientName,
                 "address": lease.config.get("address")}
@@ -233,17 +242,17 @@ class Registry:
         End every lease whose time is up, and every lease whose tunnel
         never came up within its method's grace time.
         """
-        gone = [(lease, "expired") for lease in self.book.expire(self.clock.seconds())]
+        gone = [(lease, "expired", "expired") for lease in self.book.expire(self.clock.seconds())]
         for lease in (yield self._unconfirmed()):
             if self.book.byId.get(lease.id) is lease:  # not released or replaced meanwhile
                 self.book.remove(lease)
-                gone.append((lease, "ended: its tunnel never came up"))
+                gone.append((lease, "ended: its tunnel never came up", "unconfirmed"))
         if not gone:
             return []
-        yield defer.DeferredList([self._revoke(lease, why) for lease, why in gone],
+        yield defer.DeferredList([self._revoke(lease, why, end) for lease, why, end in gone],
                                  consumeErrors=True)
         yield self.committer.commit()
-        return [lease for lease, _ in gone]
+        return [lease for lease, _, _ in gone]
 
     @defer.inlineCallbacks
     def _unconfirmed(self):
@@ -264,7 +273,7 @@ class Registry:
         """
         gone = self.book.releaseAll()
         if gone:
-            yield defer.DeferredList([self._revoke(lease, why) for lease in gone],
+            yield defer.DeferredList([self._revoke(lease, why, "drained") for lease in gone],
                                      consumeErrors=True)
             yield self.committer.commit()
         if self._revoking:
@@ -283,7 +292,13 @@ class Registry:
             return self.traffic.final(lease)
         return defer.succeed(self.traffic.forLease(lease.id))
 
-    def _revoke(self, lease, why):
+    def _revoke(self, lease, why, end="released"):
+        """
+        Take C{lease}'s access away; C{why} says it in the log and to the
+        release hook, C{end} (one of L{LEASE_ENDS}) to the observer.
+        """
+        if self.observer is not None:
+            self.observer.leaseEnded(lease, end)
         counted = {}
 
         def revoke(traffic):

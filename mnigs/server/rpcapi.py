@@ -47,7 +47,11 @@ class GatewayCalls(BaseSubhandler):
         return self.gateway.unregister(leaseId, token)
 
 
-def makeResource(gateway, rateLimiter, signer) -> JSONRPCResource:
-    resource = JSONRPCResource()
+def makeResource(gateway, rateLimiter, signer, observer=None) -> JSONRPCResource:
+    """
+    @param observer: told about every call (an L{mnigs.interfaces.IRPCObserver}:
+        the gateway's metrics), or None.
+    """
+    resource = JSONRPCResource(observer)
     resource.putSubHandler("gateway", GatewayCalls(gateway, rateLimiter, signer))
     return resource

@@ -105,10 +105,13 @@ class GatewayService(MultiService):
                                      "release": config.hooks.release},
                            config.hooks.max_running)
         self.traffic = TrafficMeter(reactor, self.methods, config.server.traffic_interval)
+        # Counted only when someone can read them.
+        self.metrics = self._metrics() if config.web.enabled else None
         self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks,
                                  traffic=self.traffic,
                                  registerTimeout=config.hooks.register_timeout,
-                                 allowOnTimeout=config.hooks.on_register_timeout == "allow")
+                                 allowOnTimeout=config.hooks.on_register_timeout == "allow",
+                                 observer=self.metrics)
         self.offers = OfferMaker(reactor, self.key, config.server.name,
                                  termsFromConfig(config.terms), list(self.methods.values()),
                                  probe=config.uplink.probe,
@@ -117,6 +120,8 @@ class GatewayService(MultiService):
         self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
                                                self._clearDataPath, reactor,
                                                bornAt=reactor.seconds()))
+        if self.metrics is not None:
+            self._watch(self.metrics)
         self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit,
                                        maxHosts=config.rpc.rate_limit_addresses)
         self.uplink = UplinkMonitor(reactor, self._uplinkChecks(), config.uplink.check_interval,
@@ -157,15 +162,32 @@ class GatewayService(MultiService):
                               self.hopRouting, config.mesh.interfaces, self._notMesh(),
                               openMonitor=openMonitor, switches=switches)
 
+    def _metrics(self):
+        from mnigs.server.metrics import GatewayMetrics
+        from mnigs.web.metrics import inReactorThread
+
+        return GatewayMetrics(self.reactor, call=inReactorThread(self.reactor))
+
+    def _watch(self, metrics):
+        from mnigs.system.tracing import setTrace
+
+        setTrace(self.gateway, metrics)
+        # Per-lease byte counts, once the registry keeps them.
+        traffic = getattr(self.registry, "trafficByLease", None)
+        metrics.watchBook(self.book, list(self.methods), traffic,
+                          self.config.web.metrics_per_lease)
+
     def _webService(self):
         from mnigs.web.gatewaypage import renderGatewayPage
+        from mnigs.web.metrics import makeMetricsResource
         from mnigs.web.pages import StatusJSON, StatusPage
         from mnigs.web.site import makeWebService
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
                               {b"": StatusPage(self.gateway.describe, renderGatewayPage),
-                               b"status.json": StatusJSON(self.gateway.describe)})
+                               b"status.json": StatusJSON(self.gateway.describe),
+                               b"metrics": makeMetricsResource(self.metrics.registry)})
 
     def _notMesh(self):
         """The interfaces whose addresses no client reaches: uplink, tunnels."""
@@ -189,7 +211,7 @@ class GatewayService(MultiService):
         return checks
 
     def _addListeners(self):
-        resource = makeResource(self.gateway, self.rateLimiter, self.offers)
+        resource = makeResource(self.gateway, self.rateLimiter, self.offers, self.metrics)
         rpc = self.config.rpc
         for address in rpc.listen:
             site = makeSite(resource, self.reactor, rpc.max_connections, rpc.idle_timeout,
