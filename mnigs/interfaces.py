@@ -380,6 +380,9 @@ class IResolverBackend(Interface):
     def undo(record):
         """
         Put back what C{record} replaced.  Deferred.
+        """
+
+
 # -- observers: what the metrics (mnigs.server.metrics, mnigs.client.metrics)
 # -- are told by the parts they watch.  An observer never raises and never
 # -- blocks: it only counts.
