@@ -186,14 +186,16 @@ def bookMetrics(book, methods, traffic=None, perLease=False):
         return families
     carried = GaugeMetricFamily(
         "mnigs_server_lease_traffic_bytes",
-        "Bytes the live leases carried so far, by method and direction (in: from clients).",
+        "Bytes the live leases carried so far, by method and direction (in: to the clients).",
         labels=("method", "direction"))
     totals = {method: [0, 0] for method in methods}
     each = GaugeMetricFamily(
         "mnigs_server_lease_bytes",
-        "Bytes each live lease carried so far, by direction (in: from its client).",
+        "Bytes each live lease carried so far, by direction (in: to its client).",
         labels=("lease", "client", "method", "direction"))
     for leaseId, (method, received, sent) in traffic().items():
+        if received is None or sent is None:
+            continue  # a method that does not count (cjdns)
         total = totals.setdefault(method, [0, 0])
         total[0] += received
         total[1] += sent

@@ -150,6 +150,20 @@ class BookMetricsTests(SynchronousTestCase):
         self.assertEqual(got[(traffic, (("direction", "out"), ("method", "openvpn")))], 70)
         self.assertFalse([name for name, labels in got if dict(labels).get("lease")])
 
+    def test_aLeaseWhoseMethodDoesNotCountIsLeftOut(self):
+        """
+        The registry gives C{None} bytes for a method that does not count
+        (cjdns): that lease is in no sum and has no series.
+        """
+        ids = {lease.clientId: lease.id for lease in self.book.live()}
+        traffic = lambda: {ids["a"]: ("wireguard", 100, 1000), ids["b"]: ("cjdns", None, None)}
+        got = self.samples(bookMetrics(self.book, ["wireguard", "cjdns"], traffic, perLease=True))
+        name = "mnigs_server_lease_traffic_bytes"
+        self.assertEqual(got[(name, (("direction", "in"), ("method", "cjdns")))], 0)
+        self.assertEqual(got[(name, (("direction", "in"), ("method", "wireguard")))], 100)
+        self.assertEqual([labels for key, labels in got if key == "mnigs_server_lease_bytes"
+                          and dict(labels)["method"] == "cjdns"], [])
+
     def test_perLeaseSeriesOnlyWhenAskedFor(self):
         got = self.samples(bookMetrics(self.book, ["wireguard", "openvpn"], self.traffic,
                                        perLease=True))
