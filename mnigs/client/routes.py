@@ -9,6 +9,12 @@ so mesh destinations, the gateway's own mesh address included, stay on
 the mesh (the tunnel never carries itself) and only what would have taken
 a default route takes mnigs's.  Removing the rules and flushing the table
 leaves the routing exactly as it was.  (pyroute2, never `ip` output.)
+
+With a lease's inner IPv6 address (IPv6 egress) the same two rules and
+the same table hold C{::/0} through the tunnel for IPv6 too, from that
+address, with C{throw} routes for the mesh's own IPv6 space (Yggdrasil
+200::/7, cjdns fc00::/8): those fall through to the rules after ours
+even when the main table has no route for them, never into the tunnel.
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ import ipaddress
 import socket
 from typing import Callable, Optional
 
+from mnigs.methods.inet6 import MESH_PREFIXES6
 from mnigs.system.pyroute import IPRoute, NetlinkError
 from twisted.logger import Logger
 
 log = Logger()
+
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
+#: Route type "throw": the lookup goes on with the next rule.
+RTN_THROW = 9
 
 
 def openIPRoute(netns: str | None = None) -> IPRoute:
@@ -44,31 +55,38 @@ class PolicyRouting:
         self.netns = netns
         self._ipr = ipRoute or (lambda: openIPRoute(netns))
 
-    def _ours(self, ipr):
-        return [rule for rule in ipr.get_rules(family=socket.AF_INET)
+    def _ours(self, ipr, family=socket.AF_INET):
+        return [rule for rule in ipr.get_rules(family=family)
                 if rule.get_attr("FRA_PRIORITY") in (self.priority, self.priority + 1)]
 
     def clear(self) -> None:
         """
-        Remove mnigs's rules and routes: what a previous run left behind
-        after a crash, or this run's on leaving.
+        Remove mnigs's rules and routes, IPv4 and IPv6: what a previous
+        run left behind after a crash, or this run's on leaving.
         """
         with self._ipr() as ipr:
-            for rule in self._ours(ipr):
-                try:
-                    ipr.rule("del", family=socket.AF_INET, priority=rule.get_attr("FRA_PRIORITY"),
-                             table=rule.get_attr("FRA_TABLE") or rule["table"])
-                except NetlinkError as e:
-                    log.warn("could not remove rule: {e}", e=e)
-            try:
-                ipr.flush_routes(table=self.table, family=socket.AF_INET)
-            except NetlinkError as e:
-                log.warn("could not flush table {t}: {e}", t=self.table, e=e)
+            for family in FAMILIES:
+                self._clearFamily(ipr, family)
 
-    def install(self, interface: str, gateway: str | None = None, source: str | None = None) -> None:
+    def _clearFamily(self, ipr, family) -> None:
+        for rule in self._ours(ipr, family):
+            try:
+                ipr.rule("del", family=family, priority=rule.get_attr("FRA_PRIORITY"),
+                         table=rule.get_attr("FRA_TABLE") or rule["table"])
+            except NetlinkError as e:
+                log.warn("could not remove rule: {e}", e=e)
+        try:
+            ipr.flush_routes(table=self.table, family=family)
+        except NetlinkError as e:
+            log.warn("could not flush table {t}: {e}", t=self.table, e=e)
+
+    def install(self, interface: str, gateway: str | None = None, source: str | None = None,
+                source6: str | None = None) -> None:
         """
         Point mnigs's default route at C{interface} (a tunnel), or at
-        C{gateway} on it (forward), from C{source}.
+        C{gateway} on it (forward), from C{source}; with C{source6} (the
+        lease's inner IPv6 address on C{interface}) IPv6's too, else
+        mnigs has no IPv6 route or rule.
         """
         with self._ipr() as ipr:
             index = ipr.link_lookup(ifname=interface)
@@ -79,11 +97,25 @@ class PolicyRouting:
                 route["gateway"] = str(ipaddress.ip_address(gateway))
             if source:
                 route["prefsrc"] = str(ipaddress.ip_address(source))
+            if source6 is not None:
+                source6 = str(ipaddress.IPv6Address(source6))
             ipr.route("replace", **route)
-            if not self._ours(ipr):
-                ipr.rule("add", family=socket.AF_INET, priority=self.priority, table=254,
-                         suppress_prefixlen=0)
-                ipr.rule("add", family=socket.AF_INET, priority=self.priority + 1, table=self.table)
+            self._addRules(ipr, socket.AF_INET)
+            if source6 is None:
+                self._clearFamily(ipr, socket.AF_INET6)  # a previous gateway's
+                return
+            for mesh in MESH_PREFIXES6:
+                ipr.route("replace", family=socket.AF_INET6, dst=str(mesh), table=self.table,
+                          type=RTN_THROW)
+            ipr.route("replace", family=socket.AF_INET6, dst="::/0", table=self.table,
+                      oif=index[0], prefsrc=source6)
+            self._addRules(ipr, socket.AF_INET6)
+
+    def _addRules(self, ipr, family) -> None:
+        if not self._ours(ipr, family):
+            ipr.rule("add", family=family, priority=self.priority, table=254,
+                     suppress_prefixlen=0)
+            ipr.rule("add", family=family, priority=self.priority + 1, table=self.table)
 
     def routedOnMesh(self, host: str) -> bool:
         """

@@ -30,6 +30,7 @@ from mnigs.daemon.config import (
     oneOf,
     port,
 )
+from mnigs.methods import inet6
 from mnigs.protocol import formatEndpoint, fromBase64, isSHA256, parseEndpoint, unprintable
 
 def resolve(builder):
@@ -79,7 +80,9 @@ class Method:
         C{client(ClientContext, section)}.
     @ivar serverSettings: the server's C{[methods.NAME]} keys (beside
         C{enabled}, which every method has).  A method that has a C{pool}
-        key gets its pool checked against the other methods' pools.
+        key gets its pool checked against the other methods' pools, and
+        one with a C{pool6} key (IPv6 egress, L{mnigs.methods.inet6})
+        likewise; its C{nat6} says whether that pool is masqueraded.
     @ivar clientSettings: the client's C{[methods.NAME]} keys; C{None}
         for a method whose client has no table of its own.
     @ivar offer: what the method's entry in an offer carries, as a client
@@ -177,7 +180,13 @@ def _wireguardOffer(entry):
         fromBase64(entry.get("public_key"), 32)
     except ValueError as e:
         raise ValueError(f"public_key: {e}") from None
+    if "pool6" in entry:  # the gateway offers IPv6 egress (mnigs.methods.inet6)
+        checked["pool6"] = str(inet6.pool6(entry["pool6"]))
     return checked
+
+
+def _optionalPool6(value):
+    return inet6.pool6(value) if value else None
 
 
 def _openvpnOffer(entry):
@@ -230,6 +239,10 @@ register(Method(
         "interface": Field(str, "mnigs-wg0", ifname),
         "port": Field(int, 51820, port),
         "pool": Field(str, "100.64.0.0/22", _pool),
+        # IPv6 egress (off when empty): NAT66 to the uplink, or, with
+        # nat6 = false, a prefix routed to this gateway.
+        "pool6": Field(str, "", _optionalPool6),
+        "nat6": Field(bool, True),
         "endpoint": Field(list, [], addresses),
         "implementation": Field(str, "auto", _IMPLEMENTATION),
         "dns": Field(list, [], addresses),
@@ -239,6 +252,7 @@ register(Method(
         "interface": Field(str, "mnigs-c0", ifname),
         "implementation": Field(str, "auto", _IMPLEMENTATION),
         "keepalive": Field(int, 5, between(0, 3600)),
+        "ipv6": Field(bool, True),
     }))
 register(Method(
     "openvpn", "mnigs.methods.openvpn.buildGateway", "mnigs.methods.openvpn.buildClient",

@@ -51,7 +51,10 @@ class ForwardGateway:
     def tunnelInterfaces(self):
         return ()
 
-    def admission(self, lease):
+    def admissions(self, lease):
+        return (self._admission(lease),)  # one source address per lease
+
+    def _admission(self, lease):
         return Admission(accessAddress(lease), lease.origin["interface"],
                          lease.origin.get("link_address"))
 
@@ -108,10 +111,10 @@ class ForwardGateway:
         return None
 
     def grant(self, lease):
-        return self.access.allow(self.admission(lease))
+        return self.access.allow(self._admission(lease))
 
     def revoke(self, lease):
-        return self.access.deny(self.admission(lease))
+        return self.access.deny(self._admission(lease))
 
     def stop(self):
         return None

@@ -115,7 +115,10 @@ class OpenVPNGateway:
     def tunnelInterfaces(self):
         return (self.interface,)
 
-    def admission(self, lease):
+    def admissions(self, lease):
+        return (self._admission(lease),)  # one source address per lease
+
+    def _admission(self, lease):
         return Admission(accessAddress(lease), self.interface)
 
     def offerEntry(self, localHost):
@@ -153,13 +156,13 @@ class OpenVPNGateway:
     def grant(self, lease):
         self.leases[lease.id] = lease
         self._addresses.reserve(accessAddress(lease), lease.id)
-        return self.access.allow(self.admission(lease))
+        return self.access.allow(self._admission(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
         self._addresses.release(accessAddress(lease), lease.id)
-        yield self.access.deny(self.admission(lease))
+        yield self.access.deny(self._admission(lease))
         for cid in [cid for cid, leaseId in self.sessions.items() if leaseId == lease.id]:
             try:
                 yield self.daemon.command(m.clientKill(cid, "HALT"), timeout=COMMAND_TIMEOUT)

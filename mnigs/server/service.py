@@ -26,6 +26,7 @@ from mnigs.system.nft import NftAccess, NftRunner
 from mnigs.server.poolroutes import PoolRouting
 from mnigs.system.nftnetlink import NftSetElements
 from mnigs.rpc.server import makeSite
+from mnigs.server.config import routedPools6
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit, LeaseFile
 from mnigs.server.machine import GatewayCore, makeGateway
@@ -184,7 +185,7 @@ class GatewayService(MultiService):
         admissions = []
         for lease in self.book.live():
             try:
-                admissions.append(self.methods[lease.method].admission(lease))
+                admissions.extend(self.methods[lease.method].admissions(lease))
             except (KeyError, TypeError, ValueError) as e:
                 log.warn("dropping restored lease {lease} ({method}): no usable origin ({error!r})",
                          lease=lease.id, method=lease.method, error=e)
@@ -198,7 +199,7 @@ class GatewayService(MultiService):
         admissions = self.restoredAdmissions()
         replyPorts = [port for method in self.methods.values() for port in method.udpPorts()]
         tunnels = [name for method in self.methods.values() for name in method.tunnelInterfaces()]
-        yield self.access.install(admissions, replyPorts, tunnels)
+        yield self.access.install(admissions, replyPorts, tunnels, routedPools6(self.config))
         yield self.registry.startMethods()
         self.poolRouting.install(
             [pool for method in self.methods.values() for pool in method.tunnelPools()])

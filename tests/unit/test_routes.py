@@ -35,8 +35,9 @@ class Kernel:
 
     def __init__(self):
         self.links = {1: "lo", 2: "eth0", 3: "wg-mnigs"}
-        self.rules = [(0, 255), (32766, MAIN), (32767, 253)]  # (priority, table)
-        self.suppressed = set()  # priorities with suppress_prefixlength 0
+        self.rules = [(0, 255), (32766, MAIN), (32767, 253)]  # IPv4 (priority, table)
+        self.rules6 = [(0, 255), (32766, MAIN)]  # IPv6 (priority, table)
+        self.suppressed = set()  # (family, priority) with suppress_prefixlength 0
         self.routes = {}  # table -> [route dict]
         self.lookups = {}  # destination -> (oif or None) for route get
         self.opened = 0
@@ -55,24 +56,34 @@ class FakeIPRoute:
     def __exit__(self, *exc):
         self.kernel.closed += 1
 
-    def get_rules(self, family=None):
+    def _rules(self, family):
+        return self.kernel.rules6 if family == socket.AF_INET6 else self.kernel.rules
+
+    def get_rules(self, family=socket.AF_INET):
         return [Message({"FRA_PRIORITY": priority or None, "FRA_TABLE": table},
-                        table=table if table < 256 else 252, family=socket.AF_INET)
-                for priority, table in self.kernel.rules]
+                        table=table if table < 256 else 252, family=family)
+                for priority, table in self._rules(family)]
 
     def rule(self, command, family, priority, table, suppress_prefixlen=None):
+        rules = self._rules(family)
         if command == "add":
-            self.kernel.rules.append((priority, table))
+            rules.append((priority, table))
             if suppress_prefixlen == 0:
-                self.kernel.suppressed.add(priority)
+                self.kernel.suppressed.add((family, priority))
         elif command == "del":
-            if self.kernel.failDeletes or (priority, table) not in self.kernel.rules:
+            if self.kernel.failDeletes or (priority, table) not in rules:
                 raise NetlinkError(2, "No such file or directory")
-            self.kernel.rules.remove((priority, table))
-            self.kernel.suppressed.discard(priority)
+            rules.remove((priority, table))
+            self.kernel.suppressed.discard((family, priority))
 
     def flush_routes(self, table, family):
-        self.kernel.routes.pop(table, None)
+        version = 6 if family == socket.AF_INET6 else 4
+        kept = [r for r in self.kernel.routes.get(table, [])
+                if ipaddress.ip_network(r["dst"]).version != version]
+        if kept:
+            self.kernel.routes[table] = kept
+        else:
+            self.kernel.routes.pop(table, None)
 
     def link_lookup(self, ifname):
         return [index for index, name in self.kernel.links.items() if name == ifname]
@@ -85,6 +96,7 @@ class FakeIPRoute:
         if command == "replace":
             routes = self.kernel.routes.setdefault(spec["table"], [])
             routes[:] = [r for r in routes if r["dst"] != spec["dst"]]
+            spec.pop("family", None)
             routes.append(spec)
             return []
         if command == "get":
@@ -113,12 +125,61 @@ class PolicyRoutingTests(SynchronousTestCase):
     def ours(self):
         return [rule for rule in self.kernel.rules if rule[0] in (PRIORITY, PRIORITY + 1)]
 
+    def ours6(self):
+        return [rule for rule in self.kernel.rules6 if rule[0] in (PRIORITY, PRIORITY + 1)]
+
+    def routes6(self):
+        return [r for r in self.kernel.routes.get(TABLE, [])
+                if ipaddress.ip_network(r["dst"]).version == 6]
+
+    def test_installWithIPv6PointsBothFamiliesAtTheTunnel(self):
+        """
+        IPv6 egress: ::/0 from the inner address through the tunnel, behind
+        the same two rules in IPv6, and the mesh's IPv6 space thrown back
+        to the rules after ours.
+        """
+        self.routing.install("wg-mnigs", source6="fd64::7")
+        self.assertEqual(self.kernel.routes[TABLE], [
+            {"dst": "0.0.0.0/0", "table": TABLE, "oif": 3},
+            {"dst": "200::/7", "table": TABLE, "type": 9},
+            {"dst": "fc00::/8", "table": TABLE, "type": 9},
+            {"dst": "::/0", "table": TABLE, "oif": 3, "prefsrc": "fd64::7"}])
+        self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+        self.assertEqual(self.ours6(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+        self.assertEqual(self.kernel.suppressed, {(socket.AF_INET, PRIORITY),
+                                                  (socket.AF_INET6, PRIORITY)})
+
+    def test_installWithoutIPv6RemovesAPreviousGatewaysIPv6(self):
+        """
+        Failing over from a gateway with IPv6 egress to one without: no
+        IPv6 route or rule of mnigs's is left, the IPv4 ones are.
+        """
+        self.routing.install("wg-mnigs", source6="fd64::7")
+        self.routing.install("eth0", gateway="10.0.0.1")
+        self.assertEqual(self.ours6(), [])
+        self.assertEqual(self.routes6(), [])
+        self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+
+    def test_installRefusesAnIPv6SourceThatIsNotOne(self):
+        self.assertRaises(ValueError, self.routing.install, "wg-mnigs", source6="10.0.0.1")
+        self.assertRaises(ValueError, self.routing.install, "wg-mnigs", source6="fd64::7; rm")
+        self.assertEqual(self.routes6(), [])
+        self.assertEqual(self.ours6(), [])
+
+    def test_clearRemovesBothFamilies(self):
+        self.routing.install("wg-mnigs", source6="fd64::7")
+        self.routing.clear()
+        self.assertEqual((self.ours(), self.ours6()), ([], []))
+        self.assertNotIn(TABLE, self.kernel.routes)
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
     def test_installPointsTheTableAtTheTunnelBehindTwoRules(self):
         self.routing.install("wg-mnigs")
         self.assertEqual(self.kernel.routes[TABLE],
                          [{"dst": "0.0.0.0/0", "table": TABLE, "oif": 3}])
         self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
-        self.assertEqual(self.kernel.suppressed, {PRIORITY})
+        self.assertEqual(self.kernel.suppressed, {(socket.AF_INET, PRIORITY)})
+        self.assertEqual(self.ours6(), [])
         self.assertEqual(self.kernel.opened, self.kernel.closed)
 
     def test_installAgainReplacesTheRouteAndKeepsTheRules(self):

@@ -1,0 +1,303 @@
+"""
+IPv6 egress through WireGuard (issue 15): the pool both sides accept
+(L{mnigs.methods.inet6}), the gateway's inner IPv6 address per lease and
+its gate admissions, the offer's C{pool6} and the client's checks of a
+lease against it (hostile gateways), the server's configuration errors
+and the gate's unmasqueraded routed pools.  The kernel's side is in
+tests.mesh.test_ipv6.
+"""
+
+import ipaddress
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mnigs.client.config import loadClientConfig
+from mnigs.daemon.config import ConfigError
+from mnigs.methods import inet6
+from mnigs.methods.wireguard import WireGuardClient, WireGuardGateway, checkLeaseConfig, kernelHasIPv6
+from mnigs.protocol import GATEWAY_FULL, OfferRejected, RPCError, verifyOffer
+from mnigs.server.config import loadServerConfig, routedPools6
+from mnigs.server.leases import Lease
+from mnigs.system.admission import Admission
+from mnigs.system.nft import tableScript
+from mnigs.wireguard.uapi import generatePrivateKey, publicKey
+from tests.unit.test_config import ConfigFileTestCase, ServerConfigTests
+from tests.unit.test_gatemethods import FakeDevice, RecordingAccess, lease
+from tests.unit.test_protocol import makeOffer
+
+ip = ipaddress.ip_address
+net = ipaddress.ip_network
+POOL6 = "fd64:6d6e:6967::/64"
+GW_KEY = publicKey(generatePrivateKey())
+
+
+class PoolTests(SynchronousTestCase):
+    def test_aUniqueLocalOrGlobalPrefixIsAPool(self):
+        self.assertEqual(inet6.pool6(POOL6), net(POOL6))
+        self.assertEqual(inet6.pool6("2001:db8:1::/48"), net("2001:db8:1::/48"))
+        self.assertEqual(inet6.gatewayAddress6(net(POOL6)), ip("fd64:6d6e:6967::1"))
+
+    def test_whatIsNeverAPool(self):
+        for value, reason in (
+                ("100.64.0.0/24", "not an IPv6 network"),
+                ("fd64::1/64", "not a network"),          # host bits set
+                ("fd64::/40", "/48 to /126"),
+                ("fd64::/127", "/48 to /126"),
+                ("200:1::/64", "overlaps 200::/7"),       # Yggdrasil
+                ("fc00:1::/64", "overlaps fc00::/8"),     # cjdns
+                ("fe80::/64", "overlaps fe80::/10"),
+                ("ff02::/64", "overlaps ff00::/8"),
+                ("::ffff:0:0/96", "overlaps ::/8"),        # IPv4-mapped
+                ("64:ff9b::/96", "overlaps ::/8"),        # NAT64
+                ("fd64::/64 ", "not a network"),
+                (7, "written as text")):
+            error = self.assertRaises(ValueError, inet6.pool6, value)
+            self.assertIn(reason, str(error), value)
+
+
+def config6(address6="fd64:6d6e:6967::2/128", gateway6="fd64:6d6e:6967::1"):
+    return {"address": "100.64.0.2/32", "gateway_address": "100.64.0.1",
+            "peer_public_key": GW_KEY, "endpoint": "10.99.0.5:51820", "dns": [],
+            "address6": address6, "gateway_address6": gateway6}
+
+
+class LeaseAddressTests(SynchronousTestCase):
+    def test_aLeaseWithinTheOfferedPool(self):
+        self.assertEqual(inet6.leaseAddresses6(config6(), net(POOL6)),
+                         (ip("fd64:6d6e:6967::2"), ip("fd64:6d6e:6967::1")))
+
+    def test_aLeaseWithoutIPv6(self):
+        self.assertEqual(inet6.leaseAddresses6({"address": "100.64.0.2/32"}, None), (None, None))
+        self.assertEqual(inet6.leaseAddresses6({"address": "100.64.0.2/32"}, net(POOL6)),
+                         (None, None))
+
+    def test_hostileLeasesAreRefused(self):
+        for config, pool, reason in (
+                (config6(), None, "names no pool6"),
+                (config6(address6="2001:db8::2/128"), net(POOL6), "not a host of the offered pool6"),
+                (config6(address6="200::2/128"), net(POOL6), "not a host"),      # a mesh address
+                (config6(address6="fd64:6d6e:6967::/128"), net(POOL6), "not a host"),
+                (config6(gateway6="fd64:1::1"), net(POOL6), "gateway_address6"),
+                (config6(address6="fd64:6d6e:6967::2/64"), net(POOL6), "an IPv6 /128"),
+                (config6(address6="100.64.0.9/32"), net(POOL6), "an IPv6 /128"),
+                (config6(gateway6="100.64.0.1"), net(POOL6), "must be an IPv6 address"),
+                (config6(address6="fd64:6d6e:6967::1/128"), net(POOL6), "the gateway's own"),
+                (config6(address6=None), net(POOL6), "must both be text"),
+                (config6(address6=["fd64::2"]), net(POOL6), "must both be text"),
+                (config6(address6="fd64:6d6e:6967::2%eth0/128"), net(POOL6), "without a zone"),
+                (config6(gateway6="fd64:6d6e:6967::1%1"), net(POOL6), "without a zone")):
+            error = self.assertRaises(ValueError, inet6.leaseAddresses6, config, pool)
+            self.assertIn(reason, str(error), config)
+
+
+def gateway(pool6=POOL6, pool="100.64.0.0/24"):
+    access = RecordingAccess()
+    method = WireGuardGateway(FakeDevice(), access, GW_KEY, net(pool), 51820,
+                              pool6=net(pool6) if pool6 else None)
+    return method, access
+
+
+def wgLease(leaseId="aaaa"):
+    return lease("wireguard", params={"public_key": publicKey(generatePrivateKey())},
+                 leaseId=leaseId)
+
+
+class GatewayTests(SynchronousTestCase):
+    def test_aLeaseGetsAnInnerIPv6AddressAndBothAreAdmitted(self):
+        method, access = gateway()
+        fresh = wgLease()
+        fresh.config = method.allocate(fresh, [], "10.251.0.3")
+        self.assertEqual((fresh.config["address6"], fresh.config["gateway_address6"]),
+                         ("fd64:6d6e:6967::2/128", "fd64:6d6e:6967::1"))
+        self.successResultOf(method.grant(fresh))
+        [([peer], [])] = method.device.peers
+        self.assertEqual([str(n) for n in peer.allowed_ips],
+                         ["100.64.0.2/32", "fd64:6d6e:6967::2/128"])
+        self.successResultOf(method.revoke(fresh))
+        v4, v6 = Admission(ip("100.64.0.2"), "mw0"), Admission(ip("fd64:6d6e:6967::2"), "mw0")
+        self.assertEqual(access.calls, [("allow", v4), ("allow", v6), ("deny", v4), ("deny", v6)])
+
+    def test_theOfferAndThePoolRoutesNameThePool(self):
+        method, _ = gateway()
+        self.assertEqual(method.offerEntry("10.99.0.5")["pool6"], POOL6)
+        self.assertEqual(method.tunnelPools(), ((net("100.64.0.0/24"), "mw0"),
+                                                (net(POOL6), "mw0")))
+        self.assertEqual(method.describe()["pool6"], POOL6)
+
+    def test_withoutAPoolNothingIPv6(self):
+        method, access = gateway(pool6=None)
+        fresh = wgLease()
+        fresh.config = method.allocate(fresh, [], "10.251.0.3")
+        self.assertNotIn("address6", fresh.config)
+        self.assertNotIn("pool6", method.offerEntry("10.99.0.5"))
+        self.assertEqual(method.tunnelPools(), ((net("100.64.0.0/24"), "mw0"),))
+        self.assertEqual(method.admissions(fresh), (Admission(ip("100.64.0.2"), "mw0"),))
+
+    def test_aRestoredLeaseKeepsItsAddressAndTheNextGetsAnother(self):
+        method, _ = gateway()
+        first = wgLease("aaaa")
+        first.config = method.allocate(first, [], "10.251.0.3")
+        restored = Lease.fromRecord(first.record())
+        method, _ = gateway()
+        self.successResultOf(method.start([restored]))
+        self.assertEqual(method.admissions(restored)[1], Admission(ip("fd64:6d6e:6967::2"), "mw0"))
+        second = wgLease("bbbb")
+        second.config = method.allocate(second, [restored], "10.251.0.3")
+        self.assertEqual(second.config["address6"], "fd64:6d6e:6967::3/128")
+
+    def test_aLeaseRestoredAfterIPv6WasSwitchedOffIsAdmittedOnIPv4Only(self):
+        method, _ = gateway()
+        first = wgLease()
+        first.config = method.allocate(first, [], "10.251.0.3")
+        method, _ = gateway(pool6=None)
+        self.assertEqual(method.admissions(first), (Admission(ip("100.64.0.2"), "mw0"),))
+
+    def test_aFullIPv6PoolGivesBackTheIPv4Address(self):
+        method, _ = gateway(pool6="fd64::/126")  # room for ::2 and ::3
+        leases = []
+        for leaseId in ("aaaa", "bbbb"):
+            fresh = wgLease(leaseId)
+            fresh.config = method.allocate(fresh, list(leases), "10.251.0.3")
+            leases.append(fresh)
+        error = self.assertRaises(RPCError, method.allocate, wgLease("cccc"), leases, "10.251.0.3")
+        self.assertEqual(error.code, GATEWAY_FULL)
+        self.assertIn("IPv6", error.message)
+        self.assertIsNone(method._addresses.owner(ip("100.64.0.4")))
+
+
+class OfferTests(SynchronousTestCase):
+    def entry(self, **extra):
+        return dict({"type": "wireguard", "endpoint": "10.99.0.5:51820",
+                     "public_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}, **extra)
+
+    def test_anOfferedPoolIsKept(self):
+        offer, _ = makeOffer(methods=[self.entry(pool6=POOL6)])
+        self.assertEqual(verifyOffer(offer).method("wireguard")["pool6"], POOL6)
+
+    def test_anOfferWithoutAPoolIsAsBefore(self):
+        offer, _ = makeOffer(methods=[self.entry()])
+        self.assertNotIn("pool6", verifyOffer(offer).method("wireguard"))
+
+    def test_aHostilePoolMakesTheOfferInvalid(self):
+        for pool in ("::/0", "200::/7", "fc00::/64", "fe80::/64", "100.64.0.0/24", 64, None,
+                     "x" * 100):
+            offer, _ = makeOffer(methods=[self.entry(pool6=pool)])
+            error = self.assertRaises(OfferRejected, verifyOffer, offer)
+            self.assertIn("wireguard method", str(error), pool)
+
+
+class ClientCheckTests(SynchronousTestCase):
+    def client(self, ipv6=True):
+        return WireGuardClient(None, "mc0", generatePrivateKey(), routing=None, ipv6=ipv6)
+
+    def entry(self, pool6=POOL6):
+        entry = {"type": "wireguard", "endpoint": "10.99.0.5:51820", "public_key": GW_KEY}
+        if pool6:
+            entry["pool6"] = pool6
+        return entry
+
+    def test_aLeaseThatAgreesWithTheOffer(self):
+        self.client().checkAgainstOffer(self.entry(), config6())
+        self.client().checkAgainstOffer(self.entry(), {"peer_public_key": GW_KEY})
+        self.client().checkAgainstOffer(self.entry(pool6=None), {"peer_public_key": GW_KEY})
+
+    def test_aLeaseWhoseIPv6DisagreesWithTheOfferIsRefused(self):
+        for entry, config, reason in (
+                (self.entry(), config6(address6="fd99::2/128"), "not a host of the offered pool6"),
+                (self.entry(pool6=None), config6(), "names no pool6"),
+                (self.entry(), config6(gateway6=None), "must both be text")):
+            for ipv6 in (True, False):  # a lie is a lie, used or not
+                error = self.assertRaises(ValueError, self.client(ipv6).checkAgainstOffer,
+                                          entry, config)
+                self.assertIn(reason, str(error))
+
+    def test_theCheckedConfigCarriesTheIPv6Addresses(self):
+        checked = checkLeaseConfig(config6())
+        self.assertEqual((checked["address6"], checked["gateway_address6"]),
+                         ("fd64:6d6e:6967::2/128", "fd64:6d6e:6967::1"))
+        self.assertNotIn("address6", checkLeaseConfig(dict(config6(), address6=None,
+                                                           gateway_address6=None)))
+
+    def test_kernelHasIPv6(self):
+        path = self.mktemp()
+        for text, expected in (("0\n", True), ("1\n", False)):
+            with open(path, "w") as f:
+                f.write(text)
+            self.assertEqual(kernelHasIPv6(path), expected)
+        self.assertFalse(kernelHasIPv6(path + ".missing"))
+
+
+SERVER = """
+[uplink]
+interface = "up0"
+[methods.wireguard]
+"""
+
+
+class ConfigTests(ConfigFileTestCase):
+    assertConfigError = ServerConfigTests.assertConfigError
+
+    def test_ipv6IsOffByDefault(self):
+        config = loadServerConfig(self.write(SERVER))
+        self.assertIsNone(config.methods.wireguard.pool6)
+        self.assertTrue(config.methods.wireguard.nat6)
+        self.assertEqual(routedPools6(config), [])
+
+    def test_aPoolAndWhetherItIsRouted(self):
+        config = loadServerConfig(self.write(SERVER + f'pool6 = "{POOL6}"\n'))
+        self.assertEqual(config.methods.wireguard.pool6, net(POOL6))
+        self.assertEqual(routedPools6(config), [])
+        config = loadServerConfig(self.write(SERVER + 'pool6 = "2001:db8:5::/64"\nnat6 = false\n'))
+        self.assertEqual(routedPools6(config), [net("2001:db8:5::/64")])
+        config = loadServerConfig(self.write(
+            SERVER + 'enabled = false\npool6 = "2001:db8:5::/64"\nnat6 = false\n'
+            + '[methods.forward]\n'))
+        self.assertEqual(routedPools6(config), [])
+
+    def test_badPoolsNameTheKeyAndTheReason(self):
+        self.assertConfigError(SERVER + 'pool6 = "100.64.8.0/24"\n', "methods.wireguard.pool6",
+                               "not an IPv6 network")
+        self.assertConfigError(SERVER + 'pool6 = "200:1::/64"\n', "methods.wireguard.pool6",
+                               "overlaps 200::/7")
+        self.assertConfigError(SERVER + 'pool6 = "fd64::/32"\n', "methods.wireguard.pool6",
+                               "/48 to /126")
+        self.assertConfigError(SERVER + 'pool6 = "fd64::1/64"\n', "methods.wireguard.pool6",
+                               "host bits set")
+        self.assertConfigError(SERVER + 'nat6 = "yes"\n', "methods.wireguard.nat6", "true/false")
+
+    def test_theIPv4PoolIsStillIPv4(self):
+        self.assertConfigError(SERVER + f'pool = "{POOL6}"\n', "methods.wireguard.pool",
+                               "must be an IPv4 network")
+
+    def test_theClientCanIgnoreIPv6(self):
+        path = self.write("[methods.wireguard]\nipv6 = false\n")
+        self.assertFalse(loadClientConfig(path).methods.wireguard.ipv6)
+        self.assertTrue(loadClientConfig(self.write("")).methods.wireguard.ipv6)
+        e = self.assertRaises(ConfigError, loadClientConfig,
+                              self.write("[methods.wireguard]\nipv6 = 1\n"))
+        self.assertEqual(e.key, "methods.wireguard.ipv6")
+
+
+class GateTests(SynchronousTestCase):
+    def test_aRoutedPoolIsNotMasqueraded(self):
+        script = tableScript("mnigs", "up0", [], routed6=[net("2001:db8:5::/64")])
+        lines = [line.strip() for line in script.splitlines()]
+        accept = lines.index('oifname "up0" ip6 saddr { 2001:db8:5::/64 } accept')
+        self.assertEqual(lines[accept + 1], 'oifname "up0" ip6 saddr @clients6 masquerade')
+
+    def test_withoutRoutedPoolsEverythingIsMasqueraded(self):
+        self.assertNotIn("accept\n\t\toifname \"up0\" ip6 saddr @clients6 masquerade",
+                         tableScript("mnigs", "up0", []))
+
+    def test_onlyIPv6NetworksAreRoutedPools(self):
+        self.assertRaises(TypeError, tableScript, "mnigs", "up0", [], routed6=["2001:db8::/64"])
+        self.assertRaises(TypeError, tableScript, "mnigs", "up0", [],
+                          routed6=[net("100.64.0.0/24")])
+
+
+class SampleTests(SynchronousTestCase):
+    def test_theSamplesSayIPv6IsOff(self):
+        top = os.path.join(os.path.dirname(__file__), "..", "..", "etc")
+        config = loadServerConfig(os.path.join(top, "mnigs-server.toml"))
+        self.assertIsNone(config.methods.wireguard.pool6)
