@@ -438,6 +438,9 @@ class WireGuardClient:
 
         config = checkLeaseConfig(lease.get("config"))
         address6 = config.get("address6") if self.ipv6 and kernelHasIPv6() else None
+        if address6 is None:  # not used: not shown either
+            config.pop("address6", None)
+            config.pop("gateway_address6", None)
         device = WireGuardDevice(self.reactor, self.ifname, self.privateKey,
                                  address=config["address"], address6=address6,
                                  implementation=self.implementation, logPath=self.logPath)

@@ -1,0 +1,137 @@
+"""
+IPv6 egress through WireGuard with real daemons (issue 15): babeld, two
+mnigs-server gateways whose uplinks carry IPv6 (L{Mesh.internet} with
+C{ipv6=True}: the internet's IPv6 host is 2001:db8:ffff::1, and it routes
+back only to the uplink's /64), and mnigs-client.  What the internet host
+sees is read from its side (L{tests.mesh.tcpseen}); nothing is mocked.
+
+The topology builders are the harness's (L{Mesh.nearAndFarGateway},
+L{Mesh.clientNextToGateway}, both with C{ipv6=True}); a gateway offers
+IPv6 with C{methods.wireguard.pool6} (L{tests.mesh.ipv6net.ipv6Gateway}),
+and L{tests.mesh.ipv6net} has the checks.
+"""
+
+import time
+
+from mnigs.client.routes import routingSnapshot
+from tests.mesh.daemontest import DaemonMeshTestCase
+from tests.mesh.harness import INTERNET_HOST, INTERNET_HOST6, waitUntil
+from tests.mesh.ipv6net import (
+    UPLINK6,
+    addresses6,
+    ipv6Gateway,
+    mnigsRules6,
+    ping6,
+    routeDevice,
+    seenFrom,
+    serveSeen,
+    tableRoutes6,
+)
+from tests.mesh.test_client import silence
+
+
+class IPv6EgressTests(DaemonMeshTestCase):
+
+    def test_ipv6ThroughWireGuardAndAcrossAFailover(self):
+        """
+        client - r1 - gwA, r1 - r2 - gwB, both offering IPv6 egress from
+        their own pool: the client reaches the internet's IPv6 host through
+        its tunnel (ping and TCP), seen there from the gateway's uplink
+        address (NAT66); when gwA goes silent it moves to gwB and reaches
+        the IPv6 host again through the new tunnel, from an address of
+        gwB's pool.
+        """
+        client, gwA, gwB = self.mesh.nearAndFarGateway(ipv6=True)
+        self.gateway(gwA, **ipv6Gateway("fd64:a::/64"))
+        self.gateway(gwB, **ipv6Gateway("fd64:b::/64"))
+        for gw in (gwA, gwB):
+            serveSeen(gw.internet)
+        c = self.clientProcess(client).start()
+        status = c.waitState("online", 30, gateway="gwA")
+        self.assertEqual(status["current"]["address6"], "fd64:a::2/128")
+        self.assertEqual(addresses6(client, c.wgInterface), ["fd64:a::2"])
+        self.assertEqual(routeDevice(client, INTERNET_HOST6), c.wgInterface)
+        waitUntil(lambda: ping6(client), 10, message="ping6 through gwA")
+        self.assertEqual(waitUntil(lambda: seenFrom(client), 10, message="TCP over IPv6 via gwA"),
+                         UPLINK6)
+        self.assertTrue(client.ping(INTERNET_HOST))
+
+        silence(gwA)
+        died = time.monotonic()
+        c.waitState("online", 30, gateway="gwB")
+        self.assertEqual(addresses6(client, c.wgInterface), ["fd64:b::2"])
+        waitUntil(lambda: ping6(client, timeout=0.5), 10, message="ping6 through gwB")
+        self.assertLess(time.monotonic() - died, 15)  # as over IPv4 (test_client)
+        self.assertEqual(waitUntil(lambda: seenFrom(client), 10, message="TCP over IPv6 via gwB"),
+                         UPLINK6)
+        self.assertEqual(routeDevice(client, INTERNET_HOST6), c.wgInterface)
+        # The mesh's own IPv6 space never takes the tunnel.
+        self.assertNotEqual(routeDevice(client, "200::1"), c.wgInterface)
+        self.assertNotEqual(routeDevice(client, "fc00::1"), c.wgInterface)
+
+    def test_anIPv4OnlyGatewayGivesAnIPv6ClientIPv4Only(self):
+        """
+        A gateway without pool6 (its uplink has IPv6, it offers none):
+        the client is online over IPv4, with no IPv6 route or rule of
+        mnigs's and no inner IPv6 address, and says nothing about it.
+        """
+        client, gw = self.mesh.clientNextToGateway(ipv6=True)
+        self.gateway(gw)
+        c = self.clientProcess(client).start()
+        status = c.waitState("online", 30, gateway="gw")
+        self.assertNotIn("address6", status["current"])
+        self.assertTrue(client.ping(INTERNET_HOST))
+        self.assertEqual((mnigsRules6(client), tableRoutes6(client)), ([], []))
+        self.assertEqual(addresses6(client, c.wgInterface), [])
+        self.assertFalse(ping6(client, timeout=0.5))
+        with open(c.logPath) as f:
+            log = f.read()
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("IPv6", log)
+
+    def test_aClientThatIgnoresIPv6OnAnIPv6Gateway(self):
+        """
+        The reverse: C{methods.wireguard.ipv6 = false} on the client, as a
+        client from before IPv6 egress: the lease's IPv6 is not used.
+        """
+        client, gw = self.mesh.clientNextToGateway(ipv6=True)
+        self.gateway(gw, **ipv6Gateway("fd64:6d6e:6967::/64"))
+        c = self.clientProcess(client, methods={"wireguard": {"ipv6": False}}).start()
+        status = c.waitState("online", 30, gateway="gw")
+        self.assertNotIn("address6", status["current"])
+        self.assertTrue(client.ping(INTERNET_HOST))
+        self.assertEqual((mnigsRules6(client), tableRoutes6(client)), ([], []))
+        self.assertEqual(addresses6(client, c.wgInterface), [])
+
+    def test_stopRemovesEverythingIPv6(self):
+        """
+        Online with IPv6 egress, the client has its IPv6 rules, its ::/0
+        and its inner address; after stop the routing of both families is
+        exactly what it was.
+        """
+        client, gw = self.mesh.clientNextToGateway(ipv6=True)
+        self.gateway(gw, **ipv6Gateway("fd64:6d6e:6967::/64"))
+        before = routingSnapshot(client.ns)
+        c = self.clientProcess(client).start()
+        c.waitState("online", 30, gateway="gw")
+        self.assertEqual(len(mnigsRules6(client)), 2)
+        self.assertIn(("::", 0), tableRoutes6(client))
+        self.assertTrue(waitUntil(lambda: ping6(client), 10, message="ping6 through gw"))
+        c.stop()
+        self.assertEqual(routingSnapshot(client.ns), before)
+        self.assertEqual((mnigsRules6(client), tableRoutes6(client)), ([], []))
+
+    def test_aRoutedPrefixLeavesUnmasqueraded(self):
+        """
+        C{nat6 = false}: the pool is routed to the gateway (here by the
+        internet node), and the internet host sees the client's own inner
+        address.
+        """
+        client, gw = self.mesh.clientNextToGateway(ipv6=True)
+        self.mesh.routeToGateway6(gw, "2001:db8:5::/64")
+        self.gateway(gw, **ipv6Gateway("2001:db8:5::/64", nat6=False))
+        serveSeen(gw.internet)
+        c = self.clientProcess(client).start()
+        c.waitState("online", 30, gateway="gw")
+        self.assertEqual(waitUntil(lambda: seenFrom(client), 10, message="TCP over IPv6"),
+                         "2001:db8:5::2")
