@@ -118,14 +118,15 @@ class WireGuardGateway:
 
     def _address6(self, lease):
         """
-        The lease's inner IPv6 address, if it has one and this gateway
-        still offers IPv6 (a lease restored after pool6 was switched off
+        The lease's inner IPv6 address, if it has one in this gateway's
+        pool6 (a lease restored after pool6 was switched off or changed
         keeps only its IPv4).
         """
         text = lease.config.get("address6")
         if text is None or self.pool6 is None:
             return None
-        return ipaddress.ip_interface(text).ip
+        address = ipaddress.ip_interface(text).ip
+        return address if address in self.pool6 else None
 
     def admissions(self, lease):
         address6 = self._address6(lease)
@@ -200,7 +201,7 @@ class WireGuardGateway:
         self._addresses6.reset()
         for lease in leases:
             address6 = self._address6(lease)
-            if address6 is not None and address6 in self.pool6:
+            if address6 is not None:
                 self._addresses6.reserve(address6, lease.id)
 
     def _release(self, lease):

@@ -201,8 +201,9 @@ class GatewayService(MultiService):
         tunnels = [name for method in self.methods.values() for name in method.tunnelInterfaces()]
         yield self.access.install(admissions, replyPorts, tunnels, routedPools6(self.config))
         yield self.registry.startMethods()
-        self.poolRouting.install(
-            [pool for method in self.methods.values() for pool in method.tunnelPools()])
+        pools = [pool for method in self.methods.values() for pool in method.tunnelPools()]
+        self.poolRouting.install(pools)
+        self._checkIPv6Uplink(pools)
         self.gateway.started()
         self.listeners.setServiceParent(self)
         self.uplink.start()
@@ -210,6 +211,21 @@ class GatewayService(MultiService):
         log.info("gateway {name} ({gid}) serving with methods {names}",
                  name=self.config.server.name, gid=self.offers.gatewayId,
                  methods=sorted(self.methods), names=", ".join(sorted(self.methods)))
+
+    def _checkIPv6Uplink(self, pools):
+        # IPv6 egress with no IPv6 way out: clients would route their IPv6
+        # into the tunnel and get unreachables back.  Said, not refused:
+        # the uplink's IPv6 may come later (router advertisements).
+        if not any(network.version == 6 for network, _ in pools):
+            return
+        try:
+            present = self.netlink.defaultRouteVia(6) is not None
+        except Exception:
+            log.failure("could not look for an IPv6 default route")
+            return
+        if not present:
+            log.warn("an IPv6 pool (pool6) is offered but there is no IPv6 default route: "
+                     "clients' IPv6 gets no further than this gateway until there is one")
 
     def reloader(self):
         from mnigs.daemon.reload import Reloader

@@ -344,7 +344,8 @@ class IPv6Tests(GateMesh):
         from its own link (the gate drops it); then, holding a lease of its
         own, from inside its tunnel (WireGuard's allowed-ips drops it).
         None of it arrives at the internet's IPv6 host, while both tunnels
-        carry their own IPv6 traffic there, masqueraded.
+        carry their own IPv6 traffic there, masqueraded, before and after
+        a gateway restart.
         """
         from tests.mesh.test_gateway import HandMadeWireGuard
 
@@ -379,3 +380,11 @@ class IPv6Tests(GateMesh):
         self.assertNothingArrived(inTunnel, "another peer's inner IPv6 address inside the tunnel")
         self.assertEqual(onWireGuard.packets(inTunnel), 0, "wireguard-go passed them on")
         self.assertGreater(onWireGuard.packets(thiefPort), 0)
+
+        # A restart rebuilds the same gate, IPv6 included, from the lease
+        # file, and the tunnels go on carrying IPv6.
+        before = self.gateSets()
+        self.gateway.stop()
+        self.gateway.start(timeout=40)
+        self.assertEqual(self.gateSets(), before, "a restart changed the gate")
+        self.controlGetsThrough(self.victim, victimPort, host=host)

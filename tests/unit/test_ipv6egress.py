@@ -22,7 +22,7 @@ from mnigs.server.leases import Lease
 from mnigs.system.admission import Admission
 from mnigs.system.nft import tableScript
 from mnigs.wireguard.uapi import generatePrivateKey, publicKey
-from tests.unit.test_config import ConfigFileTestCase, ServerConfigTests
+from tests.unit import test_config
 from tests.unit.test_gatemethods import FakeDevice, RecordingAccess, lease
 from tests.unit.test_protocol import makeOffer
 
@@ -146,12 +146,14 @@ class GatewayTests(SynchronousTestCase):
         second.config = method.allocate(second, [restored], "10.251.0.3")
         self.assertEqual(second.config["address6"], "fd64:6d6e:6967::3/128")
 
-    def test_aLeaseRestoredAfterIPv6WasSwitchedOffIsAdmittedOnIPv4Only(self):
+    def test_aLeaseRestoredAfterIPv6WasSwitchedOffOrMovedIsAdmittedOnIPv4Only(self):
         method, _ = gateway()
         first = wgLease()
         first.config = method.allocate(first, [], "10.251.0.3")
-        method, _ = gateway(pool6=None)
-        self.assertEqual(method.admissions(first), (Admission(ip("100.64.0.2"), "mw0"),))
+        for pool6 in (None, "fd64:1::/64"):
+            method, _ = gateway(pool6=pool6)
+            self.assertEqual(method.admissions(first), (Admission(ip("100.64.0.2"), "mw0"),))
+            self.assertEqual([str(n) for n in method._peer(first).allowed_ips], ["100.64.0.2/32"])
 
     def test_aFullIPv6PoolGivesBackTheIPv4Address(self):
         method, _ = gateway(pool6="fd64::/126")  # room for ::2 and ::3
@@ -235,8 +237,8 @@ interface = "up0"
 """
 
 
-class ConfigTests(ConfigFileTestCase):
-    assertConfigError = ServerConfigTests.assertConfigError
+class ConfigTests(test_config.ConfigFileTestCase):
+    assertConfigError = test_config.ServerConfigTests.assertConfigError
 
     def test_ipv6IsOffByDefault(self):
         config = loadServerConfig(self.write(SERVER))
@@ -297,7 +299,42 @@ class GateTests(SynchronousTestCase):
 
 
 class SampleTests(SynchronousTestCase):
-    def test_theSamplesSayIPv6IsOff(self):
-        top = os.path.join(os.path.dirname(__file__), "..", "..", "etc")
-        config = loadServerConfig(os.path.join(top, "mnigs-server.toml"))
-        self.assertIsNone(config.methods.wireguard.pool6)
+    @staticmethod
+    def sample(name="mnigs-server.toml"):
+        return os.path.join(os.path.dirname(__file__), "..", "..", "etc", name)
+
+    def test_theSamplesSayIPv6IsOffOnTheGatewayAndUsedOnTheClient(self):
+        self.assertIsNone(loadServerConfig(self.sample()).methods.wireguard.pool6)
+        self.assertTrue(loadClientConfig(self.sample("mnigs-client.toml")).methods.wireguard.ipv6)
+
+
+class UplinkWarningTests(SynchronousTestCase):
+    """
+    A gateway that offers a pool6 with no IPv6 default route says so at
+    start (and still serves).
+    """
+
+    def warnings(self, route, pools):
+        from twisted.logger import Logger
+
+        from mnigs.server import service
+
+        class Netlink:
+            def defaultRouteVia(self, family):
+                self.family = family
+                return route
+
+        events = []
+        self.patch(service, "log", Logger(observer=events.append))
+        gateway = service.GatewayService(None, loadServerConfig(SampleTests.sample()),
+                                         netlink=Netlink())
+        gateway._checkIPv6Uplink(pools)
+        return [e["log_format"] for e in events]
+
+    def test_noIPv6DefaultRouteIsSaid(self):
+        [warning] = self.warnings(None, [(net("100.64.0.0/22"), "wg0"), (net(POOL6), "wg0")])
+        self.assertIn("no IPv6 default route", warning)
+
+    def test_anIPv6DefaultRouteOrNoPool6IsQuiet(self):
+        self.assertEqual(self.warnings("a route", [(net(POOL6), "wg0")]), [])
+        self.assertEqual(self.warnings(None, [(net("100.64.0.0/22"), "wg0")]), [])
