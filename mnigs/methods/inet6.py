@@ -3,7 +3,8 @@
 IPv6 egress through a tunnel method, as both sides check it: the pool a
 gateway hands inner IPv6 addresses out of (its C{pool6} setting, named
 in its offer's method entry) and the lease's C{address6} and
-C{gateway_address6} (docs/protocol.md, "IPv6 egress").
+C{gateway_address6} (docs/protocol.md, "IPv6 egress"); and the gateway's
+bookkeeping of those addresses (L{LeasePool6}).
 
 The same rule holds on both sides, so that a gateway cannot be configured
 with a pool its clients would refuse: a pool is an IPv6 network of /48 to
@@ -87,3 +88,54 @@ def leaseAddresses6(config: dict, network: ipaddress.IPv6Network | None):
     if inner.ip == other:
         raise ValueError("address6 is the gateway's own address")
     return inner.ip, other
+
+
+class LeasePool6:
+    """
+    The gateway side of a method's IPv6 egress: one /128 of C{network}
+    (its pool6) per lease, beside the lease's IPv4 address and kept apart
+    from the IPv4 pool's bookkeeping, so that recounting one never loses
+    what a registration has just taken from the other.  Any tunnel method
+    with a pool6 uses one (only WireGuard does today).
+    """
+
+    def __init__(self, network: ipaddress.IPv6Network):
+        from mnigs.methods.pool import AddressPool  # the protocol's errors; keep this module light
+
+        self.network = network
+        self.gateway = gatewayAddress6(network)
+        self._addresses = AddressPool(network)
+
+    def of(self, lease) -> ipaddress.IPv6Address | None:
+        """
+        C{lease}'s inner IPv6 address if it has one in this pool (a lease
+        restored after pool6 was switched off or changed keeps only its
+        IPv4).
+        """
+        text = lease.config.get("address6")
+        if text is None:
+            return None
+        address = ipaddress.ip_interface(text).ip
+        return address if address in self.network else None
+
+    def take(self, lease, others) -> dict:
+        """
+        The lease config members of a new lease's IPv6 address (1001 when
+        the pool is full, after recounting it from C{others}, the other
+        live leases).
+        """
+        address = self._addresses.takeOrRecount(lease.id, lambda: self.rebuild(others), "IPv6")
+        return {"address6": f"{address}/128", "gateway_address6": str(self.gateway)}
+
+    def rebuild(self, leases) -> None:
+        """Forget what was handed out, then hold the addresses of C{leases}."""
+        self._addresses.reset()
+        for lease in leases:
+            address = self.of(lease)
+            if address is not None:
+                self._addresses.reserve(address, lease.id)
+
+    def release(self, lease) -> None:
+        address = self.of(lease)
+        if address is not None:
+            self._addresses.release(address, lease.id)

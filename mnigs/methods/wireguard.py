@@ -23,7 +23,7 @@ from zope.interface import implementer
 from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
-from mnigs.methods.inet6 import gatewayAddress6, leaseAddresses6
+from mnigs.methods.inet6 import LeasePool6, gatewayAddress6, leaseAddresses6
 from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
 from mnigs.protocol import (
@@ -79,11 +79,11 @@ class WireGuardGateway:
         self.gatewayAddress, _ = poolHosts(pool)
         # IPv6 egress (mnigs.methods.inet6): an inner /128 per lease too.
         self.pool6 = pool6
+        self._inner6 = LeasePool6(pool6) if pool6 is not None else None
         # Indexes of what allocate() handed out, so that a registration does
         # not scan every live lease; checked against the live leases
         # whenever they say "taken" or "full" (see _keyTaken, _rebuild).
         self._addresses = AddressPool(pool)
-        self._addresses6 = AddressPool(pool6) if pool6 is not None else None
         self._keys = {}
         self.port = port
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
@@ -117,16 +117,7 @@ class WireGuardGateway:
         return (self.device.ifname,)
 
     def _address6(self, lease):
-        """
-        The lease's inner IPv6 address, if it has one in this gateway's
-        pool6 (a lease restored after pool6 was switched off or changed
-        keeps only its IPv4).
-        """
-        text = lease.config.get("address6")
-        if text is None or self.pool6 is None:
-            return None
-        address = ipaddress.ip_interface(text).ip
-        return address if address in self.pool6 else None
+        return self._inner6.of(lease) if self._inner6 is not None else None
 
     def admissions(self, lease):
         address6 = self._address6(lease)
@@ -162,15 +153,12 @@ class WireGuardGateway:
                   "peer_public_key": self.publicKey,
                   "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
                   "dns": list(self.dns)}
-        if self._addresses6 is not None:
+        if self._inner6 is not None:
             try:
-                address6 = self._addresses6.takeOrRecount(
-                    lease.id, lambda: self._rebuild6(others), "WireGuard IPv6")
+                config.update(self._inner6.take(lease, others))
             except RPCError:
                 self._addresses.release(address, lease.id)
                 raise
-            config["address6"] = f"{address6}/128"
-            config["gateway_address6"] = str(gatewayAddress6(self.pool6))
         self._keys[key] = lease.id
         return config
 
@@ -191,24 +179,13 @@ class WireGuardGateway:
         for lease in leases:
             self._addresses.reserve(accessAddress(lease), lease.id)
             self._keys[lease.params["public_key"]] = lease.id
-        self._rebuild6(leases)
-
-    def _rebuild6(self, leases):
-        # Apart from the IPv4 pool: a registration that has just taken its
-        # IPv4 address keeps it while the IPv6 pool is recounted.
-        if self._addresses6 is None:
-            return
-        self._addresses6.reset()
-        for lease in leases:
-            address6 = self._address6(lease)
-            if address6 is not None:
-                self._addresses6.reserve(address6, lease.id)
+        if self._inner6 is not None:
+            self._inner6.rebuild(leases)
 
     def _release(self, lease):
         self._addresses.release(accessAddress(lease), lease.id)
-        address6 = self._address6(lease)
-        if address6 is not None:
-            self._addresses6.release(address6, lease.id)
+        if self._inner6 is not None:
+            self._inner6.release(lease)
         key = lease.params["public_key"]
         if self._keys.get(key) == lease.id:
             del self._keys[key]

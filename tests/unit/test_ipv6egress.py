@@ -165,7 +165,12 @@ class GatewayTests(SynchronousTestCase):
         error = self.assertRaises(RPCError, method.allocate, wgLease("cccc"), leases, "10.251.0.3")
         self.assertEqual(error.code, GATEWAY_FULL)
         self.assertIn("IPv6", error.message)
-        self.assertIsNone(method._addresses.owner(ip("100.64.0.4")))
+        self.assertIsNone(method._addresses.owner(ip("100.64.0.4")))  # given back
+        # A lease that goes frees its IPv6 address for the next.
+        method._release(leases[0])
+        fresh = wgLease("dddd")
+        fresh.config = method.allocate(fresh, leases[1:], "10.251.0.3")
+        self.assertEqual(fresh.config["address6"], "fd64::2/128")
 
 
 class OfferTests(SynchronousTestCase):
