@@ -180,6 +180,10 @@ def _wireguardOffer(entry):
         fromBase64(entry.get("public_key"), 32)
     except ValueError as e:
         raise ValueError(f"public_key: {e}") from None
+    return _withPool6(checked, entry)
+
+
+def _withPool6(checked, entry):
     if "pool6" in entry:  # the gateway offers IPv6 egress (mnigs.methods.inet6)
         checked["pool6"] = str(inet6.pool6(entry["pool6"]))
     return checked
@@ -189,11 +193,19 @@ def _optionalPool6(value):
     return inet6.pool6(value) if value else None
 
 
+#: A tunnel method's IPv6 egress settings, server side: off by default.
+_IPV6_EGRESS = {
+    # NAT66 to the uplink, or, with nat6 = false, a prefix routed to this gateway.
+    "pool6": Field(str, "", _optionalPool6),
+    "nat6": Field(bool, True),
+}
+
+
 def _openvpnOffer(entry):
     checked = _endpoint(entry)
     if entry.get("proto", "udp") not in ("udp", "tcp"):
         raise ValueError("proto must be udp or tcp")
-    return _pinned(checked, "ca_sha256")
+    return _withPool6(_pinned(checked, "ca_sha256"), entry)
 
 
 def _softetherOffer(entry):
@@ -239,10 +251,7 @@ register(Method(
         "interface": Field(str, "mnigs-wg0", ifname),
         "port": Field(int, 51820, port),
         "pool": Field(str, "100.64.0.0/22", _pool),
-        # IPv6 egress (off when empty): NAT66 to the uplink, or, with
-        # nat6 = false, a prefix routed to this gateway.
-        "pool6": Field(str, "", _optionalPool6),
-        "nat6": Field(bool, True),
+        **_IPV6_EGRESS,
         "endpoint": Field(list, [], addresses),
         "implementation": Field(str, "auto", _IMPLEMENTATION),
         "dns": Field(list, [], addresses),
@@ -262,11 +271,13 @@ register(Method(
         "port": Field(int, 1194, port),
         "proto": Field(str, "udp", oneOf("udp", "tcp")),
         "pool": Field(str, "100.65.0.0/22", _pool),
+        **_IPV6_EGRESS,
         "endpoint": Field(list, [], addresses),
         "dns": Field(list, [], addresses),
     },
     clientSettings={
         "interface": Field(str, "mnigs-ovpnc0", ifname),
+        "ipv6": Field(bool, True),
     }))
 register(Method(
     "softether", "mnigs.methods.softether.buildGateway", "mnigs.methods.softether.buildClient",

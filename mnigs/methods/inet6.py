@@ -139,3 +139,19 @@ class LeasePool6:
         address = self.of(lease)
         if address is not None:
             self._addresses.release(address, lease.id)
+
+
+def takeAddress6(pool: LeasePool6 | None, lease, others, giveBack) -> dict:
+    """
+    The lease config members of a new lease's IPv6 address from C{pool}
+    (nothing without IPv6 egress).  When the pool is full, C{giveBack()}
+    (what returns the lease's IPv4 address) is called before the 1001
+    goes on: a lease gets both addresses or neither.
+    """
+    if pool is None:
+        return {}
+    try:
+        return pool.take(lease, others)
+    except Exception:
+        giveBack()
+        raise

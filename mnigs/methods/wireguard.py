@@ -23,7 +23,7 @@ from zope.interface import implementer
 from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
-from mnigs.methods.inet6 import LeasePool6, gatewayAddress6, leaseAddresses6
+from mnigs.methods.inet6 import LeasePool6, gatewayAddress6, leaseAddresses6, takeAddress6
 from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
 from mnigs.protocol import (
@@ -153,12 +153,8 @@ class WireGuardGateway:
                   "peer_public_key": self.publicKey,
                   "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
                   "dns": list(self.dns)}
-        if self._inner6 is not None:
-            try:
-                config.update(self._inner6.take(lease, others))
-            except RPCError:
-                self._addresses.release(address, lease.id)
-                raise
+        config.update(takeAddress6(self._inner6, lease, others,
+                                   lambda: self._addresses.release(address, lease.id)))
         self._keys[key] = lease.id
         return config
 

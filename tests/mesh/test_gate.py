@@ -26,7 +26,13 @@ import sys
 from twisted.trial.unittest import TestCase
 
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, rpc
-from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
+from tests.mesh.harness import (
+    Mesh,
+    missingForNamespaces,
+    requireNamespaces,
+    skipOrFail,
+    waitUntil,
+)
 
 INTERNET = "198.51.100.1"
 GW_LAN = "10.98.0.1"
@@ -388,3 +394,42 @@ class IPv6Tests(GateMesh):
         self.gateway.start(timeout=40)
         self.assertEqual(self.gateSets(), before, "a restart changed the gate")
         self.controlGetsThrough(self.victim, victimPort, host=host)
+
+    def test_openvpnInnerIPv6AddressOnlyFromItsClient(self):
+        """
+        The same with OpenVPN leases: the thief's forgeries of the victim's
+        inner IPv6 address from the LAN (no lease) and through its own
+        tunnel (openvpn drops a client's packet whose source is not the
+        address pushed to it) never arrive; both tunnels carry their own.
+        """
+        missing = missingForNamespaces("openvpn")
+        if missing:
+            skipOrFail(self, missing)
+        from tests.mesh.test_openvpn import HandMadeOpenVPN, gatewayOverrides
+
+        host = self.mesh.internetHost6
+        self.startGateway(**gatewayOverrides(pool6=POOL6))
+        tunnels = {}
+        for node in (self.victim, self.thief):
+            lease = self.register(node, "openvpn")
+            vpn = tunnels[node.name] = HandMadeOpenVPN(node, lease).start()
+            vpn.address6 = lease["config"]["address6"].split("/")[0]
+        for vpn in tunnels.values():
+            vpn.waitUp()
+        victimPort, thiefPort, inTunnel, sameLan = (self.ports() for _ in range(4))
+        self.count(victimPort, thiefPort, inTunnel, sameLan)
+        self.controlGetsThrough(self.victim, victimPort, host=host)
+        self.controlGetsThrough(self.thief, thiefPort, host=host)
+        victimAddress = tunnels["victim"].address6
+
+        onTun = self.countOnTheGateway(self.gateway.config["methods"]["openvpn"]["interface"],
+                                       inTunnel, thiefPort)
+        self.send(self.thief, victimAddress, inTunnel, host=host)
+        self.controlGetsThrough(self.thief, thiefPort, host=host)
+        self.assertNothingArrived(inTunnel, "another client's inner IPv6 address in the tunnel")
+        self.assertEqual(onTun.packets(inTunnel), 0, "openvpn passed them to its tun")
+        self.assertGreater(onTun.packets(thiefPort), 0)
+        self.route(self.thief, "via", GW_LAN6, "dev", "m0", host=host)
+        self.send(self.thief, victimAddress, sameLan, host=host)
+        self.controlGetsThrough(self.victim, victimPort, host=host)
+        self.assertNothingArrived(sameLan, "an OpenVPN inner IPv6 address from the LAN")

@@ -11,13 +11,14 @@ IPv6 with C{methods.wireguard.pool6} (L{tests.mesh.ipv6net.ipv6Gateway}),
 and L{tests.mesh.ipv6net} has the checks.
 """
 
+import secrets
 import time
 
 from twisted.logger import Logger
 
 from mnigs.client.routes import routingSnapshot
 from tests.mesh.daemontest import DaemonMeshTestCase
-from tests.mesh.harness import INTERNET_HOST, INTERNET_HOST6, waitUntil
+from tests.mesh.harness import INTERNET_HOST, INTERNET_HOST6, requireNamespaces, waitUntil
 from tests.mesh.ipv6net import (
     UPLINK6,
     addresses6,
@@ -141,3 +142,36 @@ class IPv6EgressTests(DaemonMeshTestCase):
         c.waitState("online", 30, gateway="gw")
         self.assertEqual(waitUntil(lambda: seenFrom(client), 10, message="TCP over IPv6"),
                          "2001:db8:5::2")
+
+
+class OpenVPNIPv6Tests(DaemonMeshTestCase):
+    def setUp(self):
+        super().setUp()
+        requireNamespaces(self, "openvpn")
+
+    def test_ipv6ThroughOpenVPNAndStopRemovesIt(self):
+        """
+        client - gw offering IPv6 egress over OpenVPN: the client gets its
+        lease's IPv6 address pushed, reaches the internet's IPv6 host
+        through the tun (seen from the gateway's uplink address), and
+        after stop the routing of both families is what it was.
+        """
+        from tests.mesh.test_openvpn import gatewayOverrides
+
+        client, gw = self.mesh.clientNextToGateway(ipv6=True)
+        self.gateway(gw, **gatewayOverrides(pool6="fd65:6d6e:6967::/64"))
+        serveSeen(gw.internet)
+        before = routingSnapshot(client.ns)
+        tun = "mp" + secrets.token_hex(4)
+        c = self.clientProcess(client, methods={"order": ["openvpn"],
+                                                "openvpn": {"interface": tun}}).start()
+        status = c.waitState("online", 30, gateway="gw")
+        self.assertEqual((status["current"]["method"], status["current"]["address6"]),
+                         ("openvpn", "fd65:6d6e:6967::2/128"))
+        self.assertIn("fd65:6d6e:6967::2", addresses6(client, tun))
+        self.assertEqual(routeDevice(client, INTERNET_HOST6), tun)
+        waitUntil(lambda: ping6(client), 10, message="ping6 through openvpn")
+        self.assertEqual(waitUntil(lambda: seenFrom(client), 10, message="TCP over IPv6"),
+                         UPLINK6)
+        c.stop()
+        self.assertEqual(routingSnapshot(client.ns), before)

@@ -15,8 +15,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from mnigs.client.config import loadClientConfig
 from mnigs.daemon.config import ConfigError
 from mnigs.methods import inet6
+from mnigs.methods import openvpn as openvpnMethod
+from mnigs.openvpn import management
 from mnigs.methods.wireguard import WireGuardClient, WireGuardGateway, checkLeaseConfig, kernelHasIPv6
-from mnigs.protocol import GATEWAY_FULL, OfferRejected, RPCError, verifyOffer
+from mnigs.protocol import GATEWAY_FULL, OfferRejected, RPCError, certificateSHA256, verifyOffer
 from mnigs.server.config import loadServerConfig, routedPools6
 from mnigs.server.leases import Lease
 from mnigs.system.admission import Admission
@@ -24,6 +26,7 @@ from mnigs.system.nft import tableScript
 from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 from tests.unit import test_config
 from tests.unit.test_gatemethods import FakeDevice, RecordingAccess, lease
+from tests.unit.test_openvpn.test_config import caPEM, goodConfig
 from tests.unit.test_protocol import makeOffer
 
 ip = ipaddress.ip_address
@@ -343,3 +346,130 @@ class UplinkWarningTests(SynchronousTestCase):
     def test_anIPv6DefaultRouteOrNoPool6IsQuiet(self):
         self.assertEqual(self.warnings("a route", [(net(POOL6), "wg0")]), [])
         self.assertEqual(self.warnings(None, [(net("100.64.0.0/22"), "wg0")]), [])
+
+
+POOL6_OVPN = "fd65:6d6e:6967::/64"
+
+
+class OpenVPNTests(SynchronousTestCase):
+    """
+    IPv6 egress over OpenVPN: the server's tun takes the pool's ::1, each
+    admitted client gets its lease's /128 pushed beside its IPv4 address,
+    and the client takes the pushed IPv6 address only if it is the
+    lease's.  (Fakes of the daemons: tests.unit.test_openvpn.test_method.)
+    """
+
+    def gateway(self):
+        from tests.unit.test_openvpn.test_method import FakeAccess, FakeServerDaemon
+
+        def makeDaemon(onEvent, onExit, onReady):
+            self.daemon = FakeServerDaemon(onEvent, onExit, onReady)
+            return self.daemon
+
+        self.access = FakeAccess()
+        return openvpnMethod.OpenVPNGateway(makeDaemon, self.access, caPEM(), net("100.65.0.0/29"), 1194,
+                              "udp", "mo0", endpoints=["10.251.0.3"], pool6=net(POOL6_OVPN))
+
+    def test_theServerTunCarriesThePool(self):
+        from mnigs.openvpn.config import serverArgv
+
+        class PKI:
+            ca, cert, key = "/ca", "/cert", "/key"
+
+        argv = serverArgv("openvpn", "mo0", "udp", 1194, "100.65.0.0/24", PKI(),
+                          pool6=net(POOL6_OVPN))
+        at = argv.index("--ifconfig-ipv6")
+        self.assertEqual(argv[at + 1:at + 3], ["fd65:6d6e:6967::1/64", "fd65:6d6e:6967::2"])
+        self.assertNotIn("--ifconfig-ipv6", serverArgv("openvpn", "mo0", "udp", 1194,
+                                                       "100.65.0.0/24", PKI()))
+
+    def test_aClientGetsItsIPv6AddressPushedAndAdmitted(self):
+        from tests.unit.test_openvpn.test_method import TOKEN_A, connect
+
+        gateway = self.gateway()
+        fresh = lease("openvpn", leaseId="aaaa")
+        fresh.token = TOKEN_A
+        fresh.config = gateway.allocate(fresh, [], "10.251.0.3")
+        self.assertEqual((fresh.config["address6"], fresh.config["gateway_address6"]),
+                         ("fd65:6d6e:6967::2/128", "fd65:6d6e:6967::1"))
+        self.assertEqual(gateway.offerEntry("10.251.0.3")["pool6"], POOL6_OVPN)
+        self.successResultOf(gateway.start([]))
+        self.successResultOf(gateway.grant(fresh))
+        self.assertEqual(self.access.calls, [("allow", "100.65.0.2 on mo0"),
+                                             ("allow", "fd65:6d6e:6967::2 on mo0")])
+        self.daemon.onEvent(connect(0, "aaaa", TOKEN_A))
+        [command] = self.daemon.commands
+        self.assertIn("ifconfig-push 100.65.0.2 255.255.255.248", command)
+        self.assertIn("ifconfig-ipv6-push fd65:6d6e:6967::2/64 fd65:6d6e:6967::1", command)
+        self.successResultOf(gateway.revoke(fresh))
+        self.assertEqual(self.access.calls[2:], [("deny", "100.65.0.2 on mo0"),
+                                                 ("deny", "fd65:6d6e:6967::2 on mo0")])
+
+    def client(self, ipv6=True):
+        from tests.unit.test_openvpn.test_method import FakeClientDaemon, FakeRouting
+
+        stateDir = os.path.abspath(self.mktemp())  # openvpn's files are named absolutely
+        self.routing, self.daemons = FakeRouting(), []
+
+        def makeDaemon(*args, **kw):
+            self.daemons.append(FakeClientDaemon(*args, **kw))
+            return self.daemons[-1]
+
+        self.patch(openvpnMethod, "kernelHasIPv6", lambda: True)
+        return openvpnMethod.OpenVPNClient(None, "mp0", self.routing, stateDir, daemonFactory=makeDaemon,
+                             ipv6=ipv6)
+
+    def connect(self, client, pushed6):
+        """Connect with a lease with IPv6; openvpn says it got C{pushed6}."""
+        from tests.unit.test_openvpn.test_method import TOKEN_A
+
+        config = goodConfig(address6="fd65:6d6e:6967::7/128",
+                            gateway_address6="fd65:6d6e:6967::1")
+        d = client.connect(None, {"id": "0123abcd", "token": TOKEN_A, "config": config})
+        with open(os.path.join(client.directory, "client.conf")) as f:
+            self.written = f.read()
+        daemon = self.daemons[-1]
+        daemon.onEvent(management.State(1, "CONNECTED", "SUCCESS", "100.65.0.7",
+                                        "10.251.0.3", "1194", pushed6))
+        daemon.started.callback(None)
+        return d
+
+    def test_theClientTakesItsPushedIPv6AddressAndRoutesIPv6(self):
+        client = self.client()
+        d = self.connect(client, "fd65:6d6e:6967::7")
+        connection = self.successResultOf(d)
+        self.assertNotIn('pull-filter ignore "ifconfig-ipv6"', self.written)
+        self.assertEqual(self.routing.calls, [("install", "mp0", "fd65:6d6e:6967::7")])
+        self.assertEqual(connection.describe()["address6"], "fd65:6d6e:6967::7/128")
+
+    def test_anotherPushedIPv6AddressIsRefused(self):
+        for pushed in ("fd65:6d6e:6967::8", ""):
+            client = self.client()
+            self.failureResultOf(self.connect(client, pushed), openvpnMethod.WrongAddress)
+            self.assertEqual(self.routing.calls, [])
+
+    def test_aClientThatIgnoresIPv6FiltersThePushOutAndChecksNothingOfIt(self):
+        client = self.client(ipv6=False)
+        connection = self.successResultOf(self.connect(client, ""))
+        self.assertIn('pull-filter ignore "ifconfig-ipv6"', self.written)
+        self.assertEqual(self.routing.calls, [("install", "mp0")])
+        self.assertNotIn("address6", connection.describe())
+
+    def test_theClientChecksTheLeaseAgainstTheOffer(self):
+        entry = {"type": "openvpn", "ca_sha256": certificateSHA256(caPEM()), "pool6": POOL6_OVPN}
+        config = goodConfig(address6="fd99::7/128", gateway_address6="fd65:6d6e:6967::1")
+        error = self.assertRaises(ValueError, self.client().checkAgainstOffer, entry, config)
+        self.assertIn("not a host of the offered pool6", str(error))
+
+    def test_theStateLineCarriesTheTunnelsIPv6Address(self):
+        [state] = management.ManagementParser().feed(
+            ">STATE:1,CONNECTED,SUCCESS,100.65.0.2,10.251.9.1,1194,,,fd65::7")
+        self.assertEqual((state.localAddress, state.localAddress6), ("100.65.0.2", "fd65::7"))
+        [state] = management.ManagementParser().feed(">STATE:5,EXITING")
+        self.assertEqual(state.localAddress6, "")
+
+    def test_pushingAnIPv6Address(self):
+        self.assertEqual(management.ifconfigPush6("fd65::7", "fd65::1", 64),
+                         "ifconfig-ipv6-push fd65::7/64 fd65::1")
+        self.assertRaises(ValueError, management.ifconfigPush6, "100.65.0.7", "fd65::1", 64)
+        self.assertRaises(ValueError, management.ifconfigPush6, "fd65::7", "fd65::1", 129)
