@@ -1,5 +1,5 @@
 """
-IPv6 egress through WireGuard with real daemons (issue 15): babeld, two
+IPv6 egress through WireGuard (and OpenVPN) with real daemons (issue 15): babeld, two
 mnigs-server gateways whose uplinks carry IPv6 (L{Mesh.internet} with
 C{ipv6=True}: the internet's IPv6 host is 2001:db8:ffff::1, and it routes
 back only to the uplink's /64), and mnigs-client.  What the internet host

@@ -276,6 +276,14 @@ class ConfigTests(test_config.ConfigFileTestCase):
                                "host bits set")
         self.assertConfigError(SERVER + 'nat6 = "yes"\n', "methods.wireguard.nat6", "true/false")
 
+    def test_twoMethodsPoolsMustNotOverlap(self):
+        self.assertConfigError(SERVER + 'pool6 = "fd64::/64"\n[methods.openvpn]\npool6 = "fd64::/48"\n',
+                               "methods.openvpn.pool6", "overlaps methods.wireguard.pool6")
+        config = loadServerConfig(self.write(
+            SERVER + 'pool6 = "fd64::/64"\n[methods.openvpn]\npool6 = "2001:db8:6::/64"\n'
+            + 'nat6 = false\n'))
+        self.assertEqual(routedPools6(config), [net("2001:db8:6::/64")])
+
     def test_theIPv4PoolIsStillIPv4(self):
         self.assertConfigError(SERVER + f'pool = "{POOL6}"\n', "methods.wireguard.pool",
                                "must be an IPv4 network")
