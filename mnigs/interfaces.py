@@ -45,6 +45,15 @@ class IAccessList(Interface):
         is in force.  Denying something not admitted is not an error.
         """
 
+    def counters():
+        """
+        The bytes each counted element of the gate matched so far: a
+        Deferred firing with C{{(set name, element key): bytes}}
+        (L{mnigs.system.nft.parseCounters}): per admitted address, what
+        came back to it (C{clients4}/C{clients6}); per link-bound
+        admission, what it sent (C{link4}/C{link6}).
+        """
+
     def remove():
         """
         Tear the gate down entirely (on stop).  Returns a Deferred.
@@ -156,6 +165,18 @@ class IGatewayMethod(Interface):
         the method's grace time (a WireGuard peer with no handshake): a
         Deferred list of lease objects (as granted), which the sweep ends
         early.  A method that cannot tell answers an empty list.
+        """
+
+    def traffic():
+        """
+        The bytes each live lease of this method carried so far, as its data
+        path counts them: a Deferred firing with a dict
+        C{{lease id: L{mnigs.server.traffic.Traffic}}} (bytes in, bytes out,
+        last handshake).  Directions are the client's: I{in} went to the
+        client, I{out} came from it.  A lease left out is not counted (a
+        method that counts nothing answers an empty dict); counters may
+        start again from zero when the method's daemon restarts.  Cheap
+        enough to be called every few seconds.
         """
 
     def stop():
@@ -291,9 +312,12 @@ class IClientConnection(Interface):
 
     def traffic():
         """
-        C{(bytes in, bytes out)} the tunnel carried so far, for the quality
-        history when the session ends, or C{None} when the method does not
-        count them (only OpenVPN's management interface does today).
+        C{(bytes in, bytes out)} the tunnel carried so far (in: to the
+        client), for the quality history when the session ends, or C{None}
+        when the method does not count them: OpenVPN's management interface
+        counts them, WireGuard, SoftEther and cjdns read their tunnel
+        device's counters from netlink, forward (which shares the mesh
+        interface) counts nothing.  Asked before C{disconnect}.
         """
 
     def disconnect():
@@ -326,4 +350,38 @@ class IPinger(Interface):
         """
         Abandon every outstanding probe (their Deferreds are cancelled) and
         release sockets.
+        """
+
+
+class IResolverBackend(Interface):
+    """
+    One way of putting a client's resolvers in force on this system and of
+    taking them out again (L{mnigs.system.resolvers}): systemd-resolved,
+    resolvconf, the resolv.conf file, a hook.  What it changes is said by
+    a record (a JSON-able dict) made before anything changes, which the
+    caller keeps in its state directory: a restart after a crash undoes it
+    from there.
+    """
+
+    mode = Attribute("The backend's name, as C{dns.mode} and records spell it.")
+
+    def plan(device, servers, previous):
+        """
+        The record of putting C{servers} (checked address texts) in force
+        for the session whose traffic leaves by C{device}, replacing what
+        the record C{previous} (or C{None}: the system's own) put there.
+        Raises L{mnigs.system.resolvers.NotApplicable} saying why this
+        backend cannot do it (no device of its own, say).  Touches nothing
+        but what it must read (the file it will replace).
+        """
+
+    def put(record, previous):
+        """
+        Make the system as C{record} says, then undo what C{previous} (or
+        C{None}) did that C{record} does not replace.  Deferred.
+        """
+
+    def undo(record):
+        """
+        Put back what C{record} replaced.  Deferred.
         """

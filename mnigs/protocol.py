@@ -41,6 +41,7 @@ WRONG_TOKEN = 1004
 UNAVAILABLE = 1005
 RATE_LIMITED = 1006
 BAD_PROOF = 1007
+REFUSED = 1008
 
 # Bounds on what a client accepts in an offer: an offer is small, and
 # anything bigger or stranger than this is somebody probing for bugs.
@@ -51,7 +52,11 @@ MAX_LEASE_SECONDS = 7 * 24 * 3600
 MAX_ID = 128
 #: At most this many probe targets in an offer (the server offers its first).
 MAX_PROBES = 8
+#: At most this many mesh addresses in an offer's C{addresses}.
+MAX_ADDRESSES = 16
 MAX_NONCE = 128
+#: At most this many resolvers in a lease's C{dns} (glibc uses the first 3).
+MAX_RESOLVERS = 8
 
 
 class RPCError(Exception):
@@ -295,6 +300,8 @@ class Offer:
     probe: tuple[str, ...] = ()
     #: What a registration proof signs (see L{signRegistration}).
     nonce: str = ""
+    #: The gateway's mesh addresses (C{addresses}): where else it answers.
+    addresses: tuple[str, ...] = ()
 
     @property
     def load(self) -> float:
@@ -396,7 +403,8 @@ def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[
         checked = _checkMethodEntry(entry)
         if checked is not None:
             known.append(checked)
-    probe = _checkProbe(offer.get("probe"))
+    probe = _checkAddresses(offer.get("probe"), "probe", MAX_PROBES)
+    addresses = _checkAddresses(offer.get("addresses"), "addresses", MAX_ADDRESSES)
     _need(_isInt(offer.get("issued_at"), 0, 2**40), "issued_at must be a timestamp")
     nonce = offer.get("nonce")
     _need(isinstance(nonce, str) and 0 < len(nonce) <= MAX_NONCE and nonce.isascii()
@@ -408,30 +416,65 @@ def verifyOffer(offer, pinned: frozenset[str] | None = None, blocked: frozenset[
         leaseSeconds=terms["lease_seconds"], fee=fee,
         bandwidthDown=down, bandwidthUp=up, methods=tuple(known),
         issuedAt=offer["issued_at"], raw=offer, probe=probe, nonce=nonce,
+        addresses=addresses,
     )
 
 
-def _checkProbe(probe) -> tuple[str, ...]:
+def _checkAddresses(value, field: str, limit: int) -> tuple[str, ...]:
     """
-    The offer's optional C{probe} list: literal unicast addresses a client
-    may ping through its tunnel, normalised.  Loopback, link-local,
-    multicast and unspecified addresses never mean "the Internet".
+    An offer's optional list of addresses (C{probe}: what a client may
+    ping through its tunnel; C{addresses}: the gateway's mesh addresses):
+    literal unicast addresses, normalised, without repeats.  Loopback,
+    link-local, multicast and unspecified addresses are refused: none is
+    the Internet, nor a place another node can reach.
     """
-    if probe is None:
+    if value is None:
         return ()
-    _need(isinstance(probe, list) and len(probe) <= MAX_PROBES,
-          f"probe must be a list of at most {MAX_PROBES} addresses")
+    _need(isinstance(value, list) and len(value) <= limit,
+          f"{field} must be a list of at most {limit} addresses")
     checked = []
-    for entry in probe:
-        _need(isinstance(entry, str) and len(entry) <= 64, "probe entries must be address text")
+    for entry in value:
+        _need(isinstance(entry, str) and len(entry) <= 64, f"{field} entries must be address text")
         try:
             address = ipaddress.ip_address(entry)
         except ValueError:
-            raise OfferRejected(f"probe entry {entry[:64]!r} is not an IP address") from None
+            raise OfferRejected(f"{field} entry {entry[:64]!r} is not an IP address") from None
         _need(not (address.is_loopback or address.is_link_local or address.is_multicast
-                   or address.is_unspecified), f"probe address {address} is not a unicast address")
+                   or address.is_unspecified), f"{field} address {address} is not a unicast address")
         if str(address) not in checked:
             checked.append(str(address))
+    return tuple(checked)
+
+
+def checkResolvers(value) -> tuple[str, ...]:
+    """
+    A lease's C{dns}: a list of at most L{MAX_RESOLVERS} distinct literal
+    unicast IP addresses (no scope, no IPv4-mapped IPv6), normalised.
+    Loopback, link-local, multicast, unspecified and reserved addresses
+    are refused: a gateway has no business pointing a client's resolver at
+    the client itself or at whatever shares one of its links.  Raises
+    ValueError saying what is wrong; it names at most the first 64
+    characters of an entry, printably.
+    """
+    if not isinstance(value, list):
+        raise ValueError("dns must be a list of addresses")
+    if len(value) > MAX_RESOLVERS:
+        raise ValueError(f"dns lists {len(value)} resolvers, more than {MAX_RESOLVERS}")
+    checked: list[str] = []
+    for entry in value:
+        if not isinstance(entry, str) or len(entry) > 45:
+            raise ValueError(f"dns entry {ascii(entry)[:64]} is not address text")
+        try:
+            address = ipaddress.ip_address(entry)
+        except ValueError:
+            raise ValueError(f"dns entry {ascii(entry)[:64]} is not an IP address") from None
+        if (address.is_loopback or address.is_link_local or address.is_multicast
+                or address.is_unspecified or address.is_reserved
+                or getattr(address, "scope_id", None) or getattr(address, "ipv4_mapped", None)):
+            raise ValueError(f"dns entry {address} is not a usable unicast address")
+        if str(address) in checked:
+            raise ValueError(f"dns lists {address} twice")
+        checked.append(str(address))
     return tuple(checked)
 
 

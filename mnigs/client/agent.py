@@ -4,9 +4,16 @@ sources, the rescans and the admin socket talk to.  It decides in plain
 methods (which gateway next, whether a better one has been better for
 long enough) and feeds the client machine (L{mnigs.client.machine}) clean
 inputs.  L{wire} connects it with the effects the machine acts through.
+
+The operator steers it at run time over the admin socket (C{mnigsctl use,
+block, unblock, rescan}); what they choose lives in the ranking policy
+(L{mnigs.client.ranking.Policy}'s C{chosen} and C{blockedNow}), so every
+ranking, plan and status sees it, and it is not kept across restarts.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -14,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mnigs.client import explain
 from mnigs.client.machine import (
     Backoff,
     Client,
@@ -22,6 +30,7 @@ from mnigs.client.machine import (
     ISessionReports,
     makeClient,
 )
+from mnigs.client.meshview import meshView
 from mnigs.client.plan import Attempt
 
 log = Logger()
@@ -140,6 +149,7 @@ class ClientAgent:
             log.failure("rescan failed", failure)
 
     def _rescanned(self, ranked):
+        self._noteRanking(self.core.ranked, ranked)
         self.core.ranked = ranked
         session = self.core.session
         if session is None:
@@ -150,20 +160,66 @@ class ClientAgent:
             self.lost(session, "the gateway says it is unavailable")
             return
         best = next((r for r in ranked if r.usable), None)
+        chosen = self.effects.policy.chosen
+        if chosen == gid:
+            self.switchPolicy.reset()  # the operator's choice holds
+            return
+        if best is not None and best.chosen and not best.cooling:
+            # Back to the gateway the operator chose, once it is usable
+            # again; the session goes on if it refuses.
+            self._move(session, best).addErrback(lambda f: f.trap(ValueError))
+            return
+        waitedFor = self.switchPolicy.candidate
         currentScore = current.score if current is not None and current.usable else float("inf")
         better = self.switchPolicy.consider(gid, currentScore, best, self.reactor.seconds())
+        self._noteWait(waitedFor, current, best)
         if better is not None and better.seen.offer.gatewayId != gid:
             plan = self.effects.plan([better] + [r for r in ranked if r is not better], frozenset({gid}))
             if plan is not None:
                 self.switchPolicy.reset()
-                self.machine.switch(session, plan)
+                self.machine.switch(session, plan,
+                                    f"it scored better by more than switch_margin "
+                                    f"{self.switchPolicy.margin:g} for switch_hold "
+                                    f"{self.switchPolicy.hold:g} s")
 
-    def policyChanged(self):
+    def _noteRanking(self, before, after):
+        "Note a ranking whose best gateway or usable set changed (C{mnigsctl events})."
+        def usable(ranked):
+            return [r.gatewayId for r in ranked if r.usable]
+        if usable(before) == usable(after):
+            return
+        names = ", ".join(f"{_label(r)} {r.score:.3f}" for r in after if r.usable) or "none"
+        self.core.trace.note("ranking", f"usable, best first ({explain.BETTER}): {names}")
+
+    def _noteWait(self, waitedFor, current, best):
+        candidate = self.switchPolicy.candidate
+        if candidate == waitedFor:
+            return
+        if candidate is not None:
+            self.core.trace.note(
+                f"waiting on {_label(best)}",
+                f"it scores {current.score - best.score if current else 0:.3f} better than "
+                f"{_label(current) if current else 'the current gateway'} (more than "
+                f"switch_margin {self.switchPolicy.margin:g}); the client moves if that holds "
+                f"for switch_hold {self.switchPolicy.hold:g} s")
+        else:
+            self.core.trace.note("not waiting any more",
+                                 "no gateway scores better by more than switch_margin "
+                                 f"{self.switchPolicy.margin:g}: the switch_hold wait restarts")
+
+    def policyChanged(self, policy=None):
         """
-        The policy changed (a config reload): rank the last scan again, look
-        again at once if waiting, and leave a gateway the new policy no
-        longer allows for the best one it does (a planned move).
+        The policy changed (a config reload, which gives the new
+        C{policy}, or the operator's steering): rank the last scan again,
+        look again at once if waiting, and leave a gateway the policy no
+        longer allows for the best one it does (a planned move), or search
+        if there is none and the operator blocked it.  What the operator
+        chose at run time outlives a reload.
         """
+        if policy is not None:
+            steering = self.effects.policy
+            self.effects.policy = replace(policy, blockedNow=steering.blockedNow,
+                                          chosen=steering.chosen)
         self.core.ranked = self.effects.rerank()
         self.machine.retry()  # only acts while waiting
         session = self.core.session
@@ -174,6 +230,9 @@ class ClientAgent:
         if current is None or current.usable:
             return
         plan = self.effects.plan(self.core.ranked, frozenset({gid}))
+        if plan is None and gid in self.effects.policy.blockedNow:
+            self.machine.dropped(session, "blocked at run time (mnigsctl block)")
+            return
         if plan is None:
             log.info("the policy no longer allows gateway {name}, but nothing else is "
                      "usable: staying", name=current.seen.offer.name)
@@ -181,12 +240,19 @@ class ClientAgent:
         log.info("the policy no longer allows gateway {name} ({why}): moving",
                  name=current.seen.offer.name, why=current.whyNot)
         self.switchPolicy.reset()
-        self.machine.switch(session, plan)
+        self.machine.switch(session, plan, f"the policy no longer allows {_label(current)} "
+                                           f"({current.whyNot})")
 
     # -- status -------------------------------------------------------------
     def describe(self):
         status = self.machine.describe()
+        status["state_for_s"] = self.core.trace.stateAge()
         status["transitions"] = self.core.trace.describe()
+        status["events"] = self.core.trace.events()
+        status["better"] = explain.BETTER
+        status["switch"] = self._switchStatus()
+        status["chosen"] = self.effects.policy.chosen
+        status["blocked_now"] = sorted(self.effects.policy.blockedNow)
         gateways = []
         for place, ranked in enumerate(self.core.ranked, 1):
             offer = ranked.seen.offer
@@ -194,6 +260,7 @@ class ClientAgent:
             gateways.append({
                 "rank": place if ranked.usable else None, "gateway": offer.gatewayId,
                 "name": offer.name, "host": ranked.seen.host, "score": round(ranked.score, 4),
+                "score_parts": explain.parts(ranked), "chosen": ranked.chosen,
                 "usable": ranked.usable, "why_not": ranked.whyNot,
                 "cooling": ranked.cooling,
                 "distance": ranked.seen.distance,
@@ -208,4 +275,190 @@ class ClientAgent:
         others = sorted(((gid, q) for gid, q in self.history.gateways.items() if gid not in listed),
                         key=lambda item: -(item[1].lastSeen or 0))[:50]
         status["history"] = {gid: quality.toDict() for gid, quality in others}
+        session = self.core.session
+        status["mesh"] = meshView(self.effects.lastCandidates, self.core.ranked,
+                                  None if session is None else session.step.gatewayId)
         return status
+
+    def _currentId(self):
+        session = self.core.session
+        return None if session is None else session.step.gatewayId
+
+    def _switchStatus(self):
+        return explain.switchStatus(self.core.ranked, self._currentId(), self.switchPolicy,
+                                    self.reactor.seconds())
+
+    # -- what the operator asks over the admin socket (mnigsctl) -------------
+    def gateways(self):
+        "C{mnigsctl gateways}: the ranking with each score's parts."
+        status = self.describe()
+        return {key: status[key] for key in ("state", "better", "gateways", "switch", "chosen",
+                                             "blocked_now")} | {
+            "current": self._currentId(), "margin": self.switchPolicy.margin,
+            "hold": self.switchPolicy.hold}
+
+    def why(self):
+        "C{mnigsctl why}: why this gateway, and what would make the client move."
+        status = self.describe()
+        gid = self._currentId()
+        current = next((r for r in self.core.ranked if r.gatewayId == gid), None)
+        others = [r for r in self.core.ranked if r.gatewayId != gid]
+        chosen = self.effects.policy.chosen
+        pending = status["switch"]
+        answer = {"state": status["state"], "better": explain.BETTER, "switch": pending,
+                  "margin": self.switchPolicy.margin, "hold": self.switchPolicy.hold,
+                  "chosen": chosen, "current": None,
+                  "summary": explain.summary(current if gid else None, pending, others, chosen)}
+        if gid is not None:
+            step = self.core.session.step
+            answer["current"] = {"gateway": gid, "name": step.seen.offer.name,
+                                 "method": step.method,
+                                 "score": None if current is None else round(current.score, 4),
+                                 "score_parts": None if current is None else explain.parts(current)}
+            if current is None:
+                answer["summary"] += " (the last scan did not see the current gateway)"
+        answer["others"] = [{
+            "gateway": r.gatewayId, "name": r.seen.offer.name, "score": round(r.score, 4),
+            "score_parts": explain.parts(r), "usable": r.usable,
+            "verdict": explain.verdict(r, current, self.switchPolicy, pending, chosen)}
+            for r in others]
+        return answer
+
+    def events(self):
+        "C{mnigsctl events}: the last transitions and decisions, oldest first."
+        return {"state": self.machine.describe()["state"], "events": self.core.trace.events()}
+
+    def rescanNow(self):
+        "C{mnigsctl rescan}: scan now (online: a rescan; waiting: search at once)."
+        self.core.trace.note("rescan", "asked for with mnigsctl rescan")
+        if self.core.session is not None:
+            if self.rescanning is not None:
+                return {"rescan": "a rescan is already under way"}
+            self.rescan()
+            return {"rescan": "started: the ranking is renewed when every candidate has answered"}
+        self.machine.retry()
+        return {"rescan": "asked: a client that is waiting searches at once; one that is "
+                          "searching or connecting scans when that ends",
+                "state": self.machine.describe()["state"]}
+
+    def find(self, name: str, unlisted: bool = False):
+        """
+        The id of gateway C{name} (its id, an unambiguous start of its id,
+        or its name) among the last scan's, and how to call it; with
+        C{unlisted}, also one the quality history knows, or any full id.
+        """
+        ranked = self.core.ranked
+        byId = {r.gatewayId: r for r in ranked}
+        if name in byId:
+            return name, _label(byId[name])
+        named = [r for r in ranked if r.seen.offer.name == name]
+        started = [r for r in ranked if r.gatewayId.startswith(name)
+                   or r.gatewayId.partition(":")[2].startswith(name)]
+        for matches in (named, started):
+            if len(matches) == 1:
+                return matches[0].gatewayId, _label(matches[0])
+            if len(matches) > 1:
+                raise ValueError(f"{name!r} names {len(matches)} gateways: "
+                                 + ", ".join(r.gatewayId for r in matches))
+        if unlisted and (name in self.history or name.startswith("ed25519:")):
+            return name, name
+        raise ValueError(f"no gateway {name!r} in the last scan (mnigsctl gateways lists them; "
+                         "mnigsctl rescan looks again)")
+
+    def use(self, name: str):
+        """
+        C{mnigsctl use GATEWAY}: move to it for this run, with the usual
+        checks (its offer was verified by the scan; the policy and fee
+        rules; it must grant a lease).  The session goes on until it
+        grants one; if it refuses, the answer is the error and the client
+        stays.  C{-} gives the choice back to the ranking.
+        """
+        if name in ("-", "--auto", "auto"):
+            self._steer(chosen=None)
+            self.core.trace.note("use -", "the ranking chooses again (mnigsctl use -)")
+            return {"chosen": None, "note": "the ranking chooses the gateway again"}
+        gid, label = self.find(name)
+        ranked = next(r for r in self.core.ranked if r.gatewayId == gid)
+        if not ranked.usable:
+            self.core.trace.note(f"use {label} refused", ranked.whyNot)
+            raise ValueError(f"{label} is not usable: {ranked.whyNot}")
+        session = self.core.session
+        if session is None:
+            self._steer(chosen=gid)
+            self.core.trace.note(f"use {label}", "not online: it is tried first")
+            self.machine.retry()
+            return {"chosen": gid, "name": ranked.seen.offer.name,
+                    "note": "the client is not online: this gateway is tried first"}
+        if session.step.gatewayId == gid:
+            self._steer(chosen=gid)
+            self.core.trace.note(f"use {label}", "already on it: the client stays on it")
+            return {"chosen": gid, "name": ranked.seen.offer.name,
+                    "note": "already on this gateway: the client stays on it"}
+        self.core.trace.note(f"use {label}", "asked for with mnigsctl use")
+        return self._move(session, ranked)
+
+    def _move(self, session, ranked):
+        gid, label = ranked.gatewayId, _label(ranked)
+        others = [r for r in self.core.ranked if r.gatewayId != gid]
+        attempt = self.effects.plan([ranked] + others, frozenset())
+        if attempt is None or attempt.step.gatewayId != gid:
+            return defer.fail(ValueError(f"{label} offers no method this client can use here"))
+        reply = defer.Deferred()
+
+        def granted(answer):
+            self._steer(chosen=gid)
+            self.core.trace.note(f"use {label}", f"lease granted over {answer['method']}: moving")
+            return dict(answer, chosen=gid)
+
+        def refused(failure):
+            failure.trap(ValueError)
+            self.core.trace.note(f"use {label} failed", failure.getErrorMessage())
+            return failure
+
+        reply.addCallbacks(granted, refused)
+        self.machine.use(session, attempt, reply)
+        return reply
+
+    def block(self, name: str):
+        """
+        C{mnigsctl block GATEWAY}: never use it for this run (not written
+        to the configuration); the client leaves it at once if it is the
+        current one.
+        """
+        gid, label = self.find(name, unlisted=True)
+        policy = self.effects.policy
+        self.core.trace.note(f"block {label}", "mnigsctl block, until unblock or a restart")
+        self.effects.policy = replace(policy, blockedNow=policy.blockedNow | {gid},
+                                      chosen=None if policy.chosen == gid else policy.chosen)
+        leaving = self._currentId() == gid
+        self.policyChanged()
+        return {"blocked": gid, "name": label, "persisted": False, "left": leaving,
+                "note": "blocked until unblock or a restart (not written to the configuration)"}
+
+    def unblock(self, name: str):
+        "C{mnigsctl unblock GATEWAY}: undo a block made with C{mnigsctl block}."
+        policy = self.effects.policy
+        gid = name if name in policy.blockedNow else self.find(name)[0]
+        if gid not in policy.blockedNow:
+            raise ValueError(f"{name!r} is not blocked at run time"
+                             + (" (policy.blocked in the configuration blocks it)"
+                                if gid in policy.blocked else ""))
+        self.core.trace.note(f"unblock {gid}", "mnigsctl unblock")
+        self.effects.policy = replace(policy, blockedNow=policy.blockedNow - {gid})
+        self.policyChanged()
+        return {"unblocked": gid, "persisted": False}
+
+    def _steer(self, **changes):
+        self.effects.policy = replace(self.effects.policy, **changes)
+        self.core.ranked = self.effects.rerank()
+
+    def adminCommands(self) -> dict:
+        "The admin socket's client commands (L{mnigs.daemon.admin})."
+        return {"status": self.describe, "gateways": self.gateways, "why": self.why,
+                "events": self.events, "rescan": self.rescanNow, "use": self.use,
+                "block": self.block, "unblock": self.unblock}
+
+
+def _label(ranked) -> str:
+    "A gateway as the operator reads it: its name, or its id."
+    return ranked.seen.offer.name or ranked.gatewayId

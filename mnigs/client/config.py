@@ -29,6 +29,8 @@ from mnigs.daemon.config import (
     between,
     executable,
     ifnames,
+    network,
+    oneOf,
     port,
     readSection,
     readTOML,
@@ -68,6 +70,25 @@ def _subset(known):
             raise ValueError("lists an item twice")
         return value
     return check
+
+
+def _prefixes(value):
+    """Distinct networks, none of them every address (a /0)."""
+    nets = []
+    for item in strings(value):
+        net = network(item)
+        if net.prefixlen == 0:
+            raise ValueError(f"{item} is every address: the mesh's own traffic forwarded through "
+                             f"this node would take the tunnel; list the LAN's prefixes")
+        nets.append(net)
+    if len(set(nets)) != len(nets):
+        raise ValueError("lists a prefix twice")
+    return nets
+
+
+def _nftTable(value):
+    from mnigs.client.datapath import checkTableName
+    return checkTableName(value)
 
 
 def _amount(value):
@@ -142,9 +163,26 @@ SCHEMA = {
         "misses": Field(int, 3, between(1, 100)),
         "offer_interval": Field(float, 10.0, between(1, 3600)),
     },
+    # The lease's resolvers, put in force while online (mnigs.client.dns).
+    "dns": {
+        "mode": Field(str, "auto", oneOf("auto", "resolved", "resolvconf", "file", "hook", "off")),
+        "file": Field(str, "/etc/resolv.conf", absolutePath),
+        "hook": Field(str, "", _optionalExecutable),
+    },
     "routing": {
         "table": Field(int, 8150, between(1, 2**31 - 1)),
         "rule_priority": Field(int, 8150, between(1, 32765)),
+        "fail_closed": Field(bool, False),
+    },
+    # A mesh router's LAN (mnigs.client.datapath): what else uses the tunnel.
+    "share": {
+        "interfaces": Field(list, [], ifnames),
+        "prefixes": Field(list, [], _prefixes),
+        "table": Field(str, "mnigs_client", _nftTable),
+    },
+    "mtu": {
+        "set_tunnel_mtu": Field(bool, True),
+        "clamp_mss": Field(bool, True),
     },
     "admin": {
         "socket": Field(str, "/run/mnigs-client/admin.sock", absolutePath),
@@ -163,13 +201,15 @@ SCHEMA = {
     "hooks": {
         "online": Field(str, "", _optionalExecutable),
         "offline": Field(str, "", _optionalExecutable),
+        "failover": Field(str, "", _optionalExecutable),
+        "degraded": Field(str, "", _optionalExecutable),
         "max_running": Field(int, DEFAULT_MAX_RUNNING, between(1, 1024)),
     },
 }
 
 
 # Keys naming interfaces that must already exist (not those mnigs makes).
-EXISTING_INTERFACES = ("mesh.interfaces",)
+EXISTING_INTERFACES = ("mesh.interfaces", "share.interfaces")
 
 
 def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
@@ -187,8 +227,15 @@ def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
         problem = check(config) if check is not None else None
         if problem is not None:
             raise ConfigError(path, *problem)
+    if config.dns.mode == "hook" and not config.dns.hook:
+        raise ConfigError(path, "dns.hook", 'is required with dns.mode = "hook"')
     if config.routing.table in (253, 254, 255):
         raise ConfigError(path, "routing.table", "must not be one of the kernel's own tables (253-255)")
+    meshShared = sorted(set(config.share.interfaces) & set(config.mesh.interfaces))
+    if meshShared:
+        raise ConfigError(path, "share.interfaces",
+                          f"{meshShared[0]} is also a mesh interface: the mesh's traffic "
+                          f"forwarded through this node would take the tunnel")
     if config.policy.max_fee is not None and not config.policy.accept_fees:
         raise ConfigError(path, "policy.max_fee", "is set but accept_fees is false")
     if config.policy.pinned & config.policy.blocked:

@@ -7,12 +7,15 @@ L{mnigs.client.agent.wire} connected.
 
 from __future__ import annotations
 
+import ipaddress
+
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mnigs.routing.candidates import Candidate
+from mnigs.client.dns import leaseResolvers
 from mnigs.client.health import ProbeTargets, firstAnswer
 from mnigs.client.machine import IClientEffects, ISessionReports, Session
 from mnigs.client.plan import LeaseRejected, buildPlan
@@ -30,6 +33,10 @@ from mnigs.protocol import (
 )
 
 log = Logger()
+
+#: The client's hook events ([hooks] keys); docs/operations.md has their
+#: argument vectors.
+CLIENT_HOOK_EVENTS = ("online", "offline", "failover", "degraded")
 
 #: Seconds between probe rounds while a new tunnel is verified.
 VERIFY_INTERVAL = 0.1
@@ -110,10 +117,17 @@ class ClientEffects:
         C{session.pinger} and reporting to C{reports} (L{ISessionReports}).
     @param pingerFactory: C{pingerFactory(device)} -> an L{IPinger} bound
         to C{device}; one per session, closed when it ends.
+    @param resolvers: the L{mnigs.client.dns.ResolverKeeper} that puts an
+        online session's resolvers in force (C{None}: none is).
+    @param dataPath: the client's nft table (a
+        L{mnigs.client.datapath.ClientDataPath}): told each connection's
+        tunnel, lease address and MTU (L{fitPath}), and when it goes;
+        C{None}: no table.
     """
 
     def __init__(self, reactor, config, sources, discovery, rpc, methods, policy, history,
-                 routing, healthFactory, hooks, clientKey, pingerFactory=None):
+                 routing, healthFactory, hooks, clientKey, pingerFactory=None, resolvers=None,
+                 dataPath=None):
         self.reactor = reactor
         self.config = config
         self.sources = sources
@@ -128,10 +142,13 @@ class ClientEffects:
         self.clientKey = clientKey
         self.clientId = keyId(clientKey.verify_key)
         self.pingerFactory = pingerFactory or _pinger(reactor)
+        self.resolvers = resolvers
+        self.dataPath = dataPath
         self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
         self.lastSeen = []
-        self.recent = {}  # (host, port) -> when a scan last heard that gateway
+        self.lastCandidates = []  # what the route sources listed for the last scan
+        self.recent = {}  # gateway id -> (when a scan last heard it, [(host, port), ...])
 
     def wire(self, reports: ISessionReports) -> None:
         """
@@ -161,6 +178,7 @@ class ClientEffects:
         waiting; a rescan while online hears every candidate out).
         """
         d = self.candidates()
+        d.addCallback(self._noteCandidates)
         if early:
             d.addCallback(self.discovery.scan, settle=self.config.discovery.settle,
                           usable=self._usable, hot=self.recentGateways())
@@ -170,25 +188,37 @@ class ClientEffects:
         d.addCallback(self._rank)
         return d
 
+    def _noteCandidates(self, candidates):
+        self.lastCandidates = candidates
+        return candidates
+
     def _usable(self, seen):
         return rank([seen], self.policy, self.history, self.reactor.seconds())[0].usable
 
     #: Gateways met in the last RECENT_SECONDS, at most RECENT_MAX of
-    #: them, are asked again and again by an offline client's scans.
+    #: them, are asked again and again by an offline client's scans, at
+    #: most RECENT_ADDRESSES addresses in all.
     RECENT_SECONDS = 600.0
     RECENT_MAX = 16
+    RECENT_ADDRESSES = 48
 
-    def recentGateways(self):
+    def recentGateways(self, gateways=None):
         """
-        C{(host, port)} of the gateways scans met lately, latest first:
-        what an offline client keeps asking while the mesh relearns its
-        routes (L{Discovery.scan}'s C{hot}).
+        C{(host, port)} of the gateways scans met lately, latest first, and
+        each at every address it answered on or its offer lists (nearest
+        first): what an offline client keeps asking while the mesh relearns
+        its routes (L{Discovery.scan}'s C{hot}).  A gateway that has just
+        come back has no route to its node address for a few hello
+        intervals, but its address on a neighbour's link is in that
+        neighbour's connected subnet (L{mnigs.server.meshaddresses}).
+        C{gateways}: only the latest that many gateways.
         """
         now = self.reactor.seconds()
-        fresh = sorted(((when, where) for where, when in self.recent.items()
-                        if now - when <= self.RECENT_SECONDS), reverse=True)
-        self.recent = dict((where, when) for when, where in fresh[:self.RECENT_MAX])
-        return list(self.recent)
+        fresh = sorted(((when, gid, places) for gid, (when, places) in self.recent.items()
+                        if now - when <= self.RECENT_SECONDS), reverse=True)[:self.RECENT_MAX]
+        self.recent = {gid: (when, places) for when, gid, places in fresh}
+        hot = list(dict.fromkeys(place for _, _, places in fresh[:gateways] for place in places))
+        return hot[:self.RECENT_ADDRESSES]
 
     #: How many of the gateways met lately a waiting client keeps asking.
     WATCHED = 4
@@ -196,16 +226,17 @@ class ClientEffects:
     def watchRecent(self):
         """
         While the client waits to scan again: the gateways met lately (the
-        latest L{WATCHED}) asked every 0.5 s; fires once one of them
-        offers something usable.
+        latest L{WATCHED}) asked every 0.5 s at each of their addresses;
+        fires once one of them offers something usable.
         """
-        return self.discovery.watch(self.recentGateways()[:self.WATCHED], self._usable)
+        return self.discovery.watch(self.recentGateways(self.WATCHED), self._usable)
 
     def _remember(self, seen):
         now = self.reactor.seconds()
         for item in seen:
-            for place in (item,) + item.others:  # every address the gateway answered on
-                self.recent[(place.host, place.port)] = now
+            places = [(place.host, place.port) for place in (item,) + item.others]
+            places += [(address, item.port) for address in item.offer.addresses]
+            self.recent[item.offer.gatewayId] = (now, list(dict.fromkeys(places)))
         return seen
 
     def _rank(self, seen):
@@ -281,7 +312,47 @@ class ClientEffects:
         d = self._afterTeardown()
         d.addCallback(lambda _: self.methods[step.method].connect(step, lease))
         d.addTimeout(self.config.methods.connect_timeout, self.reactor)
+        if self.dataPath is not None:
+            d.addCallback(self.fitPath, step, lease)
         return d
+
+    def fitPath(self, connection, step, lease):
+        """
+        A new connection's tunnel sized to the path to its gateway (the
+        method's overhead off the mesh route's MTU; C{mtu.set_tunnel_mtu}),
+        and the client's table told its device, lease address and MTU (NAT
+        for a shared LAN, MSS clamping).  Fires with C{connection}; what
+        fails here is logged and the connection used as it is.
+        """
+        passage = None
+        try:
+            passage = self._passage(connection, step, lease)
+        except Exception:
+            log.failure("could not fit the tunnel {device} to its path",
+                        device=getattr(connection, "device", None))
+        if passage is None:
+            return connection
+        return self.dataPath.online(passage).addBoth(lambda _: connection)
+
+    def _passage(self, connection, step, lease):
+        from mnigs.client.datapath import Passage
+        from mnigs.client.mtu import tunnelMTU
+        from mnigs.methods import METHODS
+
+        address = ipaddress.ip_interface(lease["config"]["address"]).ip
+        if address.version != 4:
+            return None
+        method = METHODS.get(step.method)
+        overhead = method.overhead if method is not None else None
+        outer = ipaddress.ip_address(step.host).version
+        path = self.routing.pathMTU(step.host) if overhead is not None else None
+        mtu = tunnelMTU(path, overhead, outer, method.padding if method is not None else 1)
+        if mtu is not None and self.config.mtu.set_tunnel_mtu:
+            self.routing.setMTU(connection.device, mtu)
+            log.info("{device}: MTU {mtu} (path to {gateway} {path} less {method}'s {overhead} "
+                     "over IPv{outer}, to a multiple of its padding)", device=connection.device, mtu=mtu, gateway=step.gateway,
+                     path=path, method=step.method, overhead=overhead[outer], outer=outer)
+        return Passage(connection.device, address, mtu)
 
     def _afterTeardown(self):
         gate = defer.Deferred()
@@ -341,6 +412,8 @@ class ClientEffects:
     def _takeDown(self, session):
         d = defer.maybeDeferred(session.connection.disconnect)
         d.addErrback(lambda f: log.failure("could not take the connection down", f))
+        if self.dataPath is not None:
+            d.addCallback(lambda _: self.dataPath.offline())
         previous = self.teardown
         self.teardown = defer.gatherResults([previous, d], consumeErrors=True).addBoth(lambda _: None)
         return d
@@ -402,7 +475,6 @@ class ClientEffects:
         quality.sessionStarted(now)
         self._saveHistory()
         reports = self.reports
-        config = session.lease["config"]
 
         self._probing(session)
         health = session.health = self.healthFactory(session, reports)
@@ -432,8 +504,12 @@ class ClientEffects:
         lost.addCallbacks(lambda reason: reports.lost(session, reason),
                           lambda failure: failure.trap(defer.CancelledError))
         session.stoppers.append(lost.cancel)
-        self.hooks.run("online", session.step.gatewayId, session.step.host, session.step.method,
-                       config.get("address", ""))
+        if self.resolvers is not None:
+            # forward's device is the mesh interface, not one of its own
+            self.resolvers.online(session.connection.device, session.step.method != "forward",
+                                  leaseResolvers(session.lease, session.step.gateway),
+                                  session.step.gateway)
+        self._hook("online", session, "")
 
     def checkSession(self, session: Session) -> None:
         """
@@ -444,6 +520,15 @@ class ClientEffects:
             self.reports.lost(session, f"the mesh no longer routes to {session.step.gateway}")
             return
         self._checkInnerRoute(session)
+
+    def offline(self):
+        """
+        Nothing online and nothing under way: the system's own resolvers
+        come back (a failover keeps the old lease's until the new lease's
+        replace them).
+        """
+        if self.resolvers is not None:
+            self.resolvers.offline()
 
     def endSession(self, session):
         now = self.reactor.seconds()
@@ -465,9 +550,24 @@ class ClientEffects:
                 quality.traffic(*traffic)
         quality.sessionEnded(now, now - session.startedAt)
         self._saveHistory()
-        self.hooks.run("offline", session.step.gatewayId, session.step.host, session.step.method,
-                       session.lease["config"].get("address", ""))
+        self._hook("offline", session, "")
         return self._takeDown(session)
+
+    def announce(self, event, session, reason, nextStep=None):
+        extra = () if nextStep is None else (nextStep.gatewayId, nextStep.seen.offer.name or "",
+                                             nextStep.host, nextStep.method)
+        self._hook(event, session, reason, *extra)
+
+    def _hook(self, event, session, reason, *extra):
+        """
+        Run C{event}'s hook as C{HOOK EVENT GATEWAY_ID GATEWAY_HOST METHOD
+        ADDRESS GATEWAY_NAME REASON [NEXT_ID NEXT_NAME NEXT_HOST NEXT_METHOD]}
+        (docs/operations.md); the first five are what version 1 gave.
+        """
+        step = session.step
+        self.hooks.run(event, step.gatewayId, step.host, step.method,
+                       session.lease["config"].get("address", ""), step.seen.offer.name or "",
+                       reason, *extra)
 
 
 class OfferWatch:

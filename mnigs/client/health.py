@@ -160,12 +160,32 @@ class _Core:
     onSample: Callable[[float | None], object]
     lostReason: str = ""
     gatewayAnsweredAt: float | None = None
+    #: target -> (when it last answered, its round-trip time), for the status
+    lastAnswers: dict = field(default_factory=dict)
 
-    def gatewayAnswered(self) -> None:
-        self.gatewayAnsweredAt = self.reactor.seconds()
+    def answeredBy(self, target: str, rtt: float) -> None:
+        now = self.reactor.seconds()
+        self.lastAnswers[target] = (now, rtt)
+        if target in self.targets.gateway:
+            self.gatewayAnsweredAt = now
+
+    def answers(self) -> list[dict]:
+        """
+        Each target's last answer: its round-trip time and how long ago
+        (C{None} for both: it never answered).
+        """
+        now = self.reactor.seconds()
+        out = []
+        for target in self.targets.all():
+            at, rtt = self.lastAnswers.get(target, (None, None))
+            out.append({"target": target,
+                        "kind": "internet" if target in self.targets.internet else "gateway",
+                        "rtt_ms": None if rtt is None else round(rtt * 1000, 1),
+                        "answered_ago": None if at is None else round(now - at, 2)})
+        return out
 
     def status(self, state: str, **extra: object) -> dict:
-        status = {"state": state, "targets": self.targets.all()}
+        status = {"state": state, "targets": self.targets.all(), "answers": self.answers()}
         if self.targets.device:
             status["device"] = self.targets.device
         if self.targets.internet and self.targets.gateway:
@@ -188,11 +208,12 @@ class _Round:
     Its C{result} is C{_PENDING}, then the first counting answer's
     round-trip time (see L{ProbeTargets.counts}) or C{None};
     C{gatewayAnswered} says whether a gateway target answered meanwhile.
+    C{onAnswer(target, rtt)} hears every answer that arrives in time.
     """
 
     def __init__(self, reactor, pinger, targets: ProbeTargets, timeout: float,
                  settled: Callable[[], None],
-                 onGatewayAnswer: Callable[[], None] = _nothing) -> None:
+                 onAnswer: Callable[[str, float], None] = _nothing) -> None:
         self.result: object = _PENDING
         self.gatewayAnswered = False
         self._reactor = reactor
@@ -200,7 +221,7 @@ class _Round:
         self._targets = targets
         self._timeout = timeout
         self._settled = settled
-        self._onGatewayAnswer = onGatewayAnswer
+        self._onAnswer = onAnswer
         self._outstanding: list[Deferred] = []
         self._deadline: IDelayedCall | None = None
 
@@ -220,9 +241,10 @@ class _Round:
 
     def _pinged(self, rtt: float | None, target: str, d: Deferred) -> None:
         self._outstanding.remove(d)
+        if rtt is not None:
+            self._onAnswer(target, rtt)
         if rtt is not None and target in self._targets.gateway:
             self.gatewayAnswered = True
-            self._onGatewayAnswer()
         if rtt is not None and self._targets.counts(target):
             self._settle(rtt)
         elif not self._outstanding:
@@ -268,7 +290,7 @@ class _Probing:
     def startRound(self) -> None:
         core = self.core
         probeRound = _Round(core.reactor, core.pinger, core.targets, core.timeout, self.count,
-                            core.gatewayAnswered)
+                            core.answeredBy)
         self.rounds.append(probeRound)
         probeRound.send()
 

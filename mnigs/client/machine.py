@@ -22,6 +22,12 @@ docs/machines; docs/architecture.md has it too):
     online/degraded --failover-->    registering   (the gateway died or forgot the lease)
     online/degraded --switch-->      registering   (a better gateway, or the policy moved us)
     online/degraded --dropped-->     searching     (it died and nothing else is known)
+    online/degraded --use-->         moving        (the operator chose a gateway: mnigsctl use)
+    moving       --tryNext-->        moving        (the chosen gateway's next method)
+    moving       --registered-->     connecting    (it granted a lease: the old session ends)
+    moving       --refused-->        online        (it refused: the session goes on untouched)
+    moving       --failover-->       registering   (the old gateway died meanwhile)
+    moving       --dropped-->        searching
     every state  --stop-->           stopping --stopped--> stopped
                                      (idle and stopped: stopped at once)
 
@@ -29,11 +35,16 @@ Entering a state starts its work: the state's data factory does it and
 returns what the state owns, as Twisted's C{ClientService} does
 (C{_client_service.py}); no input is fired at the machine to get it going:
 
-    searching    a scan (L{IClientEffects.scan}, settling early)
-    waiting      the backoff timer, which fires C{retry}
+    searching    offline (L{IClientEffects.offline}); a scan (L{IClientEffects.scan},
+                 settling early)
+    waiting      offline; the backoff timer, which fires C{retry}
     registering  C{gateway.register} for the attempt's step
     connecting   the tunnel (L{IClientEffects.connect})
     verifying    a probe through it (L{IClientEffects.verify})
+    moving       C{gateway.register} with the chosen gateway, the session
+                 still up (its lease granted, the callback ends the old
+                 session before feeding C{registered}, so the new tunnel
+                 is serialised after the old one's teardown)
 
 A data factory runs before the behaviour of the transition that enters
 its state: leaving a session for the next gateway starts the next
@@ -68,7 +79,7 @@ from automat import TypeMachineBuilder
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from mnigs.client.plan import Attempt, Step
 from mnigs.interfaces import IClientConnection, IPinger
@@ -100,6 +111,10 @@ class IClientEffects(Interface):
 
     def rerank():
         "The last scan's offers ranked again as of now: list of Ranked."
+
+    lastCandidates = Attribute(
+        "The route sources' candidates (L{mnigs.routing.candidates.Candidate}) of the last "
+        "scan, for the status page's drawing of the mesh.")
 
     def plan(ranked, exclude):
         "An Attempt over C{ranked} without the gateway ids in C{exclude}, or None."
@@ -133,8 +148,22 @@ class IClientEffects(Interface):
     def endSession(session):
         "Stop them, take the tunnel and routes down; Deferred."
 
+    def offline():
+        """
+        No session is left and none is under way (searching, waiting,
+        stopped): put back what outlasts one session to bridge a failover
+        (the lease's resolvers).  Idempotent.
+        """
+
     def noteFailure(step, reason):
         "Record a failure of the step's gateway in the quality history."
+
+    def announce(event, session, reason, nextStep=None):
+        """
+        Tell the operator's hook for C{event} (C{failover}, C{degraded})
+        about the session's gateway, why, and (failover) the step tried
+        next.  Never fails.
+        """
 
 
 class ISessionReports(Interface):
@@ -271,6 +300,38 @@ class Verifying:
 
 
 @dataclass
+class Moving:
+    """
+    The data of moving: the session that goes on while the chosen
+    gateway is asked for a lease, the attempt (the chosen gateway's steps
+    first, then the usual plan as the fallback once the old session is
+    left), the registration under way, and C{reply}, which the operator's
+    request waits on: it fires with the lease's gateway once one is
+    granted, or fails with ValueError saying why the client stays.
+    """
+    session: Session
+    attempt: Attempt
+    reply: defer.Deferred
+    operation: defer.Deferred | None = None
+
+    @property
+    def chosenId(self) -> str:
+        return self.attempt.steps[0].gatewayId
+
+    def cancel(self):
+        if self.operation is not None and not self.operation.called:
+            self.operation.cancel()
+
+    def answer(self, value=None, error: str = "") -> None:
+        if self.reply.called:
+            return
+        if error:
+            self.reply.errback(ValueError(error))
+        else:
+            self.reply.callback(value)
+
+
+@dataclass
 class Waiting:
     call: IDelayedCall
     #: the gateways met lately, asked while we wait (L{IClientEffects.watchRecent})
@@ -329,8 +390,21 @@ class Client(Protocol):
     def dropped(self, session: Session, reason: str) -> None:
         "The gateway died and nothing else is known: search again."
 
-    def switch(self, session: Session, attempt: Attempt) -> None:
-        "A better gateway has been better for long enough."
+    def switch(self, session: Session, attempt: Attempt, reason: str = "") -> None:
+        """
+        A better gateway has been better for long enough, or the policy
+        (a reload, C{mnigsctl block}) no longer allows this one: C{reason}.
+        """
+
+    def use(self, session: Session, attempt: Attempt, reply: defer.Deferred) -> None:
+        """
+        The operator chose the gateway of C{attempt}'s first step: ask it
+        for a lease while the session goes on.  C{reply} fires once it
+        grants one, or fails with ValueError saying why the client stays.
+        """
+
+    def refused(self, session: Session, reason: str) -> None:
+        "The chosen gateway refused every step: the session goes on."
 
     def stop(self) -> defer.Deferred:
         "Unregister, restore the routing, stop."
@@ -351,9 +425,24 @@ class Transition:
     new: str
     reason: str = ""
 
+    @property
+    def event(self) -> str:
+        return f"{self.old} --{self.input}--> {self.new}"
+
     def __str__(self) -> str:
-        text = f"{self.old} --{self.input}--> {self.new}"
+        text = self.event
         return f"{text} ({self.reason})" if self.reason else text
+
+
+@dataclass
+class Note:
+    """One decision in a machine's trace that is not a transition: C{block gw-2 (why)}."""
+    at: float
+    event: str
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.event} ({self.reason})" if self.reason else self.event
 
 
 class Trace:
@@ -365,22 +454,27 @@ class Trace:
     left out.  L{setTrace} makes it the machine's tracer; the machine's
     behaviours give the reason of the transition under way with
     L{because}.  Changes of state are logged at debug as they happen, a
-    loop once it gives its reason.
+    loop once it gives its reason.  Decisions made outside the machine
+    (ranking, the operator's requests) are kept among them with L{note}
+    (C{mnigsctl events}).
     """
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, size: int = 20, name: str = "client"):
+    def __init__(self, clock: IReactorTime, size: int = 50, name: str = "client"):
         self.clock = clock
         self.name = name
         self.entries: collections.deque[Transition] = collections.deque(maxlen=size)
         self._current: Transition | None = None
+        #: when the machine entered the state it is in
+        self.changedAt: float = clock.seconds()
 
     def __call__(self, old, input: str, new) -> None:
         # Automat's tracer: called as each input is taken, before its
         # outputs run.
         entry = self._current = Transition(self.clock.seconds(), old.name, input, new.name)
         if old is not new:
+            self.changedAt = entry.at
             self._record(entry)
 
     def because(self, reason: str) -> None:
@@ -397,10 +491,31 @@ class Trace:
         self.entries.append(entry)
         self.log.debug("{machine}: {transition}", machine=self.name, transition=str(entry))
 
+    def stateAge(self) -> float:
+        "Seconds since the machine entered the state it is in."
+        return round(self.clock.seconds() - self.changedAt, 1)
+    def note(self, event: str, reason: str = "") -> None:
+        """
+        A decision that is not a transition of the machine (a ranking
+        decision, an operator's request), kept with the transitions.
+        """
+        entry = Note(self.clock.seconds(), event, reason)
+        self.entries.append(entry)
+        self.log.debug("{machine}: {note}", machine=self.name, note=str(entry))
+
     def describe(self) -> list[dict]:
         "The transitions kept, oldest first, with how long ago each was."
         now = self.clock.seconds()
         return [{"at": entry.at, "ago": round(now - entry.at, 1), "transition": str(entry)}
+                for entry in self.entries if isinstance(entry, Transition)]
+
+    def events(self) -> list[dict]:
+        """
+        The transitions and decisions kept, oldest (first) to newest (last):
+        C{{"ago": seconds, "event": what, "reason": why}}.
+        """
+        now = self.clock.seconds()
+        return [{"ago": round(now - entry.at, 1), "event": entry.event, "reason": entry.reason}
                 for entry in self.entries]
 
 
@@ -454,6 +569,14 @@ def _ignoreWithData(client, core, data: object, *args):
     return None
 
 
+def _notOnline(client, core, session, attempt, reply):
+    reply.errback(ValueError("the client is not online: it has no session to move"))
+
+
+def _notOnlineWithData(client, core, data: object, session, attempt, reply):
+    _notOnline(client, core, session, attempt, reply)
+
+
 # -- entering a state: the data factories, which start the state's work ----
 
 def _scan(client: Client, core: ClientCore, searching: Searching) -> None:
@@ -479,7 +602,8 @@ def _scan(client: Client, core: ClientCore, searching: Searching) -> None:
 
 
 def search(client: Client, core: ClientCore, *args) -> Searching:
-    "Entering searching: scan."
+    "Entering searching: offline; scan."
+    core.effects.offline()
     searching = Searching()
     _scan(client, core, searching)
     return searching
@@ -487,9 +611,10 @@ def search(client: Client, core: ClientCore, *args) -> Searching:
 
 def scheduleRetry(client: Client, core: ClientCore, reason: str) -> Waiting:
     """
-    Entering waiting: retry after the backoff delay, or as soon as a
-    gateway met lately answers again.
+    Entering waiting: offline; retry after the backoff delay, or as soon
+    as a gateway met lately answers again.
     """
+    core.effects.offline()
     waiting = Waiting(core.clock.callLater(core.backoff.next(), client.retry))
     waiting.watch = core.effects.watchRecent()
 
@@ -587,6 +712,40 @@ def verify(client: Client, core: ClientCore, attempt: Attempt, session: Session)
     return verifying
 
 
+def move(client: Client, core: ClientCore, session: Session, attempt: Attempt,
+         reply: defer.Deferred) -> Moving:
+    "Entering moving: ask the chosen gateway for a lease; the session goes on."
+    moving = Moving(session, attempt, reply)
+    _registerMove(client, core, moving)
+    return moving
+
+
+def _registerMove(client: Client, core: ClientCore, moving: Moving) -> None:
+    attempt = moving.attempt
+    step = attempt.step
+    moving.operation = core.effects.register(step)
+
+    def done(lease):
+        # The old session goes before the new tunnel comes up (the effects
+        # serialise the connect after this teardown); its lease is
+        # released by the transition.
+        core.effects.endSession(moving.session)
+        client.registered(attempt, lease)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        reason = f"{step.method} registration with {step.gateway} failed: {failure.getErrorMessage()}"
+        core.effects.noteFailure(step, reason)
+        nextAttempt = attempt.afterRegisterFailure(failure)
+        if nextAttempt is None or nextAttempt.step.gatewayId != moving.chosenId:
+            client.refused(moving.session, reason)
+        else:
+            client.tryNext(nextAttempt, reason)
+
+    moving.operation.addCallbacks(done, failed)
+
+
 def _session(client: Client, core: ClientCore, session: Session, *rest) -> Session:
     # online and degraded own the session the input names; going online
     # (goOnline) starts its watchers once, not on every recovery.
@@ -603,6 +762,7 @@ def _buildMachine():
     verifying = builder.state("verifying", verify)
     online = builder.state("online", _session)
     degraded = builder.state("degraded", _session)
+    moving = builder.state("moving", move)
     stopping = builder.state("stopping")
     stopped = builder.state("stopped")
 
@@ -675,6 +835,11 @@ def _buildMachine():
         core.effects.startSession(session)
 
     @online.upon(Client.probeMissed).to(degraded)
+    def degrading(client, core, session: Session, missedSession, count):
+        reason = f"{count} health probe(s) unanswered"
+        core.because(reason)
+        core.effects.announce("degraded", session, reason)
+
     @degraded.upon(Client.probeMissed).loop()
     def missed(client, core, session: Session, missedSession, count):
         core.because(f"{count} health probe(s) unanswered")
@@ -700,6 +865,7 @@ def _buildMachine():
         core.because(reason)
         core.log.warn("leaving {left}: {reason}; trying {gateway} over {method}",
                       left=session.step.gateway, reason=reason, **_named(attempt.step))
+        core.effects.announce("failover", session, reason, attempt.step)
         leave(core, session, reason)
 
     @online.upon(Client.dropped).to(searching)
@@ -708,14 +874,66 @@ def _buildMachine():
         core.because(reason)
         core.log.warn("leaving {left}: {reason}; searching", left=session.step.gateway,
                       reason=reason)
+        core.effects.announce("failover", session, reason)
         leave(core, session, reason)
 
     @online.upon(Client.switch).to(registering)
     @degraded.upon(Client.switch).to(registering)
-    def switching(client, core, session: Session, oldSession, attempt):
-        core.because(f"switching to the better gateway {attempt.step.gateway}")
+    def switching(client, core, session: Session, oldSession, attempt, reason=""):
+        core.because(f"switching to {'the better gateway ' if not reason else ''}"
+                     f"{attempt.step.gateway}" + (f": {reason}" if reason else ""))
         core.log.info("{reason}", reason=core.reason)
         leave(core, session, "")
+
+    # -- moving: the operator's choice, asked while the session goes on ---
+    @online.upon(Client.use).to(moving)
+    @degraded.upon(Client.use).to(moving)
+    def choosing(client, core, session: Session, usedSession, attempt, reply):
+        core.because(f"asking the chosen gateway {attempt.step.gateway} for a lease "
+                     "(mnigsctl use); staying on the current one until it grants one")
+        core.log.info("{reason}", reason=core.reason)
+
+    @moving.upon(Client.tryNext).loop()
+    def moveNext(client, core, moving: Moving, attempt, reason):
+        core.because(reason)
+        moving.attempt = attempt
+        _registerMove(client, core, moving)
+
+    @moving.upon(Client.registered).to(connecting)
+    def movedOn(client, core, moving: Moving, attempt, lease):
+        # _registerMove ended the session before feeding this input.
+        session = moving.session
+        core.because(f"switching to the chosen gateway {attempt.step.gateway}")
+        core.log.info("{reason}", reason=core.reason)
+        core.session = None
+        core.effects.unregister(session.step, session.lease)
+        moving.answer({"gateway": attempt.step.gatewayId, "name": attempt.step.seen.offer.name,
+                       "method": attempt.step.method, "state": "connecting"})
+
+    @moving.upon(Client.refused).to(online)
+    def stayOn(client, core, moving: Moving, session, reason):
+        core.because(f"staying on {moving.session.step.gateway}: {reason}")
+        core.log.warn("{reason}", reason=core.reason)
+        moving.answer(error=f"{reason}; staying on {moving.session.step.gateway}")
+
+    @moving.upon(Client.failover).to(registering)
+    def failingOverWhileMoving(client, core, moving: Moving, lostSession, attempt, reason):
+        moving.cancel()
+        moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
+        failingOver(client, core, moving.session, lostSession, attempt, reason)
+
+    @moving.upon(Client.dropped).to(searching)
+    def droppedWhileMoving(client, core, moving: Moving, lostSession, reason):
+        moving.cancel()
+        moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
+        droppedOut(client, core, moving.session, lostSession, reason)
+
+    @moving.upon(Client.use).loop()
+    def alreadyMoving(client, core, moving: Moving, usedSession, attempt, reply):
+        reply.errback(ValueError(f"already asking {moving.attempt.step.gateway} for a lease"))
+
+    moving.upon(Client.probeMissed).loop()(_ignoreWithData)
+    moving.upon(Client.probeAnswered).loop()(_ignoreWithData)
 
     # -- stopping --------------------------------------------------------
     def waitStopped(core):
@@ -765,12 +983,19 @@ def _buildMachine():
             lambda _: client.stopped())
         return d
 
+    @moving.upon(Client.stop).to(stopping)
+    def stopMoving(client, core, moving: Moving):
+        moving.cancel()
+        moving.answer(error="the client is stopping")
+        return stopSession(client, core, moving.session)
+
     @stopping.upon(Client.stop).loop()
     def stopAgain(client, core):
         return waitStopped(core)
 
     @stopping.upon(Client.stopped).to(stopped)
     def finishStopping(client, core):
+        core.effects.offline()
         core.stopWaiters.fire()
 
     # -- inputs that arrive late or out of place are dropped ------------
@@ -817,10 +1042,23 @@ def _buildMachine():
                   Client.probeAnswered, Client.failover, Client.dropped, Client.switch,
                   Client.stopped),
     }
+    ignored[moving] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                       Client.retry, Client.exhausted, Client.connected, Client.answered,
+                       Client.switch, Client.stopped)
+    for state in ignored:
+        if state is not moving:
+            ignored[state] += (Client.refused,)
     for state, inputs in ignored.items():
         ignore = _ignore if state in (idle, stopping, stopped) else _ignoreWithData
         for name in inputs:
             state.upon(name).loop()(ignore)
+
+    # the operator's choice only moves an online client (the agent asks
+    # only then); a late one is answered, not lost
+    for state in (searching, waiting, registering, connecting, verifying):
+        state.upon(Client.use).loop()(_notOnlineWithData)
+    for state in (idle, stopping, stopped):
+        state.upon(Client.use).loop()(_notOnline)
 
     # -- status ----------------------------------------------------------
     @idle.upon(Client.describe).loop()
@@ -857,6 +1095,11 @@ def _buildMachine():
     @degraded.upon(Client.describe).loop()
     def describeDegraded(client, core, session: Session):
         return core.status("degraded", current=session.describe(core.clock.seconds()))
+
+    @moving.upon(Client.describe).loop()
+    def describeMoving(client, core, moving: Moving):
+        return core.status("moving", current=moving.session.describe(core.clock.seconds()),
+                           attempt=moving.attempt.step.describe())
 
     @stopping.upon(Client.describe).loop()
     def describeStopping(client, core):

@@ -47,7 +47,12 @@ the last failure so that a gateway that once failed is forgiven.
 
 The list holds the usable gateways first, then the unusable ones, each
 part by score, ties broken by gateway id so that the order is total and
-never depends on the order answers arrived in.
+never depends on the order answers arrived in.  A gateway the operator
+chose at run time (C{Policy.chosen}, C{mnigsctl use}) comes first among
+the usable ones that are not cooling down, whatever its score.
+
+L{scoreParts} gives each term of the sum above (weighted, so that they
+add up to the score): what C{mnigsctl gateways} and the status page show.
 
 Each gateway appears once: when it answered on several addresses the one
 with the lowest distance (then lowest rtt, then address) is kept.
@@ -56,7 +61,7 @@ with the lowest distance (then lowest rtt, then address) is kept.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from mnigs.protocol import Offer
@@ -95,6 +100,12 @@ class Policy:
     @ivar currency: if set, a fee in another currency is refused.
     @ivar period: if set, a fee for another period is refused.
     @ivar pinned: if not empty, only these gateway ids are usable.
+    @ivar blocked: gateway ids never used (C{policy.blocked}).
+    @ivar blockedNow: gateway ids blocked at run time (C{mnigsctl block});
+        not kept across restarts.
+    @ivar chosen: a gateway id the operator chose at run time (C{mnigsctl
+        use}): ranked first among the usable gateways that are not cooling
+        down, whatever its score.
     @ivar failureCooldown: seconds during which a gateway that failed is
         passed over while there is anything else.
     """
@@ -106,6 +117,8 @@ class Policy:
     period: str | None = None
     pinned: frozenset[str] = frozenset()
     blocked: frozenset[str] = frozenset()
+    blockedNow: frozenset[str] = frozenset()
+    chosen: str | None = None
     failureCooldown: float = 30.0
     feeWeight: float = 10.0
     distanceWeight: float = 1.0
@@ -145,6 +158,10 @@ class Ranked:
         is a direct neighbour is for the caller to decide.
     @ivar cooling: why the gateway is cooling down after a failure (it is
         ranked after those that are not), C{""} if it is not.
+    @ivar parts: the terms of C{score} (L{scoreParts}), or C{None} when
+        the score was given rather than computed.
+    @ivar chosen: the operator chose this gateway (C{mnigsctl use}): it is
+        ranked before the other usable gateways unless it is cooling down.
     """
 
     seen: Seen
@@ -153,6 +170,8 @@ class Ranked:
     whyNot: str
     methods: tuple[str, ...]
     cooling: str = ""
+    parts: dict | None = field(default=None, compare=False)
+    chosen: bool = False
 
     @property
     def gatewayId(self) -> str:
@@ -180,19 +199,31 @@ def _badness(quality, policy: Policy, now: float) -> float:
     return ratio + min(1.0, max(0.0, quality.loss))
 
 
+#: The terms of a score, in the order status output shows them.
+PARTS = ("distance", "rtt", "load", "fee", "history")
+
+
+def scoreParts(seen: Seen, policy: Policy, quality, now: float) -> dict[str, float]:
+    """
+    Each term of one gateway's score, weighted: the score is their sum
+    (the module docstring defines them; lower is better).
+    """
+    offer = seen.offer
+    return {
+        "distance": policy.distanceWeight * _saturate(seen.distance, policy.distanceScale, math.inf),
+        "rtt": policy.rttWeight * _saturate(seen.rtt, policy.rttScale, policy.rttScale),
+        "load": policy.loadWeight * offer.load,
+        "fee": policy.feeWeight * (offer.fee is not None),
+        "history": policy.historyWeight * _badness(quality, policy, now),
+    }
+
+
 def score(seen: Seen, policy: Policy, quality, now: float) -> float:
     """
     The score of one gateway (lower is better), as the module docstring
-    defines it.
+    defines it: the sum of its L{scoreParts}.
     """
-    offer = seen.offer
-    return (
-        policy.feeWeight * (offer.fee is not None)
-        + policy.distanceWeight * _saturate(seen.distance, policy.distanceScale, math.inf)
-        + policy.rttWeight * _saturate(seen.rtt, policy.rttScale, policy.rttScale)
-        + policy.loadWeight * offer.load
-        + policy.historyWeight * _badness(quality, policy, now)
-    )
+    return sum(scoreParts(seen, policy, quality, now).values())
 
 
 def _feeRefused(offer: Offer, policy: Policy) -> str:
@@ -220,6 +251,8 @@ def _whyNot(offer: Offer, policy: Policy, methods: tuple[str, ...]) -> str:
     gid = offer.gatewayId
     if gid in policy.blocked:
         return "blocked"
+    if gid in policy.blockedNow:
+        return "blocked at run time (mnigsctl unblock)"
     if policy.pinned and gid not in policy.pinned:
         return "not pinned"
     if not offer.available:
@@ -276,17 +309,16 @@ def rank(seen: list[Seen], policy: Policy, history, now: float) -> list[Ranked]:
     Returns every gateway once: the usable ones first, best first, then
     the unusable ones with the reason.
     """
-    entries = []
+    ranked = []
     for item in deduplicate(seen):
         quality = history.get(item.offer.gatewayId)
         methods = commonMethods(item.offer, policy)
-        entries.append((
-            item, score(item, policy, quality, now), methods,
-            _whyNot(item.offer, policy, methods), _coolingDown(quality, policy, now),
-        ))
-    ranked = [Ranked(item, value, not whyNot, whyNot, methods, cooling)
-              for item, value, methods, whyNot, cooling in entries]
-    ranked.sort(key=lambda r: (not r.usable, bool(r.cooling), r.score, r.gatewayId))
+        parts = scoreParts(item, policy, quality, now)
+        whyNot = _whyNot(item.offer, policy, methods)
+        ranked.append(Ranked(item, sum(parts.values()), not whyNot, whyNot, methods,
+                             _coolingDown(quality, policy, now), parts,
+                             item.offer.gatewayId == policy.chosen))
+    ranked.sort(key=lambda r: (not r.usable, bool(r.cooling), not r.chosen, r.score, r.gatewayId))
     return ranked
 
 
@@ -339,3 +371,13 @@ class SwitchPolicy:
             self.reset()
             return best
         return None
+
+    def holdLeft(self, gatewayId: str, now: float) -> float | None:
+        """
+        Seconds C{gatewayId} must go on beating the current gateway before
+        the client moves (at the first rescan after that), or C{None} if it
+        is not the gateway being waited for.
+        """
+        if self.candidate != gatewayId or self.since is None:
+            return None
+        return max(0.0, self.since + self.hold - now)

@@ -1,20 +1,37 @@
 """
 The client's routing changes, and nothing else: a default route in mnigs's
-own table, reached through two policy rules::
+own table, reached through policy rules (L{ruleSpecs})::
 
     PRIORITY      lookup main suppress_prefixlength 0   # every mesh route but a default
-    PRIORITY + 1  lookup TABLE                          # then mnigs's default route
+    PRIORITY + 1  iif lo lookup TABLE                   # then mnigs's default route,
+    PRIORITY + 1  from LAN-PREFIX lookup TABLE          #   for the client's own traffic
+    PRIORITY + 1  iif LAN-INTERFACE lookup TABLE        #   and the shared LAN's only
 
 so mesh destinations, the gateway's own mesh address included, stay on
 the mesh (the tunnel never carries itself) and only what would have taken
-a default route takes mnigs's.  Removing the rules and flushing the table
-leaves the routing exactly as it was.  (pyroute2, never `ip` output.)
+a default route takes mnigs's: the client's own traffic (C{iif lo}) and
+what comes from a shared prefix or interface (C{[share]},
+L{mnigs.client.datapath}).  Nothing forwarded from elsewhere uses the
+tunnel.  Removing the rules and flushing the table leaves the routing
+exactly as it was.
 
-With a lease's inner IPv6 address (IPv6 egress) the same two rules and
-the same table hold C{::/0} through the tunnel for IPv6 too, from that
-address, with C{throw} routes for the mesh's own IPv6 space (Yggdrasil
-200::/7, cjdns fc00::/8): those fall through to the rules after ours
-even when the main table has no route for them, never into the tunnel.
+With a lease's inner IPv6 address (IPv6 egress) the same table holds
+C{::/0} through the tunnel for IPv6 too, from that address, with
+C{throw} routes for the mesh's own IPv6 space (Yggdrasil 200::/7, cjdns
+fc00::/8): those fall through to the rules after ours even when the main
+table has no route for them, never into the tunnel.  IPv6's rules are
+the first two above, the client's own traffic only: the shared LAN is
+translated to the lease's IPv4 address alone (L{mnigs.client.datapath}),
+and the gateway admits no IPv6 source but the lease's, so a LAN's IPv6
+put into the tunnel would only be dropped there.
+
+Fail closed (C{routing.fail_closed}): when a connection goes, its
+default route is replaced by C{unreachable default} (L{PolicyRouting.withdraw})
+and the rules stay, so that while the client switches nothing that would
+take a default route falls through to the main table's (a mesh default);
+mesh destinations still match the first rule.  The same holds for IPv6
+when the connection that went had it (C{unreachable ::/0}, the throw
+routes kept).  (pyroute2, never `ip` output.)
 """
 
 from __future__ import annotations
@@ -32,6 +49,28 @@ log = Logger()
 FAMILIES = (socket.AF_INET, socket.AF_INET6)
 #: Route type "throw": the lookup goes on with the next rule.
 RTN_THROW = 9
+#: The routes' C{type} for a default route that answers "unreachable".
+UNREACHABLE = "unreachable"
+
+
+def ruleSpecs(table: int, priority: int, prefixes=(), interfaces=(),
+              family: int = 4) -> list[dict]:
+    """
+    The policy rules of one address family, as pyroute2 C{rule()} keyword
+    arguments (see the module docstring): C{prefixes} (L{ipaddress}
+    networks; those of another family are left out) and C{interfaces}
+    (names) are the shared LAN's.
+    """
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    rules = [{"family": af, "priority": priority, "table": 254, "suppress_prefixlen": 0},
+             {"family": af, "priority": priority + 1, "table": table, "iifname": "lo"}]
+    for prefix in prefixes:
+        if prefix.version == family:
+            rules.append({"family": af, "priority": priority + 1, "table": table,
+                          "src": str(prefix.network_address), "src_len": prefix.prefixlen})
+    for name in interfaces:
+        rules.append({"family": af, "priority": priority + 1, "table": table, "iifname": name})
+    return rules
 
 
 def openIPRoute(netns: str | None = None) -> IPRoute:
@@ -46,14 +85,22 @@ class PolicyRouting:
     @param ipRoute: opens the rtnetlink socket each operation works
         through, used as a context manager (default: pyroute2's C{IPRoute}
         in C{netns}); tests give a fake.
+    @param prefixes: the shared LAN's source prefixes (L{ipaddress} networks).
+    @param interfaces: the shared LAN's interfaces.
+    @param failClosed: L{withdraw} leaves an unreachable default route
+        behind the rules instead of removing them.
     """
 
     def __init__(self, table: int, priority: int, netns: str | None = None,
-                 ipRoute: Optional[Callable[[], IPRoute]] = None):
+                 ipRoute: Optional[Callable[[], IPRoute]] = None, prefixes=(),
+                 interfaces=(), failClosed: bool = False):
         self.table = table
         self.priority = priority
         self.netns = netns
         self._ipr = ipRoute or (lambda: openIPRoute(netns))
+        self.prefixes = tuple(prefixes)
+        self.interfaces = tuple(interfaces)
+        self.failClosed = failClosed
 
     def _ours(self, ipr, family=socket.AF_INET):
         return [rule for rule in ipr.get_rules(family=family)
@@ -112,10 +159,36 @@ class PolicyRouting:
             self._addRules(ipr, socket.AF_INET6)
 
     def _addRules(self, ipr, family) -> None:
-        if not self._ours(ipr, family):
-            ipr.rule("add", family=family, priority=self.priority, table=254,
-                     suppress_prefixlen=0)
-            ipr.rule("add", family=family, priority=self.priority + 1, table=self.table)
+        if self._ours(ipr, family):
+            return
+        if family == socket.AF_INET:
+            rules = ruleSpecs(self.table, self.priority, self.prefixes, self.interfaces)
+        else:  # the client's own traffic only: see the module docstring
+            rules = ruleSpecs(self.table, self.priority, family=6)
+        for rule in rules:
+            ipr.rule("add", **rule)
+
+    def withdraw(self) -> None:
+        """
+        A connection went: remove mnigs's rules and routes (L{clear}), or,
+        failing closed, replace its default route by an unreachable one
+        and keep (or put back) the rules, so that what would take a
+        default route goes nowhere until the next L{install} or L{clear};
+        IPv6's too when the connection had IPv6 (mnigs's IPv6 rules are
+        there).
+        """
+        if not self.failClosed:
+            self.clear()
+            return
+        with self._ipr() as ipr:
+            ipr.route("replace", dst="0.0.0.0/0", table=self.table, type=UNREACHABLE)
+            self._addRules(ipr, socket.AF_INET)
+            had6 = bool(self._ours(ipr, socket.AF_INET6))
+            if had6:
+                ipr.route("replace", family=socket.AF_INET6, dst="::/0", table=self.table,
+                          type=UNREACHABLE)
+        log.info("routing: failing closed: unreachable default{six} in table {table} until the "
+                 "next gateway", table=self.table, six=" (IPv4 and IPv6)" if had6 else "")
 
     def routedOnMesh(self, host: str) -> bool:
         """
@@ -153,6 +226,35 @@ class PolicyRouting:
                 return None
             links = ipr.get_links(index)
             return links[0].get_attr("IFLA_IFNAME") if links else None
+
+    def pathMTU(self, host: str) -> int | None:
+        """
+        The MTU of the path to C{host} as routing knows it: the route's
+        own MTU (C{mtu} metric) if it has one, else its outgoing
+        interface's; C{None} when nothing routes it.
+        """
+        address = ipaddress.ip_address(host)
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        with self._ipr() as ipr:
+            try:
+                [route] = ipr.route("get", dst=str(address), family=family)[:1]
+            except (NetlinkError, ValueError):
+                return None
+            metrics = route.get_attr("RTA_METRICS")
+            mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+            if mtu:
+                return int(mtu)
+            index = route.get_attr("RTA_OIF")
+            links = ipr.get_links(index) if index else []
+            return int(links[0].get_attr("IFLA_MTU")) if links else None
+
+    def setMTU(self, interface: str, mtu: int) -> None:
+        """Set C{interface}'s MTU."""
+        with self._ipr() as ipr:
+            index = ipr.link_lookup(ifname=interface)
+            if not index:
+                raise LookupError(f"no interface {interface}")
+            ipr.link("set", index=index[0], mtu=int(mtu))
 
 
 def routingSnapshot(netns: str | None = None) -> dict:

@@ -8,13 +8,16 @@ import os
 import resource
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
-from mnigs.client.effects import ClientEffects
+from mnigs.client.datapath import ClientDataPath, Forwarding
+from mnigs.client.dns import ResolverKeeper
+from mnigs.client.effects import CLIENT_HOOK_EVENTS, ClientEffects
 from mnigs.client.health import HealthMonitor
 from mnigs.client.history import HistoryFile, QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
@@ -23,11 +26,16 @@ from mnigs.daemon.hooks import Hooks
 from mnigs.daemon.identity import KEY_FILE, loadOrCreateKey
 from mnigs.methods import METHODS, ClientContext
 from mnigs.system.netlink import Netlink
+from mnigs.system.nft import NftRunner
 from mnigs.protocol import keyId
 from mnigs.rpc.client import RPCClient
 from mnigs.system.statefile import ensureStateDir
 
 log = Logger()
+
+#: Says the client turned IPv4 forwarding on (for a shared LAN): a run
+#: after a crash turns it back off on stop.
+FORWARDING_MARKER = "ip_forward-turned-on"
 
 #: Where protocol version 1 kept the client's free-text id.
 OLD_CLIENT_ID_FILE = "client-id"
@@ -90,7 +98,7 @@ class ClientService(MultiService):
     LIVE_KEYS = ("policy", "health", "log.level")
 
     def __init__(self, reactor, config, configPath=None, levelFilter=None, netlink=None,
-                 routing=None):
+                 routing=None, dataPath=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -98,6 +106,7 @@ class ClientService(MultiService):
         self.levelFilter = levelFilter
         self.netlink = netlink
         self.routing = routing
+        self.dataPath = dataPath
 
     def startService(self):
         # The state directory, keys, sockets and history are opened here,
@@ -114,12 +123,21 @@ class ClientService(MultiService):
         if self.netlink is None:
             self.netlink = Netlink()
         if self.routing is None:
-            self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority)
+            self.routing = PolicyRouting(config.routing.table, config.routing.rule_priority,
+                                         prefixes=config.share.prefixes,
+                                         interfaces=config.share.interfaces,
+                                         failClosed=config.routing.fail_closed)
+        if self.dataPath is None:
+            self.dataPath = ClientDataPath(
+                NftRunner(reactor), config.share.table, config.share.prefixes,
+                config.share.interfaces, clamp=config.mtu.clamp_mss,
+                forwarding=Forwarding(marker=os.path.join(stateDir, FORWARDING_MARKER)))
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy
         self.policy = policyFromConfig(config)
         self.methods = self._buildMethods(stateDir)
+        self.resolvers = self._resolverKeeper(stateDir)
         self.discovery = Discovery(
             reactor, RPCClient(reactor, timeout=config.discovery.timeout, persistent=False),
             ports=config.discovery.ports, concurrency=config.discovery.concurrency,
@@ -130,15 +148,16 @@ class ClientService(MultiService):
             reactor, config, buildSources(reactor, config), self.discovery,
             RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
             self.history, self.routing, self._health,
-            Hooks(reactor, {"online": config.hooks.online, "offline": config.hooks.offline},
+            Hooks(reactor, {event: config.hooks[event] for event in CLIENT_HOOK_EVENTS},
                   config.hooks.max_running),
-            self.clientKey)
+            self.clientKey, resolvers=self.resolvers, dataPath=self.dataPath)
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
                                       config.discovery.rescan_interval), self.effects)
         makeAdminService(reactor, config.admin.socket,
-                         {"status": self.agent.describe}).setServiceParent(self)
+                         dict(self.agent.adminCommands(), status=self.describe)
+                         ).setServiceParent(self)
         if config.web.enabled:
             self._webService().setServiceParent(self)
         if config.manhole.enabled:
@@ -148,13 +167,38 @@ class ClientService(MultiService):
                                 "effects": self.effects, "config": config}).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
 
+    def _resolverKeeper(self, stateDir):
+        """
+        C{[dns]}: the backend the mode names, or for C{auto} what this
+        system uses (systemd-resolved, else resolvconf, else none).
+        """
+        from mnigs.system.resolvers import commandRunner, detectMode, makeBackend
+
+        dns = self.config.dns
+        run = commandRunner(self.reactor)
+        mode = dns.mode
+        if mode == "auto":
+            mode = detectMode() or "off"
+            log.info("dns: mode auto uses {mode}{why}", mode=mode,
+                     why="" if mode != "off" else " (neither systemd-resolved nor resolvconf "
+                     "here; dns.mode \"file\" would write /etc/resolv.conf)")
+        backend = None if mode == "off" else makeBackend(mode, run, dns.file, dns.hook)
+        return ResolverKeeper(backend, stateDir,
+                              lambda recorded: makeBackend(recorded, run, dns.file, dns.hook))
+
     def _webService(self):
-        from mnigs.web.placeholder import StatusJSON
+        from mnigs.web.clientpage import renderClientPage
+        from mnigs.web.pages import StatusJSON, StatusPage
         from mnigs.web.site import makeWebService
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
-                              {b"": StatusJSON(self.agent.describe)})
+                              {b"": StatusPage(self.describe, renderClientPage),
+                               b"status.json": StatusJSON(self.describe)})
+
+    def describe(self):
+        "The status: the agent's, and the resolvers in force."
+        return dict(self.agent.describe(), dns=self.resolvers.describe())
 
     def reloader(self):
         from mnigs.client.config import loadClientConfig
@@ -172,14 +216,14 @@ class ClientService(MultiService):
         """
         self.config = config
         self.effects.config = config
-        self.policy = self.effects.policy = policyFromConfig(config)
+        self.policy = policyFromConfig(config)
         self.discovery.pinned = config.policy.pinned or None
         self.discovery.blocked = config.policy.blocked
         self.agent.switchPolicy.margin = config.policy.switch_margin
         self.agent.switchPolicy.hold = config.policy.switch_hold
         if self.levelFilter is not None:
             self.levelFilter.setLevel(config.log.level)
-        self.agent.policyChanged()
+        self.agent.policyChanged(self.policy)  # keeps what mnigsctl use/block chose
 
     def _buildMethods(self, stateDir):
         context = ClientContext(self.reactor, self.config, stateDir, self.routing, self.netlink)
@@ -213,6 +257,8 @@ class _Lifecycle(Service):
             from mnigs.daemon.reload import handleSIGHUP
             self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
+        service.resolvers.recover()  # runs before any later change
+        service.dataPath.start()  # replaces whatever table a crashed run left
         # The id stays out of info lines: it names this device to whoever
         # reads the log.
         log.info("mnigs client starting, methods {names}",
@@ -229,10 +275,21 @@ class _Lifecycle(Service):
 
         def cleanUp(result):
             service.routing.clear()
+            service.resolvers.offline()
+            return service.resolvers.settled().addBoth(lambda _: saved(result))
+
+        def saved(result):
             try:
                 service.history.save()
             except Exception:
                 log.failure("could not save the quality history")
-            return result
+            return service.dataPath.stop().addBoth(lambda _: result)
 
-        return d.addBoth(cleanUp)
+        d.addBoth(cleanUp)
+        # Fire on a turn of our own: the stop often ends inside a child's
+        # processEnded (wireguard-go's), which Twisted calls from its loop
+        # over the processes to reap; finishing the stop there runs the
+        # reactor's shutdown (closing every pipe) inside that loop, which
+        # reaps a hook that ended meanwhile (the offline hook) a second
+        # time: waitpid(None), an "Unhandled Error" in the log.
+        return d.addBoth(lambda result: deferLater(service.reactor, 0, lambda: result))

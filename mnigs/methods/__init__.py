@@ -25,13 +25,26 @@ from mnigs.daemon.config import (
     Field,
     addresses,
     between,
+    strings,
     ifname,
     network,
     oneOf,
     port,
 )
 from mnigs.methods import inet6
-from mnigs.protocol import formatEndpoint, fromBase64, isSHA256, parseEndpoint, unprintable
+from mnigs.protocol import (
+    MAX_RESOLVERS,
+    checkResolvers,
+    formatEndpoint,
+    fromBase64,
+    isSHA256,
+    parseEndpoint,
+    unprintable,
+)
+
+#: The word in a method's C{dns} that stands for the gateway's own address
+#: as the lease gives it (C{gateway_address}): its resolver inside the tunnel.
+TUNNEL_RESOLVER = "tunnel"
 
 def resolve(builder):
     """
@@ -92,6 +105,16 @@ class Method:
         reason)} for what else the method needs in the server's file.
     @ivar clientCheck: the same for a client whose C{methods.order}
         lists the method.
+    @ivar overhead: by the outer packets' IP version (4, 6), how many
+        bytes the method adds to each packet it carries: the client sets
+        its tunnel's MTU to the path MTU to the gateway less this
+        (L{mnigs.client.mtu.tunnelMTU}).  C{None} for a method whose
+        device the client does not size: C{forward} (the mesh interface
+        itself), a method carried in a TCP stream, or one whose daemon
+        sizes its own device; its TCP MSS is then clamped to the route's
+        MTU (docs/operations.md, "MTU and MSS").
+    @ivar padding: the method pads what it carries to a multiple of this
+        many bytes; the tunnel MTU is rounded down to one.
     """
     name: str
     gateway: Any
@@ -101,6 +124,8 @@ class Method:
     clientSettings: Mapping | None = None
     serverCheck: Callable[[Any], tuple[str, str] | None] | None = None
     clientCheck: Callable[[Any], tuple[str, str] | None] | None = None
+    overhead: Mapping[int, int] | None = None
+    padding: int = 1
 
     def buildGateway(self, context: GatewayContext, section):
         return resolve(self.gateway)(context, section)
@@ -160,6 +185,35 @@ def _pinned(entry: dict, member: str) -> dict:
     if not isSHA256(entry.get(member)):
         raise ValueError(f"{member} must be a lowercase hex SHA-256")
     return entry
+
+
+def _resolvers(value):
+    """
+    A method's C{dns} (server): addresses a lease hands its client as
+    resolvers, or L{TUNNEL_RESOLVER}; checked as a client checks a lease's
+    (L{checkResolvers}), so that a gateway never offers what clients refuse.
+    """
+    value = strings(value)
+    if len(value) > MAX_RESOLVERS:
+        raise ValueError(f"lists {len(value)} resolvers, more than {MAX_RESOLVERS}")
+    if value.count(TUNNEL_RESOLVER) > 1:
+        raise ValueError(f"lists {TUNNEL_RESOLVER!r} twice")
+    checked = list(checkResolvers([v for v in value if v != TUNNEL_RESOLVER]))
+    return [TUNNEL_RESOLVER if v == TUNNEL_RESOLVER else checked.pop(0) for v in value]
+
+
+def resolversFor(configured, gatewayAddress) -> list[str]:
+    """
+    A lease's C{dns}: the method's configured resolvers, with
+    L{TUNNEL_RESOLVER} replaced by C{gatewayAddress} (the lease's
+    C{gateway_address}), each once.
+    """
+    out: list[str] = []
+    for entry in configured:
+        address = str(gatewayAddress) if entry == TUNNEL_RESOLVER else str(entry)
+        if address not in out:
+            out.append(address)
+    return out
 
 
 def _needsNodeKey(config, reason):
@@ -241,9 +295,22 @@ def _softetherNic(value):
 
 _IMPLEMENTATION = oneOf("auto", "kernel", "wireguard-go")
 
+#: Per-packet overheads by outer IP version (see L{Method.overhead}).
+#: WireGuard: IP (20/40) + UDP 8 + its data header 16 + the AEAD tag 16;
+#: it pads what it carries to a multiple of 16 bytes.
+WIREGUARD_OVERHEAD = {4: 60, 6: 80}
+#: OpenVPN 2.6 over UDP with its default AES-256-GCM data channel: IP
+#: (20/40) + UDP 8 + opcode and peer id 4 + packet id 4 + tag 16; 8 more
+#: bytes of margin for a compression framing byte and CBC ciphers' padding.
+OPENVPN_OVERHEAD = {4: 60, 6: 80}
+
 register(Method(
     "forward", "mnigs.methods.forward.buildGateway", "mnigs.methods.forward.buildClient",
-    _forwardOffer, clientSettings={}))
+    _forwardOffer,
+    serverSettings={
+        "dns": Field(list, [], _resolvers),
+    },
+    clientSettings={}))
 register(Method(
     "wireguard", "mnigs.methods.wireguard.buildGateway", "mnigs.methods.wireguard.buildClient",
     _wireguardOffer,
@@ -254,7 +321,7 @@ register(Method(
         **_IPV6_EGRESS,
         "endpoint": Field(list, [], addresses),
         "implementation": Field(str, "auto", _IMPLEMENTATION),
-        "dns": Field(list, [], addresses),
+        "dns": Field(list, [], _resolvers),
         "handshake_timeout": Field(float, 60.0, between(0, 86400)),
     },
     clientSettings={
@@ -262,7 +329,8 @@ register(Method(
         "implementation": Field(str, "auto", _IMPLEMENTATION),
         "keepalive": Field(int, 5, between(0, 3600)),
         "ipv6": Field(bool, True),
-    }))
+    },
+    overhead=WIREGUARD_OVERHEAD, padding=16))
 register(Method(
     "openvpn", "mnigs.methods.openvpn.buildGateway", "mnigs.methods.openvpn.buildClient",
     _openvpnOffer,
@@ -273,12 +341,13 @@ register(Method(
         "pool": Field(str, "100.65.0.0/22", _pool),
         **_IPV6_EGRESS,
         "endpoint": Field(list, [], addresses),
-        "dns": Field(list, [], addresses),
+        "dns": Field(list, [], _resolvers),
     },
     clientSettings={
         "interface": Field(str, "mnigs-ovpnc0", ifname),
         "ipv6": Field(bool, True),
-    }))
+    },
+    overhead=OPENVPN_OVERHEAD))
 register(Method(
     "softether", "mnigs.methods.softether.buildGateway", "mnigs.methods.softether.buildClient",
     _softetherOffer,
@@ -288,19 +357,25 @@ register(Method(
         "bridge": Field(str, "mnigs", _softetherBridge),
         "pool": Field(str, "100.66.0.0/22", _pool),
         "endpoint": Field(list, [], addresses),
-        "dns": Field(list, [], addresses),
+        "dns": Field(list, [], _resolvers),
     },
     clientSettings={
         "nic": Field(str, "mnigs", _softetherNic),
-    }))
+    },
+    # Carried in a TCP (TLS) stream, which cuts it to the path's size:
+    # no outer packet outgrows the path, so the tap keeps its MTU.
+    overhead=None))
 register(Method(
     "cjdns", "mnigs.methods.cjdns.buildGateway", "mnigs.methods.cjdns.buildClient",
     _cjdnsOffer,
     serverSettings={
         "pool": Field(str, "100.67.0.0/22", _pool),
-        "dns": Field(list, [], addresses),
+        "dns": Field(list, [], _resolvers),
     },
     # The client's cjdns settings are the shared [cjdns] section's.
     clientSettings=None,
+    # cjdns sizes its own tun (1304 bytes) for its crypto and route
+    # headers; the IP tunnel inside it adds nothing the client can size.
+    overhead=None,
     serverCheck=lambda config: _needsNodeKey(config, "is required with [methods.cjdns]"),
     clientCheck=lambda config: _needsNodeKey(config, "is required when methods.order has cjdns")))

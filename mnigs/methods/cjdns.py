@@ -49,6 +49,7 @@ from mnigs.methods.forward import ConnectFailed, accessAddress
 from mnigs.methods.loss import Loss
 from mnigs.methods.wireguard import poolHosts
 from mnigs.protocol import GATEWAY_FULL, METHOD_UNAVAILABLE, RPCError, invalidParams
+from mnigs.methods import resolversFor
 
 log = Logger()
 
@@ -76,7 +77,7 @@ class CjdnsGateway:
         self.pool = pool
         self.gatewayAddress, _ = poolHosts(pool)
         self.tunInterface = tunInterface
-        self.dns = [str(d) for d in dns]
+        self.dns = list(dns)
         self.leases = {}
 
     def tunnelPools(self):
@@ -133,7 +134,8 @@ class CjdnsGateway:
         else:
             raise RPCError(GATEWAY_FULL, "cjdns address pool exhausted")
         return {"address": f"{address}/32", "gateway_address": str(self.gatewayAddress),
-                "peer_public_key": self.publicKey, "dns": list(self.dns)}
+                "peer_public_key": self.publicKey,
+                "dns": resolversFor(self.dns, self.gatewayAddress)}
 
     @defer.inlineCallbacks
     def _incoming(self):
@@ -219,6 +221,11 @@ class CjdnsGateway:
     def unconfirmed(self):
         return []  # no handshake to watch: a lease lives its time
 
+    def traffic(self):
+        # cjdns's admin API counts bytes per peer (InterfaceController_peerStats),
+        # not per IpTunnel connection: a lease's own bytes are not known.
+        return defer.succeed({})
+
     def describe(self):
         return {"interface": self.tunInterface, "pool": str(self.pool),
                 "public_key": self.publicKey, "tunnels": len(self.leases)}
@@ -283,7 +290,7 @@ class CjdnsConnection:
         self._loss.end()
         if self._watch.running:
             self._watch.stop()
-        self.client.routing.clear()
+        self.client.routing.withdraw()
         yield self.client._remove(self.number)
 
     def describe(self):

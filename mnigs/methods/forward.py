@@ -22,7 +22,9 @@ from zope.interface import implementer
 
 from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
+from mnigs.methods import resolversFor
 from mnigs.methods.loss import Loss
+from mnigs.methods.traffic import Traffic
 from mnigs.protocol import METHOD_UNAVAILABLE, RPCError, invalidParams
 
 
@@ -37,10 +39,12 @@ def accessAddress(lease):
 class ForwardGateway:
     name = "forward"
 
-    def __init__(self, access, netlink, meshInterfaces=()):
+    def __init__(self, access, netlink, meshInterfaces=(), dns=()):
         self.access = access
         self.netlink = netlink
         self.meshInterfaces = list(meshInterfaces)
+        self.leases = {}  # id -> lease, for the counters
+        self.dns = list(dns)  # resolvers for leases; "tunnel": our address facing the client
 
     def tunnelPools(self):
         return ()
@@ -78,8 +82,9 @@ class ForwardGateway:
             raise RPCError(METHOD_UNAVAILABLE,
                            f"{address} already holds a forward lease under another client id")
         lease.origin = self._origin(address)
+        gateway = self._ourAddressFacing(address) or localHost
         return {"address": f"{address}/{address.max_prefixlen}",
-                "gateway_address": str(self._ourAddressFacing(address) or localHost), "dns": []}
+                "gateway_address": str(gateway), "dns": resolversFor(self.dns, gateway)}
 
     def _origin(self, address):
         """
@@ -108,12 +113,15 @@ class ForwardGateway:
     def start(self, leases):
         # The access list is installed whole, for every method, by the
         # service before methods start; forward has nothing else to set up.
+        self.leases = {lease.id: lease for lease in leases}
         return None
 
     def grant(self, lease):
+        self.leases[lease.id] = lease
         return self.access.allow(self._admission(lease))
 
     def revoke(self, lease):
+        self.leases.pop(lease.id, None)
         return self.access.deny(self._admission(lease))
 
     def stop(self):
@@ -124,6 +132,30 @@ class ForwardGateway:
 
     def unconfirmed(self):
         return []  # no handshake to watch: a lease lives its time
+
+    def traffic(self):
+        """
+        The gate's element counters: what came back to the lease's
+        address (its C{clients} element: the answers, plus the first
+        packet of each connection it opens, which the masquerade rule
+        looks up too) is its bytes in, what its C{link} element let out
+        its bytes out.  IP packets, headers included.
+        """
+        if not self.leases:
+            return defer.succeed({})
+        return self.access.counters().addCallback(self._countLeases)
+
+    def _countLeases(self, counted):
+        # The gateway's nft module, not loaded into a client.
+        from mnigs.system.nft import addressSet, boundSet
+
+        result = {}
+        for lease in self.leases.values():
+            admission = self._admission(lease)
+            bytesIn = counted.get((addressSet(admission.address), (admission.address,)))
+            bytesOut = counted.get((boundSet(admission), admission.key()))
+            result[lease.id] = Traffic(bytesIn, bytesOut)
+        return result
 
     def describe(self):
         return {"mesh_interfaces": self.meshInterfaces}
@@ -143,7 +175,7 @@ class ForwardConnection:
 
     def disconnect(self):
         self._loss.end()
-        self.routing.clear()
+        self.routing.withdraw()
         return defer.succeed(None)
 
     def whenLost(self):
@@ -197,7 +229,8 @@ class ConnectFailed(Exception):
 # -- the registry's builders (mnigs.methods) -----------------------------
 
 def buildGateway(context, section):
-    return ForwardGateway(context.access, context.netlink, context.config.mesh.interfaces)
+    return ForwardGateway(context.access, context.netlink, context.config.mesh.interfaces,
+                          section.dns)
 
 
 def buildClient(context, section):

@@ -42,6 +42,7 @@ from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.inet6 import LeasePool6, leaseAddresses6, takeAddress6
 from mnigs.methods.loss import Loss
+from mnigs.methods.traffic import Traffic
 from mnigs.methods.pool import AddressPool
 from mnigs.methods.wireguard import kernelHasIPv6, poolHosts
 from mnigs.openvpn import management as m
@@ -55,6 +56,7 @@ from mnigs.openvpn.config import (
 from mnigs.openvpn.daemon import OpenVPNDaemon
 from mnigs.protocol import certificateSHA256, formatEndpoint, invalidParams
 from mnigs.system.statefile import atomicWrite
+from mnigs.methods import resolversFor
 
 log = Logger()
 
@@ -89,14 +91,17 @@ class OpenVPNGateway:
         self.proto = proto
         self.interface = interface
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
-        self.dns = [str(d) for d in dns]
+        self.dns = list(dns)
         self._addresses = AddressPool(self.pool)
         # IPv6 egress (mnigs.methods.inet6): an inner /128 per lease too.
         self.pool6 = pool6
         self._inner6 = LeasePool6(pool6) if pool6 is not None else None
         self.leases = {}
         self.sessions = {}  # cid -> lease id, for every client we admitted
-        self.traffic = {}  # cid -> (bytes in, bytes out)
+        # cid -> (bytes received from it, bytes sent to it), as openvpn's
+        # BYTECOUNT_CLI says; and per lease what its ended sessions carried.
+        self.counts = {}
+        self.carried: dict[str, tuple[int, int]] = {}
         self.daemon = daemonFactory(onEvent=self._managementEvent, onExit=self._daemonDied,
                                     onReady=self._daemonReady)
 
@@ -152,7 +157,7 @@ class OpenVPNGateway:
                   "endpoint": self._endpoint(localHost),
                   "proto": self.proto,
                   "ca": self.caPEM,
-                  "dns": list(self.dns)}
+                  "dns": resolversFor(self.dns, self.gatewayAddress)}
         config.update(takeAddress6(self._inner6, lease, others,
                                    lambda: self._addresses.release(address, lease.id)))
         return config
@@ -181,6 +186,7 @@ class OpenVPNGateway:
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
+        self.carried.pop(lease.id, None)
         self._addresses.release(accessAddress(lease), lease.id)
         if self._inner6 is not None:
             self._inner6.release(lease)
@@ -193,7 +199,35 @@ class OpenVPNGateway:
                 # Gone already (it disconnected, or openvpn is restarting).
                 log.info("openvpn: could not kill session {cid} of lease {lease}: {why}",
                          cid=cid, lease=lease.id, why=e)
-            self.sessions.pop(cid, None)
+            self._sessionEnded(cid)
+
+    def traffic(self):
+        """
+        Each lease's bytes from openvpn's C{BYTECOUNT_CLI} (every second):
+        its sessions' bytes sent to the client are its bytes in, those
+        received from it its bytes out; a lease's earlier sessions (the
+        client reconnected) count too.
+        """
+        counted = {leaseId: list(self.carried.get(leaseId, (0, 0))) for leaseId in self.leases}
+        for cid, leaseId in self.sessions.items():
+            if leaseId in counted and cid in self.counts:
+                fromClient, toClient = self.counts[cid]
+                counted[leaseId][0] += toClient
+                counted[leaseId][1] += fromClient
+        return defer.succeed({leaseId: Traffic(bytesIn, bytesOut)
+                              for leaseId, (bytesIn, bytesOut) in counted.items()})
+
+    def _sessionEnded(self, cid):
+        leaseId = self.sessions.pop(cid, None)
+        fromClient, toClient = self.counts.pop(cid, (0, 0))
+        if leaseId in self.leases:
+            bytesIn, bytesOut = self.carried.get(leaseId, (0, 0))
+            self.carried[leaseId] = (bytesIn + toClient, bytesOut + fromClient)
+
+    def _allSessionsEnded(self):
+        for cid in list(self.sessions):
+            self._sessionEnded(cid)
+        self.counts.clear()
 
     def stop(self):
         return self.daemon.stop()
@@ -219,10 +253,9 @@ class OpenVPNGateway:
         if isinstance(event, (m.ClientConnect, m.ClientReauth)):
             self._decide(event)
         elif isinstance(event, m.ClientDisconnect):
-            self.sessions.pop(event.cid, None)
-            self.traffic.pop(event.cid, None)
+            self._sessionEnded(event.cid)
         elif isinstance(event, m.ClientByteCount):
-            self.traffic[event.cid] = (event.bytesIn, event.bytesOut)
+            self.counts[event.cid] = (event.bytesIn, event.bytesOut)
 
     def _leaseFor(self, env):
         """The live lease these credentials name, or None."""
@@ -260,16 +293,14 @@ class OpenVPNGateway:
                                cid=event.cid, why=f.getErrorMessage()))
 
     def _daemonDied(self, reason):
-        self.sessions.clear()
-        self.traffic.clear()
+        self._allSessionsEnded()
         log.warn("openvpn server died ({reason}); it is being restarted",
                  reason=reason.getErrorMessage())
 
     def _daemonReady(self):
         # A relaunched server has no sessions; clients reconnect and are
         # decided against the lease book as it is now.
-        self.sessions.clear()
-        self.traffic.clear()
+        self._allSessionsEnded()
 
 
 # -- client side -------------------------------------------------------------
@@ -319,7 +350,7 @@ class OpenVPNConnection:
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()
-        self.routing.clear()
+        self.routing.withdraw()
         try:
             yield self.daemon.stop()
         finally:

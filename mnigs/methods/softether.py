@@ -39,11 +39,13 @@ from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
+from mnigs.methods.traffic import Traffic
 from mnigs.methods.pool import AddressPool
 from mnigs.protocol import formatEndpoint, invalidParams, parseEndpoint
 from mnigs.softether.client import OFFLINE, VpnClient, nicInterface
 from mnigs.softether.hub import HUB_NAME, USER_NAME, HubUser, userName
 from mnigs.softether.server import certificateFingerprint
+from mnigs.methods import resolversFor
 
 log = Logger()
 
@@ -72,7 +74,7 @@ class SoftEtherGateway:
         self._addresses = AddressPool(pool)
         self.gatewayAddress = self._addresses.gateway
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
-        self.dns = [str(d) for d in dns]
+        self.dns = list(dns)
         self.newPassword = password
         self.leases = {}
 
@@ -122,7 +124,7 @@ class SoftEtherGateway:
                 "username": userName(lease.id),
                 "password": self.newPassword(),
                 "server_cert": self.server.certificate,
-                "dns": list(self.dns)}
+                "dns": resolversFor(self.dns, self.gatewayAddress)}
 
     def _rebuild(self, leases):
         self._addresses.reset()
@@ -170,6 +172,25 @@ class SoftEtherGateway:
 
     def unconfirmed(self):
         return []  # no handshake to watch: a lease lives its time
+
+    def traffic(self):
+        """
+        The hub's sessions' data sizes (vpncmd C{SessionGet}): a lease's
+        bytes are those of its user's sessions on the hub now, so a
+        session that ended (the client reconnected) no longer counts, and
+        a lease with no session counts nothing.
+        """
+        if not self.leases:
+            return defer.succeed({})
+
+        def byLease(counted):
+            result = {}
+            for lease in self.leases.values():
+                toClient, fromClient = counted.get(userName(lease.id), (0, 0))
+                result[lease.id] = Traffic(toClient, fromClient)
+            return result
+
+        return self.server.sessionTraffic().addCallback(byLease)
 
     def describe(self):
         return dict(self.server.describe(), pool=str(self.pool), leases=len(self.leases))
@@ -251,14 +272,15 @@ class SoftEtherConnection:
         return self._loss.when()
 
     def traffic(self):
-        return None  # not counted
+        # The NIC's counters: the frames inside the tunnel.
+        return self.netlink.linkStats(self.ifname)
 
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()
         if self._carrier.running:
             self._carrier.stop()
-        self.routing.clear()
+        self.routing.withdraw()
         yield self.vpnclient.stop()
 
     def describe(self):
@@ -329,7 +351,7 @@ class SoftEtherClient:
             self.routing.install(self.ifname, gateway=str(config["gateway_address"]),
                                  source=str(config["address"].ip))
         except BaseException:  # CancelledError too (the connect timeout)
-            self.routing.clear()
+            self.routing.withdraw()
             yield vpnclient.stop()
             raise
         connection = SoftEtherConnection(self.reactor, vpnclient, self.routing, self.netlink,

@@ -33,8 +33,10 @@ from mnigs.protocol import (
     formatEndpoint,
     invalidParams,
 )
+from mnigs.methods.traffic import Traffic
 from mnigs.system.statefile import atomicWrite
 from mnigs.wireguard.uapi import Peer, checkKey, generatePrivateKey, publicKey
+from mnigs.methods import resolversFor
 
 KEY_FILE = "wireguard.key"
 IMPLEMENTATIONS = {"auto": "auto", "kernel": "kernel", "wireguard-go": "userspace"}
@@ -87,7 +89,7 @@ class WireGuardGateway:
         self._keys = {}
         self.port = port
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
-        self.dns = [str(d) for d in dns]
+        self.dns = list(dns)
         self.leases = {}
         self._peerUses, self._admissions = collections.Counter(), collections.Counter()
         # Leases granted by this run whose peer has not shaken hands yet:
@@ -152,7 +154,7 @@ class WireGuardGateway:
                   "gateway_address": str(self.gatewayAddress),
                   "peer_public_key": self.publicKey,
                   "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
-                  "dns": list(self.dns)}
+                  "dns": resolversFor(self.dns, self.gatewayAddress)}
         config.update(takeAddress6(self._inner6, lease, others,
                                    lambda: self._addresses.release(address, lease.id)))
         self._keys[key] = lease.id
@@ -290,6 +292,28 @@ class WireGuardGateway:
 
         return self.device.get().addCallbacks(judge, failed)
 
+    def traffic(self):
+        """
+        The peers' counters from one UAPI C{get}: a peer's C{tx_bytes}
+        (what the gateway sent it) is its lease's bytes in, C{rx_bytes}
+        its bytes out; both count WireGuard's encrypted datagrams
+        (handshakes and keepalives too).  A peer shared by a lease and its
+        replacement counts for the newer one.
+        """
+        return self.device.get().addCallback(self.countPeers)
+
+    def countPeers(self, device: dict) -> dict:
+        byKey = {}
+        for lease in sorted(self.leases.values(), key=lambda lease: lease.createdAt):
+            byKey[lease.params["public_key"]] = lease.id
+        counted = {}
+        for peer in device.get("peers", []):
+            leaseId = byKey.get(peer.get("public_key"))
+            if leaseId is not None:
+                counted[leaseId] = Traffic(peer.get("tx_bytes", 0), peer.get("rx_bytes", 0),
+                                           peer.get("last_handshake_time_sec") or None)
+        return counted
+
     def stop(self):
         return self.device.stop()
 
@@ -335,11 +359,12 @@ def checkLeaseConfig(config) -> dict:
 
 @implementer(IClientConnection)
 class WireGuardConnection:
-    def __init__(self, wg, routing, config):
+    def __init__(self, wg, routing, config, netlink=None):
         self.wg = wg  # the WireGuardDevice
         self.device = wg.ifname
         self.routing = routing
         self.config = config
+        self.netlink = netlink
         self._loss = Loss()
         wg.onDeath(self._died)
 
@@ -350,12 +375,13 @@ class WireGuardConnection:
         return self._loss.when()
 
     def traffic(self):
-        return None  # not counted
+        # The tunnel device's counters: the packets inside the tunnel.
+        return None if self.netlink is None else self.netlink.linkStats(self.device)
 
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()
-        self.routing.clear()
+        self.routing.withdraw()
         yield self.wg.stop()
 
     def counters(self):
@@ -380,8 +406,9 @@ class WireGuardClient:
     name = "wireguard"
 
     def __init__(self, reactor, ifname, privateKey, routing, implementation="auto",
-                 keepalive=5, handshakeTimeout=5.0, logPath=None, ipv6=True):
+                 keepalive=5, handshakeTimeout=5.0, logPath=None, netlink=None, ipv6=True):
         self.reactor = reactor
+        self.netlink = netlink
         #: Whether to use the IPv6 egress a lease carries (else ignore it,
         #: as a client from before IPv6 egress would).
         self.ipv6 = ipv6
@@ -429,7 +456,7 @@ class WireGuardClient:
         except BaseException:
             yield defer.maybeDeferred(device.stop).addErrback(lambda _: None)
             raise
-        return WireGuardConnection(device, self.routing, config)
+        return WireGuardConnection(device, self.routing, config, self.netlink)
 
     @defer.inlineCallbacks
     def _handshake(self, device):
@@ -486,4 +513,5 @@ def buildClient(context, section):
         context.reactor, section.interface, private, context.routing,
         implementation=section.implementation, keepalive=section.keepalive,
         handshakeTimeout=context.config.methods.connect_timeout,
-        logPath=os.path.join(context.stateDir, f"{section.interface}.log"), ipv6=section.ipv6)
+        logPath=os.path.join(context.stateDir, f"{section.interface}.log"),
+        netlink=context.netlink, ipv6=section.ipv6)

@@ -68,15 +68,16 @@ POLL_INTERVAL = 2.0
 
 class RouteMonitor:
     """
-    A non-blocking netlink socket bound to the IPv4 and IPv6 route groups.
+    A non-blocking netlink socket bound to the IPv4 and IPv6 route groups
+    (or to C{groups}: the gateway's replies by arrival watch neighbours).
     """
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, groups: int | None = None) -> None:
         from mnigs.system.pyroute import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, IPRoute
 
         self._ipr = IPRoute(netns=netns, flags=0)
         try:
-            self._ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
+            self._ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE if groups is None else groups)
             self._socket = self._ipr.asyncore.socket
             self._socket.setblocking(False)
         except BaseException:

@@ -38,6 +38,9 @@ from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.daemon.daemonlog import SCHEMA as LOG_SCHEMA
 from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
 from mnigs.methods import METHODS, serverSections
+from mnigs.server.registry import DEFAULT_REGISTER_TIMEOUT
+from mnigs.server.traffic import DEFAULT_INTERVAL as DEFAULT_TRAFFIC_INTERVAL
+from mnigs.server.prevhops import MAX_HOPS as REPLY_TABLES
 from mnigs.protocol import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
@@ -61,6 +64,7 @@ SCHEMA = {
         "state_dir": Field(str, "/var/lib/mnigs-server", absolutePath),
         "sweep_interval": Field(float, 5.0, between(0.1, 3600)),
         "drain_timeout": Field(float, 600.0, between(0, 86400)),
+        "traffic_interval": Field(float, DEFAULT_TRAFFIC_INTERVAL, between(1, 3600)),
     },
     "rpc": {
         "listen": Field(list, ["::"], addresses),
@@ -109,6 +113,11 @@ SCHEMA = {
     "routing": {
         "table": Field(int, 8152, between(1, 2**31 - 1)),
         "rule_priority": Field(int, 8148, between(1, 32765)),
+        # Replies to mesh traffic leave the way it came (mnigs.server.arrival):
+        # one table per previous hop, REPLY_TABLES from reply_table on.
+        "reply_by_arrival": Field(bool, True),
+        "reply_table": Field(int, 8160, between(1, 2**31 - 1 - REPLY_TABLES)),
+        "reply_rule_priority": Field(int, 8149, between(1, 32765)),
     },
     "log": LOG_SCHEMA,
     "manhole": {
@@ -127,6 +136,8 @@ SCHEMA = {
     "hooks": {
         "register": Field(str, "", _optionalExecutable),
         "release": Field(str, "", _optionalExecutable),
+        "register_timeout": Field(float, DEFAULT_REGISTER_TIMEOUT, between(0.1, 300)),
+        "on_register_timeout": Field(str, "refuse", oneOf("refuse", "allow")),
         "max_running": Field(int, DEFAULT_MAX_RUNNING, between(1, 1024)),
     },
 }
@@ -169,6 +180,10 @@ def loadServerConfig(path: str, warnings: list[ConfigWarning] | None = None):
         for otherName, other in pooled6[:index]:
             if pool6.overlaps(other):
                 raise ConfigError(path, f"methods.{name}.pool6", f"overlaps methods.{otherName}.pool6")
+    routing = config.routing
+    if routing.reply_table <= routing.table < routing.reply_table + REPLY_TABLES:
+        raise ConfigError(path, "routing.reply_table",
+                          f"its {REPLY_TABLES} tables would include routing.table ({routing.table})")
     return config
 
 

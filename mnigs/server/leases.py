@@ -103,6 +103,7 @@ class LeaseBook:
     # Ids of leases added, removed or extended since the last takeChanges():
     # what a journaling lease store has to write.
     changed: set = field(default_factory=set)
+    held: set = field(default_factory=set)  # ids kept out of the store (holdBack)
 
     def __len__(self):
         return len(self.byId)
@@ -195,6 +196,21 @@ class LeaseBook:
             if not held:
                 del self.byGroup[group]
             self.changed.add(lease.id)
+            self.held.discard(lease.id)
+
+    def holdBack(self, lease: Lease) -> None:
+        """
+        Leave C{lease} out of what L{takeChanges} and L{records} give until
+        L{markChanged}: a lease in the book that is not decided yet (its
+        register hook runs) must not reach the lease file, whence a crash
+        meanwhile would bring it back.
+        """
+        self.held.add(lease.id)
+        self.changed.discard(lease.id)
+
+    def markChanged(self, lease: Lease) -> None:
+        self.held.discard(lease.id)
+        self.changed.add(lease.id)
 
     def extend(self, lease: Lease, now: float) -> Lease:
         lease.expiresAt = now + self.leaseSeconds
@@ -237,14 +253,15 @@ class LeaseBook:
 
     def records(self) -> dict:
         return {"version": RECORD_VERSION,
-                "leases": [lease.record() for lease in self.byId.values()]}
+                "leases": [lease.record() for lease in self.byId.values()
+                           if lease.id not in self.held]}
 
     def takeChanges(self) -> list[tuple[str, dict | None]]:
         """
         What changed since the last call: (lease id, its record now, or
         None if it is gone), in no particular order.
         """
-        changed, self.changed = self.changed, set()
+        changed, self.changed = self.changed - self.held, self.changed & self.held
         return [(leaseId, self.byId[leaseId].record() if leaseId in self.byId else None)
                 for leaseId in changed]
 

@@ -94,12 +94,20 @@ class GatewayCore:
     log: Logger = field(default_factory=Logger)
     uplinkProblem: str = ""
     stopWaiters: Waiters[None] = field(default_factory=Waiters)
+    #: when the gateway was built (its daemon started), for the uptime
+    bornAt: float | None = None
+
+    def __post_init__(self):
+        if self.bornAt is None:
+            self.bornAt = self.clock.seconds()
 
     def offer(self, localHost, available):
         return self.offers.offer(localHost, available, len(self.registry.book))
 
     def status(self, state: str, **extra) -> dict:
-        status = {"state": state, "gateway": self.offers.gatewayId, "name": self.offers.name}
+        status = {"state": state, "gateway": self.offers.gatewayId, "name": self.offers.name,
+                  "uptime_s": round(self.clock.seconds() - self.bornAt, 1),
+                  "terms": self.offers.terms}
         if self.uplinkProblem:
             status["uplink_problem"] = self.uplinkProblem
         status.update(extra)

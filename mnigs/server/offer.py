@@ -76,7 +76,8 @@ def termsFromConfig(terms) -> dict:
 
 
 class OfferMaker:
-    def __init__(self, clock, key, name: str, terms: dict, methods, nonces=None, probe=()):
+    def __init__(self, clock, key, name: str, terms: dict, methods, nonces=None, probe=(),
+                 addresses=None):
         self.clock = clock
         self.key = key
         self.gatewayId = gatewayId(key.verify_key)
@@ -87,6 +88,9 @@ class OfferMaker:
         # through their tunnel, to know the Internet answers.
         self.probe = [str(address) for address in probe][:MAX_PROBES]
         self.nonces = nonces if nonces is not None else Nonces(clock)
+        # Where else clients can reach this gateway (the offer's
+        # C{addresses}; L{mnigs.server.meshaddresses}): called per offer.
+        self.addresses = addresses or (lambda: [])
         self._cache = {}
 
     def setTerms(self, terms: dict) -> None:
@@ -116,6 +120,9 @@ class OfferMaker:
         }
         if self.probe:
             body["probe"] = self.probe
+        addresses = self.addresses()
+        if addresses:
+            body["addresses"] = addresses
         offer = signOffer(body, self.key)
         if len(self._cache) > 256:
             self._cache.clear()

@@ -10,8 +10,14 @@ import functools
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from mnigs.protocol import INTERNAL_ERROR, METHOD_UNAVAILABLE, RPCError
+from mnigs.daemon.hooks import Verdict
+from mnigs.protocol import INTERNAL_ERROR, METHOD_UNAVAILABLE, REFUSED, RPCError
+from mnigs.methods.traffic import Traffic
+
+#: Seconds a register hook may take by default (hooks.register_timeout).
+DEFAULT_REGISTER_TIMEOUT = 5.0
 
 log = Logger()
 
@@ -34,12 +40,27 @@ def _carriedThrough(operation):
 
 
 class Registry:
-    def __init__(self, clock, book, methods: dict, committer, hooks):
+    """
+    @param traffic: the L{mnigs.server.traffic.TrafficMeter} whose counts
+        the status and the release hook give (C{None}: nothing counted).
+    @param registerTimeout: seconds the C{register} hook may take.
+    @param allowOnTimeout: whether a C{register} hook that took longer
+        grants the lease (with a warning) rather than refusing it.
+    """
+
+    def __init__(self, clock, book, methods: dict, committer, hooks, traffic=None,
+                 registerTimeout: float = DEFAULT_REGISTER_TIMEOUT, allowOnTimeout: bool = False):
         self.clock = clock
         self.book = book
         self.methods = methods
         self.committer = committer
         self.hooks = hooks
+        self.traffic = traffic
+        self.registerTimeout = registerTimeout
+        self.allowOnTimeout = allowOnTimeout
+        # Revokes under way (an unregister's, a sweep's): the end of a
+        # drain waits for them before the methods stop.
+        self._revoking: set = set()
         # One registration at a time per (client, method): a second one
         # for the same pair waits until the first has answered, so a
         # retry that overlaps a slow grant or revoke sees the finished
@@ -114,12 +135,22 @@ class Registry:
                                 clientHost, params, now, replacing=existing)
         lease.config = method.allocate(lease, self.book.others(request.method), localHost)
         self.book.add(lease, replacing=existing)
+        verdict = self.hooks.ask("register", self.registerTimeout, *_who(lease))
+        if verdict is not None:
+            # In the book while the hook decides, so that no other
+            # registration is given the same address meanwhile, but not
+            # stored by their commits.
+            self.book.holdBack(lease)
+            admitted = self._admits((yield verdict), lease)
+            self.book.markChanged(lease)
+            if not admitted:
+                yield self._undo(method, lease, existing)
+                raise RPCError(REFUSED, "refused by the gateway's register policy")
         try:
             yield method.grant(lease)
         except Exception:
             log.failure("could not grant lease {lease} ({method})", lease=lease.id, method=lease.method)
-            self.book.remove(lease, restoring=existing)
-            yield defer.maybeDeferred(method.revoke, lease).addErrback(lambda _: None)
+            yield self._undo(method, lease, existing)
             raise RPCError(INTERNAL_ERROR, "internal error: could not set up access") from None
         if existing is not None and self.book.byId.get(existing.id) is existing:
             self.book.remove(existing)
@@ -130,8 +161,28 @@ class Registry:
         log.info("lease {lease} granted: {method} at {host}",
                  lease=lease.id, method=lease.method, host=clientHost)
         log.debug("lease {lease} is client {client}'s", lease=lease.id, client=lease.clientId)
-        self.hooks.run("register", lease.id, lease.method, clientHost, lease.config.get("address", ""))
         return lease.wire(now)
+
+    def _undo(self, method, lease, existing):
+        """
+        Take a lease that was not granted (refused, or its grant failed)
+        out of the book and whatever its method allocated or half set up
+        (an address, a peer, a gate element) with it.
+        """
+        self.book.remove(lease, restoring=existing)
+        return defer.maybeDeferred(method.revoke, lease).addErrback(lambda _: None)
+
+    def _admits(self, verdict, lease) -> bool:
+        if verdict is Verdict.allowed:
+            return True
+        if verdict is Verdict.timedOut and self.allowOnTimeout:
+            log.warn("register hook took over {timeout} s for lease {lease}: granted anyway "
+                     "(hooks.on_register_timeout = \"allow\")",
+                     timeout=self.registerTimeout, lease=lease.id)
+            return True
+        log.info("lease {lease} refused by the register hook ({verdict}): {method} at {host}",
+                 lease=lease.id, verdict=verdict.value, method=lease.method, host=lease.clientHost)
+        return False
 
     @_carriedThrough
     @defer.inlineCallbacks
@@ -148,6 +199,33 @@ class Registry:
         yield self._revoke(lease, "released")
         yield self.committer.commit()
         return {"released": True}
+
+    @_carriedThrough
+    @defer.inlineCallbacks
+    def release(self, leaseId: str):
+        """
+        End a lease on the operator's word (C{mnigsctl --server release}),
+        as an unregister would, without its token.  C{leaseId} may be a
+        prefix that names one lease.  Raises ValueError for no such lease.
+        """
+        lease = self.findLease(leaseId)
+        self.book.remove(lease)
+        yield self._revoke(lease, "released by the operator")
+        yield self.committer.commit()
+        return {"released": lease.id, "method": lease.method, "name": lease.clientName,
+                "address": lease.config.get("address")}
+
+    def findLease(self, leaseId: str):
+        lease = self.book.byId.get(leaseId)
+        if lease is not None:
+            return lease
+        matches = [lease for lid, lease in self.book.byId.items()
+                   if leaseId and lid.startswith(leaseId)] if len(leaseId) >= 4 else []
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ValueError(f"{leaseId!r} names {len(matches)} leases; give more of the id")
+        raise ValueError(f"no lease {leaseId[:32]!r}")
 
     @defer.inlineCallbacks
     def sweep(self):
@@ -180,39 +258,134 @@ class Registry:
     @defer.inlineCallbacks
     def releaseAll(self, why: str):
         """
-        End every live lease (the end of a drain).
+        End every live lease (the end of a drain), and wait for the revokes
+        already under way: the methods stop next, and a revoke still
+        talking to a stopped daemon would fail.
         """
         gone = self.book.releaseAll()
         if gone:
             yield defer.DeferredList([self._revoke(lease, why) for lease in gone],
                                      consumeErrors=True)
             yield self.committer.commit()
+        if self._revoking:
+            yield defer.DeferredList(list(self._revoking), consumeErrors=True)
         return gone
 
+    def _counted(self, lease):
+        """
+        The lease's counters for its release: read now when a release
+        hook will be given them (the peer is still there), else as last
+        counted (no wait on the unregister path).
+        """
+        if self.traffic is None:
+            return defer.succeed(Traffic())
+        if self.hooks.has("release"):
+            return self.traffic.final(lease)
+        return defer.succeed(self.traffic.forLease(lease.id))
+
     def _revoke(self, lease, why):
-        d = defer.maybeDeferred(self.methods[lease.method].revoke, lease)
+        counted = {}
+
+        def revoke(traffic):
+            counted["traffic"] = traffic
+            return self.methods[lease.method].revoke(lease)
+
+        d = self._counted(lease).addBoth(
+            lambda result: result if not isinstance(result, Failure) else Traffic())
+        d.addCallback(revoke)
 
         def done(result):
-            log.info("lease {lease} {why}: {method} at {host}",
-                     lease=lease.id, why=why, method=lease.method, host=lease.clientHost)
-            self.hooks.run("release", lease.id, lease.method, lease.clientHost,
-                           lease.config.get("address", ""))
+            traffic = counted["traffic"]
+            duration = max(0, int(round(self.clock.seconds() - lease.createdAt)))
+            log.info("lease {lease} {why}: {method} at {host}, {bytesIn} bytes in, "
+                     "{bytesOut} bytes out, {duration} s",
+                     lease=lease.id, why=why, method=lease.method, host=lease.clientHost,
+                     bytesIn=_known(traffic.bytesIn), bytesOut=_known(traffic.bytesOut),
+                     duration=duration)
+            if self.traffic is not None:
+                self.traffic.forget(lease.id)
+            self.hooks.run("release", *_who(lease), traffic.bytesIn, traffic.bytesOut,
+                           duration, why)
             return result
 
         def failed(failure):
             log.failure("could not revoke lease {lease}", failure, lease=lease.id)
 
-        return d.addCallbacks(done, failed)
+        d.addCallbacks(done, failed)
+        waiter = defer.Deferred()
+        self._revoking.add(waiter)
+
+        def over(result):
+            self._revoking.discard(waiter)
+            waiter.callback(None)
+            return result
+
+        return d.addBoth(over)
+
+    def leaseEntries(self, now: float, limit: int | None = None) -> list[dict]:
+        """
+        Every live lease (at most C{limit}) for status output, with its
+        counters as last counted.
+        """
+        entries = []
+        for lease in self.book.live()[:limit]:
+            traffic = Traffic() if self.traffic is None else self.traffic.forLease(lease.id)
+            handshake = traffic.lastHandshake
+            entries.append({
+                "id": lease.id, "client": lease.clientId, "name": lease.clientName,
+                "method": lease.method, "host": lease.clientHost,
+                "address": lease.config.get("address"),
+                "expires_in": lease.expiresIn(now),
+                "age_s": max(0, int(now - lease.createdAt)),
+                "bytes_in": traffic.bytesIn, "bytes_out": traffic.bytesOut,
+                "last_handshake_ago": (None if not handshake
+                                       else max(0, int(now - handshake)))})
+        return entries
+
+    @defer.inlineCallbacks
+    def leases(self):
+        """
+        C{mnigsctl --server leases}: every live lease with its counters
+        read now.
+        """
+        if self.traffic is not None:
+            yield self.traffic.refresh()
+        now = self.clock.seconds()
+        return {"clients": len(self.book), "max_clients": self.book.maxClients,
+                "leases": self.leaseEntries(now)}
+
+    def trafficByLease(self) -> dict:
+        """
+        {lease id: (method, bytes in, bytes out)} for every live lease, as
+        last counted (every C{server.traffic_interval}), without I/O: for
+        the metrics.  Bytes are C{None} where the method does not count
+        them (cjdns today).
+        """
+        counted = Traffic()
+        result = {}
+        for lease in self.book.live():
+            if self.traffic is not None:
+                counted = self.traffic.forLease(lease.id)
+            result[lease.id] = (lease.method, counted.bytesIn, counted.bytesOut)
+        return result
 
     def describe(self) -> dict:
         now = self.clock.seconds()
         return {
             "clients": len(self.book),
             "max_clients": self.book.maxClients,
-            "leases": [{"id": lease.id, "client": lease.clientId, "name": lease.clientName,
-                        "method": lease.method, "host": lease.clientHost,
-                        "address": lease.config.get("address"),
-                        "expires_in": lease.expiresIn(now)}
-                       for lease in self.book.live()][:1000],
+            "leases": self.leaseEntries(now, 1000),
             "methods": {name: method.describe() for name, method in self.methods.items()},
         }
+
+
+def _who(lease) -> tuple:
+    """
+    The hook arguments every lease event starts with (docs/operations.md).
+    """
+    return (lease.id, lease.method, lease.clientHost, lease.config.get("address", ""),
+            lease.clientId, lease.clientName)
+
+
+def _known(count) -> str:
+    return "?" if count is None else str(count)

@@ -24,20 +24,29 @@ from mnigs.methods import METHODS, GatewayContext
 from mnigs.system.netlink import Netlink
 from mnigs.system.nft import NftAccess, NftRunner
 from mnigs.server.poolroutes import PoolRouting
+from mnigs.server.arrival import ReplyByArrival, neighbourMonitor
+from mnigs.server.hoproutes import HopRouting
 from mnigs.system.nftnetlink import NftSetElements
 from mnigs.rpc.server import makeSite
 from mnigs.server.config import routedPools6
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit, LeaseFile
 from mnigs.server.machine import GatewayCore, makeGateway
+from mnigs.server.meshaddresses import MeshAddresses
 from mnigs.server.offer import OfferMaker, termsFromConfig
 from mnigs.server.ratelimit import RateLimiter
 from mnigs.server.registry import Registry
+from mnigs.server.traffic import TrafficMeter
 from mnigs.server.rpcapi import makeResource
 from mnigs.server.uplink import DefaultRouteCheck, LinkCheck, PingCheck, UplinkMonitor
 from mnigs.system.statefile import StateFileCorrupt, ensureStateDir
 
 log = Logger()
+
+
+def arrivalTable(gateTable: str) -> str:
+    """The nftables table of the replies by arrival, named after the gate's."""
+    return f"{gateTable}_hops"
 
 # Connections waiting to be accepted.  Twisted's default of 50 overflows
 # when one address opens connections faster than the per-address cap
@@ -56,7 +65,7 @@ class GatewayService(MultiService):
     LIVE_KEYS = ("terms", "server.drain_timeout", "log.level")
 
     def __init__(self, reactor, config, netlink=None, nftRunner=None, configPath=None,
-                 levelFilter=None, poolRouting=None):
+                 levelFilter=None, poolRouting=None, hopRouting=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -65,6 +74,7 @@ class GatewayService(MultiService):
         self.netlink = netlink
         self.nftRunner = nftRunner
         self.poolRouting = poolRouting
+        self.hopRouting = hopRouting
 
     def startService(self):
         # The state directory, keys, lease files and sockets are opened
@@ -85,21 +95,29 @@ class GatewayService(MultiService):
         # Allow/deny over netlink, not one nft process each, unless a test
         # brought its own runner.
         self.nftElements = NftSetElements() if self.nftRunner is None else None
-        self.access = NftAccess(reactor, self.nftRunner or NftRunner(reactor),
-                                config.uplink.interface, table=config.nft.table,
+        runner = self.nftRunner or NftRunner(reactor)
+        self.access = NftAccess(reactor, runner, config.uplink.interface, table=config.nft.table,
                                 elements=self.nftElements)
         if self.poolRouting is None:
             self.poolRouting = PoolRouting(config.routing.table, config.routing.rule_priority)
         self.methods = self._buildMethods()
+        self.arrival = self._replyByArrival(runner)
         self.hooks = Hooks(reactor, {"register": config.hooks.register,
                                      "release": config.hooks.release},
                            config.hooks.max_running)
-        self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks)
+        self.traffic = TrafficMeter(reactor, self.methods, config.server.traffic_interval)
+        self.registry = Registry(reactor, self.book, self.methods, self.committer, self.hooks,
+                                 traffic=self.traffic,
+                                 registerTimeout=config.hooks.register_timeout,
+                                 allowOnTimeout=config.hooks.on_register_timeout == "allow")
         self.offers = OfferMaker(reactor, self.key, config.server.name,
                                  termsFromConfig(config.terms), list(self.methods.values()),
-                                 probe=config.uplink.probe)
+                                 probe=config.uplink.probe,
+                                 addresses=MeshAddresses(reactor, self.netlink.linkAddresses,
+                                                         self._notMesh, config.rpc.listen))
         self.gateway = makeGateway(GatewayCore(self.registry, self.offers, self._leave,
-                                               self._clearDataPath, reactor))
+                                               self._clearDataPath, reactor,
+                                               bornAt=reactor.seconds()))
         self.rateLimiter = RateLimiter(reactor, config.rpc.rate_limit,
                                        maxHosts=config.rpc.rate_limit_addresses)
         self.uplink = UplinkMonitor(reactor, self._uplinkChecks(), config.uplink.check_interval,
@@ -112,7 +130,8 @@ class GatewayService(MultiService):
         self.listeners = MultiService()
         self._addListeners()
         makeAdminService(reactor, config.admin.socket,
-                         {"status": self.gateway.describe, "drain": self.drain}
+                         {"status": self.gateway.describe, "drain": self.drain,
+                          "leases": self.registry.leases, "release": self.release}
                          ).setServiceParent(self)
         if config.web.enabled:
             self._webService().setServiceParent(self)
@@ -121,17 +140,40 @@ class GatewayService(MultiService):
             makeManholeService(reactor, config.manhole.socket,
                                {"service": self, "gateway": self.gateway,
                                 "book": self.book, "registry": self.registry,
-                                "methods": self.methods, "config": config}
+                                "methods": self.methods, "config": config,
+                                "arrival": self.arrival}
                                ).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
 
+    def _replyByArrival(self, runner):
+        config = self.config
+        openMonitor = None
+        if self.hopRouting is None:
+            self.hopRouting = HopRouting(config.routing.reply_table,
+                                         config.routing.reply_rule_priority)
+            openMonitor = neighbourMonitor
+        # Neither the uplink nor the methods' own tunnels are the mesh.
+        excluded = [config.uplink.interface] + [
+            name for method in self.methods.values() for name in method.tunnelInterfaces()]
+        return ReplyByArrival(self.reactor, runner, arrivalTable(config.nft.table),
+                              self.hopRouting, config.mesh.interfaces, excluded,
+                              openMonitor=openMonitor)
+
     def _webService(self):
-        from mnigs.web.placeholder import StatusJSON
+        from mnigs.web.gatewaypage import renderGatewayPage
+        from mnigs.web.pages import StatusJSON, StatusPage
         from mnigs.web.site import makeWebService
 
         web = self.config.web
         return makeWebService(self.reactor, web.listen, web.port,
-                              {b"": StatusJSON(self.gateway.describe)})
+                              {b"": StatusPage(self.gateway.describe, renderGatewayPage),
+                               b"status.json": StatusJSON(self.gateway.describe)})
+
+    def _notMesh(self):
+        """The interfaces whose addresses no client reaches: uplink, tunnels."""
+        tunnels = [name for method in self.methods.values()
+                   for name in method.tunnelInterfaces()]
+        return [self.config.uplink.interface] + tunnels
 
     def _buildMethods(self):
         context = GatewayContext(self.reactor, self.config, self.stateDir, self.access,
@@ -204,10 +246,15 @@ class GatewayService(MultiService):
         pools = [pool for method in self.methods.values() for pool in method.tunnelPools()]
         self.poolRouting.install(pools)
         self._checkIPv6Uplink(pools)
+        if self.config.routing.reply_by_arrival:
+            yield self.arrival.start()
+        else:  # what a run with it on left
+            yield self.arrival.remove()
         self.gateway.started()
         self.listeners.setServiceParent(self)
         self.uplink.start()
         self.sweeper.start(self.config.server.sweep_interval, now=False)
+        self.traffic.start()
         log.info("gateway {name} ({gid}) serving with methods {names}",
                  name=self.config.server.name, gid=self.offers.gatewayId,
                  methods=sorted(self.methods), names=", ".join(sorted(self.methods)))
@@ -265,8 +312,18 @@ class GatewayService(MultiService):
             seconds = SCHEMA["server"]["drain_timeout"].check(float(timeout))
         return self.gateway.drain(seconds)
 
+    def release(self, leaseId=None):
+        """
+        The admin socket's C{release LEASE}: end one lease now, as its
+        client's unregister would (L{Registry.release}).
+        """
+        if leaseId is None:
+            raise ValueError("release needs a lease id (mnigsctl --server leases lists them)")
+        return self.registry.release(leaseId)
+
     @defer.inlineCallbacks
     def _clearDataPath(self):
+        self.traffic.stop()
         yield self.registry.releaseAll("released: drained")
         yield self.registry.stopMethods()
         try:
@@ -277,6 +334,10 @@ class GatewayService(MultiService):
             self.poolRouting.clear()
         except Exception:
             log.failure("could not remove the pool routes")
+        try:
+            yield self.arrival.remove()
+        except Exception:
+            log.failure("could not remove the replies by arrival")
 
     @defer.inlineCallbacks
     def _leave(self):
@@ -286,10 +347,12 @@ class GatewayService(MultiService):
         nobody whose method's daemon can outlive us.
         """
         self.uplink.stop()
+        self.traffic.stop()
         if self.sweeper.running:
             self.sweeper.stop()
         self.committer.flushNow()
         self.store.close()
+        self.arrival.leave()
         yield self.registry.leaveMethods()
         if self.nftElements is not None:
             self.nftElements.close()

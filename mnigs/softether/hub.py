@@ -139,6 +139,39 @@ def sessionsOf(sessionTable: list[dict], name: str) -> list[str]:
             if row.get("User Name", "").lower() == name.lower() and row.get("Session Name")]
 
 
+def sessionsByUser(sessionTable: list[dict], names) -> list[tuple[str, str]]:
+    """
+    (user name, session name) of every session in a C{SessionList} table
+    whose user is one of C{names} (lower case).
+    """
+    wanted = {name.lower() for name in names}
+    return [(row["User Name"].lower(), row["Session Name"]) for row in sessionTable
+            if row.get("User Name", "").lower() in wanted and row.get("Session Name")]
+
+
+def _size(items: dict, key: str) -> int | None:
+    digits = "".join(c for c in items.get(key, "") if c.isdigit())  # "1,234 bytes"
+    return int(digits) if digits else None
+
+
+def sessionBytes(items: dict) -> tuple[int, int] | None:
+    """
+    C{(bytes to the client, bytes from the client)} of one session, from
+    the server's C{SessionGet} answer (C{Item,Value}).  The names are the
+    client's: a session's "incoming" data went to its client, its
+    "outgoing" data came from it (measured: a 2 MB download grew
+    "Incoming Data Size" by 2.1 MB in tests/mesh/test_softether.py).
+    C{None} when the answer lacks either.
+    """
+    toClient, fromClient = _size(items, INCOMING_DATA), _size(items, OUTGOING_DATA)
+    if toClient is None or fromClient is None:
+        return None
+    return toClient, fromClient
+
+
+OUTGOING_DATA, INCOMING_DATA = "Outgoing Data Size", "Incoming Data Size"
+
+
 def rulesByUser(accessTable: list[dict]) -> dict[str, list[str]]:
     """
     User name -> unique ids of the rules mnigs made for it, from an

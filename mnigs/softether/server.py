@@ -357,6 +357,27 @@ class SoftEtherServer:
         for reply in replies:
             reply.check(ERR_OBJECT_NOT_FOUND)
 
+    @defer.inlineCallbacks
+    def sessionTraffic(self):
+        """
+        User name -> C{(bytes to the client, bytes from it)} summed over
+        the user's sessions now on the hub (L{h.sessionBytes}), from one
+        C{SessionList} and one batch of C{SessionGet}.
+        """
+        listed = yield self.vpncmd.run([command("SessionList")], hub=self.hub)
+        sessions = h.sessionsByUser(listed[0].table(), self.users)
+        if not sessions:
+            return {}
+        replies = yield self.vpncmd.run([command("SessionGet", session)
+                                         for _, session in sessions], hub=self.hub)
+        counted: dict[str, tuple[int, int]] = {}
+        for (user, _), reply in zip(sessions, replies):
+            found = h.sessionBytes(reply.items()) if reply.ok else None  # it may have just ended
+            if found is not None:
+                toClient, fromClient = counted.get(user, (0, 0))
+                counted[user] = (toClient + found[0], fromClient + found[1])
+        return counted
+
     def describe(self):
         return {"hub": self.hub, "port": self.port, "tap": self.tap, "pid": self.pid,
                 "users": len(self.users)}

@@ -113,6 +113,19 @@ class Netlink:
         flags = link["flags"]
         return operstate == "UNKNOWN" and bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
 
+    def linkStats(self, name: str) -> Optional[tuple[int, int]]:
+        """
+        C{(rx bytes, tx bytes)} the link counted (its 64-bit counters), or
+        C{None} if there is no such link or it reports none.
+        """
+        link = self._link(name)
+        if link is None:
+            return None
+        stats = link.get("IFLA_STATS64") or link.get("IFLA_STATS")
+        if not stats:
+            return None
+        return int(stats["rx_bytes"]), int(stats["tx_bytes"])
+
     def isEthernet(self, name: str) -> bool:
         """
         Whether the link's neighbours have Ethernet (MAC) addresses: veth,
@@ -171,6 +184,12 @@ class Netlink:
         """The link's addresses, with their prefix lengths."""
         return [ipaddress.ip_interface(f"{local}/{prefixlen}")
                 for _, local, _, prefixlen in self._addrs(index=self._index(name))]
+
+    def linkAddresses(self) -> list[tuple[str, IPInterface]]:
+        """Every address of every link, as C{(link name, address/prefix)}."""
+        names = self._names()
+        return [(names.get(index, ""), ipaddress.ip_interface(f"{local}/{prefixlen}"))
+                for index, local, _, prefixlen in self._addrs()]
 
     def localAddresses(self) -> set[IPAddress]:
         """Every address of every link in the namespace."""

@@ -30,7 +30,13 @@ log = Logger()
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
-_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # fullmatch
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch
+
+
+def checkTableName(name: object) -> str:
+    if not isinstance(name, str) or not _TABLE.fullmatch(name):
+        raise ValueError(f"bad table name: {name!r}")
+    return name
 
 
 class NftError(Exception):
@@ -84,6 +90,11 @@ SET_TYPES = {
     "link4": "ipv4_addr . ifname . ether_addr", "link6": "ipv6_addr . ifname . ether_addr",
 }
 
+
+#: The sets whose elements count what they match: what comes back to each
+#: admitted address (in), and what each link-bound lease sends (out).
+#: The kernel gives each element added later the set's counter too.
+COUNTED_SETS = ("clients4", "clients6", "link4", "link6")
 
 _V4, _V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 #: What each part of a set's elements is: an address, an interface name
@@ -223,6 +234,26 @@ def _routedPrefixes(prefixes: Sequence[ipaddress.IPv6Network]) -> str:
     return f"ip6 saddr {{ {', '.join(str(p) for p in sorted(set(prefixes)))} }} accept"
 
 
+def _clampChain(uplink: str) -> str:
+    """
+    TCP MSS clamping on everything the gateway forwards to or from its
+    uplink, tunnels and forward leases alike: a SYN's MSS is lowered (never
+    raised) to what fits the route it takes, so an Internet host's segments
+    fit the client's tunnel (or mesh link) without path MTU discovery
+    across the NAT.  The client clamps its end to its path MTU
+    (L{mnigs.client.datapath}).
+    """
+    up = f'"{checkInterfaceName(uplink)}"'
+    clamp = "tcp flags syn tcp option maxseg size set rt mtu"
+    return (
+        "\tchain clamp {\n"
+        "\t\ttype filter hook forward priority mangle; policy accept;\n"
+        f"\t\tiifname {up} {clamp}\n"
+        f"\t\toifname {up} {clamp}\n"
+        "\t}\n"
+    )
+
+
 def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
                 replyPorts: Sequence[int] = (), strictInterfaces: Sequence[str] = (),
                 routed6: Sequence[ipaddress.IPv6Network] = ()) -> str:
@@ -240,7 +271,9 @@ def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
     (C{link4}/C{link6}).  What comes back is let in only for an address
     that is still admitted (C{clients4}/C{clients6}); the same sets pick
     what is masqueraded, but for sources in the IPv6 prefixes C{routed6}
-    (pools routed to the gateway, whose addresses leave as they are).
+    (pools routed to the gateway, whose addresses leave as they are).  The
+    elements of L{COUNTED_SETS} count the packets they let through
+    (L{NftAccess.counters}).
     """
     elements = gateElements(admissions)
     up = f'"{checkInterfaceName(uplink)}"'
@@ -248,6 +281,8 @@ def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
 
     def setBlock(name: str) -> str:
         body = f"\t\ttype {SET_TYPES[name]}\n"
+        if name in COUNTED_SETS:
+            body += "\t\tcounter\n"
         if elements[name]:
             body += f"\t\telements = {{ {_elements(elements[name])} }}\n"
         return f"\tset {name} {{\n{body}\t}}\n"
@@ -275,9 +310,55 @@ def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
         + (f"\t\toifname {up} {routed}\n" if routed else "") +
         f"\t\toifname {up} ip6 saddr @clients6 masquerade\n"
         "\t}\n"
+        + _clampChain(uplink)
         + _replyChains(replyPorts) +
         "}\n"
     )
+
+
+def _elementKey(setName: str, value) -> tuple:
+    parts = value["concat"] if isinstance(value, dict) else [value]
+    kinds = _SET_PARTS[setName]
+    if len(parts) != len(kinds):
+        raise ValueError(f"not an element of {setName}: {value!r}")
+    key = []
+    for part, kind in zip(parts, kinds):
+        if kind is bytes:
+            key.append(bytes.fromhex(part.replace(":", "")))
+        elif kind is str:
+            key.append(part)
+        else:
+            key.append(kind(part))
+    return tuple(key)
+
+
+def elementValue(element):
+    """
+    An element of a set in C{nft -j}'s answer without what it carries
+    besides its value (a counter: C{{"elem": {"val": ..., "counter": ...}}}).
+    """
+    if isinstance(element, dict) and isinstance(element.get("elem"), dict):
+        return element["elem"]["val"]
+    return element
+
+
+def parseCounters(answer: dict) -> dict[tuple[str, tuple], int]:
+    """
+    (set name, element key) -> bytes matched, from C{nft -j list table}'s
+    answer, for the elements of L{COUNTED_SETS} that have a counter.
+    """
+    counted = {}
+    for item in answer.get("nftables", []):
+        found = item.get("set") if isinstance(item, dict) else None
+        if not found or found.get("name") not in COUNTED_SETS:
+            continue
+        for element in found.get("elem", []):
+            inner = element.get("elem") if isinstance(element, dict) else None
+            if not isinstance(inner, dict) or not isinstance(inner.get("counter"), dict):
+                continue
+            key = _elementKey(found["name"], elementValue(element))
+            counted[(found["name"], key)] = int(inner["counter"]["bytes"])
+    return counted
 
 
 def removeScript(table: str) -> str:
@@ -330,8 +411,7 @@ class NftAccess:
     def __init__(self, reactor, runner: NftRunner, uplink: str, table: str = "mnigs",
                  elements=None) -> None:
         checkInterfaceName(uplink)
-        if not _TABLE.fullmatch(table):
-            raise ValueError(f"bad table name: {table!r}")
+        checkTableName(table)
         self._reactor = reactor
         self._runner = runner
         self.uplink = uplink
@@ -394,6 +474,13 @@ class NftAccess:
         if not same:
             self._admitted.pop(admission.address, None)
         return self._change(admission, False)
+
+    def counters(self) -> Deferred[dict]:
+        """
+        What each counted element matched (L{parseCounters}), from one
+        C{nft -j list table}.
+        """
+        return self._runner.listJSON(["table", "inet", self.table]).addCallback(parseCounters)
 
     def remove(self) -> Deferred[None]:
         self._flush(queue=True)

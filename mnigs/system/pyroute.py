@@ -44,6 +44,8 @@ _leanPackage()
 from pyroute2 import netns  # noqa: E402
 from pyroute2.iproute import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE  # noqa: E402
+from pyroute2.netlink.rtnl import (  # noqa: E402
+    RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, RTMGRP_NEIGH)
 
-__all__ = ["IPRoute", "NetlinkError", "RTMGRP_IPV4_ROUTE", "RTMGRP_IPV6_ROUTE", "netns"]
+__all__ = ["IPRoute", "NetlinkError", "RTMGRP_IPV4_ROUTE", "RTMGRP_IPV6_ROUTE", "RTMGRP_LINK",
+           "RTMGRP_NEIGH", "netns"]

@@ -31,6 +31,8 @@ class ClientProcess:
             "methods": {"order": ["wireguard", "forward"], "connect_timeout": 5.0,
                         "wireguard": {"interface": self.wgInterface, "keepalive": 1}},
             "policy": {"switch_hold": 3600.0},
+            # Never the host's resolvers: a test that wants DNS says how.
+            "dns": {"mode": "off"},
             "admin": {"socket": os.path.join(self.dir, "admin.sock")},
             "manhole": {"enabled": False, "socket": os.path.join(self.dir, "manhole.sock")},
         }
@@ -56,6 +58,19 @@ class ClientProcess:
         if result.returncode != 0:
             return {"state": None, "error": result.stderr}
         return json.loads(result.stdout)
+
+    def ctl(self, *args, json_=True):
+        """
+        C{mnigsctl --socket ADMIN ARGS [--json]}, run in the client's node:
+        its JSON answer, or (C{json_} false) its exit status and output.
+        """
+        result = self.node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}",
+                                sys.executable, "-m", "mnigs.cli.ctl", "--socket",
+                                os.path.join(self.dir, "admin.sock"), *args]
+                               + (["--json"] if json_ else []), check=False)
+        if json_:
+            return json.loads(result.stdout)
+        return result.returncode, result.stdout
 
     def waitState(self, state, timeout=30, gateway=None):
         def reached():

@@ -539,6 +539,9 @@ class Mesh:
             if os.path.exists(os.path.join("/run/netns", ns)):
                 _guarded(f"delete namespace {ns}", runCommand,
                          ["ip", "netns", "del", ns])
+        from tests.mesh.resolver import removeResolvConf
+        for ns in sorted(namespaces):
+            _guarded(f"remove /etc/netns/{ns}", removeResolvConf, ns)
         tmp, self.tmp = self.tmp, None
         if tmp is not None:
             _guarded(f"remove {tmp}", shutil.rmtree, tmp)

@@ -25,6 +25,7 @@ import sys
 
 from twisted.trial.unittest import TestCase
 
+from mnigs.system.nft import elementValue
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, rpc
 from tests.mesh.harness import (
     Mesh,
@@ -155,7 +156,8 @@ class GateMesh(TestCase):
 
     def gateSets(self):
         listing = json.loads(self.gw.run(["nft", "-j", "list", "table", "inet", "mnigs"]).stdout)
-        return {item["set"]["name"]: sorted(json.dumps(e) for e in item["set"].get("elem", []))
+        return {item["set"]["name"]: sorted(json.dumps(elementValue(e))
+                                            for e in item["set"].get("elem", []))
                 for item in listing["nftables"] if "set" in item}
 
 

@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from mnigs.system.admission import Admission
-from mnigs.system.nft import NftAccess, NftError, NftRunner
+from mnigs.system.nft import NftAccess, NftError, NftRunner, elementValue
 from tests.mesh._netns import makeNamespace, requireRoot
 
 ip = ipaddress.ip_address
@@ -26,7 +26,8 @@ def link(address, interface="m0", mac=MAC):
 def members(listing):
     """The elements of an C{nft -j list set} answer, as tuples of text."""
     [found] = [item["set"] for item in listing["nftables"] if "set" in item]
-    return {tuple(e["concat"]) if isinstance(e, dict) else (e,) for e in found.get("elem", [])}
+    values = [elementValue(e) for e in found.get("elem", [])]
+    return {tuple(v["concat"]) if isinstance(v, dict) else (v,) for v in values}
 
 
 class NftAccessRealTests(TestCase):
@@ -60,7 +61,8 @@ class NftAccessRealTests(TestCase):
         self.assertEqual(chains["postrouting"]["type"], "nat")
         self.assertEqual(chains["prerouting"]["hook"], "prerouting")
         rules = [i["rule"] for i in table["nftables"] if "rule" in i]
-        self.assertEqual(len(rules), 1 + 8 + 2 + 2)  # prerouting, forward, nat, reply marks
+        self.assertEqual(chains["clamp"]["hook"], "forward")
+        self.assertEqual(len(rules), 1 + 8 + 2 + 2 + 2)  # prerouting, forward, nat, clamp, reply marks
 
         # One turn: allow two, deny one present and one never admitted.
         calls = [self.access.allow(tunnel("10.0.0.2")), self.access.allow(link("2001:db8::2")),

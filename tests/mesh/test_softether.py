@@ -278,6 +278,37 @@ class GatewayTests(SoftEtherMesh):
         self.assertFalse(vpn.reaches(), "traffic still flows after unregister")
         self.assertEqual(self.gateway.status()["clients"], 0)
 
+    def test_leaseBytesFromTheHubSessions(self):
+        """
+        A SoftEther lease's bytes are its hub session's data sizes
+        (vpncmd SessionGet): 2 MB down and 1 MB up through a hand-made
+        vpnclient show in C{mnigsctl --server leases}, within 10 %.
+        """
+        from tests.mesh.bulk import download, upload
+
+        self.startGateway()
+        lease = self.register(self.client)
+        vpn = self.handMade(self.client).use(lease)
+        vpn.waitStatus("Connected")
+        waitUntil(vpn.reaches, 10, message="ping through the SoftEther tunnel")
+        source = lease["config"]["address"].split("/")[0]
+
+        def counted():
+            [entry] = self.gateway.ctl("leases")["leases"]
+            return entry
+
+        first = counted()
+        down, up = 2_000_000, 1_000_000
+        self.assertEqual(download(self.client, self.gw.internet, INTERNET, down, source=source),
+                         down)
+        afterDown = counted()
+        self.assertEqual(upload(self.client, self.gw.internet, INTERNET, up, source=source), up)
+        afterUp = counted()
+        for measured, sent, what in ((afterDown["bytes_in"] - first["bytes_in"], down, "in"),
+                                     (afterUp["bytes_out"] - afterDown["bytes_out"], up, "out")):
+            self.assertGreaterEqual(measured, sent, what)
+            self.assertLessEqual(measured, sent * 1.1, what)
+
     def test_expiryEndsTheSession(self):
         self.startGateway(terms={"lease_seconds": 10}, server={"sweep_interval": 0.5})
         lease = self.register(self.client)

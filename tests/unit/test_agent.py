@@ -4,14 +4,18 @@ switching with hysteresis on rescans, route changes cutting a backoff
 short, and status output.  Real machine, recording fake effects, Clock.
 """
 
+import ipaddress
+from dataclasses import replace
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.agent import ClientAgent
 from mnigs.client.history import QualityHistory
 from mnigs.client.machine import Backoff
-from mnigs.client.ranking import Ranked, Seen, SwitchPolicy
+from mnigs.client.ranking import Policy, Ranked, Seen, SwitchPolicy
 from mnigs.protocol import Offer
+from mnigs.routing.candidates import Candidate
 from tests.unit.test_client_machine import LEASE, Connection, RecordingEffects
 
 
@@ -32,6 +36,20 @@ class AgentEffects(RecordingEffects):
     def __init__(self):
         super().__init__()
         self.sessionsChecked = []
+        self.policy = Policy(methods=("wireguard",))
+
+    def rerank(self):
+        """
+        The last ranking as the policy's run-time steering sees it (the
+        scores stay as the test gave them): blocked gateways unusable, the
+        chosen one first, as L{mnigs.client.ranking.rank} orders them.
+        """
+        policy = self.policy
+        again = [replace(r, usable=False, whyNot="blocked at run time (mnigsctl unblock)")
+                 if r.gatewayId in policy.blockedNow else replace(r, chosen=r.gatewayId == policy.chosen)
+                 for r in self.lastRanked]
+        again.sort(key=lambda r: (not r.usable, bool(r.cooling), not r.chosen, r.score, r.gatewayId))
+        return again
 
     def scan(self, early=False):
         d = super().scan()
@@ -179,6 +197,30 @@ class AgentTests(SynchronousTestCase):
         self.assertEqual([(g["name"], g["rank"], g["usable"]) for g in status["gateways"]],
                          [("A", 1, True), ("B", None, False)])
         self.assertEqual(status["current"]["name"], "A")
+
+    def test_statusSaysHowLongInTheStateAndDrawsTheMesh(self):
+        """
+        For the status page: the seconds since the last change of state
+        (not since the last transition: a loop that gives a reason is one
+        too), and the last scan's mesh with the current gateway marked.
+        """
+        self.effects.lastCandidates = [
+            Candidate(ipaddress.ip_address("10.0.0.65"), 96.0, "babel", "fe80::1", "m0"),
+            Candidate(ipaddress.ip_address("10.0.0.66"), 192.0, "babel", "fe80::1", "m0")]
+        session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])
+        self.clock.advance(7)
+        self.agent.probeMissed(session, 1)
+        self.clock.advance(2)
+        self.agent.probeMissed(session, 2)
+        self.clock.advance(0.5)
+        status = self.agent.describe()
+        self.assertEqual((status["state"], status["state_for_s"]), ("degraded", 2.5))
+        gateways = {n["id"]: (n["label"], n["current"]) for n in status["mesh"]["nodes"]
+                    if n["kind"] == "gateway"}
+        self.assertEqual(gateways, {"10.0.0.65": ("A", True), "10.0.0.66": ("B", False)})
+        self.assertEqual([(e["from"], e["to"]) for e in status["mesh"]["edges"]],
+                         [("self", "fe80::1%m0"), ("fe80::1%m0", "10.0.0.65"),
+                          ("fe80::1%m0", "10.0.0.66")])
 
     def test_statusShowsTheRecentTransitions(self):
         session = self.goOnline([ranked("A", 0.1), ranked("B", 0.5)])

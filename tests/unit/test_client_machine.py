@@ -46,6 +46,9 @@ class RecordingEffects:
     def __init__(self):
         self.events = []
         self.pending = {}
+        # offline() is not an event of its own (it comes with every entry
+        # into searching and waiting): where it came, as len(events) then.
+        self.offlines = []
 
     def _op(self, *event):
         self.events.append(event)
@@ -70,6 +73,7 @@ class RecordingEffects:
         return self.lastRanked
 
     lastRanked = ()
+    lastCandidates = ()
 
     def register(self, step):
         return self._op("register", step.gatewayId, step.method)
@@ -96,6 +100,13 @@ class RecordingEffects:
 
     def noteFailure(self, step, reason):
         self.events.append(("failure", step.gatewayId))
+
+    def offline(self):
+        self.offlines.append(len(self.events))
+    def announce(self, event, session, reason, nextStep=None):
+        # Kept apart from self.events: the hooks are not steps of a plan.
+        self.announced = getattr(self, "announced", []) + [
+            (event, session.step.gatewayId, reason, nextStep and nextStep.gatewayId)]
 
     def fire(self, name, value=None):
         self.pending.pop(name).callback(value)
@@ -240,6 +251,32 @@ class ClientMachineTests(SynchronousTestCase):
         self.assertEqual(self.state(), "stopped")
         self.assertEqual(self.effects.events, [("endSession", "A", "wireguard"),
                                                ("unregister", "A", "wireguard")])
+
+    def test_offlineWhenNoSessionIsLeftOrUnderWay(self):
+        """
+        The machine says when nothing is online or under way (entering
+        searching or waiting, and stopped): what bridges a failover (the
+        lease's resolvers) then goes.  A failover itself is not offline.
+        """
+        session = self.goOnline()
+        self.assertEqual(self.effects.offlines, [0])  # entering searching at start
+        self.client.failover(session, buildPlan(self.gateways, exclude={"A"}), "silent")
+        self.assertEqual(self.effects.offlines, [0])
+        self.effects.fail("register", protocol.RPCError(protocol.UNAVAILABLE, "uplink down"))
+        self.assertEqual(self.state(), "waiting")
+        self.assertEqual(self.effects.offlines, [0, len(self.effects.events)])
+
+    def test_droppedIsOffline(self):
+        session = self.goOnline()
+        self.client.dropped(session, "route withdrawn")
+        self.assertEqual(len(self.effects.offlines), 2)
+
+    def test_stopIsOfflineAfterTheSessionEnded(self):
+        self.goOnline()
+        del self.effects.events[:]
+        self.effects.offlines = []
+        self.successResultOf(self.client.stop())
+        self.assertEqual(self.effects.offlines, [2])  # after endSession and unregister
 
     def test_stopWhileConnectingCancelsAndUnregisters(self):
         self.client.start()
@@ -520,11 +557,11 @@ class TraceTests(SynchronousTestCase):
 
     def test_keepsTheLastOnes(self):
         self.client.start()
-        for _ in range(30):
+        for _ in range(60):
             self.effects.fire("scan", [])
             self.clock.advance(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds())
         lines = self.lines()
-        self.assertEqual(len(lines), 20)
+        self.assertEqual(len(lines), 50)
         self.assertEqual(lines[-2:], ["searching --nothingFound--> waiting (no usable gateway found)",
                                       "waiting --retry--> searching"])
 

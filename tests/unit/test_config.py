@@ -75,6 +75,15 @@ class ServerConfigTests(ConfigFileTestCase):
         self.assertConfigError(MINIMAL + "\n[hooks]\nregister = \"/nonexistent/hook\"\n",
                                "hooks.register", "not an executable")
 
+    def test_repliesByArrivalOnByDefaultTheirTablesApartFromThePools(self):
+        routing = loadServerConfig(self.write(MINIMAL)).routing
+        self.assertEqual((routing.reply_by_arrival, routing.reply_table, routing.reply_rule_priority),
+                         (True, 8160, 8149))
+        self.assertConfigError(MINIMAL + "\n[routing]\nreply_table = 8000\n",
+                               "routing.reply_table", "would include routing.table (8152)")
+        self.assertConfigError(MINIMAL + "\n[routing]\nreply_table = 2147483647\n",
+                               "routing.reply_table", "between")
+
     def test_loopbackIsNeverAnUplink(self):
         self.assertConfigError(MINIMAL.replace('"up0"', '"lo"'), "uplink.interface", "loopback")
 

@@ -30,7 +30,8 @@ class Step:
     gatewayId, host, port, method = "ed25519:gw", "10.99.0.5", 8150, "wireguard"
     gateway = "pdx-gw-1 (10.99.0.5)"
     # The offer as discovery saw it: its probe targets, the RPC round trip.
-    seen = types.SimpleNamespace(offer=types.SimpleNamespace(probe=("9.9.9.9",), issuedAt=0), rtt=0.0375)
+    seen = types.SimpleNamespace(offer=types.SimpleNamespace(probe=("9.9.9.9",), issuedAt=0,
+                                                        name="pdx-gw-1"), rtt=0.0375)
 
 
 class Connection:
@@ -255,10 +256,15 @@ class InnerRouteTests(EffectsTestCase):
 
 
 class RecentGatewaysTests(EffectsTestCase):
+    def seen(self, gid, host, others=(), addresses=()):
+        offer = types.SimpleNamespace(gatewayId=gid, addresses=tuple(addresses))
+        return types.SimpleNamespace(host=host, port=8150, offer=offer,
+                                     others=tuple(types.SimpleNamespace(host=o, port=8150)
+                                                  for o in others))
+
     def test_latestFirstBoundedAndForgotten(self):
-        seen = [types.SimpleNamespace(host=f"10.0.0.{i}", port=8150, others=()) for i in range(20)]
-        for item in seen:
-            self.effects._remember([item])
+        for i in range(20):
+            self.effects._remember([self.seen(f"ed25519:{i}", f"10.0.0.{i}")])
             self.clock.advance(1)
         recent = self.effects.recentGateways()
         self.assertEqual(len(recent), self.effects.RECENT_MAX)
@@ -267,3 +273,30 @@ class RecentGatewaysTests(EffectsTestCase):
         self.assertEqual(self.effects.recentGateways(), [("10.0.0.19", 8150)])
         self.clock.advance(1)
         self.assertEqual(self.effects.recentGateways(), [])
+
+    def test_everyAddressOfAGatewayNearestFirstThenItsOfferedOnes(self):
+        """
+        A gateway is asked where it answered (nearest first) and at the
+        addresses its signed offer lists, each once: a gateway just back
+        has no route to its node address yet, but its address on a
+        neighbour's link is routed by that neighbour.
+        """
+        self.effects._remember([self.seen("ed25519:a", "10.251.0.3", others=["10.99.3.1"],
+                                          addresses=["10.251.0.3", "10.99.2.2", "10.99.3.1"])])
+        self.assertEqual(self.effects.recentGateways(),
+                         [("10.251.0.3", 8150), ("10.99.3.1", 8150), ("10.99.2.2", 8150)])
+
+    def test_aWaitingClientWatchesTheLatestGatewaysAtAllTheirAddresses(self):
+        for i in range(6):
+            self.effects._remember([self.seen(f"ed25519:{i}", f"10.251.0.{i}",
+                                              addresses=[f"10.99.{i}.2"])])
+            self.clock.advance(1)
+        watched = self.effects.recentGateways(self.effects.WATCHED)
+        self.assertEqual(watched, [item for i in (5, 4, 3, 2)
+                                   for item in ((f"10.251.0.{i}", 8150), (f"10.99.{i}.2", 8150))])
+
+    def test_theAddressesAskedAreBounded(self):
+        for i in range(16):
+            self.effects._remember([self.seen(f"ed25519:{i}", f"10.251.0.{i}",
+                                              addresses=[f"10.99.{i}.{k}" for k in range(1, 17)])])
+        self.assertEqual(len(self.effects.recentGateways()), self.effects.RECENT_ADDRESSES)

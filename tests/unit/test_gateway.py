@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 from mnigs import protocol
 from mnigs.system.admission import Admission
 from mnigs.interfaces import IGatewayMethod, ILeaseStore
+from mnigs.methods.traffic import Traffic
 from mnigs.protocol import RegisterRequest
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit
@@ -31,6 +32,8 @@ class RecordingMethod:
         self.failGrant = failGrant
         self.slowRevokes = None  # a list: revoke hands out Deferreds the test fires
         self.neverConnected = []  # leases unconfirmed() answers
+        self.counts = {}  # client id -> (bytes in, bytes out, last handshake)
+        self.granted = {}
 
     def udpPorts(self):
         return ()
@@ -68,18 +71,24 @@ class RecordingMethod:
 
     def grant(self, lease):
         self.events.append(("grant", lease.clientId, lease.config["address"]))
+        self.granted[lease.id] = lease
         if self.failGrant:
             return defer.fail(RuntimeError("nft said no"))
         return defer.succeed(None)
 
     def revoke(self, lease):
         self.events.append(("revoke", lease.clientId, lease.config["address"]))
+        self.granted.pop(lease.id, None)
         if self.slowRevokes is not None:
             self.slowRevokes.append(defer.Deferred())
             return self.slowRevokes[-1]
 
     def unconfirmed(self):
         return list(self.neverConnected)
+
+    def traffic(self):
+        return defer.succeed({lease.id: Traffic(*self.counts[lease.clientId])
+                              for lease in self.granted.values() if lease.clientId in self.counts})
 
     def stop(self):
         self.events.append(("stop",))
@@ -106,16 +115,37 @@ class MemoryStore:
 
 
 class Hooks:
-    def __init__(self, events):
+    """
+    Records hook events; C{verdicts} (a list): the register hook is
+    configured, and each ask gets the next Deferred the test fires.
+    """
+
+    def __init__(self, events, verdicts=None, release=False):
         self.events = events
+        self.verdicts = verdicts
+        self.release = release
+        self.args = []
+
+    def has(self, event):
+        return event == "release" and self.release
 
     def run(self, event, *args):
         self.events.append(("hook", event) + args[1:3])
+        self.args.append((event,) + args)
+
+    def ask(self, event, timeout, *args):
+        if self.verdicts is None:
+            return None
+        self.events.append(("ask", event) + args[1:3])
+        self.args.append((event,) + args)
+        self.verdicts.append(defer.Deferred())
+        return self.verdicts[-1]
 
 
 class Offers:
     gatewayId = "ed25519:test"
     name = "test"
+    terms = {"max_clients": 10, "notes": "a test"}
 
     def offer(self, localHost, available, clients):
         return {"available": available, "clients": clients}
@@ -155,8 +185,7 @@ class RegistryTests(SynchronousTestCase):
         answer = self.successResultOf(d)["lease"]
         self.assertEqual(answer["config"], {"address": "100.64.0.2/32"})
         self.assertEqual(answer["expires_in"], 60)
-        self.assertEqual(self.events, [("grant", "c1", "100.64.0.2/32"), ("save", 1),
-                                       ("hook", "register", "fake", "10.0.0.1")])
+        self.assertEqual(self.events, [("grant", "c1", "100.64.0.2/32"), ("save", 1)])
 
     def test_reRegisterReturnsSameLeaseRenewed(self):
         first = self.successResultOf(self.register())["lease"]
@@ -165,7 +194,7 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual((first["id"], first["token"]), (second["id"], second["token"]))
         self.assertEqual(second["expires_in"], 60)
         self.assertEqual(len(self.book), 1)
-        self.assertEqual([e[0] for e in self.events], ["grant", "save", "hook", "save"])
+        self.assertEqual([e[0] for e in self.events], ["grant", "save", "save"])
 
     def test_reRegisterWithNewKeyGrantsTheNewBeforeRevokingTheOld(self):
         """
@@ -180,8 +209,7 @@ class RegistryTests(SynchronousTestCase):
         second = self.successResultOf(self.register(request(key="b")))["lease"]
         self.assertEqual(self.events, [("grant", "c1", "100.64.0.5/32"),
                                        ("revoke", "c1", "100.64.0.2/32"),
-                                       ("hook", "release", "fake", "10.0.0.1"), ("save", 3),
-                                       ("hook", "register", "fake", "10.0.0.1")])
+                                       ("hook", "release", "fake", "10.0.0.1"), ("save", 3)])
         self.assertNotEqual(first["id"], second["id"])
         self.assertEqual(len(self.book), 3)
         self.assertEqual(self.book.find("c1", "fake").params, {"key": "b"})
@@ -304,10 +332,9 @@ class RegistryTests(SynchronousTestCase):
         self.method.slowRevokes[0].callback(None)
         self.clock.advance(0)
         self.assertEqual(self.book.find("c1", "fake").params, {"key": "b"})
-        self.assertEqual(self.events[-5:], [("grant", "c1", "100.64.0.3/32"),
+        self.assertEqual(self.events[-4:], [("grant", "c1", "100.64.0.3/32"),
                                             ("revoke", "c1", "100.64.0.2/32"),
-                                            ("hook", "release", "fake", "10.0.0.1"), ("save", 1),
-                                            ("hook", "register", "fake", "10.0.0.1")])
+                                            ("hook", "release", "fake", "10.0.0.1"), ("save", 1)])
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_sweepExpires(self):
@@ -378,6 +405,14 @@ class GatewayMachineTests(SynchronousTestCase):
         self.assertTrue(self.gateway.info("x")["available"])
         self.successResultOf(self.register())
         self.assertEqual(self.gateway.info("x")["clients"], 1)
+
+    def test_statusSaysTheUptimeAndTheTermsAsOffered(self):
+        self.clock.advance(30)
+        self.gateway.started()
+        self.clock.advance(12.25)
+        status = self.gateway.describe()
+        self.assertEqual(status["uptime_s"], 42.2)
+        self.assertEqual(status["terms"], {"max_clients": 10, "notes": "a test"})
 
     def test_uplinkDownAndBack(self):
         self.gateway.started()

@@ -101,6 +101,8 @@ class HealthMonitorTests(SynchronousTestCase):
         self.assertEqual(len(self.pinger.probes), 6)  # rounds 0 .. 1.25
         self.assertEqual(monitor.describe(), {
             "state": "lost", "targets": ["10.0.0.1"],
+            "answers": [{"target": "10.0.0.1", "kind": "gateway", "rtt_ms": 20.0,
+                         "answered_ago": 2.0}],
             "reason": "no answer from 10.0.0.1 in 3 probes"})
 
     def runOutage(self, monitor, silentFrom, rtt, limit=60.0):
@@ -234,8 +236,10 @@ class HealthMonitorTests(SynchronousTestCase):
         monitor.start()
         self.clock.pump([0.25] * 3)
         self.assertEqual(self.events, [("answered", 0.001)] * 4)
-        self.assertEqual(monitor.describe(), {"state": "probing", "targets": ["10.0.0.1"],
-                                              "missed": 0, "outstanding": 0})
+        self.assertEqual(monitor.describe(), {
+            "state": "probing", "targets": ["10.0.0.1"], "missed": 0, "outstanding": 0,
+            "answers": [{"target": "10.0.0.1", "kind": "gateway", "rtt_ms": 1.0,
+                         "answered_ago": 0.0}]})
 
     def test_answerResetsTheCount(self):
         self.monitor().start()
@@ -260,7 +264,10 @@ class HealthMonitorTests(SynchronousTestCase):
         self.assertTrue(all(p[4] for p in self.pinger.probes))
         self.clock.advance(5)
         self.assertEqual(self.events, [])
-        self.assertEqual(monitor.describe(), {"state": "stopped", "targets": ["10.0.0.1"]})
+        self.assertEqual(monitor.describe(), {
+            "state": "stopped", "targets": ["10.0.0.1"],
+            "answers": [{"target": "10.0.0.1", "kind": "gateway", "rtt_ms": None,
+                         "answered_ago": None}]})
         monitor.stop()
 
     def test_restartAfterLoss(self):
@@ -371,6 +378,10 @@ class InternetRuleTests(SynchronousTestCase):
         self.assertEqual(self.recorder.events, [("missed", 1), ("missed", 2), ("lost", reason)])
         self.assertEqual(monitor.describe(), {
             "state": "lost", "targets": ["9.9.9.9", "100.64.0.1"], "device": "wg-mnigs",
+            "answers": [{"target": "9.9.9.9", "kind": "internet", "rtt_ms": None,
+                         "answered_ago": None},
+                        {"target": "100.64.0.1", "kind": "gateway", "rtt_ms": 10.0,
+                         "answered_ago": 0.0}],
             "gateway_answered_ago": 0.0, "reason": reason})
 
     def test_lostWhenNothingAnswersSaysSo(self):
@@ -387,6 +398,22 @@ class InternetRuleTests(SynchronousTestCase):
         self.pinger.reply(1, 0.01)
         self.clock.advance(0.5)
         self.assertEqual(monitor.describe()["gateway_answered_ago"], 0.5)
+        monitor.stop()
+
+    def test_theStatusShowsEveryTargetsLastAnswer(self):
+        """
+        The status page's probe table: each target's last round-trip time
+        and how long ago it answered; a target that never did has neither.
+        """
+        monitor = self.monitor()
+        monitor.start()
+        self.pinger.reply(0, 0.0304)
+        self.clock.advance(0.25)
+        self.pinger.reply(3, 0.004)  # round 1's gateway probe
+        self.clock.advance(0.5)
+        self.assertEqual(monitor.describe()["answers"], [
+            {"target": "9.9.9.9", "kind": "internet", "rtt_ms": 30.4, "answered_ago": 0.75},
+            {"target": "100.64.0.1", "kind": "gateway", "rtt_ms": 4.0, "answered_ago": 0.5}])
         monitor.stop()
 
     def test_startingSaysWhatThroughWhichDeviceHowOften(self):

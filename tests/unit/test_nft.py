@@ -67,14 +67,15 @@ class ScriptTests(SynchronousTestCase):
             start = lines.index(f"\tset {name} {{")
             sets[name] = lines[start + 1:lines.index("\t}", start)]
         self.assertEqual(sets, {
-            "clients4": ["\t\ttype ipv4_addr", "\t\telements = { 10.0.0.1, 10.0.0.2, 10.99.0.2 }"],
-            "clients6": ["\t\ttype ipv6_addr", "\t\telements = { 2001:db8::1 }"],
+            "clients4": ["\t\ttype ipv4_addr", "\t\tcounter",
+                         "\t\telements = { 10.0.0.1, 10.0.0.2, 10.99.0.2 }"],
+            "clients6": ["\t\ttype ipv6_addr", "\t\tcounter", "\t\telements = { 2001:db8::1 }"],
             "tunnel4": ["\t\ttype ipv4_addr . ifname",
                         '\t\telements = { 10.0.0.1 . "wg0", 10.0.0.2 . "wg0" }'],
             "tunnel6": ["\t\ttype ipv6_addr . ifname", '\t\telements = { 2001:db8::1 . "mo1" }'],
-            "link4": ["\t\ttype ipv4_addr . ifname . ether_addr",
+            "link4": ["\t\ttype ipv4_addr . ifname . ether_addr", "\t\tcounter",
                       '\t\telements = { 10.99.0.2 . "m0" . 02:00:00:00:00:01 }'],
-            "link6": ["\t\ttype ipv6_addr . ifname . ether_addr"],
+            "link6": ["\t\ttype ipv6_addr . ifname . ether_addr", "\t\tcounter"],
         })
         forward = [l.strip() for l in lines[lines.index("\tchain forward {") + 2:][:9]]
         self.assertEqual(forward, [
@@ -108,6 +109,16 @@ class ScriptTests(SynchronousTestCase):
             self.assertRaises(ValueError, tableScript, "mnigs", "eth0", [], strictInterfaces=[name])
             self.assertRaises(ValueError, tableScript, "mnigs", name, [])
             self.assertRaises(ValueError, Admission, ip("10.0.0.1"), name)
+
+    def test_tcpMSSClampedOnTheUplinkBothWays(self):
+        # Issue 15: an Internet host's MSS fits the tunnel or mesh link the
+        # route to the client takes; the kernel only ever lowers it.
+        lines = [line.strip() for line in tableScript("mnigs", "eth0", []).splitlines()]
+        start = lines.index("chain clamp {")
+        self.assertEqual(lines[start + 1:start + 4], [
+            "type filter hook forward priority mangle; policy accept;",
+            'iifname "eth0" tcp flags syn tcp option maxseg size set rt mtu',
+            'oifname "eth0" tcp flags syn tcp option maxseg size set rt mtu'])
 
     def test_noReplyPortsNoRerouteChains(self):
         self.assertNotIn("reroute", tableScript("mnigs", "eth0", []))

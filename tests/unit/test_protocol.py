@@ -156,6 +156,20 @@ class HostileOfferTests(SynchronousTestCase):
             error = self.assertRaises(OfferRejected, verifyOffer, offer)
             self.assertIn(why, str(error))
 
+    def test_meshAddressesParsed(self):
+        offer, _ = makeOffer(addresses=["10.251.0.5", "10.99.0.5", "FD00::5", "10.251.0.5"])
+        self.assertEqual(verifyOffer(offer).addresses, ("10.251.0.5", "10.99.0.5", "fd00::5"))
+        self.assertEqual(verifyOffer(makeOffer()[0]).addresses, ())
+
+    def test_badMeshAddressesRejectTheOfferWithAReason(self):
+        for addresses, why in ((["10.99.0.5"] * 17, "addresses must be a list of at most 16"),
+                               (["gw.example"], "addresses entry 'gw.example' is not an IP address"),
+                               (["::1"], "addresses address ::1 is not a unicast address"),
+                               ([{"host": "x"}], "addresses entries must be address text")):
+            offer, _ = makeOffer(addresses=addresses)
+            error = self.assertRaises(OfferRejected, verifyOffer, offer)
+            self.assertIn(why, str(error))
+
     def test_ipv6Endpoint(self):
         offer, _ = makeOffer(methods=[{"type": "wireguard", "endpoint": "[200:1234::1]:51820",
                                        "public_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}])

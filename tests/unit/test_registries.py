@@ -198,6 +198,9 @@ class FakeGateway:
     def grant(self, lease):
         return defer.succeed(None)
 
+    def traffic(self):
+        return defer.succeed({})
+
     def revoke(self, lease):
         return defer.succeed(None)
 

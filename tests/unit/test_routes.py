@@ -11,7 +11,7 @@ import socket
 from pyroute2.netlink.exceptions import NetlinkError
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.routes import PolicyRouting
+from mnigs.client.routes import PolicyRouting, ruleSpecs
 
 MAIN = 254
 TABLE = 4242
@@ -38,6 +38,10 @@ class Kernel:
         self.rules = [(0, 255), (32766, MAIN), (32767, 253)]  # IPv4 (priority, table)
         self.rules6 = [(0, 255), (32766, MAIN)]  # IPv6 (priority, table)
         self.suppressed = set()  # (family, priority) with suppress_prefixlength 0
+        self.selectors = []  # IPv4: (priority, table, selectors) of each rule added
+        self.selectors6 = []  # IPv6: the same
+        self.mtus = {}  # link index -> MTU
+        self.routeMTUs = {}  # destination -> the route's mtu metric
         self.routes = {}  # table -> [route dict]
         self.lookups = {}  # destination -> (oif or None) for route get
         self.opened = 0
@@ -64,10 +68,12 @@ class FakeIPRoute:
                         table=table if table < 256 else 252, family=family)
                 for priority, table in self._rules(family)]
 
-    def rule(self, command, family, priority, table, suppress_prefixlen=None):
+    def rule(self, command, family, priority, table, suppress_prefixlen=None, **selectors):
         rules = self._rules(family)
         if command == "add":
             rules.append((priority, table))
+            (self.kernel.selectors6 if family == socket.AF_INET6 else self.kernel.selectors).append(
+                (priority, table, selectors))
             if suppress_prefixlen == 0:
                 self.kernel.suppressed.add((family, priority))
         elif command == "del":
@@ -90,7 +96,12 @@ class FakeIPRoute:
 
     def get_links(self, index):
         name = self.kernel.links.get(index)
-        return [Message({"IFLA_IFNAME": name})] if name else []
+        return [Message({"IFLA_IFNAME": name, "IFLA_MTU": self.kernel.mtus.get(index, 1500)})] \
+            if name else []
+
+    def link(self, command, index, mtu):
+        assert command == "set"
+        self.kernel.mtus[index] = mtu
 
     def route(self, command, **spec):
         if command == "replace":
@@ -102,7 +113,11 @@ class FakeIPRoute:
         if command == "get":
             if spec["dst"] not in self.kernel.lookups:
                 raise NetlinkError(101, "Network is unreachable")
-            return [Message({"RTA_OIF": self.kernel.lookups[spec["dst"]]})]
+            metrics = None
+            if spec["dst"] in self.kernel.routeMTUs:
+                metrics = Message({"RTAX_MTU": self.kernel.routeMTUs[spec["dst"]]})
+            return [Message({"RTA_OIF": self.kernel.lookups[spec["dst"]],
+                             "RTA_METRICS": metrics})]
         raise AssertionError(command)
 
     def get_routes(self, family, table):
@@ -180,6 +195,8 @@ class PolicyRoutingTests(SynchronousTestCase):
         self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
         self.assertEqual(self.kernel.suppressed, {(socket.AF_INET, PRIORITY)})
         self.assertEqual(self.ours6(), [])
+        # Only the client's own traffic takes mnigs's table: nothing shared.
+        self.assertEqual(self.kernel.selectors[1], (PRIORITY + 1, TABLE, {"iifname": "lo"}))
         self.assertEqual(self.kernel.opened, self.kernel.closed)
 
     def test_installAgainReplacesTheRouteAndKeepsTheRules(self):
@@ -260,3 +277,118 @@ class PolicyRoutingTests(SynchronousTestCase):
         self.routing.routedOnMesh("10.1.2.3")
         self.routing.clear()
         self.assertEqual((self.kernel.opened, self.kernel.closed), (3, 3))
+
+
+class RuleSpecTests(SynchronousTestCase):
+    def test_theClientsOwnTrafficOnly(self):
+        self.assertEqual(ruleSpecs(TABLE, PRIORITY), [
+            {"family": socket.AF_INET, "priority": PRIORITY, "table": MAIN,
+             "suppress_prefixlen": 0},
+            {"family": socket.AF_INET, "priority": PRIORITY + 1, "table": TABLE,
+             "iifname": "lo"}])
+
+    def test_sharedPrefixesAndInterfacesOfTheFamily(self):
+        rules = ruleSpecs(TABLE, PRIORITY, [ipaddress.ip_network("192.168.7.0/24"),
+                                            ipaddress.ip_network("fd00:7::/64")], ["br-lan"])
+        self.assertEqual([{k: v for k, v in rule.items() if k not in ("family", "table")}
+                          for rule in rules[2:]],
+                         [{"priority": PRIORITY + 1, "src": "192.168.7.0", "src_len": 24},
+                          {"priority": PRIORITY + 1, "iifname": "br-lan"}])
+        self.assertEqual({rule["table"] for rule in rules[1:]}, {TABLE})
+        six = ruleSpecs(TABLE, PRIORITY, [ipaddress.ip_network("fd00:7::/64")], family=6)
+        self.assertEqual(six[2]["src"], "fd00:7::")
+        self.assertEqual({rule["family"] for rule in six}, {socket.AF_INET6})
+
+
+class SharingAndFailClosedTests(SynchronousTestCase):
+    def routing(self, **kw):
+        self.kernel = Kernel()
+        return PolicyRouting(TABLE, PRIORITY, ipRoute=lambda: FakeIPRoute(self.kernel), **kw)
+
+    def test_sharedSourcesGetRules(self):
+        routing = self.routing(prefixes=[ipaddress.ip_network("192.168.7.0/24")],
+                               interfaces=["br-lan"])
+        routing.install("wg-mnigs")
+        self.assertEqual([s for p, t, s in self.kernel.selectors],
+                         [{}, {"iifname": "lo"}, {"src": "192.168.7.0", "src_len": 24},
+                          {"iifname": "br-lan"}])
+        routing.clear()
+        self.assertEqual([r for r in self.kernel.rules if r[0] in (PRIORITY, PRIORITY + 1)], [])
+
+    def test_withdrawWithoutFailClosedClears(self):
+        routing = self.routing()
+        routing.install("wg-mnigs")
+        routing.withdraw()
+        self.assertNotIn(TABLE, self.kernel.routes)
+        self.assertEqual([r for r in self.kernel.rules if r[0] in (PRIORITY, PRIORITY + 1)], [])
+
+    def test_withdrawFailingClosedLeavesAnUnreachableDefault(self):
+        routing = self.routing(failClosed=True)
+        routing.install("wg-mnigs")
+        routing.withdraw()
+        self.assertEqual(self.kernel.routes[TABLE],
+                         [{"dst": "0.0.0.0/0", "table": TABLE, "type": "unreachable"}])
+        self.assertEqual([r for r in self.kernel.rules if r[0] in (PRIORITY, PRIORITY + 1)],
+                         [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+        # The next gateway's route replaces it; the rules are not doubled.
+        routing.install("wg-mnigs")
+        self.assertEqual(self.kernel.routes[TABLE], [{"dst": "0.0.0.0/0", "table": TABLE, "oif": 3}])
+        self.assertEqual(len(self.kernel.rules), 5)
+        routing.clear()
+        self.assertNotIn(TABLE, self.kernel.routes)
+
+    def test_ipv6IsTheClientsOwnTrafficOnly(self):
+        """
+        With IPv6 egress and a shared LAN, IPv6's rules take the client's
+        own traffic alone: the LAN is translated to the lease's IPv4
+        address only, and its IPv6 would be dropped by the gateway.
+        """
+        routing = self.routing(prefixes=[ipaddress.ip_network("192.168.7.0/24"),
+                                         ipaddress.ip_network("fd00:7::/64")],
+                               interfaces=["br-lan"])
+        routing.install("wg-mnigs", source6="fd64::7")
+        self.assertEqual([s for p, t, s in self.kernel.selectors6], [{}, {"iifname": "lo"}])
+        self.assertEqual(len(self.kernel.selectors), 4)
+        routing.clear()
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
+    def test_withdrawFailingClosedCoversIPv6WhenTheSessionHadIt(self):
+        routing = self.routing(failClosed=True)
+        routing.install("wg-mnigs", source6="fd64::7")
+        routing.withdraw()
+        routes = {r["dst"]: r for r in self.kernel.routes[TABLE]}
+        self.assertEqual(routes["::/0"], {"dst": "::/0", "table": TABLE, "type": "unreachable"})
+        self.assertEqual(routes["0.0.0.0/0"]["type"], "unreachable")
+        self.assertEqual(routes["200::/7"]["type"], 9)  # the mesh's IPv6 still falls through
+        self.assertEqual([r for r in self.kernel.rules6 if r[0] in (PRIORITY, PRIORITY + 1)],
+                         [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+        # The next gateway's IPv6 route replaces it; the rules are not doubled.
+        routing.install("wg-mnigs", source6="fd64::8")
+        routes = {r["dst"]: r for r in self.kernel.routes[TABLE]}
+        self.assertEqual(routes["::/0"]["prefsrc"], "fd64::8")
+        self.assertEqual(len(self.kernel.rules6), 4)
+        routing.clear()
+        self.assertNotIn(TABLE, self.kernel.routes)
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
+    def test_withdrawFailingClosedLeavesIPv6AloneWithoutIt(self):
+        routing = self.routing(failClosed=True)
+        routing.install("wg-mnigs")
+        routing.withdraw()
+        self.assertEqual([r["dst"] for r in self.kernel.routes[TABLE]], ["0.0.0.0/0"])
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
+    def test_pathMTUFromTheRouteOrItsDevice(self):
+        routing = self.routing()
+        self.kernel.lookups = {"10.1.2.3": 2, "10.1.2.4": 2}
+        self.kernel.mtus[2] = 1400
+        self.kernel.routeMTUs["10.1.2.4"] = 1280
+        self.assertEqual(routing.pathMTU("10.1.2.3"), 1400)
+        self.assertEqual(routing.pathMTU("10.1.2.4"), 1280)
+        self.assertIsNone(routing.pathMTU("192.0.2.1"))
+
+    def test_setMTU(self):
+        routing = self.routing()
+        routing.setMTU("wg-mnigs", 1220)
+        self.assertEqual(self.kernel.mtus[3], 1220)
+        self.assertRaises(LookupError, routing.setMTU, "wg-gone", 1220)

@@ -6,6 +6,7 @@ file); C{startService} opens and wires it all.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -22,7 +23,9 @@ from mnigs.routing.neighbours import StaticSource
 from mnigs.server.config import loadServerConfig
 from mnigs.server.service import GatewayService
 from mnigs.methods import register
+from tests.htmlview import PageView
 from tests.unit.test_registries import FAKE_METHOD, FakeClient, FakeGateway
+from tests.unit.test_website import ask
 
 
 class Recorder:
@@ -44,7 +47,7 @@ class Recorder:
 
 
 def fakeNetlink():
-    return Recorder(linkIsUp=True, hasDefaultRoute=True, localAddresses=set)
+    return Recorder(linkIsUp=True, hasDefaultRoute=True, localAddresses=set, linkAddresses=list)
 
 
 class Runner:
@@ -90,12 +93,13 @@ class GatewayServiceTests(Directories, SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.netlink, self.runner = fakeNetlink(), Runner()
         self.poolRouting = Recorder()
+        self.hopRouting = Recorder(readNeighbours=lambda choose: [], installedHops=dict)
         return GatewayService(self.reactor, config, netlink=self.netlink, nftRunner=self.runner,
-                              poolRouting=self.poolRouting)
+                              poolRouting=self.poolRouting, hopRouting=self.hopRouting)
 
     def test_constructionDoesNoIO(self):
         service = self.build(self.config())
-        self.assertNothingMade(self.reactor, self.netlink, self.poolRouting)
+        self.assertNothingMade(self.reactor, self.netlink, self.poolRouting, self.hopRouting)
         self.assertEqual(self.runner.scripts, [])
         self.assertEqual(list(service), [])
 
@@ -107,16 +111,31 @@ class GatewayServiceTests(Directories, SynchronousTestCase):
         self.assertEqual(list(service.methods), ["forward"])
         self.assertIsInstance(service.methods["forward"], ForwardGateway)
         self.assertIs(service.methods["forward"].netlink, self.netlink)
-        # The table was installed by the fake runner, the pool routes by the
-        # fake, and the gateway serves: listeners up, the uplink watched.
-        self.assertEqual(len(self.runner.scripts), 1)
+        # The tables (the gate's, the replies by arrival's) were installed
+        # by the fake runner, the pool and hop routes by the fakes, and the
+        # gateway serves: listeners up, the uplink watched.
+        self.assertEqual(len(self.runner.scripts), 2)
+        self.assertIn("table inet mnigs_hops {\n", self.runner.scripts[1])
         self.assertEqual(self.poolRouting.calls, ["install"])
+        self.assertEqual(self.hopRouting.calls,
+                         ["readNeighbours", "installedHops", "takeOver", "install", "prune"])
         self.assertEqual(service.gateway.describe()["state"], "serving")
         [(port, _, _, interface)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (18150, "127.0.0.1"))
         [(path, *_)] = self.reactor.unixServers
         self.assertEqual(path, self.adminSocket)
         self.assertIn("linkIsUp", self.netlink.calls)
+        self.successResultOf(defer.maybeDeferred(service.stopService))
+
+    def test_theStatusPageWhenAsked(self):
+        service = self.build(self.config(
+            '[methods.forward]\n[web]\nenabled = true\nlisten = ["127.0.0.1"]\nport = 18151\n'))
+        service.startService()
+        [site] = [factory for port, factory, _, interface in self.reactor.tcpServers
+                  if (port, interface) == (18151, "127.0.0.1")]
+        page = PageView(ask(site, b"GET", b"/").body.decode("utf-8"))
+        self.assertEqual(page.headings[0], ("h1", "mnigs gateway mnigs-gateway: serving"))
+        self.assertEqual(json.loads(ask(site, b"GET", b"/status.json").body)["state"], "serving")
         self.successResultOf(defer.maybeDeferred(service.stopService))
 
     def test_aRegisteredMethodIsBuilt(self):
@@ -133,20 +152,22 @@ class GatewayServiceTests(Directories, SynchronousTestCase):
 
 
 class ClientServiceTests(Directories, SynchronousTestCase):
-    def config(self, methods='["forward"]'):
+    def config(self, methods='["forward"]', extra=''):
         return loadClientConfig(self.write(
             f'[client]\nstate_dir = "{self.stateDir}"\n[admin]\nsocket = "{self.adminSocket}"\n'
             f'[methods]\norder = {methods}\n'
-            '[discovery]\nscan = ["static"]\nstatic = ["10.99.0.5"]\n'))
+            '[discovery]\nscan = ["static"]\nstatic = ["10.99.0.5"]\n' + extra))
 
     def build(self, config):
         self.reactor = MemoryReactorClock()
         self.netlink, self.routing = fakeNetlink(), Recorder()
-        return ClientService(self.reactor, config, netlink=self.netlink, routing=self.routing)
+        self.dataPath = Recorder(start=lambda: defer.succeed(None), stop=lambda: defer.succeed(None))
+        return ClientService(self.reactor, config, netlink=self.netlink, routing=self.routing,
+                             dataPath=self.dataPath)
 
     def test_constructionDoesNoIO(self):
         service = self.build(self.config())
-        self.assertNothingMade(self.reactor, self.netlink, self.routing)
+        self.assertNothingMade(self.reactor, self.netlink, self.routing, self.dataPath)
         self.assertEqual(list(service), [])
 
     def test_startWiresAndSearches(self):
@@ -164,8 +185,23 @@ class ClientServiceTests(Directories, SynchronousTestCase):
         # Whatever a crashed run left is cleared, then the search begins:
         # the static candidate is asked for its offer.
         self.assertEqual(self.routing.calls[0], "clear")
+        self.assertEqual(self.dataPath.calls, ["start"])
         self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients],
                          [("10.99.0.5", 8150)])
+        d = defer.maybeDeferred(service.stopService)
+        self.reactor.advance(10)
+        self.successResultOf(d)
+
+    def test_theStatusPageWhenAsked(self):
+        service = self.build(self.config(
+            extra='[web]\nenabled = true\nlisten = ["127.0.0.1"]\nport = 18152\n'))
+        service.startService()
+        [site] = [factory for port, factory, _, interface in self.reactor.tcpServers
+                  if (port, interface) == (18152, "127.0.0.1")]
+        page = PageView(ask(site, b"GET", b"/").body.decode("utf-8"))
+        self.assertEqual(page.headings[0], ("h1", "mnigs client: searching"))
+        self.assertEqual(json.loads(ask(site, b"GET", b"/status.json").body)["state"],
+                         "searching")
         d = defer.maybeDeferred(service.stopService)
         self.reactor.advance(10)
         self.successResultOf(d)

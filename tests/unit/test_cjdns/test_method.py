@@ -68,8 +68,8 @@ class Routing:
     def install(self, interface, gateway=None, source=None):
         self.events.append(("install", interface, source))
 
-    def clear(self):
-        self.events.append(("clear",))
+    def withdraw(self):
+        self.events.append(("withdraw",))
 
 
 def setup(password="gw-pw"):
@@ -228,7 +228,7 @@ class GatewayTests(SynchronousTestCase):
         events = []
         store = SimpleNamespace(save=lambda records: events.append("save"))
         book = LeaseBook(maxClients=4, leaseSeconds=60)
-        hooks = SimpleNamespace(run=lambda *args: None)
+        hooks = SimpleNamespace(run=lambda *args: None, ask=lambda *args: None)
         registry = Registry(self.reactor, book, {"cjdns": self.gateway},
                             GroupCommit(self.reactor, store, book.records), hooks)
         clientHost = str(ipForKey(CLIENT_KEY))
@@ -317,7 +317,7 @@ class ClientTests(SynchronousTestCase):
 
         connection.disconnect()
         self.reactor.advance(0)
-        self.assertEqual(self.routing.events[-1], ("clear",))
+        self.assertEqual(self.routing.events[-1], ("withdraw",))
         self.assertEqual(self.fake.callsOf("IpTunnel_removeConnection"), [{"connection": 0}])
         self.assertEqual(self.fake.connections, [])
 

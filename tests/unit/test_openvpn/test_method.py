@@ -20,6 +20,7 @@ from zope.interface.verify import verifyObject
 
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.openvpn import OpenVPNClient, OpenVPNGateway, WrongAddress
+from mnigs.methods.traffic import Traffic
 from mnigs.openvpn import management as m
 from mnigs.openvpn.config import LeaseConfigRejected
 from mnigs.openvpn.daemon import NotRunning
@@ -193,11 +194,25 @@ class GatewayTests(SynchronousTestCase):
         self.assertEqual(self.gateway.sessions, {})
 
     def test_disconnectAndCounters(self):
+        """
+        BYTECOUNT_CLI's "in" is what openvpn received from the client: the
+        lease's bytes out.  A lease's ended sessions still count (the
+        client reconnected), until the lease goes.
+        """
         self.daemon.onEvent(connect(0, "aaaa", TOKEN_A))
         self.daemon.onEvent(m.ClientByteCount(0, 10, 20))
-        self.assertEqual(self.gateway.traffic, {0: (10, 20)})
+        self.assertEqual(self.gateway.counts, {0: (10, 20)})
+        self.assertEqual(self.successResultOf(self.gateway.traffic()),
+                         {"aaaa": Traffic(20, 10), "bbbb": Traffic(0, 0)})
         self.daemon.onEvent(m.ClientDisconnect(0, m.Environment()))
-        self.assertEqual((self.gateway.sessions, self.gateway.traffic), ({}, {}))
+        self.assertEqual((self.gateway.sessions, self.gateway.counts), ({}, {}))
+        self.daemon.onEvent(connect(1, "aaaa", TOKEN_A))
+        self.daemon.onEvent(m.ClientByteCount(1, 1, 2))
+        self.assertEqual(self.successResultOf(self.gateway.traffic())["aaaa"], Traffic(22, 11))
+        self.daemon.onExit(Failure(ProcessTerminated(signal=9)))  # sessions end with it
+        self.assertEqual(self.successResultOf(self.gateway.traffic())["aaaa"], Traffic(22, 11))
+        self.successResultOf(self.gateway.revoke(self.a))
+        self.assertNotIn("aaaa", self.successResultOf(self.gateway.traffic()))
 
     def test_deadServerHasNoSessions(self):
         self.daemon.onEvent(connect(0, "aaaa", TOKEN_A))
@@ -248,8 +263,8 @@ class FakeRouting:
     def install(self, interface, gateway=None, source=None, source6=None):
         self.calls.append(("install", interface) + ((source6,) if source6 else ()))
 
-    def clear(self):
-        self.calls.append(("clear",))
+    def withdraw(self):
+        self.calls.append(("withdraw",))
 
 
 class ClientTests(SynchronousTestCase):
@@ -369,7 +384,7 @@ class ClientTests(SynchronousTestCase):
         self.assertNoResult(lost)
         lost.cancel()
         self.failureResultOf(lost, defer.CancelledError)
-        self.assertEqual(self.routing.calls[-1], ("clear",))
+        self.assertEqual(self.routing.calls[-1], ("withdraw",))
         self.assertEqual(self.daemons[-1].stopped, 1)
         self.assertEqual(os.listdir(self.dir), [])
 

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import shutil
 import tempfile
+import types
 
 from nacl.signing import SigningKey
 from twisted.internet import defer
@@ -110,6 +111,7 @@ class TrafficTests(SynchronousTestCase):
 
         class Step:
             gatewayId, host, method = "ed25519:gw", "10.251.0.3", "openvpn"
+            seen = types.SimpleNamespace(offer=types.SimpleNamespace(name="gw"))  # the hooks' name
 
         class Hooks:
             def run(self, *args):

@@ -259,8 +259,8 @@ class FakeRouting:
     def install(self, interface, gateway=None, source=None):
         self.events.append(("install", interface, gateway, source))
 
-    def clear(self):
-        self.events.append(("clear",))
+    def withdraw(self):
+        self.events.append(("withdraw",))
 
 
 class Step:
@@ -346,7 +346,7 @@ class ClientTests(SynchronousTestCase):
         self.assertIn("User authentication failed.", failure.getErrorMessage())
         [vpnclient] = FakeVpnClient.instances
         self.assertEqual(vpnclient.events[-1], "stop")
-        self.assertEqual(self.routing.events, [("clear",)])
+        self.assertEqual(self.routing.events, [("withdraw",)])
 
     def test_noSessionInTimeFails(self):
         self.netlink.add("vpn_mc0")
@@ -394,7 +394,7 @@ class ClientTests(SynchronousTestCase):
         connection = self.successResultOf(self.connect())
         lost = connection.whenLost()
         self.successResultOf(connection.disconnect())
-        self.assertEqual(self.routing.events[-1], ("clear",))
+        self.assertEqual(self.routing.events[-1], ("withdraw",))
         self.assertEqual(FakeVpnClient.instances[0].events[-1], "stop")
         self.netlink.links["vpn_mc0"]["up"] = False
         self.clock.advance(1)

@@ -1,0 +1,160 @@
+"""
+L{mnigs.client.datapath}: the client's nft table (script generation) and
+the IPv4 forwarding switch, with a recording nft runner and a temporary
+file standing in for the sysctl.
+"""
+
+import ipaddress
+import os
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from mnigs.client.datapath import (
+    SHARE_MARK,
+    ClientDataPath,
+    Forwarding,
+    Passage,
+    tableScript,
+)
+from tests.unit.test_services import Runner
+
+LEASE = ipaddress.ip_address("100.64.0.2")
+
+
+class ScriptTests(SynchronousTestCase):
+    def test_idleTableHoldsTheSharedPrefixesOnly(self):
+        script = tableScript("mnigs_client", [ipaddress.ip_network("192.168.7.0/24"),
+                                              ipaddress.ip_network("fd00::/64")])
+        self.assertTrue(script.startswith("table inet mnigs_client {}\n"
+                                          "delete table inet mnigs_client\n"))
+        self.assertIn("elements = { 192.168.7.0/24 }", script)
+        self.assertNotIn("fd00", script)  # IPv4 here; IPv6 goes beside it
+        self.assertNotIn("chain", script)
+
+    def test_sharedPrefixTranslatedToTheLease(self):
+        script = tableScript("t", [ipaddress.ip_network("192.168.7.0/24")], [],
+                             Passage("wg0", LEASE, 1220))
+        self.assertIn('oifname "wg0" ip saddr @shared4 snat ip to 100.64.0.2\n', script)
+        self.assertNotIn("meta mark", script)
+
+    def test_sharedInterfaceMarkedThenTranslated(self):
+        script = tableScript("t", [], ["br-lan"], Passage("wg0", LEASE, 1220))
+        self.assertIn(f'iifname {{ "br-lan" }} oifname "wg0" meta mark set meta mark | '
+                      f'{SHARE_MARK:#x}\n', script)
+        self.assertIn(f'oifname "wg0" meta nfproto ipv4 meta mark & {SHARE_MARK:#x} == '
+                      f'{SHARE_MARK:#x} snat ip to 100.64.0.2\n', script)
+        self.assertNotIn("@shared4 snat", script)
+
+    def test_nothingSharedNoNAT(self):
+        script = tableScript("t", [], [], Passage("wg0", LEASE, 1220))
+        self.assertNotIn("snat", script)
+        self.assertIn("maxseg", script)
+
+    def test_clampToTheTunnelMTUBothWays(self):
+        script = tableScript("t", [], [], Passage("wg0", LEASE, 1220))
+        for line in ('oifname "wg0" meta nfproto ipv4 tcp flags syn tcp option maxseg size set 1180',
+                     'iifname "wg0" meta nfproto ipv4 tcp flags syn tcp option maxseg size set 1180',
+                     'oifname "wg0" meta nfproto ipv6 tcp flags syn tcp option maxseg size set 1160'):
+            self.assertIn(line, script)
+        self.assertIn("hook postrouting priority mangle", script)
+        self.assertIn("hook prerouting priority mangle", script)
+
+    def test_clampToTheRouteWithoutAnMTU(self):
+        script = tableScript("t", [], [], Passage("m0", LEASE, None))
+        self.assertIn('oifname "m0" tcp flags syn tcp option maxseg size set rt mtu', script)
+        self.assertIn("hook forward priority mangle", script)
+
+    def test_noClamp(self):
+        self.assertNotIn("maxseg", tableScript("t", [], [], Passage("wg0", LEASE, 1220, False)))
+
+    def test_namesAreChecked(self):
+        self.assertRaises(ValueError, Passage, 'wg0" accept', LEASE)
+        self.assertRaises(TypeError, Passage, "wg0", "100.64.0.2")
+        self.assertRaises(ValueError, Passage, "wg0", LEASE, 100)
+        self.assertRaises(ValueError, tableScript, "bad table", [])
+        self.assertRaises(ValueError, tableScript, "t", [], ["br lan"], Passage("wg0", LEASE))
+
+
+class ForwardingTests(SynchronousTestCase):
+    def sysctl(self, value):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(value + "\n")
+        return path
+
+    def read(self, path):
+        with open(path) as f:
+            return f.read().strip()
+
+    def test_turnedOnAndBackOff(self):
+        path = self.sysctl("0")
+        forwarding = Forwarding(path)
+        forwarding.enable()
+        self.assertEqual(self.read(path), "1")
+        forwarding.restore()
+        self.assertEqual(self.read(path), "0")
+
+    def test_aCrashedRunIsRemembered(self):
+        path, marker = self.sysctl("0"), self.mktemp()
+        Forwarding(path, marker).enable()  # then the client crashes
+        self.assertEqual(self.read(path), "1")
+        again = Forwarding(path, marker)
+        again.enable()
+        again.restore()
+        self.assertEqual(self.read(path), "0")
+        self.assertFalse(os.path.exists(marker))
+
+    def test_leftOnIfItWasOn(self):
+        path = self.sysctl("1")
+        forwarding = Forwarding(path)
+        forwarding.enable()
+        forwarding.restore()
+        self.assertEqual(self.read(path), "1")
+
+
+class DataPathTests(SynchronousTestCase):
+    def build(self, prefixes=(), interfaces=(), clamp=True):
+        self.runner = Runner()
+        self.path = self.mktemp()
+        with open(self.path, "w") as f:
+            f.write("0\n")
+        return ClientDataPath(self.runner, "mnigs_client", prefixes, interfaces, clamp,
+                              Forwarding(self.path))
+
+    def test_lifecycle(self):
+        data = self.build(["192.168.7.0/24"])
+        self.successResultOf(data.start())
+        with open(self.path) as f:
+            self.assertEqual(f.read().strip(), "1")
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1220)))
+        self.successResultOf(data.offline())
+        self.successResultOf(data.stop())
+        with open(self.path) as f:
+            self.assertEqual(f.read().strip(), "0")
+        idle, online, offline, removed = self.runner.scripts
+        self.assertIn("snat ip to 100.64.0.2", online)
+        self.assertEqual(idle, offline)
+        self.assertEqual(removed, "table inet mnigs_client {}\ndelete table inet mnigs_client\n")
+
+    def test_clampOffAndNothingSharedNeedsNoTable(self):
+        data = self.build(clamp=False)
+        self.successResultOf(data.start())
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1220)))
+        self.successResultOf(data.stop())
+        self.assertEqual([s.count("chain") for s in self.runner.scripts], [0, 0])
+        with open(self.path) as f:
+            self.assertEqual(f.read().strip(), "0")  # nothing shared: forwarding untouched
+
+    def test_sharingWithoutClamp(self):
+        data = self.build(interfaces=["br-lan"], clamp=False)
+        data.online(Passage("wg0", LEASE, 1220))
+        [script] = self.runner.scripts
+        self.assertIn("snat", script)
+        self.assertNotIn("maxseg", script)
+
+    def test_aFailedRunIsLogged(self):
+        data = self.build(["192.168.7.0/24"])
+        data.runner.apply = lambda script: defer.fail(RuntimeError("nft: no such file"))
+        # Logged (log.error), not raised: the session goes on without it.
+        self.assertIsNone(self.successResultOf(data.online(Passage("wg0", LEASE, 1220))))
