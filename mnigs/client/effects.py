@@ -346,12 +346,15 @@ class ClientEffects:
         overhead = method.overhead if method is not None else None
         outer = ipaddress.ip_address(step.host).version
         path = self.routing.pathMTU(step.host) if overhead is not None else None
-        mtu = tunnelMTU(path, overhead, outer, method.padding if method is not None else 1)
+        inner6 = "address6" in (connection.describe() or {})  # IPv6 egress in use
+        mtu = tunnelMTU(path, overhead, outer, method.padding if method is not None else 1,
+                        inner6=inner6)
         if mtu is not None and self.config.mtu.set_tunnel_mtu:
             self.routing.setMTU(connection.device, mtu)
             log.info("{device}: MTU {mtu} (path to {gateway} {path} less {method}'s {overhead} "
-                     "over IPv{outer}, to a multiple of its padding)", device=connection.device, mtu=mtu, gateway=step.gateway,
-                     path=path, method=step.method, overhead=overhead[outer], outer=outer)
+                     "over IPv{outer}, to a multiple of its padding{six})", device=connection.device, mtu=mtu, gateway=step.gateway,
+                     path=path, method=step.method, overhead=overhead[outer], outer=outer,
+                     six="; at least 1280 with IPv6 inside" if inner6 else "")
         return Passage(connection.device, address, mtu)
 
     def _afterTeardown(self):

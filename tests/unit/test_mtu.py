@@ -21,6 +21,19 @@ class TunnelMTUTests(SynchronousTestCase):
         self.assertEqual(tunnelMTU(1280, overhead, 6, padding), 1200)
         self.assertEqual(tunnelMTU(1280, overhead, 4), 1220)  # without the padding
 
+    def test_ipv6InsideIsNeverBelow1280(self):
+        """
+        A tunnel carrying IPv6 egress keeps IPv6's minimum MTU (below it
+        the kernel takes the device's IPv6 addresses away); the outer
+        packets are fragmented instead.
+        """
+        overhead = METHODS["wireguard"].overhead
+        padding = METHODS["wireguard"].padding
+        self.assertEqual(tunnelMTU(1304, overhead, 6, padding, inner6=True), 1280)
+        self.assertEqual(tunnelMTU(1304, overhead, 6, padding), 1216)
+        self.assertEqual(tunnelMTU(1500, overhead, 4, padding, inner6=True), 1440)
+        self.assertIsNone(tunnelMTU(None, overhead, 4, padding, inner6=True))
+
     def test_openvpn(self):
         self.assertEqual(tunnelMTU(1280, METHODS["openvpn"].overhead, 4), 1220)
 
