@@ -86,3 +86,14 @@ def tableRoutes6(node, table=8150):
     return [(r.get_attr("RTA_DST") or "::", r["dst_len"])
             for r in node.ipr().get_routes(family=socket.AF_INET6, table=table)
             if r.get_attr("RTA_TABLE") == table]
+
+
+#: rtnetlink's route type "unreachable".
+RTN_UNREACHABLE = 7
+
+
+def unreachableDefault6(node, table=8150):
+    """Whether mnigs's table in C{node} has an C{unreachable ::/0} (failing closed)."""
+    return any(r["dst_len"] == 0 and r["type"] == RTN_UNREACHABLE
+               for r in node.ipr().get_routes(family=socket.AF_INET6, table=table)
+               if r.get_attr("RTA_TABLE") == table)

@@ -29,6 +29,7 @@ from tests.mesh.ipv6net import (
     seenFrom,
     serveSeen,
     tableRoutes6,
+    unreachableDefault6,
 )
 from tests.mesh.test_client import silence
 
@@ -127,6 +128,42 @@ class IPv6EgressTests(DaemonMeshTestCase):
         c.stop()
         self.assertEqual(routingSnapshot(client.ns), before)
         self.assertEqual((mnigsRules6(client), tableRoutes6(client)), ([], []))
+
+    def test_failClosedCoversIPv6WhileSwitching(self):
+        """
+        C{routing.fail_closed} with IPv6 egress, and an IPv6 default route
+        into the mesh in the client's main table (C{dev m0}, towards r1):
+        while the client moves from gwA (gone silent) to gwB, its ::/0 is
+        unreachable, so the internet's IPv6 host is never routed by the
+        mesh default; then it goes through gwB's tunnel; stop leaves the
+        routing of both families as it was.
+        """
+        client, gwA, gwB = self.mesh.nearAndFarGateway(ipv6=True)
+        self.gateway(gwA, **ipv6Gateway("fd64:a::/64"))
+        self.gateway(gwB, **ipv6Gateway("fd64:b::/64"))
+        client.run(["ip", "-6", "route", "add", "default", "dev", "m0"])
+        before = routingSnapshot(client.ns)
+        c = self.clientProcess(client, routing={"fail_closed": True}).start()
+        c.waitState("online", 30, gateway="gwA")
+        waitUntil(lambda: ping6(client), 10, message="ping6 through gwA")
+
+        silence(gwA)
+        devices, failedClosed = set(), False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            devices.add(routeDevice(client, INTERNET_HOST6))
+            failedClosed = failedClosed or unreachableDefault6(client)
+            current = c.status().get("current") or {}
+            if current.get("name") == "gwB":
+                break
+        self.assertEqual(current.get("name"), "gwB")
+        self.assertTrue(failedClosed)
+        self.assertNotIn("m0", devices)
+        self.assertIn(None, devices)  # unreachable while switching
+        waitUntil(lambda: ping6(client, timeout=0.5), 10, message="ping6 through gwB")
+        self.assertEqual(routeDevice(client, INTERNET_HOST6), c.wgInterface)
+        c.stop()
+        self.assertEqual(routingSnapshot(client.ns), before)
 
     def test_aRoutedPrefixLeavesUnmasqueraded(self):
         """
