@@ -19,7 +19,7 @@ MINIMUM_MTU = {4: 576, 6: 1280}
 
 
 def tunnelMTU(pathMTU: Optional[int], overhead: Optional[Mapping[int, int]],
-              outerVersion: int, padding: int = 1, inner6: bool = False) -> Optional[int]:
+              outerVersion: int, padding: int = 1) -> Optional[int]:
     """
     The MTU for a tunnel whose packets cross a path of C{pathMTU} as IP
     version C{outerVersion} packets, each C{overhead[outerVersion]} bytes
@@ -29,19 +29,24 @@ def tunnelMTU(pathMTU: Optional[int], overhead: Optional[Mapping[int, int]],
     1220-byte packet to 1232); C{None} when either is unknown (a method
     whose daemon sizes its own device, or no route) or the result would be
     below IPv4's minimum (a path that narrow is better left to the
-    kernel's fragmentation than to an unusable tunnel).  With C{inner6}
-    (the tunnel carries IPv6 egress) it is never below IPv6's minimum:
-    the kernel takes every IPv6 address and route off a device whose MTU
-    is below 1280, so a narrower path has its outer packets fragmented
-    instead.
+    kernel's fragmentation than to an unusable tunnel).
     """
     if pathMTU is None or overhead is None or outerVersion not in overhead:
         return None
     mtu = pathMTU - overhead[outerVersion]
     mtu -= mtu % padding
-    if inner6:
-        return max(mtu, MINIMUM_MTU[6])
     return mtu if mtu >= MINIMUM_MTU[4] else None
+
+
+def deviceMTU(mtu: int, inner6: bool) -> int:
+    """
+    The MTU to set on a tunnel device that fits C{mtu}: C{mtu}, but never
+    below IPv6's minimum when the tunnel carries IPv6 (C{inner6}, IPv6
+    egress): the kernel takes every IPv6 address and route off a device
+    whose MTU is below 1280.  TCP is still clamped to C{mtu} (the MSS
+    fits the path); larger packets of other protocols may not cross it.
+    """
+    return max(mtu, MINIMUM_MTU[6]) if inner6 else mtu
 
 
 def mssFor(mtu: int, version: int) -> int:

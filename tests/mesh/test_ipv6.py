@@ -31,6 +31,7 @@ from tests.mesh.ipv6net import (
     tableRoutes6,
     unreachableDefault6,
 )
+from tests.mesh.router import BulkServer, fetch, narrowPath
 from tests.mesh.test_client import silence
 
 log = Logger()
@@ -164,6 +165,30 @@ class IPv6EgressTests(DaemonMeshTestCase):
         self.assertEqual(routeDevice(client, INTERNET_HOST6), c.wgInterface)
         c.stop()
         self.assertEqual(routingSnapshot(client.ns), before)
+
+    def test_aNarrowPathKeepsIPv6(self):
+        """
+        client --(MTU 1280)-- r1 --- gw === internet, r1 sending no ICMP,
+        gw offering IPv6 egress: the client sets its tunnel's MTU to 1280,
+        not the 1216 that fits the path (the kernel would take the tunnel's
+        IPv6 address and routes away below 1280), keeps its inner IPv6
+        address, and fetches 2 MB from the internet host over IPv6 and
+        over IPv4 through the tunnel, TCP clamped to what fits the path.
+        """
+        client, r1, gw = narrowPath(self.mesh, 1280, ipv6=True)
+        self.gateway(gw, **ipv6Gateway("fd64:6d6e:6967::/64"))
+        inet = self.mesh.nodes["inet"]
+        servers = {6: BulkServer(inet, port=5006, size=2 * 2**20, address="::"),
+                   4: BulkServer(inet, port=5004, size=2 * 2**20)}
+        c = self.clientProcess(client).start()
+        c.waitState("online", 30, gateway="gw")
+        mtu = int(client.run(["cat", f"/sys/class/net/{c.wgInterface}/mtu"]).stdout)
+        self.assertEqual(mtu, 1280)
+        self.assertEqual(addresses6(client, c.wgInterface), ["fd64:6d6e:6967::2"])
+        for version, host in ((6, INTERNET_HOST6), (4, INTERNET_HOST)):
+            seconds = fetch(client, host, servers[version].port, servers[version].size, timeout=30)
+            log.info("ipv6 figures: 2 MB over IPv{v} through a 1280 path in {s:.2f} s",
+                     v=version, s=seconds)
 
     def test_aRoutedPrefixLeavesUnmasqueraded(self):
         """
