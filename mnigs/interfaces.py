@@ -19,7 +19,7 @@ class IAccessList(Interface):
     kernel really has the change.
     """
 
-    def install(admissions, replyPorts=(), strictInterfaces=()):
+    def install(admissions, replyPorts=(), strictInterfaces=(), routed6=()):
         """
         Replace whatever gate is there (left over by a crashed run, say) by
         one that admits exactly C{admissions} (an iterable of
@@ -28,7 +28,9 @@ class IAccessList(Interface):
         tunnels) must have a source routed back through the same interface
         (strict reverse-path filtering); what leaves the local UDP
         C{replyPorts} is routed by the tables (see
-        L{IGatewayMethod.udpPorts}).  Returns a Deferred.
+        L{IGatewayMethod.udpPorts}).  What is admitted leaves the uplink
+        masqueraded, but for sources in the IPv6 networks C{routed6}
+        (pools routed to this gateway).  Returns a Deferred.
         """
 
     def allow(admission):
@@ -100,13 +102,15 @@ class IGatewayMethod(Interface):
         what arrives there from a source not routed back the same way.
         """
 
-    def admission(lease):
+    def admissions(lease):
         """
-        Where C{lease}'s packets may come from: the
-        L{mnigs.system.admission.Admission} that C{grant} allows and C{revoke}
-        denies.  Made from the lease alone (its config, and what
-        C{allocate} recorded in C{lease.origin}), so that the gate
-        installed after a restart admits the same.
+        Where C{lease}'s packets may come from: a tuple of the
+        L{mnigs.system.admission.Admission}s that C{grant} allows and
+        C{revoke} denies, one per source address of the lease (its
+        C{address}, and its C{address6} when the method carries IPv6).
+        Made from the lease alone (its config, and what C{allocate}
+        recorded in C{lease.origin}), so that the gate installed after a
+        restart admits the same.
         """
 
     def checkParams(params):

@@ -337,7 +337,7 @@ class ClientEffects:
 
     def _passage(self, connection, step, lease):
         from mnigs.client.datapath import Passage
-        from mnigs.client.mtu import tunnelMTU
+        from mnigs.client.mtu import deviceMTU, tunnelMTU
         from mnigs.methods import METHODS
 
         address = ipaddress.ip_interface(lease["config"]["address"]).ip
@@ -349,10 +349,14 @@ class ClientEffects:
         path = self.routing.pathMTU(step.host) if overhead is not None else None
         mtu = tunnelMTU(path, overhead, outer, method.padding if method is not None else 1)
         if mtu is not None and self.config.mtu.set_tunnel_mtu:
-            self.routing.setMTU(connection.device, mtu)
-            log.info("{device}: MTU {mtu} (path to {gateway} {path} less {method}'s {overhead} "
-                     "over IPv{outer}, to a multiple of its padding)", device=connection.device, mtu=mtu, gateway=step.gateway,
-                     path=path, method=step.method, overhead=overhead[outer], outer=outer)
+            inner6 = "address6" in (connection.describe() or {})  # IPv6 egress in use
+            self.routing.setMTU(connection.device, deviceMTU(mtu, inner6))
+            log.info("{device}: MTU {set} (path to {gateway} {path} less {method}'s {overhead} "
+                     "over IPv{outer}, to a multiple of its padding: {mtu}{six})", device=connection.device,
+                     set=deviceMTU(mtu, inner6), mtu=mtu, gateway=step.gateway,
+                     path=path, method=step.method, overhead=overhead[outer], outer=outer,
+                     six="; at least 1280 with IPv6 inside, TCP clamped to the path"
+                     if deviceMTU(mtu, inner6) != mtu else "")
         return Passage(connection.device, address, mtu)
 
     def _afterTeardown(self):

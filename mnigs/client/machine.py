@@ -246,6 +246,9 @@ class Session:
         current["online_for"] = int(now - self.startedAt)
         current["address"] = self.lease.get("config", {}).get("address")
         current["device"] = self.connection.device
+        address6 = self.connection.describe().get("address6")  # IPv6 egress, when in use
+        if address6:
+            current["address6"] = address6
         if self.health is not None:
             current["health"] = self.health.describe()
         return current

@@ -38,6 +38,17 @@ def tunnelMTU(pathMTU: Optional[int], overhead: Optional[Mapping[int, int]],
     return mtu if mtu >= MINIMUM_MTU[4] else None
 
 
+def deviceMTU(mtu: int, inner6: bool) -> int:
+    """
+    The MTU to set on a tunnel device that fits C{mtu}: C{mtu}, but never
+    below IPv6's minimum when the tunnel carries IPv6 (C{inner6}, IPv6
+    egress): the kernel takes every IPv6 address and route off a device
+    whose MTU is below 1280.  TCP is still clamped to C{mtu} (the MSS
+    fits the path); larger packets of other protocols may not cross it.
+    """
+    return max(mtu, MINIMUM_MTU[6]) if inner6 else mtu
+
+
 def mssFor(mtu: int, version: int) -> int:
     """The TCP MSS that fits an IP version C{version} packet in C{mtu}."""
     return mtu - TCP_HEADERS[version]

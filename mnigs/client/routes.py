@@ -15,11 +15,23 @@ L{mnigs.client.datapath}).  Nothing forwarded from elsewhere uses the
 tunnel.  Removing the rules and flushing the table leaves the routing
 exactly as it was.
 
+With a lease's inner IPv6 address (IPv6 egress) the same table holds
+C{::/0} through the tunnel for IPv6 too, from that address, with
+C{throw} routes for the mesh's own IPv6 space (Yggdrasil 200::/7, cjdns
+fc00::/8): those fall through to the rules after ours even when the main
+table has no route for them, never into the tunnel.  IPv6's rules are
+the first two above, the client's own traffic only: the shared LAN is
+translated to the lease's IPv4 address alone (L{mnigs.client.datapath}),
+and the gateway admits no IPv6 source but the lease's, so a LAN's IPv6
+put into the tunnel would only be dropped there.
+
 Fail closed (C{routing.fail_closed}): when a connection goes, its
 default route is replaced by C{unreachable default} (L{PolicyRouting.withdraw})
 and the rules stay, so that while the client switches nothing that would
 take a default route falls through to the main table's (a mesh default);
-mesh destinations still match the first rule.  (pyroute2, never `ip` output.)
+mesh destinations still match the first rule.  The same holds for IPv6
+when the connection that went had it (C{unreachable ::/0}, the throw
+routes kept).  (pyroute2, never `ip` output.)
 """
 
 from __future__ import annotations
@@ -28,12 +40,15 @@ import ipaddress
 import socket
 from typing import Callable, Optional
 
+from mnigs.methods.inet6 import MESH_PREFIXES6
 from mnigs.system.pyroute import IPRoute, NetlinkError
 from twisted.logger import Logger
 
 log = Logger()
 
-
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
+#: Route type "throw": the lookup goes on with the next rule.
+RTN_THROW = 9
 #: The routes' C{type} for a default route that answers "unreachable".
 UNREACHABLE = "unreachable"
 
@@ -87,31 +102,38 @@ class PolicyRouting:
         self.interfaces = tuple(interfaces)
         self.failClosed = failClosed
 
-    def _ours(self, ipr):
-        return [rule for rule in ipr.get_rules(family=socket.AF_INET)
+    def _ours(self, ipr, family=socket.AF_INET):
+        return [rule for rule in ipr.get_rules(family=family)
                 if rule.get_attr("FRA_PRIORITY") in (self.priority, self.priority + 1)]
 
     def clear(self) -> None:
         """
-        Remove mnigs's rules and routes: what a previous run left behind
-        after a crash, or this run's on leaving.
+        Remove mnigs's rules and routes, IPv4 and IPv6: what a previous
+        run left behind after a crash, or this run's on leaving.
         """
         with self._ipr() as ipr:
-            for rule in self._ours(ipr):
-                try:
-                    ipr.rule("del", family=socket.AF_INET, priority=rule.get_attr("FRA_PRIORITY"),
-                             table=rule.get_attr("FRA_TABLE") or rule["table"])
-                except NetlinkError as e:
-                    log.warn("could not remove rule: {e}", e=e)
-            try:
-                ipr.flush_routes(table=self.table, family=socket.AF_INET)
-            except NetlinkError as e:
-                log.warn("could not flush table {t}: {e}", t=self.table, e=e)
+            for family in FAMILIES:
+                self._clearFamily(ipr, family)
 
-    def install(self, interface: str, gateway: str | None = None, source: str | None = None) -> None:
+    def _clearFamily(self, ipr, family) -> None:
+        for rule in self._ours(ipr, family):
+            try:
+                ipr.rule("del", family=family, priority=rule.get_attr("FRA_PRIORITY"),
+                         table=rule.get_attr("FRA_TABLE") or rule["table"])
+            except NetlinkError as e:
+                log.warn("could not remove rule: {e}", e=e)
+        try:
+            ipr.flush_routes(table=self.table, family=family)
+        except NetlinkError as e:
+            log.warn("could not flush table {t}: {e}", t=self.table, e=e)
+
+    def install(self, interface: str, gateway: str | None = None, source: str | None = None,
+                source6: str | None = None) -> None:
         """
         Point mnigs's default route at C{interface} (a tunnel), or at
-        C{gateway} on it (forward), from C{source}.
+        C{gateway} on it (forward), from C{source}; with C{source6} (the
+        lease's inner IPv6 address on C{interface}) IPv6's too, else
+        mnigs has no IPv6 route or rule.
         """
         with self._ipr() as ipr:
             index = ipr.link_lookup(ifname=interface)
@@ -122,29 +144,51 @@ class PolicyRouting:
                 route["gateway"] = str(ipaddress.ip_address(gateway))
             if source:
                 route["prefsrc"] = str(ipaddress.ip_address(source))
+            if source6 is not None:
+                source6 = str(ipaddress.IPv6Address(source6))
             ipr.route("replace", **route)
-            self._addRules(ipr)
+            self._addRules(ipr, socket.AF_INET)
+            if source6 is None:
+                self._clearFamily(ipr, socket.AF_INET6)  # a previous gateway's
+                return
+            for mesh in MESH_PREFIXES6:
+                ipr.route("replace", family=socket.AF_INET6, dst=str(mesh), table=self.table,
+                          type=RTN_THROW)
+            ipr.route("replace", family=socket.AF_INET6, dst="::/0", table=self.table,
+                      oif=index[0], prefsrc=source6)
+            self._addRules(ipr, socket.AF_INET6)
 
-    def _addRules(self, ipr) -> None:
-        if not self._ours(ipr):
-            for rule in ruleSpecs(self.table, self.priority, self.prefixes, self.interfaces):
-                ipr.rule("add", **rule)
+    def _addRules(self, ipr, family) -> None:
+        if self._ours(ipr, family):
+            return
+        if family == socket.AF_INET:
+            rules = ruleSpecs(self.table, self.priority, self.prefixes, self.interfaces)
+        else:  # the client's own traffic only: see the module docstring
+            rules = ruleSpecs(self.table, self.priority, family=6)
+        for rule in rules:
+            ipr.rule("add", **rule)
 
     def withdraw(self) -> None:
         """
         A connection went: remove mnigs's rules and routes (L{clear}), or,
         failing closed, replace its default route by an unreachable one
         and keep (or put back) the rules, so that what would take a
-        default route goes nowhere until the next L{install} or L{clear}.
+        default route goes nowhere until the next L{install} or L{clear};
+        IPv6's too when the connection had IPv6 (mnigs's IPv6 rules are
+        there).
         """
         if not self.failClosed:
             self.clear()
             return
         with self._ipr() as ipr:
             ipr.route("replace", dst="0.0.0.0/0", table=self.table, type=UNREACHABLE)
-            self._addRules(ipr)
-        log.info("routing: failing closed: unreachable default in table {table} until the "
-                 "next gateway", table=self.table)
+            self._addRules(ipr, socket.AF_INET)
+            had6 = bool(self._ours(ipr, socket.AF_INET6))
+            if had6:
+                ipr.route("replace", family=socket.AF_INET6, dst="::/0", table=self.table,
+                          type=UNREACHABLE)
+        log.info("routing: failing closed: unreachable default{six} in table {table} until the "
+                 "next gateway", table=self.table, six=" (IPv4 and IPv6)" if had6 else "")
 
     def routedOnMesh(self, host: str) -> bool:
         """

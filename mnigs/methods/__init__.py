@@ -31,6 +31,7 @@ from mnigs.daemon.config import (
     oneOf,
     port,
 )
+from mnigs.methods import inet6
 from mnigs.protocol import (
     MAX_RESOLVERS,
     checkResolvers,
@@ -92,7 +93,9 @@ class Method:
         C{client(ClientContext, section)}.
     @ivar serverSettings: the server's C{[methods.NAME]} keys (beside
         C{enabled}, which every method has).  A method that has a C{pool}
-        key gets its pool checked against the other methods' pools.
+        key gets its pool checked against the other methods' pools, and
+        one with a C{pool6} key (IPv6 egress, L{mnigs.methods.inet6})
+        likewise; its C{nat6} says whether that pool is masqueraded.
     @ivar clientSettings: the client's C{[methods.NAME]} keys; C{None}
         for a method whose client has no table of its own.
     @ivar offer: what the method's entry in an offer carries, as a client
@@ -231,14 +234,32 @@ def _wireguardOffer(entry):
         fromBase64(entry.get("public_key"), 32)
     except ValueError as e:
         raise ValueError(f"public_key: {e}") from None
+    return _withPool6(checked, entry)
+
+
+def _withPool6(checked, entry):
+    if "pool6" in entry:  # the gateway offers IPv6 egress (mnigs.methods.inet6)
+        checked["pool6"] = str(inet6.pool6(entry["pool6"]))
     return checked
+
+
+def _optionalPool6(value):
+    return inet6.pool6(value) if value else None
+
+
+#: A tunnel method's IPv6 egress settings, server side: off by default.
+_IPV6_EGRESS = {
+    # NAT66 to the uplink, or, with nat6 = false, a prefix routed to this gateway.
+    "pool6": Field(str, "", _optionalPool6),
+    "nat6": Field(bool, True),
+}
 
 
 def _openvpnOffer(entry):
     checked = _endpoint(entry)
     if entry.get("proto", "udp") not in ("udp", "tcp"):
         raise ValueError("proto must be udp or tcp")
-    return _pinned(checked, "ca_sha256")
+    return _withPool6(_pinned(checked, "ca_sha256"), entry)
 
 
 def _softetherOffer(entry):
@@ -297,6 +318,7 @@ register(Method(
         "interface": Field(str, "mnigs-wg0", ifname),
         "port": Field(int, 51820, port),
         "pool": Field(str, "100.64.0.0/22", _pool),
+        **_IPV6_EGRESS,
         "endpoint": Field(list, [], addresses),
         "implementation": Field(str, "auto", _IMPLEMENTATION),
         "dns": Field(list, [], _resolvers),
@@ -306,6 +328,7 @@ register(Method(
         "interface": Field(str, "mnigs-c0", ifname),
         "implementation": Field(str, "auto", _IMPLEMENTATION),
         "keepalive": Field(int, 5, between(0, 3600)),
+        "ipv6": Field(bool, True),
     },
     overhead=WIREGUARD_OVERHEAD, padding=16))
 register(Method(
@@ -316,11 +339,13 @@ register(Method(
         "port": Field(int, 1194, port),
         "proto": Field(str, "udp", oneOf("udp", "tcp")),
         "pool": Field(str, "100.65.0.0/22", _pool),
+        **_IPV6_EGRESS,
         "endpoint": Field(list, [], addresses),
         "dns": Field(list, [], _resolvers),
     },
     clientSettings={
         "interface": Field(str, "mnigs-ovpnc0", ifname),
+        "ipv6": Field(bool, True),
     },
     overhead=OPENVPN_OVERHEAD))
 register(Method(

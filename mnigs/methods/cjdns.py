@@ -89,7 +89,10 @@ class CjdnsGateway:
     def tunnelInterfaces(self):
         return (self.tunInterface,)
 
-    def admission(self, lease):
+    def admissions(self, lease):
+        return (self._admission(lease),)  # one source address per lease
+
+    def _admission(self, lease):
         return Admission(accessAddress(lease), self.tunInterface)
 
     def offerEntry(self, localHost):
@@ -193,12 +196,12 @@ class CjdnsGateway:
     def grant(self, lease):
         self.leases[lease.id] = lease
         yield self._allow(lease)
-        yield self.access.allow(self.admission(lease))
+        yield self.access.allow(self._admission(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
-        yield self.access.deny(self.admission(lease))
+        yield self.access.deny(self._admission(lease))
         tunnel = (lease.params["public_key"], accessAddress(lease))
         existing = yield self._incoming()
         for number, found in existing.items():

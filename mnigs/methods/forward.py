@@ -55,7 +55,10 @@ class ForwardGateway:
     def tunnelInterfaces(self):
         return ()
 
-    def admission(self, lease):
+    def admissions(self, lease):
+        return (self._admission(lease),)  # one source address per lease
+
+    def _admission(self, lease):
         return Admission(accessAddress(lease), lease.origin["interface"],
                          lease.origin.get("link_address"))
 
@@ -115,11 +118,11 @@ class ForwardGateway:
 
     def grant(self, lease):
         self.leases[lease.id] = lease
-        return self.access.allow(self.admission(lease))
+        return self.access.allow(self._admission(lease))
 
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
-        return self.access.deny(self.admission(lease))
+        return self.access.deny(self._admission(lease))
 
     def stop(self):
         return None
@@ -148,7 +151,7 @@ class ForwardGateway:
 
         result = {}
         for lease in self.leases.values():
-            admission = self.admission(lease)
+            admission = self._admission(lease)
             bytesIn = counted.get((addressSet(admission.address), (admission.address,)))
             bytesOut = counted.get((boundSet(admission), admission.key()))
             result[lease.id] = Traffic(bytesIn, bytesOut)

@@ -6,7 +6,8 @@ Gateway side: one supervised C{openvpn} server (tun, UDP by default) whose
 every connection is decided live by mnigs through the management interface
 (C{--management-client-auth}): the client's username and password must be
 the id and token of a live openvpn lease, and the answer gives it exactly
-the lease's inner address (C{ifconfig-push}); anything else is denied.
+the lease's inner address (C{ifconfig-push}, and C{ifconfig-ipv6-push}
+for its C{address6} with IPv6 egress); anything else is denied.
 When the lease ends, its sessions are killed (C{client-kill CID HALT}) and
 the access list stops admitting its address.  The gate admits a lease's
 address only from the server's tun; inside it, openvpn (tun mode, no
@@ -39,10 +40,11 @@ from zope.interface import implementer
 from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
+from mnigs.methods.inet6 import LeasePool6, leaseAddresses6, takeAddress6
 from mnigs.methods.loss import Loss
 from mnigs.methods.traffic import Traffic
 from mnigs.methods.pool import AddressPool
-from mnigs.methods.wireguard import poolHosts
+from mnigs.methods.wireguard import kernelHasIPv6, poolHosts
 from mnigs.openvpn import management as m
 from mnigs.openvpn.config import (
     checkCredentials,
@@ -79,7 +81,7 @@ class OpenVPNGateway:
     name = "openvpn"
 
     def __init__(self, daemonFactory, access, caPEM: str, pool, port: int, proto: str = "udp",
-                 interface: str = "", endpoints=(), dns=()):
+                 interface: str = "", endpoints=(), dns=(), pool6=None):
         self.access = access
         self.caPEM = caPEM
         self.caSHA256 = certificateSHA256(caPEM)
@@ -91,6 +93,9 @@ class OpenVPNGateway:
         self.endpoints = [ipaddress.ip_address(e) for e in endpoints]
         self.dns = list(dns)
         self._addresses = AddressPool(self.pool)
+        # IPv6 egress (mnigs.methods.inet6): an inner /128 per lease too.
+        self.pool6 = pool6
+        self._inner6 = LeasePool6(pool6) if pool6 is not None else None
         self.leases = {}
         self.sessions = {}  # cid -> lease id, for every client we admitted
         # cid -> (bytes received from it, bytes sent to it), as openvpn's
@@ -112,7 +117,9 @@ class OpenVPNGateway:
         return formatEndpoint(self._endpointHost(localHost), self.port)
 
     def tunnelPools(self):
-        return ((self.pool, self.interface),)
+        if self.pool6 is None:
+            return ((self.pool, self.interface),)
+        return ((self.pool, self.interface), (self.pool6, self.interface))
 
     def udpPorts(self):
         return (self.port,) if self.proto.startswith("udp") else ()
@@ -120,12 +127,20 @@ class OpenVPNGateway:
     def tunnelInterfaces(self):
         return (self.interface,)
 
-    def admission(self, lease):
-        return Admission(accessAddress(lease), self.interface)
+    def _address6(self, lease):
+        return self._inner6.of(lease) if self._inner6 is not None else None
+
+    def admissions(self, lease):
+        address6 = self._address6(lease)
+        return ((Admission(accessAddress(lease), self.interface),)
+                + ((Admission(address6, self.interface),) if address6 is not None else ()))
 
     def offerEntry(self, localHost):
-        return {"type": "openvpn", "endpoint": self._endpoint(localHost), "proto": self.proto,
-                "ca_sha256": self.caSHA256}
+        entry = {"type": "openvpn", "endpoint": self._endpoint(localHost), "proto": self.proto,
+                 "ca_sha256": self.caSHA256}
+        if self.pool6 is not None:
+            entry["pool6"] = str(self.pool6)
+        return entry
 
     def checkParams(self, params):
         if params:
@@ -137,17 +152,23 @@ class OpenVPNGateway:
 
     def allocate(self, lease, others, localHost):
         address = self._addresses.takeOrRecount(lease.id, lambda: self._rebuild(others), "OpenVPN")
-        return {"address": f"{address}/32",
-                "gateway_address": str(self.gatewayAddress),
-                "endpoint": self._endpoint(localHost),
-                "proto": self.proto,
-                "ca": self.caPEM,
-                "dns": resolversFor(self.dns, self.gatewayAddress)}
+        config = {"address": f"{address}/32",
+                  "gateway_address": str(self.gatewayAddress),
+                  "endpoint": self._endpoint(localHost),
+                  "proto": self.proto,
+                  "ca": self.caPEM,
+                  "dns": resolversFor(self.dns, self.gatewayAddress)}
+        config.update(takeAddress6(self._inner6, lease, others,
+                                   lambda: self._addresses.release(address, lease.id)))
+        return config
 
     def _rebuild(self, leases):
+        leases = list(leases)
         self._addresses.reset()
         for lease in leases:
             self._addresses.reserve(accessAddress(lease), lease.id)
+        if self._inner6 is not None:
+            self._inner6.rebuild(leases)
 
     # -- the data path ----------------------------------------------------------
     def start(self, leases):
@@ -155,17 +176,22 @@ class OpenVPNGateway:
         self._rebuild(self.leases.values())
         return self.daemon.start()
 
+    @defer.inlineCallbacks
     def grant(self, lease):
         self.leases[lease.id] = lease
         self._addresses.reserve(accessAddress(lease), lease.id)
-        return self.access.allow(self.admission(lease))
+        for admission in self.admissions(lease):
+            yield self.access.allow(admission)
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
         self.carried.pop(lease.id, None)
         self._addresses.release(accessAddress(lease), lease.id)
-        yield self.access.deny(self.admission(lease))
+        if self._inner6 is not None:
+            self._inner6.release(lease)
+        for admission in self.admissions(lease):
+            yield self.access.deny(admission)
         for cid in [cid for cid, leaseId in self.sessions.items() if leaseId == lease.id]:
             try:
                 yield self.daemon.command(m.clientKill(cid, "HALT"), timeout=COMMAND_TIMEOUT)
@@ -215,9 +241,12 @@ class OpenVPNGateway:
         return []  # no handshake to watch: a lease lives its time
 
     def describe(self):
-        return {"interface": self.interface, "port": self.port, "proto": self.proto,
-                "pool": str(self.pool), "leases": len(self.leases),
-                "sessions": len(self.sessions), "pid": self.daemon.pid}
+        described = {"interface": self.interface, "port": self.port, "proto": self.proto,
+                     "pool": str(self.pool), "leases": len(self.leases),
+                     "sessions": len(self.sessions), "pid": self.daemon.pid}
+        if self.pool6 is not None:
+            described["pool6"] = str(self.pool6)
+        return described
 
     # -- what openvpn tells us ---------------------------------------------
     def _managementEvent(self, event):
@@ -253,8 +282,12 @@ class OpenVPNGateway:
             self.sessions[event.cid] = lease.id
             log.info("openvpn: admitted client {cid} for lease {lease} as {address}",
                      cid=event.cid, lease=lease.id, address=address)
-            command = m.clientAuth(event.cid, event.kid,
-                                   [m.ifconfigPush(address, self.pool.netmask)])
+            pushed = [m.ifconfigPush(address, self.pool.netmask)]
+            address6 = self._address6(lease)
+            if address6 is not None:
+                pushed.append(m.ifconfigPush6(address6, self._inner6.gateway,
+                                              self.pool6.prefixlen))
+            command = m.clientAuth(event.cid, event.kid, pushed)
         self.daemon.command(command).addErrback(
             lambda f: log.warn("openvpn: answer to client {cid} failed: {why}",
                                cid=event.cid, why=f.getErrorMessage()))
@@ -289,6 +322,7 @@ class OpenVPNConnection:
         self.bytesIn = 0
         self.bytesOut = 0
         self.tunnelAddress = None
+        self.tunnelAddress6 = None
         self._loss = Loss()
 
     @property
@@ -300,6 +334,7 @@ class OpenVPNConnection:
             self.bytesIn, self.bytesOut = event.bytesIn, event.bytesOut
         elif isinstance(event, m.State) and event.connected:
             self.tunnelAddress = event.localAddress
+            self.tunnelAddress6 = event.localAddress6 or None
         elif isinstance(event, m.State) and event.name in ("RECONNECTING", "EXITING"):
             self.lost(f"openvpn tunnel {event.name.lower()} ({event.description})")
 
@@ -328,9 +363,13 @@ class OpenVPNConnection:
         return self.bytesIn, self.bytesOut
 
     def describe(self):
-        return {"interface": self.ifname, "endpoint": formatEndpoint(*self.config["endpoint"]),
-                "proto": self.config["proto"], "address": self.config["address"],
-                "pid": self.daemon.pid, **self.counters()}
+        described = {"interface": self.ifname,
+                     "endpoint": formatEndpoint(*self.config["endpoint"]),
+                     "proto": self.config["proto"], "address": self.config["address"],
+                     "pid": self.daemon.pid, **self.counters()}
+        if "address6" in self.config:
+            described["address6"] = self.config["address6"]
+        return described
 
 
 def removeFiles(paths):
@@ -352,8 +391,10 @@ class OpenVPNClient:
     name = "openvpn"
 
     def __init__(self, reactor, ifname, routing, stateDir, connectTimeout=5.0,
-                 openvpn="openvpn", daemonFactory=OpenVPNDaemon):
+                 openvpn="openvpn", daemonFactory=OpenVPNDaemon, ipv6=True):
         self.reactor = reactor
+        #: Whether to use the IPv6 egress a lease carries (else ignore it).
+        self.ipv6 = ipv6
         self.ifname = checkInterfaceName(ifname)
         self.routing = routing
         self.directory = os.path.join(stateDir, f"openvpn-{ifname}")
@@ -371,6 +412,8 @@ class OpenVPNClient:
             raise ValueError("its CA certificate is not a PEM certificate") from None
         if pin != offerEntry.get("ca_sha256"):
             raise ValueError("its CA certificate is not the one the signed offer names")
+        pool6 = offerEntry.get("pool6")
+        leaseAddresses6(config, ipaddress.ip_network(pool6) if pool6 else None)
 
     def _writeFiles(self, lease, config):
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -380,13 +423,17 @@ class OpenVPNClient:
         path = os.path.join(self.directory, "client.conf")
         atomicWrite(ca, config["ca"].encode("ascii"), mode=0o600)
         atomicWrite(credentials, credentialsFile(lease["id"], lease["token"]), mode=0o600)
-        atomicWrite(path, clientConfig(config, self.ifname, ca, credentials).encode("ascii"),
+        atomicWrite(path, clientConfig(config, self.ifname, ca, credentials,
+                                       ipv6="address6" in config).encode("ascii"),
                     mode=0o600)
         return path, [path, credentials, ca]
 
     @defer.inlineCallbacks
     def connect(self, step, lease):
         config = checkLeaseConfig(lease.get("config"))
+        if not (self.ipv6 and kernelHasIPv6()):  # not used: not shown either
+            config.pop("address6", None)
+            config.pop("gateway_address6", None)
         checkCredentials(lease.get("id"), lease.get("token"))
         path, files = self._writeFiles(lease, config)
         connection = OpenVPNConnection(self.routing, self.ifname, config, files)
@@ -401,7 +448,11 @@ class OpenVPNClient:
             if connection.tunnelAddress != expected:
                 raise WrongAddress(f"openvpn got {connection.tunnelAddress!r} from the gateway, "
                                    f"the lease says {expected}")
-            self.routing.install(self.ifname)
+            expected6 = config.get("address6", "").split("/")[0] or None
+            if connection.tunnelAddress6 != expected6:
+                raise WrongAddress(f"openvpn got IPv6 {connection.tunnelAddress6!r} from the "
+                                   f"gateway, the lease says {expected6}")
+            self.routing.install(self.ifname, source6=expected6)
         except Exception:  # CancelledError too (the connect timeout)
             try:
                 yield daemon.stop()
@@ -427,7 +478,8 @@ def buildGateway(context, section):
     directory = os.path.join(context.stateDir, "openvpn")
     pki = loadOrCreateServerPKI(directory)
     argv = serverArgv("openvpn", section.interface, section.proto, section.port, section.pool, pki,
-                      maxClients=max(1024, context.config.terms.max_clients))
+                      maxClients=max(1024, context.config.terms.max_clients),
+                      pool6=section.pool6)
 
     def daemon(onEvent, onExit, onReady):
         return OpenVPNDaemon(reactor, argv, os.path.join(directory, "management.sock"),
@@ -435,9 +487,10 @@ def buildGateway(context, section):
                              onExit=onExit, onReady=onReady)
 
     return OpenVPNGateway(daemon, context.access, pki.caPEM, section.pool, section.port,
-                          section.proto, section.interface, section.endpoint, section.dns)
+                          section.proto, section.interface, section.endpoint, section.dns,
+                          pool6=section.pool6)
 
 
 def buildClient(context, section):
     return OpenVPNClient(context.reactor, section.interface, context.routing, context.stateDir,
-                         connectTimeout=context.config.methods.connect_timeout)
+                         connectTimeout=context.config.methods.connect_timeout, ipv6=section.ipv6)

@@ -94,7 +94,10 @@ class SoftEtherGateway:
     def tunnelInterfaces(self):
         return (self.server.tap,)
 
-    def admission(self, lease):
+    def admissions(self, lease):
+        return (self._admission(lease),)  # one source address per lease
+
+    def _admission(self, lease):
         return Admission(accessAddress(lease), self.server.tap)
 
     def offerEntry(self, localHost):
@@ -150,13 +153,13 @@ class SoftEtherGateway:
     def grant(self, lease):
         self.leases[lease.id] = lease
         yield self.server.addUser(self._user(lease))
-        yield self.access.allow(self.admission(lease))
+        yield self.access.allow(self._admission(lease))
 
     @defer.inlineCallbacks
     def revoke(self, lease):
         self.leases.pop(lease.id, None)
         self._addresses.release(accessAddress(lease), lease.id)
-        yield self.access.deny(self.admission(lease))
+        yield self.access.deny(self._admission(lease))
         yield self.server.removeUser(userName(lease.id))
 
     def stop(self):

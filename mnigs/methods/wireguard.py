@@ -23,6 +23,7 @@ from zope.interface import implementer
 from mnigs.system.admission import Admission
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
+from mnigs.methods.inet6 import LeasePool6, gatewayAddress6, leaseAddresses6, takeAddress6
 from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
 from mnigs.protocol import (
@@ -72,12 +73,15 @@ class WireGuardGateway:
     name = "wireguard"
 
     def __init__(self, device, access, publicKey: str, pool, port: int,
-                 endpoints=(), dns=(), clock=None, handshakeTimeout: float = 0):
+                 endpoints=(), dns=(), clock=None, handshakeTimeout: float = 0, pool6=None):
         self.device = device
         self.access = access
         self.publicKey = publicKey
         self.pool = pool
         self.gatewayAddress, _ = poolHosts(pool)
+        # IPv6 egress (mnigs.methods.inet6): an inner /128 per lease too.
+        self.pool6 = pool6
+        self._inner6 = LeasePool6(pool6) if pool6 is not None else None
         # Indexes of what allocate() handed out, so that a registration does
         # not scan every live lease; checked against the live leases
         # whenever they say "taken" or "full" (see _keyTaken, _rebuild).
@@ -103,7 +107,10 @@ class WireGuardGateway:
         return (sameFamily or self.endpoints)[0]
 
     def tunnelPools(self):
-        return ((self.pool, self.device.ifname),)
+        pools = ((self.pool, self.device.ifname),)
+        if self.pool6 is not None:
+            pools += ((self.pool6, self.device.ifname),)
+        return pools
 
     def udpPorts(self):
         return (self.port,)
@@ -111,13 +118,21 @@ class WireGuardGateway:
     def tunnelInterfaces(self):
         return (self.device.ifname,)
 
-    def admission(self, lease):
-        return Admission(accessAddress(lease), self.device.ifname)
+    def _address6(self, lease):
+        return self._inner6.of(lease) if self._inner6 is not None else None
+
+    def admissions(self, lease):
+        address6 = self._address6(lease)
+        return ((Admission(accessAddress(lease), self.device.ifname),)
+                + ((Admission(address6, self.device.ifname),) if address6 is not None else ()))
 
     def offerEntry(self, localHost):
-        return {"type": "wireguard",
-                "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
-                "public_key": self.publicKey}
+        entry = {"type": "wireguard",
+                 "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
+                 "public_key": self.publicKey}
+        if self.pool6 is not None:
+            entry["pool6"] = str(self.pool6)
+        return entry
 
     def checkParams(self, params):
         extra = set(params) - {"public_key"}
@@ -135,12 +150,15 @@ class WireGuardGateway:
         if key == self.publicKey or self._keyTaken(key, others, lease.clientId):
             raise RPCError(METHOD_UNAVAILABLE, "that WireGuard public key is already in use")
         address = self._addresses.takeOrRecount(lease.id, lambda: self._rebuild(others), "WireGuard")
+        config = {"address": f"{address}/32",
+                  "gateway_address": str(self.gatewayAddress),
+                  "peer_public_key": self.publicKey,
+                  "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
+                  "dns": resolversFor(self.dns, self.gatewayAddress)}
+        config.update(takeAddress6(self._inner6, lease, others,
+                                   lambda: self._addresses.release(address, lease.id)))
         self._keys[key] = lease.id
-        return {"address": f"{address}/32",
-                "gateway_address": str(self.gatewayAddress),
-                "peer_public_key": self.publicKey,
-                "endpoint": formatEndpoint(self._endpointHost(localHost), self.port),
-                "dns": resolversFor(self.dns, self.gatewayAddress)}
+        return config
 
     def _keyTaken(self, key, others, clientId):
         # The client's own lease being replaced (the same key from a new
@@ -153,21 +171,30 @@ class WireGuardGateway:
         return False
 
     def _rebuild(self, leases):
+        leases = list(leases)
         self._addresses.reset()
         self._keys = {}
         for lease in leases:
             self._addresses.reserve(accessAddress(lease), lease.id)
             self._keys[lease.params["public_key"]] = lease.id
+        if self._inner6 is not None:
+            self._inner6.rebuild(leases)
 
     def _release(self, lease):
         self._addresses.release(accessAddress(lease), lease.id)
+        if self._inner6 is not None:
+            self._inner6.release(lease)
         key = lease.params["public_key"]
         if self._keys.get(key) == lease.id:
             del self._keys[key]
 
     def _peer(self, lease):
-        return Peer(public_key=lease.params["public_key"],
-                    allowed_ips=[f"{accessAddress(lease)}/32"])
+        # Cryptokey routing: the peer's packets may come only from these.
+        allowed = [f"{accessAddress(lease)}/32"]
+        address6 = self._address6(lease)
+        if address6 is not None:
+            allowed.append(f"{address6}/128")
+        return Peer(public_key=lease.params["public_key"], allowed_ips=allowed)
 
     @defer.inlineCallbacks
     def start(self, leases):
@@ -200,34 +227,36 @@ class WireGuardGateway:
         keys, admissions = collections.Counter(), collections.Counter()
         for lease in self.leases.values():
             keys[lease.params["public_key"]] += 1
-            admissions[self.admission(lease)] += 1
+            admissions.update(self.admissions(lease))
         return keys, admissions
 
     @defer.inlineCallbacks
     def grant(self, lease):
         if lease.id not in self.leases:
             self._peerUses[lease.params["public_key"]] += 1
-            self._admissions[self.admission(lease)] += 1
+            self._admissions.update(self.admissions(lease))
         self.leases[lease.id] = lease
         if self.clock is not None and self.handshakeTimeout > 0:
             self._unshaken[lease.id] = (lease, self.clock.seconds())
         yield self.device.setPeers(add=[self._peer(lease)])
-        yield self.access.allow(self.admission(lease))
+        for admission in self.admissions(lease):
+            yield self.access.allow(admission)
 
     @defer.inlineCallbacks
     def revoke(self, lease):
-        key, admission = lease.params["public_key"], self.admission(lease)
+        key, admissions = lease.params["public_key"], self.admissions(lease)
         if self.leases.pop(lease.id, None) is not None:
             self._peerUses[key] -= 1
-            self._admissions[admission] -= 1
+            self._admissions.subtract(admissions)
         if self._unshaken.get(lease.id, (None,))[0] is lease:
             del self._unshaken[lease.id]
         self._release(lease)
         # A replacement granted first (the same key from a new address)
         # keeps what it shares with the lease it replaces.
-        if self._admissions[admission] <= 0:
-            self._admissions.pop(admission, None)
-            yield self.access.deny(admission)
+        for admission in admissions:
+            if self._admissions[admission] <= 0:
+                self._admissions.pop(admission, None)
+                yield self.access.deny(admission)
         if self._peerUses[key] <= 0:
             self._peerUses.pop(key, None)
             yield self.device.setPeers(remove=[key])
@@ -292,8 +321,11 @@ class WireGuardGateway:
         return self.device.leave()
 
     def describe(self):
-        return {"interface": self.device.ifname, "port": self.port,
-                "pool": str(self.pool), "peers": len(self.leases)}
+        described = {"interface": self.device.ifname, "port": self.port,
+                     "pool": str(self.pool), "peers": len(self.leases)}
+        if self.pool6 is not None:
+            described["pool6"] = str(self.pool6)
+        return described
 
 
 # -- client side ---------------------------------------------------------
@@ -315,8 +347,14 @@ def checkLeaseConfig(config) -> dict:
     gateway = ipaddress.ip_address(config.get("gateway_address"))
     endpoint = parseEndpoint(config.get("endpoint"))
     peer = checkKey(config.get("peer_public_key"))
-    return {"address": str(address), "gateway_address": str(gateway),
-            "endpoint": endpoint, "peer_public_key": peer}
+    checked = {"address": str(address), "gateway_address": str(gateway),
+               "endpoint": endpoint, "peer_public_key": peer}
+    # IPv6 egress: the offer's pool6 was checked against it already
+    # (WireGuardClient.checkAgainstOffer).
+    if config.get("address6") is not None:
+        checked["address6"] = f"{ipaddress.ip_interface(config['address6']).ip}/128"
+        checked["gateway_address6"] = str(ipaddress.ip_address(config["gateway_address6"]))
+    return checked
 
 
 @implementer(IClientConnection)
@@ -350,8 +388,11 @@ class WireGuardConnection:
         return self.wg.get()
 
     def describe(self):
-        return {"interface": self.device, "endpoint": self.config["endpoint"],
-                "address": self.config["address"]}
+        described = {"interface": self.device, "endpoint": self.config["endpoint"],
+                     "address": self.config["address"]}
+        if "address6" in self.config:
+            described["address6"] = self.config["address6"]
+        return described
 
 
 @implementer(IClientMethod)
@@ -365,9 +406,12 @@ class WireGuardClient:
     name = "wireguard"
 
     def __init__(self, reactor, ifname, privateKey, routing, implementation="auto",
-                 keepalive=5, handshakeTimeout=5.0, logPath=None, netlink=None):
+                 keepalive=5, handshakeTimeout=5.0, logPath=None, netlink=None, ipv6=True):
         self.reactor = reactor
         self.netlink = netlink
+        #: Whether to use the IPv6 egress a lease carries (else ignore it,
+        #: as a client from before IPv6 egress would).
+        self.ipv6 = ipv6
         self.ifname = ifname
         self.privateKey = privateKey
         self.publicKey = publicKey(privateKey)
@@ -381,8 +425,12 @@ class WireGuardClient:
         return {"public_key": self.publicKey}
 
     def checkAgainstOffer(self, offerEntry, config):
+        if not isinstance(config, dict):
+            raise ValueError("lease config is not an object")
         if config.get("peer_public_key") != offerEntry.get("public_key"):
             raise ValueError("its WireGuard key is not the one the signed offer names")
+        pool6 = offerEntry.get("pool6")
+        leaseAddresses6(config, ipaddress.ip_network(pool6) if pool6 else None)
 
     @defer.inlineCallbacks
     def connect(self, step, lease):
@@ -390,17 +438,21 @@ class WireGuardClient:
         from mnigs.wireguard.device import WireGuardDevice
 
         config = checkLeaseConfig(lease.get("config"))
+        address6 = config.get("address6") if self.ipv6 and kernelHasIPv6() else None
+        if address6 is None:  # not used: not shown either
+            config.pop("address6", None)
+            config.pop("gateway_address6", None)
         device = WireGuardDevice(self.reactor, self.ifname, self.privateKey,
-                                 address=config["address"], implementation=self.implementation,
-                                 logPath=self.logPath)
+                                 address=config["address"], address6=address6,
+                                 implementation=self.implementation, logPath=self.logPath)
         try:
             yield device.start()
             yield device.setPeers(add=[Peer(public_key=config["peer_public_key"],
-                                            allowed_ips=["0.0.0.0/0"],
+                                            allowed_ips=["0.0.0.0/0"] + (["::/0"] if address6 else []),
                                             endpoint=formatEndpoint(*config["endpoint"]),
                                             keepalive=self.keepalive or None)])
             yield self._handshake(device)
-            self.routing.install(self.ifname)
+            self.routing.install(self.ifname, source6=address6 and address6.split("/")[0])
         except BaseException:
             yield defer.maybeDeferred(device.stop).addErrback(lambda _: None)
             raise
@@ -423,6 +475,19 @@ class HandshakeTimeout(Exception):
     pass
 
 
+def kernelHasIPv6(proc="/proc/sys/net/ipv6/conf/default/disable_ipv6") -> bool:
+    """
+    Whether a new interface here gets IPv6: a kernel booted with
+    C{ipv6.disable=1} has no such file, and C{disable_ipv6} may be set.
+    A client without IPv6 uses a lease's IPv4 alone.
+    """
+    try:
+        with open(proc) as f:
+            return f.read().strip() == "0"
+    except OSError:
+        return False
+
+
 # -- the registry's builders (mnigs.methods) -----------------------------
 
 def buildGateway(context, section):
@@ -430,14 +495,16 @@ def buildGateway(context, section):
 
     private, public = loadOrCreateWireGuardKey(context.stateDir)
     gatewayAddress = next(section.pool.hosts())
+    pool6 = section.pool6
     device = WireGuardDevice(
         context.reactor, section.interface, private, listenPort=section.port,
         address=f"{gatewayAddress}/{section.pool.prefixlen}",
+        address6=f"{gatewayAddress6(pool6)}/{pool6.prefixlen}" if pool6 is not None else None,
         implementation=IMPLEMENTATIONS[section.implementation],
         logPath=os.path.join(context.stateDir, f"{section.interface}.log"))
     return WireGuardGateway(device, context.access, public, section.pool, section.port,
                             section.endpoint, section.dns, clock=context.reactor,
-                            handshakeTimeout=section.handshake_timeout)
+                            handshakeTimeout=section.handshake_timeout, pool6=pool6)
 
 
 def buildClient(context, section):
@@ -447,4 +514,4 @@ def buildClient(context, section):
         implementation=section.implementation, keepalive=section.keepalive,
         handshakeTimeout=context.config.methods.connect_timeout,
         logPath=os.path.join(context.stateDir, f"{section.interface}.log"),
-        netlink=context.netlink)
+        netlink=context.netlink, ipv6=section.ipv6)

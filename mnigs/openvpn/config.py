@@ -34,6 +34,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from mnigs.methods.inet6 import gatewayAddress6
 from mnigs.openvpn.pki import checkCACertificate
 from mnigs.protocol import formatEndpoint, parseEndpoint
 
@@ -59,12 +60,14 @@ def checkInterfaceName(name: str) -> str:
 
 
 def serverArgv(openvpn: str, ifname: str, proto: str, port: int, pool, pki,
-               maxClients: int = 1024) -> list[str]:
+               maxClients: int = 1024, pool6=None) -> list[str]:
     """
     The gateway's openvpn (without the management options, which
     L{mnigs.openvpn.daemon} adds).  It listens on every address, IPv6 and
     IPv4 (C{udp6}/C{tcp6-server} sockets take both), and with
-    C{--multihome} answers UDP from the address the client called.
+    C{--multihome} answers UDP from the address the client called.  With
+    C{pool6} (IPv6 egress) its tun carries the pool's first address too;
+    each client's IPv6 address is pushed with its IPv4 one.
     """
     checkInterfaceName(ifname)
     if proto not in PROTOCOLS:
@@ -85,6 +88,11 @@ def serverArgv(openvpn: str, ifname: str, proto: str, port: int, pool, pki,
             "--keepalive", str(PING), str(PING_EXIT),
             "--max-clients", str(maxClients),
             "--disable-dco", "--verb", "3", "--suppress-timestamps"]
+    if pool6 is not None:
+        pool6 = ipaddress.IPv6Network(pool6)
+        gateway6 = gatewayAddress6(pool6)
+        # The second address is only a p2p peer's; openvpn wants one.
+        argv += ["--ifconfig-ipv6", f"{gateway6}/{pool6.prefixlen}", str(gateway6 + 1)]
     if proto == "udp":
         argv += ["--proto", "udp6", "--multihome", "--explicit-exit-notify", "1"]
     else:
@@ -121,16 +129,25 @@ def checkLeaseConfig(config) -> dict:
         if proto not in PROTOCOLS:
             raise ValueError("proto must be udp or tcp")
         ca = checkCACertificate(config.get("ca"))
+        checked = {"address": str(address), "gateway_address": str(gateway),
+                   "endpoint": endpoint, "proto": proto, "ca": ca}
+        # IPv6 egress: checked against the offer's pool6 already
+        # (OpenVPNClient.checkAgainstOffer).
+        if config.get("address6") is not None:
+            checked["address6"] = f"{ipaddress.ip_interface(config['address6']).ip}/128"
+            checked["gateway_address6"] = str(ipaddress.ip_address(config["gateway_address6"]))
     except (ValueError, TypeError) as e:
         raise LeaseConfigRejected(str(e)) from None
-    return {"address": str(address), "gateway_address": str(gateway),
-            "endpoint": endpoint, "proto": proto, "ca": ca}
+    return checked
 
 
-def clientConfig(config: dict, ifname: str, caPath: str, credentialsPath: str) -> str:
+def clientConfig(config: dict, ifname: str, caPath: str, credentialsPath: str,
+                 ipv6: bool = False) -> str:
     """
     The client's openvpn configuration file for a checked lease config
-    (L{checkLeaseConfig}); every value in it is ours or was parsed.
+    (L{checkLeaseConfig}); every value in it is ours or was parsed.  With
+    C{ipv6} (a lease with IPv6 egress that the client uses) the pushed
+    IPv6 address is taken too; the caller checks it is the lease's.
     """
     checkInterfaceName(ifname)
     for path in (caPath, credentialsPath):
@@ -158,7 +175,6 @@ def clientConfig(config: dict, ifname: str, caPath: str, credentialsPath: str) -
         'pull-filter ignore "dhcp-option"',
         'pull-filter ignore "block-"',
         'pull-filter ignore "register-dns"',
-        'pull-filter ignore "ifconfig-ipv6"',
         'pull-filter ignore "ping"',
         'pull-filter ignore "inactive"',
         f"ping {PING}",
@@ -170,6 +186,8 @@ def clientConfig(config: dict, ifname: str, caPath: str, credentialsPath: str) -
     ]
     if proto == "udp":
         lines.insert(5, "nobind")
+    if not ipv6:
+        lines.insert(lines.index('pull-filter ignore "ping"'), 'pull-filter ignore "ifconfig-ipv6"')
     return "".join(line + "\n" for line in lines)
 
 

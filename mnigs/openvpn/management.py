@@ -64,6 +64,8 @@ class State:
     localAddress: str
     remoteAddress: str
     remotePort: str
+    #: The tunnel's IPv6 address (openvpn 2.4+: the ninth field), if any.
+    localAddress6: str = ""
 
     @property
     def connected(self) -> bool:
@@ -227,8 +229,8 @@ class ManagementParser:
             return self._client(rest)
         if kind == "STATE":
             f = rest.split(",")
-            f += [""] * (6 - len(f))
-            return State(_int(f[0], "state time"), f[1], f[2], f[3], f[4], f[5])
+            f += [""] * (9 - len(f))
+            return State(_int(f[0], "state time"), f[1], f[2], f[3], f[4], f[5], f[8])
         if kind == "BYTECOUNT":
             f = rest.split(",")
             if len(f) != 2:
@@ -316,6 +318,14 @@ def ifconfigPush(address, netmask) -> str:
     address = ipaddress.IPv4Address(address)
     netmask = ipaddress.IPv4Address(netmask)
     return f"ifconfig-push {address} {netmask}"
+
+
+def ifconfigPush6(address, gateway, prefixlen: int) -> str:
+    """The config line that gives a client exactly the IPv6 C{address}."""
+    address, gateway = ipaddress.IPv6Address(address), ipaddress.IPv6Address(gateway)
+    if type(prefixlen) is not int or not 0 < prefixlen <= 128:
+        raise ValueError(f"bad prefix length {prefixlen!r}")
+    return f"ifconfig-ipv6-push {address}/{prefixlen} {gateway}"
 
 
 def clientAuth(cid: int, kid: int, config=()) -> str:

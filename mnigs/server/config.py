@@ -176,6 +176,13 @@ def loadServerConfig(path: str, warnings: list[ConfigWarning] | None = None):
         for otherName, other in pooled[:index]:
             if section.pool.overlaps(other.pool):
                 raise ConfigError(path, f"methods.{name}.pool", f"overlaps methods.{otherName}.pool")
+    # IPv6 pools (checked as IPv6 by their field) are apart from each other too.
+    pooled6 = [(name, section.pool6) for name, section in pooled
+               if section.get("pool6") is not None]
+    for index, (name, pool6) in enumerate(pooled6):
+        for otherName, other in pooled6[:index]:
+            if pool6.overlaps(other):
+                raise ConfigError(path, f"methods.{name}.pool6", f"overlaps methods.{otherName}.pool6")
     routing = config.routing
     if routing.reply_table <= routing.table < routing.reply_table + REPLY_TABLES:
         raise ConfigError(path, "routing.reply_table",
@@ -183,4 +190,13 @@ def loadServerConfig(path: str, warnings: list[ConfigWarning] | None = None):
     return config
 
 
-__all__ = ["loadServerConfig", "SCHEMA", "EXISTING_INTERFACES", "ConfigError", "strings"]
+def routedPools6(config) -> list:
+    """
+    The IPv6 pools of enabled methods that are routed to this gateway
+    (C{nat6 = false}): their sources leave by the uplink unmasqueraded.
+    """
+    return [section.pool6 for section in config.methods.values()
+            if section.enabled and section.get("pool6") is not None and not section.nat6]
+
+
+__all__ = ["loadServerConfig", "routedPools6", "SCHEMA", "EXISTING_INTERFACES", "ConfigError", "strings"]

@@ -28,6 +28,7 @@ from mnigs.server.arrival import ReplyByArrival, neighbourMonitor, replyMarkSwit
 from mnigs.server.hoproutes import HopRouting
 from mnigs.system.nftnetlink import NftSetElements
 from mnigs.rpc.server import makeSite
+from mnigs.server.config import routedPools6
 from mnigs.server.leases import LeaseBook
 from mnigs.server.leasestore import GroupCommit, LeaseFile
 from mnigs.server.machine import GatewayCore, makeGateway
@@ -247,7 +248,7 @@ class GatewayService(MultiService):
         admissions = []
         for lease in self.book.live():
             try:
-                admissions.append(self.methods[lease.method].admission(lease))
+                admissions.extend(self.methods[lease.method].admissions(lease))
             except (KeyError, TypeError, ValueError) as e:
                 log.warn("dropping restored lease {lease} ({method}): no usable origin ({error!r})",
                          lease=lease.id, method=lease.method, error=e)
@@ -261,10 +262,11 @@ class GatewayService(MultiService):
         admissions = self.restoredAdmissions()
         replyPorts = [port for method in self.methods.values() for port in method.udpPorts()]
         tunnels = [name for method in self.methods.values() for name in method.tunnelInterfaces()]
-        yield self.access.install(admissions, replyPorts, tunnels)
+        yield self.access.install(admissions, replyPorts, tunnels, routedPools6(self.config))
         yield self.registry.startMethods()
-        self.poolRouting.install(
-            [pool for method in self.methods.values() for pool in method.tunnelPools()])
+        pools = [pool for method in self.methods.values() for pool in method.tunnelPools()]
+        self.poolRouting.install(pools)
+        self._checkIPv6Uplink(pools)
         if self.config.routing.reply_by_arrival:
             yield self.arrival.start()
         else:  # what a run with it on left
@@ -277,6 +279,21 @@ class GatewayService(MultiService):
         log.info("gateway {name} ({gid}) serving with methods {names}",
                  name=self.config.server.name, gid=self.offers.gatewayId,
                  methods=sorted(self.methods), names=", ".join(sorted(self.methods)))
+
+    def _checkIPv6Uplink(self, pools):
+        # IPv6 egress with no IPv6 way out: clients would route their IPv6
+        # into the tunnel and get unreachables back.  Said, not refused:
+        # the uplink's IPv6 may come later (router advertisements).
+        if not any(network.version == 6 for network, _ in pools):
+            return
+        try:
+            present = self.netlink.defaultRouteVia(6) is not None
+        except Exception:
+            log.failure("could not look for an IPv6 default route")
+            return
+        if not present:
+            log.warn("an IPv6 pool (pool6) is offered but there is no IPv6 default route: "
+                     "clients' IPv6 gets no further than this gateway until there is one")
 
     def reloader(self):
         from mnigs.daemon.reload import Reloader

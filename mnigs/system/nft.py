@@ -221,6 +221,19 @@ def _strictChain(interfaces: Sequence[str]) -> str:
     )
 
 
+def _routedPrefixes(prefixes: Sequence[ipaddress.IPv6Network]) -> str:
+    """
+    The IPv6 pools routed to the gateway (C{nat6 = false}): their clients'
+    own addresses leave by the uplink as they are, not masqueraded.
+    """
+    if not prefixes:
+        return ""
+    for prefix in prefixes:
+        if not isinstance(prefix, ipaddress.IPv6Network):
+            raise TypeError(f"not an IPv6 network: {prefix!r}")
+    return f"ip6 saddr {{ {', '.join(str(p) for p in sorted(set(prefixes)))} }} accept"
+
+
 def _clampChain(uplink: str) -> str:
     """
     TCP MSS clamping on everything the gateway forwards to or from its
@@ -242,7 +255,8 @@ def _clampChain(uplink: str) -> str:
 
 
 def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
-                replyPorts: Sequence[int] = (), strictInterfaces: Sequence[str] = ()) -> str:
+                replyPorts: Sequence[int] = (), strictInterfaces: Sequence[str] = (),
+                routed6: Sequence[ipaddress.IPv6Network] = ()) -> str:
     """
     One transaction that replaces table C{inet TABLE} (whether or not it
     exists) by the gate admitting exactly C{admissions}, with strict
@@ -256,11 +270,14 @@ def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
     address, input interface and source MAC are a link-bound lease's
     (C{link4}/C{link6}).  What comes back is let in only for an address
     that is still admitted (C{clients4}/C{clients6}); the same sets pick
-    what is masqueraded.  The elements of L{COUNTED_SETS} count the
-    packets they let through (L{NftAccess.counters}).
+    what is masqueraded, but for sources in the IPv6 prefixes C{routed6}
+    (pools routed to the gateway, whose addresses leave as they are).  The
+    elements of L{COUNTED_SETS} count the packets they let through
+    (L{NftAccess.counters}).
     """
     elements = gateElements(admissions)
     up = f'"{checkInterfaceName(uplink)}"'
+    routed = _routedPrefixes(routed6)
 
     def setBlock(name: str) -> str:
         body = f"\t\ttype {SET_TYPES[name]}\n"
@@ -290,6 +307,7 @@ def tableScript(table: str, uplink: str, admissions: Iterable[Admission],
         "\tchain postrouting {\n"
         "\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
         f"\t\toifname {up} ip saddr @clients4 masquerade\n"
+        + (f"\t\toifname {up} {routed}\n" if routed else "") +
         f"\t\toifname {up} ip6 saddr @clients6 masquerade\n"
         "\t}\n"
         + _clampChain(uplink)
@@ -425,15 +443,17 @@ class NftAccess:
         return result
 
     def install(self, admissions: Iterable[Admission], replyPorts: Sequence[int] = (),
-                strictInterfaces: Sequence[str] = ()) -> Deferred[None]:
+                strictInterfaces: Sequence[str] = (),
+                routed6: Sequence[ipaddress.IPv6Network] = ()) -> Deferred[None]:
         """
         Replace the table by the gate admitting C{admissions}, with strict
-        reverse-path filtering on C{strictInterfaces} and the UDP
+        reverse-path filtering on C{strictInterfaces}, the UDP
         C{replyPorts} of the tunnel daemons answered by the routing tables
-        (L{tableScript}).
+        and the IPv6 pools C{routed6} not masqueraded (L{tableScript}).
         """
         admissions = list(admissions)
-        script = tableScript(self.table, self.uplink, admissions, replyPorts, strictInterfaces)
+        script = tableScript(self.table, self.uplink, admissions, replyPorts, strictInterfaces,
+                             routed6)
         self._flush(queue=True)  # changes asked before install go first
         self._admitted = {}
         for admission in admissions:

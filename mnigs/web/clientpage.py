@@ -39,8 +39,10 @@ def _connection(status: dict) -> str:
                   ("At", text(current.get("host"))),
                   ("Method", text(current.get("method"))),
                   ("Tunnel device", text(current.get("device"))),
-                  ("Address", text(current.get("address"))),
-                  ("Online for", duration(current.get("online_for"))),
+                  ("Address", text(current.get("address")))]
+        if current.get("address6"):  # IPv6 egress in use
+            pairs.append(("IPv6 address", text(current["address6"])))
+        pairs += [("Online for", duration(current.get("online_for"))),
                   ("Lease expires in", duration(current.get("lease_expires_in")))]
     elif attempt:
         pairs += [("Trying", f'{text(attempt.get("name"))} '

@@ -62,6 +62,7 @@ class _Core:
     privateKey: str
     listenPort: Optional[int]
     address: Optional[str]
+    address6: Optional[str]
     implementation: str
     netns: Optional[str]
     sockdir: str
@@ -177,6 +178,8 @@ def _configure(s: _Core):
     with s.netlink(s.netns) as nl:
         if s.address is not None:
             nl.addAddress(s.ifname, s.address)
+        if s.address6 is not None:
+            nl.addAddress(s.ifname, s.address6)
         nl.setLinkUp(s.ifname)
 
 
@@ -349,8 +352,8 @@ _DeviceMachine = _buildMachine()
 class WireGuardDevice:
     """
     One WireGuard interface.  C{start()} fires once the interface has its
-    key, port and address and is up; peers are then the owner's business
-    (L{setPeers}).  When the daemon dies, every C{onDeath} callback gets the
+    key, port and addresses (C{address}, and C{address6} for IPv6) and is
+    up; peers are then the owner's business (L{setPeers}).  When the daemon dies, every C{onDeath} callback gets the
     reason; once a relaunched daemon is configured again, every
     C{onRestored} callback is called: peers must be set again then.
 
@@ -360,7 +363,8 @@ class WireGuardDevice:
     """
 
     def __init__(self, reactor, ifname: str, privateKey: str, listenPort: Optional[int] = None,
-                 address: Optional[str] = None, implementation: str = "auto",
+                 address: Optional[str] = None, address6: Optional[str] = None,
+                 implementation: str = "auto",
                  netns: Optional[str] = None, sockdir: str = DEFAULT_SOCKDIR,
                  logPath: Optional[str] = None, wireguardGo: str = "wireguard-go",
                  wg: str = "wg", launchTimeout: float = 10, watchInterval: float = 5,
@@ -373,7 +377,8 @@ class WireGuardDevice:
         self.publicKey = publicKey(checkKey(privateKey))
         self._core = _Core(
             reactor=reactor, ifname=ifname, privateKey=privateKey, listenPort=listenPort,
-            address=address, implementation=implementation, netns=netns, sockdir=sockdir,
+            address=address, address6=address6, implementation=implementation, netns=netns,
+            sockdir=sockdir,
             logPath=logPath, wireguardGo=wireguardGo, wg=wg, launchTimeout=launchTimeout,
             watchInterval=watchInterval, netlink=netlink, spawn=spawn)
         self._machine: _Device = _DeviceMachine(self._core)

@@ -2,8 +2,10 @@
 A bulk TCP transfer for namespace tests and benchmarks, with nothing but
 the standard library (run inside a namespace as C{python -m tests.mesh.bulkproc})::
 
-    serve PORT SIZE PEERLOG   send SIZE bytes to each connection, append
-                              its peer address to PEERLOG, close
+    serve PORT SIZE PEERLOG [ADDRESS]
+                              send SIZE bytes to each connection, append
+                              its peer address to PEERLOG, close; on
+                              ADDRESS (default 0.0.0.0; "::" for IPv6)
     fetch HOST PORT SIZE TIMEOUT
                               read SIZE bytes; print the seconds it took,
                               exit 1 (and say why) if not all came in time
@@ -16,10 +18,10 @@ import time
 CHUNK = 65536
 
 
-def serve(port, size, peerLog):
-    listener = socket.socket()
+def serve(port, size, peerLog, address="0.0.0.0"):
+    listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", port))
+    listener.bind((address, port))
     listener.listen(8)
     block = b"\0" * CHUNK
     while True:
@@ -61,6 +63,6 @@ def fetch(host, port, size, timeout):
 if __name__ == "__main__":
     what, args = sys.argv[1], sys.argv[2:]
     if what == "serve":
-        serve(int(args[0]), int(args[1]), args[2])
+        serve(int(args[0]), int(args[1]), *args[2:4])
     else:
         sys.exit(fetch(args[0], int(args[1]), int(args[2]), float(args[3])))

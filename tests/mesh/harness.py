@@ -24,6 +24,17 @@ Topology conventions
         gateway up0 203.0.113.2/24 <---> 203.0.113.1/24 isp0 internet
                                                              lo 198.51.100.1/32
 
+    With C{ipv6=True} the uplink carries IPv6 too::
+
+        gateway up0 2001:db8:ff00::2/64 <---> 2001:db8:ff00::1/64 isp0 internet
+                                                         lo 2001:db8:ffff::1/128
+
+    and the gateway gets C{default via 2001:db8:ff00::1 dev up0 proto
+    static}; the internet node routes back only to 2001:db8:ff00::/64, so
+    mesh traffic reaches C{2001:db8:ffff::1} (L{Mesh.internetHost6}) only
+    when the gateway masquerades it (NAT66) or its pool is routed there
+    (L{Mesh.routeToGateway6}).  babeld announces none of it.
+
     The gateway gets C{default via 203.0.113.1 dev up0 proto static} (proto
     4), which its babeld redistributes as the mesh's default route. The
     internet node is not part of the babel mesh and routes back only to
@@ -84,7 +95,7 @@ from tests.mesh.commands import (
 from tests.mesh.node import Node
 
 __all__ = [
-    "BABEL_LOCAL_PORT", "INTERNET_HOST", "PROTO_BABEL", "PROTO_STATIC",
+    "BABEL_LOCAL_PORT", "INTERNET_HOST", "INTERNET_HOST6", "PROTO_BABEL", "PROTO_STATIC",
     "BabelRequestFailed", "CommandFailed", "Mesh", "Node",
     "missingForNamespaces", "pidsInNamespaces", "requireNamespaces",
     "waitUntil",
@@ -100,6 +111,10 @@ UPLINK_INTERNET_INTERFACE = "isp0"
 UPLINK_INTERNET_ADDRESS = "203.0.113.1/24"
 UPLINK_NEXT_HOP = "203.0.113.1"
 INTERNET_HOST = "198.51.100.1"
+UPLINK_GATEWAY_ADDRESS6 = "2001:db8:ff00::2/64"
+UPLINK_INTERNET_ADDRESS6 = "2001:db8:ff00::1/64"
+UPLINK_NEXT_HOP6 = "2001:db8:ff00::1"
+INTERNET_HOST6 = "2001:db8:ffff::1"
 NAMESPACE_PREFIX = "mnigs-"
 
 _NODE_SYSCTLS = [
@@ -178,6 +193,7 @@ class Mesh:
     """
 
     internetHost = INTERNET_HOST
+    internetHost6 = INTERNET_HOST6
 
     def __init__(self, testcase, hello=0.5):
         """
@@ -284,13 +300,14 @@ class Mesh:
                 return (MESH_SUBNET_FORMAT.format(self._subnetsUsed, 1),
                         MESH_SUBNET_FORMAT.format(self._subnetsUsed, 2))
 
-    def internet(self, gateway, name=None):
+    def internet(self, gateway, name=None, ipv6=False):
         """
         Attach an internet node to C{gateway} (see the module docstring) and
         give the gateway its C{proto static} default route.
 
         @param name: node name; by default C{inet}, then C{inet2}, C{inet3}
             ... for further gateways.
+        @param ipv6: IPv6 on the uplink too, and the host L{internetHost6}.
         @return: the internet L{Node}; its C{address} is L{internetHost}.
         """
         gateway = self._node(gateway)
@@ -307,9 +324,26 @@ class Mesh:
                    UPLINK_INTERNET_ADDRESS)
         _ip("-n", gateway.ns, "route", "add", "default",
             "via", UPLINK_NEXT_HOP, "dev", UPLINK_INTERFACE, "proto", "static")
+        if ipv6:
+            _ip("-n", gateway.ns, "addr", "add", UPLINK_GATEWAY_ADDRESS6, "dev", UPLINK_INTERFACE)
+            _ip("-n", internet.ns, "addr", "add", UPLINK_INTERNET_ADDRESS6,
+                "dev", UPLINK_INTERNET_INTERFACE)
+            _ip("-n", internet.ns, "addr", "add", f"{INTERNET_HOST6}/128", "dev", "lo")
+            _ip("-n", gateway.ns, "-6", "route", "add", "default", "via", UPLINK_NEXT_HOP6,
+                "dev", UPLINK_INTERFACE, "proto", "static")
         gateway.uplink = UPLINK_INTERFACE
         gateway.internet = internet
         return internet
+
+    def routeToGateway6(self, gateway, prefix):
+        """
+        Have C{gateway}'s internet node route C{prefix} (an IPv6 pool the
+        gateway hands out without NAT, C{nat6 = false}) to the gateway.
+        """
+        gateway = self._node(gateway)
+        gateway.internet.run(["ip", "-6", "route", "replace", prefix, "via",
+                              UPLINK_GATEWAY_ADDRESS6.split("/")[0], "dev",
+                              UPLINK_INTERNET_INTERFACE])
 
     def babelConfig(self, node, hello, extra=()):
         """
@@ -420,25 +454,27 @@ class Mesh:
                   message="babel routes between all nodes")
         return time.monotonic() - started
 
-    def clientNextToGateway(self):
+    def clientNextToGateway(self, ipv6=False):
         """
         The smallest topology with a gateway, converged::
 
             client --- gw === internet
 
-        Returns the nodes (client, gw).
+        (C{ipv6}: the uplink carries IPv6 too, see L{internet}.)  Returns
+        the nodes (client, gw).
         """
         client, gw = self.node("client"), self.node("gw")
         self.link(client, gw)
-        self.internet(gw)
+        self.internet(gw, ipv6=ipv6)
         self.startBabel()
         self.waitConverged()
         return client, gw
 
-    def nearAndFarGateway(self, filtered=True):
+    def nearAndFarGateway(self, filtered=True, ipv6=False):
         """
         Two gateways at different distances, converged (C{filtered}: see
-        L{startBabel})::
+        L{startBabel}; C{ipv6}: both uplinks carry IPv6 too, see
+        L{internet})::
 
             client --- r1 --- gwA === internet
                         |
@@ -451,8 +487,8 @@ class Mesh:
         self.link(r1, gwA)
         self.link(r1, r2)
         self.link(r2, gwB)
-        self.internet(gwA)
-        self.internet(gwB)
+        self.internet(gwA, ipv6=ipv6)
+        self.internet(gwB, ipv6=ipv6)
         self.startBabel(filtered=filtered)
         self.waitConverged()
         return client, gwA, gwB

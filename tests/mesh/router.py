@@ -59,7 +59,7 @@ def narrowLink(node, interface, mtu):
     node.run(["ip", "link", "set", "dev", interface, "mtu", str(mtu)])
 
 
-def narrowPath(mesh, mtu=1280, silentRouter=True):
+def narrowPath(mesh, mtu=1280, silentRouter=True, ipv6=False):
     """
     A gateway two hops away whose path to the client narrows at the last
     hop, converged::
@@ -69,12 +69,13 @@ def narrowPath(mesh, mtu=1280, silentRouter=True):
     With C{silentRouter}, r1 sends no "fragmentation needed" (as routers
     that filter ICMP do): the gateway cannot learn the path's MTU, and
     what does not fit is dropped at r1 -- a black hole unless the
-    packets are made to fit.  Returns the nodes (client, r1, gw).
+    packets are made to fit.  C{ipv6}: the uplink carries IPv6 too
+    (L{tests.mesh.harness.Mesh.internet}).  Returns the nodes (client, r1, gw).
     """
     client, r1, gw = (mesh.node(n) for n in ("client", "r1", "gw"))
     narrow, _ = mesh.link(client, r1)
     mesh.link(r1, gw)
-    mesh.internet(gw)
+    mesh.internet(gw, ipv6=ipv6)
     narrowLink(client, narrow, mtu)
     narrowLink(r1, r1.meshInterfaces[0], mtu)
     if silentRouter:
@@ -96,14 +97,15 @@ def _python(node, *args):
 class BulkServer:
     """
     L{tests.mesh.bulkproc} serving C{size} bytes per connection on C{node}'s
-    C{port}; L{peers} lists the source address of every connection.
+    C{port} (on C{address}: "::" for IPv6); L{peers} lists the source
+    address of every connection.
     """
 
-    def __init__(self, node, port=5001, size=10 * 2**20):
+    def __init__(self, node, port=5001, size=10 * 2**20, address="0.0.0.0"):
         self.node, self.port, self.size = node, port, size
         self.peerLog = os.path.join(node.tmp, f"bulk-{port}.peers")
         open(self.peerLog, "w").close()
-        self.process = node.spawn(_python(node, "serve", port, size, self.peerLog))
+        self.process = node.spawn(_python(node, "serve", port, size, self.peerLog, address))
         waitUntil(lambda: node.run(["ss", "-Hltn", f"sport = :{port}"]).stdout.strip(), 10,
                   message=f"bulk server on {node.name}:{port}")
 

@@ -1,6 +1,7 @@
 """
-Send UDP datagrams with any IPv4 source address, as an attacker on the
-mesh would: a raw socket (IP_HDRINCL) writes the whole IP header, so the
+Send UDP datagrams with any IPv4 or IPv6 source address, as an attacker
+on the mesh would: a raw socket (IP_HDRINCL; for IPv6, IPPROTO_RAW, which
+Linux takes as header included) writes the whole IP header, so the
 kernel routes the packet by its destination and leaves the forged source
 alone.  Run inside a node::
 
@@ -25,16 +26,42 @@ def datagram(source, destination, port, payload=b"mnigs spoof test"):
     return header + udp
 
 
+def _checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF or 0xFFFF
+
+
+def datagram6(source, destination, port, payload=b"mnigs spoof test"):
+    """
+    An IPv6 UDP datagram, with the UDP checksum IPv6 requires (RFC 8200,
+    8.1) over the pseudo-header.
+    """
+    src, dst = socket.inet_pton(socket.AF_INET6, source), socket.inet_pton(socket.AF_INET6, destination)
+    length = 8 + len(payload)
+    pseudo = src + dst + struct.pack("!IxxxB", length, socket.IPPROTO_UDP)
+    udp = struct.pack("!HHHH", 40000, port, length, 0) + payload
+    udp = udp[:6] + struct.pack("!H", _checksum(pseudo + udp)) + udp[8:]
+    header = struct.pack("!IHBB16s16s", 6 << 28, length, socket.IPPROTO_UDP, 64, src, dst)
+    return header + udp
+
+
 def send(source, destination, port, count, interval=0.01):
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
-        packet = datagram(source, destination, port)
+    family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+    make = datagram6 if family == socket.AF_INET6 else datagram
+    with socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        packet = make(source, destination, port)
         for _ in range(count):
             sock.sendto(packet, (destination, 0))
             time.sleep(interval)
 
 
 def sendPlain(destination, port, count, interval=0.01):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         for _ in range(count):
             sock.sendto(b"mnigs control", (destination, port))
             time.sleep(interval)

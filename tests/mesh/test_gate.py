@@ -27,7 +27,13 @@ from twisted.trial.unittest import TestCase
 
 from mnigs.system.nft import elementValue
 from tests.mesh.gatewayproc import GatewayProcess, daemonEnvironment, rpc
-from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
+from tests.mesh.harness import (
+    Mesh,
+    missingForNamespaces,
+    requireNamespaces,
+    skipOrFail,
+    waitUntil,
+)
 
 INTERNET = "198.51.100.1"
 GW_LAN = "10.98.0.1"
@@ -75,6 +81,8 @@ class Ports:
 class GateMesh(TestCase):
     timeout = 180
     binaries = ("wireguard-go", "wg", "nft")
+    #: Whether the uplink carries IPv6 too (L{Mesh.internet}).
+    uplinkIPv6 = False
 
     def setUp(self):
         requireNamespaces(self, *self.binaries)
@@ -89,7 +97,7 @@ class GateMesh(TestCase):
             lan.run(["ip", "link", "set", port, "master", "br0"])
         self.thiefLink, _ = self.mesh.link(self.thief, self.gw)  # thief m1, gw m1
         self.gwOnThiefLink = self.gw.interfaceAddresses["m1"].split("/")[0]
-        self.internet = self.mesh.internet(self.gw)
+        self.internet = self.mesh.internet(self.gw, ipv6=self.uplinkIPv6)
         self.ports = Ports()
         self.counted = {}
 
@@ -119,16 +127,16 @@ class GateMesh(TestCase):
         self.assertEqual(kind, "result", value)
         return value["lease"]
 
-    def route(self, node, *how):
-        node.run(["ip", "route", "replace", f"{INTERNET}/32", *how])
+    def route(self, node, *how, host=INTERNET):
+        node.run(["ip", "route", "replace", host, *how])
 
-    def send(self, node, source, port, count=SPOOFED):
-        """C{count} datagrams to the internet host from C{node}: forged
-        with C{source}, or C{"plain"} (the kernel's choice)."""
+    def send(self, node, source, port, count=SPOOFED, host=INTERNET):
+        """C{count} datagrams to the internet host (C{host}) from C{node}:
+        forged with C{source}, or C{"plain"} (the kernel's choice)."""
         node.run(["env", f"PYTHONPATH={daemonEnvironment()['PYTHONPATH']}", sys.executable,
-                  "-m", "tests.mesh.spoof", source, INTERNET, str(port), str(count)])
+                  "-m", "tests.mesh.spoof", source, host, str(port), str(count)])
 
-    def controlGetsThrough(self, node, port):
+    def controlGetsThrough(self, node, port, host=INTERNET):
         """
         Plain datagrams from C{node} reach the internet host: the path the
         forgeries took works, and whatever of them got through has been
@@ -137,7 +145,7 @@ class GateMesh(TestCase):
         before = self.counter.packets(port)
 
         def through():
-            self.send(node, "plain", port, count=1)
+            self.send(node, "plain", port, count=1, host=host)
             return self.counter.packets(port) > before
 
         waitUntil(through, 10, interval=0.1, message=f"{node.name}'s control on port {port}")
@@ -315,3 +323,115 @@ class SoftEtherTests(GateMesh):
         self.send(self.thief, victimAddress, sameLan)
         self.controlGetsThrough(self.victim, victimPort)
         self.assertNothingArrived(sameLan, "a SoftEther address from the LAN")
+
+
+POOL6 = "fd64:6d6e:6967::/64"
+GW_LAN6, THIEF_LAN6 = "fd98::1", "fd98::3"
+GW_OWN6, THIEF_OWN6 = "fd97::1", "fd97::2"
+
+
+class IPv6Tests(GateMesh):
+    """
+    IPv6 egress (C{methods.wireguard.pool6}): the internet host is
+    2001:db8:ffff::1, the LAN and the thief's own link carry IPv6 too.
+    """
+
+    uplinkIPv6 = True
+
+    def setUp(self):
+        super().setUp()
+        for node, interface, address in ((self.gw, "m0", GW_LAN6), (self.thief, "m0", THIEF_LAN6),
+                                         (self.gw, "m1", GW_OWN6),
+                                         (self.thief, self.thiefLink, THIEF_OWN6)):
+            node.run(["ip", "-6", "addr", "add", f"{address}/64", "dev", interface])
+
+    def test_wireguardInnerIPv6AddressOnlyFromItsPeer(self):
+        """
+        The victim holds a WireGuard lease with an inner IPv6 address.  The
+        thief, without a lease, sends with that address from the LAN and
+        from its own link (the gate drops it); then, holding a lease of its
+        own, from inside its tunnel (WireGuard's allowed-ips drops it).
+        None of it arrives at the internet's IPv6 host, while both tunnels
+        carry their own IPv6 traffic there, masqueraded, before and after
+        a gateway restart.
+        """
+        from tests.mesh.test_gateway import HandMadeWireGuard
+
+        host = self.mesh.internetHost6
+        self.startGateway(methods={"wireguard": {"pool6": POOL6}})
+        victim = HandMadeWireGuard(self.victim)
+        lease = self.register(self.victim, "wireguard", {"public_key": victim.public})
+        victim.use(lease)
+        victimAddress = lease["config"]["address6"].split("/")[0]
+        self.assertEqual(lease["config"]["gateway_address6"], "fd64:6d6e:6967::1")
+        self.assertIn(json.dumps({"concat": [victimAddress, self.gateway.wgInterface]}),
+                      self.gateSets()["tunnel6"])
+        victimPort, thiefPort, inTunnel, sameLan, ownLink = (self.ports() for _ in range(5))
+        self.count(victimPort, thiefPort, inTunnel, sameLan, ownLink)
+        self.controlGetsThrough(self.victim, victimPort, host=host)
+
+        self.route(self.thief, "via", GW_LAN6, "dev", "m0", host=host)
+        self.send(self.thief, victimAddress, sameLan, host=host)
+        self.route(self.thief, "via", GW_OWN6, "dev", self.thiefLink, host=host)
+        self.send(self.thief, victimAddress, ownLink, host=host)
+        self.controlGetsThrough(self.victim, victimPort, host=host)
+        self.assertNothingArrived(sameLan, "an inner IPv6 address from the LAN, no lease")
+        self.assertNothingArrived(ownLink, "an inner IPv6 address from a mesh link, no lease")
+
+        thief = HandMadeWireGuard(self.thief)
+        thiefLease = self.register(self.thief, "wireguard", {"public_key": thief.public})
+        thief.use(thiefLease)  # routes the IPv6 host into its tunnel
+        self.controlGetsThrough(self.thief, thiefPort, host=host)
+        onWireGuard = self.countOnTheGateway(self.gateway.wgInterface, inTunnel, thiefPort)
+        self.send(self.thief, victimAddress, inTunnel, host=host)
+        self.controlGetsThrough(self.thief, thiefPort, host=host)
+        self.assertNothingArrived(inTunnel, "another peer's inner IPv6 address inside the tunnel")
+        self.assertEqual(onWireGuard.packets(inTunnel), 0, "wireguard-go passed them on")
+        self.assertGreater(onWireGuard.packets(thiefPort), 0)
+
+        # A restart rebuilds the same gate, IPv6 included, from the lease
+        # file, and the tunnels go on carrying IPv6.
+        before = self.gateSets()
+        self.gateway.stop()
+        self.gateway.start(timeout=40)
+        self.assertEqual(self.gateSets(), before, "a restart changed the gate")
+        self.controlGetsThrough(self.victim, victimPort, host=host)
+
+    def test_openvpnInnerIPv6AddressOnlyFromItsClient(self):
+        """
+        The same with OpenVPN leases: the thief's forgeries of the victim's
+        inner IPv6 address from the LAN (no lease) and through its own
+        tunnel (openvpn drops a client's packet whose source is not the
+        address pushed to it) never arrive; both tunnels carry their own.
+        """
+        missing = missingForNamespaces("openvpn")
+        if missing:
+            skipOrFail(self, missing)
+        from tests.mesh.test_openvpn import HandMadeOpenVPN, gatewayOverrides
+
+        host = self.mesh.internetHost6
+        self.startGateway(**gatewayOverrides(pool6=POOL6))
+        tunnels = {}
+        for node in (self.victim, self.thief):
+            lease = self.register(node, "openvpn")
+            vpn = tunnels[node.name] = HandMadeOpenVPN(node, lease).start()
+            vpn.address6 = lease["config"]["address6"].split("/")[0]
+        for vpn in tunnels.values():
+            vpn.waitUp()
+        victimPort, thiefPort, inTunnel, sameLan = (self.ports() for _ in range(4))
+        self.count(victimPort, thiefPort, inTunnel, sameLan)
+        self.controlGetsThrough(self.victim, victimPort, host=host)
+        self.controlGetsThrough(self.thief, thiefPort, host=host)
+        victimAddress = tunnels["victim"].address6
+
+        onTun = self.countOnTheGateway(self.gateway.config["methods"]["openvpn"]["interface"],
+                                       inTunnel, thiefPort)
+        self.send(self.thief, victimAddress, inTunnel, host=host)
+        self.controlGetsThrough(self.thief, thiefPort, host=host)
+        self.assertNothingArrived(inTunnel, "another client's inner IPv6 address in the tunnel")
+        self.assertEqual(onTun.packets(inTunnel), 0, "openvpn passed them to its tun")
+        self.assertGreater(onTun.packets(thiefPort), 0)
+        self.route(self.thief, "via", GW_LAN6, "dev", "m0", host=host)
+        self.send(self.thief, victimAddress, sameLan, host=host)
+        self.controlGetsThrough(self.victim, victimPort, host=host)
+        self.assertNothingArrived(sameLan, "an OpenVPN inner IPv6 address from the LAN")

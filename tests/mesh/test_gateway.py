@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 from tests.mesh.gatewayproc import GatewayProcess, rpc
 from tests.mesh.commands import withMargin
-from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
+from tests.mesh.harness import INTERNET_HOST6, Mesh, requireNamespaces, waitUntil
 
 INTERNET = "198.51.100.1"
 
@@ -46,12 +46,24 @@ class HandMadeWireGuard:
         node.run(["ip", "link", "set", self.ifname, "up"])
 
     def use(self, lease):
+        """
+        Bring the tunnel up for C{lease} and route the internet host into
+        it; with an inner IPv6 address (C{address6}), the internet's IPv6
+        host too.
+        """
         config = lease["config"]
         self.node.run(["ip", "addr", "add", config["address"], "dev", self.ifname])
+        allowed = [f"{INTERNET}/32"]
+        if "address6" in config:
+            self.node.run(["ip", "addr", "add", config["address6"], "dev", self.ifname])
+            allowed.append(f"{INTERNET_HOST6}/128")
         self.node.run(["wg", "set", self.ifname, "peer", config["peer_public_key"],
-                       "endpoint", config["endpoint"], "allowed-ips", f"{INTERNET}/32",
+                       "endpoint", config["endpoint"], "allowed-ips", ",".join(allowed),
                        "persistent-keepalive", "1"])
         self.node.run(["ip", "route", "replace", f"{INTERNET}/32", "dev", self.ifname])
+        if "address6" in config:
+            self.node.run(["ip", "-6", "route", "replace", f"{INTERNET_HOST6}/128",
+                           "dev", self.ifname])
 
 
 class GatewayMeshTests(TestCase):

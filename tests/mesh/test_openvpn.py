@@ -28,7 +28,7 @@ from tests.mesh.clientproc import ClientProcess
 from tests.mesh.commands import pidsInNamespaces
 from tests.mesh.gatewayproc import GatewayProcess, rpc
 from tests.mesh.commands import withMargin
-from tests.mesh.harness import Mesh, requireNamespaces, waitUntil
+from tests.mesh.harness import INTERNET_HOST6, Mesh, requireNamespaces, waitUntil
 from tests.mesh.pingtrain import PingTrain
 
 log = Logger()
@@ -60,7 +60,8 @@ def gatewayOverrides(**openvpn):
 class HandMadeOpenVPN:
     """
     An openvpn client run by the test itself from a lease (no mnigs
-    client), with a host route to the internet host through its tunnel.
+    client), with a host route to the internet host through its tunnel
+    (and to its IPv6 host, when the lease has an inner IPv6 address).
     """
 
     def __init__(self, node, lease):
@@ -76,8 +77,9 @@ class HandMadeOpenVPN:
         with open(os.open(credentials, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
             f.write(credentialsFile(lease["id"], lease["token"]))
         self.configPath = os.path.join(self.dir, "client.conf")
+        self.ipv6 = "address6" in config
         with open(self.configPath, "w") as f:
-            f.write(clientConfig(config, self.ifname, ca, credentials))
+            f.write(clientConfig(config, self.ifname, ca, credentials, ipv6=self.ipv6))
         self.process = None
 
     def start(self):
@@ -102,6 +104,9 @@ class HandMadeOpenVPN:
             return "Initialization Sequence Completed" in self.log()
         waitUntil(up, timeout, message="the hand-made openvpn tunnel")
         self.node.run(["ip", "route", "replace", f"{INTERNET}/32", "dev", self.ifname])
+        if self.ipv6:
+            self.node.run(["ip", "-6", "route", "replace", f"{INTERNET_HOST6}/128",
+                           "dev", self.ifname])
 
     def reaches(self):
         return self.node.ping(INTERNET, timeout=1)

@@ -121,6 +121,9 @@ LEASE = {"id": "L", "token": "T", "expires_in": 600, "config": {"address": "100.
 class Connection:
     device = "wg-mnigs"
 
+    def describe(self):
+        return {"interface": self.device}
+
 
 class ClientMachineTests(SynchronousTestCase):
     def setUp(self):

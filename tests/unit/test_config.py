@@ -126,7 +126,8 @@ class ClientConfigTests(ConfigFileTestCase):
     def test_methodsWithoutTableHaveTheirDefaults(self):
         config = loadClientConfig(self.write(""))
         self.assertEqual(config.methods.wireguard,
-                         {"interface": "mnigs-c0", "implementation": "auto", "keepalive": 5})
+                         {"interface": "mnigs-c0", "implementation": "auto", "keepalive": 5,
+                          "ipv6": True})
         self.assertEqual(config.methods.openvpn.interface, "mnigs-ovpnc0")
         self.assertEqual(config.methods.softether.nic, "mnigs")
         self.assertEqual(config.methods.forward, {})

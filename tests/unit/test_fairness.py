@@ -19,6 +19,7 @@ from mnigs.server.leasestore import GroupCommit
 from mnigs.server.ratelimit import RateLimiter, addressGroup
 from mnigs.server.registry import Registry
 from tests.unit.fakeprocess import FakeSpawner
+from tests.unit.test_gatemethods import FakeDevice as StartableDevice
 from tests.unit.test_gateway import Hooks as RecordingHooks
 from tests.unit.test_gateway import MemoryStore, RecordingMethod, request
 
@@ -218,7 +219,7 @@ class RegistryFairnessTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.registry.sweep()), [])
 
 
-class FakeDevice:
+class FakeDevice(StartableDevice):
     ifname = "wg-test"
 
     def __init__(self):
@@ -228,15 +229,6 @@ class FakeDevice:
 
     def setPeers(self, add=(), remove=()):
         return defer.succeed(None)
-
-    def start(self):
-        return defer.succeed(None)
-
-    def onDeath(self, callback):
-        pass
-
-    def onRestored(self, callback):
-        pass
 
     def get(self):
         self.gets += 1

@@ -118,7 +118,7 @@ class ForwardTests(SynchronousTestCase):
         fresh.config = self.method.allocate(fresh, [], "10.251.0.3")
         restored = Lease.fromRecord(fresh.record())
         self.netlink.neighbours.clear()
-        self.assertEqual(self.method.admission(restored), Admission(ip("10.99.1.2"), "m0", MAC))
+        self.assertEqual(self.method.admissions(restored)[0], Admission(ip("10.99.1.2"), "m0", MAC))
 
     def test_aDamagedOriginIsRefused(self):
         fresh = lease("forward")
@@ -126,7 +126,7 @@ class ForwardTests(SynchronousTestCase):
         for origin in ({}, {"link_address": MAC}, {"interface": 'm0" accept', "link_address": MAC},
                        {"interface": "m0", "link_address": "ff:ff:ff:ff:ff:ff"}):
             fresh.origin = origin
-            self.assertRaises((KeyError, ValueError), self.method.admission, fresh)
+            self.assertRaises((KeyError, ValueError), self.method.admissions, fresh)
 
 
 class FakeDevice:
@@ -138,6 +138,15 @@ class FakeDevice:
     def setPeers(self, add=(), remove=()):
         self.peers.append((list(add), list(remove)))
         return defer.succeed(None)
+
+    def start(self):
+        return defer.succeed(None)
+
+    def onDeath(self, callback):
+        pass
+
+    def onRestored(self, callback):
+        pass
 
 
 class WireGuardTests(SynchronousTestCase):

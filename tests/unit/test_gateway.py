@@ -44,8 +44,8 @@ class RecordingMethod:
     def tunnelInterfaces(self):
         return ("fake0",)
 
-    def admission(self, lease):
-        return Admission(ipaddress.ip_interface(lease.config["address"]).ip, "fake0")
+    def admissions(self, lease):
+        return (Admission(ipaddress.ip_interface(lease.config["address"]).ip, "fake0"),)
 
     def offerEntry(self, localHost):
         return {"type": self.name}

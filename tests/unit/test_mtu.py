@@ -5,7 +5,7 @@ method's overhead (the registry's numbers).
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.mtu import mssFor, tunnelMTU
+from mnigs.client.mtu import deviceMTU, mssFor, tunnelMTU
 from mnigs.methods import METHODS
 
 
@@ -37,3 +37,17 @@ class TunnelMTUTests(SynchronousTestCase):
     def test_mss(self):
         self.assertEqual(mssFor(1220, 4), 1180)
         self.assertEqual(mssFor(1220, 6), 1160)
+
+
+class DeviceMTUTests(SynchronousTestCase):
+    def test_ipv6InsideIsNeverBelow1280(self):
+        """
+        A tunnel carrying IPv6 egress keeps IPv6's minimum MTU (below it
+        the kernel takes the device's IPv6 addresses away); TCP is still
+        clamped to what fits (the Passage keeps C{tunnelMTU}'s figure).
+        """
+        fits = tunnelMTU(1304, METHODS["wireguard"].overhead, 6, METHODS["wireguard"].padding)
+        self.assertEqual(fits, 1216)
+        self.assertEqual(deviceMTU(fits, inner6=True), 1280)
+        self.assertEqual(deviceMTU(fits, inner6=False), 1216)
+        self.assertEqual(deviceMTU(1440, inner6=True), 1440)

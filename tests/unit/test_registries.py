@@ -179,7 +179,7 @@ class FakeGateway:
     def tunnelInterfaces(self):
         return ()
 
-    def admission(self, lease):
+    def admissions(self, lease):
         raise ValueError("nothing is admitted")
 
     def checkParams(self, params):

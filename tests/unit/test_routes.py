@@ -35,9 +35,11 @@ class Kernel:
 
     def __init__(self):
         self.links = {1: "lo", 2: "eth0", 3: "wg-mnigs"}
-        self.rules = [(0, 255), (32766, MAIN), (32767, 253)]  # (priority, table)
-        self.suppressed = set()  # priorities with suppress_prefixlength 0
-        self.selectors = []  # (priority, table, selectors) of each rule added
+        self.rules = [(0, 255), (32766, MAIN), (32767, 253)]  # IPv4 (priority, table)
+        self.rules6 = [(0, 255), (32766, MAIN)]  # IPv6 (priority, table)
+        self.suppressed = set()  # (family, priority) with suppress_prefixlength 0
+        self.selectors = []  # IPv4: (priority, table, selectors) of each rule added
+        self.selectors6 = []  # IPv6: the same
         self.mtus = {}  # link index -> MTU
         self.routeMTUs = {}  # destination -> the route's mtu metric
         self.routes = {}  # table -> [route dict]
@@ -58,25 +60,36 @@ class FakeIPRoute:
     def __exit__(self, *exc):
         self.kernel.closed += 1
 
-    def get_rules(self, family=None):
+    def _rules(self, family):
+        return self.kernel.rules6 if family == socket.AF_INET6 else self.kernel.rules
+
+    def get_rules(self, family=socket.AF_INET):
         return [Message({"FRA_PRIORITY": priority or None, "FRA_TABLE": table},
-                        table=table if table < 256 else 252, family=socket.AF_INET)
-                for priority, table in self.kernel.rules]
+                        table=table if table < 256 else 252, family=family)
+                for priority, table in self._rules(family)]
 
     def rule(self, command, family, priority, table, suppress_prefixlen=None, **selectors):
+        rules = self._rules(family)
         if command == "add":
-            self.kernel.rules.append((priority, table))
-            self.kernel.selectors.append((priority, table, selectors))
+            rules.append((priority, table))
+            (self.kernel.selectors6 if family == socket.AF_INET6 else self.kernel.selectors).append(
+                (priority, table, selectors))
             if suppress_prefixlen == 0:
-                self.kernel.suppressed.add(priority)
+                self.kernel.suppressed.add((family, priority))
         elif command == "del":
-            if self.kernel.failDeletes or (priority, table) not in self.kernel.rules:
+            if self.kernel.failDeletes or (priority, table) not in rules:
                 raise NetlinkError(2, "No such file or directory")
-            self.kernel.rules.remove((priority, table))
-            self.kernel.suppressed.discard(priority)
+            rules.remove((priority, table))
+            self.kernel.suppressed.discard((family, priority))
 
     def flush_routes(self, table, family):
-        self.kernel.routes.pop(table, None)
+        version = 6 if family == socket.AF_INET6 else 4
+        kept = [r for r in self.kernel.routes.get(table, [])
+                if ipaddress.ip_network(r["dst"]).version != version]
+        if kept:
+            self.kernel.routes[table] = kept
+        else:
+            self.kernel.routes.pop(table, None)
 
     def link_lookup(self, ifname):
         return [index for index, name in self.kernel.links.items() if name == ifname]
@@ -94,6 +107,7 @@ class FakeIPRoute:
         if command == "replace":
             routes = self.kernel.routes.setdefault(spec["table"], [])
             routes[:] = [r for r in routes if r["dst"] != spec["dst"]]
+            spec.pop("family", None)
             routes.append(spec)
             return []
         if command == "get":
@@ -126,12 +140,61 @@ class PolicyRoutingTests(SynchronousTestCase):
     def ours(self):
         return [rule for rule in self.kernel.rules if rule[0] in (PRIORITY, PRIORITY + 1)]
 
+    def ours6(self):
+        return [rule for rule in self.kernel.rules6 if rule[0] in (PRIORITY, PRIORITY + 1)]
+
+    def routes6(self):
+        return [r for r in self.kernel.routes.get(TABLE, [])
+                if ipaddress.ip_network(r["dst"]).version == 6]
+
+    def test_installWithIPv6PointsBothFamiliesAtTheTunnel(self):
+        """
+        IPv6 egress: ::/0 from the inner address through the tunnel, behind
+        the same two rules in IPv6, and the mesh's IPv6 space thrown back
+        to the rules after ours.
+        """
+        self.routing.install("wg-mnigs", source6="fd64::7")
+        self.assertEqual(self.kernel.routes[TABLE], [
+            {"dst": "0.0.0.0/0", "table": TABLE, "oif": 3},
+            {"dst": "200::/7", "table": TABLE, "type": 9},
+            {"dst": "fc00::/8", "table": TABLE, "type": 9},
+            {"dst": "::/0", "table": TABLE, "oif": 3, "prefsrc": "fd64::7"}])
+        self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+        self.assertEqual(self.ours6(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+        self.assertEqual(self.kernel.suppressed, {(socket.AF_INET, PRIORITY),
+                                                  (socket.AF_INET6, PRIORITY)})
+
+    def test_installWithoutIPv6RemovesAPreviousGatewaysIPv6(self):
+        """
+        Failing over from a gateway with IPv6 egress to one without: no
+        IPv6 route or rule of mnigs's is left, the IPv4 ones are.
+        """
+        self.routing.install("wg-mnigs", source6="fd64::7")
+        self.routing.install("eth0", gateway="10.0.0.1")
+        self.assertEqual(self.ours6(), [])
+        self.assertEqual(self.routes6(), [])
+        self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+
+    def test_installRefusesAnIPv6SourceThatIsNotOne(self):
+        self.assertRaises(ValueError, self.routing.install, "wg-mnigs", source6="10.0.0.1")
+        self.assertRaises(ValueError, self.routing.install, "wg-mnigs", source6="fd64::7; rm")
+        self.assertEqual(self.routes6(), [])
+        self.assertEqual(self.ours6(), [])
+
+    def test_clearRemovesBothFamilies(self):
+        self.routing.install("wg-mnigs", source6="fd64::7")
+        self.routing.clear()
+        self.assertEqual((self.ours(), self.ours6()), ([], []))
+        self.assertNotIn(TABLE, self.kernel.routes)
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
     def test_installPointsTheTableAtTheTunnelBehindTwoRules(self):
         self.routing.install("wg-mnigs")
         self.assertEqual(self.kernel.routes[TABLE],
                          [{"dst": "0.0.0.0/0", "table": TABLE, "oif": 3}])
         self.assertEqual(self.ours(), [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
-        self.assertEqual(self.kernel.suppressed, {PRIORITY})
+        self.assertEqual(self.kernel.suppressed, {(socket.AF_INET, PRIORITY)})
+        self.assertEqual(self.ours6(), [])
         # Only the client's own traffic takes mnigs's table: nothing shared.
         self.assertEqual(self.kernel.selectors[1], (PRIORITY + 1, TABLE, {"iifname": "lo"}))
         self.assertEqual(self.kernel.opened, self.kernel.closed)
@@ -273,6 +336,47 @@ class SharingAndFailClosedTests(SynchronousTestCase):
         self.assertEqual(len(self.kernel.rules), 5)
         routing.clear()
         self.assertNotIn(TABLE, self.kernel.routes)
+
+    def test_ipv6IsTheClientsOwnTrafficOnly(self):
+        """
+        With IPv6 egress and a shared LAN, IPv6's rules take the client's
+        own traffic alone: the LAN is translated to the lease's IPv4
+        address only, and its IPv6 would be dropped by the gateway.
+        """
+        routing = self.routing(prefixes=[ipaddress.ip_network("192.168.7.0/24"),
+                                         ipaddress.ip_network("fd00:7::/64")],
+                               interfaces=["br-lan"])
+        routing.install("wg-mnigs", source6="fd64::7")
+        self.assertEqual([s for p, t, s in self.kernel.selectors6], [{}, {"iifname": "lo"}])
+        self.assertEqual(len(self.kernel.selectors), 4)
+        routing.clear()
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
+    def test_withdrawFailingClosedCoversIPv6WhenTheSessionHadIt(self):
+        routing = self.routing(failClosed=True)
+        routing.install("wg-mnigs", source6="fd64::7")
+        routing.withdraw()
+        routes = {r["dst"]: r for r in self.kernel.routes[TABLE]}
+        self.assertEqual(routes["::/0"], {"dst": "::/0", "table": TABLE, "type": "unreachable"})
+        self.assertEqual(routes["0.0.0.0/0"]["type"], "unreachable")
+        self.assertEqual(routes["200::/7"]["type"], 9)  # the mesh's IPv6 still falls through
+        self.assertEqual([r for r in self.kernel.rules6 if r[0] in (PRIORITY, PRIORITY + 1)],
+                         [(PRIORITY, MAIN), (PRIORITY + 1, TABLE)])
+        # The next gateway's IPv6 route replaces it; the rules are not doubled.
+        routing.install("wg-mnigs", source6="fd64::8")
+        routes = {r["dst"]: r for r in self.kernel.routes[TABLE]}
+        self.assertEqual(routes["::/0"]["prefsrc"], "fd64::8")
+        self.assertEqual(len(self.kernel.rules6), 4)
+        routing.clear()
+        self.assertNotIn(TABLE, self.kernel.routes)
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
+    def test_withdrawFailingClosedLeavesIPv6AloneWithoutIt(self):
+        routing = self.routing(failClosed=True)
+        routing.install("wg-mnigs")
+        routing.withdraw()
+        self.assertEqual([r["dst"] for r in self.kernel.routes[TABLE]], ["0.0.0.0/0"])
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
 
     def test_pathMTUFromTheRouteOrItsDevice(self):
         routing = self.routing()

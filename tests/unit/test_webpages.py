@@ -192,6 +192,14 @@ class ClientPageTests(SynchronousTestCase, ReadOnlyMarkup):
                                                      ["100.64.0.1", "-", "-", "-"]])
         self.assertIn("no scan yet", view.svgText)
 
+    def test_theIPv6AddressOnlyWithIPv6Egress(self):
+        view = self.assertSelfContained(renderClientPage(clientStatus()))
+        self.assertRaises(KeyError, view.fact, "connection", "IPv6 address")
+        status = clientStatus()
+        status["current"]["address6"] = "fd64:6d6e:6967::2/128"
+        view = self.assertSelfContained(renderClientPage(status))
+        self.assertEqual(view.fact("connection", "IPv6 address"), "fd64:6d6e:6967::2/128")
+
     def test_searchingWithNothing(self):
         view = self.assertSelfContained(renderClientPage({"state": "searching"}))
         self.assertEqual(view.headings[0], ("h1", "mnigs client: searching"))

@@ -260,8 +260,8 @@ class FakeRouting:
     def __init__(self):
         self.calls = []
 
-    def install(self, interface, gateway=None, source=None):
-        self.calls.append(("install", interface))
+    def install(self, interface, gateway=None, source=None, source6=None):
+        self.calls.append(("install", interface) + ((source6,) if source6 else ()))
 
     def withdraw(self):
         self.calls.append(("withdraw",))
