@@ -182,6 +182,10 @@ class _EchoReader:
                 log.warn("ICMP socket read failed: {error}", error=e)
                 return
             self._received(self.family, data, source[0])
+            if self.socket.fileno() < 0:
+                # What the reply completed closed the pinger (a check's
+                # round ends at its first answer): nothing more to read.
+                return
 
     def connectionLost(self, reason) -> None:
         self.socket.close()

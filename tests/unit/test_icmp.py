@@ -12,6 +12,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.logger import LogLevel, globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from mnigs.system.icmp import (
@@ -293,6 +294,29 @@ class PingerTests(SynchronousTestCase):
         self.reader().doRead()
         self.successResultOf(first)
         self.successResultOf(second)
+
+    def test_aReplyThatClosesThePingerEndsTheRead(self):
+        """
+        The uplink check closes its pinger when a round's first answer
+        comes, inside the reader's loop: the loop stops there, with no
+        read of the closed socket (it logged "ICMP socket read failed:
+        Bad file descriptor" every check before).
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        first = self.pinger.ping("10.0.0.1", 1)
+        second = self.pinger.ping("10.0.0.1", 1)
+        first.addCallback(lambda _: self.pinger.close())
+        sock = self.sockets[0]
+        for request, _ in sock.sent:
+            sock.incoming.append((asReply(request, sock.family), ("10.0.0.1", 0)))
+        sock.recvfrom = lambda size, recv=sock.recvfrom: (
+            recv(size) if not sock.closed else self.fail("read a closed socket"))
+        self.reader().doRead()
+        self.successResultOf(first)
+        self.failureResultOf(second, CancelledError)
+        self.assertEqual([e for e in events if e.get("log_level") == LogLevel.warn], [])
 
     def test_readErrorKeepsTheReader(self):
         d = self.pinger.ping("10.0.0.1", 1)
