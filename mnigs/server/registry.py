@@ -44,6 +44,21 @@ def _carriedThrough(operation):
     return run
 
 
+def _asReached(method, config: dict, localHost: str) -> dict:
+    """
+    A lease given again (the same client registering again) with its
+    endpoint where this registration reached the gateway, as a new lease
+    would have it (the method's offer entry for C{localHost} says where).
+    A client that registered at a gateway's node address and comes back
+    through its address on a neighbour's link (the node address has no
+    route while the mesh relearns it) must not be sent to the old address.
+    """
+    entry = method.offerEntry(localHost) or {}
+    if "endpoint" in config and "endpoint" in entry and config["endpoint"] != entry["endpoint"]:
+        return dict(config, endpoint=entry["endpoint"])
+    return config
+
+
 class Registry:
     """
     @param traffic: the L{mnigs.server.traffic.TrafficMeter} whose counts
@@ -135,6 +150,7 @@ class Registry:
         existing = self.book.find(request.clientId, request.method)
         if existing is not None and existing.params == params and existing.clientHost == clientHost:
             self.book.extend(existing, now)
+            existing.config = _asReached(method, existing.config, localHost)
             yield self.committer.commit()
             return existing.wire(now)
         # A new lease; for a client that holds one already (a new key, a

@@ -196,6 +196,27 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(len(self.book), 1)
         self.assertEqual([e[0] for e in self.events], ["grant", "save", "save"])
 
+    def test_reRegisterElsewhereGivesTheEndpointItReached(self):
+        """
+        The same client registering again, through another of the
+        gateway's addresses (its node address had no route while babel
+        relearned it; its address on a neighbour's link had), gets the
+        same lease with the endpoint of the address it reached: the old
+        one would send its tunnel where the mesh has no route.
+        """
+        self.method.offerEntry = lambda localHost: {"type": "fake",
+                                                    "endpoint": f"{localHost}:51820"}
+        self.method.allocate = lambda lease, others, localHost: {
+            "address": "100.64.0.2/32", "endpoint": f"{localHost}:51820"}
+        first = self.successResultOf(self.register())["lease"]
+        self.assertEqual(first["config"]["endpoint"], "10.0.0.254:51820")
+        d = self.registry.register(request(), "10.0.0.1", "10.99.2.2")
+        self.clock.advance(0)
+        second = self.successResultOf(d)["lease"]
+        self.assertEqual((second["id"], second["token"]), (first["id"], first["token"]))
+        self.assertEqual(second["config"], {"address": "100.64.0.2/32",
+                                            "endpoint": "10.99.2.2:51820"})
+
     def test_reRegisterWithNewKeyGrantsTheNewBeforeRevokingTheOld(self):
         """
         Replace-then-revoke: the client's new grant is in place before its
