@@ -89,12 +89,20 @@ def _switch(status: dict) -> str:
     if not switch:
         return ('<p id="switch" class="note">No better gateway is waiting: the client stays '
                 'where it is.</p>')
+    # better_by and margin are score differences (lower is better); the
+    # fraction is the difference as a share of the current score.
     betterBy, margin = switch.get("better_by"), switch.get("margin")
-    percent = (lambda v: f"{v * 100:.0f} %" if isinstance(v, (int, float)) else text(v))
+    fraction = switch.get("better_by_fraction")
+    number = (lambda v: f"{v:.3f}" if isinstance(v, (int, float)) else text(v))
+    if isinstance(betterBy, (int, float)):
+        how = f"it scores {number(betterBy)} lower (better)" + (
+            f", {fraction * 100:.0f} % of the current score" if isinstance(fraction, (int, float))
+            else "") + f"; the switch margin is {number(margin)}"
+    else:
+        how = text(switch.get("reason") or "the current gateway is not usable now")
     return (f'<p id="switch"><strong>Waiting to switch</strong> to {text(switch.get("name"))} '
-            f'<span class="note">{text(switch.get("gateway"))}</span>: it scores better by '
-            f'{percent(betterBy)} (the margin is {percent(margin)}); the client moves in '
-            f'{duration(switch.get("hold_left_s"))} if it stays better that long.</p>')
+            f'<span class="note">{text(switch.get("gateway"))}</span>: {how}; the client moves in '
+            f'{duration(switch.get("hold_left_s"))} if that holds.</p>')
 
 
 def _gateways(status: dict) -> str:

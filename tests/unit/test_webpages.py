@@ -65,8 +65,8 @@ def clientStatus(hostile="gwC"):
         "transitions": [{"at": 1, "ago": 70.0, "transition": "idle --start--> searching"},
                         {"at": 9, "ago": 61.0, "transition": "verifying --answered--> online"}],
         "events": [{"ago": 61.0, "event": "online", "reason": f"via {hostile}"}],
-        "switch": {"gateway": "ed25519:BBB", "name": "gwB", "better_by": 0.25, "margin": 0.2,
-                   "hold_left_s": 65.0},
+        "switch": {"gateway": "ed25519:BBB", "name": "gwB", "better_by": 0.25,
+                   "better_by_fraction": 0.3, "margin": 0.2, "hold_left_s": 65.0},
         "gateways": [
             {"rank": 1, "gateway": "ed25519:AAA", "name": "gwA", "host": "10.251.0.3",
              "score": 0.62, "usable": True, "why_not": "", "cooling": "", "distance": 192.0,
@@ -149,8 +149,9 @@ class ClientPageTests(SynchronousTestCase, ReadOnlyMarkup):
         self.assertEqual(view.column("gateways", "Why not"),
                          ["usable", "usable", "fee refused (gwC)"])
         self.assertIn("Lower scores are better", view.text)
-        self.assertIn("Waiting to switch to gwB ed25519:BBB: it scores better by 25 % (the "
-                      "margin is 20 %); the client moves in 1m 05s", view.text)
+        self.assertIn("Waiting to switch to gwB ed25519:BBB: it scores 0.250 lower (better), 30 % "
+                      "of the current score; the switch margin is 0.200; the client moves in "
+                      "1m 05s", view.text)
         self.assertEqual(view.tables["events"][1:], [["1m 01s ago", "online", "via gwC"]])
         self.assertEqual(view.column("transitions", "Transition (reason)"),
                          ["verifying --answered--> online", "idle --start--> searching"])
