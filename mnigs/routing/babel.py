@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.application.internet import ClientService
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -339,7 +339,17 @@ class BabelWatch:
         self._notifier.lookNow()
 
     def _rejected(self, failure: Failure, protocol: BabelSocketProtocol) -> Failure:
-        self.log.warn("babeld monitor connection failed: {reason}", reason=failure.getErrorMessage())
+        if not failure.check(CancelledError):  # a stop: nothing went wrong
+            self.log.warn("babeld monitor connection failed: {reason}",
+                          reason=failure.getErrorMessage())
+        # The failure tells the ClientService this attempt failed; the
+        # connection's loss must not tell it again: its machine has no
+        # transition for a connection lost after a failed preparation
+        # (Waiting or Stopped) and logs NoTransition as critical.  The
+        # protocol is the service's proxy, which relays connectionLost
+        # to the machine through _lostNotification.
+        if hasattr(protocol, "_lostNotification"):
+            protocol._lostNotification = lambda reason: None
         protocol.transport.abortConnection()
         return failure
 

@@ -10,6 +10,7 @@ from twisted.internet.defer import CancelledError, TimeoutError, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -336,6 +337,34 @@ class BabelWatchTests(SynchronousTestCase):
         stopped.addCallback(lambda _: watcher.stop())
         self.babeld.hangUp()
         self.successResultOf(stopped)
+
+    def test_stopBeforeTheGreetingTellsTheServiceNothingMore(self):
+        """
+        Stopped while babeld has not greeted yet (the monitor is still
+        being prepared): the attempt is cancelled and its connection
+        aborted.  Twisted's ClientService has already counted the attempt
+        as failed and has no transition for a connection lost after that:
+        it logged C{NoTransition} as critical when one got through.
+        """
+        failures = []
+        globalLogPublisher.addObserver(failures.append)
+        self.addCleanup(globalLogPublisher.removeObserver, failures.append)
+        watcher = self.source.watch(self.changes.append)
+        stopped = watcher.stop()
+        self.babeld.hangUp()
+        self.successResultOf(stopped)
+        self.assertEqual([e for e in failures if e.get("log_level") == LogLevel.critical], [])
+
+    def test_aGreetingTimeoutRetriesWithoutNoTransition(self):
+        failures = []
+        globalLogPublisher.addObserver(failures.append)
+        self.addCleanup(globalLogPublisher.removeObserver, failures.append)
+        self.source.watch(self.changes.append)
+        self.clock.advance(5)  # no greeting within the timeout
+        self.babeld.hangUp()
+        self.clock.advance(2)  # the retry
+        self.assertEqual(len(self.babeld.connections), 2)
+        self.assertEqual([e for e in failures if e.get("log_level") == LogLevel.critical], [])
 
     def test_stopWhileRetrying(self):
         self.babeld.refusing = True
