@@ -22,6 +22,7 @@ from tests.mesh.harness import INTERNET_HOST, INTERNET_HOST6, requireNamespaces,
 from tests.mesh.ipv6net import (
     UPLINK6,
     addresses6,
+    forwardedDevice,
     ipv6Gateway,
     mnigsRules6,
     ping6,
@@ -31,7 +32,15 @@ from tests.mesh.ipv6net import (
     tableRoutes6,
     unreachableDefault6,
 )
-from tests.mesh.router import BulkServer, fetch, narrowPath
+from tests.mesh.router import (
+    BulkServer,
+    PacketCounter,
+    fetch,
+    lanHost,
+    narrowPath,
+    nftRuleset,
+    sysctl,
+)
 from tests.mesh.test_client import silence
 
 log = Logger()
@@ -204,6 +213,81 @@ class IPv6EgressTests(DaemonMeshTestCase):
         c.waitState("online", 30, gateway="gw")
         self.assertEqual(waitUntil(lambda: seenFrom(client), 10, message="TCP over IPv6"),
                          "2001:db8:5::2")
+
+
+class SharedLANIPv6Tests(DaemonMeshTestCase):
+    """
+    A mesh router's LAN in IPv6 (C{[share]}): two LAN hosts behind the
+    client, each with an IPv4 and an IPv6 prefix and a default route of
+    each family via the client; one LAN is shared, the other not.
+    """
+
+    def snapshot(self, node):
+        return (routingSnapshot(node.ns), nftRuleset(node),
+                sysctl(node, "net.ipv4.ip_forward"), sysctl(node, "net.ipv6.conf.all.forwarding"))
+
+    def shareAndCheck(self, share):
+        """
+        client - gw === internet (IPv6 uplink), gw offering IPv6 egress
+        with NAT66; the client shares the LAN fd77::/64 as C{share} says
+        (given the L{LanHost}), not fd78::/64.  Forwarding of both
+        families starts off on the client: mnigs turns it on and back off.
+        The shared host pings the internet's IPv6 host and makes a TCP
+        connection to it through the WireGuard tunnel: the gateway sees
+        its packets from the lease's address6 (never from the LAN's
+        prefix), the internet host from the gateway's uplink (NAT66).  The
+        unshared host's IPv6 does not take the tunnel.  Stop leaves rules,
+        routes, links, nft ruleset and both sysctls as they were.
+        """
+        client, gw = self.mesh.clientNextToGateway(ipv6=True)
+        lan = lanHost(self.mesh, client, "lan", "192.168.77.0/24", prefix6="fd77::/64")
+        other = lanHost(self.mesh, client, "other", "192.168.78.0/24", prefix6="fd78::/64")
+        client.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0",
+                    "net.ipv6.conf.all.forwarding=0"])
+        self.gateway(gw, **ipv6Gateway("fd64:6d6e:6967::/64"))
+        serveSeen(gw.internet)
+        c = self.clientProcess(client, share=share(lan))
+        # On the client, counted before the NAT, by the tunnel they leave by.
+        shared = PacketCounter(client, f'oifname "{c.wgInterface}" ip6 saddr {lan.prefix6}',
+                               table="count_shared", hook="postrouting")
+        unshared = PacketCounter(client, f'oifname "{c.wgInterface}" ip6 saddr {other.prefix6}',
+                                 table="count_unshared", hook="postrouting")
+        asLan = PacketCounter(gw, "ip6 saddr { fd77::/64, fd78::/64 }", table="count_lan")
+        before = self.snapshot(client)
+        status = c.start().waitState("online", 30, gateway="gw")
+        address6 = status["current"]["address6"].split("/")[0]
+        self.assertEqual(address6, "fd64:6d6e:6967::2")
+        asLease = PacketCounter(gw, f"ip6 saddr {address6} tcp dport 8080", table="count_lease")
+        self.assertEqual(sysctl(client, "net.ipv6.conf.all.forwarding"), "1")
+        self.assertEqual(sysctl(client, "net.ipv4.ip_forward"), "1")
+        self.assertEqual(len(mnigsRules6(client)), 3)  # main, iif lo, the LAN
+        waitUntil(lambda: ping6(lan.node), 10, message="the LAN host's ping6 through the tunnel")
+        self.assertEqual(waitUntil(lambda: seenFrom(lan.node), 10,
+                                   message="the LAN host's TCP over IPv6"), UPLINK6)
+        self.assertGreater(shared.packets(), 0)
+        self.assertGreater(asLease.packets(), 0)
+        # The mesh's own IPv6 space never takes the tunnel from the LAN either.
+        for mesh in ("200::1", "fc00::1"):
+            self.assertNotEqual(forwardedDevice(client, mesh, lan.address6, lan.interface),
+                                c.wgInterface)
+        self.assertEqual(forwardedDevice(client, INTERNET_HOST6, lan.address6, lan.interface),
+                         c.wgInterface)
+        self.assertNotEqual(forwardedDevice(client, INTERNET_HOST6, other.address6,
+                                            other.interface), c.wgInterface)
+        # Its IPv4 goes through as well (as tests.mesh.test_router checks).
+        self.assertTrue(lan.node.ping(INTERNET_HOST, timeout=2.0))
+
+        self.assertFalse(ping6(other.node, timeout=1.0))
+        self.assertIsNone(seenFrom(other.node))
+        self.assertEqual((unshared.packets(), asLan.packets()), (0, 0))
+        c.stop()
+        self.assertEqual(self.snapshot(client), before)
+
+    def test_aSharedIPv6PrefixGoesThroughTheTunnelAsAddress6(self):
+        self.shareAndCheck(lambda lan: {"prefixes": [lan.prefix, lan.prefix6]})
+
+    def test_aSharedInterfaceCarriesItsIPv6Too(self):
+        self.shareAndCheck(lambda lan: {"interfaces": [lan.interface]})
 
 
 class OpenVPNIPv6Tests(DaemonMeshTestCase):
