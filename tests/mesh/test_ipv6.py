@@ -145,23 +145,28 @@ class IPv6EgressTests(DaemonMeshTestCase):
         into the mesh in the client's main table (C{dev m0}, towards r1):
         while the client moves from gwA (gone silent) to gwB, its ::/0 is
         unreachable, so the internet's IPv6 host is never routed by the
-        mesh default; then it goes through gwB's tunnel; stop leaves the
+        mesh default, neither for the client nor for its shared LAN
+        (fd77::/64); then both go through gwB's tunnel; stop leaves the
         routing of both families as it was.
         """
         client, gwA, gwB = self.mesh.nearAndFarGateway(ipv6=True)
         self.gateway(gwA, **ipv6Gateway("fd64:a::/64"))
         self.gateway(gwB, **ipv6Gateway("fd64:b::/64"))
+        lan = lanHost(self.mesh, client, "lan", "192.168.77.0/24", prefix6="fd77::/64")
         client.run(["ip", "-6", "route", "add", "default", "dev", "m0"])
         before = routingSnapshot(client.ns)
-        c = self.clientProcess(client, routing={"fail_closed": True}).start()
+        c = self.clientProcess(client, routing={"fail_closed": True},
+                               share={"prefixes": [lan.prefix6]}).start()
         c.waitState("online", 30, gateway="gwA")
         waitUntil(lambda: ping6(client), 10, message="ping6 through gwA")
+        waitUntil(lambda: ping6(lan.node), 10, message="the LAN's ping6 through gwA")
 
         silence(gwA)
         devices, failedClosed = set(), False
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             devices.add(routeDevice(client, INTERNET_HOST6))
+            devices.add(forwardedDevice(client, INTERNET_HOST6, lan.address6, lan.interface))
             failedClosed = failedClosed or unreachableDefault6(client)
             current = c.status().get("current") or {}
             if current.get("name") == "gwB":
@@ -172,6 +177,7 @@ class IPv6EgressTests(DaemonMeshTestCase):
         self.assertIn(None, devices)  # unreachable while switching
         waitUntil(lambda: ping6(client, timeout=0.5), 10, message="ping6 through gwB")
         self.assertEqual(routeDevice(client, INTERNET_HOST6), c.wgInterface)
+        waitUntil(lambda: ping6(lan.node, timeout=0.5), 10, message="the LAN's ping6 through gwB")
         c.stop()
         self.assertEqual(routingSnapshot(client.ns), before)
 
