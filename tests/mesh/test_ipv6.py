@@ -226,16 +226,17 @@ class SharedLANIPv6Tests(DaemonMeshTestCase):
     A mesh router's LAN in IPv6 (C{[share]}): two LAN hosts behind the
     client, each with an IPv4 and an IPv6 prefix and a default route of
     each family via the client; one LAN is shared, the other not.
+    Nothing is mocked.
     """
 
     def snapshot(self, node):
         return (routingSnapshot(node.ns), nftRuleset(node),
                 sysctl(node, "net.ipv4.ip_forward"), sysctl(node, "net.ipv6.conf.all.forwarding"))
 
-    def shareAndCheck(self, share):
+    def shareAndCheck(self, share, openvpn=False):
         """
         client - gw === internet (IPv6 uplink), gw offering IPv6 egress
-        with NAT66; the client shares the LAN fd77::/64 as C{share} says
+        with NAT66 over WireGuard (C{openvpn}: over OpenVPN); the client shares the LAN fd77::/64 as C{share} says
         (given the L{LanHost}), not fd78::/64.  Forwarding of both
         families starts off on the client: mnigs turns it on and back off.
         The shared host pings the internet's IPv6 host and makes a TCP
@@ -250,13 +251,23 @@ class SharedLANIPv6Tests(DaemonMeshTestCase):
         other = lanHost(self.mesh, client, "other", "192.168.78.0/24", prefix6="fd78::/64")
         client.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0",
                     "net.ipv6.conf.all.forwarding=0"])
-        self.gateway(gw, **ipv6Gateway("fd64:6d6e:6967::/64"))
+        if openvpn:
+            from tests.mesh.test_openvpn import gatewayOverrides
+
+            requireNamespaces(self, "openvpn")
+            self.gateway(gw, **gatewayOverrides(pool6="fd64:6d6e:6967::/64"))
+            tunnel = "mp" + secrets.token_hex(4)
+            c = self.clientProcess(client, share=share(lan), methods={
+                "order": ["openvpn"], "openvpn": {"interface": tunnel}})
+        else:
+            self.gateway(gw, **ipv6Gateway("fd64:6d6e:6967::/64"))
+            c = self.clientProcess(client, share=share(lan))
+            tunnel = c.wgInterface
         serveSeen(gw.internet)
-        c = self.clientProcess(client, share=share(lan))
         # On the client, counted before the NAT, by the tunnel they leave by.
-        shared = PacketCounter(client, f'oifname "{c.wgInterface}" ip6 saddr {lan.prefix6}',
+        shared = PacketCounter(client, f'oifname "{tunnel}" ip6 saddr {lan.prefix6}',
                                table="count_shared", hook="postrouting")
-        unshared = PacketCounter(client, f'oifname "{c.wgInterface}" ip6 saddr {other.prefix6}',
+        unshared = PacketCounter(client, f'oifname "{tunnel}" ip6 saddr {other.prefix6}',
                                  table="count_unshared", hook="postrouting")
         asLan = PacketCounter(gw, "ip6 saddr { fd77::/64, fd78::/64 }", table="count_lan")
         before = self.snapshot(client)
@@ -275,11 +286,11 @@ class SharedLANIPv6Tests(DaemonMeshTestCase):
         # The mesh's own IPv6 space never takes the tunnel from the LAN either.
         for mesh in ("200::1", "fc00::1"):
             self.assertNotEqual(forwardedDevice(client, mesh, lan.address6, lan.interface),
-                                c.wgInterface)
+                                tunnel)
         self.assertEqual(forwardedDevice(client, INTERNET_HOST6, lan.address6, lan.interface),
-                         c.wgInterface)
+                         tunnel)
         self.assertNotEqual(forwardedDevice(client, INTERNET_HOST6, other.address6,
-                                            other.interface), c.wgInterface)
+                                            other.interface), tunnel)
         # Its IPv4 goes through as well (as tests.mesh.test_router checks).
         self.assertTrue(lan.node.ping(INTERNET_HOST, timeout=2.0))
 
@@ -294,6 +305,9 @@ class SharedLANIPv6Tests(DaemonMeshTestCase):
 
     def test_aSharedInterfaceCarriesItsIPv6Too(self):
         self.shareAndCheck(lambda lan: {"interfaces": [lan.interface]})
+
+    def test_aSharedIPv6PrefixThroughOpenVPN(self):
+        self.shareAndCheck(lambda lan: {"prefixes": [lan.prefix, lan.prefix6]}, openvpn=True)
 
 
 class OpenVPNIPv6Tests(DaemonMeshTestCase):
