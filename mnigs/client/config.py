@@ -16,6 +16,7 @@ C{mnigsctl check-config} both use.
 
 from __future__ import annotations
 
+import ipaddress
 
 from mnigs.daemon.config import (
     decimalAmount,
@@ -72,17 +73,32 @@ def _subset(known):
     return check
 
 
+#: Where no forwarded packet comes from: never a LAN to share.
+_NOT_LAN = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3",
+    "::/8", "fe80::/10", "ff00::/8"))
+
+
 def _prefixes(value):
-    """Distinct networks, none of them every address (a /0)."""
+    """
+    Distinct, disjoint IPv4 or IPv6 networks, none of them every address
+    (a /0) or one no forwarded packet comes from (loopback, link-local,
+    multicast).
+    """
     nets = []
     for item in strings(value):
         net = network(item)
         if net.prefixlen == 0:
             raise ValueError(f"{item} is every address: the mesh's own traffic forwarded through "
                              f"this node would take the tunnel; list the LAN's prefixes")
+        for special in _NOT_LAN:
+            if net.version == special.version and net.overlaps(special):
+                raise ValueError(f"{item} is not a LAN's: it overlaps {special} (loopback, "
+                                 f"link-local, multicast or reserved)")
+        for other in nets:
+            if net.version == other.version and net.overlaps(other):
+                raise ValueError(f"lists a prefix twice ({other} and {item} overlap)")
         nets.append(net)
-    if len(set(nets)) != len(nets):
-        raise ValueError("lists a prefix twice")
     return nets
 
 

@@ -13,8 +13,8 @@ needs beyond the routes of L{mnigs.client.routes}.
 
 One C{inet} table (C{share.table}), replaced whole in one transaction
 by L{tableScript} whenever a session starts or ends, removed on stop.
-IPv4-only parts are kept to their own lines (C{ip saddr}, C{snat ip})
-so IPv6 can be added beside them.  Every script is built from checked
+Each family has its own lines (C{ip saddr @shared4}, C{snat ip};
+C{ip6 saddr @shared6}, C{snat ip6}).  Every script is built from checked
 names, L{ipaddress} objects and integers; nothing from the network is
 interpolated as text.
 """
@@ -44,6 +44,7 @@ _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 SHARE_MARK = 0x15000000
 
 IPV4_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+IPV6_FORWARD = "/proc/sys/net/ipv6/conf/all/forwarding"
 
 
 def checkTableName(name: str) -> str:
@@ -58,16 +59,24 @@ class Passage:
     Where an online session's traffic goes: the tunnel C{device}, the
     lease's inner C{address} (an L{ipaddress} address), and the MTU of
     the tunnel (C{mtu}, for an explicit MSS) or C{None} (clamp to the
-    route's MTU); C{clamp} false: no clamping.
+    route's MTU); C{clamp} false: no clamping; C{address6}, the lease's
+    inner IPv6 address when the session has IPv6 egress, else C{None}.
     """
     device: str
     address: ipaddress.IPv4Address
     mtu: Optional[int] = None
     clamp: bool = True
+    address6: Optional[ipaddress.IPv6Address] = None
 
     def __post_init__(self):
         checkInterfaceName(self.device)
         checkAddress(self.address)
+        if self.address.version != 4:
+            raise ValueError(f"not an IPv4 address: {self.address}")
+        if self.address6 is not None:
+            checkAddress(self.address6)
+            if self.address6.version != 6:
+                raise ValueError(f"not an IPv6 address: {self.address6}")
         if self.mtu is not None and (type(self.mtu) is not int or not 576 <= self.mtu <= 65535):
             raise ValueError(f"bad MTU: {self.mtu!r}")
 
@@ -103,12 +112,15 @@ def _clampChains(passage: Passage) -> str:
             + lines["iif"] + "\t}\n")
 
 
-def _shareChains(passage: Passage, prefixes, interfaces) -> str:
+def _shareChains(passage: Passage, v4, v6, interfaces) -> str:
     """
     The shared LAN's packets leave by the tunnel as the lease's inner
-    address (IPv4 here; IPv6 goes beside it).
+    address: IPv4 as C{address}, IPv6 as C{address6} when the session has
+    one (without it, no IPv6 route of mnigs's takes the LAN into the
+    tunnel: L{mnigs.client.routes}).
     """
     dev = _names([passage.device])
+    six = passage.address6
     forward = nat = ""
     if interfaces:
         forward = ("\tchain share {\n"
@@ -116,15 +128,27 @@ def _shareChains(passage: Passage, prefixes, interfaces) -> str:
                    f"\t\tiifname {{ {_names(interfaces)} }} oifname {dev} "
                    f"meta mark set meta mark | {SHARE_MARK:#x}\n"
                    "\t}\n")
-        nat += (f"\t\toifname {dev} meta nfproto ipv4 meta mark & {SHARE_MARK:#x} == "
-                f"{SHARE_MARK:#x} snat ip to {passage.address}\n")
-    if any(p.version == 4 for p in prefixes):
+        marked = f"\t\toifname {dev} meta nfproto ipv{{v}} meta mark & {SHARE_MARK:#x} == " \
+                 f"{SHARE_MARK:#x} snat {{ip}} to {{to}}\n"
+        nat += marked.format(v=4, ip="ip", to=passage.address)
+        if six is not None:
+            nat += marked.format(v=6, ip="ip6", to=six)
+    if v4:
         nat += f"\t\toifname {dev} ip saddr @shared4 snat ip to {passage.address}\n"
+    if v6 and six is not None:
+        nat += f"\t\toifname {dev} ip6 saddr @shared6 snat ip6 to {six}\n"
     if not nat:
         return forward
     return (forward + "\tchain postrouting {\n"
             "\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
             + nat + "\t}\n")
+
+
+def _prefixSet(name: str, kind: str, networks) -> str:
+    body = f"\tset {name} {{\n\t\ttype {kind}\n\t\tflags interval\n"
+    if networks:
+        body += f"\t\telements = {{ {', '.join(str(n) for n in networks)} }}\n"
+    return body + "\t}\n"
 
 
 def tableScript(table: str, prefixes: Sequence = (), interfaces: Sequence[str] = (),
@@ -135,16 +159,15 @@ def tableScript(table: str, prefixes: Sequence = (), interfaces: Sequence[str] =
     C{passage} its NAT (when anything is shared) and its clamp.
     """
     checkTableName(table)
-    v4 = sorted((ipaddress.ip_network(p) for p in prefixes if ipaddress.ip_network(p).version == 4),
-                key=lambda n: (int(n.network_address), n.prefixlen))
-    body = "\tset shared4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n"
-    if v4:
-        body += f"\t\telements = {{ {', '.join(str(n) for n in v4)} }}\n"
-    body += "\t}\n"
+    networks = sorted({ipaddress.ip_network(p) for p in prefixes},
+                      key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    v4 = [n for n in networks if n.version == 4]
+    v6 = [n for n in networks if n.version == 6]
+    body = _prefixSet("shared4", "ipv4_addr", v4) + _prefixSet("shared6", "ipv6_addr", v6)
     if passage is not None:
         if passage.clamp:
             body += _clampChains(passage)
-        body += _shareChains(passage, v4, list(interfaces))
+        body += _shareChains(passage, v4, v6, list(interfaces))
     return (f"table inet {table} {{}}\n"
             f"delete table inet {table}\n"
             f"table inet {table} {{\n{body}}}\n")
@@ -158,24 +181,39 @@ def Forwarding(path: str = IPV4_FORWARD, marker: Optional[str] = None) -> Sysctl
     return SysctlSwitch(path, "share: IPv4 forwarding", marker)
 
 
+def Forwarding6(path: str = IPV6_FORWARD, marker: Optional[str] = None) -> SysctlSwitch:
+    """
+    IPv6 forwarding (every interface's, C{conf/all}), turned on when the
+    shared LAN's IPv6 first goes through a tunnel and off again on stop
+    only if mnigs turned it on.  While it is on, the kernel ignores router
+    advertisements on interfaces with C{accept_ra=1} (docs/operations.md).
+    """
+    return SysctlSwitch(path, "share: IPv6 forwarding", marker)
+
+
 class ClientDataPath:
     """
     The client's table (L{tableScript}) through C{runner} (an
     L{mnigs.system.nft.NftRunner}) and, when anything is shared,
-    C{forwarding} (L{Forwarding}).  Every change is one nft run, in the
-    order asked.  A failed run is logged, not raised: the session goes on
-    without clamping or sharing rather than not at all.
+    C{forwarding} (L{Forwarding}, from start) and C{forwarding6}
+    (L{Forwarding6}, from the first session with IPv6 egress, when the
+    share covers IPv6: an interface, or an IPv6 prefix).  Every change is
+    one nft run, in the order asked.  A failed run is logged, not raised:
+    the session goes on without clamping or sharing rather than not at all.
     """
 
     def __init__(self, runner, table: str, prefixes: Sequence = (),
-                 interfaces: Sequence[str] = (), clamp: bool = True, forwarding=None):
+                 interfaces: Sequence[str] = (), clamp: bool = True, forwarding=None,
+                 forwarding6=None):
         self.runner = runner
         self.table = checkTableName(table)
         self.prefixes = [ipaddress.ip_network(p) for p in prefixes]
         self.interfaces = [checkInterfaceName(name) for name in interfaces]
         self.clamp = clamp
         self.sharing = bool(self.prefixes or self.interfaces)
+        self.sharing6 = bool(self.interfaces or any(p.version == 6 for p in self.prefixes))
         self.forwarding = forwarding if forwarding is not None else Forwarding()
+        self.forwarding6 = forwarding6 if forwarding6 is not None else Forwarding6()
         self._lock = DeferredLock()
 
     @property
@@ -192,12 +230,17 @@ class ClientDataPath:
     def _script(self, passage=None) -> str:
         return tableScript(self.table, self.prefixes, self.interfaces, passage)
 
+    @staticmethod
+    def _switch(switch, on: bool) -> None:
+        try:
+            switch.enable() if on else switch.restore()
+        except OSError as e:
+            log.error("{what}: could not turn it {way}: {why}", what=switch.what,
+                      way="on" if on else "back off", why=e)
+
     def start(self):
         if self.sharing:
-            try:
-                self.forwarding.enable()
-            except OSError as e:
-                log.error("share: could not turn IPv4 forwarding on: {why}", why=e)
+            self._switch(self.forwarding, True)
         if not self.needed:
             return self._apply(removeScript(self.table), "remove")
         return self._apply(self._script(), "install")
@@ -206,9 +249,13 @@ class ClientDataPath:
         if not self.needed:
             return defer.succeed(None)
         if not self.clamp:
-            passage = Passage(passage.device, passage.address, passage.mtu, clamp=False)
-        log.info("nft: table {table} for {device} as {address} ({mss})", table=self.table,
+            passage = Passage(passage.device, passage.address, passage.mtu, clamp=False,
+                              address6=passage.address6)
+        if passage.address6 is not None and self.sharing6:
+            self._switch(self.forwarding6, True)
+        log.info("nft: table {table} for {device} as {address}{six} ({mss})", table=self.table,
                  device=passage.device, address=passage.address,
+                 six=f" and {passage.address6}" if passage.address6 is not None else "",
                  mss=(("MSS for MTU %d" % passage.mtu) if passage.mtu else "MSS to the route's MTU")
                  if self.clamp else "no clamping")
         return self._apply(self._script(passage), "update")
@@ -222,9 +269,7 @@ class ClientDataPath:
         d = self._apply(removeScript(self.table), "remove")
 
         def restore(_):
-            try:
-                self.forwarding.restore()
-            except OSError as e:
-                log.error("share: could not turn IPv4 forwarding back off: {why}", why=e)
+            self._switch(self.forwarding, False)
+            self._switch(self.forwarding6, False)
 
         return d.addBoth(restore)

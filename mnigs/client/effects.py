@@ -348,16 +348,17 @@ class ClientEffects:
         outer = ipaddress.ip_address(step.host).version
         path = self.routing.pathMTU(step.host) if overhead is not None else None
         mtu = tunnelMTU(path, overhead, outer, method.padding if method is not None else 1)
+        inner6 = (connection.describe() or {}).get("address6")  # IPv6 egress in use
         if mtu is not None and self.config.mtu.set_tunnel_mtu:
-            inner6 = "address6" in (connection.describe() or {})  # IPv6 egress in use
-            self.routing.setMTU(connection.device, deviceMTU(mtu, inner6))
+            self.routing.setMTU(connection.device, deviceMTU(mtu, bool(inner6)))
             log.info("{device}: MTU {set} (path to {gateway} {path} less {method}'s {overhead} "
                      "over IPv{outer}, to a multiple of its padding: {mtu}{six})", device=connection.device,
-                     set=deviceMTU(mtu, inner6), mtu=mtu, gateway=step.gateway,
+                     set=deviceMTU(mtu, bool(inner6)), mtu=mtu, gateway=step.gateway,
                      path=path, method=step.method, overhead=overhead[outer], outer=outer,
                      six="; at least 1280 with IPv6 inside, TCP clamped to the path"
-                     if deviceMTU(mtu, inner6) != mtu else "")
-        return Passage(connection.device, address, mtu)
+                     if deviceMTU(mtu, bool(inner6)) != mtu else "")
+        address6 = ipaddress.ip_interface(inner6).ip if inner6 else None
+        return Passage(connection.device, address, mtu, address6=address6)
 
     def _afterTeardown(self):
         gate = defer.Deferred()

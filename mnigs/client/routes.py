@@ -20,10 +20,10 @@ C{::/0} through the tunnel for IPv6 too, from that address, with
 C{throw} routes for the mesh's own IPv6 space (Yggdrasil 200::/7, cjdns
 fc00::/8): those fall through to the rules after ours even when the main
 table has no route for them, never into the tunnel.  IPv6's rules are
-the first two above, the client's own traffic only: the shared LAN is
-translated to the lease's IPv4 address alone (L{mnigs.client.datapath}),
-and the gateway admits no IPv6 source but the lease's, so a LAN's IPv6
-put into the tunnel would only be dropped there.
+IPv4's: the client's own traffic, each shared IPv6 prefix and each shared
+interface; the shared LAN's IPv6 is translated to the lease's inner IPv6
+address (NAT66, L{mnigs.client.datapath}), the only IPv6 source the
+gateway admits.  Without IPv6 egress mnigs has no IPv6 rule at all.
 
 Fail closed (C{routing.fail_closed}): when a connection goes, its
 default route is replaced by C{unreachable default} (L{PolicyRouting.withdraw})
@@ -161,11 +161,8 @@ class PolicyRouting:
     def _addRules(self, ipr, family) -> None:
         if self._ours(ipr, family):
             return
-        if family == socket.AF_INET:
-            rules = ruleSpecs(self.table, self.priority, self.prefixes, self.interfaces)
-        else:  # the client's own traffic only: see the module docstring
-            rules = ruleSpecs(self.table, self.priority, family=6)
-        for rule in rules:
+        for rule in ruleSpecs(self.table, self.priority, self.prefixes, self.interfaces,
+                              family=4 if family == socket.AF_INET else 6):
             ipr.rule("add", **rule)
 
     def withdraw(self) -> None:

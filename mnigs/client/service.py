@@ -15,7 +15,7 @@ from mnigs.daemon.admin import makeAdminService
 from mnigs.client.agent import ClientAgent, wire
 from mnigs.routing import SourceContext, chosen
 from mnigs.client.discovery import Discovery
-from mnigs.client.datapath import ClientDataPath, Forwarding
+from mnigs.client.datapath import ClientDataPath, Forwarding, Forwarding6
 from mnigs.client.dns import ResolverKeeper
 from mnigs.client.effects import CLIENT_HOOK_EVENTS, ClientEffects
 from mnigs.client.health import HealthMonitor
@@ -36,6 +36,8 @@ log = Logger()
 #: Says the client turned IPv4 forwarding on (for a shared LAN): a run
 #: after a crash turns it back off on stop.
 FORWARDING_MARKER = "ip_forward-turned-on"
+#: The same for IPv6 forwarding (a shared LAN's IPv6 through the tunnel).
+FORWARDING6_MARKER = "ipv6_forwarding-turned-on"
 
 #: Where protocol version 1 kept the client's free-text id.
 OLD_CLIENT_ID_FILE = "client-id"
@@ -131,7 +133,8 @@ class ClientService(MultiService):
             self.dataPath = ClientDataPath(
                 NftRunner(reactor), config.share.table, config.share.prefixes,
                 config.share.interfaces, clamp=config.mtu.clamp_mss,
-                forwarding=Forwarding(marker=os.path.join(stateDir, FORWARDING_MARKER)))
+                forwarding=Forwarding(marker=os.path.join(stateDir, FORWARDING_MARKER)),
+                forwarding6=Forwarding6(marker=os.path.join(stateDir, FORWARDING6_MARKER)))
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy

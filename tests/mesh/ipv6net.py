@@ -65,6 +65,19 @@ def routeDevice(node, address):
     return json.loads(found.stdout)[0].get("dev")
 
 
+def forwardedDevice(node, address, source, interface):
+    """
+    The device C{node} forwards C{address}'s traffic from C{source}
+    arriving on C{interface} out of (a LAN host's), or C{None} when
+    nothing routes it.
+    """
+    found = node.run(["ip", "-j", "route", "get", address, "from", source, "iif", interface],
+                     check=False)
+    if found.returncode != 0:
+        return None
+    return json.loads(found.stdout)[0].get("dev")
+
+
 def addresses6(node, interface):
     """The global IPv6 addresses on C{interface} in C{node}."""
     ipr = node.ipr()

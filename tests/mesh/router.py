@@ -7,6 +7,7 @@ namespace and process belongs to the L{Mesh}, which removes them.
 Used by tests.mesh.test_router; bench/router.py can call the same::
 
     host = lanHost(mesh, client, "lan", "192.168.77.0/24")   # LanHost
+    host6 = lanHost(mesh, client, "lan6", "192.168.79.0/24", prefix6="fd77::/64")
     client, r1, gw = narrowPath(mesh, 1280)      # MTU 1280 at the last hop, no ICMP
     server = BulkServer(mesh.nodes["inet"], size=10 * 2**20)
     seconds = fetch(host.node, INTERNET_HOST, server.port, server.size)
@@ -18,6 +19,7 @@ import ipaddress
 import os
 import sys
 from dataclasses import dataclass
+from typing import Optional
 
 from tests.mesh.commands import waitUntil
 from tests.mesh.gatewayproc import daemonEnvironment
@@ -28,21 +30,25 @@ class LanHost:
     """
     A host on its own LAN behind C{router}: C{node} (its namespace),
     C{address} (its LAN address), C{interface} (the router's side of the
-    LAN), C{prefix} (the LAN's network).
+    LAN), C{prefix} (the LAN's network); with IPv6 on the LAN,
+    C{address6} and C{prefix6} too.
     """
     node: object
     address: str
     interface: str
     prefix: str
+    address6: Optional[str] = None
+    prefix6: Optional[str] = None
 
 
-def lanHost(mesh, router, name="lan", prefix="192.168.77.0/24", interface=None):
+def lanHost(mesh, router, name="lan", prefix="192.168.77.0/24", interface=None, prefix6=None):
     """
     A namespace C{name} whose only link goes to C{router} (a mesh node):
     the router takes the LAN's first address on C{interface} (default
-    C{NAME0}), the host the second, with a default route via the router.
-    The LAN is not announced into the mesh (babeld's configuration only
-    announces node addresses and mesh subnets).
+    C{NAME0}), the host the second, with a default route via the router;
+    with C{prefix6} (an IPv6 network) the same in IPv6.  The LAN is not
+    announced into the mesh (babeld's configuration only announces node
+    addresses and mesh subnets).
     """
     network = ipaddress.ip_network(prefix)
     first, second = list(network.hosts())[:2]
@@ -51,7 +57,15 @@ def lanHost(mesh, router, name="lan", prefix="192.168.77.0/24", interface=None):
     mesh._veth(router, interface, f"{first}/{network.prefixlen}",
                host, "eth0", f"{second}/{network.prefixlen}")
     host.run(["ip", "route", "add", "default", "via", str(first), "dev", "eth0"])
-    return LanHost(host, str(second), interface, str(network))
+    lan = LanHost(host, str(second), interface, str(network))
+    if prefix6 is not None:
+        network6 = ipaddress.IPv6Network(prefix6)
+        first6, second6 = network6[1], network6[2]
+        router.run(["ip", "addr", "add", f"{first6}/{network6.prefixlen}", "dev", interface])
+        host.run(["ip", "addr", "add", f"{second6}/{network6.prefixlen}", "dev", "eth0"])
+        host.run(["ip", "-6", "route", "add", "default", "via", str(first6), "dev", "eth0"])
+        lan.address6, lan.prefix6 = str(second6), str(network6)
+    return lan
 
 
 def narrowLink(node, interface, mtu):

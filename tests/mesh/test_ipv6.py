@@ -22,6 +22,7 @@ from tests.mesh.harness import INTERNET_HOST, INTERNET_HOST6, requireNamespaces,
 from tests.mesh.ipv6net import (
     UPLINK6,
     addresses6,
+    forwardedDevice,
     ipv6Gateway,
     mnigsRules6,
     ping6,
@@ -31,7 +32,15 @@ from tests.mesh.ipv6net import (
     tableRoutes6,
     unreachableDefault6,
 )
-from tests.mesh.router import BulkServer, fetch, narrowPath
+from tests.mesh.router import (
+    BulkServer,
+    PacketCounter,
+    fetch,
+    lanHost,
+    narrowPath,
+    nftRuleset,
+    sysctl,
+)
 from tests.mesh.test_client import silence
 
 log = Logger()
@@ -136,23 +145,28 @@ class IPv6EgressTests(DaemonMeshTestCase):
         into the mesh in the client's main table (C{dev m0}, towards r1):
         while the client moves from gwA (gone silent) to gwB, its ::/0 is
         unreachable, so the internet's IPv6 host is never routed by the
-        mesh default; then it goes through gwB's tunnel; stop leaves the
+        mesh default, neither for the client nor for its shared LAN
+        (fd77::/64); then both go through gwB's tunnel; stop leaves the
         routing of both families as it was.
         """
         client, gwA, gwB = self.mesh.nearAndFarGateway(ipv6=True)
         self.gateway(gwA, **ipv6Gateway("fd64:a::/64"))
         self.gateway(gwB, **ipv6Gateway("fd64:b::/64"))
+        lan = lanHost(self.mesh, client, "lan", "192.168.77.0/24", prefix6="fd77::/64")
         client.run(["ip", "-6", "route", "add", "default", "dev", "m0"])
         before = routingSnapshot(client.ns)
-        c = self.clientProcess(client, routing={"fail_closed": True}).start()
+        c = self.clientProcess(client, routing={"fail_closed": True},
+                               share={"prefixes": [lan.prefix6]}).start()
         c.waitState("online", 30, gateway="gwA")
         waitUntil(lambda: ping6(client), 10, message="ping6 through gwA")
+        waitUntil(lambda: ping6(lan.node), 10, message="the LAN's ping6 through gwA")
 
         silence(gwA)
         devices, failedClosed = set(), False
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             devices.add(routeDevice(client, INTERNET_HOST6))
+            devices.add(forwardedDevice(client, INTERNET_HOST6, lan.address6, lan.interface))
             failedClosed = failedClosed or unreachableDefault6(client)
             current = c.status().get("current") or {}
             if current.get("name") == "gwB":
@@ -163,6 +177,7 @@ class IPv6EgressTests(DaemonMeshTestCase):
         self.assertIn(None, devices)  # unreachable while switching
         waitUntil(lambda: ping6(client, timeout=0.5), 10, message="ping6 through gwB")
         self.assertEqual(routeDevice(client, INTERNET_HOST6), c.wgInterface)
+        waitUntil(lambda: ping6(lan.node, timeout=0.5), 10, message="the LAN's ping6 through gwB")
         c.stop()
         self.assertEqual(routingSnapshot(client.ns), before)
 
@@ -204,6 +219,95 @@ class IPv6EgressTests(DaemonMeshTestCase):
         c.waitState("online", 30, gateway="gw")
         self.assertEqual(waitUntil(lambda: seenFrom(client), 10, message="TCP over IPv6"),
                          "2001:db8:5::2")
+
+
+class SharedLANIPv6Tests(DaemonMeshTestCase):
+    """
+    A mesh router's LAN in IPv6 (C{[share]}): two LAN hosts behind the
+    client, each with an IPv4 and an IPv6 prefix and a default route of
+    each family via the client; one LAN is shared, the other not.
+    Nothing is mocked.
+    """
+
+    def snapshot(self, node):
+        return (routingSnapshot(node.ns), nftRuleset(node),
+                sysctl(node, "net.ipv4.ip_forward"), sysctl(node, "net.ipv6.conf.all.forwarding"))
+
+    def shareAndCheck(self, share, openvpn=False):
+        """
+        client - gw === internet (IPv6 uplink), gw offering IPv6 egress
+        with NAT66 over WireGuard (C{openvpn}: over OpenVPN); the client shares the LAN fd77::/64 as C{share} says
+        (given the L{LanHost}), not fd78::/64.  Forwarding of both
+        families starts off on the client: mnigs turns it on and back off.
+        The shared host pings the internet's IPv6 host and makes a TCP
+        connection to it through the WireGuard tunnel: the gateway sees
+        its packets from the lease's address6 (never from the LAN's
+        prefix), the internet host from the gateway's uplink (NAT66).  The
+        unshared host's IPv6 does not take the tunnel.  Stop leaves rules,
+        routes, links, nft ruleset and both sysctls as they were.
+        """
+        client, gw = self.mesh.clientNextToGateway(ipv6=True)
+        lan = lanHost(self.mesh, client, "lan", "192.168.77.0/24", prefix6="fd77::/64")
+        other = lanHost(self.mesh, client, "other", "192.168.78.0/24", prefix6="fd78::/64")
+        client.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0",
+                    "net.ipv6.conf.all.forwarding=0"])
+        if openvpn:
+            from tests.mesh.test_openvpn import gatewayOverrides
+
+            requireNamespaces(self, "openvpn")
+            self.gateway(gw, **gatewayOverrides(pool6="fd64:6d6e:6967::/64"))
+            tunnel = "mp" + secrets.token_hex(4)
+            c = self.clientProcess(client, share=share(lan), methods={
+                "order": ["openvpn"], "openvpn": {"interface": tunnel}})
+        else:
+            self.gateway(gw, **ipv6Gateway("fd64:6d6e:6967::/64"))
+            c = self.clientProcess(client, share=share(lan))
+            tunnel = c.wgInterface
+        serveSeen(gw.internet)
+        # On the client, counted before the NAT, by the tunnel they leave by.
+        shared = PacketCounter(client, f'oifname "{tunnel}" ip6 saddr {lan.prefix6}',
+                               table="count_shared", hook="postrouting")
+        unshared = PacketCounter(client, f'oifname "{tunnel}" ip6 saddr {other.prefix6}',
+                                 table="count_unshared", hook="postrouting")
+        asLan = PacketCounter(gw, "ip6 saddr { fd77::/64, fd78::/64 }", table="count_lan")
+        before = self.snapshot(client)
+        status = c.start().waitState("online", 30, gateway="gw")
+        address6 = status["current"]["address6"].split("/")[0]
+        self.assertEqual(address6, "fd64:6d6e:6967::2")
+        asLease = PacketCounter(gw, f"ip6 saddr {address6} tcp dport 8080", table="count_lease")
+        self.assertEqual(sysctl(client, "net.ipv6.conf.all.forwarding"), "1")
+        self.assertEqual(sysctl(client, "net.ipv4.ip_forward"), "1")
+        self.assertEqual(len(mnigsRules6(client)), 3)  # main, iif lo, the LAN
+        waitUntil(lambda: ping6(lan.node), 10, message="the LAN host's ping6 through the tunnel")
+        self.assertEqual(waitUntil(lambda: seenFrom(lan.node), 10,
+                                   message="the LAN host's TCP over IPv6"), UPLINK6)
+        self.assertGreater(shared.packets(), 0)
+        self.assertGreater(asLease.packets(), 0)
+        # The mesh's own IPv6 space never takes the tunnel from the LAN either.
+        for mesh in ("200::1", "fc00::1"):
+            self.assertNotEqual(forwardedDevice(client, mesh, lan.address6, lan.interface),
+                                tunnel)
+        self.assertEqual(forwardedDevice(client, INTERNET_HOST6, lan.address6, lan.interface),
+                         tunnel)
+        self.assertNotEqual(forwardedDevice(client, INTERNET_HOST6, other.address6,
+                                            other.interface), tunnel)
+        # Its IPv4 goes through as well (as tests.mesh.test_router checks).
+        self.assertTrue(lan.node.ping(INTERNET_HOST, timeout=2.0))
+
+        self.assertFalse(ping6(other.node, timeout=1.0))
+        self.assertIsNone(seenFrom(other.node))
+        self.assertEqual((unshared.packets(), asLan.packets()), (0, 0))
+        c.stop()
+        self.assertEqual(self.snapshot(client), before)
+
+    def test_aSharedIPv6PrefixGoesThroughTheTunnelAsAddress6(self):
+        self.shareAndCheck(lambda lan: {"prefixes": [lan.prefix, lan.prefix6]})
+
+    def test_aSharedInterfaceCarriesItsIPv6Too(self):
+        self.shareAndCheck(lambda lan: {"interfaces": [lan.interface]})
+
+    def test_aSharedIPv6PrefixThroughOpenVPN(self):
+        self.shareAndCheck(lambda lan: {"prefixes": [lan.prefix, lan.prefix6]}, openvpn=True)
 
 
 class OpenVPNIPv6Tests(DaemonMeshTestCase):

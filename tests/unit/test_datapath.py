@@ -11,15 +11,18 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.datapath import (
+    IPV6_FORWARD,
     SHARE_MARK,
     ClientDataPath,
     Forwarding,
+    Forwarding6,
     Passage,
     tableScript,
 )
 from tests.unit.test_services import Runner
 
 LEASE = ipaddress.ip_address("100.64.0.2")
+LEASE6 = ipaddress.ip_address("fd64:a::2")
 
 
 class ScriptTests(SynchronousTestCase):
@@ -28,9 +31,39 @@ class ScriptTests(SynchronousTestCase):
                                               ipaddress.ip_network("fd00::/64")])
         self.assertTrue(script.startswith("table inet mnigs_client {}\n"
                                           "delete table inet mnigs_client\n"))
-        self.assertIn("elements = { 192.168.7.0/24 }", script)
-        self.assertNotIn("fd00", script)  # IPv4 here; IPv6 goes beside it
+        self.assertIn("\tset shared4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n"
+                      "\t\telements = { 192.168.7.0/24 }\n\t}\n", script)
+        self.assertIn("\tset shared6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n"
+                      "\t\telements = { fd00::/64 }\n\t}\n", script)
         self.assertNotIn("chain", script)
+
+    def test_sharedIPv6PrefixTranslatedToTheLeasesAddress6(self):
+        script = tableScript("t", [ipaddress.ip_network("192.168.7.0/24"),
+                                   ipaddress.ip_network("fd77::/64")], [],
+                             Passage("wg0", LEASE, 1280, address6=LEASE6))
+        self.assertIn('oifname "wg0" ip saddr @shared4 snat ip to 100.64.0.2\n', script)
+        self.assertIn('oifname "wg0" ip6 saddr @shared6 snat ip6 to fd64:a::2\n', script)
+
+    def test_noIPv6EgressNoNAT66(self):
+        # Without the lease's address6 no route of mnigs's takes the LAN's
+        # IPv6 into the tunnel, and there is nothing to translate it to.
+        script = tableScript("t", [ipaddress.ip_network("fd77::/64")], ["br-lan"],
+                             Passage("wg0", LEASE, 1280))
+        self.assertNotIn("snat ip6", script)
+        self.assertIn("elements = { fd77::/64 }", script)
+
+    def test_sharedInterfaceTranslatedInBothFamilies(self):
+        script = tableScript("t", [], ["br-lan"], Passage("wg0", LEASE, 1280, address6=LEASE6))
+        self.assertIn(f'oifname "wg0" meta nfproto ipv4 meta mark & {SHARE_MARK:#x} == '
+                      f'{SHARE_MARK:#x} snat ip to 100.64.0.2\n', script)
+        self.assertIn(f'oifname "wg0" meta nfproto ipv6 meta mark & {SHARE_MARK:#x} == '
+                      f'{SHARE_MARK:#x} snat ip6 to fd64:a::2\n', script)
+        self.assertNotIn("@shared6 snat", script)
+
+    def test_onlyIPv4SharedNoNAT66(self):
+        script = tableScript("t", [ipaddress.ip_network("192.168.7.0/24")], [],
+                             Passage("wg0", LEASE, 1280, address6=LEASE6))
+        self.assertNotIn("snat ip6", script)
 
     def test_sharedPrefixTranslatedToTheLease(self):
         script = tableScript("t", [ipaddress.ip_network("192.168.7.0/24")], [],
@@ -74,6 +107,9 @@ class ScriptTests(SynchronousTestCase):
         self.assertRaises(ValueError, Passage, "wg0", LEASE, 100)
         self.assertRaises(ValueError, tableScript, "bad table", [])
         self.assertRaises(ValueError, tableScript, "t", [], ["br lan"], Passage("wg0", LEASE))
+        self.assertRaises(ValueError, Passage, "wg0", LEASE6)
+        self.assertRaises(ValueError, Passage, "wg0", LEASE, address6=LEASE)
+        self.assertRaises(TypeError, Passage, "wg0", LEASE, address6="fd64:a::2")
 
 
 class ForwardingTests(SynchronousTestCase):
@@ -105,6 +141,11 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(self.read(path), "0")
         self.assertFalse(os.path.exists(marker))
 
+    def test_ipv6SwitchIsConfAll(self):
+        self.assertEqual(Forwarding6().path, IPV6_FORWARD)
+        self.assertEqual(IPV6_FORWARD, "/proc/sys/net/ipv6/conf/all/forwarding")
+        self.assertIn("IPv6", Forwarding6().what)
+
     def test_leftOnIfItWasOn(self):
         path = self.sysctl("1")
         forwarding = Forwarding(path)
@@ -116,11 +157,70 @@ class ForwardingTests(SynchronousTestCase):
 class DataPathTests(SynchronousTestCase):
     def build(self, prefixes=(), interfaces=(), clamp=True):
         self.runner = Runner()
-        self.path = self.mktemp()
-        with open(self.path, "w") as f:
-            f.write("0\n")
+        self.path, self.path6 = self.mktemp(), self.mktemp()
+        for path in (self.path, self.path6):
+            with open(path, "w") as f:
+                f.write("0\n")
         return ClientDataPath(self.runner, "mnigs_client", prefixes, interfaces, clamp,
-                              Forwarding(self.path))
+                              Forwarding(self.path), Forwarding6(self.path6))
+
+    def forwarding(self):
+        values = []
+        for path in (self.path, self.path6):
+            with open(path) as f:
+                values.append(f.read().strip())
+        return values
+
+    def test_ipv6ForwardingFromTheFirstSessionWithIPv6(self):
+        """
+        Sharing IPv6 (a prefix, or an interface): IPv6 forwarding goes on
+        when a session with IPv6 egress comes up, not before (the kernel
+        then ignores router advertisements), stays on across sessions,
+        and goes back off on stop.
+        """
+        data = self.build(["192.168.7.0/24", "fd77::/64"])
+        self.successResultOf(data.start())
+        self.assertEqual(self.forwarding(), ["1", "0"])
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1280)))
+        self.assertEqual(self.forwarding(), ["1", "0"])
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1280, address6=LEASE6)))
+        self.assertEqual(self.forwarding(), ["1", "1"])
+        self.assertIn("snat ip6 to fd64:a::2", self.runner.scripts[-1])
+        self.successResultOf(data.offline())
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1280)))
+        self.assertEqual(self.forwarding(), ["1", "1"])
+        self.successResultOf(data.stop())
+        self.assertEqual(self.forwarding(), ["0", "0"])
+
+    def test_ipv6ForwardingForASharedInterface(self):
+        data = self.build(interfaces=["br-lan"], clamp=False)
+        self.successResultOf(data.start())
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1280, address6=LEASE6)))
+        self.assertEqual(self.forwarding(), ["1", "1"])
+        self.assertIn("snat ip6 to fd64:a::2", self.runner.scripts[-1])
+        self.successResultOf(data.stop())
+        self.assertEqual(self.forwarding(), ["0", "0"])
+
+    def test_ipv4SharedOnlyLeavesIPv6ForwardingAlone(self):
+        data = self.build(["192.168.7.0/24"])
+        self.successResultOf(data.start())
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1280, address6=LEASE6)))
+        self.assertEqual(self.forwarding(), ["1", "0"])
+        self.successResultOf(data.stop())
+        self.assertEqual(self.forwarding(), ["0", "0"])
+
+    def test_nothingSharedLeavesForwardingAlone(self):
+        data = self.build()
+        self.successResultOf(data.start())
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1280, address6=LEASE6)))
+        self.successResultOf(data.stop())
+        self.assertEqual(self.forwarding(), ["0", "0"])
+
+    def test_clampOffKeepsTheIPv6Address(self):
+        data = self.build(["fd77::/64"], clamp=False)
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1280, address6=LEASE6)))
+        self.assertIn("snat ip6 to fd64:a::2", self.runner.scripts[-1])
+        self.assertNotIn("maxseg", self.runner.scripts[-1])
 
     def test_lifecycle(self):
         data = self.build(["192.168.7.0/24"])

@@ -300,3 +300,36 @@ class RecentGatewaysTests(EffectsTestCase):
             self.effects._remember([self.seen(f"ed25519:{i}", f"10.251.0.{i}",
                                               addresses=[f"10.99.{i}.{k}" for k in range(1, 17)])])
         self.assertEqual(len(self.effects.recentGateways()), self.effects.RECENT_ADDRESSES)
+
+
+class PassageTests(EffectsTestCase):
+    """What the client's table is told of a new connection (fitPath)."""
+
+    class PathRouting(Routing):
+        def __init__(self):
+            super().__init__()
+            self.mtus = []
+
+        def pathMTU(self, host):
+            return 1500
+
+        def setMTU(self, device, mtu):
+            self.mtus.append((device, mtu))
+
+    def passage(self, described):
+        self.routing = self.PathRouting()
+        self.makeEffects(clientConfig())
+        connection = Connection()
+        connection.describe = lambda: dict(described, interface=connection.device)
+        return self.effects._passage(connection, Step(), self.session().lease)
+
+    def test_theLeasesAddress6WhenTheConnectionUsesIt(self):
+        import ipaddress
+
+        passage = self.passage({"address6": "fd64:a::2/128"})
+        self.assertEqual((passage.device, passage.address, passage.address6, passage.mtu),
+                         ("wg-mnigs", ipaddress.ip_address("100.64.0.2"),
+                          ipaddress.ip_address("fd64:a::2"), 1440))
+
+    def test_noIPv6EgressNoAddress6(self):
+        self.assertIsNone(self.passage({}).address6)

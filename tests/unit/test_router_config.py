@@ -54,6 +54,27 @@ class RouterConfigTests(SynchronousTestCase):
         self.refused('[share]\nprefixes = ["10.1.0.0/16", "10.1.0.0/16"]\n', "share.prefixes",
                      "twice")
 
+    def test_overlappingPrefixes(self):
+        # One nft interval set holds them: overlapping elements would fail it.
+        e = self.refused('[share]\nprefixes = ["fd77::/48", "192.168.7.0/24", "fd77:0:0:1::/64"]\n',
+                         "share.prefixes", "twice")
+        self.assertIn("fd77::/48 and fd77:0:0:1::/64 overlap", e.reason)
+        config = loadClientConfig(self.write('[share]\nprefixes = ["10.0.0.0/8", "a00::/8"]\n'))
+        self.assertEqual(len(config.share.prefixes), 2)  # a00::/8 is not 10.0.0.0/8's family
+
+    def test_ipv6Prefixes(self):
+        config = loadClientConfig(self.write(
+            '[share]\nprefixes = ["fd77::/64", "2001:db8:7::/48", "300:1:2:3::/64"]\n'))
+        self.assertEqual([n.version for n in config.share.prefixes], [6, 6, 6])
+        self.refused('[share]\nprefixes = ["::/0"]\n', "share.prefixes", "every address")
+        self.refused('[share]\nprefixes = ["fd77::1/64"]\n', "share.prefixes", "is not a network")
+
+    def test_noForwardedPacketComesFromThere(self):
+        for prefix in ("fe80::/64", "ff02::/16", "::1/128", "::/96", "127.0.0.0/8",
+                       "169.254.0.0/16", "239.0.0.0/8", "0.0.0.0/8"):
+            self.refused(f'[share]\nprefixes = ["{prefix}"]\n', "share.prefixes",
+                         "is not a LAN's")
+
     def test_aMeshInterfaceIsNotALAN(self):
         self.refused('[mesh]\ninterfaces = ["mesh0"]\n[share]\ninterfaces = ["mesh0"]\n',
                      "share.interfaces", "mesh0 is also a mesh interface")

@@ -337,18 +337,43 @@ class SharingAndFailClosedTests(SynchronousTestCase):
         routing.clear()
         self.assertNotIn(TABLE, self.kernel.routes)
 
-    def test_ipv6IsTheClientsOwnTrafficOnly(self):
+    def test_ipv6RulesForTheSharedLAN(self):
         """
-        With IPv6 egress and a shared LAN, IPv6's rules take the client's
-        own traffic alone: the LAN is translated to the lease's IPv4
-        address only, and its IPv6 would be dropped by the gateway.
+        With IPv6 egress and a shared LAN, IPv6's rules are IPv4's: the
+        client's own traffic, the shared IPv6 prefixes (not the IPv4
+        ones) and the shared interfaces (the LAN's IPv6 is translated to
+        the lease's address6, L{mnigs.client.datapath}).
         """
         routing = self.routing(prefixes=[ipaddress.ip_network("192.168.7.0/24"),
                                          ipaddress.ip_network("fd00:7::/64")],
                                interfaces=["br-lan"])
         routing.install("wg-mnigs", source6="fd64::7")
-        self.assertEqual([s for p, t, s in self.kernel.selectors6], [{}, {"iifname": "lo"}])
-        self.assertEqual(len(self.kernel.selectors), 4)
+        self.assertEqual([s for p, t, s in self.kernel.selectors6],
+                         [{}, {"iifname": "lo"}, {"src": "fd00:7::", "src_len": 64},
+                          {"iifname": "br-lan"}])
+        self.assertEqual([s for p, t, s in self.kernel.selectors],
+                         [{}, {"iifname": "lo"}, {"src": "192.168.7.0", "src_len": 24},
+                          {"iifname": "br-lan"}])
+        routing.clear()
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
+    def test_noIPv6EgressNoIPv6RulesForTheLAN(self):
+        routing = self.routing(prefixes=[ipaddress.ip_network("fd00:7::/64")],
+                               interfaces=["br-lan"])
+        routing.install("wg-mnigs")
+        self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
+
+    def test_failingClosedKeepsTheSharedLANsIPv6Rules(self):
+        routing = self.routing(prefixes=[ipaddress.ip_network("fd00:7::/64")], failClosed=True)
+        routing.install("wg-mnigs", source6="fd64::7")
+        routing.withdraw()
+        routes = {r["dst"]: r for r in self.kernel.routes[TABLE]}
+        self.assertEqual(routes["::/0"]["type"], "unreachable")
+        self.assertEqual([s for p, t, s in self.kernel.selectors6],
+                         [{}, {"iifname": "lo"}, {"src": "fd00:7::", "src_len": 64}])
+        # The rules stay: the LAN's IPv6 meets the unreachable default too.
+        self.assertEqual([r for r in self.kernel.rules6 if r[0] in (PRIORITY, PRIORITY + 1)],
+                         [(PRIORITY, MAIN), (PRIORITY + 1, TABLE), (PRIORITY + 1, TABLE)])
         routing.clear()
         self.assertEqual(self.kernel.rules6, [(0, 255), (32766, MAIN)])
 
