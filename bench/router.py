@@ -69,9 +69,11 @@ Phases, in order, on that one mesh:
      is 1280, not 1216: a tunnel carrying IPv6 is never set below IPv6's
      minimum, and TCP is clamped to what fits the path; here it stays
      wireguard-go's 1420.)
-  3. "open" (contrast, skipped with --no-contrast): gwA revived, the client
-     with fail_closed off, online through gwA; the same leak count as in
-     phase 1 (expected above 0).
+  3. "open" (contrast, skipped with --no-contrast): gwA revived (and
+     answering the client's node), the client with fail_closed off,
+     online through the gateway it picks (normally gwA, the nearer); the
+     same leak count as in phase 1 while that one goes silent and the
+     client moves to the other (expected above 0).
 
 ipv6_ok needs the IPv6 checks of phase 1 before and after the failover;
 that the gate drops forged IPv6 sources is tests.mesh.test_gate's
@@ -101,9 +103,8 @@ from tests.mesh.clientproc import ClientProcess
 from tests.mesh.gatewayproc import GatewayProcess, merge
 from tests.mesh.harness import INTERNET_HOST, missingForNamespaces, waitUntil
 from tests.mesh.ipv6net import UPLINK6, addresses6, ipv6Gateway, ping6, seenFrom, serveSeen
-from tests.mesh.resolver import DNSCheck, startResolver
-from tests.mesh.test_client import silence
 from tests.mesh.pingtrain import PingTrain
+from tests.mesh.resolver import DNSCheck, startResolver
 from tests.mesh.router import (
     BulkServer,
     PacketCounter,
@@ -115,6 +116,7 @@ from tests.mesh.router import (
     sendNoTooBig,
     sysctl,
 )
+from tests.mesh.test_client import silence
 
 MB = 2**20
 SIZE = 10 * MB
