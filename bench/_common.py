@@ -45,3 +45,33 @@ def keepLogs(source, destination):
 
     shutil.copytree(source, destination, ignore=notRegular, dirs_exist_ok=True)
     progress(f"logs kept in {destination}")
+
+
+def runOnMesh(name, run, keep=None, hello=0.5):
+    """
+    The frame of a namespace benchmark: C{run(mesh)} on a new
+    L{tests.mesh.harness.Mesh} (babeld hello C{hello}; 0 for its
+    defaults), removed afterwards even on failure or a signal (see
+    L{unwindOnSignals}); the logs kept in C{keep} first unless it is
+    C{None} (C{""}: /tmp/mnigs-NAME-TIME).  On failure the last line of
+    stdout is C{{"error": ...}} and the exception goes on.  Returns what
+    C{run} returned and the wall time in seconds.
+    """
+    import json
+
+    from tests.mesh.harness import Mesh
+
+    unwindOnSignals()
+    started = time.monotonic()
+    try:
+        with Mesh(None, hello=hello) as mesh:
+            try:
+                result = run(mesh)
+            finally:
+                if keep is not None:
+                    keepLogs(mesh.tmp, keep or f"/tmp/mnigs-{name}-{time.strftime('%H%M%S')}")
+    except BaseException as e:
+        progress(f"failed: {e!r}")
+        print(json.dumps({"error": repr(e)}))
+        raise
+    return result, round(time.monotonic() - started, 1)

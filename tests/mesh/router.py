@@ -73,6 +73,18 @@ def narrowLink(node, interface, mtu):
     node.run(["ip", "link", "set", "dev", interface, "mtu", str(mtu)])
 
 
+def sendNoTooBig(node):
+    """
+    Have C{node} send no ICMP "fragmentation needed" nor ICMPv6 "packet
+    too big", as routers that filter ICMP do (a table of its own).
+    """
+    node.run(["nft", "-f", "-"], input=(
+        "table inet mnigs_silent {\n"
+        "  chain output { type filter hook output priority -300; policy accept;\n"
+        "    icmp type destination-unreachable icmp code frag-needed drop\n"
+        "    icmpv6 type packet-too-big drop\n  }\n}\n"))
+
+
 def narrowPath(mesh, mtu=1280, silentRouter=True, ipv6=False):
     """
     A gateway two hops away whose path to the client narrows at the last
@@ -93,11 +105,7 @@ def narrowPath(mesh, mtu=1280, silentRouter=True, ipv6=False):
     narrowLink(client, narrow, mtu)
     narrowLink(r1, r1.meshInterfaces[0], mtu)
     if silentRouter:
-        r1.run(["nft", "-f", "-"], input=(
-            "table inet mnigs_silent {\n"
-            "  chain output { type filter hook output priority -300; policy accept;\n"
-            "    icmp type destination-unreachable icmp code frag-needed drop\n"
-            "    icmpv6 type packet-too-big drop\n  }\n}\n"))
+        sendNoTooBig(r1)
     mesh.startBabel()
     mesh.waitConverged()
     return client, r1, gw
