@@ -191,6 +191,33 @@ def Forwarding6(path: str = IPV6_FORWARD, marker: Optional[str] = None) -> Sysct
     return SysctlSwitch(path, "share: IPv6 forwarding", marker)
 
 
+class ConntrackFlows:
+    """
+    The shared LAN's connections translated to a lease's address, in the
+    kernel's connection tracking (pyroute2, netlink).  A LAN flow keeps
+    the translation it was given for as long as it runs: after a switch
+    to a gateway with another inner address it would leave with the old
+    one and be dropped by the new gateway's gate.  L{forget} deletes the
+    flows translated to the addresses of a session that ended, so the
+    next packet of each is translated anew.
+    """
+
+    def forget(self, addresses) -> int:
+        from pyroute2 import Conntrack
+
+        addresses = {str(a) for a in addresses}
+        gone = 0
+        with Conntrack() as ct:
+            for entry in list(ct.dump_entries()):
+                reply, original = entry.tuple_reply, entry.tuple_orig
+                # Translated to the lease's address: the reply goes to it,
+                # though the original did not come from it.
+                if str(reply.daddr) in addresses and str(original.saddr) not in addresses:
+                    ct.delete(entry)
+                    gone += 1
+        return gone
+
+
 class ClientDataPath:
     """
     The client's table (L{tableScript}) through C{runner} (an
@@ -204,7 +231,7 @@ class ClientDataPath:
 
     def __init__(self, runner, table: str, prefixes: Sequence = (),
                  interfaces: Sequence[str] = (), clamp: bool = True, forwarding=None,
-                 forwarding6=None):
+                 forwarding6=None, flows=None):
         self.runner = runner
         self.table = checkTableName(table)
         self.prefixes = [ipaddress.ip_network(p) for p in prefixes]
@@ -214,6 +241,8 @@ class ClientDataPath:
         self.sharing6 = bool(self.interfaces or any(p.version == 6 for p in self.prefixes))
         self.forwarding = forwarding if forwarding is not None else Forwarding()
         self.forwarding6 = forwarding6 if forwarding6 is not None else Forwarding6()
+        self.flows = flows if flows is not None else ConntrackFlows()
+        self._translatedTo: tuple = ()  # the addresses the shared LAN leaves as now
         self._lock = DeferredLock()
 
     @property
@@ -258,12 +287,33 @@ class ClientDataPath:
                  six=f" and {passage.address6}" if passage.address6 is not None else "",
                  mss=(("MSS for MTU %d" % passage.mtu) if passage.mtu else "MSS to the route's MTU")
                  if self.clamp else "no clamping")
-        return self._apply(self._script(passage), "update")
+        d = self._apply(self._script(passage), "update")
+        return d.addCallback(lambda _: self._forgetFlows(
+            tuple(a for a in (passage.address, passage.address6) if a is not None)))
 
     def offline(self):
         if not self.needed:
             return defer.succeed(None)
-        return self._apply(self._script(), "update")
+        return self._apply(self._script(), "update").addCallback(lambda _: self._forgetFlows(()))
+
+    def _forgetFlows(self, now: tuple) -> None:
+        """
+        The shared LAN leaves as C{now}: the flows translated to the
+        addresses of before go (L{ConntrackFlows}).
+        """
+        before, self._translatedTo = self._translatedTo, (now if self.sharing else ())
+        old = set(before) - set(now)
+        if not old:
+            return
+        try:
+            gone = self.flows.forget(old)
+        except Exception as e:  # netlink refused: the flows time out instead
+            log.error("share: could not forget the LAN's flows as {addresses}: {why}",
+                      addresses=", ".join(map(str, old)), why=e)
+            return
+        if gone:
+            log.info("share: {count} LAN flow(s) translated to {addresses} forgotten: their next "
+                     "packet is translated anew", count=gone, addresses=", ".join(map(str, old)))
 
     def stop(self):
         d = self._apply(removeScript(self.table), "remove")

@@ -5,6 +5,7 @@ file standing in for the sysctl.
 """
 
 import ipaddress
+import types
 import os
 
 from twisted.internet import defer
@@ -161,8 +162,11 @@ class DataPathTests(SynchronousTestCase):
         for path in (self.path, self.path6):
             with open(path, "w") as f:
                 f.write("0\n")
+        self.forgotten = []
+        flows = types.SimpleNamespace(forget=lambda addresses: self.forgotten.append(
+            sorted(map(str, addresses))) or 1)
         return ClientDataPath(self.runner, "mnigs_client", prefixes, interfaces, clamp,
-                              Forwarding(self.path), Forwarding6(self.path6))
+                              Forwarding(self.path), Forwarding6(self.path6), flows)
 
     def forwarding(self):
         values = []
@@ -236,6 +240,31 @@ class DataPathTests(SynchronousTestCase):
         self.assertIn("snat ip to 100.64.0.2", online)
         self.assertEqual(idle, offline)
         self.assertEqual(removed, "table inet mnigs_client {}\ndelete table inet mnigs_client\n")
+
+    def test_aSwitchForgetsTheLANFlowsOfTheOldAddress(self):
+        """
+        A LAN flow keeps its translation: after a switch to a gateway that
+        gave another inner address it would leave as the old one, which
+        the new gateway drops (bench/router.py saw a LAN ping die so).
+        The flows translated to the old addresses are forgotten once the
+        new table is in; the same address again forgets nothing.
+        """
+        data = self.build(["192.168.7.0/24"])
+        self.successResultOf(data.start())
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1220)))
+        self.assertEqual(self.forgotten, [])
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1220)))
+        self.assertEqual(self.forgotten, [])
+        self.successResultOf(data.online(Passage("wg0", ipaddress.ip_address("100.64.1.2"), 1220)))
+        self.assertEqual(self.forgotten, [["100.64.0.2"]])
+        self.successResultOf(data.offline())
+        self.assertEqual(self.forgotten, [["100.64.0.2"], ["100.64.1.2"]])
+
+    def test_nothingSharedForgetsNothing(self):
+        data = self.build()
+        self.successResultOf(data.online(Passage("wg0", LEASE, 1220)))
+        self.successResultOf(data.offline())
+        self.assertEqual(self.forgotten, [])
 
     def test_clampOffAndNothingSharedNeedsNoTable(self):
         data = self.build(clamp=False)
