@@ -77,8 +77,9 @@ Phases, in order, on that one mesh:
 
 ipv6_ok needs the IPv6 checks of phase 1 before and after the failover;
 that the gate drops forged IPv6 sources is tests.mesh.test_gate's
-IPv6Tests, not measured here.  IPv6 for the LAN host is not checked: LAN
-sharing is IPv4 only (docs/operations.md, "IPv6 through the tunnel").
+IPv6Tests, not measured here.  IPv6 for a shared LAN host (NAT66 to the
+lease's IPv6 address) is shown by tests.mesh.test_ipv6's SharedLANIPv6Tests,
+not measured here.
 
 Progress on stderr; the last line of stdout is one JSON object:
 {"lan_ok": .., "ipv6_ok": .., "dns_ok": .., "mtu1280_download_s": ..,
