@@ -112,9 +112,21 @@ class GatewayDaemonTests(TestCase):
             return found if len(found) == 2 else None
 
         found = waitUntil(lines, 10, message="both hooks to run")
-        self.assertEqual(sorted(found), sorted([
-            f"register|{lease['id']}|wireguard|127.0.0.1|100.64.0.2/32|",
-            f"release|{lease['id']}|wireguard|127.0.0.1|100.64.0.2/32|"]))
+        # docs/operations.md, "Hooks": EVENT LEASE METHOD CLIENT_ADDRESS
+        # INNER_ADDRESS CLIENT_ID CLIENT_NAME, and for release BYTES_IN
+        # BYTES_OUT DURATION REASON after them.
+        register, release = (line.split("|")[:-1] for line in sorted(found))
+        common = [lease["id"], "wireguard", "127.0.0.1", "100.64.0.2/32"]
+        self.assertEqual(register[:5], ["register"] + common)
+        self.assertEqual(release[:5], ["release"] + common)
+        self.assertTrue(register[5].startswith("ed25519:"), register)
+        self.assertEqual(release[5:7], register[5:7])
+        self.assertEqual(len(register), 7)
+        bytesIn, bytesOut, duration, reason = release[7:]
+        for counted in (bytesIn, bytesOut):
+            self.assertRegex(counted, r"^(\d+|-)$")
+        self.assertRegex(duration, r"^\d+$")
+        self.assertEqual(reason, "released")
 
     def test_corruptLeaseFileKeptAsideServerStarts(self):
         process = self.start()
