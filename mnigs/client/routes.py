@@ -204,21 +204,15 @@ class PolicyRouting:
                     return True
         return False
 
-
     def outgoingDevice(self, host: str) -> str | None:
         """
         The device the kernel sends traffic for C{host} out of, as the
         policy rules and tables stand (a route lookup, like C{ip route
         get}); C{None} when nothing routes it.
         """
-        address = ipaddress.ip_address(host)
-        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
         with self._ipr() as ipr:
-            try:
-                [route] = ipr.route("get", dst=str(address), family=family)[:1]
-            except (NetlinkError, ValueError):
-                return None
-            index = route.get_attr("RTA_OIF")
+            route = _lookUp(ipr, host)
+            index = route.get_attr("RTA_OIF") if route is not None else None
             if not index:
                 return None
             links = ipr.get_links(index)
@@ -230,12 +224,9 @@ class PolicyRouting:
         own MTU (C{mtu} metric) if it has one, else its outgoing
         interface's; C{None} when nothing routes it.
         """
-        address = ipaddress.ip_address(host)
-        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
         with self._ipr() as ipr:
-            try:
-                [route] = ipr.route("get", dst=str(address), family=family)[:1]
-            except (NetlinkError, ValueError):
+            route = _lookUp(ipr, host)
+            if route is None:
                 return None
             metrics = route.get_attr("RTA_METRICS")
             mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
@@ -252,6 +243,20 @@ class PolicyRouting:
             if not index:
                 raise LookupError(f"no interface {interface}")
             ipr.link("set", index=index[0], mtu=int(mtu))
+
+
+def _lookUp(ipr, host: str):
+    """
+    The route the kernel takes to C{host} as the policy rules and tables
+    stand (a route lookup, like C{ip route get}), or C{None}.
+    """
+    address = ipaddress.ip_address(host)
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    try:
+        [route] = ipr.route("get", dst=str(address), family=family)[:1]
+    except (NetlinkError, ValueError):
+        return None
+    return route
 
 
 def routingSnapshot(netns: str | None = None) -> dict:
