@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import ipaddress
 
+from twisted.logger import Logger
+
 from mnigs.protocol import MAX_ADDRESSES
+from mnigs.system.pyroute import NetlinkError
+
+log = Logger()
 
 #: Seconds an address list is used before it is read again.
 REFRESH = 5.0
@@ -73,7 +78,8 @@ class MeshAddresses:
         if self._at is None or not 0 <= now - self._at < self.refresh:
             try:
                 self._listed = offerAddresses(self.read(), set(self.excluded()), self.listen)
-            except OSError:
-                pass  # keep the last list; the next offer tries again
+            except (OSError, NetlinkError) as e:
+                # Keep the last list; the next offer after the refresh tries again.
+                log.warn("offer addresses: could not read this node's addresses: {why}", why=e)
             self._at = now
         return self._listed

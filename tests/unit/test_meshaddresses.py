@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.server.meshaddresses import MeshAddresses, offerAddresses
+from mnigs.system.pyroute import NetlinkError
 
 LINKS = [
     ("lo", "127.0.0.1/8"), ("lo", "::1/128"), ("lo", "10.251.0.3/32"),
@@ -45,7 +46,7 @@ class MeshAddressesTests(SynchronousTestCase):
         def read():
             reads.append(clock.seconds())
             if len(reads) == 2:
-                raise OSError("netlink busy")
+                raise NetlinkError(16, "netlink busy")
             return links()
 
         addresses = MeshAddresses(clock, read, lambda: ["up0", "wg-mnigs"], refresh=5)
