@@ -7,6 +7,7 @@ certificates made on first start.
 import datetime
 import ipaddress
 import os
+import shutil
 import stat
 import tempfile
 
@@ -171,7 +172,9 @@ class ServerArgvTests(SynchronousTestCase):
 
 class PKITests(SynchronousTestCase):
     def setUp(self):
-        self.dir = os.path.join(tempfile.mkdtemp(), "openvpn")
+        top = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, top)
+        self.dir = os.path.join(top, "openvpn")
 
     def load(self, name):
         with open(os.path.join(self.dir, name), "rb") as f:
@@ -204,7 +207,9 @@ class PKITests(SynchronousTestCase):
             f.write(b"garbage")
         second = pki.loadOrCreateServerPKI(self.dir)
         self.assertNotEqual(first.caPEM, second.caPEM)
-        other = os.path.join(tempfile.mkdtemp(), "other")
+        otherTop = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, otherTop)
+        other = os.path.join(otherTop, "other")
         third = pki.loadOrCreateServerPKI(other)
         os.replace(third.key, second.key)  # a key that is not the certificate's
         self.assertNotEqual(pki.loadOrCreateServerPKI(self.dir).caPEM, second.caPEM)
