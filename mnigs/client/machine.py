@@ -629,26 +629,36 @@ def scheduleRetry(client: Client, core: ClientCore, reason: str) -> Waiting:
     return waiting
 
 
-def _register(client: Client, core: ClientCore, pending: Pending) -> None:
-    attempt = pending.attempt
+def _registerFor(core: ClientCore, holder, attempt: Attempt, granted, failed) -> None:
+    """
+    Register for C{attempt}'s step (the operation kept on C{holder}, a
+    L{Pending} or L{Moving}, so that leaving the state cancels it):
+    C{granted(lease)}, or, once the failure is noted,
+    C{failed(nextAttempt, reason)} with the attempt's next step or None.
+    """
     step = attempt.step
-    pending.operation = core.effects.register(step)
+    holder.operation = core.effects.register(step)
 
-    def done(lease):
-        client.registered(attempt, lease)
-
-    def failed(failure):
+    def refused(failure):
         if failure.check(defer.CancelledError):
             return
         reason = f"{step.method} registration with {step.gateway} failed: {failure.getErrorMessage()}"
         core.effects.noteFailure(step, reason)
-        nextAttempt = attempt.afterRegisterFailure(failure)
+        failed(attempt.afterRegisterFailure(failure), reason)
+
+    holder.operation.addCallbacks(granted, refused)
+
+
+def _register(client: Client, core: ClientCore, pending: Pending) -> None:
+    attempt = pending.attempt
+
+    def failed(nextAttempt, reason):
         if nextAttempt is None:
             client.exhausted(reason)
         else:
             client.tryNext(nextAttempt, reason)
 
-    pending.operation.addCallbacks(done, failed)
+    _registerFor(core, pending, attempt, lambda lease: client.registered(attempt, lease), failed)
 
 
 def register(client: Client, core: ClientCore, *args) -> Pending:
@@ -725,28 +735,21 @@ def move(client: Client, core: ClientCore, session: Session, attempt: Attempt,
 
 def _registerMove(client: Client, core: ClientCore, moving: Moving) -> None:
     attempt = moving.attempt
-    step = attempt.step
-    moving.operation = core.effects.register(step)
 
-    def done(lease):
+    def granted(lease):
         # The old session goes before the new tunnel comes up (the effects
         # serialise the connect after this teardown); its lease is
         # released by the transition.
         core.effects.endSession(moving.session)
         client.registered(attempt, lease)
 
-    def failed(failure):
-        if failure.check(defer.CancelledError):
-            return
-        reason = f"{step.method} registration with {step.gateway} failed: {failure.getErrorMessage()}"
-        core.effects.noteFailure(step, reason)
-        nextAttempt = attempt.afterRegisterFailure(failure)
+    def failed(nextAttempt, reason):
         if nextAttempt is None or nextAttempt.step.gatewayId != moving.chosenId:
             client.refused(moving.session, reason)
         else:
             client.tryNext(nextAttempt, reason)
 
-    moving.operation.addCallbacks(done, failed)
+    _registerFor(core, moving, attempt, granted, failed)
 
 
 def _session(client: Client, core: ClientCore, session: Session, *rest) -> Session:
