@@ -64,6 +64,17 @@ class AgentEffects(RecordingEffects):
         self.sessionsChecked.append(session.step.gatewayId)
 
 
+def goOnline(agent, effects, gateways):
+    "Start C{agent} and take it online through the first of C{gateways}; its session."
+    agent.start()
+    effects.fire("scan", gateways)
+    effects.fire("register", LEASE)
+    effects.fire("connect", Connection())
+    effects.fire("verify", 0.01)
+    del effects.events[:]
+    return agent.core.session
+
+
 class AgentTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
@@ -75,13 +86,7 @@ class AgentTests(SynchronousTestCase):
         self.machine = self.agent.machine
 
     def goOnline(self, gateways):
-        self.agent.start()
-        self.effects.fire("scan", gateways)
-        self.effects.fire("register", LEASE)
-        self.effects.fire("connect", Connection())
-        self.effects.fire("verify", 0.01)
-        del self.effects.events[:]
-        return self.agent.core.session
+        return goOnline(self.agent, self.effects, gateways)
 
     def assertMovedTo(self, gid, failed=True):
         """

@@ -25,7 +25,7 @@ from mnigs.client.machine import Backoff, ClientCore, makeClient
 from mnigs.client.plan import buildPlan
 from mnigs.client.ranking import PARTS, Policy, SwitchPolicy, rank, scoreParts
 from mnigs.protocol import GATEWAY_FULL, METHOD_UNAVAILABLE, RPCError
-from tests.unit.test_agent import AgentEffects
+from tests.unit.test_agent import AgentEffects, goOnline
 from tests.unit.test_agent import ranked as fixedRanked
 from tests.unit.test_client_machine import LEASE, Connection, RecordingEffects, ranked
 from tests.unit.test_effects import EffectsTestCase
@@ -201,13 +201,7 @@ class AgentControlTests(SynchronousTestCase):
                                  backoff=Backoff(5, 60))
 
     def goOnline(self, gateways):
-        self.agent.start()
-        self.effects.fire("scan", gateways)
-        self.effects.fire("register", LEASE)
-        self.effects.fire("connect", Connection())
-        self.effects.fire("verify", 0.01)
-        del self.effects.events[:]
-        return self.agent.core.session
+        return goOnline(self.agent, self.effects, gateways)
 
     def test_findByIdStartNameOrRefuse(self):
         self.goOnline([fixedRanked("A", 0.1), fixedRanked("Bb", 0.5), fixedRanked("Bc", 0.6)])
