@@ -191,31 +191,65 @@ def Forwarding6(path: str = IPV6_FORWARD, marker: Optional[str] = None) -> Sysct
     return SysctlSwitch(path, "share: IPv6 forwarding", marker)
 
 
+def staleFlow(source, replyTo, old, shared) -> bool:
+    """
+    Whether a connection tracked from C{source} whose replies go to
+    C{replyTo} (L{ipaddress} addresses) must be forgotten now that the
+    shared LAN no longer leaves as C{old}: it was translated to one of
+    C{old} (though it did not come from there), or it came from the shared
+    LAN (C{shared}, networks) and was not translated at all: it began while
+    no session was online and, not failing closed, left bare by the mesh's
+    own default route.  Either keeps its translation for as long as it
+    runs, so its packets would never go through the new session.
+    """
+    if replyTo in old and source not in old:
+        return True
+    return replyTo == source and any(source in net for net in shared)
+
+
 class ConntrackFlows:
     """
-    The shared LAN's connections translated to a lease's address, in the
-    kernel's connection tracking (pyroute2, netlink).  A LAN flow keeps
-    the translation it was given for as long as it runs: after a switch
-    to a gateway with another inner address it would leave with the old
-    one and be dropped by the new gateway's gate.  L{forget} deletes the
-    flows translated to the addresses of a session that ended, so the
-    next packet of each is translated anew.
+    The shared LAN's connections in the kernel's connection tracking
+    (pyroute2, netlink).  A LAN flow keeps the translation it was given
+    for as long as it runs: after a switch to a gateway with another inner
+    address it would leave with the old one and be dropped by the new
+    gateway's gate.  L{forget} deletes the flows that L{staleFlow} names,
+    so the next packet of each is translated anew.  The shared LAN is its
+    prefixes and the networks of its interfaces' addresses.
     """
 
-    def forget(self, addresses) -> int:
+    def forget(self, old, prefixes=(), interfaces=()) -> int:
         from pyroute2 import Conntrack
 
-        addresses = {str(a) for a in addresses}
+        old = {ipaddress.ip_address(a) for a in old}
+        shared = list(prefixes) + self._networksOf(interfaces)
         gone = 0
         with Conntrack() as ct:
             for entry in list(ct.dump_entries()):
-                reply, original = entry.tuple_reply, entry.tuple_orig
-                # Translated to the lease's address: the reply goes to it,
-                # though the original did not come from it.
-                if str(reply.daddr) in addresses and str(original.saddr) not in addresses:
+                try:
+                    source = ipaddress.ip_address(entry.tuple_orig.saddr)
+                    replyTo = ipaddress.ip_address(entry.tuple_reply.daddr)
+                except (TypeError, ValueError):
+                    continue
+                if staleFlow(source, replyTo, old, shared):
                     ct.delete(entry)
                     gone += 1
         return gone
+
+    @staticmethod
+    def _networksOf(interfaces) -> list:
+        if not interfaces:
+            return []
+        from pyroute2 import IPRoute
+
+        networks = []
+        with IPRoute() as ipr:
+            for name in interfaces:
+                for index in ipr.link_lookup(ifname=name):
+                    for addr in ipr.get_addr(index=index):
+                        networks.append(ipaddress.ip_interface(
+                            f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}").network)
+        return networks
 
 
 class ClientDataPath:
@@ -299,21 +333,22 @@ class ClientDataPath:
     def _forgetFlows(self, now: tuple) -> None:
         """
         The shared LAN leaves as C{now}: the flows translated to the
-        addresses of before go (L{ConntrackFlows}).
+        addresses of before go, and, when a session is online, those the
+        LAN began bare while none was (L{ConntrackFlows}, L{staleFlow}).
         """
         before, self._translatedTo = self._translatedTo, (now if self.sharing else ())
         old = set(before) - set(now)
-        if not old:
+        if not self.sharing or not (old or now):
             return
         try:
-            gone = self.flows.forget(old)
+            gone = self.flows.forget(old, self.prefixes, self.interfaces)
         except Exception as e:  # netlink refused: the flows time out instead
-            log.error("share: could not forget the LAN's flows as {addresses}: {why}",
-                      addresses=", ".join(map(str, old)), why=e)
+            log.error("share: could not forget the LAN's stale flows: {why}", why=e)
             return
         if gone:
-            log.info("share: {count} LAN flow(s) translated to {addresses} forgotten: their next "
-                     "packet is translated anew", count=gone, addresses=", ".join(map(str, old)))
+            log.info("share: {count} LAN flow(s) translated to {addresses} or not at all "
+                     "forgotten: their next packet is translated anew", count=gone,
+                     addresses=", ".join(map(str, sorted(old, key=str))) or "no address")
 
     def stop(self):
         d = self._apply(removeScript(self.table), "remove")

@@ -18,6 +18,7 @@ from mnigs.client.datapath import (
     Forwarding,
     Forwarding6,
     Passage,
+    staleFlow,
     tableScript,
 )
 from tests.unit.test_services import Runner
@@ -163,8 +164,8 @@ class DataPathTests(SynchronousTestCase):
             with open(path, "w") as f:
                 f.write("0\n")
         self.forgotten = []
-        flows = types.SimpleNamespace(forget=lambda addresses: self.forgotten.append(
-            sorted(map(str, addresses))) or 1)
+        flows = types.SimpleNamespace(forget=lambda addresses, prefixes, interfaces:
+                                      self.forgotten.append(sorted(map(str, addresses))) or 1)
         return ClientDataPath(self.runner, "mnigs_client", prefixes, interfaces, clamp,
                               Forwarding(self.path), Forwarding6(self.path6), flows)
 
@@ -247,18 +248,37 @@ class DataPathTests(SynchronousTestCase):
         gave another inner address it would leave as the old one, which
         the new gateway drops (bench/router.py saw a LAN ping die so).
         The flows translated to the old addresses are forgotten once the
-        new table is in; the same address again forgets nothing.
+        new table is in, and every time a session comes online the LAN's
+        flows that were not translated at all (L{staleFlow}, with no old
+        address when it is the same one again).
         """
         data = self.build(["192.168.7.0/24"])
         self.successResultOf(data.start())
         self.successResultOf(data.online(Passage("wg0", LEASE, 1220)))
-        self.assertEqual(self.forgotten, [])
+        self.assertEqual(self.forgotten, [[]])
         self.successResultOf(data.online(Passage("wg0", LEASE, 1220)))
-        self.assertEqual(self.forgotten, [])
+        self.assertEqual(self.forgotten, [[], []])
         self.successResultOf(data.online(Passage("wg0", ipaddress.ip_address("100.64.1.2"), 1220)))
-        self.assertEqual(self.forgotten, [["100.64.0.2"]])
+        self.assertEqual(self.forgotten, [[], [], ["100.64.0.2"]])
         self.successResultOf(data.offline())
-        self.assertEqual(self.forgotten, [["100.64.0.2"], ["100.64.1.2"]])
+        self.assertEqual(self.forgotten, [[], [], ["100.64.0.2"], ["100.64.1.2"]])
+
+    def test_staleFlows(self):
+        """
+        A flow translated to an address the LAN no longer leaves as, and
+        a flow from the shared LAN that was not translated (it left bare
+        while no session was online), are stale; a flow translated to the
+        current address, the client's own flows and flows it forwards for
+        others are not.
+        """
+        a = ipaddress.ip_address
+        old, shared = {a("100.64.0.2")}, [ipaddress.ip_network("192.168.7.0/24")]
+        self.assertTrue(staleFlow(a("192.168.7.9"), a("100.64.0.2"), old, shared))
+        self.assertTrue(staleFlow(a("192.168.7.9"), a("192.168.7.9"), old, shared))
+        self.assertTrue(staleFlow(a("192.168.7.9"), a("192.168.7.9"), set(), shared))
+        self.assertFalse(staleFlow(a("192.168.7.9"), a("100.64.1.2"), old, shared))
+        self.assertFalse(staleFlow(a("100.64.0.2"), a("100.64.0.2"), old, shared))
+        self.assertFalse(staleFlow(a("10.0.0.5"), a("10.0.0.5"), old, shared))
 
     def test_nothingSharedForgetsNothing(self):
         data = self.build()
