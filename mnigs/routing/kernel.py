@@ -233,7 +233,7 @@ class _WatchCore:
 
 
 @implementer(IReadDescriptor)
-class _MonitorReader:
+class MonitorReader:
     """
     The reactor's reader of a L{RouteMonitor}: turns readability into
     pokes of the notifier, and a failed read into C{monitorLost}.
@@ -265,8 +265,8 @@ class _MonitorReader:
         return "KernelRouteMonitor"
 
 
-def _startReading(inputs: _WatchInputs, core: _WatchCore) -> _MonitorReader:
-    reader = _MonitorReader(core.netlink.openMonitor(), core.notifier.poke, inputs.monitorLost)
+def _startReading(inputs: _WatchInputs, core: _WatchCore) -> MonitorReader:
+    reader = MonitorReader(core.netlink.openMonitor(), core.notifier.poke, inputs.monitorLost)
     # The baseline, taken once the monitor is open so that no change can
     # fall between the two.
     core.notifier.lookNow()
@@ -294,7 +294,7 @@ def _buildWatchMachine():
     stopped.upon(_WatchInputs.monitorLost).loop().returns(None)
 
     @reading.upon(_WatchInputs.monitorLost).to(polling)
-    def monitorFailed(inputs: _WatchInputs, core: _WatchCore, reader: _MonitorReader, reason: Failure) -> None:
+    def monitorFailed(inputs: _WatchInputs, core: _WatchCore, reader: MonitorReader, reason: Failure) -> None:
         core.log.failure(
             "Netlink route monitor lost; polling every {interval} s instead", reason, interval=POLL_INTERVAL
         )
@@ -304,7 +304,7 @@ def _buildWatchMachine():
             core.log.failure("Closing the route monitor failed")
 
     @reading.upon(_WatchInputs.stop).to(stopped)
-    def readerStop(inputs: _WatchInputs, core: _WatchCore, reader: _MonitorReader) -> None:
+    def readerStop(inputs: _WatchInputs, core: _WatchCore, reader: MonitorReader) -> None:
         core.notifier.cancel()
         core.reactor.removeReader(reader)
         reader.monitor.close()

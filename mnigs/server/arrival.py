@@ -39,7 +39,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from mnigs.routing.kernel import _MonitorReader as MonitorReader
+from mnigs.routing.kernel import MonitorReader
 from mnigs.server.hoproutes import HopRouting, chooseInterfaces
 from mnigs.system.sysctl import SysctlSwitch
 from mnigs.server.prevhops import Neighbour, PreviousHops

@@ -12,7 +12,7 @@ from mnigs.routing.kernel import (
     PROTO_STATIC,
     KernelRouteSource,
     PyRoute2Netlink,
-    _MonitorReader,
+    MonitorReader,
 )
 from tests.mesh.commands import waitFor
 from tests.mesh.harness import Mesh, requireNamespaces
@@ -36,7 +36,7 @@ class CountingNetlink(PyRoute2Netlink):
 
 
 def monitorReaders():
-    return [reader for reader in reactor.getReaders() if isinstance(reader, _MonitorReader)]
+    return [reader for reader in reactor.getReaders() if isinstance(reader, MonitorReader)]
 
 
 def addresses(candidates):
