@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mnigs.system.admission import Admission
+from mnigs.system.backoff import Backoff
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.inet6 import LeasePool6, gatewayAddress6, leaseAddresses6, takeAddress6
@@ -458,9 +459,18 @@ class WireGuardClient:
             raise
         return WireGuardConnection(device, self.routing, config, self.netlink)
 
+    #: The device is asked whether the handshake is done after
+    #: HANDSHAKE_POLL_FIRST seconds, then at doubling intervals up to
+    #: HANDSHAKE_POLL_MAX: a mesh handshake takes a few milliseconds and
+    #: the start waits for it, but a silent gateway must not be asked a
+    #: hundred times a second (kernel WireGuard is asked by running wg).
+    HANDSHAKE_POLL_FIRST = 0.01
+    HANDSHAKE_POLL_MAX = 0.05
+
     @defer.inlineCallbacks
     def _handshake(self, device):
         deadline = self.reactor.seconds() + self.handshakeTimeout
+        pause = Backoff(self.HANDSHAKE_POLL_FIRST, self.HANDSHAKE_POLL_MAX)
         while True:
             state = yield device.get()
             if any(peer.get("last_handshake_time_sec", 0) for peer in state.get("peers", [])):
@@ -468,7 +478,7 @@ class WireGuardClient:
             if self.reactor.seconds() >= deadline:
                 raise HandshakeTimeout(f"no WireGuard handshake response within "
                                        f"{self.handshakeTimeout} s")
-            yield deferLater(self.reactor, 0.05)
+            yield deferLater(self.reactor, pause.next())
 
 
 class HandshakeTimeout(Exception):
