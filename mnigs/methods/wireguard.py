@@ -11,11 +11,12 @@ send as another (tests/mesh/test_gate.py shows it with traffic).
 from __future__ import annotations
 
 import collections
-
+import importlib
 import ipaddress
 import os
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -517,8 +518,24 @@ def buildGateway(context, section):
                             handshakeTimeout=section.handshake_timeout, pool6=pool6)
 
 
+def importDeviceMeanwhile(reactor) -> None:
+    """
+    Import L{mnigs.wireguard.device} in one of C{reactor}'s threads, if it
+    has them.  A client imports it when it first connects (some 30 ms:
+    the device, the process supervisor and their Automat machines) and
+    its start waits for that; imported from the start on in a thread, it
+    is done while the first scan waits for answers (the import runs
+    whenever the reactor's thread sleeps; the connect's own import waits
+    for it if it is not done yet).
+    """
+    threads = IReactorThreads(reactor, None)
+    if threads is not None:
+        threads.callInThread(importlib.import_module, "mnigs.wireguard.device")
+
+
 def buildClient(context, section):
     private, _ = loadOrCreateWireGuardKey(context.stateDir)
+    importDeviceMeanwhile(context.reactor)
     return WireGuardClient(
         context.reactor, section.interface, private, context.routing,
         implementation=section.implementation, keepalive=section.keepalive,

@@ -1,17 +1,24 @@
 """
 How soon a WireGuard start notices that a step is done (the client's start
 waits for each): a spawned wireguard-go's control socket answering, and
-the first handshake with the gateway.  On a L{Clock}; the device and the
-control socket are fakes (no wireguard-go runs here).
+the first handshake with the gateway; and the device's modules imported
+while the start waits for other things.  On a L{Clock}; the device and
+the control socket are fakes (no wireguard-go runs here).
 """
 
+import importlib
+import shutil
+import tempfile
 from types import SimpleNamespace
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from mnigs.methods.wireguard import HandshakeTimeout, WireGuardClient
+from mnigs.methods import ClientContext, wireguard
+from mnigs.methods.wireguard import HandshakeTimeout, WireGuardClient, importDeviceMeanwhile
 from mnigs.wireguard.daemon import READY_POLL, SpawnedDaemon
 from mnigs.wireguard.uapi import generatePrivateKey
 from tests.unit.fakeprocess import FakeSpawner
@@ -97,3 +104,53 @@ class WireGuardGoReadinessTests(SynchronousTestCase):
         self.assertEqual(READY_POLL, 0.01)
         self.assertEqual(asked, [0.0, 0.01, 0.02, 0.03])
         self.assertEqual([round(t, 6) for t in ready], [0.03])
+
+
+@implementer(IReactorThreads)
+class ThreadsReactor(Clock):
+    """A clock whose threads only record what they were given."""
+
+    def __init__(self):
+        super().__init__()
+        self.inThreads = []
+
+    def callInThread(self, f, *args, **kwargs):
+        self.inThreads.append((f, args, kwargs))
+
+    def callFromThread(self, f, *args, **kwargs):
+        raise NotImplementedError()
+
+    def getThreadPool(self):
+        raise NotImplementedError()
+
+    def suggestThreadPoolSize(self, size):
+        pass
+
+
+class ImportDeviceMeanwhileTests(SynchronousTestCase):
+    """
+    A client with the wireguard method imports L{mnigs.wireguard.device}
+    in a thread from its start on, not only when it first connects.
+    """
+
+    def test_importedInAThread(self):
+        reactor = ThreadsReactor()
+        importDeviceMeanwhile(reactor)
+        self.assertEqual(reactor.inThreads,
+                         [(importlib.import_module, ("mnigs.wireguard.device",), {})])
+
+    def test_aReactorWithoutThreadsImportsOnConnect(self):
+        importDeviceMeanwhile(Clock())  # nothing to do, nothing raised
+
+    def test_buildClientStartsTheImport(self):
+        stateDir = tempfile.mkdtemp(prefix="mnigs-wgstart-")
+        self.addCleanup(shutil.rmtree, stateDir)
+        reactor, asked = ThreadsReactor(), []
+        self.patch(wireguard, "importDeviceMeanwhile", asked.append)
+        config = SimpleNamespace(methods=SimpleNamespace(connect_timeout=5.0))
+        section = SimpleNamespace(interface="mwunit", implementation="auto", keepalive=5,
+                                  ipv6=True)
+        client = wireguard.buildClient(
+            ClientContext(reactor, config, stateDir, routing=None, netlink=None), section)
+        self.assertIsInstance(client, WireGuardClient)
+        self.assertEqual(asked, [reactor])
