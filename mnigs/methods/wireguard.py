@@ -521,9 +521,9 @@ def buildGateway(context, section):
 def importDeviceMeanwhile(reactor) -> None:
     """
     Import L{mnigs.wireguard.device} in one of C{reactor}'s threads, if it
-    has them.  A client imports it when it first connects (some 30 ms:
-    the device, the process supervisor and their Automat machines) and
-    its start waits for that; imported from the start on in a thread, it
+    has them.  A client imports it when it first connects (12 to 100 ms,
+    as busy as the machine is: the device, the process supervisor and
+    their Automat machines) and its start waits for that; imported from the start on in a thread, it
     is done while the first scan waits for answers (the import runs
     whenever the reactor's thread sleeps; the connect's own import waits
     for it if it is not done yet).
