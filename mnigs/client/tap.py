@@ -12,6 +12,7 @@ from twisted.python import usage
 from mnigs.daemon.config import ConfigError
 from mnigs.daemon.configcheck import CLIENT, checkClient, errorLine, logWarnings
 from mnigs.daemon.daemonlog import LevelFilter, levelled
+from mnigs.daemon.gcpause import pauseWhileStarting
 
 log = Logger()
 
@@ -27,6 +28,8 @@ class Options(usage.Options):
 def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
+    # Before the imports below: most of the start's objects are made from here on.
+    pauseWhileStarting(reactor)
     from mnigs.client.service import ClientService
 
     try:

@@ -11,16 +11,18 @@ send as another (tests/mesh/test_gate.py shows it with traffic).
 from __future__ import annotations
 
 import collections
-
+import importlib
 import ipaddress
 import os
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mnigs.system.admission import Admission
+from mnigs.system.backoff import Backoff
 from mnigs.interfaces import IClientConnection, IClientMethod, IGatewayMethod
 from mnigs.methods.forward import accessAddress
 from mnigs.methods.inet6 import LeasePool6, gatewayAddress6, leaseAddresses6, takeAddress6
@@ -458,9 +460,18 @@ class WireGuardClient:
             raise
         return WireGuardConnection(device, self.routing, config, self.netlink)
 
+    #: The device is asked whether the handshake is done after
+    #: HANDSHAKE_POLL_FIRST seconds, then at doubling intervals up to
+    #: HANDSHAKE_POLL_MAX: a mesh handshake takes a few milliseconds and
+    #: the start waits for it, but a silent gateway must not be asked a
+    #: hundred times a second (kernel WireGuard is asked by running wg).
+    HANDSHAKE_POLL_FIRST = 0.01
+    HANDSHAKE_POLL_MAX = 0.05
+
     @defer.inlineCallbacks
     def _handshake(self, device):
         deadline = self.reactor.seconds() + self.handshakeTimeout
+        pause = Backoff(self.HANDSHAKE_POLL_FIRST, self.HANDSHAKE_POLL_MAX)
         while True:
             state = yield device.get()
             if any(peer.get("last_handshake_time_sec", 0) for peer in state.get("peers", [])):
@@ -468,7 +479,7 @@ class WireGuardClient:
             if self.reactor.seconds() >= deadline:
                 raise HandshakeTimeout(f"no WireGuard handshake response within "
                                        f"{self.handshakeTimeout} s")
-            yield deferLater(self.reactor, 0.05)
+            yield deferLater(self.reactor, pause.next())
 
 
 class HandshakeTimeout(Exception):
@@ -507,8 +518,24 @@ def buildGateway(context, section):
                             handshakeTimeout=section.handshake_timeout, pool6=pool6)
 
 
+def importDeviceMeanwhile(reactor) -> None:
+    """
+    Import L{mnigs.wireguard.device} in one of C{reactor}'s threads, if it
+    has them.  A client imports it when it first connects (12 to 100 ms,
+    as busy as the machine is: the device, the process supervisor and
+    their Automat machines) and its start waits for that; imported from the start on in a thread, it
+    is done while the first scan waits for answers (the import runs
+    whenever the reactor's thread sleeps; the connect's own import waits
+    for it if it is not done yet).
+    """
+    threads = IReactorThreads(reactor, None)
+    if threads is not None:
+        threads.callInThread(importlib.import_module, "mnigs.wireguard.device")
+
+
 def buildClient(context, section):
     private, _ = loadOrCreateWireGuardKey(context.stateDir)
+    importDeviceMeanwhile(context.reactor)
     return WireGuardClient(
         context.reactor, section.interface, private, context.routing,
         implementation=section.implementation, keepalive=section.keepalive,

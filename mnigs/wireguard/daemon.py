@@ -30,6 +30,12 @@ from mnigs.wireguard.uapi import UAPIClient, WgToolClient
 
 log = Logger()
 
+#: How often a freshly spawned wireguard-go's control socket is tried until
+#: it answers.  It answers some tens of milliseconds after the spawn, and
+#: the client's start waits for it: every poll period is up to that much
+#: of the start lost.  A try costs one failed connect() on a unix socket.
+READY_POLL = 0.01
+
 
 class DaemonGone(Exception):
     """An adopted wireguard-go stopped answering on its socket."""
@@ -59,7 +65,8 @@ class SpawnedDaemon:
         prefix = ["ip", "netns", "exec", core.netns] if core.netns else []
         self.process = SupervisedProcess(
             core.reactor, prefix + [core.wireguardGo, "-f", core.ifname], f"wireguard-go {core.ifname}",
-            readiness=readyWhen(self.control.answers, 0.05), launchTimeout=core.launchTimeout,
+            readiness=readyWhen(lambda: self.control.answers(), READY_POLL),
+            launchTimeout=core.launchTimeout,
             onExit=machine.daemonDied, onReady=machine.daemonReady,
             # not a pipe: it must outlive us (adoption) and Go dies on SIGPIPE
             outputPath=core.logPath or os.devnull, spawn=core.spawn)

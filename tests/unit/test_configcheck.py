@@ -221,7 +221,13 @@ class DaemonWarningTests(ConfigFiles, SynchronousTestCase):
     """
 
     def makeService(self, tap, serviceModule, serviceName, text):
+        from mnigs.daemon import gcpause
+        from tests.unit.test_gcpause import FakeCollector
+
         self.patch(serviceModule, serviceName, FakeService)
+        # The client's tap pauses the collector until its (fake) reactor
+        # resumes it: not this process's own.
+        self.patch(gcpause, "gc", FakeCollector())
         path = self.write(text)
         with capturedLogs() as events:
             service = tap.makeService({"config": path}, reactor=MemoryReactorClock()).daemon
