@@ -56,30 +56,37 @@ def _asBytes(value) -> bytes:
 def _encode(value, out: list[bytes], depth: int) -> None:
     if depth < 0:
         raise BencodeError("value nested too deeply")
-    if isinstance(value, (bytes, str)):
-        raw = _asBytes(value)
-        out.append(b"%d:" % len(raw))
-        out.append(raw)
-    elif isinstance(value, bool):
-        raise BencodeError("cannot bencode a bool; use 0 or 1")
-    elif isinstance(value, int):
+    kind = type(value)  # the exact types first: the admin client encodes thousands a second
+    if kind is bytes:
+        out += (b"%d:" % len(value), value)
+    elif kind is str:
+        raw = value.encode("utf-8")
+        out += (b"%d:" % len(raw), raw)
+    elif kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise BencodeError(f"integer {value} does not fit in 64 bits")
         out.append(b"i%de" % value)
-    elif isinstance(value, (list, tuple)):
-        out.append(b"l")
-        for item in value:
-            _encode(item, out, depth - 1)
-        out.append(b"e")
-    elif isinstance(value, Mapping):
+    elif kind is dict or isinstance(value, Mapping):
         items = sorted((_asBytes(k), v) for k, v in value.items())
         for (a, _), (b, _) in zip(items, items[1:]):
             if a == b:
                 raise BencodeError(f"key {a!r} appears twice")
         out.append(b"d")
         for key, item in items:
-            out.append(b"%d:" % len(key))
-            out.append(key)
+            out += (b"%d:" % len(key), key)
+            _encode(item, out, depth - 1)
+        out.append(b"e")
+    elif isinstance(value, bytes):
+        _encode(bytes(value), out, depth)
+    elif isinstance(value, str):
+        _encode(value.encode("utf-8"), out, depth)
+    elif isinstance(value, bool):
+        raise BencodeError("cannot bencode a bool; use 0 or 1")
+    elif isinstance(value, int):
+        _encode(int(value), out, depth)
+    elif isinstance(value, (list, tuple)):
+        out.append(b"l")
+        for item in value:
             _encode(item, out, depth - 1)
         out.append(b"e")
     else:
@@ -129,7 +136,7 @@ class _Decoder:
     def number(self, start: int, end: int, signed: bool) -> int:
         text = self.data[start:end]
         digits = text[1:] if signed and text[:1] == b"-" else text
-        if not digits or not all(c in _DIGITS for c in digits):
+        if not digits.isdigit():  # bytes: ASCII digits only, and not empty
             self.fail(start, "malformed number")
         if len(digits) > 19:
             self.fail(start, "number too long")

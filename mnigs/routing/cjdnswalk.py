@@ -148,7 +148,10 @@ class MeshWalk(LevelWalk):
             for peer in fresh:
                 if peer.label == SELF_LABEL or self._known(peer.ip, nextLevel):
                     continue
-                label = yield self._splice(node.address.label, peer.label)
+                if self.askRouteLabel and node.address.label in self.storeLabels:
+                    label = yield self._routeLabel(node.address.label, peer.label)
+                else:
+                    label = splice(peer.label, node.address.label)
                 if label is None:
                     self.skipped += 1
                 elif not self._known(peer.ip, nextLevel) and len(self.found) + len(nextLevel) < MAX_NODES:
@@ -162,13 +165,17 @@ class MeshWalk(LevelWalk):
         return ip in self.found or ip in nextLevel or ip in self.own
 
     @inlineCallbacks
-    def _splice(self, parent: int, child: int):
-        if self.askRouteLabel and parent in self.storeLabels:
-            try:
-                answer = yield self.admin.call("NodeStore_getRouteLabel",
-                                               pathToParent=formatLabel(parent),
-                                               pathParentToChild=formatLabel(child))
-                return parseLabel(answer.get("result"))
-            except (CjdnsError, ValueError) as e:
-                log.debug("cjdns walk: splicing locally: {error}", error=str(e))
+    def _routeLabel(self, parent: int, child: int):
+        """
+        C{child} (relative to C{parent}) spliced by the node's NodeStore,
+        which knows C{parent} (and adapts the encoding forms); locally if
+        it cannot.
+        """
+        try:
+            answer = yield self.admin.call("NodeStore_getRouteLabel",
+                                           pathToParent=formatLabel(parent),
+                                           pathParentToChild=formatLabel(child))
+            return parseLabel(answer.get("result"))
+        except (CjdnsError, ValueError) as e:
+            log.debug("cjdns walk: splicing locally: {error}", error=str(e))
         return splice(child, parent)
