@@ -9,11 +9,12 @@ gateway.info for the gateways' addresses with offers signed by their own
 keys (which Discovery verifies as it would a real one), and refuses every
 other address at once, as a node without a gateway (a closed port) does.
 
-    python bench/_walker.py SERVER.json [--concurrency 200] [--budget 60]
+    python bench/_walker.py SERVER [--concurrency 200] [--budget 60]
         [--max-nodes N]
 
-SERVER.json: the line _walkserver.py printed.  Prints one JSON line:
-nodes found, walk seconds, scan seconds, the gateways found in order,
+SERVER: the JSON line _walkserver.py printed.  Prints one JSON line:
+nodes found, walk seconds (and this process's CPU seconds in them),
+scan seconds, the gateways found in order,
 peak queries in flight (the admin client's exchanges awaiting an answer,
 sampled at each send) and the process's peak resident memory (VmHWM).
 """
@@ -21,6 +22,7 @@ sampled at each send) and the process's peak resident memory (VmHWM).
 import argparse
 import ipaddress
 import json
+import resource
 import sys
 import time
 
@@ -34,6 +36,11 @@ def vmHWM() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def cpuSeconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("server")
@@ -41,7 +48,7 @@ def main():
     parser.add_argument("--budget", type=float, default=120.0)
     parser.add_argument("--max-nodes", type=int, default=None)
     options = parser.parse_args()
-    server = json.loads(open(options.server).read())
+    server = json.loads(options.server)
 
     from nacl.signing import SigningKey
     from twisted.internet import defer, reactor
@@ -84,9 +91,9 @@ def main():
 
     @defer.inlineCallbacks
     def run():
-        started = time.monotonic()
+        started, cpuStarted = time.monotonic(), cpuSeconds()
         candidates = yield source.candidates()
-        walked = time.monotonic()
+        walked, cpuWalked = time.monotonic(), cpuSeconds()
         discovery = Discovery(reactor, StubRPC(), maxCandidates=len(candidates) + 1)
         seen = yield discovery.scan(candidates)
         scanned = time.monotonic()
@@ -94,6 +101,7 @@ def main():
         result.update({
             "nodes_found": len(candidates),
             "walk_s": round(walked - started, 2),
+            "walk_cpu_s": round(cpuWalked - cpuStarted, 2),
             "scan_s": round(scanned - walked, 2),
             "found_s": round(scanned - started, 2),
             "gateways_found": [[s.host, s.distance] for s in seen],

@@ -206,11 +206,15 @@ def formatNodeAddress(version: int, label: int, key: str) -> str:
     return f"v{version}.{formatLabel(label)}.{key}"
 
 
-def parseNodeAddress(text) -> NodeAddress:
+def parseNodeAddress(text, keys: dict | None = None) -> NodeAddress:
     """
     Parse C{v<version>.<label>.<key>.k} the way dht/Address.c
     (Address_fromString) does: 74 characters after the version, a label,
     a dot, a valid key.
+
+    @param keys: the caller's memo of key texts found valid, to their
+        address (a walk meets each key several times, and checking one
+        takes two SHA-512s); filled as keys are checked.
     """
     if not isinstance(text, str) or len(text) > 90:
         raise ValueError("not a node address")
@@ -221,7 +225,11 @@ def parseNodeAddress(text) -> NodeAddress:
     if len(rest) != 74 or rest[19] != ".":
         raise ValueError(f"{text!r} is not <label>.<key>")
     label = parseLabel(rest[:19])
-    _, ip = _parseKey(rest[20:])
+    ip = None if keys is None else keys.get(rest[20:])
+    if ip is None:
+        _, ip = _parseKey(rest[20:])
+        if keys is not None:
+            keys[rest[20:]] = ip
     # What canonicalKey gives: a strictly decoded key has one spelling,
     # but for the case of its letters.
     return NodeAddress(int(match.group(1)), label, rest[20:].lower(), ip)

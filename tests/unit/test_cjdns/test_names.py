@@ -158,3 +158,16 @@ class LabelTests(SynchronousTestCase):
         self.assertEqual(upper, address)
         for bad in (text[1:], "v." + text[4:], text[:-1], text + "k", "vx" + text[3:], None, 5):
             self.assertRaises(ValueError, parseNodeAddress, bad)
+
+    def test_nodeAddressKeyMemo(self):
+        """
+        With a memo, a key is checked once and remembered; the answers are
+        the same; a bad key is refused and not remembered.
+        """
+        keys = {}
+        first = parseNodeAddress(formatNodeAddress(20, 0x13, KEY), keys)
+        self.assertEqual(keys, {KEY: ipaddress.IPv6Address(REAL[0][1])})
+        again = parseNodeAddress(formatNodeAddress(21, 0x153, KEY), keys)
+        self.assertEqual((again.version, again.label, again.key, again.ip), (21, 0x153, KEY, first.ip))
+        self.assertRaises(ValueError, parseNodeAddress, formatNodeAddress(20, 0x13, "0" * 52 + ".k"), keys)
+        self.assertEqual(list(keys), [KEY])
