@@ -16,7 +16,8 @@ SERVER: the JSON line _walkserver.py printed.  Prints one JSON line:
 nodes found, walk seconds (and this process's CPU seconds in them),
 scan seconds, the gateways found in order,
 peak queries in flight (the admin client's exchanges awaiting an answer,
-sampled at each send) and the process's peak resident memory (VmHWM).
+sampled at each send) and the process's peak resident memory (VmHWM) at
+the end of the walk, and after the scan.
 """
 
 import argparse
@@ -93,7 +94,7 @@ def main():
     def run():
         started, cpuStarted = time.monotonic(), cpuSeconds()
         candidates = yield source.candidates()
-        walked, cpuWalked = time.monotonic(), cpuSeconds()
+        walked, cpuWalked, rssWalked = time.monotonic(), cpuSeconds(), vmHWM()
         discovery = Discovery(reactor, StubRPC(), maxCandidates=len(candidates) + 1)
         seen = yield discovery.scan(candidates)
         scanned = time.monotonic()
@@ -107,7 +108,8 @@ def main():
             "gateways_found": [[s.host, s.distance] for s in seen],
             "gateways_at_true_hops": all(byAddress.get(a) == float(h) for a, h in gateways.items()),
             "peak_inflight": admin.peak,
-            "rss_mb": round(vmHWM(), 1),
+            "rss_mb": round(rssWalked, 1),
+            "rss_with_scan_mb": round(vmHWM(), 1),
         })
 
     def done(outcome):

@@ -44,7 +44,8 @@ line has the median walk; walk_s_runs lists them all): walk_s, from asking
 for candidates to having them all (the gateways among them at their true
 hop counts: checked); scan_s, the probe stage; peak_inflight, the most
 admin exchanges awaiting an answer at any send (the walk's cap is
---concurrency, 200 by default); rss_mb, the process's VmHWM.  Since
+--concurrency, 200 by default); rss_mb, the process's VmHWM at the end
+of the walk (rss_with_scan_mb: after the scan too).  Since
 both processes are Python on a shared 2-core machine, the line also has
 the CPU seconds each used during the walk (walk_cpu_s, fake_cpu_s) and
 the load average: walk_s much above walk_cpu_s + fake_cpu_s means other
@@ -153,6 +154,7 @@ def measure(size, options, repeats):
               "gateways_at_true_hops": walked["gateways_at_true_hops"],
               "gateway_hops": [hops for _, hops in overlay["gateways"]],
               "scan_s": walked["scan_s"], "found_s": walked["found_s"],
+              "rss_with_scan_mb": walked["rss_with_scan_mb"],
               "concurrency": options.concurrency, "rtt_ms": options.rtt_ms,
               "depth": overlay["depth"], "mean_degree": overlay["mean_degree"],
               "walk_cpu_s": walked["walk_cpu_s"], "fake_cpu_s": walked["fake_cpu_s"],

@@ -167,6 +167,28 @@ class WalkTests(SynchronousTestCase):
         self.assertEqual(len(self.successResultOf(d)), len(MESH) - 1)
         self.assertEqual(most, 3)
 
+    def test_atMostConcurrencyExchangesOut(self):
+        """
+        Against the fake cjdns admin endpoint (no cjdns here), with
+        getRouteLabel and cookies slow too: the admin exchanges awaiting
+        an answer (every function, cookies included) never pass
+        C{concurrency}, here 20; the walk still finds every node.
+        """
+        reactor, fake, admin, source = setup(concurrency=20, latency={
+            "RouterModule_getPeers": 0.05, "NodeStore_getRouteLabel": 0.03, "cookie": 0.02})
+        original = admin._send
+        most = []
+
+        def counting(function, build):
+            d = original(function, build)
+            most.append(len(admin._pending))
+            return d
+
+        admin._send = counting
+        d = settle(self, reactor, source.candidates())
+        self.assertEqual(len(self.successResultOf(d)), len(MESH) - 1)
+        self.assertEqual(max(most), 20)
+
     def test_hostileAnswersSkipped(self):
         """
         Against the fake cjdns admin endpoint (no cjdns here): garbled
