@@ -28,7 +28,8 @@ What is SIMULATED (cjdns cannot be installed here):
     a small world as Hyperboria is (a long-haul mesh would not fit cjdns's
     59-bit labels either).  Keys are valid cjdns keys (their addresses are
     derived as cjdns derives them, in fc00::/8) drawn from a counter, not
-    at random, to build 100,000 in a minute;
+    at random, to build 100,000 in under a minute (minutes on a busy
+    machine);
   - the mesh's round trips: every RouterModule_getPeers is answered after
     --rtt-ms (50 ms by default), what a real cjdns waits for the remote
     node; other functions answer at once;
