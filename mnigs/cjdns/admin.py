@@ -14,7 +14,11 @@ version; it is newer than the docs and wins where they differ):
     and cookie are joined by C{snprintf} into 64 bytes, so only their first
     63 bytes count; this client truncates the same way.)  Cookies from the
     future or older than 20 seconds, and hashes that are not 64
-    characters, are refused with C{{"error": "Auth failed."}}.
+    characters, are refused with C{{"error": "Auth failed."}}.  A cookie
+    is only a time, so one serves every call of the next L{COOKIE_REUSE}
+    seconds (by our clock; a walk makes thousands of calls, each would
+    otherwise be two exchanges); a reused cookie that is refused is
+    replaced by a fresh one, once.
   - When cjdns's password is C{NONE} everything counts as authenticated,
     so the plain C{{"q": <function>, "args": ..., "txid": ...}} form is
     used.
@@ -25,6 +29,14 @@ version; it is newer than the docs and wins where they differ):
     to send one.  Answers are at most Admin_MAX_RESPONSE_SIZE, 65536 bytes.
   - Paged functions take C{page} (0, 1, ...) and put C{"more": 1} in every
     page after which another may follow.
+
+A walk keeps up to C{sources.cjdns.concurrency} calls out at once, and
+cjdns's answers come back in bursts: the client's socket asks for a
+receive buffer of L{RECEIVE_BUFFER} bytes, since with Linux's default
+(net.core.rmem_default, 208 KiB, counting some 2 KiB of kernel overhead
+per datagram) a burst of 200 answers overflows it, and each answer
+dropped costs the walk a whole C{timeout}.  The kernel grants at most
+net.core.rmem_max.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass
 from itertools import count
 
@@ -48,6 +61,8 @@ NO_PASSWORD = "NONE"  # admin/Admin.c: this password authenticates everything
 MAX_REQUEST = 512  # Admin_MAX_REQUEST_SIZE, admin/Admin.h
 MAX_REPLY = 65536  # Admin_MAX_RESPONSE_SIZE, admin/Admin.h
 MAX_PAGES = 10000
+RECEIVE_BUFFER = 4 * 1024 * 1024
+COOKIE_REUSE = 10.0  # seconds; half the 20 s cjdns allows, for clock drift and transit
 
 #: Calls whose lost answer must not make us call again: each success adds
 #: an IpTunnel connection (tunnel/IpTunnel.c, newConnection).
@@ -137,13 +152,28 @@ def _text(value):
 def signedRequest(password: str, function: str, args: dict, cookie: bytes, txid: bytes) -> bytes:
     """
     The bencoded authenticated request, hashed exactly as admin/Admin.c
-    (authValid) checks it.
+    (authValid) checks it: encoded once with the first hash, which is then
+    replaced in place by the hash of the whole, as authValid replaces it
+    back.
     """
     passAndCookie = (password.encode("utf-8") + cookie)[:63]
-    request = {"q": "auth", "aq": function, "args": args, "cookie": cookie,
-               "hash": hashlib.sha256(passAndCookie).hexdigest(), "txid": txid}
-    request["hash"] = hashlib.sha256(bencode.encode(request)).hexdigest()
-    return bencode.encode(request)
+    first = hashlib.sha256(passAndCookie).hexdigest().encode("ascii")
+    request = bencode.encode({"q": "auth", "aq": function, "args": args, "cookie": cookie,
+                              "hash": first, "txid": txid})
+    at = request.index(b"4:hash64:" + first) + len(b"4:hash64:")
+    final = hashlib.sha256(request).hexdigest().encode("ascii")
+    return request[:at] + final + request[at + 64:]
+
+
+def _growReceiveBuffer(port) -> None:
+    """Ask for L{RECEIVE_BUFFER} on C{port}'s socket (see the module docstring)."""
+    sock = getattr(port, "socket", None)  # in-memory ports of tests have none
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    except OSError as e:
+        log.warn("cjdns admin client: cannot enlarge the receive buffer: {error}", error=str(e))
 
 
 class _AdminProtocol(DatagramProtocol):
@@ -184,6 +214,7 @@ class CjdnsAdmin:
         self._pending: dict[bytes, _Pending] = {}
         self._txids = count(1)
         self._session = os.urandom(4).hex()
+        self._cookie: tuple[bytes, float] | None = None  # cookie, when it came
 
     @classmethod
     def fromConfig(cls, reactor, config: AdminConfig, timeout: float = 5.0) -> CjdnsAdmin:
@@ -196,6 +227,7 @@ class CjdnsAdmin:
                 local = "::" if local == "::1" else "0.0.0.0"
             self._port = self.reactor.listenUDP(0, _AdminProtocol(self), interface=local,
                                                 maxPacketSize=MAX_REPLY)
+            _growReceiveBuffer(self._port)
             # A connected socket only hears cjdns, and learns of an
             # unreachable port (connectionRefused).
             self._port.connect(self.host, self.port)
@@ -282,13 +314,34 @@ class CjdnsAdmin:
             answer = yield self._send(function, lambda txid: bencode.encode(
                 {"q": function, "args": args, "txid": txid}))
             return answer
+        cookie = self._recentCookie()
+        if cookie is not None:
+            answer = yield self._signedCall(function, args, cookie)
+            if answer.get("error") != "Auth failed.":
+                return answer
+            self._cookie = None  # cjdns's clock moved (a restart?): ask
+        cookie = yield self._fetchCookie(function)
+        answer = yield self._signedCall(function, args, cookie)
+        return answer
+
+    def _recentCookie(self) -> bytes | None:
+        if self._cookie is None:
+            return None
+        cookie, received = self._cookie
+        return cookie if 0 <= self.reactor.seconds() - received < COOKIE_REUSE else None
+
+    @inlineCallbacks
+    def _fetchCookie(self, function: str):
         answer = yield self._send(function, lambda txid: bencode.encode({"q": "cookie", "txid": txid}))
         cookie = answer.get("cookie")
         if not isinstance(cookie, str) or not cookie.isascii() or not cookie.isdigit():
             raise CjdnsError(function, f"cjdns sent no usable cookie: {answer!r}", answer)
-        answer = yield self._send(function, lambda txid: signedRequest(
-            self.password, function, args, cookie.encode("ascii"), txid))
-        return answer
+        self._cookie = (cookie.encode("ascii"), self.reactor.seconds())
+        return self._cookie[0]
+
+    def _signedCall(self, function: str, args: dict, cookie: bytes) -> Deferred:
+        return self._send(function, lambda txid: signedRequest(self.password, function, args,
+                                                                cookie, txid))
 
     @inlineCallbacks
     def call(self, function: str, **args):

@@ -14,6 +14,7 @@ after the value.  Every refusal is a L{BencodeError} naming the offset.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 #: Replies are at most 65536 bytes (Admin_MAX_RESPONSE_SIZE, admin/Admin.h).
@@ -24,6 +25,11 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 _DIGITS = frozenset(b"0123456789")
+# The well-formed cases in one match each (a walk decodes thousands of
+# answers a second); anything else goes the long way, which says what is
+# wrong.
+_STRING_LENGTH = re.compile(rb"(0|[1-9][0-9]{0,18}):")
+_INTEGER = re.compile(rb"i(0|-?[1-9][0-9]{0,18})e")
 
 
 class BencodeError(ValueError):
@@ -56,30 +62,37 @@ def _asBytes(value) -> bytes:
 def _encode(value, out: list[bytes], depth: int) -> None:
     if depth < 0:
         raise BencodeError("value nested too deeply")
-    if isinstance(value, (bytes, str)):
-        raw = _asBytes(value)
-        out.append(b"%d:" % len(raw))
-        out.append(raw)
-    elif isinstance(value, bool):
-        raise BencodeError("cannot bencode a bool; use 0 or 1")
-    elif isinstance(value, int):
+    kind = type(value)  # the exact types first: the admin client encodes thousands a second
+    if kind is bytes:
+        out += (b"%d:" % len(value), value)
+    elif kind is str:
+        raw = value.encode("utf-8")
+        out += (b"%d:" % len(raw), raw)
+    elif kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise BencodeError(f"integer {value} does not fit in 64 bits")
         out.append(b"i%de" % value)
-    elif isinstance(value, (list, tuple)):
-        out.append(b"l")
-        for item in value:
-            _encode(item, out, depth - 1)
-        out.append(b"e")
-    elif isinstance(value, Mapping):
+    elif kind is dict or isinstance(value, Mapping):
         items = sorted((_asBytes(k), v) for k, v in value.items())
         for (a, _), (b, _) in zip(items, items[1:]):
             if a == b:
                 raise BencodeError(f"key {a!r} appears twice")
         out.append(b"d")
         for key, item in items:
-            out.append(b"%d:" % len(key))
-            out.append(key)
+            out += (b"%d:" % len(key), key)
+            _encode(item, out, depth - 1)
+        out.append(b"e")
+    elif isinstance(value, bytes):
+        _encode(bytes(value), out, depth)
+    elif isinstance(value, str):
+        _encode(value.encode("utf-8"), out, depth)
+    elif isinstance(value, bool):
+        raise BencodeError("cannot bencode a bool; use 0 or 1")
+    elif isinstance(value, int):
+        _encode(int(value), out, depth)
+    elif isinstance(value, (list, tuple)):
+        out.append(b"l")
+        for item in value:
             _encode(item, out, depth - 1)
         out.append(b"e")
     else:
@@ -129,7 +142,7 @@ class _Decoder:
     def number(self, start: int, end: int, signed: bool) -> int:
         text = self.data[start:end]
         digits = text[1:] if signed and text[:1] == b"-" else text
-        if not digits or not all(c in _DIGITS for c in digits):
+        if not digits.isdigit():  # bytes: ASCII digits only, and not empty
             self.fail(start, "malformed number")
         if len(digits) > 19:
             self.fail(start, "number too long")
@@ -138,6 +151,11 @@ class _Decoder:
         return int(text)
 
     def integer(self, at: int):
+        match = _INTEGER.match(self.data, at)
+        if match is not None:
+            number = int(match.group(1))
+            if INT64_MIN <= number <= INT64_MAX:
+                return number, match.end()
         end = self.data.find(b"e", at + 1, at + 22)
         if end < 0:
             self.fail(at, "unterminated integer")
@@ -147,11 +165,15 @@ class _Decoder:
         return number, end + 1
 
     def string(self, at: int):
-        colon = self.data.find(b":", at, at + 21)
-        if colon < 0:
-            self.fail(at, "malformed string length")
-        length = self.number(at, colon, signed=False)
-        start = colon + 1
+        match = _STRING_LENGTH.match(self.data, at)
+        if match is not None:
+            length, start = int(match.group(1)), match.end()
+        else:
+            colon = self.data.find(b":", at, at + 21)
+            if colon < 0:
+                self.fail(at, "malformed string length")
+            length = self.number(at, colon, signed=False)
+            start = colon + 1
         if start + length > len(self.data):
             self.fail(at, "string runs past the end of input")
         return self.data[start:start + length], start + length

@@ -18,6 +18,10 @@ BASE32_ALPHABET = "0123456789bcdfghjklmnpqrstuvwxyz"
 _BASE32_VALUE = {c: i for i, c in enumerate(BASE32_ALPHABET)}
 # util/Base32.h (numForAscii) also accepts the upper-case letters.
 _BASE32_VALUE.update({c.upper(): i for c, i in list(_BASE32_VALUE.items()) if c.isalpha()})
+_BASE32_TEXT = re.compile("[%s]*" % "".join(_BASE32_VALUE))
+# Each character as the digit of its value in int(..., 32).
+_AS_PYTHON_DIGITS = str.maketrans({c: "0123456789abcdefghijklmnopqrstuv"[i]
+                                   for c, i in _BASE32_VALUE.items()})
 
 # crypto/AddressCalc.h: AddressCalc_ADDRESS_PREFIX 0xfc, 8 prefix bits.
 CJDNS_NETWORK = ipaddress.IPv6Network("fc00::/8")
@@ -52,22 +56,18 @@ def base32Encode(raw: bytes) -> str:
 def base32Decode(text: str) -> bytes:
     """
     cjdns's Base32_decode (util/Base32.h), as strict: an unknown character,
-    or leftover bits that are not zero, is an error.
+    or leftover bits that are not zero, is an error.  (The characters are
+    read as one base-32 number, least significant first: a walk of a large
+    mesh parses tens of thousands of keys.)
     """
-    out, work, bits = bytearray(), 0, 0
-    for char in text:
-        value = _BASE32_VALUE.get(char)
-        if value is None:
-            raise ValueError(f"{char!r} is not a base32 character")
-        work |= value << bits
-        bits += 5
-        if bits >= 8:
-            out.append(work & 0xFF)
-            work >>= 8
-            bits -= 8
-    if bits >= 5 or work:
+    if not _BASE32_TEXT.fullmatch(text):
+        bad = next(char for char in text if char not in _BASE32_VALUE)
+        raise ValueError(f"{bad!r} is not a base32 character")
+    size, leftover = divmod(5 * len(text), 8)
+    work = int(text[::-1].translate(_AS_PYTHON_DIGITS), 32) if text else 0
+    if leftover >= 5 or work >> (8 * size):
         raise ValueError("base32 input has leftover bits")
-    return bytes(out)
+    return work.to_bytes(size, "little")
 
 
 def ipForKeyBytes(key: bytes) -> ipaddress.IPv6Address:
@@ -87,6 +87,11 @@ def parseKey(text) -> bytes:
     ignores anything after the C{.k}).  Raises L{ValueError} with
     Key_parse_strerror's words.
     """
+    return _parseKey(text)[0]
+
+
+def _parseKey(text) -> tuple[bytes, ipaddress.IPv6Address]:
+    """L{parseKey}, and the key's address."""
     if not isinstance(text, str) or len(text) < 52:
         raise ValueError("key must be 52 characters long")
     if len(text) != 54 or text[52:] != ".k":
@@ -97,9 +102,10 @@ def parseKey(text) -> bytes:
         raise ValueError("failed to base-32 decode key") from None
     if len(raw) != 32:
         raise ValueError("failed to base-32 decode key")
-    if ipForKeyBytes(raw) not in CJDNS_NETWORK:
+    ip = ipForKeyBytes(raw)
+    if ip not in CJDNS_NETWORK:
         raise ValueError("not a valid cjdns public key")
-    return raw
+    return raw, ip
 
 
 def formatKey(raw: bytes) -> str:
@@ -200,11 +206,15 @@ def formatNodeAddress(version: int, label: int, key: str) -> str:
     return f"v{version}.{formatLabel(label)}.{key}"
 
 
-def parseNodeAddress(text) -> NodeAddress:
+def parseNodeAddress(text, keys: dict | None = None) -> NodeAddress:
     """
     Parse C{v<version>.<label>.<key>.k} the way dht/Address.c
     (Address_fromString) does: 74 characters after the version, a label,
     a dot, a valid key.
+
+    @param keys: the caller's memo of key texts found valid, to their
+        address (a walk meets each key several times, and checking one
+        takes two SHA-512s); filled as keys are checked.
     """
     if not isinstance(text, str) or len(text) > 90:
         raise ValueError("not a node address")
@@ -215,5 +225,11 @@ def parseNodeAddress(text) -> NodeAddress:
     if len(rest) != 74 or rest[19] != ".":
         raise ValueError(f"{text!r} is not <label>.<key>")
     label = parseLabel(rest[:19])
-    key = canonicalKey(rest[20:])
-    return NodeAddress(int(match.group(1)), label, key, ipForKey(key))
+    ip = None if keys is None else keys.get(rest[20:])
+    if ip is None:
+        _, ip = _parseKey(rest[20:])
+        if keys is not None:
+            keys[rest[20:]] = ip
+    # What canonicalKey gives: a strictly decoded key has one spelling,
+    # but for the case of its letters.
+    return NodeAddress(int(match.group(1)), label, rest[20:].lower(), ip)

@@ -140,7 +140,11 @@ register(RouteSource("yggdrasil", "mnigs.routing.yggdrasil.buildSource", {
 }))
 register(RouteSource("cjdns", "mnigs.routing.cjdns.buildSource", {
     "budget": Field(float, 30.0, between(0.1, 3600)),
-    "concurrency": Field(int, 8, between(1, 256)),
+    # At most 200 calls out at once: each holds a query of our cjdns node
+    # into the mesh, and their answers come back in bursts (see
+    # mnigs.cjdns.admin on the receive buffer).
+    "concurrency": Field(int, 8, between(1, 200)),
+    "max_nodes": Field(int, 20000, between(1, 1_000_000)),
     "poll_interval": Field(float, 30.0, between(1, 86400)),
 }))
 register(RouteSource("neighbours", "mnigs.routing.neighbours.buildNeighbours", scan="neighbours"))

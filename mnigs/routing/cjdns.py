@@ -22,7 +22,9 @@ L{mnigs.routing.cjdnswalk.MeshWalk}):
      away, since every nearer node was already seen.
 
 The whole walk has a time budget; when it runs out, what was found so far
-is the answer, still nearest first.  Answers that do not parse are
+is the answer, still nearest first.  It keeps at most C{maxNodes} nodes,
+the nearest: a level that would pass that is cut there, and the walk
+asks no further.  Answers that do not parse are
 skipped, entry by entry.
 
 Watching polls NodeStore_dumpTable (L{mnigs.routing.polling.PollingWatch})
@@ -37,7 +39,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from mnigs.interfaces import IRouteSource
-from mnigs.routing.cjdnswalk import MeshWalk, entries
+from mnigs.routing.cjdnswalk import MAX_NODES, MeshWalk, entries
 from mnigs.routing.polling import PollingWatch
 
 
@@ -49,12 +51,13 @@ class CjdnsRouteSource:
     @param admin: a L{mnigs.cjdns.admin.CjdnsAdmin}.
     @param budget: seconds a walk may take in all.
     @param concurrency: getPeers calls in flight at once.
+    @param maxNodes: how many of the nearest nodes a walk keeps.
     @param pollInterval: seconds between looks at dumpTable when watching.
     """
 
     def __init__(self, reactor, admin, budget: float = 30.0, concurrency: int = 8,
                  pollInterval: float = 30.0, debounce: float = 1.0, askRouteLabel: bool = True,
-                 name: str = "cjdns") -> None:
+                 name: str = "cjdns", maxNodes: int = MAX_NODES) -> None:
         self.reactor = reactor
         self.admin = admin
         self.budget = budget
@@ -63,10 +66,11 @@ class CjdnsRouteSource:
         self.debounce = debounce
         self.askRouteLabel = askRouteLabel
         self.name = name
+        self.maxNodes = maxNodes
 
     def candidates(self) -> Deferred:
         walk = MeshWalk(self.reactor, self.admin, self.budget, self.concurrency, self.name,
-                        askRouteLabel=self.askRouteLabel)
+                        askRouteLabel=self.askRouteLabel, maxNodes=self.maxNodes)
         return walk.run()
 
     def watch(self, onChange: Callable[[], object]) -> PollingWatch:
@@ -101,4 +105,5 @@ def buildSource(context, section):
     reactor = context.reactor
     return HopScaled(CjdnsRouteSource(
         reactor, makeAdmin(reactor, context.config.cjdns), budget=section.budget,
-        concurrency=section.concurrency, pollInterval=section.poll_interval))
+        concurrency=section.concurrency, pollInterval=section.poll_interval,
+        maxNodes=section.max_nodes))

@@ -33,6 +33,8 @@ log = Logger()
 PEERS_PER_ANSWER = 8
 #: Entries of one answer looked at, whatever a hostile node sends.
 MAX_ENTRIES = 64
+#: Nodes a walk keeps by default (C{sources.cjdns.max_nodes}): the
+#: nearest ones; the walk asks no node beyond them.
 MAX_NODES = 20000
 
 
@@ -57,14 +59,17 @@ class MeshWalk(LevelWalk):
     adminError = CjdnsError
 
     def __init__(self, reactor, admin, budget: float, concurrency: int, source: str,
-                 askRouteLabel: bool = True, maxPeerPages: int = 8) -> None:
+                 askRouteLabel: bool = True, maxPeerPages: int = 8,
+                 maxNodes: int = MAX_NODES) -> None:
         super().__init__(reactor, admin, budget, concurrency, source)
         self.askRouteLabel = askRouteLabel
         self.maxPeerPages = maxPeerPages
+        self.maxNodes = maxNodes
         self.found: dict = {}  # ip -> _Found, by BFS
         self.guessed: dict = {}  # ip -> hops guessed from a dumpTable label
         self.storeLabels: set[int] = set()  # labels the node's NodeStore knows
         self.own = set()
+        self._keys: dict = {}  # key text -> address (parseNodeAddress's memo)
 
     def candidates(self) -> list[Candidate]:
         byWalk = [Candidate(ip, float(f.hops), self.source) for ip, f in self.found.items()]
@@ -73,7 +78,7 @@ class MeshWalk(LevelWalk):
 
     def _parse(self, text) -> NodeAddress | None:
         try:
-            return parseNodeAddress(text)
+            return parseNodeAddress(text, self._keys)
         except ValueError:
             self.skipped += 1
             return None
@@ -148,10 +153,13 @@ class MeshWalk(LevelWalk):
             for peer in fresh:
                 if peer.label == SELF_LABEL or self._known(peer.ip, nextLevel):
                     continue
-                label = yield self._splice(node.address.label, peer.label)
+                if self.askRouteLabel and node.address.label in self.storeLabels:
+                    label = yield self._routeLabel(node.address.label, peer.label)
+                else:
+                    label = splice(peer.label, node.address.label)
                 if label is None:
                     self.skipped += 1
-                elif not self._known(peer.ip, nextLevel) and len(self.found) + len(nextLevel) < MAX_NODES:
+                elif not self._known(peer.ip, nextLevel) and len(self.found) + len(nextLevel) < self.maxNodes:
                     nextLevel[peer.ip] = _Found(NodeAddress(peer.version, label, peer.key, peer.ip),
                                                 hops + 1)
             if len(listed) < PEERS_PER_ANSWER or not fresh:
@@ -162,13 +170,17 @@ class MeshWalk(LevelWalk):
         return ip in self.found or ip in nextLevel or ip in self.own
 
     @inlineCallbacks
-    def _splice(self, parent: int, child: int):
-        if self.askRouteLabel and parent in self.storeLabels:
-            try:
-                answer = yield self.admin.call("NodeStore_getRouteLabel",
-                                               pathToParent=formatLabel(parent),
-                                               pathParentToChild=formatLabel(child))
-                return parseLabel(answer.get("result"))
-            except (CjdnsError, ValueError) as e:
-                log.debug("cjdns walk: splicing locally: {error}", error=str(e))
+    def _routeLabel(self, parent: int, child: int):
+        """
+        C{child} (relative to C{parent}) spliced by the node's NodeStore,
+        which knows C{parent} (and adapts the encoding forms); locally if
+        it cannot.
+        """
+        try:
+            answer = yield self.admin.call("NodeStore_getRouteLabel",
+                                           pathToParent=formatLabel(parent),
+                                           pathParentToChild=formatLabel(child))
+            return parseLabel(answer.get("result"))
+        except (CjdnsError, ValueError) as e:
+            log.debug("cjdns walk: splicing locally: {error}", error=str(e))
         return splice(child, parent)

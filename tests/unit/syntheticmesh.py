@@ -1,6 +1,7 @@
 """
 A SYNTHETIC cjdns network for the fake admin endpoint (L{fakecjdns}):
-deterministic from a seed, a few hundred nodes with keys whose addresses
+deterministic from a seed, a few hundred nodes (or, for bench/walk.py,
+100,000) with keys whose addresses
 are derived the way cjdns derives them (crypto/AddressCalc.c: the first 16
 bytes of SHA-512 of SHA-512 of the key, valid only in fc00::/8; keys are
 drawn until one is valid, as crypto/Key.c Key_gen does), switch
@@ -16,6 +17,7 @@ most 7 peers.
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,11 +45,11 @@ class MeshNode:
     version: int
     peers: dict[int, int] = field(default_factory=dict)  # interface -> node index
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         return formatKey(self.keyBytes)
 
-    @property
+    @functools.cached_property
     def ip(self):
         return ipForKeyBytes(self.keyBytes)
 
@@ -64,10 +66,12 @@ class SyntheticMesh:
         one whose cjdns the fake stands for, never does).
     """
 
-    def __init__(self, seed: int = 7, size: int = 300, gateways: int = 12, version: int = 21):
+    def __init__(self, seed: int = 7, size: int = 300, gateways: int = 12, version: int = 21,
+                 keys: tuple[bytes, ...] | None = None):
         self.seed = seed
         rng = random.Random(seed)
-        self.nodes = [MeshNode(i, key, version) for i, key in enumerate(_keys(seed, size))]
+        keys = _keys(seed, size) if keys is None else keys
+        self.nodes = [MeshNode(i, key, version) for i, key in enumerate(keys[:size])]
         neighbours: list[list[int]] = [[] for _ in range(size)]
 
         def link(a, b):
@@ -145,6 +149,48 @@ def _keys(seed: int, size: int) -> tuple[bytes, ...]:
         if ipForKeyBytes(candidate) in CJDNS_NETWORK:
             keys.append(candidate)
     return tuple(keys)
+
+
+def counterKeys(seed: int, first: int, last: int) -> list[bytes]:
+    """
+    The valid keys among candidates C{first} to C{last - 1} of seed
+    C{seed}: a fixed 28-byte prefix and a 4-byte counter.  Not random
+    keys, but what the admin API shows of a key (its string and the
+    address derived from it) is checked the same way; about one
+    candidate in 256 is valid, as with random keys.
+    """
+    prefix = hashlib.sha256(b"cjdns-counter-keys-%d" % seed).digest()[:28]
+    sha512 = hashlib.sha512
+    valid = []
+    for i in range(first, last):
+        candidate = prefix + i.to_bytes(4, "big")
+        if sha512(sha512(candidate).digest()).digest()[0] == 0xFC:
+            valid.append(candidate)
+    return valid
+
+
+def manyKeys(seed: int, size: int, workers: int = 2, chunk: int = 1 << 18) -> tuple[bytes, ...]:
+    """
+    C{size} valid keys from L{counterKeys}, the same ones whatever
+    C{workers} is: a mesh of 100,000 nodes needs some 25 million
+    candidates, which takes a minute or more on one core.
+    """
+    if workers <= 1:
+        found, start = [], 0
+        while len(found) < size:
+            found.extend(counterKeys(seed, start, start + chunk))
+            start += chunk
+        return tuple(found[:size])
+    from concurrent.futures import ProcessPoolExecutor
+
+    found, start = [], 0
+    with ProcessPoolExecutor(workers) as pool:
+        while len(found) < size:
+            starts = [start + i * chunk for i in range(workers)]
+            for keys in pool.map(counterKeys, [seed] * workers, starts, [s + chunk for s in starts]):
+                found.extend(keys)
+            start += workers * chunk
+    return tuple(found[:size])
 
 
 def randomKey(rng: random.Random) -> str:

@@ -8,14 +8,17 @@ loopback UDP for the real-reactor ones.
 import hashlib
 import json
 import os
+import socket
 
 from twisted.internet import reactor as realReactor
 from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mnigs.cjdns import bencode
 from mnigs.cjdns.admin import (
     MAX_REPLY,
+    RECEIVE_BUFFER,
     AdminConfig,
     CjdnsAdmin,
     CjdnsAuthError,
@@ -114,6 +117,48 @@ class CallTests(SynchronousTestCase):
         reactor.advance(21)
         self.failureResultOf(d, CjdnsAuthError)
         self.assertEqual(fake.authFailures, 1)
+
+    def test_cookieReusedForTenSeconds(self):
+        """
+        Against the fake cjdns admin endpoint (no cjdns here): calls
+        within 10 s of a cookie use it (one exchange each); later ones ask
+        for a fresh cookie.
+        """
+        reactor, fake, admin = fakeSetup(password="pw")
+        for wait in (0, 9.5, 0.4, 0.2):
+            reactor.advance(wait)
+            d = admin.call("IpTunnel_listConnections")
+            reactor.advance(0)
+            self.successResultOf(d)
+        self.assertEqual([r[b"q"] for r in sent(reactor)],
+                         [b"cookie", b"auth", b"auth", b"auth", b"cookie", b"auth"])
+        self.assertEqual([r[b"cookie"] for r in sent(reactor) if r[b"q"] == b"auth"],
+                         [str(NOW).encode()] * 3 + [str(NOW + 10).encode()])
+        self.assertEqual(fake.authFailures, 0)
+
+    def test_refusedReusedCookieReplacedOnce(self):
+        """
+        Against the fake cjdns admin endpoint (no cjdns here): when cjdns
+        refuses a reused cookie (its clock jumped 30 s ahead), the call is
+        made again with a fresh cookie, and succeeds; a wrong password
+        still fails, after that one more try.
+        """
+        reactor, fake, admin = fakeSetup(password="pw")
+        d = admin.call("IpTunnel_listConnections")
+        reactor.advance(0)
+        self.successResultOf(d)
+        fake.clock = Clock()
+        fake.clock.advance(NOW + 30)
+        d = admin.call("IpTunnel_listConnections")
+        reactor.advance(0)
+        self.successResultOf(d)
+        self.assertEqual([r[b"q"] for r in sent(reactor)], [b"cookie", b"auth", b"auth", b"cookie", b"auth"])
+        self.assertEqual(fake.authFailures, 1)
+        admin.password = "wrong"
+        d = admin.call("IpTunnel_listConnections")
+        reactor.advance(0)
+        self.failureResultOf(d, CjdnsAuthError)
+        self.assertEqual([r[b"q"] for r in sent(reactor)][5:], [b"auth", b"cookie", b"auth"])
 
     def test_longPasswordTruncatedLikeAdminC(self):
         """
@@ -331,6 +376,20 @@ class LoopbackUDPTests(TestCase):
         answer = await self.client(port, "pw").call("IpTunnel_listConnections")
         self.assertEqual(answer, {"connections": [], "error": "none"})
         self.assertEqual(fake.calls, [("IpTunnel_listConnections", {})])
+
+    async def test_receiveBufferEnlarged(self):
+        """
+        Against the fake cjdns admin endpoint over loopback UDP: the
+        client's socket asks for a receive buffer that holds a burst of
+        answers (the kernel grants up to net.core.rmem_max, and reports
+        twice what it grants).
+        """
+        fake, port = self.listen("NONE")
+        admin = self.client(port, "NONE")
+        await admin.call("ping")
+        with open("/proc/sys/net/core/rmem_max") as f:
+            granted = min(int(f.read()), RECEIVE_BUFFER) * 2
+        self.assertEqual(admin._port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), granted)
 
     async def test_unauthenticatedRoundTrip(self):
         """Against the fake cjdns admin endpoint over loopback UDP: password NONE."""

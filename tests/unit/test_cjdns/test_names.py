@@ -68,6 +68,22 @@ class KeyTests(SynchronousTestCase):
         self.assertEqual(base32Decode(base32Encode(raw)), raw)
 
     @settings(PROFILE)
+    @given(st.text(alphabet="0123456789bcdfghjklmnpqrstuvwxyzBCDFGHJKLMNPQRSTUVWXYZa_ -+", max_size=60))
+    def test_base32DecodeAsCjdnsLoops(self, text):
+        """
+        The decoder reads the text as one number; it agrees with a loop
+        written as util/Base32.h's Base32_decode is, errors included.
+        """
+        self.assertEqual(_outcome(base32Decode, text), _outcome(_loopDecode, text))
+
+    def test_base32DecodeErrors(self):
+        self.assertEqual(str(self.assertRaises(ValueError, base32Decode, "0a0")),
+                         "'a' is not a base32 character")
+        self.assertEqual(str(self.assertRaises(ValueError, base32Decode, "z")),
+                         "base32 input has leftover bits")
+        self.assertEqual(base32Decode(""), b"")
+
+    @settings(PROFILE)
     @given(st.text(max_size=60))
     def test_parseKeyNeverCrashes(self, text):
         try:
@@ -81,6 +97,32 @@ class KeyTests(SynchronousTestCase):
         self.assertFalse(isCjdnsAddress("10.0.0.1"))
         self.assertFalse(isCjdnsAddress("nonsense"))
         self.assertEqual(formatIp("fc00::1"), "fc00:0000:0000:0000:0000:0000:0000:0001")
+
+
+def _loopDecode(text):
+    from mnigs.cjdns.names import _BASE32_VALUE
+
+    out, work, bits = bytearray(), 0, 0
+    for char in text:
+        value = _BASE32_VALUE.get(char)
+        if value is None:
+            raise ValueError(f"{char!r} is not a base32 character")
+        work |= value << bits
+        bits += 5
+        if bits >= 8:
+            out.append(work & 0xFF)
+            work >>= 8
+            bits -= 8
+    if bits >= 5 or work:
+        raise ValueError("base32 input has leftover bits")
+    return bytes(out)
+
+
+def _outcome(function, *args):
+    try:
+        return function(*args)
+    except ValueError as e:
+        return str(e)
 
 
 class LabelTests(SynchronousTestCase):
@@ -112,5 +154,20 @@ class LabelTests(SynchronousTestCase):
         self.assertEqual((address.version, address.label, address.key), (20, 0x13, KEY))
         self.assertEqual(address.ip, ipaddress.IPv6Address(REAL[0][1]))
         self.assertEqual(str(address), text)
+        upper = parseNodeAddress(f"v20.0000.0000.0000.0013.{KEY[:52].upper()}.k")
+        self.assertEqual(upper, address)
         for bad in (text[1:], "v." + text[4:], text[:-1], text + "k", "vx" + text[3:], None, 5):
             self.assertRaises(ValueError, parseNodeAddress, bad)
+
+    def test_nodeAddressKeyMemo(self):
+        """
+        With a memo, a key is checked once and remembered; the answers are
+        the same; a bad key is refused and not remembered.
+        """
+        keys = {}
+        first = parseNodeAddress(formatNodeAddress(20, 0x13, KEY), keys)
+        self.assertEqual(keys, {KEY: ipaddress.IPv6Address(REAL[0][1])})
+        again = parseNodeAddress(formatNodeAddress(21, 0x153, KEY), keys)
+        self.assertEqual((again.version, again.label, again.key, again.ip), (21, 0x153, KEY, first.ip))
+        self.assertRaises(ValueError, parseNodeAddress, formatNodeAddress(20, 0x13, "0" * 52 + ".k"), keys)
+        self.assertEqual(list(keys), [KEY])

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from mnigs.cjdns.admin import CjdnsAdmin, CjdnsError
-from mnigs.cjdns.names import formatNodeAddress, parseLabel
+from mnigs.cjdns.names import formatNodeAddress, parseLabel, parseNodeAddress
 from mnigs.interfaces import IRouteSource
 from mnigs.routing.cjdns import CjdnsRouteSource
 from tests.unit.fakecjdns import FakeCjdns
@@ -94,6 +94,26 @@ class WalkTests(SynchronousTestCase):
         self.assertTrue(asked)
         self.assertTrue(all(parseLabel(a["pathToParent"]) in fake.known.values() for a in asked))
 
+    def test_maxNodesKeepsTheNearest(self):
+        """
+        Against the fake cjdns admin endpoint (no cjdns here): with
+        maxNodes 50 the walk keeps 50 nodes, the nearest (every node
+        nearer than the farthest kept is kept), at their true distances,
+        and asks none beyond them.
+        """
+        reactor, fake, admin, source = setup(maxNodes=50)
+        candidates = self.successResultOf(settle(self, reactor, source.candidates()))
+        fromTable = {MESH.nodes[i].ip for i in fake.known}
+        walked = [c for c in candidates if c.address not in fromTable]
+        self.assertTrue(0 < len(walked) <= 50)
+        self.assertEqual([c.distance for c in candidates], [float(trueHops(c)) for c in candidates])
+        farthest = max(trueHops(c) for c in candidates)
+        nearer = {MESH.nodes[i].ip for i, (hops, _) in BFS.items() if 0 < hops < farthest}
+        self.assertLessEqual(nearer, {c.address for c in candidates})
+        self.assertLess(len(candidates), len(MESH) - 1)
+        asked = {parseNodeAddress(a["path"]).ip for a in fake.callsOf("RouterModule_getPeers")}
+        self.assertLessEqual(asked, {c.address for c in candidates})
+
     def test_localSplicingAlone(self):
         """
         Against the fake cjdns admin endpoint (no cjdns here): without
@@ -146,6 +166,28 @@ class WalkTests(SynchronousTestCase):
             reactor.advance(0.01)
         self.assertEqual(len(self.successResultOf(d)), len(MESH) - 1)
         self.assertEqual(most, 3)
+
+    def test_atMostConcurrencyExchangesOut(self):
+        """
+        Against the fake cjdns admin endpoint (no cjdns here), with
+        getRouteLabel and cookies slow too: the admin exchanges awaiting
+        an answer (every function, cookies included) never pass
+        C{concurrency}, here 20; the walk still finds every node.
+        """
+        reactor, fake, admin, source = setup(concurrency=20, latency={
+            "RouterModule_getPeers": 0.05, "NodeStore_getRouteLabel": 0.03, "cookie": 0.02})
+        original = admin._send
+        most = []
+
+        def counting(function, build):
+            d = original(function, build)
+            most.append(len(admin._pending))
+            return d
+
+        admin._send = counting
+        d = settle(self, reactor, source.candidates())
+        self.assertEqual(len(self.successResultOf(d)), len(MESH) - 1)
+        self.assertEqual(max(most), 20)
 
     def test_hostileAnswersSkipped(self):
         """

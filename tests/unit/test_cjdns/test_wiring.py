@@ -33,6 +33,20 @@ class CjdnsWiringTests(SynchronousTestCase):
         self.assertIsInstance(scaled, HopScaled)
         self.assertIsInstance(scaled.source, CjdnsRouteSource)
         self.assertEqual(scaled.source.admin.port, 11299)
+        self.assertEqual((scaled.source.concurrency, scaled.source.maxNodes), (8, 20000))
+
+    def test_walkLimits(self):
+        """
+        At most 200 calls in flight (bench/walk.py measures a 10,000-node
+        walk at that); max_nodes reaches the walk.
+        """
+        base = '[discovery]\nsources = ["cjdns"]\nscan = ["routes"]\n[cjdns]\npassword = "NONE"\n[sources.cjdns]\n'
+        config = loadClientConfig(self.write(base + 'concurrency = 200\nmax_nodes = 100000\n'))
+        [scaled] = buildSources(Clock(), config)
+        self.assertEqual((scaled.source.concurrency, scaled.source.maxNodes), (200, 100000))
+        for bad in ('concurrency = 201\n', 'concurrency = 0\n', 'max_nodes = 0\n'):
+            e = self.assertRaises(ConfigError, loadClientConfig, self.write(base + bad))
+            self.assertEqual(e.key, "sources.cjdns." + bad.split(" ")[0])
 
     def test_clientMethodNeedsTheNodeKey(self):
         e = self.assertRaises(ConfigError, loadClientConfig, self.write(
