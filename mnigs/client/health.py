@@ -57,6 +57,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from mnigs.client.pacing import Pacing, Quality, QualityWindow, RttEstimator
 from mnigs.client.reasons import PROBES, Reason
 
 log = Logger()
@@ -144,6 +145,12 @@ class _Monitor(Protocol):
     def probesExhausted(self, count: int) -> None:
         "As many rounds in a row as we tolerate went unanswered."
 
+    def deadTimeExpired(self, reason: str) -> None:
+        "Paced probes: nothing was heard from the gateway for the dead time."
+
+    def quality(self) -> Quality:
+        "The tunnel's quality over the quality window (L{mnigs.client.pacing})."
+
     def describe(self) -> dict:
         "Status for humans and mnigsctl."
 
@@ -160,6 +167,9 @@ class _Core:
     onAnswered: Callable[[float], object]
     onLost: Callable[[str], object]
     onSample: Callable[[float | None], object]
+    pacing: Pacing | None = None
+    received: Callable[[], int | None] | None = None
+    window: QualityWindow = field(default_factory=QualityWindow)
     lostReason: str = ""
     gatewayAnsweredAt: float | None = None
     #: target -> (when it last answered, its round-trip time), for the status
@@ -188,6 +198,8 @@ class _Core:
 
     def status(self, state: str, **extra: object) -> dict:
         status = {"state": state, "targets": self.targets.all(), "answers": self.answers()}
+        if self.pacing is not None:
+            status["quality"] = self.window.quality(self.reactor.seconds()).toDict()
         if self.targets.device:
             status["device"] = self.targets.device
         if self.targets.internet and self.targets.gateway:
@@ -274,6 +286,130 @@ class _Round:
             d.cancel()
 
 
+class _Heartbeat:
+    """
+    Paced probes to the gateway (its inner address; the Internet targets
+    when there is none) and the dead-time rule: see the module
+    docstring.  C{expired(reason)} is called once, when nothing was heard
+    for the dead time; L{heard} is told of every other sign of life (the
+    answers of the slower rounds).
+    """
+
+    def __init__(self, core: _Core, expired: Callable[[str], None]) -> None:
+        self.core = core
+        self.pacing: Pacing = core.pacing
+        self.targets = core.targets.gateway or core.targets.internet
+        self.kind = "gateway" if core.targets.gateway else "internet"
+        self.expired = expired
+        self.rtt = RttEstimator()
+        self.outstanding: set[Deferred] = set()
+        self.lastLife = 0.0
+        self.sinceLife = 0
+        #: (when, bytes) the tunnel had received at the suspect point
+        self.rxSeen: tuple[float, int] | None = None
+        self.rxEvidence = 0
+        self.tickCall: IDelayedCall | None = None
+        self.deadCall: IDelayedCall | None = None
+        self.suspectCall: IDelayedCall | None = None
+
+    def start(self) -> None:
+        self.heard()
+        self.tick()
+
+    def tick(self) -> None:
+        reactor = self.core.reactor
+        self.tickCall = reactor.callLater(self.pacing.interval(self.rtt), self.tick)
+        self.sinceLife += 1
+        for target in self.targets:
+            d = maybeDeferred(self.core.pinger.ping, target, self.pacing.maxTimeout)
+            if not d.called:
+                self.outstanding.add(d)
+            d.addCallbacks(self.answered, self.failed, callbackArgs=(target, d),
+                           errbackArgs=(target, d))
+
+    def answered(self, rtt: float | None, target: str, d: Deferred) -> None:
+        self.outstanding.discard(d)
+        self.core.window.add(self.core.reactor.seconds(), self.kind, rtt)
+        if rtt is None:
+            return
+        self.rtt.sample(rtt)
+        self.core.answeredBy(target, rtt)
+        self.heard()
+
+    def failed(self, failure, target: str, d: Deferred) -> None:
+        log.debug("probe to {target} failed: {error}", target=target, error=failure.value)
+        self.answered(None, target, d)
+
+    def heard(self, at: float | None = None) -> None:
+        """A sign of life at C{at} (now): the dead time starts again."""
+        reactor = self.core.reactor
+        now = reactor.seconds()
+        self.lastLife = now if at is None else at
+        self.sinceLife = 0
+        self.rxSeen = None
+        dead = self.pacing.deadTime(self.rtt)
+        self.deadCall = _rearm(reactor, self.deadCall, self.lastLife + dead - now, self.dead)
+        if self.core.received is not None and at is None:
+            self.suspectCall = _rearm(reactor, self.suspectCall, dead / 2, self.suspect)
+
+    def suspect(self) -> None:
+        "Half the dead time without an answer: note what the tunnel has received."
+        received = self._received()
+        if received is not None:
+            self.rxSeen = (self.core.reactor.seconds(), received)
+
+    def dead(self) -> None:
+        received = self._received()
+        if self.rxSeen is not None and received is not None and received > self.rxSeen[1]:
+            # Bytes came out of the tunnel since the suspect point: the
+            # gateway was alive then, at least.
+            self.rxEvidence += 1
+            seenAt = self.rxSeen[0]
+            self.heard(at=seenAt)
+            self.rxSeen = (self.core.reactor.seconds(), received)
+            return
+        self.cancel()
+        pacing, rtt = self.pacing, self.rtt
+        self.expired(f"{self.core.targets.unanswered(False)}{self.core.targets.through()}: "
+                     f"nothing heard for {self.core.reactor.seconds() - self.lastLife:.2f} s "
+                     f"(dead time {pacing.deadProbes} probes at {pacing.interval(rtt):g} s "
+                     f"+ timeout {pacing.timeout(rtt):g} s)")
+
+    def _received(self) -> int | None:
+        try:
+            return self.core.received()
+        except Exception:
+            log.failure("could not read the tunnel's receive counter")
+            return None
+
+    def cancel(self) -> None:
+        for call in (self.tickCall, self.deadCall, self.suspectCall):
+            if call is not None and call.active():
+                call.cancel()
+        outstanding, self.outstanding = self.outstanding, set()
+        for d in outstanding:
+            d.cancel()
+
+    def describe(self) -> dict:
+        pacing, rtt = self.pacing, self.rtt
+        return {"srtt_ms": None if rtt.srtt is None else round(rtt.srtt * 1000, 2),
+                "rttvar_ms": round(rtt.rttvar * 1000, 2),
+                "interval_s": round(pacing.interval(rtt), 3),
+                "timeout_s": round(pacing.timeout(rtt), 3),
+                "dead_time_s": round(pacing.deadTime(rtt), 3),
+                "heard_ago_s": round(self.core.reactor.seconds() - self.lastLife, 3),
+                "rx_evidence": self.rxEvidence}
+
+
+def _rearm(reactor, call: IDelayedCall | None, delay: float,
+           function: Callable[[], None]) -> IDelayedCall:
+    delay = max(0.0, delay)
+    if call is not None and call.active():
+        call.reset(delay)
+        return call
+    return reactor.callLater(delay, function)
+
+
 @dataclass
 class _Probing:
     """
@@ -289,10 +425,13 @@ class _Probing:
     gatewayAnsweredMissing: bool = False
     timer: LoopingCall | None = None
 
+    #: paced probes and the dead-time rule, when the core has a pacing
+    heartbeat: _Heartbeat | None = None
+
     def startRound(self) -> None:
         core = self.core
         probeRound = _Round(core.reactor, core.pinger, core.targets, core.timeout, self.count,
-                            core.answeredBy)
+                            self.answeredBy)
         self.rounds.append(probeRound)
         probeRound.send()
 
@@ -301,9 +440,12 @@ class _Probing:
         Feed the machine every settled round at the head of the queue: a
         round that settles early waits for the rounds started before it.
         """
+        core = self.core
         while self.rounds and self.rounds[0].result is not _PENDING:
             probeRound = self.rounds.popleft()
             rtt = probeRound.result
+            core.window.add(core.reactor.seconds(),
+                            "internet" if core.targets.internet else "gateway", rtt)
             if rtt is not None:
                 self.missedInARow = 0
                 self.gatewayAnsweredMissing = False
@@ -316,9 +458,16 @@ class _Probing:
                     return
                 self.monitor.roundMissed(self.missedInARow)
 
+    def answeredBy(self, target: str, rtt: float) -> None:
+        self.core.answeredBy(target, rtt)
+        if self.heartbeat is not None:
+            self.heartbeat.heard()
+
     def cancel(self) -> None:
         if self.timer is not None and self.timer.running:
             self.timer.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
         rounds, self.rounds = self.rounds, collections.deque()
         for probeRound in rounds:
             probeRound.cancel()
@@ -329,6 +478,16 @@ def _startProbing(monitor: _Monitor, core: _Core) -> _Probing:
              targets=core.targets.describe(), through=core.targets.through(),
              interval=f"{core.interval:g}", device=core.targets.device)
     probing = _Probing(monitor, core)
+    if core.pacing is not None:
+        pacing = core.pacing
+        log.info("health: paced probes to {paced} every {low:g}-{high:g} s from the RTT, "
+                 "dead after {n} unanswered{evidence}", paced=", ".join(
+                     core.targets.gateway or core.targets.internet),
+                 low=pacing.minInterval, high=pacing.maxInterval, n=pacing.deadProbes,
+                 evidence=" (bytes the tunnel receives count as life)"
+                 if core.received is not None else "")
+        probing.heartbeat = _Heartbeat(core, monitor.deadTimeExpired)
+        probing.heartbeat.start()
     probing.timer = LoopingCall(monitor.intervalElapsed)
     probing.timer.clock = core.reactor
     probing.timer.start(core.interval, now=True)
@@ -373,12 +532,23 @@ def _buildMachine():
         probing.cancel()
         core.lostReason = Reason(PROBES, f"{core.targets.unanswered(gatewayAnswered)}"
                                          f"{core.targets.through()} in {count} probes")
+        core.lostReason.gatewayAnswered = gatewayAnswered
+        log.warn("gateway lost: {reason}", reason=core.lostReason)
+        core.notify(core.onSample, None)
+        core.notify(core.onLost, core.lostReason)
+
+    @pep614(probing.upon(_Monitor.deadTimeExpired).to(lost))
+    def silent(monitor: _Monitor, core: _Core, probing: _Probing, reason: str) -> None:
+        probing.cancel()
+        core.lostReason = Reason(PROBES, reason)
+        core.lostReason.gatewayAnswered = False
         log.warn("gateway lost: {reason}", reason=core.lostReason)
         core.notify(core.onSample, None)
         core.notify(core.onLost, core.lostReason)
 
     # Stragglers: a timer tick or a settled round racing a stop or a loss.
     for state in (idle, lost, stopped):
+        state.upon(_Monitor.deadTimeExpired).loop().returns(None)
         state.upon(_Monitor.intervalElapsed).loop().returns(None)
         state.upon(_Monitor.roundAnswered).loop().returns(None)
         state.upon(_Monitor.roundMissed).loop().returns(None)
@@ -386,8 +556,18 @@ def _buildMachine():
 
     @pep614(probing.upon(_Monitor.describe).loop())
     def describeProbing(monitor: _Monitor, core: _Core, probing: _Probing) -> dict:
+        extra = {} if probing.heartbeat is None else {"paced": probing.heartbeat.describe()}
         return core.status("probing", missed=probing.missedInARow,
-                           outstanding=len(probing.rounds))
+                           outstanding=len(probing.rounds), **extra)
+
+    @pep614(probing.upon(_Monitor.quality).loop())
+    def qualityProbing(monitor: _Monitor, core: _Core, probing: _Probing) -> Quality:
+        return core.window.quality(core.reactor.seconds())
+
+    for state in (idle, lost, stopped):
+        @pep614(state.upon(_Monitor.quality).loop())
+        def qualityNow(monitor: _Monitor, core: _Core) -> Quality:
+            return core.window.quality(core.reactor.seconds())
 
     @pep614(lost.upon(_Monitor.describe).loop())
     def describeLost(monitor: _Monitor, core: _Core) -> dict:
@@ -409,7 +589,10 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
                   onMissed: Callable[[int], object] = _nothing,
                   onAnswered: Callable[[float], object] = _nothing,
                   onLost: Callable[[str], object] = _nothing,
-                  onSample: Callable[[float | None], object] = _nothing) -> _Monitor:
+                  onSample: Callable[[float | None], object] = _nothing,
+                  pacing: Pacing | None = None,
+                  received: Callable[[], int | None] | None = None,
+                  qualityWindow: float = 5.0) -> _Monitor:
     """
     A gateway health monitor probing C{targets} (L{ProbeTargets}, or a
     plain list whose every answer counts) through C{pinger} (an
@@ -421,8 +604,14 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
     for the n-th unanswered round in a row, or, when n reaches C{misses},
     C{onLost(reason)} once, after which the monitor has stopped itself.
 
+    With C{pacing} (L{Pacing}), paced probes to the gateway run beside
+    the rounds and C{onLost} is also called when nothing was heard for
+    the dead time; C{received()} (bytes the tunnel device has received,
+    or C{None}) then counts as life too.  See the module docstring.
+
     Returns an object with C{start()}, C{stop()} (abandons everything
-    outstanding; no callbacks after it) and C{describe()}.
+    outstanding; no callbacks after it), C{describe()} and C{quality()}
+    (L{Quality} over the last C{qualityWindow} seconds).
     """
     if not isinstance(targets, ProbeTargets):
         targets = ProbeTargets.of(targets)
@@ -433,7 +622,8 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
     if misses < 1:
         raise ValueError("misses must be at least 1")
     return _makeMonitor(_Core(reactor, pinger, targets, interval, timeout, misses,
-                              onMissed, onAnswered, onLost, onSample))
+                              onMissed, onAnswered, onLost, onSample, pacing, received,
+                              QualityWindow(qualityWindow)))
 
 
 class NoAnswer(Exception):

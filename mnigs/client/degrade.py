@@ -1,0 +1,172 @@
+# -*- test-case-name: tests.unit.test_degrade -*-
+"""
+When to leave a gateway that answers, but badly: the decision, without
+I/O, judged on the quality the health monitor measures through the
+tunnel (L{mnigs.client.pacing.Quality}) and fed by the client agent.
+
+A session is I{degraded} when its quality window (C{health.quality_window},
+5 s) is full and
+
+  - its probes are lost at C{degrade.loss} (10 %) or more (the worse of
+    the gateway's and the Internet's), or
+  - its median round trip is at least C{degrade.rtt_factor} (4) times the
+    lowest the session has seen, and C{degrade.rtt_margin} (0.05 s) above
+    it: queues filling at the gateway or on its uplink.
+
+An alternative is I{measurably better} when its loss is both
+C{degrade.better_by} (0.1) lower and at most C{degrade.better_ratio}
+(0.5) times the current loss, or (for a session degraded by its round
+trip) its round trip is at most C{better_ratio} times the current one at
+no more loss.  The client moves, through the planned-move path (the
+client machine's C{switch}), when the session has been degraded for
+C{degrade.hold} (1 s) and a measurably better alternative is known; after
+a move it waits C{degrade.cooldown} (30 s) before judging again.
+
+What is known of an alternative: a standby's own health monitor (its
+quality window: measured now, through its own tunnel), else the quality
+history of a gateway the client has used (its moving averages of probe
+loss and round trip: the last moments of its last session).  A gateway
+never used is not measurably better: nothing is known of it.
+
+Why this does not flap on a uniformly lossy mesh: there every gateway
+loses about the same share, and the window's noise is small beside the
+margin.  With 10 % loss on each of four links a probe crosses, p = 0.34;
+over a 5 s window of about 250 probes its standard deviation is 0.03, the
+difference of two windows' 0.04, and "better by half" needs a difference
+of 0.17: four standard deviations, for a whole second in a row.  A
+gateway left for its loss is remembered with that loss, so the client
+goes back to it only if the new one is clearly worse still.
+
+With the defaults, a gateway that starts losing 30 % is left after about
+2.7 s: the window's loss crosses 10 % after 5 s * 0.1 / 0.3 = 1.7 s, then
+the hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from twisted.internet.interfaces import IReactorTime
+
+from mnigs.client.pacing import Quality
+
+
+@dataclass(frozen=True)
+class DegradeRules:
+    "The C{[degrade]} settings (docs/configuration.md)."
+
+    enabled: bool = True
+    loss: float = 0.1
+    rttFactor: float = 4.0
+    rttMargin: float = 0.05
+    hold: float = 1.0
+    betterBy: float = 0.1
+    betterRatio: float = 0.5
+    cooldown: float = 30.0
+    window: float = 5.0
+
+    @classmethod
+    def fromConfig(cls, config) -> "DegradeRules":
+        d = config.degrade
+        return cls(d.enabled, d.loss, d.rtt_factor, d.rtt_margin, d.hold, d.better_by,
+                   d.better_ratio, d.cooldown, config.health.quality_window)
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """
+    What is known of another gateway: its loss (0-1) and round trip
+    (seconds, or C{None}), from a C{"standby"}'s monitor or the
+    C{"history"}.
+    """
+
+    gatewayId: str
+    loss: float
+    rtt: float | None
+    source: str
+
+
+def degradedBy(rules: DegradeRules, quality: Quality) -> str | None:
+    """Why C{quality} is degraded, or C{None} if it is not (or not known yet)."""
+    if quality.span < 0.9 * rules.window or quality.samples < 10:
+        return None
+    if quality.loss >= rules.loss:
+        return (f"{quality.loss:.0%} of the probes lost over {quality.span:.1f} s "
+                f"(degrade.loss {rules.loss:g})")
+    if quality.rtt is not None and quality.minRtt is not None and quality.rtt >= max(
+            rules.rttFactor * quality.minRtt, quality.minRtt + rules.rttMargin):
+        return (f"round trip {quality.rtt * 1000:.0f} ms against a floor of "
+                f"{quality.minRtt * 1000:.0f} ms (degrade.rtt_factor {rules.rttFactor:g})")
+    return None
+
+
+def isBetter(rules: DegradeRules, current: Quality, other: Alternative) -> bool:
+    "Whether C{other} is measurably better than C{current} (the module docstring)."
+    if (other.loss <= current.loss - rules.betterBy
+            and other.loss <= current.loss * rules.betterRatio):
+        return True
+    return (current.rtt is not None and other.rtt is not None
+            and other.loss <= current.loss
+            and other.rtt <= current.rtt * rules.betterRatio
+            and current.rtt - other.rtt >= rules.rttMargin)
+
+
+@dataclass(frozen=True)
+class Move:
+    "Leave for C{to} (an L{Alternative}) because C{reason}."
+
+    to: Alternative
+    reason: str
+
+
+class DegradeJudge:
+    """
+    Holds how long the current session has been degraded and when the
+    last move was; L{consider} says when to move.
+    """
+
+    def __init__(self, rules: DegradeRules, clock: IReactorTime) -> None:
+        self.rules = rules
+        self.clock = clock
+        self.degradedSince: float | None = None
+        self.movedAt: float | None = None
+
+    def newSession(self) -> None:
+        self.degradedSince = None
+
+    def consider(self, current: Quality, alternatives: Sequence[Alternative]) -> Move | None:
+        """
+        Judge the current session's C{current} quality against
+        C{alternatives} (best ranked first); a L{Move} to the first
+        measurably better one once the rules allow it.
+        """
+        rules = self.rules
+        if not rules.enabled:
+            return None
+        now = self.clock.seconds()
+        why = degradedBy(rules, current)
+        if why is None:
+            self.degradedSince = None
+            return None
+        if self.degradedSince is None:
+            self.degradedSince = now
+        if now - self.degradedSince < rules.hold:
+            return None
+        if self.movedAt is not None and now - self.movedAt < rules.cooldown:
+            return None
+        for other in alternatives:
+            if isBetter(rules, current, other):
+                self.movedAt = now
+                self.degradedSince = None
+                rtt = "" if other.rtt is None else f", round trip {other.rtt * 1000:.0f} ms"
+                return Move(other, f"degraded: {why}; the alternative lost {other.loss:.0%}"
+                                   f"{rtt} ({other.source})")
+        return None
+
+    def describe(self) -> dict:
+        now = self.clock.seconds()
+        return {"enabled": self.rules.enabled,
+                "degraded_for_s": None if self.degradedSince is None
+                else round(now - self.degradedSince, 2),
+                "moved_ago_s": None if self.movedAt is None else round(now - self.movedAt, 1)}
