@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 from automat import TypeMachineBuilder, pep614
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -147,9 +147,6 @@ class _Monitor(Protocol):
 
     def deadTimeExpired(self, reason: str) -> None:
         "Paced probes: nothing was heard from the gateway for the dead time."
-
-    def quality(self) -> Quality:
-        "The tunnel's quality over the quality window (L{mnigs.client.pacing})."
 
     def describe(self) -> dict:
         "Status for humans and mnigsctl."
@@ -302,7 +299,8 @@ class _Heartbeat:
         self.kind = "gateway" if core.targets.gateway else "internet"
         self.expired = expired
         self.rtt = RttEstimator()
-        self.outstanding: set[Deferred] = set()
+        #: probe -> [when its quality sample is due (its RTO), whether taken]
+        self.outstanding: dict[Deferred, list] = {}
         self.lastLife = 0.0
         self.sinceLife = 0
         #: (when, bytes) the tunnel had received at the suspect point
@@ -318,27 +316,41 @@ class _Heartbeat:
 
     def tick(self) -> None:
         reactor = self.core.reactor
+        now = reactor.seconds()
         self.tickCall = reactor.callLater(self.pacing.interval(self.rtt), self.tick)
         self.sinceLife += 1
+        # A probe still unanswered after its timeout counts as lost for
+        # the quality window; it may still prove life (and give a round
+        # trip) until the pinger's own timeout, the ceiling.
+        for entry in self.outstanding.values():
+            if not entry[1] and entry[0] <= now:
+                entry[1] = True
+                self.core.window.add(now, self.kind, None)
+        due = now + self.pacing.timeout(self.rtt)
         for target in self.targets:
+            entry = [due, False]
             d = maybeDeferred(self.core.pinger.ping, target, self.pacing.maxTimeout)
             if not d.called:
-                self.outstanding.add(d)
-            d.addCallbacks(self.answered, self.failed, callbackArgs=(target, d),
-                           errbackArgs=(target, d))
+                self.outstanding[d] = entry
+            d.addCallbacks(self.answered, self.failed, callbackArgs=(target, d, entry),
+                           errbackArgs=(target, d, entry))
 
-    def answered(self, rtt: float | None, target: str, d: Deferred) -> None:
-        self.outstanding.discard(d)
-        self.core.window.add(self.core.reactor.seconds(), self.kind, rtt)
+    def answered(self, rtt: float | None, target: str, d: Deferred, entry: list) -> None:
+        self.outstanding.pop(d, None)
+        if not entry[1]:
+            entry[1] = True
+            self.core.window.add(self.core.reactor.seconds(), self.kind, rtt)
         if rtt is None:
             return
         self.rtt.sample(rtt)
         self.core.answeredBy(target, rtt)
         self.heard()
 
-    def failed(self, failure, target: str, d: Deferred) -> None:
+    def failed(self, failure, target: str, d: Deferred, entry: list) -> None:
+        if failure.check(CancelledError):
+            return  # abandoned: the monitor stopped
         log.debug("probe to {target} failed: {error}", target=target, error=failure.value)
-        self.answered(None, target, d)
+        self.answered(None, target, d, entry)
 
     def heard(self, at: float | None = None) -> None:
         """A sign of life at C{at} (now): the dead time starts again."""
@@ -376,6 +388,8 @@ class _Heartbeat:
                      f"+ timeout {pacing.timeout(rtt):g} s)")
 
     def _received(self) -> int | None:
+        if self.core.received is None:
+            return None
         try:
             return self.core.received()
         except Exception:
@@ -386,7 +400,7 @@ class _Heartbeat:
         for call in (self.tickCall, self.deadCall, self.suspectCall):
             if call is not None and call.active():
                 call.cancel()
-        outstanding, self.outstanding = self.outstanding, set()
+        outstanding, self.outstanding = self.outstanding, {}
         for d in outstanding:
             d.cancel()
 
@@ -560,15 +574,6 @@ def _buildMachine():
         return core.status("probing", missed=probing.missedInARow,
                            outstanding=len(probing.rounds), **extra)
 
-    @pep614(probing.upon(_Monitor.quality).loop())
-    def qualityProbing(monitor: _Monitor, core: _Core, probing: _Probing) -> Quality:
-        return core.window.quality(core.reactor.seconds())
-
-    for state in (idle, lost, stopped):
-        @pep614(state.upon(_Monitor.quality).loop())
-        def qualityNow(monitor: _Monitor, core: _Core) -> Quality:
-            return core.window.quality(core.reactor.seconds())
-
     @pep614(lost.upon(_Monitor.describe).loop())
     def describeLost(monitor: _Monitor, core: _Core) -> dict:
         return core.status("lost", reason=core.lostReason)
@@ -592,7 +597,7 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
                   onSample: Callable[[float | None], object] = _nothing,
                   pacing: Pacing | None = None,
                   received: Callable[[], int | None] | None = None,
-                  qualityWindow: float = 5.0) -> _Monitor:
+                  qualityWindow: float = 5.0) -> "_HealthMonitor":
     """
     A gateway health monitor probing C{targets} (L{ProbeTargets}, or a
     plain list whose every answer counts) through C{pinger} (an
@@ -621,9 +626,29 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
         raise ValueError("interval and timeout must be positive")
     if misses < 1:
         raise ValueError("misses must be at least 1")
-    return _makeMonitor(_Core(reactor, pinger, targets, interval, timeout, misses,
-                              onMissed, onAnswered, onLost, onSample, pacing, received,
-                              QualityWindow(qualityWindow)))
+    core = _Core(reactor, pinger, targets, interval, timeout, misses, onMissed, onAnswered,
+                 onLost, onSample, pacing, received, QualityWindow(qualityWindow))
+    return _HealthMonitor(_makeMonitor(core), core)
+
+
+class _HealthMonitor:
+    """
+    The monitor's machine, and its quality window read directly: the
+    quality is the same in every state, and is asked for from inside the
+    machine's own callbacks (the agent judges it after each round), where
+    a machine input would be reentrant.
+    """
+
+    def __init__(self, machine: _Monitor, core: _Core) -> None:
+        self._machine = machine
+        self._core = core
+        self.start = machine.start
+        self.stop = machine.stop
+        self.describe = machine.describe
+
+    def quality(self) -> Quality:
+        "The tunnel's quality over the quality window (L{mnigs.client.pacing})."
+        return self._core.window.quality(self._core.reactor.seconds())
 
 
 class NoAnswer(Exception):

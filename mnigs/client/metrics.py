@@ -177,11 +177,12 @@ def agentCounts(agent):
         "mnigs_client_false_failovers",
         "Gateways given up as silent by the health probes that answered over the mesh a "
         "second later (the failover was most likely false).")
-    falseFailovers.add_metric((), agent.falseLosses.count if agent.falseLosses else 0)
+    checked = getattr(agent, "falseLosses", None)
+    falseFailovers.add_metric((), checked.count if checked is not None else 0)
     moves = CounterMetricFamily(
         "mnigs_client_degradation_moves",
         "Planned moves away from a degraded gateway (lossy or slow) to a measurably better one.")
-    moves.add_metric((), agent.degradeMoves)
+    moves.add_metric((), getattr(agent, "degradeMoves", 0))
     return [falseFailovers, moves]
 
 

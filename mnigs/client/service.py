@@ -272,7 +272,7 @@ class ClientService(MultiService):
         if health.pacing:
             pacing = Pacing(health.min_interval, health.interval, health.min_timeout,
                             health.timeout, health.dead_probes)
-            received = self._received(session)
+            received = tunnelReceived(self.netlink, session)
         return HealthMonitor(
             self.reactor, session.pinger, session.targets, interval=health.interval,
             timeout=health.timeout,
@@ -283,21 +283,6 @@ class ClientService(MultiService):
             onSample=lambda rtt: reports.probeSample(session, rtt),
             pacing=pacing, received=received, qualityWindow=health.quality_window)
 
-    def _received(self, session):
-        """
-        C{received()}: the bytes the session's tunnel device has
-        received, as evidence of the gateway's life (L{mnigs.client.health}),
-        for the methods whose device carries only what the gateway sends
-        (L{RX_EVIDENCE}); C{None} for the others.
-        """
-        if session.step.method not in RX_EVIDENCE:
-            return None
-        device = session.connection.device
-
-        def received():
-            stats = self.netlink.linkStats(device)
-            return None if stats is None else stats[0]
-        return received
 
 
 class _Lifecycle(Service):
@@ -349,3 +334,20 @@ class _Lifecycle(Service):
         # reaps a hook that ended meanwhile (the offline hook) a second
         # time: waitpid(None), an "Unhandled Error" in the log.
         return d.addBoth(lambda result: deferLater(service.reactor, 0, lambda: result))
+
+
+def tunnelReceived(netlink, session):
+    """
+    C{received()}: the bytes the session's tunnel device has
+    received, as evidence of the gateway's life (L{mnigs.client.health}),
+    for the methods whose device carries only what the gateway sends
+    (L{RX_EVIDENCE}); C{None} for the others.
+    """
+    if netlink is None or session.step.method not in RX_EVIDENCE:
+        return None
+    device = session.connection.device
+
+    def received():
+        stats = netlink.linkStats(device)
+        return None if stats is None else stats[0]
+    return received
