@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_health -*-
 """
-How the client notices, within about a second, that its gateway went
-silent.
+How the client notices, within a fraction of a second, that its gateway
+went silent.
 
 Babel with its default timers takes 7-14 s to route around a gateway that
 silently stops answering: far too long for someone on a video call.  So
@@ -40,7 +40,56 @@ after the last answer arrived.  With the defaults (0.25 s, 0.75 s, 3):
 Smaller C{timeout} detects faster but calls a merely slow (loaded, Wi-Fi)
 gateway dead; 0.75 s is well above mesh round-trip times.
 
+Paced probes and the dead time (C{health.pacing}, the default)
+==============================================================
+
+Rounds every C{interval} are slow for a mesh whose round trip is a few
+milliseconds, and "three misses in a row" gives up on a healthy gateway
+whenever three probes are lost together.  So, beside the rounds, a
+heartbeat probes the gateway (its inner address; the Internet targets
+when there is none) at the pace of the measured round trip, and the
+gateway is dead when I{nothing} was heard from it for the dead time
+(L{mnigs.client.pacing} has the formulas and the loss arithmetic)::
+
+    pace      = clamp(srtt, min_interval, interval)          0.02 s here
+    timeout   = clamp(srtt + 4 rttvar, min_timeout, timeout) 0.05 s here
+    dead time = dead_probes * pace + timeout                 0.37 s here
+
+Evidence of life, each of which starts the dead time again:
+
+  - any answer, from any target, to a heartbeat or a round, even one that
+    arrives after its probe's timeout (probes wait up to C{timeout}, the
+    ceiling): a late answer is still the gateway talking;
+  - bytes received by the tunnel device (C{received}; WireGuard, OpenVPN
+    and SoftEther, whose devices only carry what the gateway sent: see
+    L{mnigs.client.service.RX_EVIDENCE}).  The counter is read at half the
+    dead time and again at its end; if it grew, the gateway was alive at
+    the first reading.  This proves that the gateway's side of the tunnel
+    sent something, authenticated, that crossed the mesh to us; it proves
+    neither that our packets reach the gateway (the path may fail one way)
+    nor that the gateway's uplink works, so it only postpones the dead
+    time, and never makes a session online (L{firstAnswer} does).
+
+The detection time after the last sign of life is the dead time: 0.37 s
+on a mesh with a round trip of a few ms, 0.89 s over a 50 ms Wi-Fi hop,
+at most C{dead_probes * interval + timeout} (4.75 s) on a very slow one.
+
+The rounds go on every C{interval} to every target and keep their
+meaning for the callbacks (C{onAnswered}, C{onMissed}, C{onSample}: the
+client machine's online and degraded, the quality history).  With
+Internet targets they also keep the Internet rule: C{misses} rounds in a
+row unanswered by the Internet, while the gateway still answers the
+heartbeat, is a loss of the Internet beyond the gateway (12 * 0.25 s +
+0.75 s = 3.75 s by default: with 10 % loss on each of four links,
+0.34 ** 12 = 2.5e-6 per round).
+
+The monitor's L{Quality} (loss and round trip over C{quality_window}
+seconds; L{_HealthMonitor.quality}) counts every heartbeat probe (lost
+once its timeout passed) and every round; the client's degradation judge
+(L{mnigs.client.degrade}) reads it.
+
     idle --start--> probing --probesExhausted--> lost
+    probing --deadTimeExpired--> lost
     every state --stop--> stopped; lost/stopped --start--> probing
 """
 
@@ -302,6 +351,7 @@ class _Heartbeat:
         #: probe -> [when its quality sample is due (its RTO), whether taken]
         self.outstanding: dict[Deferred, list] = {}
         self.lastLife = 0.0
+        self.nextTick = 0.0
         self.sinceLife = 0
         #: (when, bytes) the tunnel had received at the suspect point
         self.rxSeen: tuple[float, int] | None = None
@@ -311,13 +361,17 @@ class _Heartbeat:
         self.suspectCall: IDelayedCall | None = None
 
     def start(self) -> None:
+        self.nextTick = self.core.reactor.seconds()
         self.heard()
         self.tick()
 
     def tick(self) -> None:
         reactor = self.core.reactor
         now = reactor.seconds()
-        self.tickCall = reactor.callLater(self.pacing.interval(self.rtt), self.tick)
+        # On a grid, as LoopingCall does: timers that fire late must not
+        # thin out the probes a dead time spans.
+        self.nextTick = max(self.nextTick + self.pacing.interval(self.rtt), now)
+        self.tickCall = reactor.callLater(self.nextTick - now, self.tick)
         self.sinceLife += 1
         # A probe still unanswered after its timeout counts as lost for
         # the quality window; it may still prove life (and give a round
@@ -467,7 +521,10 @@ class _Probing:
             else:
                 self.missedInARow += 1
                 self.gatewayAnsweredMissing |= probeRound.gatewayAnswered
-                if self.missedInARow >= self.core.misses:
+                # Paced, the heartbeat judges the gateway: the rounds only
+                # judge the Internet beyond it.
+                if self.missedInARow >= self.core.misses and (
+                        self.heartbeat is None or core.targets.internet):
                     self.monitor.probesExhausted(self.missedInARow)
                     return
                 self.monitor.roundMissed(self.missedInARow)
