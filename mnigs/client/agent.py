@@ -217,11 +217,9 @@ class ClientAgent:
             if other == gid or not ranked.usable or ranked.cooling:
                 continue
             if other in measured:
-                quality = measured[other]
-                known.append(Alternative(other, quality.loss, quality.rtt, "standby"))
+                known.append(Alternative.measured(other, measured[other]))
             elif other in self.history and self.history.get(other).rttMs is not None:
-                past = self.history.get(other)
-                known.append(Alternative(other, past.loss, past.rttMs / 1000, "history"))
+                known.append(Alternative.remembered(other, self.history.get(other)))
         return known
 
     # -- routes and rescans -------------------------------------------------

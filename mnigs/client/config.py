@@ -183,7 +183,7 @@ SCHEMA = {
         "min_interval": Field(float, 0.02, between(0.005, 60)),
         "min_timeout": Field(float, 0.05, between(0.005, 60)),
         "dead_probes": Field(int, 16, between(1, 1000)),
-        "quality_window": Field(float, 5.0, between(0.5, 600)),
+        "quality_window": Field(float, 4.0, between(0.5, 600)),
     },
     # Moving away from a gateway that works badly (mnigs.client.degrade).
     "degrade": {
@@ -191,7 +191,7 @@ SCHEMA = {
         "loss": Field(float, 0.1, between(0, 1)),
         "rtt_factor": Field(float, 4.0, between(1, 1000)),
         "rtt_margin": Field(float, 0.05, between(0, 60)),
-        "hold": Field(float, 1.0, between(0, 3600)),
+        "hold": Field(float, 0.5, between(0, 3600)),
         "better_by": Field(float, 0.1, between(0, 1)),
         "better_ratio": Field(float, 0.5, between(0, 1)),
         "cooldown": Field(float, 30.0, between(0, 86400)),

@@ -49,7 +49,13 @@ from typing import Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
-from mnigs.client.pacing import Quality
+from mnigs.client.history import PROBE_ALPHA
+from mnigs.client.pacing import Quality, lossBounds
+
+#: How many probe rounds the quality history's moving average weighs, as
+#: a count of samples (an exponential average's equivalent window,
+#: (2 - alpha) / alpha: 19 with alpha 0.1).
+HISTORY_PROBES = round((2 - PROBE_ALPHA) / PROBE_ALPHA)
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,11 @@ class DegradeRules:
     loss: float = 0.1
     rttFactor: float = 4.0
     rttMargin: float = 0.05
-    hold: float = 1.0
+    hold: float = 0.5
     betterBy: float = 0.1
     betterRatio: float = 0.5
     cooldown: float = 30.0
-    window: float = 5.0
+    window: float = 4.0
 
     @classmethod
     def fromConfig(cls, config) -> "DegradeRules":
@@ -85,15 +91,30 @@ class Alternative:
     loss: float
     rtt: float | None
     source: str
+    lossHigh: float = 1.0
+
+    @classmethod
+    def measured(cls, gatewayId: str, quality: Quality) -> "Alternative":
+        "A standby's, from its own monitor's quality window."
+        return cls(gatewayId, quality.loss, quality.rtt, "standby", quality.lossHigh)
+
+    @classmethod
+    def remembered(cls, gatewayId: str, past) -> "Alternative":
+        """
+        From a gateway's quality history (L{GatewayQuality}): its loss
+        average weighs about L{HISTORY_PROBES} rounds.
+        """
+        return cls(gatewayId, past.loss, None if past.rttMs is None else past.rttMs / 1000,
+                   "history", lossBounds(past.loss * HISTORY_PROBES, HISTORY_PROBES)[1])
 
 
 def degradedBy(rules: DegradeRules, quality: Quality) -> str | None:
     """Why C{quality} is degraded, or C{None} if it is not (or not known yet)."""
     if quality.span < 0.9 * rules.window or quality.samples < 10:
         return None
-    if quality.loss >= rules.loss:
+    if quality.lossLow >= rules.loss:
         return (f"{quality.loss:.0%} of the probes lost over {quality.span:.1f} s "
-                f"(degrade.loss {rules.loss:g})")
+                f"(at least {quality.lossLow:.0%}; degrade.loss {rules.loss:g})")
     if quality.rtt is not None and quality.minRtt is not None and quality.rtt >= max(
             rules.rttFactor * quality.minRtt, quality.minRtt + rules.rttMargin):
         return (f"round trip {quality.rtt * 1000:.0f} ms against a floor of "
@@ -104,10 +125,11 @@ def degradedBy(rules: DegradeRules, quality: Quality) -> str | None:
 def isBetter(rules: DegradeRules, current: Quality, other: Alternative) -> bool:
     "Whether C{other} is measurably better than C{current} (the module docstring)."
     if (other.loss <= current.loss - rules.betterBy
-            and other.loss <= current.loss * rules.betterRatio):
+            and other.loss <= current.loss * rules.betterRatio
+            and other.lossHigh < current.lossLow):
         return True
     return (current.rtt is not None and other.rtt is not None
-            and other.loss <= current.loss
+            and other.lossHigh <= max(current.lossHigh, rules.loss)
             and other.rtt <= current.rtt * rules.betterRatio
             and current.rtt - other.rtt >= rules.rttMargin)
 

@@ -654,7 +654,7 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
                   onSample: Callable[[float | None], object] = _nothing,
                   pacing: Pacing | None = None,
                   received: Callable[[], int | None] | None = None,
-                  qualityWindow: float = 5.0) -> "_HealthMonitor":
+                  qualityWindow: float = 4.0) -> "_HealthMonitor":
     """
     A gateway health monitor probing C{targets} (L{ProbeTargets}, or a
     plain list whose every answer counts) through C{pinger} (an

@@ -623,6 +623,6 @@ class PacedHealthTests(SynchronousTestCase):
         self.advance(6)
         quality = monitor.quality()
         self.assertLessEqual(abs(quality.loss - 0.5), 0.05)
-        self.assertEqual(quality.span, 5.0)
+        self.assertEqual(quality.span, 4.0)
         self.assertAlmostEqual(quality.rtt, 0.002)
         self.assertIsNone(self.lostAt)

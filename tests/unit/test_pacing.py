@@ -6,7 +6,7 @@ it gives, and the quality window.
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mnigs.client.pacing import Pacing, QualityWindow, RttEstimator
+from mnigs.client.pacing import Pacing, QualityWindow, RttEstimator, lossBounds
 
 settings.register_profile("mnigs-pacing", derandomize=True, max_examples=200, deadline=None)
 
@@ -107,5 +107,10 @@ class QualityWindowTests(SynchronousTestCase):
         quality = QualityWindow().quality(3.0)
         self.assertEqual((quality.loss, quality.rtt, quality.samples, quality.span),
                          (0.0, None, 0, 0.0))
-        self.assertEqual(quality.toDict(), {"loss": 0.0, "rtt_ms": None, "min_rtt_ms": None,
-                                            "samples": 0, "span_s": 0.0})
+        self.assertEqual(quality.toDict(), {"loss": 0.0, "loss_bounds": [0.0, 1.0], "rtt_ms": None,
+                                            "min_rtt_ms": None, "samples": 0, "span_s": 0.0})
+
+    def test_lossBoundsNarrowWithMoreProbes(self):
+        self.assertEqual([round(b, 2) for b in lossBounds(11, 20)], [0.34, 0.74])
+        self.assertEqual([round(b, 2) for b in lossBounds(86, 250)], [0.29, 0.40])
+        self.assertEqual(lossBounds(0, 0), (0.0, 1.0))
