@@ -1,45 +1,51 @@
 # -*- test-case-name: tests.unit.test_degrade -*-
 """
-When to leave a gateway that answers, but badly: the decision, without
+When to leave a gateway that works, but badly: the decision, without
 I/O, judged on the quality the health monitor measures through the
-tunnel (L{mnigs.client.pacing.Quality}) and fed by the client agent.
+tunnel (L{mnigs.client.pacing.Quality}) and fed by the client agent after
+every probe round.
 
 A session is I{degraded} when its quality window (C{health.quality_window},
-5 s) is full and
+4 s) is full and
 
-  - its probes are lost at C{degrade.loss} (10 %) or more (the worse of
-    the gateway's and the Internet's), or
+  - at least C{degrade.loss} (10 %) of its probes are lost: the I{lower}
+    bound of the loss's 95 % interval (L{mnigs.client.pacing.lossBounds}),
+    the worse of the gateway's probes (about 200 in the window) and the
+    Internet rounds' (16), so that a few unlucky rounds prove nothing; or
   - its median round trip is at least C{degrade.rtt_factor} (4) times the
     lowest the session has seen, and C{degrade.rtt_margin} (0.05 s) above
     it: queues filling at the gateway or on its uplink.
 
-An alternative is I{measurably better} when its loss is both
-C{degrade.better_by} (0.1) lower and at most C{degrade.better_ratio}
-(0.5) times the current loss, or (for a session degraded by its round
-trip) its round trip is at most C{better_ratio} times the current one at
-no more loss.  The client moves, through the planned-move path (the
-client machine's C{switch}), when the session has been degraded for
-C{degrade.hold} (1 s) and a measurably better alternative is known; after
-a move it waits C{degrade.cooldown} (30 s) before judging again.
+An alternative is I{measurably better} when its loss is C{degrade.better_by}
+(0.1) lower and at most C{degrade.better_ratio} (0.5) times the current
+loss, I{and} the upper bound of its loss lies below the lower bound of
+the current one; or, for a session degraded by its round trip, when its
+round trip is at most C{better_ratio} times the current one and its loss
+no worse.  The client moves, through the planned-move path (the client
+machine's C{switch}, so make-before-break applies), once the session has
+been degraded for C{degrade.hold} (0.5 s) and a measurably better
+alternative is known; after a move it waits C{degrade.cooldown} (30 s)
+before judging again.
 
-What is known of an alternative: a standby's own health monitor (its
-quality window: measured now, through its own tunnel), else the quality
-history of a gateway the client has used (its moving averages of probe
-loss and round trip: the last moments of its last session).  A gateway
-never used is not measurably better: nothing is known of it.
+What is known of an alternative: a standby's own health monitor
+(L{Alternative.measured}: its window, measured now through its own
+tunnel), else the quality history of a gateway the client has used
+(L{Alternative.remembered}: its moving average of lost rounds, which
+weighs about 19 rounds, so its bounds are wide: 0 % may be 17 %).  A
+gateway never used is not measurably better: nothing is known of it.
 
 Why this does not flap on a uniformly lossy mesh: there every gateway
-loses about the same share, and the window's noise is small beside the
-margin.  With 10 % loss on each of four links a probe crosses, p = 0.34;
-over a 5 s window of about 250 probes its standard deviation is 0.03, the
-difference of two windows' 0.04, and "better by half" needs a difference
-of 0.17: four standard deviations, for a whole second in a row.  A
-gateway left for its loss is remembered with that loss, so the client
-goes back to it only if the new one is clearly worse still.
+loses about the same share.  With 10 % loss on each of four links a probe
+crosses, p = 0.34: a window of 200 probes says 0.28-0.41, so another
+window, or a history, must come below 0.28 while this one is above 0.41
+to move.  A gateway left for its loss is remembered with that loss, so
+the client goes back to it only if the new one is clearly worse still.
 
-With the defaults, a gateway that starts losing 30 % is left after about
-2.7 s: the window's loss crosses 10 % after 5 s * 0.1 / 0.3 = 1.7 s, then
-the hold.
+How fast: a gateway that starts losing 30 %, with a standby that loses
+nothing (upper bound 0.02): the window's lower bound reaches 10 % when
+its loss reaches about 14 %, after 4 s * 0.14 / 0.3 = 1.9 s; then the
+hold: 2.4 s.  Against a history of 0 % (upper bound 0.17) the lower bound
+must reach 0.17 (a loss of 22 %): 2.9 s, then the hold: 3.4 s.
 """
 
 from __future__ import annotations
