@@ -12,11 +12,14 @@ babeld with its default timers; a real twistd mnigs-client with the
 shipped defaults plus health.beyond = ["198.51.100.1"] (bench/failover.py's
 CLIENT_SETTINGS); real mnigs-servers on gwA and gwB.
 
-Once the client is online and ranks both gateways usable, it is sent to
-the other gateway and back (mnigsctl use, then use -): without a hot
-standby, what the client knows of another gateway is its quality
-history, and a gateway never used is not "measurably better"
-(mnigs/client/degrade.py).
+Once the client is online and ranks both gateways usable, (b) runs,
+then (a): before (a) the client is sent to the other gateway and back
+(mnigsctl use, then use -), because without a hot standby what the
+client knows of another gateway is the quality history of a session
+less than degrade.history_age (30 s) ago; a gateway never used, or used
+longer ago, is not "measurably better" (mnigs/client/degrade.py).  So
+in (b) only gateways the client was online with during (b) itself can
+be moved to for degradation.
 
   (a) the serving gateway drops 30 % of the packets it receives from the
       mesh (nftables ``numgen random mod 100 < 30 drop`` in prerouting on
@@ -25,7 +28,7 @@ history, and a gateway never used is not "measurably better"
       own doing).  Measured: seconds from the drop to the client's
       "switching to" (decision) and to being online through the other
       gateway (degrade_move_s).  Target 5 s.
-  (b) the drop is removed; then every mesh link drops 10 % (``numgen``
+  (b) every mesh link drops 10 % (``numgen``
       in postrouting on every mesh interface of every node, babel
       included) for --minutes (5) with both gateways healthy.  Counted:
       every move the client makes (log lines "leaving ..." and
@@ -201,13 +204,13 @@ def run(mesh, minutes, linkQuality=False):
         client.waitState("online", 90)
         waitUntil(lambda: clientRanksAllUsable(client, ["gwA", "gwB"]), 120, interval=0.5,
                   message="the client to rank both gateways usable")
+        progress(f"client online via {clientGateway(client)}")
+        result = partB(nodes, client, minutes)
+        waitOnline(client, timeout=120)
         progress(f"client online via {clientGateway(client)}; visiting the other gateway")
         visitBoth(client, ["gwA", "gwB"])
         progress(f"back on {clientGateway(client)}")
-        result = partA(nodes, client)
-        waitOnline(client)
-        time.sleep(3.0)
-        result.update(partB(nodes, client, minutes))
+        result.update(partA(nodes, client))
         result["client_health"] = (client.quickStatus().get("current") or {}).get("health")
         return result
     finally:

@@ -101,6 +101,8 @@ class ClientAgent:
         self.falseLosses = falseLosses
         self.standbys = standbys
         self.degradeMoves = 0
+        #: gateway id -> when a session with it last measured its quality
+        self.measuredAt: dict[str, float] = {}
         self._judged = None
         self.reactor = reactor
         self.effects = effects
@@ -173,6 +175,7 @@ class ClientAgent:
     def probeSample(self, session, rtt):
         if self._current(session):
             self.history.get(session.step.gatewayId).probe(None if rtt is None else rtt * 1000)
+            self.measuredAt[session.step.gatewayId] = self.reactor.seconds()
             self._judgeQuality(session)
 
     # -- failover on degradation ---------------------------------------------
@@ -207,10 +210,12 @@ class ClientAgent:
         """
         What is known of the usable gateways other than the session's,
         best ranked first: a standby's measured quality, else the
-        quality history of one used before (L{mnigs.client.degrade}).
+        quality history of one used within C{degrade.history_age}
+        (L{mnigs.client.degrade}).
         """
         gid = session.step.gatewayId
         measured = self.standbys() if self.standbys is not None else {}
+        freshSince = self.reactor.seconds() - self.degrade.rules.historyAge
         known = []
         for ranked in self.core.ranked:
             other = ranked.gatewayId
@@ -218,7 +223,8 @@ class ClientAgent:
                 continue
             if other in measured:
                 known.append(Alternative.measured(other, measured[other]))
-            elif other in self.history and self.history.get(other).rttMs is not None:
+            elif (self.measuredAt.get(other, -1.0) >= freshSince and other in self.history
+                  and self.history.get(other).rttMs is not None):
                 known.append(Alternative.remembered(other, self.history.get(other)))
         return known
 

@@ -195,6 +195,7 @@ SCHEMA = {
         "better_by": Field(float, 0.1, between(0, 1)),
         "better_ratio": Field(float, 0.5, between(0, 1)),
         "cooldown": Field(float, 30.0, between(0, 86400)),
+        "history_age": Field(float, 30.0, between(0, 86400)),
     },
     # The lease's resolvers, put in force while online (mnigs.client.dns).
     "dns": {

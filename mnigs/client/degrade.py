@@ -29,10 +29,18 @@ before judging again.
 
 What is known of an alternative: a standby's own health monitor
 (L{Alternative.measured}: its window, measured now through its own
-tunnel), else the quality history of a gateway the client has used
-(L{Alternative.remembered}: its moving average of lost rounds, which
-weighs about 19 rounds, so its bounds are wide: 0 % may be 17 %).  A
-gateway never used is not measurably better: nothing is known of it.
+tunnel), else the quality history of a gateway the client was online
+with less than C{degrade.history_age} (30 s) ago (L{Alternative.remembered}:
+its moving average of lost rounds, which weighs about 19 rounds, so its
+bounds are wide: 0 % may be 17 %).  A gateway never used, or used
+longer ago, is not measurably better: nothing is known of it now.  An
+older history would say how the gateway was when the mesh was in
+another state: bench/degrade.py once saw a client on a mesh that had
+just turned lossy everywhere leave for a gateway whose history, from
+minutes before, said 3 %.  Even a fresh history can be wrong once in
+that way (the mesh got worse just after the client left the other
+gateway); the gateway left is then remembered with its loss, so the
+client does not come back.
 
 Why this does not flap on a uniformly lossy mesh: there every gateway
 loses about the same share.  With 10 % loss on each of four links a probe
@@ -77,12 +85,13 @@ class DegradeRules:
     betterRatio: float = 0.5
     cooldown: float = 30.0
     window: float = 4.0
+    historyAge: float = 30.0
 
     @classmethod
     def fromConfig(cls, config) -> "DegradeRules":
         d = config.degrade
         return cls(d.enabled, d.loss, d.rtt_factor, d.rtt_margin, d.hold, d.better_by,
-                   d.better_ratio, d.cooldown, config.health.quality_window)
+                   d.better_ratio, d.cooldown, config.health.quality_window, d.history_age)
 
 
 @dataclass(frozen=True)

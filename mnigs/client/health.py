@@ -352,7 +352,6 @@ class _Heartbeat:
         self.outstanding: dict[Deferred, list] = {}
         self.lastLife = 0.0
         self.nextTick = 0.0
-        self.sinceLife = 0
         #: (when, bytes) the tunnel had received at the suspect point
         self.rxSeen: tuple[float, int] | None = None
         self.rxEvidence = 0
@@ -372,7 +371,6 @@ class _Heartbeat:
         # thin out the probes a dead time spans.
         self.nextTick = max(self.nextTick + self.pacing.interval(self.rtt), now)
         self.tickCall = reactor.callLater(self.nextTick - now, self.tick)
-        self.sinceLife += 1
         # A probe still unanswered after its timeout counts as lost for
         # the quality window; it may still prove life (and give a round
         # trip) until the pinger's own timeout, the ceiling.
@@ -411,7 +409,6 @@ class _Heartbeat:
         reactor = self.core.reactor
         now = reactor.seconds()
         self.lastLife = now if at is None else at
-        self.sinceLife = 0
         self.rxSeen = None
         dead = self.pacing.deadTime(self.rtt)
         self.deadCall = _rearm(reactor, self.deadCall, self.lastLife + dead - now, self.dead)

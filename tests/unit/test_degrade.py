@@ -244,17 +244,29 @@ class AgentDegradeTests(SynchronousTestCase):
         self.rounds(session, 5)
         self.assertIs(self.agent.core.session, session)
 
-    def test_historyThatIsBetterIsFollowed(self):
+    def test_freshHistoryThatIsBetterIsFollowed(self):
         for _ in range(30):
             self.history.get("B").probe(2.0)
+        self.agent.measuredAt["B"] = self.clock.seconds()
         session = self.online(0.3)
         self.rounds(session, 2)
         self.assertEqual(self.agent.degradeMoves, 1)
+
+    def test_staleHistoryIsNotKnowledge(self):
+        """Online with B more than degrade.history_age ago: nothing is known of B now."""
+        for _ in range(30):
+            self.history.get("B").probe(2.0)
+        self.agent.measuredAt["B"] = self.clock.seconds()
+        self.clock.advance(31)
+        session = self.online(0.3)
+        self.rounds(session, 5)
+        self.assertIs(self.agent.core.session, session)
 
     def test_historyNoBetterStays(self):
         for _ in range(30):
             self.history.get("B").probe(None)
             self.history.get("B").probe(2.0)
+        self.agent.measuredAt["B"] = self.clock.seconds()
         session = self.online(0.3)
         self.rounds(session, 5)
         self.assertIs(self.agent.core.session, session)
