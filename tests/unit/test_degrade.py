@@ -284,3 +284,30 @@ class AgentDegradeTests(SynchronousTestCase):
         reason.gatewayAnswered = True
         self.agent.lost(session, reason)
         self.assertEqual(self.checks, [])
+
+
+class TunnelReceivedTests(SynchronousTestCase):
+    """
+    L{mnigs.client.service.tunnelReceived}: the receive counter counts as
+    life only for methods whose device carries nothing but the gateway's.
+    """
+
+    def session(self, method):
+        from types import SimpleNamespace
+        return SimpleNamespace(step=SimpleNamespace(method=method),
+                               connection=SimpleNamespace(device="mnigs-c0"))
+
+    def test_wireguardReadsItsDevice(self):
+        from mnigs.client.service import tunnelReceived
+        asked = []
+        netlink = type("Netlink", (), {
+            "linkStats": lambda _, name: asked.append(name) or (1234, 99)})()
+        received = tunnelReceived(netlink, self.session("wireguard"))
+        self.assertEqual(received(), 1234)
+        self.assertEqual(asked, ["mnigs-c0"])
+
+    def test_sharedDevicesAreNoEvidence(self):
+        from mnigs.client.service import tunnelReceived
+        for method in ("forward", "cjdns"):
+            self.assertIsNone(tunnelReceived(object(), self.session(method)), method)
+        self.assertIsNone(tunnelReceived(None, self.session("wireguard")))
