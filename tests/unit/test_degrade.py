@@ -311,3 +311,17 @@ class TunnelReceivedTests(SynchronousTestCase):
         for method in ("forward", "cjdns"):
             self.assertIsNone(tunnelReceived(object(), self.session(method)), method)
         self.assertIsNone(tunnelReceived(None, self.session("wireguard")))
+
+
+class StatusTextTests(SynchronousTestCase):
+    "mnigsctl status says how the paced probes and the session's quality stand."
+
+    def test_pacedProbesAndQualityShown(self):
+        from mnigs.cli.ctl import formatStatus
+        text = formatStatus({"state": "online", "current": {
+            "name": "gw", "gateway": "ed25519:x", "host": "10.0.0.1", "method": "wireguard",
+            "health": {"state": "probing", "targets": ["100.64.0.1"],
+                       "paced": {"interval_s": 0.02, "dead_time_s": 0.37, "heard_ago_s": 0.01},
+                       "quality": {"loss": 0.313, "rtt_ms": 0.75, "span_s": 4.0}}}})
+        self.assertIn("paced probes: every 0.02s, dead after 0.37s (heard 0.01s ago)", text)
+        self.assertIn("quality over 4.0s: 31% lost, round trip 0.75 ms", text)
