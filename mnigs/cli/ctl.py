@@ -98,6 +98,15 @@ def formatStatus(status: dict) -> str:
                          + ("" if "gateway_answered_ago" not in health else
                             ", the gateway never answered" if health["gateway_answered_ago"] is None
                             else f", the gateway answered {health['gateway_answered_ago']}s ago"))
+            paced = health.get("paced")
+            if paced:
+                lines.append(f"paced probes: every {paced.get('interval_s')}s, dead after "
+                             f"{paced.get('dead_time_s')}s (heard {paced.get('heard_ago_s')}s ago)")
+            quality = health.get("quality")
+            if quality:
+                lines.append(f"quality over {quality.get('span_s')}s: "
+                             f"{round(100 * quality.get('loss', 0))}% lost, round trip "
+                             f"{quality.get('rtt_ms')} ms")
     dns = status.get("dns")
     if dns and dns.get("servers"):
         lines.append(f"dns: {', '.join(dns['servers'])} ({dns.get('mode')}, through "

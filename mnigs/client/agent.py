@@ -30,9 +30,11 @@ from mnigs.client.machine import (
     ISessionReports,
     makeClient,
 )
+from mnigs.client.degrade import Alternative, DegradeJudge
+from mnigs.client.falseloss import FalseLossCheck
 from mnigs.client.meshview import meshView
 from mnigs.client.plan import Attempt
-from mnigs.client.reasons import SAYS_UNAVAILABLE, UNAVAILABLE, Reason
+from mnigs.client.reasons import PROBES, SAYS_UNAVAILABLE, UNAVAILABLE, Reason, kindOf
 from mnigs.interfaces import ITransitionObserver
 
 log = Logger()
@@ -83,7 +85,25 @@ implementer(ISessionReports)(_Reports)
 @implementer(ISessionReports)
 class ClientAgent:
     def __init__(self, reactor: IReactorTime, effects: IClientEffects, history, switchPolicy,
-                 rescanInterval: float = 60.0, backoff: Backoff | None = None):
+                 rescanInterval: float = 60.0, backoff: Backoff | None = None,
+                 degrade: DegradeJudge | None = None, falseLosses: FalseLossCheck | None = None,
+                 standbys=None):
+        """
+        @param degrade: judges the session's quality (L{mnigs.client.degrade});
+            C{None}: never move for a degraded session.
+        @param falseLosses: checks gateways given up as silent
+            (L{mnigs.client.falseloss}); C{None}: none are checked.
+        @param standbys: C{standbys()} -> C{{gateway id: Quality}} of the
+            standbys' own monitors, for the degradation judge; C{None}:
+            only the quality history is known of the other gateways.
+        """
+        self.degrade = degrade
+        self.falseLosses = falseLosses
+        self.standbys = standbys
+        self.degradeMoves = 0
+        #: gateway id -> when a session with it last measured its quality
+        self.measuredAt: dict[str, float] = {}
+        self._judged = None
         self.reactor = reactor
         self.effects = effects
         self.history = history
@@ -112,6 +132,8 @@ class ClientAgent:
         for watch in self.watches:
             watch.stop()
         self.watches = []
+        if self.falseLosses is not None:
+            self.falseLosses.stop()
         if self.rescanning is not None:
             self.rescanning.cancel()
         return self.machine.stop()
@@ -123,6 +145,9 @@ class ClientAgent:
     def lost(self, session, reason):
         if not self._current(session):
             return
+        if (self.falseLosses is not None and kindOf(reason) == PROBES
+                and not getattr(reason, "gatewayAnswered", True)):
+            self.falseLosses.check(session.step)
         # Rank the last scan again as of now: a gateway that was cooling
         # down after an earlier failure may be usable again by now.
         self.core.ranked = self.effects.rerank()
@@ -150,6 +175,58 @@ class ClientAgent:
     def probeSample(self, session, rtt):
         if self._current(session):
             self.history.get(session.step.gatewayId).probe(None if rtt is None else rtt * 1000)
+            self.measuredAt[session.step.gatewayId] = self.reactor.seconds()
+            self._judgeQuality(session)
+
+    # -- failover on degradation ---------------------------------------------
+    def _judgeQuality(self, session):
+        """
+        After every probe round: move (a planned move, the machine's
+        C{switch}) when the judge finds the session degraded and another
+        gateway measurably better (L{mnigs.client.degrade}).
+        """
+        monitor = getattr(session, "health", None)
+        if self.degrade is None or monitor is None:
+            return
+        if session is not self._judged:
+            self._judged = session
+            self.degrade.newSession()
+        move = self.degrade.consider(monitor.quality(), self.alternatives(session))
+        if move is None:
+            return
+        gid = session.step.gatewayId
+        ranked = self.core.ranked
+        target = next((r for r in ranked if r.gatewayId == move.to.gatewayId), None)
+        plan = None if target is None else self.effects.plan(
+            [target] + [r for r in ranked if r is not target], frozenset({gid}))
+        if plan is None:
+            return
+        self.degradeMoves += 1
+        self.switchPolicy.reset()
+        self.core.trace.note("degraded", move.reason)
+        self.machine.switch(session, plan, move.reason)
+
+    def alternatives(self, session):
+        """
+        What is known of the usable gateways other than the session's,
+        best ranked first: a standby's measured quality, else the
+        quality history of one used within C{degrade.history_age}
+        (L{mnigs.client.degrade}).
+        """
+        gid = session.step.gatewayId
+        measured = self.standbys() if self.standbys is not None else {}
+        freshSince = self.reactor.seconds() - self.degrade.rules.historyAge
+        known = []
+        for ranked in self.core.ranked:
+            other = ranked.gatewayId
+            if other == gid or not ranked.usable or ranked.cooling:
+                continue
+            if other in measured:
+                known.append(Alternative.measured(other, measured[other]))
+            elif (self.measuredAt.get(other, -1.0) >= freshSince and other in self.history
+                  and self.history.get(other).rttMs is not None):
+                known.append(Alternative.remembered(other, self.history.get(other)))
+        return known
 
     # -- routes and rescans -------------------------------------------------
     def routesChanged(self):
@@ -283,6 +360,10 @@ class ClientAgent:
         status["switch"] = self._switchStatus()
         status["chosen"] = self.effects.policy.chosen
         status["blocked_now"] = sorted(self.effects.policy.blockedNow)
+        if self.degrade is not None:
+            status["degrade"] = dict(self.degrade.describe(), moves=self.degradeMoves)
+        status["false_failovers"] = (None if self.falseLosses is None
+                                     else self.falseLosses.count)
         gateways = []
         for place, ranked in enumerate(self.core.ranked, 1):
             offer = ranked.seen.offer

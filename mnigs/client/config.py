@@ -176,8 +176,26 @@ SCHEMA = {
         "offer_probes": Field(bool, True),
         "interval": Field(float, 0.25, between(0.05, 60)),
         "timeout": Field(float, 0.75, between(0.05, 60)),
-        "misses": Field(int, 3, between(1, 100)),
+        "misses": Field(int, 12, between(1, 100)),
         "offer_interval": Field(float, 10.0, between(1, 3600)),
+        # Paced probes to the gateway and the dead-time rule (mnigs.client.pacing).
+        "pacing": Field(bool, True),
+        "min_interval": Field(float, 0.02, between(0.005, 60)),
+        "min_timeout": Field(float, 0.05, between(0.005, 60)),
+        "dead_probes": Field(int, 16, between(1, 1000)),
+        "quality_window": Field(float, 4.0, between(0.5, 600)),
+    },
+    # Moving away from a gateway that works badly (mnigs.client.degrade).
+    "degrade": {
+        "enabled": Field(bool, True),
+        "loss": Field(float, 0.1, between(0, 1)),
+        "rtt_factor": Field(float, 4.0, between(1, 1000)),
+        "rtt_margin": Field(float, 0.05, between(0, 60)),
+        "hold": Field(float, 0.5, between(0, 3600)),
+        "better_by": Field(float, 0.1, between(0, 1)),
+        "better_ratio": Field(float, 0.5, between(0, 1)),
+        "cooldown": Field(float, 30.0, between(0, 86400)),
+        "history_age": Field(float, 30.0, between(0, 86400)),
     },
     # The lease's resolvers, put in force while online (mnigs.client.dns).
     "dns": {
@@ -247,6 +265,10 @@ def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
         raise ConfigError(path, "dns.hook", 'is required with dns.mode = "hook"')
     if config.routing.table in (253, 254, 255):
         raise ConfigError(path, "routing.table", "must not be one of the kernel's own tables (253-255)")
+    if config.health.pacing and config.health.min_interval > config.health.interval:
+        raise ConfigError(path, "health.min_interval", "must not exceed health.interval")
+    if config.health.pacing and config.health.min_timeout > config.health.timeout:
+        raise ConfigError(path, "health.min_timeout", "must not exceed health.timeout")
     meshShared = sorted(set(config.share.interfaces) & set(config.mesh.interfaces))
     if meshShared:
         raise ConfigError(path, "share.interfaces",

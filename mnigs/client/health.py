@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_health -*-
 """
-How the client notices, within about a second, that its gateway went
-silent.
+How the client notices, within a fraction of a second, that its gateway
+went silent.
 
 Babel with its default timers takes 7-14 s to route around a gateway that
 silently stops answering: far too long for someone on a video call.  So
@@ -40,7 +40,56 @@ after the last answer arrived.  With the defaults (0.25 s, 0.75 s, 3):
 Smaller C{timeout} detects faster but calls a merely slow (loaded, Wi-Fi)
 gateway dead; 0.75 s is well above mesh round-trip times.
 
+Paced probes and the dead time (C{health.pacing}, the default)
+==============================================================
+
+Rounds every C{interval} are slow for a mesh whose round trip is a few
+milliseconds, and "three misses in a row" gives up on a healthy gateway
+whenever three probes are lost together.  So, beside the rounds, a
+heartbeat probes the gateway (its inner address; the Internet targets
+when there is none) at the pace of the measured round trip, and the
+gateway is dead when I{nothing} was heard from it for the dead time
+(L{mnigs.client.pacing} has the formulas and the loss arithmetic)::
+
+    pace      = clamp(srtt, min_interval, interval)          0.02 s here
+    timeout   = clamp(srtt + 4 rttvar, min_timeout, timeout) 0.05 s here
+    dead time = dead_probes * pace + timeout                 0.37 s here
+
+Evidence of life, each of which starts the dead time again:
+
+  - any answer, from any target, to a heartbeat or a round, even one that
+    arrives after its probe's timeout (probes wait up to C{timeout}, the
+    ceiling): a late answer is still the gateway talking;
+  - bytes received by the tunnel device (C{received}; WireGuard, OpenVPN
+    and SoftEther, whose devices only carry what the gateway sent: see
+    L{mnigs.client.service.RX_EVIDENCE}).  The counter is read at half the
+    dead time and again at its end; if it grew, the gateway was alive at
+    the first reading.  This proves that the gateway's side of the tunnel
+    sent something, authenticated, that crossed the mesh to us; it proves
+    neither that our packets reach the gateway (the path may fail one way)
+    nor that the gateway's uplink works, so it only postpones the dead
+    time, and never makes a session online (L{firstAnswer} does).
+
+The detection time after the last sign of life is the dead time: 0.37 s
+on a mesh with a round trip of a few ms, 0.89 s over a 50 ms Wi-Fi hop,
+at most C{dead_probes * interval + timeout} (4.75 s) on a very slow one.
+
+The rounds go on every C{interval} to every target and keep their
+meaning for the callbacks (C{onAnswered}, C{onMissed}, C{onSample}: the
+client machine's online and degraded, the quality history).  With
+Internet targets they also keep the Internet rule: C{misses} rounds in a
+row unanswered by the Internet, while the gateway still answers the
+heartbeat, is a loss of the Internet beyond the gateway (12 * 0.25 s +
+0.75 s = 3.75 s by default: with 10 % loss on each of four links,
+0.34 ** 12 = 2.5e-6 per round).
+
+The monitor's L{Quality} (loss and round trip over C{quality_window}
+seconds; L{_HealthMonitor.quality}) counts every heartbeat probe (lost
+once its timeout passed) and every round; the client's degradation judge
+(L{mnigs.client.degrade}) reads it.
+
     idle --start--> probing --probesExhausted--> lost
+    probing --deadTimeExpired--> lost
     every state --stop--> stopped; lost/stopped --start--> probing
 """
 
@@ -57,6 +106,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from mnigs.client.heartbeat import Heartbeat
+from mnigs.client.pacing import Pacing, Quality, QualityWindow
 from mnigs.client.reasons import PROBES, Reason
 
 log = Logger()
@@ -144,6 +195,9 @@ class _Monitor(Protocol):
     def probesExhausted(self, count: int) -> None:
         "As many rounds in a row as we tolerate went unanswered."
 
+    def deadTimeExpired(self, reason: str) -> None:
+        "Paced probes: nothing was heard from the gateway for the dead time."
+
     def describe(self) -> dict:
         "Status for humans and mnigsctl."
 
@@ -160,6 +214,9 @@ class _Core:
     onAnswered: Callable[[float], object]
     onLost: Callable[[str], object]
     onSample: Callable[[float | None], object]
+    pacing: Pacing | None = None
+    received: Callable[[], int | None] | None = None
+    window: QualityWindow = field(default_factory=QualityWindow)
     lostReason: str = ""
     gatewayAnsweredAt: float | None = None
     #: target -> (when it last answered, its round-trip time), for the status
@@ -188,6 +245,8 @@ class _Core:
 
     def status(self, state: str, **extra: object) -> dict:
         status = {"state": state, "targets": self.targets.all(), "answers": self.answers()}
+        if self.pacing is not None:
+            status["quality"] = self.window.quality(self.reactor.seconds()).toDict()
         if self.targets.device:
             status["device"] = self.targets.device
         if self.targets.internet and self.targets.gateway:
@@ -289,10 +348,13 @@ class _Probing:
     gatewayAnsweredMissing: bool = False
     timer: LoopingCall | None = None
 
+    #: paced probes and the dead-time rule, when the core has a pacing
+    heartbeat: Heartbeat | None = None
+
     def startRound(self) -> None:
         core = self.core
         probeRound = _Round(core.reactor, core.pinger, core.targets, core.timeout, self.count,
-                            core.answeredBy)
+                            self.answeredBy)
         self.rounds.append(probeRound)
         probeRound.send()
 
@@ -301,9 +363,12 @@ class _Probing:
         Feed the machine every settled round at the head of the queue: a
         round that settles early waits for the rounds started before it.
         """
+        core = self.core
         while self.rounds and self.rounds[0].result is not _PENDING:
             probeRound = self.rounds.popleft()
             rtt = probeRound.result
+            core.window.add(core.reactor.seconds(),
+                            "internet" if core.targets.internet else "gateway", rtt)
             if rtt is not None:
                 self.missedInARow = 0
                 self.gatewayAnsweredMissing = False
@@ -311,14 +376,24 @@ class _Probing:
             else:
                 self.missedInARow += 1
                 self.gatewayAnsweredMissing |= probeRound.gatewayAnswered
-                if self.missedInARow >= self.core.misses:
+                # Paced, the heartbeat judges the gateway: the rounds only
+                # judge the Internet beyond it.
+                if self.missedInARow >= self.core.misses and (
+                        self.heartbeat is None or core.targets.internet):
                     self.monitor.probesExhausted(self.missedInARow)
                     return
                 self.monitor.roundMissed(self.missedInARow)
 
+    def answeredBy(self, target: str, rtt: float) -> None:
+        self.core.answeredBy(target, rtt)
+        if self.heartbeat is not None:
+            self.heartbeat.heard()
+
     def cancel(self) -> None:
         if self.timer is not None and self.timer.running:
             self.timer.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
         rounds, self.rounds = self.rounds, collections.deque()
         for probeRound in rounds:
             probeRound.cancel()
@@ -329,6 +404,21 @@ def _startProbing(monitor: _Monitor, core: _Core) -> _Probing:
              targets=core.targets.describe(), through=core.targets.through(),
              interval=f"{core.interval:g}", device=core.targets.device)
     probing = _Probing(monitor, core)
+    if core.pacing is not None:
+        pacing = core.pacing
+        log.info("health: paced probes to {paced} every {low:g}-{high:g} s from the RTT, "
+                 "dead after {n} unanswered{evidence}", paced=", ".join(
+                     core.targets.gateway or core.targets.internet),
+                 low=pacing.minInterval, high=pacing.maxInterval, n=pacing.deadProbes,
+                 evidence=" (bytes the tunnel receives count as life)"
+                 if core.received is not None else "")
+        targets = core.targets
+        probing.heartbeat = Heartbeat(
+            core.reactor, core.pinger, targets.gateway or targets.internet,
+            "gateway" if targets.gateway else "internet", pacing, core.window, core.received,
+            core.answeredBy, lambda: f"{targets.unanswered(False)}{targets.through()}",
+            monitor.deadTimeExpired)
+        probing.heartbeat.start()
     probing.timer = LoopingCall(monitor.intervalElapsed)
     probing.timer.clock = core.reactor
     probing.timer.start(core.interval, now=True)
@@ -373,12 +463,23 @@ def _buildMachine():
         probing.cancel()
         core.lostReason = Reason(PROBES, f"{core.targets.unanswered(gatewayAnswered)}"
                                          f"{core.targets.through()} in {count} probes")
+        core.lostReason.gatewayAnswered = gatewayAnswered
+        log.warn("gateway lost: {reason}", reason=core.lostReason)
+        core.notify(core.onSample, None)
+        core.notify(core.onLost, core.lostReason)
+
+    @pep614(probing.upon(_Monitor.deadTimeExpired).to(lost))
+    def silent(monitor: _Monitor, core: _Core, probing: _Probing, reason: str) -> None:
+        probing.cancel()
+        core.lostReason = Reason(PROBES, reason)
+        core.lostReason.gatewayAnswered = False
         log.warn("gateway lost: {reason}", reason=core.lostReason)
         core.notify(core.onSample, None)
         core.notify(core.onLost, core.lostReason)
 
     # Stragglers: a timer tick or a settled round racing a stop or a loss.
     for state in (idle, lost, stopped):
+        state.upon(_Monitor.deadTimeExpired).loop().returns(None)
         state.upon(_Monitor.intervalElapsed).loop().returns(None)
         state.upon(_Monitor.roundAnswered).loop().returns(None)
         state.upon(_Monitor.roundMissed).loop().returns(None)
@@ -386,8 +487,9 @@ def _buildMachine():
 
     @pep614(probing.upon(_Monitor.describe).loop())
     def describeProbing(monitor: _Monitor, core: _Core, probing: _Probing) -> dict:
+        extra = {} if probing.heartbeat is None else {"paced": probing.heartbeat.describe()}
         return core.status("probing", missed=probing.missedInARow,
-                           outstanding=len(probing.rounds))
+                           outstanding=len(probing.rounds), **extra)
 
     @pep614(lost.upon(_Monitor.describe).loop())
     def describeLost(monitor: _Monitor, core: _Core) -> dict:
@@ -409,7 +511,10 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
                   onMissed: Callable[[int], object] = _nothing,
                   onAnswered: Callable[[float], object] = _nothing,
                   onLost: Callable[[str], object] = _nothing,
-                  onSample: Callable[[float | None], object] = _nothing) -> _Monitor:
+                  onSample: Callable[[float | None], object] = _nothing,
+                  pacing: Pacing | None = None,
+                  received: Callable[[], int | None] | None = None,
+                  qualityWindow: float = 4.0) -> "_HealthMonitor":
     """
     A gateway health monitor probing C{targets} (L{ProbeTargets}, or a
     plain list whose every answer counts) through C{pinger} (an
@@ -421,8 +526,14 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
     for the n-th unanswered round in a row, or, when n reaches C{misses},
     C{onLost(reason)} once, after which the monitor has stopped itself.
 
+    With C{pacing} (L{Pacing}), paced probes to the gateway run beside
+    the rounds and C{onLost} is also called when nothing was heard for
+    the dead time; C{received()} (bytes the tunnel device has received,
+    or C{None}) then counts as life too.  See the module docstring.
+
     Returns an object with C{start()}, C{stop()} (abandons everything
-    outstanding; no callbacks after it) and C{describe()}.
+    outstanding; no callbacks after it), C{describe()} and C{quality()}
+    (L{Quality} over the last C{qualityWindow} seconds).
     """
     if not isinstance(targets, ProbeTargets):
         targets = ProbeTargets.of(targets)
@@ -432,8 +543,29 @@ def HealthMonitor(reactor, pinger, targets: ProbeTargets | list[str], interval: 
         raise ValueError("interval and timeout must be positive")
     if misses < 1:
         raise ValueError("misses must be at least 1")
-    return _makeMonitor(_Core(reactor, pinger, targets, interval, timeout, misses,
-                              onMissed, onAnswered, onLost, onSample))
+    core = _Core(reactor, pinger, targets, interval, timeout, misses, onMissed, onAnswered,
+                 onLost, onSample, pacing, received, QualityWindow(qualityWindow))
+    return _HealthMonitor(_makeMonitor(core), core)
+
+
+class _HealthMonitor:
+    """
+    The monitor's machine, and its quality window read directly: the
+    quality is the same in every state, and is asked for from inside the
+    machine's own callbacks (the agent judges it after each round), where
+    a machine input would be reentrant.
+    """
+
+    def __init__(self, machine: _Monitor, core: _Core) -> None:
+        self._machine = machine
+        self._core = core
+        self.start = machine.start
+        self.stop = machine.stop
+        self.describe = machine.describe
+
+    def quality(self) -> Quality:
+        "The tunnel's quality over the quality window (L{mnigs.client.pacing})."
+        return self._core.window.quality(self._core.reactor.seconds())
 
 
 class NoAnswer(Exception):

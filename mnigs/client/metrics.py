@@ -20,7 +20,7 @@ here does I/O or reads a clock of its own: transitions carry their time.
 from __future__ import annotations
 
 from prometheus_client import Counter, Enum, Gauge, Histogram
-from prometheus_client.core import InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, InfoMetricFamily
 from zope.interface import implementer
 
 from mnigs.client.machine import ISessionReports
@@ -164,6 +164,26 @@ class ClientMetrics:
         the read in the reactor thread (L{mnigs.web.metrics.inReactorThread}).
         """
         self.registry.register(SnapshotCollector(lambda: currentGateway(agent.core.session), call))
+        self.registry.register(SnapshotCollector(lambda: agentCounts(agent), call))
+
+
+def agentCounts(agent):
+    """
+    C{mnigs_client_false_failovers} (L{mnigs.client.falseloss}) and
+    C{mnigs_client_degradation_moves} (L{mnigs.client.degrade}), as the
+    agent counted them.
+    """
+    falseFailovers = CounterMetricFamily(
+        "mnigs_client_false_failovers",
+        "Gateways given up as silent by the health probes that answered over the mesh a "
+        "second later (the failover was most likely false).")
+    checked = getattr(agent, "falseLosses", None)
+    falseFailovers.add_metric((), checked.count if checked is not None else 0)
+    moves = CounterMetricFamily(
+        "mnigs_client_degradation_moves",
+        "Planned moves away from a degraded gateway (lossy or slow) to a measurably better one.")
+    moves.add_metric((), getattr(agent, "degradeMoves", 0))
+    return [falseFailovers, moves]
 
 
 def currentGateway(session):

@@ -18,7 +18,10 @@ from mnigs.client.discovery import Discovery
 from mnigs.client.datapath import ClientDataPath, Forwarding, Forwarding6
 from mnigs.client.dns import ResolverKeeper
 from mnigs.client.effects import CLIENT_HOOK_EVENTS, ClientEffects
+from mnigs.client.degrade import DegradeJudge, DegradeRules
+from mnigs.client.falseloss import FalseLossCheck
 from mnigs.client.health import HealthMonitor
+from mnigs.client.pacing import Pacing
 from mnigs.client.history import HistoryFile, QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
 from mnigs.client.routes import PolicyRouting
@@ -32,6 +35,13 @@ from mnigs.rpc.client import RPCClient
 from mnigs.system.statefile import ensureStateDir
 
 log = Logger()
+
+#: Methods whose tunnel device receives only what the gateway sends
+#: through the tunnel (decrypted and authenticated for WireGuard and
+#: OpenVPN; the hub's frames for SoftEther): bytes it receives are the
+#: gateway's life.  Not forward (the mesh interface carries everyone's
+#: traffic) nor cjdns (its tun carries every cjdns peer's).
+RX_EVIDENCE = frozenset({"wireguard", "openvpn", "softether"})
 
 #: Says the client turned IPv4 forwarding on (for a shared LAN): a run
 #: after a crash turns it back off on stop.
@@ -97,7 +107,7 @@ def policyFromConfig(config) -> Policy:
 
 class ClientService(MultiService):
     #: What SIGHUP may change while the client runs (mnigs.daemon.reload).
-    LIVE_KEYS = ("policy", "health", "log.level")
+    LIVE_KEYS = ("policy", "health", "degrade", "log.level")
 
     def __init__(self, reactor, config, configPath=None, levelFilter=None, netlink=None,
                  routing=None, dataPath=None):
@@ -150,9 +160,10 @@ class ClientService(MultiService):
             ownAddresses=self.netlink.localAddresses,
             pinned=policyConfig.pinned or None, blocked=policyConfig.blocked,
             observer=self.metrics)
+        rpc = RPCClient(reactor, timeout=config.discovery.timeout)
         self.effects = ClientEffects(
             reactor, config, buildSources(reactor, config), self.discovery,
-            RPCClient(reactor, timeout=config.discovery.timeout), self.methods, self.policy,
+            rpc, self.methods, self.policy,
             self.history, self.routing, self._health,
             Hooks(reactor, {event: config.hooks[event] for event in CLIENT_HOOK_EVENTS},
                   config.hooks.max_running),
@@ -160,7 +171,10 @@ class ClientService(MultiService):
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
-                                      config.discovery.rescan_interval), self.effects,
+                                      config.discovery.rescan_interval,
+                                      degrade=DegradeJudge(DegradeRules.fromConfig(config),
+                                                           reactor),
+                                      falseLosses=FalseLossCheck(reactor, rpc)), self.effects,
                           observers=[self.metrics] if self.metrics is not None else [])
         if self.metrics is not None:
             from mnigs.web.metrics import inReactorThread
@@ -240,6 +254,7 @@ class ClientService(MultiService):
         self.discovery.blocked = config.policy.blocked
         self.agent.switchPolicy.margin = config.policy.switch_margin
         self.agent.switchPolicy.hold = config.policy.switch_hold
+        self.agent.degrade.rules = DegradeRules.fromConfig(config)
         if self.levelFilter is not None:
             self.levelFilter.setLevel(config.log.level)
         self.agent.policyChanged(self.policy)  # keeps what mnigsctl use/block chose
@@ -253,6 +268,11 @@ class ClientService(MultiService):
         # The session's targets and pinger (bound to its tunnel device) are
         # the ones its verification used (ClientEffects.verify).
         health = self.config.health
+        pacing = received = None
+        if health.pacing:
+            pacing = Pacing(health.min_interval, health.interval, health.min_timeout,
+                            health.timeout, health.dead_probes)
+            received = tunnelReceived(self.netlink, session)
         return HealthMonitor(
             self.reactor, session.pinger, session.targets, interval=health.interval,
             timeout=health.timeout,
@@ -260,7 +280,9 @@ class ClientService(MultiService):
             onMissed=lambda count: reports.probeMissed(session, count),
             onAnswered=lambda rtt: reports.probeAnswered(session, rtt),
             onLost=lambda reason: reports.lost(session, reason),
-            onSample=lambda rtt: reports.probeSample(session, rtt))
+            onSample=lambda rtt: reports.probeSample(session, rtt),
+            pacing=pacing, received=received, qualityWindow=health.quality_window)
+
 
 
 class _Lifecycle(Service):
@@ -312,3 +334,20 @@ class _Lifecycle(Service):
         # reaps a hook that ended meanwhile (the offline hook) a second
         # time: waitpid(None), an "Unhandled Error" in the log.
         return d.addBoth(lambda result: deferLater(service.reactor, 0, lambda: result))
+
+
+def tunnelReceived(netlink, session):
+    """
+    C{received()}: the bytes the session's tunnel device has
+    received, as evidence of the gateway's life (L{mnigs.client.health}),
+    for the methods whose device carries only what the gateway sends
+    (L{RX_EVIDENCE}); C{None} for the others.
+    """
+    if netlink is None or session.step.method not in RX_EVIDENCE:
+        return None
+    device = session.connection.device
+
+    def received():
+        stats = netlink.linkStats(device)
+        return None if stats is None else stats[0]
+    return received

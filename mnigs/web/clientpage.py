@@ -64,6 +64,16 @@ def _health(status: dict) -> str:
         summary.append(("Missed in a row", text(health["missed"])))
     if health.get("reason"):
         summary.append(("Lost because", text(health["reason"])))
+    paced = health.get("paced")
+    if paced:
+        summary.append(("Paced probes", text(f"every {paced.get('interval_s')} s, dead after "
+                                             f"{paced.get('dead_time_s')} s")))
+        summary.append(("Last heard", text(f"{paced.get('heard_ago_s')} s ago")))
+    quality = health.get("quality")
+    if quality:
+        summary.append(("Quality", text(f"{round(100 * quality.get('loss', 0))} % lost, round "
+                                        f"trip {quality.get('rtt_ms')} ms over "
+                                        f"{quality.get('span_s')} s")))
     answers = health.get("answers")
     if answers is None:  # a status without per-target answers
         answers = [{"target": target} for target in health.get("targets", [])]

@@ -61,7 +61,10 @@ class MetricsMeshTests(DaemonMeshTestCase):
         client, gwA, gwB = self.mesh.nearAndFarGateway()
         self.gateway(gwA, **WEB)
         self.gateway(gwB, **WEB)
-        c = self.clientProcess(client, **WEB).start()
+        # Paced probes no faster than every 0.1 s: the gateway is given up
+        # 1.65 s after its last answer (0.37 s with the defaults), long
+        # enough for the scrapes every 0.2 s below to catch the failover.
+        c = self.clientProcess(client, health={"min_interval": 0.1}, **WEB).start()
         gwAId = c.waitState("online", 30, gateway="gwA")["current"]["gateway"]
 
         before = scrape(client, 8152)

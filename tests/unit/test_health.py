@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from mnigs.client.health import HealthMonitor, NoAnswer, ProbeTargets, firstAnswer
+from mnigs.client.pacing import Pacing
 from mnigs.interfaces import IPinger
 
 settings.register_profile("mnigs-health", derandomize=True, max_examples=300, deadline=None)
@@ -487,3 +488,141 @@ class FirstAnswerTests(SynchronousTestCase):
         self.failureResultOf(d, defer.CancelledError)
         self.assertEqual(self.pinger.outstanding(), [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class PacedHealthTests(SynchronousTestCase):
+    """
+    Paced probes and the dead-time rule (L{Pacing}); a fake pinger whose
+    answers come after C{rtt} on the Clock.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.pinger = FakePinger(self.clock)
+        self.recorder = Recorder(self.clock)
+        self.lostAt = None
+        self.answered = 0
+
+    def monitor(self, targets=ProbeTargets.of(["10.0.0.1"]), **kw):
+        callbacks = self.recorder.callbacks()
+        onLost = callbacks["onLost"]
+
+        def lost(reason):
+            self.lostAt = self.clock.seconds()
+            onLost(reason)
+        callbacks["onLost"] = lost
+        callbacks.update(kw)
+        return HealthMonitor(self.clock, self.pinger, targets, pacing=Pacing(), **callbacks)
+
+    def answering(self, decide, rtt=0.002):
+        """
+        Probes answered after C{rtt} when C{decide(target, n, now)} says so
+        (n counts the probes sent).
+        """
+        self.sent = 0
+
+        def ping(target):
+            d = defer.Deferred()
+            self.sent += 1
+            if decide(target, self.sent, self.clock.seconds()):
+                self.clock.callLater(rtt, lambda: d.called or self.answer(d, rtt))
+            return d
+        self.pinger.answer = ping
+
+    def answer(self, d, rtt):
+        self.answered = self.clock.seconds()
+        d.callback(rtt)
+
+    def advance(self, until, step=0.001):
+        while self.lostAt is None and self.clock.seconds() < until:
+            self.clock.advance(step)
+
+    def test_deadTimeOnAFastMesh(self):
+        """
+        On a 2 ms path the pace drops to 0.02 s and the gateway is lost
+        the dead time (16 x 0.02 + 0.05 = 0.37 s) after its last answer.
+        """
+        self.answering(lambda target, n, now: now < 3.0)
+        monitor = self.monitor()
+        monitor.start()
+        self.advance(10)
+        paced = monitor.describe()
+        self.assertLessEqual(abs(self.lostAt - self.answered - 0.37), 0.002)
+        [lost] = [e for e in self.recorder.events if e[0] == "lost"]
+        self.assertIn("nothing heard for 0.37 s (dead time 16 probes at 0.02 s + timeout 0.05 s)",
+                      lost[1])
+        self.assertFalse(lost[1].gatewayAnswered)
+        self.assertEqual(paced["state"], "lost")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_pacedFromTheRoundTrip(self):
+        self.answering(lambda target, n, now: True)
+        monitor = self.monitor()
+        monitor.start()
+        self.advance(2)
+        paced = monitor.describe()["paced"]
+        self.assertEqual((paced["interval_s"], paced["timeout_s"], paced["dead_time_s"]),
+                         (0.02, 0.05, 0.37))
+        # About 50 heartbeats a second after the first, plus a round every 0.25 s.
+        self.assertTrue(95 <= self.sent <= 115, self.sent)
+        monitor.stop()
+        self.clock.advance(0.01)  # the fake pinger's last answers
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_fifteenLostInARowAreTolerated(self):
+        """
+        Every 16th probe answered and the rest lost: the gateway is never
+        given up (a silence is at most 15 probes at 0.02 s, less than the
+        dead time); at 10 % loss per probe it stays up for minutes.
+        """
+        self.answering(lambda target, n, now: n < 50 or n % 16 == 0)
+        self.monitor().start()
+        self.advance(60, step=0.005)
+        self.assertIsNone(self.lostAt)
+
+    def test_receivedBytesPostponeTheDeadTime(self):
+        """
+        After the answers stop, bytes still coming out of the tunnel keep
+        the gateway alive; once they stop too, it is lost within two dead
+        times.
+        """
+        counter = [0]
+        self.answering(lambda target, n, now: now < 1.0)
+        monitor = self.monitor(received=lambda: counter[0])
+
+        def grow():
+            if self.clock.seconds() < 4.0:
+                counter[0] += 100
+                self.clock.callLater(0.05, grow)
+        grow()
+        monitor.start()
+        self.advance(10)
+        self.assertGreater(self.lostAt, 4.0)
+        self.assertLess(self.lostAt, 4.0 + 2 * 0.37)
+        self.assertEqual(monitor.describe()["state"], "lost")
+
+    def test_internetBeyondRuleWhileTheGatewayAnswers(self):
+        """
+        The gateway answers its heartbeat, the Internet never: lost after
+        C{misses} rounds, saying the gateway still answers.
+        """
+        self.answering(lambda target, n, now: target == "10.0.0.1")
+        monitor = self.monitor(ProbeTargets.of(["10.0.0.1"], ["9.9.9.9"]))
+        monitor.start()
+        self.advance(10)
+        [lost] = [e for e in self.recorder.events if e[0] == "lost"]
+        self.assertIn("does not answer (the gateway does)", lost[1])
+        self.assertTrue(lost[1].gatewayAnswered)
+        self.assertLessEqual(abs(self.lostAt - (2 * 0.25 + 0.75)), 0.002)
+
+    def test_qualityCountsLostProbesAtTheirTimeout(self):
+        """Every other heartbeat lost: the window says half."""
+        self.answering(lambda target, n, now: n % 2 == 0)
+        monitor = self.monitor()
+        monitor.start()
+        self.advance(6)
+        quality = monitor.quality()
+        self.assertLessEqual(abs(quality.loss - 0.5), 0.05)
+        self.assertEqual(quality.span, 4.0)
+        self.assertAlmostEqual(quality.rtt, 0.002)
+        self.assertIsNone(self.lostAt)

@@ -150,7 +150,7 @@ class LogVolumeTests(SynchronousTestCase):
                               ownAddresses=lambda: [])
         self.pinger = pinger = Pinger(self.gateways)
         # The client's own health-monitor wiring, on this clock and pinger.
-        wiring = types.SimpleNamespace(config=config, reactor=self.clock)
+        wiring = types.SimpleNamespace(config=config, reactor=self.clock, netlink=None)
         effects = ClientEffects(
             self.clock, config, [Source(list(hosts))], discovery, self.gateways,
             {"wireguard": Method()}, Policy(methods=("wireguard",)), history, Anything(),

@@ -360,6 +360,15 @@ class ClientMetricsTests(SynchronousTestCase):
         [family] = currentGateway(None)
         self.assertEqual(family.samples, [])
 
+    def test_falseFailoversAndDegradationMovesReadFromTheAgent(self):
+        agent = SimpleNamespace(core=SimpleNamespace(session=None),
+                                falseLosses=SimpleNamespace(count=2), degradeMoves=1)
+        self.metrics.watchAgent(agent)
+        self.assertEqual(value(self.registry, "mnigs_client_false_failovers_total"), 2)
+        self.assertEqual(value(self.registry, "mnigs_client_degradation_moves_total"), 1)
+        agent.falseLosses = None
+        self.assertEqual(value(self.registry, "mnigs_client_false_failovers_total"), 0)
+
 
 class ObservationPointTests(SynchronousTestCase):
     """
