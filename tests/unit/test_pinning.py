@@ -1,0 +1,268 @@
+"""
+L{mnigs.client.pinning} (make-before-break): the nft chains that mark
+each session's flows, the count of running flows, the policy rules of
+retired sessions against a fake rtnetlink, the L{Keeper} with a Clock,
+and the data path's slots (L{mnigs.client.datapath.ClientDataPath} with a
+recording nft runner).  The kernel's side is tests.mesh.test_pinning.
+"""
+
+import ipaddress
+import socket
+import types
+
+from pyroute2.netlink.exceptions import NetlinkError
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mnigs.client.datapath import ClientDataPath, Forwarding, Forwarding6, Passage
+from mnigs.client.pinning import (
+    PIN_MASK,
+    SLOTS,
+    Keeper,
+    PinRouting,
+    liveFlows,
+    markChains,
+    pinMark,
+)
+from tests.unit.test_routes import Message
+from tests.unit.test_services import Runner
+
+LEASE_A = ipaddress.ip_address("100.64.0.2")
+LEASE_B = ipaddress.ip_address("100.64.1.2")
+
+
+class MarkChainsTests(SynchronousTestCase):
+    def test_newFlowsTakeTheirDevicesMarkAndPacketsCarryIt(self):
+        """
+        A new flow leaving by a session's device takes its slot's mark;
+        packets of marked flows carry it in their original direction only,
+        from the LAN (prerouting) and from the client itself (a route
+        chain, which routes them again).
+        """
+        script = markChains([("wg1", 2), ("tun0", 1)])
+        self.assertIn('oifname "wg1" ct mark 0 ct mark set 0x00150002\n', script)
+        self.assertIn('oifname "tun0" ct mark 0 ct mark set 0x00150001\n', script)
+        self.assertIn("type filter hook postrouting priority mangle", script)
+        self.assertIn("type filter hook prerouting priority mangle", script)
+        self.assertIn("type route hook output priority mangle", script)
+        self.assertEqual(script.count("ct direction original ct mark and 0x00ffff00 == "
+                                      "0x00150000 meta mark set ct mark"), 2)
+
+    def test_namesAndSlotsAreChecked(self):
+        self.assertRaises(ValueError, markChains, [('wg0"; flush ruleset', 1)])
+        self.assertRaises(ValueError, markChains, [("wg0", 0)])
+        self.assertRaises(ValueError, pinMark, 16)
+        self.assertEqual(pinMark(15) & PIN_MASK, pinMark(15))
+        self.assertEqual(pinMark(1) & 0x15000000, 0, "the share mark's bits stay free")
+
+
+def entry(state=None):
+    info = None if state is None else types.SimpleNamespace(state=state)
+    return types.SimpleNamespace(protoinfo=info)
+
+
+class LiveFlowsTests(SynchronousTestCase):
+    def test_endedTCPFlowsDoNotCount(self):
+        established, timeWait, close, finWait = 3, 7, 8, 4
+        self.assertEqual(liveFlows([entry(established), entry(timeWait), entry(close),
+                                    entry(finWait), entry()]), 3)
+        self.assertEqual(liveFlows([]), 0)
+
+
+class FakeIPRoute:
+    """Rules as (family, priority, fwmark, fwmask, table); routes by table."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def link_lookup(self, ifname):
+        return [index for index, name in self.kernel.links.items() if name == ifname]
+
+    def get_rules(self, family):
+        return [Message({"FRA_PRIORITY": priority, "FRA_FWMARK": mark, "FRA_TABLE": table},
+                        table=252, family=family)
+                for f, priority, mark, _, table in self.kernel.rules if f == family]
+
+    def rule(self, command, family, priority, fwmark, fwmask, table):
+        rule = (family, priority, fwmark, fwmask, table)
+        if command == "add":
+            self.kernel.rules.append(rule)
+        elif rule in self.kernel.rules:
+            self.kernel.rules.remove(rule)
+        else:
+            raise NetlinkError(2, "No such file or directory")
+
+    def route(self, command, **spec):
+        assert command == "replace"
+        self.kernel.routes.setdefault(spec.pop("table"), []).append(spec)
+
+    def flush_routes(self, table, family):
+        kept = [r for r in self.kernel.routes.get(table, []) if r["family"] != family]
+        self.kernel.routes[table] = kept
+        if not kept:
+            del self.kernel.routes[table]
+
+
+class PinRoutingTests(SynchronousTestCase):
+    def setUp(self):
+        self.kernel = types.SimpleNamespace(links={1: "lo", 5: "wg-a"}, rules=[], routes={})
+        self.routing = PinRouting(8150, 8150, ipRoute=lambda: FakeIPRoute(self.kernel))
+
+    def test_pinRoutesTheSlotsMarkThroughTheOldDevice(self):
+        """
+        Slot 2: C{fwmark 0x150002/0xffffff lookup 8152} before mnigs's own
+        rules (8149), and table 8152 a default route through the old
+        tunnel from its lease's address; IPv6 too with an inner IPv6
+        address.  Pinning again replaces, unpinning removes both.
+        """
+        self.routing.pin(2, "wg-a", "100.64.0.2", "fd64::2")
+        self.routing.pin(2, "wg-a", "100.64.0.2", "fd64::2")
+        self.assertEqual(sorted(self.kernel.rules), [
+            (socket.AF_INET, 8149, 0x150002, PIN_MASK, 8152),
+            (socket.AF_INET6, 8149, 0x150002, PIN_MASK, 8152)])
+        self.assertIn({"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 5,
+                       "prefsrc": "100.64.0.2"}, self.kernel.routes[8152])
+        self.assertIn({"family": socket.AF_INET6, "dst": "::/0", "oif": 5,
+                       "prefsrc": "fd64::2"}, self.kernel.routes[8152])
+        self.routing.unpin(2)
+        self.assertEqual((self.kernel.rules, self.kernel.routes), ([], {}))
+
+    def test_withoutIPv6OnlyIPv4(self):
+        self.routing.pin(1, "wg-a", "100.64.0.2")
+        self.assertEqual([r[0] for r in self.kernel.rules], [socket.AF_INET])
+
+    def test_aMissingDeviceIsAnError(self):
+        self.assertRaises(LookupError, self.routing.pin, 1, "wg-gone")
+        self.assertEqual(self.kernel.rules, [])
+
+    def test_clearRemovesEverySlotAndNothingElse(self):
+        self.routing.pin(1, "wg-a")
+        self.routing.pin(15, "wg-a")
+        self.kernel.rules.append((socket.AF_INET, 8149, 0xCA6C, 0xFFFFFFFF, 51820))  # not ours
+        self.routing.clear()
+        self.assertEqual(self.kernel.rules, [(socket.AF_INET, 8149, 0xCA6C, 0xFFFFFFFF, 51820)])
+        self.assertEqual(self.kernel.routes, {})
+
+
+class KeeperTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.counts = []
+
+    def count(self):
+        value = self.counts.pop(0)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def test_endsOnceNoFlowIsLeft(self):
+        self.counts = [3, 1, 0]
+        keeper = Keeper(self.clock, self.count, limit=600, interval=2)
+        done = keeper.start()
+        self.clock.advance(2)
+        self.assertEqual(keeper.describe(), {"connections": 3, "kept_at_most_for_s": 598})
+        self.clock.advance(2)
+        self.assertNoResult(done)
+        self.clock.advance(2)
+        self.assertEqual(self.successResultOf(done), "none of its connections is left")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_endsAtTheLimitWhateverIsLeft(self):
+        self.counts = [5] * 10 + [RuntimeError("netlink said no")] * 10
+        keeper = Keeper(self.clock, self.count, limit=30, interval=2)
+        done = keeper.start()
+        self.clock.pump([2] * 14)
+        self.assertNoResult(done)
+        self.clock.advance(2)
+        self.assertEqual(self.successResultOf(done), "routing.keep_old (30 s) is over")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_endedFromOutsideOnce(self):
+        keeper = Keeper(self.clock, self.count, limit=30)
+        done = keeper.start()
+        keeper.end("its lease was lost")
+        keeper.end("the client stops")
+        self.assertEqual(self.successResultOf(done), "its lease was lost")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class DataPathSlotTests(SynchronousTestCase):
+    def build(self, prefixes=("192.168.7.0/24",)):
+        self.runner = Runner()
+        paths = []
+        for _ in range(2):
+            paths.append(self.mktemp())
+            with open(paths[-1], "w") as f:
+                f.write("0\n")
+        self.forgotten = []
+        flows = types.SimpleNamespace(forget=lambda addresses: self.forgotten.append(
+            sorted(map(str, addresses))) or 1)
+        return ClientDataPath(self.runner, "mnigs_client", prefixes, (), True,
+                              Forwarding(paths[0]), Forwarding6(paths[1]), flows, pinning=True)
+
+    def test_aRetiredSessionKeepsItsMarksAndLANFlowsUntilReleased(self):
+        """
+        Each session takes its slot's mark; a retired one keeps it (and
+        its LAN flows' translation to its lease's address) beside the
+        next session's until it is released.
+        """
+        data = self.build()
+        self.successResultOf(data.start())
+        self.successResultOf(data.online(Passage("wg-a", LEASE_A, 1420)))
+        self.assertIn('oifname "wg-a" ct mark 0 ct mark set 0x00150001', self.runner.scripts[-1])
+        slot = data.retire()
+        self.assertEqual(slot, 1)
+        self.successResultOf(data.online(Passage("tun-b", LEASE_B, 1400)))
+        script = self.runner.scripts[-1]
+        self.assertIn('oifname "tun-b" ct mark 0 ct mark set 0x00150002', script)
+        self.assertIn('oifname "wg-a" ct mark 0 ct mark set 0x00150001', script)
+        self.assertIn("snat ip to 100.64.1.2", script)
+        self.assertNotIn("100.64.0.2", script)
+        self.assertEqual(self.forgotten, [])
+        self.successResultOf(data.release(slot))
+        self.assertNotIn('"wg-a"', self.runner.scripts[-1])
+        self.assertEqual(self.forgotten, [["100.64.0.2"]])
+        self.successResultOf(data.release(slot))  # once
+        self.assertEqual(self.forgotten, [["100.64.0.2"]])
+
+    def test_slotsRotateAndRunOut(self):
+        """
+        A new session takes the next free slot after the last one given;
+        with every slot kept it takes none, and cannot be kept.
+        """
+        data = self.build(prefixes=())
+        slots = []
+        for k in SLOTS:
+            data.online(Passage("wg-a", LEASE_A))
+            slots.append(data.retire())
+        self.assertEqual(slots, list(SLOTS))
+        data.online(Passage("wg-a", LEASE_A))
+        self.assertIsNone(data.retire())
+        self.assertNotIn("ct mark set 0x00150010", self.runner.scripts[-1])
+        data.release(3)
+        data.release(7)
+        data.online(Passage("wg-a", LEASE_A))
+        self.assertEqual(data.retire(), 3)
+
+    def test_withoutPinningNoMarks(self):
+        data = self.build()
+        data.pinning = False
+        data.online(Passage("wg-a", LEASE_A))
+        self.assertIsNone(data.retire())
+        self.assertNotIn("ct mark", self.runner.scripts[-1])
+
+    def test_offlineKeepsTheRetired(self):
+        data = self.build()
+        data.online(Passage("wg-a", LEASE_A))
+        data.retire()
+        data.online(Passage("wg-b", LEASE_B))
+        data.offline()
+        self.assertEqual(self.forgotten, [["100.64.1.2"]])
+        self.assertIn('"wg-a"', self.runner.scripts[-1])
+        self.assertNotIn('"wg-b"', self.runner.scripts[-1])
