@@ -32,7 +32,6 @@ lost, or its tunnel goes, or C{routing.keep_old} seconds have passed.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from typing import Callable, Optional
 
@@ -54,6 +53,8 @@ PIN_RANGE = 0x00FFFF00
 PIN_MASK = 0x00FFFFFF
 #: The session slots: the current session and the ones kept after a move.
 SLOTS = tuple(range(1, 16))
+
+RTN_UNICAST = 1
 
 #: TCP flows in these conntrack states have ended (pyroute2's
 #: TCP_CONNTRACK_TIME_WAIT and TCP_CONNTRACK_CLOSE).
@@ -105,14 +106,21 @@ def liveFlows(entries) -> int:
 
 
 class ConntrackCounter:
-    """The running flows with a mark, IPv4 and IPv6 (netlink, pyroute2)."""
+    """
+    The running flows with a mark, IPv4 and IPv6 (netlink, pyroute2), in
+    network namespace C{netns} when given.
+    """
+
+    def __init__(self, netns: str | None = None):
+        self.netns = netns
 
     def count(self, mark: int) -> int:
         from pyroute2.conntrack import Conntrack
 
+        where = {"netns": self.netns} if self.netns else {}
         total = 0
         for family in (socket.AF_INET, socket.AF_INET6):
-            with Conntrack(nfgen_family=family) as ct:
+            with Conntrack(nfgen_family=family, **where) as ct:
                 total += liveFlows(ct.dump_entries(mark=mark))
         return total
 
@@ -121,9 +129,9 @@ class PinRouting:
     """
     The policy rules and tables of retired sessions: slot C{n}'s rule
     C{fwmark PIN_MARK|n/PIN_MASK lookup TABLE+n} at C{priority - 1}
-    (before mnigs's other rules, L{mnigs.client.routes}), its table a
-    default route through the old device, IPv6's too when it had IPv6
-    egress.
+    (before mnigs's other rules, L{mnigs.client.routes}), its table the
+    default routes mnigs's table had through the old device (IPv6's too
+    when it had IPv6 egress).
 
     @param table: C{routing.table}; slot C{n}'s table is C{table + n}.
     @param priority: C{routing.rule_priority}.
@@ -143,28 +151,40 @@ class PinRouting:
         pinMark(slot)
         return self.table + slot
 
-    def pin(self, slot: int, interface: str, source: str | None = None,
-            source6: str | None = None) -> None:
+    def pin(self, slot: int, interface: str) -> None:
         """
-        Route the flows marked for C{slot} through C{interface} (from
-        C{source}, and IPv6 from C{source6} when given).
+        Route the flows marked for C{slot} the way mnigs's table routes
+        now through C{interface}: its default routes (IPv4, and IPv6 when
+        there is one) are copied into the slot's table, so whatever the
+        method gave them (a next hop, a source address) stays.  Done
+        before the new session's route replaces them.
+
+        @raise LookupError: mnigs's table has no default route through
+            C{interface}.
         """
         table = self.tableOf(slot)
         with self._ipr() as ipr:
             index = ipr.link_lookup(ifname=interface)
             if not index:
                 raise LookupError(f"no interface {interface}")
-            families = [(socket.AF_INET, "0.0.0.0/0", source)]
-            if source6 is not None:
-                families.append((socket.AF_INET6, "::/0", source6))
-            for family, default, prefsrc in families:
+            copied = 0
+            for family, default in ((socket.AF_INET, "0.0.0.0/0"), (socket.AF_INET6, "::/0")):
+                routes = [r for r in ipr.get_routes(family=family, table=self.table)
+                          if r["dst_len"] == 0 and r["type"] == RTN_UNICAST
+                          and r.get_attr("RTA_OIF") == index[0]]
+                if not routes:
+                    continue
                 route = {"family": family, "dst": default, "table": table, "oif": index[0]}
-                if prefsrc:
-                    route["prefsrc"] = str(ipaddress.ip_address(prefsrc))
+                for attr, key in (("RTA_GATEWAY", "gateway"), ("RTA_PREFSRC", "prefsrc")):
+                    if routes[0].get_attr(attr):
+                        route[key] = routes[0].get_attr(attr)
                 ipr.route("replace", **route)
                 self._delRule(ipr, family, slot)
                 ipr.rule("add", family=family, priority=self.priority, fwmark=pinMark(slot),
                          fwmask=PIN_MASK, table=table)
+                copied += 1
+            if not copied:
+                raise LookupError(f"table {self.table} has no default route through {interface}")
 
     def unpin(self, slot: int) -> None:
         "Remove C{slot}'s rules and flush its table, both families."

@@ -100,7 +100,14 @@ class FakeIPRoute:
 
     def route(self, command, **spec):
         assert command == "replace"
-        self.kernel.routes.setdefault(spec.pop("table"), []).append(spec)
+        routes = self.kernel.routes.setdefault(spec.pop("table"), [])
+        routes[:] = [r for r in routes if r["dst"] != spec["dst"]] + [spec]
+
+    def get_routes(self, family, table):
+        attrs = {"oif": "RTA_OIF", "gateway": "RTA_GATEWAY", "prefsrc": "RTA_PREFSRC"}
+        return [Message({attrs[k]: v for k, v in r.items() if k in attrs},
+                        dst_len=int(r["dst"].split("/")[1]), type=r.get("type", 1))
+                for r in self.kernel.routes.get(table, []) if r["family"] == family]
 
     def flush_routes(self, table, family):
         kept = [r for r in self.kernel.routes.get(table, []) if r["family"] != family]
@@ -111,43 +118,66 @@ class FakeIPRoute:
 
 class PinRoutingTests(SynchronousTestCase):
     def setUp(self):
-        self.kernel = types.SimpleNamespace(links={1: "lo", 5: "wg-a"}, rules=[], routes={})
+        self.kernel = types.SimpleNamespace(links={1: "lo", 5: "wg-a", 6: "tap-b"}, rules=[],
+                                            routes={})
         self.routing = PinRouting(8150, 8150, ipRoute=lambda: FakeIPRoute(self.kernel))
+        self.fake = FakeIPRoute(self.kernel)
 
-    def test_pinRoutesTheSlotsMarkThroughTheOldDevice(self):
+    def mnigsRoutes(self, *routes):
+        for route in routes:
+            self.fake.route("replace", table=8150, **route)
+
+    def test_pinCopiesMnigsDefaultRoutesThroughTheOldDevice(self):
         """
         Slot 2: C{fwmark 0x150002/0xffffff lookup 8152} before mnigs's own
-        rules (8149), and table 8152 a default route through the old
-        tunnel from its lease's address; IPv6 too with an inner IPv6
-        address.  Pinning again replaces, unpinning removes both.
+        rules (8149), and table 8152 the default routes mnigs's table has
+        through the old tunnel, with their source addresses; IPv6's too.
+        Pinning again replaces, unpinning removes both.
         """
-        self.routing.pin(2, "wg-a", "100.64.0.2", "fd64::2")
-        self.routing.pin(2, "wg-a", "100.64.0.2", "fd64::2")
+        self.mnigsRoutes({"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 5,
+                          "prefsrc": "100.64.0.2"},
+                         {"family": socket.AF_INET6, "dst": "200::/7", "type": 9},
+                         {"family": socket.AF_INET6, "dst": "::/0", "oif": 5,
+                          "prefsrc": "fd64::2"})
+        self.routing.pin(2, "wg-a")
+        self.routing.pin(2, "wg-a")
         self.assertEqual(sorted(self.kernel.rules), [
             (socket.AF_INET, 8149, 0x150002, PIN_MASK, 8152),
             (socket.AF_INET6, 8149, 0x150002, PIN_MASK, 8152)])
-        self.assertIn({"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 5,
-                       "prefsrc": "100.64.0.2"}, self.kernel.routes[8152])
-        self.assertIn({"family": socket.AF_INET6, "dst": "::/0", "oif": 5,
-                       "prefsrc": "fd64::2"}, self.kernel.routes[8152])
+        self.assertEqual(self.kernel.routes[8152], [
+            {"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 5, "prefsrc": "100.64.0.2"},
+            {"family": socket.AF_INET6, "dst": "::/0", "oif": 5, "prefsrc": "fd64::2"}])
         self.routing.unpin(2)
-        self.assertEqual((self.kernel.rules, self.kernel.routes), ([], {}))
+        self.assertEqual(self.kernel.rules, [])
+        self.assertNotIn(8152, self.kernel.routes)
 
-    def test_withoutIPv6OnlyIPv4(self):
-        self.routing.pin(1, "wg-a", "100.64.0.2")
+    def test_aNextHopIsKeptAndIPv4AloneIsIPv4Alone(self):
+        self.mnigsRoutes({"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 6,
+                          "gateway": "100.64.9.1"})
+        self.routing.pin(1, "tap-b")
         self.assertEqual([r[0] for r in self.kernel.rules], [socket.AF_INET])
+        self.assertEqual(self.kernel.routes[8151], [
+            {"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 6, "gateway": "100.64.9.1"}])
 
-    def test_aMissingDeviceIsAnError(self):
+    def test_nothingThroughTheDeviceIsAnError(self):
+        """
+        mnigs's table routes through another device (or the device is
+        gone): nothing can be pinned, and nothing is.
+        """
+        self.mnigsRoutes({"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 6})
+        self.assertRaises(LookupError, self.routing.pin, 1, "wg-a")
         self.assertRaises(LookupError, self.routing.pin, 1, "wg-gone")
         self.assertEqual(self.kernel.rules, [])
+        self.assertNotIn(8151, self.kernel.routes)
 
     def test_clearRemovesEverySlotAndNothingElse(self):
+        self.mnigsRoutes({"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 5})
         self.routing.pin(1, "wg-a")
         self.routing.pin(15, "wg-a")
         self.kernel.rules.append((socket.AF_INET, 8149, 0xCA6C, 0xFFFFFFFF, 51820))  # not ours
         self.routing.clear()
         self.assertEqual(self.kernel.rules, [(socket.AF_INET, 8149, 0xCA6C, 0xFFFFFFFF, 51820)])
-        self.assertEqual(self.kernel.routes, {})
+        self.assertEqual(list(self.kernel.routes), [8150])
 
 
 class KeeperTests(SynchronousTestCase):
