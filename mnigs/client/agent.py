@@ -129,6 +129,10 @@ class ClientAgent:
         attempt = self.effects.plan(self.core.ranked, frozenset({session.step.gatewayId}))
         if attempt is None:
             self.machine.dropped(session, reason)
+        elif getattr(reason, "kind", None) == UNAVAILABLE:
+            # It says so itself (a drain, available: false) and still
+            # serves its leases: a planned move, made before break.
+            self.machine.plannedMove(session, attempt, reason)
         else:
             self.machine.failover(session, attempt, reason)
 
@@ -207,10 +211,10 @@ class ClientAgent:
             plan = self.effects.plan([better] + [r for r in ranked if r is not better], frozenset({gid}))
             if plan is not None:
                 self.switchPolicy.reset()
-                self.machine.switch(session, plan,
-                                    f"it scored better by more than switch_margin "
-                                    f"{self.switchPolicy.margin:g} for switch_hold "
-                                    f"{self.switchPolicy.hold:g} s")
+                self.machine.plannedMove(session, plan,
+                                         f"it scored better by more than switch_margin "
+                                         f"{self.switchPolicy.margin:g} for switch_hold "
+                                         f"{self.switchPolicy.hold:g} s")
 
     def _noteRanking(self, before, after):
         "Note a ranking whose best gateway or usable set changed (C{mnigsctl events})."

@@ -133,6 +133,30 @@ class IClientEffects(Interface):
         with a reason when none is answered within a short deadline.
         """
 
+    def canConnectBeside(session, step):
+        """
+        Whether a planned move from C{session} to C{step}'s gateway can be
+        made before break: the new tunnel brought up beside the session's
+        (L{connectStandby}) and the session's connections kept on its
+        tunnel once the new one serves (L{handOver}; C{routing.keep_old}).
+        """
+
+    def connectStandby(step, lease):
+        """
+        Deferred[L{IClientConnection}]: a tunnel up beside the serving
+        one, on a device of its own, without mnigs's default route.
+        """
+
+    def handOver(old, new):
+        """
+        A planned move's new session (verified, beside C{old}) serves now:
+        C{old}'s connections stay on its tunnel (make-before-break,
+        L{mnigs.client.pinning}) while mnigs's default route goes through
+        C{new}'s; C{old} ends (C{offline} hook, quality history) and its
+        tunnel and lease are kept only until none of its connections is
+        left.  Never fails.
+        """
+
     def disconnect(session):
         """
         Take down the tunnel of a session that never went online (no
@@ -306,14 +330,20 @@ class Moving:
     The data of moving: the session that goes on while the chosen
     gateway is asked for a lease, the attempt (the chosen gateway's steps
     first, then the usual plan as the fallback once the old session is
-    left), the registration under way, and C{reply}, which the operator's
-    request waits on: it fires with the lease's gateway once one is
-    granted, or fails with ValueError saying why the client stays.
+    left), the operation under way (the registration; made before break,
+    then the new tunnel beside the old and a probe through it), and
+    C{reply}, which the operator's request waits on: it fires with the
+    lease's gateway once one is granted, or fails with ValueError saying
+    why the client stays (C{None} for a planned move of the agent's).
     """
     session: Session
     attempt: Attempt
-    reply: defer.Deferred
+    reply: defer.Deferred | None
     operation: defer.Deferred | None = None
+    #: make-before-break: the new lease, then the new tunnel's session
+    #: beside the old one, until it is verified (or fails)
+    lease: dict | None = None
+    beside: Session | None = None
 
     @property
     def chosenId(self) -> str:
@@ -323,8 +353,20 @@ class Moving:
         if self.operation is not None and not self.operation.called:
             self.operation.cancel()
 
+    def abandon(self, effects: IClientEffects) -> None:
+        """
+        Leave the move: what is under way is cancelled, a tunnel brought
+        up beside the old one taken down and its lease released.
+        """
+        self.cancel()
+        beside, lease, self.beside, self.lease = self.beside, self.lease, None, None
+        if beside is not None:
+            effects.disconnect(beside)
+        if lease is not None:
+            effects.unregister(self.attempt.step, lease)
+
     def answer(self, value=None, error: str = "") -> None:
-        if self.reply.called:
+        if self.reply is None or self.reply.called:
             return
         if error:
             self.reply.errback(ValueError(error))
@@ -402,6 +444,14 @@ class Client(Protocol):
         The operator chose the gateway of C{attempt}'s first step: ask it
         for a lease while the session goes on.  C{reply} fires once it
         grants one, or fails with ValueError saying why the client stays.
+        """
+
+    def plannedMove(self, session: Session, attempt: Attempt, reason: str) -> None:
+        """
+        A move the agent planned (a better gateway held past the switch
+        margin, or the gateway says it is unavailable): as L{use}, the
+        first step's gateway is asked while the session goes on, and the
+        session's connections are kept where the method allows.
         """
 
     def refused(self, session: Session, reason: str) -> None:
@@ -726,30 +776,83 @@ def verify(client: Client, core: ClientCore, attempt: Attempt, session: Session)
 
 
 def move(client: Client, core: ClientCore, session: Session, attempt: Attempt,
-         reply: defer.Deferred) -> Moving:
-    "Entering moving: ask the chosen gateway for a lease; the session goes on."
+         replyOrReason) -> Moving:
+    """
+    Entering moving: ask the chosen gateway for a lease; the session goes
+    on.  The input is C{use(session, attempt, reply)} or
+    C{plannedMove(session, attempt, reason)}.
+    """
+    reply = replyOrReason if isinstance(replyOrReason, defer.Deferred) else None
     moving = Moving(session, attempt, reply)
     _registerMove(client, core, moving)
     return moving
+
+
+def _granted(attempt: Attempt) -> dict:
+    step = attempt.step
+    return {"gateway": step.gatewayId, "name": step.seen.offer.name, "method": step.method,
+            "state": "connecting"}
 
 
 def _registerMove(client: Client, core: ClientCore, moving: Moving) -> None:
     attempt = moving.attempt
 
     def granted(lease):
-        # The old session goes before the new tunnel comes up (the effects
-        # serialise the connect after this teardown); its lease is
-        # released by the transition.
+        if core.effects.canConnectBeside(moving.session, attempt.step):
+            moving.lease = lease
+            moving.answer(_granted(attempt))
+            _connectBeside(client, core, moving)
+            return
+        # Break before make: the old session goes before the new tunnel
+        # comes up (the effects serialise the connect after this
+        # teardown); its lease is released by the transition.
         core.effects.endSession(moving.session)
         client.registered(attempt, lease)
 
     def failed(nextAttempt, reason):
-        if nextAttempt is None or nextAttempt.step.gatewayId != moving.chosenId:
-            client.refused(moving.session, reason)
-        else:
-            client.tryNext(nextAttempt, reason)
+        _moveFailed(client, moving, nextAttempt, reason)
 
     _registerFor(core, moving, attempt, granted, failed)
+
+
+def _moveFailed(client: Client, moving: Moving, nextAttempt, reason: str) -> None:
+    # The chosen gateway's other steps are tried; past them the session
+    # goes on where it is.
+    if nextAttempt is None or nextAttempt.step.gatewayId != moving.chosenId:
+        client.refused(moving.session, reason)
+    else:
+        client.tryNext(nextAttempt, reason)
+
+
+def _connectBeside(client: Client, core: ClientCore, moving: Moving) -> None:
+    """
+    Made before break: the new tunnel beside the old one, then a probe
+    through it; C{answered} once one is answered, else the lease is
+    released and the next step tried (L{_moveFailed}).
+    """
+    attempt, lease = moving.attempt, moving.lease
+    step = attempt.step
+
+    def connected(connection):
+        beside = moving.beside = Session(step, lease, connection, core.clock.seconds())
+        moving.operation = core.effects.verify(beside)
+        moving.operation.addCallbacks(lambda rtt: client.answered(beside, rtt), failed)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
+               else failure.getErrorMessage())
+        reason = (f"{step.method} to {step.gateway} "
+                  + ("passes no traffic" if moving.beside is not None else "did not come up")
+                  + f": {why}")
+        core.effects.noteFailure(step, reason)
+        moving.operation = None
+        moving.abandon(core.effects)
+        _moveFailed(client, moving, attempt.nextMethod(), reason)
+
+    moving.operation = core.effects.connectStandby(step, lease)
+    moving.operation.addCallbacks(connected, failed)
 
 
 def _session(client: Client, core: ClientCore, session: Session, *rest) -> Session:
@@ -899,11 +1002,36 @@ def _buildMachine():
                      "(mnigsctl use); staying on the current one until it grants one")
         core.log.info("{reason}", reason=core.reason)
 
+    @online.upon(Client.plannedMove).to(moving)
+    @degraded.upon(Client.plannedMove).to(moving)
+    def planningMove(client, core, session: Session, movedSession, attempt, reason):
+        core.because(f"moving to {attempt.step.gateway}: {reason}; staying on the current "
+                     "gateway until the new one answers")
+        core.log.info("{reason}", reason=core.reason)
+
     @moving.upon(Client.tryNext).loop()
     def moveNext(client, core, moving: Moving, attempt, reason):
         core.because(reason)
         moving.attempt = attempt
         _registerMove(client, core, moving)
+
+    @moving.upon(Client.answered).to(online)
+    def movedOver(client, core, moving: Moving, session, rtt):
+        # The new tunnel came up beside the old one and answered: it
+        # serves now, and the old one keeps its connections.
+        old = moving.session
+        moving.beside = moving.lease = None
+        core.session = session
+        core.because(f"moved to {session.step.gateway} before leaving {old.step.gateway}, "
+                     "whose connections stay on its tunnel until they end")
+        core.backoff.reset()
+        session.startedAt = core.clock.seconds()
+        core.log.info("online via {gateway} over {method} (a probe through {device} answered "
+                      "in {rtt} ms); {left}'s connections stay on {old}", left=old.step.gateway,
+                      old=old.connection.device, device=session.connection.device,
+                      rtt=f"{rtt * 1000:.1f}", **_named(session.step))
+        core.effects.handOver(old, session)
+        core.effects.startSession(session)
 
     @moving.upon(Client.registered).to(connecting)
     def movedOn(client, core, moving: Moving, attempt, lease):
@@ -918,25 +1046,28 @@ def _buildMachine():
 
     @moving.upon(Client.refused).to(online)
     def stayOn(client, core, moving: Moving, session, reason):
+        moving.operation = None
         core.because(f"staying on {moving.session.step.gateway}: {reason}")
         core.log.warn("{reason}", reason=core.reason)
         moving.answer(error=f"{reason}; staying on {moving.session.step.gateway}")
 
     @moving.upon(Client.failover).to(registering)
     def failingOverWhileMoving(client, core, moving: Moving, lostSession, attempt, reason):
-        moving.cancel()
+        moving.abandon(core.effects)
         moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
         failingOver(client, core, moving.session, lostSession, attempt, reason)
 
     @moving.upon(Client.dropped).to(searching)
     def droppedWhileMoving(client, core, moving: Moving, lostSession, reason):
-        moving.cancel()
+        moving.abandon(core.effects)
         moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
         droppedOut(client, core, moving.session, lostSession, reason)
 
     @moving.upon(Client.use).loop()
     def alreadyMoving(client, core, moving: Moving, usedSession, attempt, reply):
-        reply.errback(ValueError(f"already asking {moving.attempt.step.gateway} for a lease"))
+        reply.errback(ValueError(f"already moving to {moving.attempt.step.gateway}"))
+
+    moving.upon(Client.plannedMove).loop()(_ignoreWithData)
 
     moving.upon(Client.probeMissed).loop()(_ignoreWithData)
     moving.upon(Client.probeAnswered).loop()(_ignoreWithData)
@@ -991,7 +1122,7 @@ def _buildMachine():
 
     @moving.upon(Client.stop).to(stopping)
     def stopMoving(client, core, moving: Moving):
-        moving.cancel()
+        moving.abandon(core.effects)
         moving.answer(error="the client is stopping")
         return stopSession(client, core, moving.session)
 
@@ -1049,11 +1180,13 @@ def _buildMachine():
                   Client.stopped),
     }
     ignored[moving] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
-                       Client.retry, Client.exhausted, Client.connected, Client.answered,
-                       Client.switch, Client.stopped)
+                       Client.retry, Client.exhausted, Client.connected, Client.switch,
+                       Client.stopped)
     for state in ignored:
         if state is not moving:
             ignored[state] += (Client.refused,)
+        if state not in (online, degraded, moving):
+            ignored[state] += (Client.plannedMove,)
     for state, inputs in ignored.items():
         ignore = _ignore if state in (idle, stopping, stopped) else _ignoreWithData
         for name in inputs:

@@ -46,11 +46,14 @@ from mnigs.system.pyroute import IPRoute, NetlinkError
 log = Logger()
 
 #: A session's connection-tracking mark is C{PIN_MARK | slot}; mnigs's
-#: marks are those with C{mark & PIN_RANGE == PIN_MARK}.
-PIN_MARK = 0x00150000
-PIN_RANGE = 0x00FFFF00
-#: The bits a pin rule compares (the share mark, 0x15000000, is left out).
-PIN_MASK = 0x00FFFFFF
+#: marks are those with C{mark & PIN_RANGE == PIN_MARK}.  The low 16 bits
+#: only: apart from the client's share mark (0x15000000) and the
+#: gateway's hop and reroute marks (0xff0000, 0x4d000000), for a node
+#: that runs both.
+PIN_MARK = 0x6D00
+PIN_RANGE = 0xFFF0
+#: The bits a pin rule compares.
+PIN_MASK = 0xFFFF
 #: The session slots: the current session and the ones kept after a move.
 SLOTS = tuple(range(1, 16))
 
@@ -128,7 +131,7 @@ class ConntrackCounter:
 class PinRouting:
     """
     The policy rules and tables of retired sessions: slot C{n}'s rule
-    C{fwmark PIN_MARK|n/PIN_MASK lookup TABLE+n} at C{priority - 1}
+    C{fwmark 0x6d0n/0xffff lookup TABLE+n} at C{priority - 1}
     (before mnigs's other rules, L{mnigs.client.routes}), its table the
     default routes mnigs's table had through the old device (IPv6's too
     when it had IPv6 egress).

@@ -106,8 +106,8 @@ class SwitchCountdownTests(SynchronousTestCase):
                          "no other usable gateway: the client stays unless this one fails")
 
 
-class MovingTests(SynchronousTestCase):
-    """The machine's moving state, with the recording effects."""
+class OnlineMachine:
+    "An online machine with the recording effects."
 
     def setUp(self):
         self.clock = Clock()
@@ -127,6 +127,10 @@ class MovingTests(SynchronousTestCase):
         reply = defer.Deferred()
         self.client.use(self.session, buildPlan(gateways), reply)
         return reply
+
+
+class MovingTests(OnlineMachine, SynchronousTestCase):
+    """The machine's moving state, with the recording effects."""
 
     def test_theSessionGoesOnUntilALeaseIsGranted(self):
         reply = self.use()
@@ -173,7 +177,7 @@ class MovingTests(SynchronousTestCase):
     def test_aSecondUseWhileMovingIsRefused(self):
         self.use()
         second = self.use()
-        self.assertIn("already asking", str(self.failureResultOf(second, ValueError).value))
+        self.assertIn("already moving", str(self.failureResultOf(second, ValueError).value))
 
     def test_stopWhileMoving(self):
         reply = self.use()
@@ -190,6 +194,88 @@ class MovingTests(SynchronousTestCase):
         self.client.probeMissed(self.session, 1)
         self.assertEqual(self.effects.announced, [
             ("degraded", "A", "1 health probe(s) unanswered", None)] * 2)
+
+
+class MadeBeforeBreakTests(OnlineMachine, SynchronousTestCase):
+    """
+    The moving state when the method can hold the new tunnel beside the
+    old one (C{canConnectBeside}): the new tunnel comes up and answers
+    while the old session serves, then takes over (C{handOver}).
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.effects.beside = True
+
+    def granted(self):
+        reply = self.use()
+        self.effects.fire("register", LEASE)
+        return reply
+
+    def test_theNewTunnelAnswersBesideThenServes(self):
+        reply = self.granted()
+        self.assertEqual(self.successResultOf(reply)["gateway"], "B")
+        self.assertEqual(self.effects.events[1:], [("connectStandby", "B", "wireguard")])
+        self.effects.fire("connectStandby", Connection())
+        self.assertEqual(self.effects.events[-1], ("verify", "B", "wireguard"))
+        self.assertEqual(self.client.describe()["state"], "moving")
+        self.assertIs(self.core.session, self.session)
+        self.effects.fire("verify", 0.01)
+        self.assertEqual(self.client.describe()["state"], "online")
+        self.assertEqual(self.core.session.step.gatewayId, "B")
+        # The old session is handed over (kept, not ended), its lease with it.
+        self.assertEqual(self.effects.events[3:], [("handOver", "A", "B"),
+                                                   ("startSession", "B", "wireguard")])
+        self.assertIn("connections stay on its tunnel", self.client.describe()["reason"])
+
+    def test_aNewTunnelThatPassesNothingIsTakenDownAndTheSessionStays(self):
+        """
+        The new tunnel passes no probe: it is taken down, its lease
+        released, the chosen gateway's other method tried, and once none
+        is left the old session goes on untouched.
+        """
+        reply = self.granted()
+        self.effects.fire("connectStandby", Connection())
+        self.effects.fail("verify", RuntimeError("no answer within 0.9 s"))
+        self.assertEqual(self.effects.events[3:], [
+            ("failure", "B"), ("disconnect", "B", "wireguard"), ("unregister", "B", "wireguard"),
+            ("register", "B", "forward")])
+        self.effects.fail("register", RPCError(METHOD_UNAVAILABLE, "no"))
+        self.assertEqual(self.client.describe()["state"], "online")
+        self.assertIs(self.core.session, self.session)
+        self.successResultOf(reply)  # answered when the lease was granted
+        self.assertNotIn(("endSession", "A", "wireguard"), self.effects.events)
+
+    def test_theOldGatewayLostMeanwhileTakesTheNewDownAndFailsOver(self):
+        self.granted()
+        self.effects.fire("connectStandby", Connection())
+        probing = self.effects.pending["verify"]
+        self.client.failover(self.session, buildPlan([ranked("C", "10.0.0.3")]), "it died")
+        self.assertTrue(probing.called)
+        self.assertEqual(self.effects.events[-6:], [
+            ("register", "C", "wireguard"), ("disconnect", "B", "wireguard"),
+            ("unregister", "B", "wireguard"), ("failure", "A"), ("endSession", "A", "wireguard"),
+            ("unregister", "A", "wireguard")])
+        self.assertEqual(self.client.describe()["state"], "registering")
+
+    def test_stopWhileTheNewTunnelComesUp(self):
+        self.granted()
+        connecting = self.effects.pending["connectStandby"]
+        d = self.client.stop()
+        self.assertTrue(connecting.called)
+        self.successResultOf(d)
+        self.assertEqual(self.effects.events[-3:], [
+            ("unregister", "B", "wireguard"), ("endSession", "A", "wireguard"),
+            ("unregister", "A", "wireguard")])
+
+    def test_aPlannedMoveHasNoReplyAndStaysOnARefusal(self):
+        self.client.plannedMove(self.session, buildPlan([ranked("B", "10.0.0.2")]),
+                                "it scored better")
+        self.assertEqual(self.client.describe()["state"], "moving")
+        self.assertIn("moving to B (10.0.0.2): it scored better", self.client.describe()["reason"])
+        self.effects.fail("register", RPCError(GATEWAY_FULL, "gateway full"))
+        self.assertEqual(self.client.describe()["state"], "online")
+        self.assertIs(self.core.session, self.session)
 
 
 class AgentControlTests(SynchronousTestCase):

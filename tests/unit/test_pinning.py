@@ -40,20 +40,20 @@ class MarkChainsTests(SynchronousTestCase):
         chain, which routes them again).
         """
         script = markChains([("wg1", 2), ("tun0", 1)])
-        self.assertIn('oifname "wg1" ct mark 0 ct mark set 0x00150002\n', script)
-        self.assertIn('oifname "tun0" ct mark 0 ct mark set 0x00150001\n', script)
+        self.assertIn('oifname "wg1" ct mark 0 ct mark set 0x00006d02\n', script)
+        self.assertIn('oifname "tun0" ct mark 0 ct mark set 0x00006d01\n', script)
         self.assertIn("type filter hook postrouting priority mangle", script)
         self.assertIn("type filter hook prerouting priority mangle", script)
         self.assertIn("type route hook output priority mangle", script)
-        self.assertEqual(script.count("ct direction original ct mark and 0x00ffff00 == "
-                                      "0x00150000 meta mark set ct mark"), 2)
+        self.assertEqual(script.count("ct direction original ct mark and 0x0000fff0 == "
+                                      "0x00006d00 meta mark set ct mark"), 2)
 
     def test_namesAndSlotsAreChecked(self):
         self.assertRaises(ValueError, markChains, [('wg0"; flush ruleset', 1)])
         self.assertRaises(ValueError, markChains, [("wg0", 0)])
         self.assertRaises(ValueError, pinMark, 16)
         self.assertEqual(pinMark(15) & PIN_MASK, pinMark(15))
-        self.assertEqual(pinMark(1) & 0x15000000, 0, "the share mark's bits stay free")
+        self.assertEqual(pinMark(1) & 0x5DFF0000, 0, "the share, hop and reroute marks' bits stay free")
 
 
 def entry(state=None):
@@ -129,7 +129,7 @@ class PinRoutingTests(SynchronousTestCase):
 
     def test_pinCopiesMnigsDefaultRoutesThroughTheOldDevice(self):
         """
-        Slot 2: C{fwmark 0x150002/0xffffff lookup 8152} before mnigs's own
+        Slot 2: C{fwmark 0x6d02/0xffff lookup 8152} before mnigs's own
         rules (8149), and table 8152 the default routes mnigs's table has
         through the old tunnel, with their source addresses; IPv6's too.
         Pinning again replaces, unpinning removes both.
@@ -142,8 +142,8 @@ class PinRoutingTests(SynchronousTestCase):
         self.routing.pin(2, "wg-a")
         self.routing.pin(2, "wg-a")
         self.assertEqual(sorted(self.kernel.rules), [
-            (socket.AF_INET, 8149, 0x150002, PIN_MASK, 8152),
-            (socket.AF_INET6, 8149, 0x150002, PIN_MASK, 8152)])
+            (socket.AF_INET, 8149, 0x6D02, PIN_MASK, 8152),
+            (socket.AF_INET6, 8149, 0x6D02, PIN_MASK, 8152)])
         self.assertEqual(self.kernel.routes[8152], [
             {"family": socket.AF_INET, "dst": "0.0.0.0/0", "oif": 5, "prefsrc": "100.64.0.2"},
             {"family": socket.AF_INET6, "dst": "::/0", "oif": 5, "prefsrc": "fd64::2"}])
@@ -245,13 +245,13 @@ class DataPathSlotTests(SynchronousTestCase):
         data = self.build()
         self.successResultOf(data.start())
         self.successResultOf(data.online(Passage("wg-a", LEASE_A, 1420)))
-        self.assertIn('oifname "wg-a" ct mark 0 ct mark set 0x00150001', self.runner.scripts[-1])
+        self.assertIn('oifname "wg-a" ct mark 0 ct mark set 0x00006d01', self.runner.scripts[-1])
         slot = data.retire()
         self.assertEqual(slot, 1)
         self.successResultOf(data.online(Passage("tun-b", LEASE_B, 1400)))
         script = self.runner.scripts[-1]
-        self.assertIn('oifname "tun-b" ct mark 0 ct mark set 0x00150002', script)
-        self.assertIn('oifname "wg-a" ct mark 0 ct mark set 0x00150001', script)
+        self.assertIn('oifname "tun-b" ct mark 0 ct mark set 0x00006d02', script)
+        self.assertIn('oifname "wg-a" ct mark 0 ct mark set 0x00006d01', script)
         self.assertIn("snat ip to 100.64.1.2", script)
         self.assertNotIn("100.64.0.2", script)
         self.assertEqual(self.forgotten, [])
@@ -274,7 +274,7 @@ class DataPathSlotTests(SynchronousTestCase):
         self.assertEqual(slots, list(SLOTS))
         data.online(Passage("wg-a", LEASE_A))
         self.assertIsNone(data.retire())
-        self.assertNotIn("ct mark set 0x00150010", self.runner.scripts[-1])
+        self.assertNotIn("ct mark set 0x00006d10", self.runner.scripts[-1])
         data.release(3)
         data.release(7)
         data.online(Passage("wg-a", LEASE_A))
