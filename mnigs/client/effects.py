@@ -8,6 +8,7 @@ L{mnigs.client.agent.wire} connected.
 from __future__ import annotations
 
 import ipaddress
+import weakref
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -147,6 +148,10 @@ class ClientEffects:
         self.dataPath = dataPath
         self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
+        #: each connection's passage (fitted when it came up), and the
+        #: connection whose passage the client's table holds now
+        self.passages = weakref.WeakKeyDictionary()
+        self.carrying = None
         self.lastSeen = []
         self.lastCandidates = []  # what the route sources listed for the last scan
         self.recent = {}  # gateway id -> (when a scan last heard it, [(host, port), ...])
@@ -317,6 +322,34 @@ class ClientEffects:
             d.addCallback(self.fitPath, step, lease)
         return d
 
+    def connectStandby(self, step, lease):
+        """
+        A tunnel beside the serving one, without mnigs's default route
+        (C{IClientMethod.connect(route=False)}, on a device of its own):
+        sized to its path like any, its passage kept for L{activate}.  It
+        does not wait for another connection's teardown: it takes no
+        route, and its device is its own.
+        """
+        d = defer.maybeDeferred(self.methods[step.method].connect, step, lease, route=False)
+        d.addTimeout(self.config.methods.connect_timeout, self.reactor)
+        if self.dataPath is not None:
+            d.addCallback(self._fit, step, lease)
+        return d
+
+    def activate(self, session):
+        """
+        Make a standby's connection the serving one: mnigs's default route
+        through it (one route replaced: C{IClientConnection.activate}),
+        then the client's table told its passage.  Raises (the route) or
+        fires once the table is updated; what fails in the table is
+        logged, as in L{fitPath}.
+        """
+        connection = session.connection
+        connection.activate()
+        if self.dataPath is None:
+            return defer.succeed(None)
+        return self._carry(connection)
+
     def fitPath(self, connection, step, lease):
         """
         A new connection's tunnel sized to the path to its gateway (the
@@ -325,15 +358,27 @@ class ClientEffects:
         for a shared LAN, MSS clamping).  Fires with C{connection}; what
         fails here is logged and the connection used as it is.
         """
-        passage = None
+        self._fit(connection, step, lease)
+        return self._carry(connection).addBoth(lambda _: connection)
+
+    def _fit(self, connection, step, lease):
         try:
             passage = self._passage(connection, step, lease)
         except Exception:
             log.failure("could not fit the tunnel {device} to its path",
                         device=getattr(connection, "device", None))
+        else:
+            if passage is not None:
+                self.passages[connection] = passage
+        return connection
+
+    def _carry(self, connection):
+        "The client's table takes C{connection}'s passage (if it has one)."
+        passage = self.passages.get(connection)
         if passage is None:
-            return connection
-        return self.dataPath.online(passage).addBoth(lambda _: connection)
+            return defer.succeed(None)
+        self.carrying = connection
+        return self.dataPath.online(passage)
 
     def _passage(self, connection, step, lease):
         from mnigs.client.datapath import Passage
@@ -412,13 +457,18 @@ class ClientEffects:
                            interval=VERIFY_INTERVAL, deadline=deadline)
 
     def disconnect(self, session):
+        self._stopWatching(session)
         self._stopProbing(session)
         return self._takeDown(session)
 
     def _takeDown(self, session):
-        d = defer.maybeDeferred(session.connection.disconnect)
+        connection = session.connection
+        d = defer.maybeDeferred(connection.disconnect)
         d.addErrback(lambda f: log.failure("could not take the connection down", f))
-        if self.dataPath is not None:
+        if self.dataPath is not None and self.carrying is connection:
+            # A standby, or a connection whose standby took over, leaves
+            # the table to the serving one.
+            self.carrying = None
             d.addCallback(lambda _: self.dataPath.offline())
         previous = self.teardown
         self.teardown = defer.gatherResults([previous, d], consumeErrors=True).addBoth(lambda _: None)
@@ -437,6 +487,8 @@ class ClientEffects:
         device = session.connection.device
         if not inner or "inner route" in session.warned or session.step.method == "forward":
             return
+        if getattr(self.routing, "installedOn", device) != device:
+            return  # a standby: what is addressed to it goes through the serving tunnel
         try:
             leavesBy = self.routing.outgoingDevice(inner)
         except Exception:
@@ -470,16 +522,32 @@ class ClientEffects:
     # -- an online session ------------------------------------------------
     def startSession(self, session: Session) -> None:
         """
-        The watchers of an online session, each reporting to
-        C{self.reports}: the health monitor (probes through the tunnel),
-        the lease renewal, the route check (every second and on route
-        changes: L{checkSession}), the offer watch and the connection's
-        own loss.  L{endSession} stops them.
+        An online session: its watchers (L{watch}; a promoted standby's
+        run already), the quality history, the lease's resolvers and the
+        C{online} hook.  L{endSession} stops them.
         """
         now = self.reactor.seconds()
         quality = self.history.get(session.step.gatewayId)
         quality.sessionStarted(now)
         self._saveHistory()
+        if session.health is None:
+            self.watch(session)
+        if self.resolvers is not None:
+            # forward's device is the mesh interface, not one of its own
+            self.resolvers.online(session.connection.device, session.step.method != "forward",
+                                  leaseResolvers(session.lease, session.step.gateway),
+                                  session.step.gateway)
+        self._hook("online", session, "")
+
+    def watch(self, session: Session) -> None:
+        """
+        The watchers of a session, each reporting to C{self.reports}
+        about it (the serving session and the standbys alike): the health
+        monitor (probes through the tunnel), the lease renewal, the route
+        check (every second and on route changes: L{checkSession}), the
+        offer watch and the connection's own loss.  L{endSession} and
+        L{disconnect} stop them.
+        """
         reports = self.reports
 
         self._probing(session)
@@ -510,12 +578,15 @@ class ClientEffects:
         lost.addCallbacks(lambda reason: reports.lost(session, Reason(TUNNEL, reason)),
                           lambda failure: failure.trap(defer.CancelledError))
         session.stoppers.append(lost.cancel)
-        if self.resolvers is not None:
-            # forward's device is the mesh interface, not one of its own
-            self.resolvers.online(session.connection.device, session.step.method != "forward",
-                                  leaseResolvers(session.lease, session.step.gateway),
-                                  session.step.gateway)
-        self._hook("online", session, "")
+
+    @staticmethod
+    def _stopWatching(session: Session) -> None:
+        for stop in session.stoppers:
+            try:
+                stop()
+            except Exception:
+                pass
+        session.stoppers = []
 
     def checkSession(self, session: Session) -> None:
         """
@@ -539,12 +610,7 @@ class ClientEffects:
 
     def endSession(self, session):
         now = self.reactor.seconds()
-        for stop in session.stoppers:
-            try:
-                stop()
-            except Exception:
-                pass
-        session.stoppers = []
+        self._stopWatching(session)
         quality = self.history.get(session.step.gatewayId)
         # Tunnels that count their bytes (openvpn's bytecount) say how much
         # this session carried.

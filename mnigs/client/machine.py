@@ -126,6 +126,28 @@ class IClientEffects(Interface):
     def connect(step, lease):
         "Deferred[L{IClientConnection}]: the tunnel and routes are up."
 
+    def connectStandby(step, lease):
+        """
+        Deferred[L{IClientConnection}]: a tunnel is up beside the serving
+        one, on a device of its own, without mnigs's default route (a hot
+        standby); L{activate} gives it the route later.
+        """
+
+    def activate(session):
+        """
+        Make a standby's session the serving one: mnigs's default route
+        through its tunnel (a route change) and the client's table told
+        its passage.  Deferred; fails if the route could not be put there.
+        """
+
+    def watch(session):
+        """
+        Start a session's watchers (health probes, renewal, route check,
+        offer watch, the tunnel's loss), reporting about it to the
+        L{ISessionReports}: a standby's before it serves, the serving
+        session's from L{startSession} on.
+        """
+
     def verify(session):
         """
         Deferred[round-trip time]: a probe through the session's tunnel was
@@ -160,15 +182,18 @@ class IClientEffects(Interface):
     def disconnect(session):
         """
         Take down the tunnel of a session that never went online (no
-        watchers, no hooks to undo); serialised with the next connect like
-        C{endSession}.  Deferred.
+        hooks to undo; a standby's watchers stop); serialised with the
+        next connect like C{endSession}.  Deferred.
         """
 
     def unregister(step, lease):
         "Best-effort release; never fails."
 
     def startSession(session):
-        "Start health probes, renewals and watchers for an online session."
+        """
+        An online session: its watchers (L{watch}, unless they run
+        already), the quality history, the lease's resolvers, the hook.
+        """
 
     def endSession(session):
         "Stop them, take the tunnel and routes down; Deferred."
