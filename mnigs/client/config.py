@@ -189,6 +189,9 @@ SCHEMA = {
         "table": Field(int, 8150, between(1, 2**31 - 1)),
         "rule_priority": Field(int, 8150, between(1, 32765)),
         "fail_closed": Field(bool, False),
+        # make-before-break (mnigs.client.pinning): how long at most a
+        # planned move keeps the old gateway's connections; 0: moves break them
+        "keep_old": Field(float, 600.0, between(0, 86400)),
     },
     # A mesh router's LAN (mnigs.client.datapath): what else uses the tunnel.
     "share": {

@@ -121,6 +121,9 @@ class ClientEffects:
         to C{device}; one per session, closed when it ends.
     @param resolvers: the L{mnigs.client.dns.ResolverKeeper} that puts an
         online session's resolvers in force (C{None}: none is).
+    @param kept: the sessions planned moves left, kept until their
+        connections end (L{mnigs.client.pinning.KeptSessions}; C{None}:
+        C{routing.keep_old} is 0, moves break them).
     @param dataPath: the client's nft table (a
         L{mnigs.client.datapath.ClientDataPath}): told each connection's
         tunnel, lease address and MTU (L{fitPath}), and when it goes;
@@ -129,7 +132,7 @@ class ClientEffects:
 
     def __init__(self, reactor, config, sources, discovery, rpc, methods, policy, history,
                  routing, healthFactory, hooks, clientKey, pingerFactory=None, resolvers=None,
-                 dataPath=None):
+                 dataPath=None, kept=None):
         self.reactor = reactor
         self.config = config
         self.sources = sources
@@ -146,6 +149,7 @@ class ClientEffects:
         self.pingerFactory = pingerFactory or _pinger(reactor)
         self.resolvers = resolvers
         self.dataPath = dataPath
+        self.kept = kept
         self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
         #: each connection's passage (fitted when it came up), and the
@@ -609,6 +613,11 @@ class ClientEffects:
             self.resolvers.offline()
 
     def endSession(self, session):
+        self._stopServing(session)
+        return self._takeDown(session)
+
+    def _stopServing(self, session):
+        "The session serves no more: its watchers, its quality history, the offline hook."
         now = self.reactor.seconds()
         self._stopWatching(session)
         quality = self.history.get(session.step.gatewayId)
@@ -624,7 +633,54 @@ class ClientEffects:
         quality.sessionEnded(now, now - session.startedAt)
         self._saveHistory()
         self._hook("offline", session, "")
-        return self._takeDown(session)
+
+    # -- planned moves, made before break ----------------------------------
+    def canConnectBeside(self, session, step):
+        """
+        Make-before-break needs the old session's connections pinnable
+        (C{routing.keep_old}, the client's table carrying its own tunnel:
+        not C{forward}, whose device is the mesh's) and a method that can
+        bring the new tunnel up on a device of its own (C{slots}).
+        """
+        return (self.kept is not None and self.carrying is session.connection
+                and session.step.method != "forward"
+                and getattr(self.methods.get(step.method), "slots", 1) > 1)
+
+    def handOver(self, old, new):
+        """
+        The new session serves: C{old}'s flows are pinned to its tunnel
+        (L{mnigs.client.pinning.KeptSessions.hold}) before mnigs's route
+        moves to C{new}'s (L{activate}); C{old} then ends as a session
+        and is kept, with its lease renewed, until its keeper lets it go
+        (none of its connections left, C{routing.keep_old} over, its
+        lease lost or its tunnel gone).  What cannot be kept ends now.
+        """
+        slot = self.kept.hold(old.connection.device) if self.kept is not None else None
+        try:
+            self.activate(new)
+        except Exception:
+            log.failure("could not move mnigs's route to {device}", device=new.connection.device)
+        self._stopServing(old)
+        if slot is None:
+            self._takeDown(old)
+            self.unregister(old.step, old.lease)
+            return
+        keeper = self.kept.keep(slot, old.step.gateway, lambda why: self._letGo(old))
+        renewal = Renewal(self.reactor, self.rpc, old, _KeptReports(keeper))
+        renewal.start()
+        lost = old.connection.whenLost()
+        lost.addCallbacks(lambda reason: keeper.end(f"its tunnel went ({reason})"),
+                          lambda failure: failure.trap(defer.CancelledError))
+        old.stoppers += [renewal.stop, lost.cancel]
+        log.info("make-before-break: {gateway}'s connections stay on {device} until they end "
+                 "(routing.keep_old {limit:g} s at most)", gateway=old.step.gateway,
+                 device=old.connection.device, limit=self.kept.keepFor)
+
+    def _letGo(self, old):
+        self._stopWatching(old)
+        d = self._takeDown(old)
+        self.unregister(old.step, old.lease)
+        return d
 
     def announce(self, event, session, reason, nextStep=None):
         extra = () if nextStep is None else (nextStep.gatewayId, nextStep.seen.offer.name or "",
@@ -641,6 +697,16 @@ class ClientEffects:
         self.hooks.run(event, step.gatewayId, step.host, step.method,
                        session.lease["config"].get("address", ""), step.seen.offer.name or "",
                        reason, *extra)
+
+
+class _KeptReports:
+    "What a kept session's renewal reports: a lost lease lets it go."
+
+    def __init__(self, keeper):
+        self.keeper = keeper
+
+    def leaseLost(self, session, reason):
+        self.keeper.end(f"its lease was lost ({reason})")
 
 
 class OfferWatch:

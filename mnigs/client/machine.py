@@ -163,12 +163,6 @@ class IClientEffects(Interface):
         tunnel once the new one serves (L{handOver}; C{routing.keep_old}).
         """
 
-    def connectStandby(step, lease):
-        """
-        Deferred[L{IClientConnection}]: a tunnel up beside the serving
-        one, on a device of its own, without mnigs's default route.
-        """
-
     def handOver(old, new):
         """
         A planned move's new session (verified, beside C{old}) serves now:

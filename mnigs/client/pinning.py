@@ -275,3 +275,79 @@ class Keeper:
         if self._deadline is not None and self._deadline.active():
             left = max(0, round(self._deadline.getTime() - self.clock.seconds(), 1))
         return {"connections": self.flows, "kept_at_most_for_s": left}
+
+
+class KeptSessions:
+    """
+    The sessions planned moves left, each kept (its tunnel, its lease,
+    its pinned slot) until its L{Keeper} ends it: L{hold} pins the
+    serving session's flows to its tunnel before mnigs's route moves,
+    L{keep} watches them, and C{letGo(why)} (the effects': tunnel down,
+    lease released) runs once it ends, after the slot's rules and marks
+    are gone.
+
+    @param dataPath: the client's table (L{mnigs.client.datapath.ClientDataPath}
+        with pinning).
+    @param pins: L{PinRouting}.
+    @param counter: L{ConntrackCounter}.
+    @param keepFor: C{routing.keep_old}, seconds.
+    """
+
+    def __init__(self, clock: IReactorTime, dataPath, pins: PinRouting, counter, keepFor: float,
+                 interval: float = 2.0):
+        self.clock = clock
+        self.dataPath = dataPath
+        self.pins = pins
+        self.counter = counter
+        self.keepFor = keepFor
+        self.interval = interval
+        self.kept: dict[int, tuple[str, Keeper]] = {}
+        self._releases: list[defer.Deferred] = []
+
+    def hold(self, device: str) -> int | None:
+        """
+        The serving session's slot, its flows pinned to C{device}; or
+        C{None} when it cannot be kept (no slot, no route through it).
+        """
+        slot = self.dataPath.retire()
+        if slot is None:
+            return None
+        try:
+            self.pins.pin(slot, device)
+        except Exception as e:
+            log.warn("make-before-break: could not pin the connections through {device}: {why}",
+                     device=device, why=e)
+            self.dataPath.release(slot)
+            return None
+        return slot
+
+    def keep(self, slot: int, name: str, letGo: Callable[[str], object]) -> Keeper:
+        "Keep C{slot}'s session (C{name}, for the log) until its keeper ends it."
+        keeper = Keeper(self.clock, lambda: self.counter.count(pinMark(slot)), self.keepFor,
+                        self.interval)
+        self.kept[slot] = (name, keeper)
+        keeper.start().addCallback(self._ended, slot, name, letGo)
+        return keeper
+
+    def _ended(self, why, slot, name, letGo):
+        del self.kept[slot]
+        log.info("make-before-break: {name} let go: {why}", name=name, why=why)
+        try:
+            self.pins.unpin(slot)
+        except Exception as e:
+            log.warn("could not remove the pin of {name}: {why}", name=name, why=e)
+        released = defer.gatherResults([self.dataPath.release(slot),
+                                        defer.maybeDeferred(letGo, why)], consumeErrors=True)
+        released.addErrback(lambda f: log.warn("letting go of {name}: {why}", name=name,
+                                               why=f.getErrorMessage()))
+        self._releases.append(released)
+        released.addBoth(lambda _: self._releases.remove(released))
+
+    def releaseAll(self, why: str) -> defer.Deferred:
+        "Let every kept session go now (the client stops); fires once they are."
+        for _, keeper in list(self.kept.values()):
+            keeper.end(why)
+        return defer.DeferredList(list(self._releases)).addCallback(lambda _: None)
+
+    def describe(self) -> list[dict]:
+        return [dict(keeper.describe(), gateway=name) for name, keeper in self.kept.values()]
