@@ -27,7 +27,8 @@ How the kernel tells them apart:
 
 A retired session goes (L{Keeper}) once connection tracking holds none of
 its flows (TCP flows in TIME_WAIT or CLOSE do not count), or its lease is
-lost, or its tunnel goes, or C{routing.keep_old} seconds have passed.
+lost, or its tunnel goes, or C{routing.keep_old} seconds have passed
+(ICMP does not count: L{liveFlows}).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ PIN_MASK = 0xFFFF
 SLOTS = tuple(range(1, 16))
 
 RTN_UNICAST = 1
+ICMP = (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6)
 
 #: TCP flows in these conntrack states have ended (pyroute2's
 #: TCP_CONNTRACK_TIME_WAIT and TCP_CONNTRACK_CLOSE).
@@ -97,10 +99,16 @@ def markChains(devices) -> str:
 def liveFlows(entries) -> int:
     """
     How many of conntrack C{entries} (pyroute2 C{ConntrackEntry}) are
-    flows still running: all but TCP flows in TIME_WAIT or CLOSE.
+    connections still running that a move would break: TCP but those in
+    TIME_WAIT or CLOSE, and UDP and the rest; not ICMP (a ping goes on
+    through the new gateway as well: its echoes are answered whatever
+    address they come from, and the old session's own health probes
+    would hold it for their conntrack timeout).
     """
     count = 0
     for entry in entries:
+        if entry.tuple_orig.proto in ICMP:
+            continue
         info = getattr(entry, "protoinfo", None)
         if info is not None and info.state in TCP_ENDED:
             continue

@@ -56,16 +56,18 @@ class MarkChainsTests(SynchronousTestCase):
         self.assertEqual(pinMark(1) & 0x5DFF0000, 0, "the share, hop and reroute marks' bits stay free")
 
 
-def entry(state=None):
+def entry(state=None, proto=socket.IPPROTO_TCP):
     info = None if state is None else types.SimpleNamespace(state=state)
-    return types.SimpleNamespace(protoinfo=info)
+    return types.SimpleNamespace(protoinfo=info, tuple_orig=types.SimpleNamespace(proto=proto))
 
 
 class LiveFlowsTests(SynchronousTestCase):
-    def test_endedTCPFlowsDoNotCount(self):
+    def test_endedTCPFlowsAndPingsDoNotCount(self):
         established, timeWait, close, finWait = 3, 7, 8, 4
         self.assertEqual(liveFlows([entry(established), entry(timeWait), entry(close),
-                                    entry(finWait), entry()]), 3)
+                                    entry(finWait), entry(proto=socket.IPPROTO_UDP),
+                                    entry(proto=socket.IPPROTO_ICMP),
+                                    entry(proto=socket.IPPROTO_ICMPV6)]), 3)
         self.assertEqual(liveFlows([]), 0)
 
 
