@@ -287,6 +287,9 @@ class ClientAgent:
         status["switch"] = self._switchStatus()
         status["chosen"] = self.effects.policy.chosen
         status["blocked_now"] = sorted(self.effects.policy.blockedNow)
+        kept = getattr(self.effects, "kept", None)
+        # the sessions planned moves left, kept for their connections
+        status["kept"] = kept.describe() if kept is not None else []
         gateways = []
         for place, ranked in enumerate(self.core.ranked, 1):
             offer = ranked.seen.offer

@@ -23,8 +23,14 @@ docs/machines; docs/architecture.md has it too):
     online/degraded --switch-->      registering   (a better gateway, or the policy moved us)
     online/degraded --dropped-->     searching     (it died and nothing else is known)
     online/degraded --use-->         moving        (the operator chose a gateway: mnigsctl use)
+    online/degraded --plannedMove--> moving        (a better gateway held past the margin,
+                                                    or this one says it is unavailable)
     moving       --tryNext-->        moving        (the chosen gateway's next method)
-    moving       --registered-->     connecting    (it granted a lease: the old session ends)
+    moving       --answered-->       online        (made before break: its tunnel came up beside
+                                                    the old one and answered; it serves, the old
+                                                    session's connections stay on its tunnel)
+    moving       --registered-->     connecting    (break before make, where the method cannot
+                                                    hold two tunnels: the old session ends)
     moving       --refused-->        online        (it refused: the session goes on untouched)
     moving       --failover-->       registering   (the old gateway died meanwhile)
     moving       --dropped-->        searching
@@ -42,9 +48,13 @@ returns what the state owns, as Twisted's C{ClientService} does
     connecting   the tunnel (L{IClientEffects.connect})
     verifying    a probe through it (L{IClientEffects.verify})
     moving       C{gateway.register} with the chosen gateway, the session
-                 still up (its lease granted, the callback ends the old
-                 session before feeding C{registered}, so the new tunnel
-                 is serialised after the old one's teardown)
+                 still up; once granted, where the method can hold a
+                 second tunnel (L{IClientEffects.canConnectBeside}), that
+                 tunnel beside the old one (L{IClientEffects.connectStandby})
+                 and a probe through it, then C{answered}; otherwise the
+                 callback ends the old session before feeding
+                 C{registered}, so the new tunnel is serialised after the
+                 old one's teardown
 
 A data factory runs before the behaviour of the transition that enters
 its state: leaving a session for the next gateway starts the next

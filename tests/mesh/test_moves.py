@@ -81,6 +81,8 @@ class MoveTests(DaemonMeshTestCase):
         self.assertEqual((moved.get("name"), moved.get("method")), ("gwB", "wireguard"), moved)
         onB = c.waitState("online", 30, gateway="gwB")["current"]
         switched = time.monotonic()
+        [kept] = c.status()["kept"]
+        self.assertEqual(kept["gateway"], onA["name"] + f" ({onA['host']})")
         self.assertNotIn("ended", result, "the download ended before the move: make it longer")
         self.assertEqual(seenFrom(client, INTERNET_HOST, SEEN_PORT), uplinkB)
 
