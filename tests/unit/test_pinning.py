@@ -11,19 +11,24 @@ import socket
 import types
 
 from pyroute2.netlink.exceptions import NetlinkError
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.client.datapath import ClientDataPath, Forwarding, Forwarding6, Passage
+from mnigs.client.machine import Session
 from mnigs.client.pinning import (
     PIN_MASK,
     SLOTS,
     Keeper,
+    KeptSessions,
     PinRouting,
     liveFlows,
     markChains,
     pinMark,
 )
+from tests.unit import test_effects
+from tests.unit.test_effects import Connection, Step, clientConfig
 from tests.unit.test_routes import Message
 from tests.unit.test_services import Runner
 
@@ -298,3 +303,139 @@ class DataPathSlotTests(SynchronousTestCase):
         self.assertEqual(self.forgotten, [["100.64.1.2"]])
         self.assertIn('"wg-a"', self.runner.scripts[-1])
         self.assertNotIn('"wg-b"', self.runner.scripts[-1])
+
+
+class FakePins:
+    def __init__(self):
+        self.pinned = {}
+
+    def pin(self, slot, device):
+        if device == "gone":
+            raise LookupError("no interface gone")
+        self.pinned[slot] = device
+
+    def unpin(self, slot):
+        del self.pinned[slot]
+
+
+class FakeRPC:
+    def __init__(self):
+        self.calls = []
+
+    def call(self, host, port, method, params, timeout=None):
+        d = defer.Deferred()
+        self.calls.append((method, params.get("lease"), d))
+        return d
+
+    def methods(self):
+        return [call[0] for call in self.calls]
+
+
+class HandOverTests(test_effects.EffectsTestCase):
+    """
+    L{ClientEffects.handOver}: the old session's flows pinned before
+    mnigs's route moves, the old session ended as a session and kept with
+    its lease renewed until its keeper lets it go; its tunnel and lease
+    then go.  Real L{ClientDataPath} (recording nft runner) and
+    L{KeptSessions}; recording pins, counter, RPC and method.
+    """
+
+    class Method:
+        slots = 6
+
+        def __init__(self):
+            self.calls = []
+            self.made = 0
+
+        def connect(self, step, lease, route=True):
+            connection = Connection()
+            connection.device = f"wg{self.made}"
+            self.made += 1
+            connection.activate = lambda: self.calls.append(("activate", connection.device))
+            return defer.succeed(connection)
+
+    def setUp(self):
+        super().setUp()
+        self.routing = test_effects.PassageTests.PathRouting()
+        self.makeEffects(clientConfig())
+        self.method = self.effects.methods["wireguard"] = self.Method()
+        self.runner = Runner()
+        self.dataPath = self.effects.dataPath = ClientDataPath(
+            self.runner, "mnigs_client", clamp=False, pinning=True,
+            forwarding=types.SimpleNamespace(), forwarding6=types.SimpleNamespace())
+        self.pins = FakePins()
+        self.counts = []
+        counter = types.SimpleNamespace(count=lambda mark: self.counts.pop(0))
+        self.effects.kept = KeptSessions(self.clock, self.dataPath, self.pins, counter, 600)
+        self.rpc = self.effects.rpc = FakeRPC()
+
+    def sessions(self):
+        lease = self.session().lease
+        old = Session(Step(), dict(lease), self.successResultOf(
+            self.effects.connect(Step(), lease)), 0)
+        new = Session(Step(), dict(lease, id="l2"), self.successResultOf(
+            self.effects.connectStandby(Step(), lease)), 0)
+        return old, new
+
+    def test_canConnectBesideOnlyWhenTheOldCanBeKept(self):
+        old, new = self.sessions()
+        self.assertTrue(self.effects.canConnectBeside(old, Step()))
+        self.assertFalse(self.effects.canConnectBeside(new, Step()), "not carrying the table")
+        self.Method.slots = 1
+        self.addCleanup(setattr, self.Method, "slots", 6)
+        self.assertFalse(self.effects.canConnectBeside(old, Step()))
+        self.Method.slots = 6
+        self.effects.kept = None
+        self.assertFalse(self.effects.canConnectBeside(old, Step()))
+
+    def test_keptUntilNoConnectionIsLeftThenLetGo(self):
+        old, new = self.sessions()
+        self.effects.handOver(old, new)
+        self.assertEqual(self.pins.pinned, {1: "wg0"})
+        self.assertEqual(self.method.calls, [("activate", "wg1")])
+        script = self.runner.scripts[-1]
+        self.assertIn('oifname "wg1" ct mark 0 ct mark set 0x00006d02', script)
+        self.assertIn('oifname "wg0" ct mark 0 ct mark set 0x00006d01', script)
+        self.assertEqual(old.connection.disconnected, 0)
+        self.assertEqual(self.effects.kept.describe(),
+                         [{"gateway": "pdx-gw-1 (10.99.0.5)", "connections": None,
+                           "kept_at_most_for_s": 600}])
+        self.counts = [3, 0]
+        self.clock.advance(2)
+        self.assertEqual(old.connection.disconnected, 0)
+        self.clock.advance(2)
+        self.assertEqual(old.connection.disconnected, 1)
+        self.assertEqual(self.pins.pinned, {})
+        self.assertNotIn('"wg0"', self.runner.scripts[-1])
+        self.assertEqual(self.rpc.methods(), ["gateway.unregister"])
+        self.assertEqual(self.effects.kept.describe(), [])
+        self.assertEqual(new.connection.disconnected, 0)
+
+    def test_aLostLeaseLetsGoAtOnce(self):
+        from mnigs.protocol import UNKNOWN_LEASE, RPCError
+
+        old, new = self.sessions()
+        self.effects.handOver(old, new)
+        self.clock.advance(300)  # half the lease: renewed
+        self.counts = [1] * 200
+        [(method, lease, renewing)] = self.rpc.calls
+        self.assertEqual((method, lease), ("gateway.renew", "l1"))
+        renewing.errback(RPCError(UNKNOWN_LEASE, "unknown lease"))
+        self.assertEqual(old.connection.disconnected, 1)
+        self.assertEqual(self.rpc.methods()[-1], "gateway.unregister")
+
+    def test_whatCannotBePinnedEndsAtOnce(self):
+        old, new = self.sessions()
+        old.connection.device = "gone"
+        self.effects.handOver(old, new)
+        self.assertEqual(old.connection.disconnected, 1)
+        self.assertEqual(self.rpc.methods(), ["gateway.unregister"])
+        self.assertEqual(self.method.calls, [("activate", "wg1")])
+        self.assertNotIn('"gone"', self.runner.scripts[-1])
+
+    def test_releaseAllOnStop(self):
+        old, new = self.sessions()
+        self.effects.handOver(old, new)
+        self.successResultOf(self.effects.kept.releaseAll("the client stops"))
+        self.assertEqual(old.connection.disconnected, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
