@@ -360,13 +360,13 @@ def breakdown(client, gatewayLogs, wgInterface, died, lastReply, firstReply, new
                                             r"^lease \S+ granted: ")
     result = {name: (None if mark is None else round(mark[0] - lastReply, 3))
               for name, mark in marks.items()}
-    if result.get("lease_granted") is None and newGateway in gatewayLogs:
+    promoted = marks["standby_promoted"] is not None
+    if result.get("lease_granted") is None and newGateway in gatewayLogs and not promoted:
         result["lease_note"] = ("no grant logged: the gateway still held the client's lease "
                                 "(the release sent to the silenced gateway was lost) and "
                                 "extended it")
     online = marks["online"]
-    result["promoted"] = (marks["standby_promoted"] is not None and online is not None
-                          and "took over" in online[1])
+    result["promoted"] = promoted and online is not None and "took over" in online[1]
     result["first_reply"] = round(firstReply - lastReply, 3)
     result["died_after_last_reply"] = round(died - lastReply, 3)
     return dict(sorted(result.items(),

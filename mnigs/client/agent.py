@@ -167,7 +167,8 @@ class ClientAgent:
             self.machine.probeAnswered(session, rtt)
 
     def probeSample(self, session, rtt):
-        if self._current(session):
+        # A standby's probes tell the quality history about its gateway too.
+        if self._current(session) or self.standbys.owns(session):
             self.history.get(session.step.gatewayId).probe(None if rtt is None else rtt * 1000)
 
     # -- routes and rescans -------------------------------------------------

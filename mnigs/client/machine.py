@@ -87,6 +87,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from mnigs.client.plan import Attempt, Step
+from mnigs.client.reasons import Reason, kindOf
 from mnigs.interfaces import IClientConnection, IPinger
 from mnigs.system.backoff import Backoff
 from mnigs.system.tracing import setTrace
@@ -1026,7 +1027,8 @@ def _buildMachine():
     def promotingStandby(client, core, session: Session, standby, lostSession, reason):
         # The factory moved the route first; the old session's teardown
         # leaves it alone (its connection no longer holds it).
-        core.because(f"{reason}; the standby via {standby.step.gateway} takes over")
+        core.because(Reason(kindOf(reason), f"{reason}; the standby via "
+                                            f"{standby.step.gateway} takes over"))
         core.log.warn("leaving {left}: {reason}; the standby via {gateway} over {method} "
                       "takes over (a route change)", left=session.step.gateway, reason=reason,
                       **_named(standby.step))

@@ -224,6 +224,13 @@ class PromotionTests(SynchronousTestCase):
         self.agent.probeMissed(standby, 1)
         self.assertEqual(self.agent.machine.describe()["state"], "online")
 
+    def test_aStandbysProbesFeedItsGatewaysHistory(self):
+        self.online()
+        standby = self.standbyReady()
+        self.assertNotIn("B", self.agent.history)
+        self.agent.probeSample(standby, 0.02)
+        self.assertIn("B", self.agent.history)
+
     def test_stopReleasesTheStandbys(self):
         self.online()
         self.standbyReady()
@@ -256,3 +263,23 @@ class StatusTests(SynchronousTestCase):
             "next_try_in": 4.0}})
         self.assertIn("standby: none ready of 1 (no other usable gateway for a standby; next "
                       "try in 4.0s)", text)
+
+
+class MetricsTests(SynchronousTestCase):
+    def test_aPromotionIsAFailoverAndItsOutageIsCounted(self):
+        from mnigs.client.machine import Transition
+        from mnigs.client.metrics import ClientMetrics
+        from mnigs.client.reasons import PROBES, Reason
+
+        metrics = ClientMetrics()
+        promote = Transition(10.0, "degraded", "promote", "promoting")
+        metrics._degradedSince = 9.0  # the first unanswered probe round
+        metrics.transitioned(promote)
+        promote.reason = Reason(PROBES, "3 probes unanswered; the standby via gwB takes over")
+        metrics.explained(promote)
+        metrics.transitioned(Transition(10.05, "promoting", "promoted", "online"))
+        sample = metrics.registry.get_sample_value
+        self.assertEqual(sample("mnigs_client_failovers_total", {"reason": PROBES}), 1)
+        self.assertEqual(sample("mnigs_client_outage_seconds_count"), 1)
+        self.assertAlmostEqual(sample("mnigs_client_outage_seconds_sum"), 1.05)
+        self.assertEqual(sample("mnigs_client_state", {"mnigs_client_state": "online"}), 1)
