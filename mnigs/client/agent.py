@@ -28,6 +28,7 @@ from mnigs.client.machine import (
     ClientCore,
     IClientEffects,
     ISessionReports,
+    NoStandbys,
     makeClient,
 )
 from mnigs.client.meshview import meshView
@@ -83,12 +84,14 @@ implementer(ISessionReports)(_Reports)
 @implementer(ISessionReports)
 class ClientAgent:
     def __init__(self, reactor: IReactorTime, effects: IClientEffects, history, switchPolicy,
-                 rescanInterval: float = 60.0, backoff: Backoff | None = None):
+                 rescanInterval: float = 60.0, backoff: Backoff | None = None, standbys=None):
         self.reactor = reactor
         self.effects = effects
         self.history = history
         self.switchPolicy = switchPolicy
-        self.core = ClientCore(reactor, effects, backoff or Backoff())
+        #: the hot standbys (L{mnigs.client.standby.Standbys}), or none
+        self.standbys = standbys if standbys is not None else NoStandbys()
+        self.core = ClientCore(reactor, effects, backoff or Backoff(), standbys=self.standbys)
         self.machine: Client = makeClient(self.core)
         self.rescanner = LoopingCall(self.rescan)
         self.rescanner.clock = reactor
@@ -121,7 +124,12 @@ class ClientAgent:
         return session is not None and session is self.core.session
 
     def lost(self, session, reason):
+        if self.standbys.owns(session):
+            self.standbys.lost(session, reason)  # a standby gone bad: replaced
+            return
         if not self._current(session):
+            return
+        if self._promote(session, reason):
             return
         # Rank the last scan again as of now: a gateway that was cooling
         # down after an earlier failure may be usable again by now.
@@ -136,8 +144,19 @@ class ClientAgent:
         else:
             self.machine.failover(session, attempt, reason)
 
+    def _promote(self, session, reason) -> bool:
+        "A ready standby takes over from C{session}, if there is one: a route change."
+        standby = self.standbys.best()
+        if standby is None:
+            return False
+        self.machine.promote(standby, session, reason)
+        return True
+
     def leaseLost(self, session, reason):
-        if not self._current(session):
+        if self.standbys.owns(session):
+            self.standbys.lost(session, reason)
+            return
+        if not self._current(session) or self._promote(session, reason):
             return
         others = self.effects.plan(self.core.ranked, frozenset({session.step.gatewayId}))
         steps = (session.step,) + (others.steps if others else ())
@@ -152,12 +171,14 @@ class ClientAgent:
             self.machine.probeAnswered(session, rtt)
 
     def probeSample(self, session, rtt):
-        if self._current(session):
+        # A standby's probes tell the quality history about its gateway too.
+        if self._current(session) or self.standbys.owns(session):
             self.history.get(session.step.gatewayId).probe(None if rtt is None else rtt * 1000)
 
     # -- routes and rescans -------------------------------------------------
     def routesChanged(self):
         self.machine.retry()  # waiting: look again at once; searching: again if empty
+        self.standbys.retry()  # a standby waiting to be replaced: now
         session = self.core.session
         if session is not None:
             self.effects.checkSession(session)
@@ -185,6 +206,7 @@ class ClientAgent:
     def _rescanned(self, ranked):
         self._noteRanking(self.core.ranked, ranked)
         self.core.ranked = ranked
+        self.standbys.retry()
         session = self.core.session
         if session is None:
             return
@@ -290,6 +312,7 @@ class ClientAgent:
         kept = getattr(self.effects, "kept", None)
         # the sessions planned moves left, kept for their connections
         status["kept"] = kept.describe() if kept is not None else []
+        status["standby"] = self.standbys.describe()
         gateways = []
         for place, ranked in enumerate(self.core.ranked, 1):
             offer = ranked.seen.offer

@@ -42,6 +42,7 @@ from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.daemon.daemonlog import SCHEMA as LOG_SCHEMA
 from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
 from mnigs.methods import METHODS, clientSections
+from mnigs.methods.slots import MAX_STANDBYS
 from mnigs.protocol import DEFAULT_PORT
 from mnigs.routing import routeSources, scans, sections as sourceSections
 
@@ -178,6 +179,11 @@ SCHEMA = {
         "timeout": Field(float, 0.75, between(0.05, 60)),
         "misses": Field(int, 3, between(1, 100)),
         "offer_interval": Field(float, 10.0, between(1, 3600)),
+    },
+    # Hot standbys (mnigs.client.standby): the next-best gateways kept
+    # registered and their tunnels up, so that a failover is a route change.
+    "standby": {
+        "count": Field(int, 1, between(0, MAX_STANDBYS)),
     },
     # The lease's resolvers, put in force while online (mnigs.client.dns).
     "dns": {

@@ -262,6 +262,15 @@ class ClientEffects:
     def plan(self, ranked, exclude):
         return buildPlan(ranked, lambda r, method: method in self.methods, exclude)
 
+    def planStandby(self, exclude):
+        """
+        A standby's plan: the last scan ranked as of now, without the
+        gateways in C{exclude}, over the methods that hold a connection
+        beside the serving one (C{IClientMethod.slots} above 1).
+        """
+        return buildPlan(self.rerank(), lambda r, method: method in self.methods
+                         and getattr(self.methods[method], "slots", 1) > 1, exclude)
+
     # -- one step ----------------------------------------------------------
     def register(self, step):
         """

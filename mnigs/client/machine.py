@@ -34,6 +34,9 @@ docs/machines; docs/architecture.md has it too):
     moving       --refused-->        online        (it refused: the session goes on untouched)
     moving       --failover-->       registering   (the old gateway died meanwhile)
     moving       --dropped-->        searching
+    online/degraded/moving --promote--> promoting (a hot standby takes over: a route change)
+    promoting    --promoted-->       online
+    promoting    --failover/dropped--> registering/searching
     every state  --stop-->           stopping --stopped--> stopped
                                      (idle and stopped: stopped at once)
 
@@ -47,6 +50,8 @@ returns what the state owns, as Twisted's C{ClientService} does
     registering  C{gateway.register} for the attempt's step
     connecting   the tunnel (L{IClientEffects.connect})
     verifying    a probe through it (L{IClientEffects.verify})
+    promoting    the standby's route and the client's table
+                 (L{IClientEffects.activate}); no RPC on the way
     moving       C{gateway.register} with the chosen gateway, the session
                  still up; once granted, where the method can hold a
                  second tunnel (L{IClientEffects.canConnectBeside}), that
@@ -89,9 +94,10 @@ from automat import TypeMachineBuilder
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 from mnigs.client.plan import Attempt, Step
+from mnigs.client.reasons import Reason, kindOf
 from mnigs.interfaces import IClientConnection, IPinger
 from mnigs.system.backoff import Backoff
 from mnigs.system.tracing import setTrace
@@ -242,6 +248,54 @@ class ISessionReports(Interface):
 
     def probeSample(session, rtt):
         "One health probe round's result (None: unanswered), for the quality history."
+
+
+class IStandbys(Interface):
+    """
+    The client's hot standbys (L{mnigs.client.standby.Standbys}): what the
+    machine tells them.  The agent asks them for a ready one to promote.
+    """
+
+    def serving(session):
+        "The client is online through C{session}: keep standbys for other gateways."
+
+    def take(session):
+        "C{session}, a ready standby's, is being promoted: it is no standby any more."
+
+    def release():
+        """
+        The client left online other than by a promotion: every standby
+        goes (cancelled, tunnels down, leases released).  Deferred.
+        """
+
+
+@implementer(IStandbys)
+class NoStandbys:
+    "No standbys (C{standby.count = 0}, and the tests of the machine alone)."
+
+    def serving(self, session):
+        pass
+
+    def take(self, session):
+        pass
+
+    def release(self):
+        return defer.succeed(None)
+
+    def best(self):
+        return None
+
+    def owns(self, session):
+        return False
+
+    def lost(self, session, reason):
+        pass
+
+    def retry(self):
+        pass
+
+    def describe(self):
+        return {"count": 0, "standbys": []}
 
 
 @dataclass
@@ -404,6 +458,20 @@ class Moving:
 
 
 @dataclass
+class Promoting:
+    """
+    The data of promoting: the standby's session taking over, and the
+    route change under way (L{IClientEffects.activate}).
+    """
+    session: Session
+    operation: defer.Deferred | None = None
+
+    def cancel(self):
+        if self.operation is not None and not self.operation.called:
+            self.operation.cancel()
+
+
+@dataclass
 class Waiting:
     call: IDelayedCall
     #: the gateways met lately, asked while we wait (L{IClientEffects.watchRecent})
@@ -461,6 +529,16 @@ class Client(Protocol):
 
     def dropped(self, session: Session, reason: str) -> None:
         "The gateway died and nothing else is known: search again."
+
+    def promote(self, standby: Session, session: Session, reason: str) -> None:
+        """
+        The gateway of C{session} failed (C{reason}) and C{standby}, a hot
+        standby's session (L{IStandbys}), is ready: it takes over by a
+        route change.
+        """
+
+    def promoted(self, session: Session) -> None:
+        "The promoted standby's route is in place: it serves."
 
     def switch(self, session: Session, attempt: Attempt, reason: str = "") -> None:
         """
@@ -621,6 +699,7 @@ class ClientCore:
     session: Session | None = None
     stopWaiters: Waiters[None] = field(default_factory=Waiters)
     trace: Trace | None = None
+    standbys: IStandbys = field(default_factory=NoStandbys)
 
     def __post_init__(self):
         if self.trace is None:
@@ -884,6 +963,27 @@ def _connectBeside(client: Client, core: ClientCore, moving: Moving) -> None:
     moving.operation.addCallbacks(connected, failed)
 
 
+def promote(client: Client, core: ClientCore, standby: Session, session: Session,
+            reason: str) -> Promoting:
+    """
+    Entering promoting: the standby's session takes mnigs's default route
+    and the client's table (a route change; no RPC on the way).
+    """
+    promoting = Promoting(standby)
+    promoting.operation = defer.maybeDeferred(core.effects.activate, standby)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        core.log.failure("could not make the standby via {gateway} the serving session",
+                         failure, gateway=standby.step.gateway)
+        client.dropped(standby, "the standby's route could not be put in place: "
+                                f"{failure.getErrorMessage()}")
+
+    promoting.operation.addCallbacks(lambda _: client.promoted(standby), failed)
+    return promoting
+
+
 def _session(client: Client, core: ClientCore, session: Session, *rest) -> Session:
     # online and degraded own the session the input names; going online
     # (goOnline) starts its watchers once, not on every recovery.
@@ -901,6 +1001,7 @@ def _buildMachine():
     online = builder.state("online", _session)
     degraded = builder.state("degraded", _session)
     moving = builder.state("moving", move)
+    promoting = builder.state("promoting", promote)
     stopping = builder.state("stopping")
     stopped = builder.state("stopped")
 
@@ -971,6 +1072,7 @@ def _buildMachine():
                       "in {rtt} ms)", device=session.connection.device,
                       rtt=f"{rtt * 1000:.1f}", **_named(session.step))
         core.effects.startSession(session)
+        core.standbys.serving(session)
 
     @online.upon(Client.probeMissed).to(degraded)
     def degrading(client, core, session: Session, missedSession, count):
@@ -1004,6 +1106,7 @@ def _buildMachine():
         core.log.warn("leaving {left}: {reason}; trying {gateway} over {method}",
                       left=session.step.gateway, reason=reason, **_named(attempt.step))
         core.effects.announce("failover", session, reason, attempt.step)
+        core.standbys.release()
         leave(core, session, reason)
 
     @online.upon(Client.dropped).to(searching)
@@ -1013,6 +1116,7 @@ def _buildMachine():
         core.log.warn("leaving {left}: {reason}; searching", left=session.step.gateway,
                       reason=reason)
         core.effects.announce("failover", session, reason)
+        core.standbys.release()
         leave(core, session, reason)
 
     @online.upon(Client.switch).to(registering)
@@ -1021,7 +1125,51 @@ def _buildMachine():
         core.because(f"switching to {'the better gateway ' if not reason else ''}"
                      f"{attempt.step.gateway}" + (f": {reason}" if reason else ""))
         core.log.info("{reason}", reason=core.reason)
+        core.standbys.release()
         leave(core, session, "")
+
+    # -- promoting: a hot standby takes over by a route change -------------
+    @online.upon(Client.promote).to(promoting)
+    @degraded.upon(Client.promote).to(promoting)
+    def promotingStandby(client, core, session: Session, standby, lostSession, reason):
+        # The factory moved the route first; the old session's teardown
+        # leaves it alone (its connection no longer holds it).
+        core.because(Reason(kindOf(reason), f"{reason}; the standby via "
+                                            f"{standby.step.gateway} takes over"))
+        core.log.warn("leaving {left}: {reason}; the standby via {gateway} over {method} "
+                      "takes over (a route change)", left=session.step.gateway, reason=reason,
+                      **_named(standby.step))
+        core.effects.announce("failover", session, reason, standby.step)
+        core.standbys.take(standby)
+        leave(core, session, reason)
+        core.session = standby
+
+    @moving.upon(Client.promote).to(promoting)
+    def promotingWhileMoving(client, core, moving: Moving, standby, lostSession, reason):
+        moving.abandon(core.effects)
+        moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
+        promotingStandby(client, core, moving.session, standby, lostSession, reason)
+
+    @promoting.upon(Client.promoted).to(online)
+    def servingViaStandby(client, core, promoting: Promoting, session):
+        core.because("")
+        core.backoff.reset()
+        session.startedAt = core.clock.seconds()
+        core.log.info("online via {gateway} over {method} (the standby on {device} took over)",
+                      device=session.connection.device, **_named(session.step))
+        core.effects.startSession(session)
+        core.standbys.serving(session)
+
+    @promoting.upon(Client.failover).to(registering)
+    def failingOverWhilePromoting(client, core, promoting: Promoting, lostSession, attempt,
+                                  reason):
+        promoting.cancel()
+        failingOver(client, core, promoting.session, lostSession, attempt, reason)
+
+    @promoting.upon(Client.dropped).to(searching)
+    def droppedWhilePromoting(client, core, promoting: Promoting, lostSession, reason):
+        promoting.cancel()
+        droppedOut(client, core, promoting.session, lostSession, reason)
 
     # -- moving: the operator's choice, asked while the session goes on ---
     @online.upon(Client.use).to(moving)
@@ -1061,6 +1209,7 @@ def _buildMachine():
                       rtt=f"{rtt * 1000:.1f}", **_named(session.step))
         core.effects.handOver(old, session)
         core.effects.startSession(session)
+        core.standbys.serving(session)
 
     @moving.upon(Client.registered).to(connecting)
     def movedOn(client, core, moving: Moving, attempt, lease):
@@ -1070,6 +1219,7 @@ def _buildMachine():
         core.log.info("{reason}", reason=core.reason)
         core.session = None
         core.effects.unregister(session.step, session.lease)
+        core.standbys.release()
         moving.answer({"gateway": attempt.step.gatewayId, "name": attempt.step.seen.offer.name,
                        "method": attempt.step.method, "state": "connecting"})
 
@@ -1145,9 +1295,15 @@ def _buildMachine():
         core.session = None
         ending = defer.maybeDeferred(core.effects.endSession, session)
         released = defer.maybeDeferred(core.effects.unregister, session.step, session.lease)
-        defer.DeferredList([ending, released], consumeErrors=True).addBoth(
+        standbys = defer.maybeDeferred(core.standbys.release)
+        defer.DeferredList([ending, released, standbys], consumeErrors=True).addBoth(
             lambda _: client.stopped())
         return d
+
+    @promoting.upon(Client.stop).to(stopping)
+    def stopPromoting(client, core, promoting: Promoting):
+        promoting.cancel()
+        return stopSession(client, core, promoting.session)
 
     @moving.upon(Client.stop).to(stopping)
     def stopMoving(client, core, moving: Moving):
@@ -1211,11 +1367,19 @@ def _buildMachine():
     ignored[moving] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
                        Client.retry, Client.exhausted, Client.connected, Client.switch,
                        Client.stopped)
+    ignored[promoting] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                          Client.retry, Client.registered, Client.tryNext, Client.exhausted,
+                          Client.connected, Client.answered, Client.probeMissed,
+                          Client.probeAnswered, Client.switch, Client.stopped, Client.promote)
     for state in ignored:
         if state is not moving:
             ignored[state] += (Client.refused,)
         if state not in (online, degraded, moving):
             ignored[state] += (Client.plannedMove,)
+        if state not in (online, degraded, moving, promoting):
+            ignored[state] += (Client.promote,)
+        if state is not promoting:
+            ignored[state] += (Client.promoted,)
     for state, inputs in ignored.items():
         ignore = _ignore if state in (idle, stopping, stopped) else _ignoreWithData
         for name in inputs:
@@ -1223,7 +1387,7 @@ def _buildMachine():
 
     # the operator's choice only moves an online client (the agent asks
     # only then); a late one is answered, not lost
-    for state in (searching, waiting, registering, connecting, verifying):
+    for state in (searching, waiting, registering, connecting, verifying, promoting):
         state.upon(Client.use).loop()(_notOnlineWithData)
     for state in (idle, stopping, stopped):
         state.upon(Client.use).loop()(_notOnline)
@@ -1268,6 +1432,10 @@ def _buildMachine():
     def describeMoving(client, core, moving: Moving):
         return core.status("moving", current=moving.session.describe(core.clock.seconds()),
                            attempt=moving.attempt.step.describe())
+
+    @promoting.upon(Client.describe).loop()
+    def describePromoting(client, core, promoting: Promoting):
+        return core.status("promoting", current=promoting.session.describe(core.clock.seconds()))
 
     @stopping.upon(Client.describe).loop()
     def describeStopping(client, core):

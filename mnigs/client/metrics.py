@@ -31,13 +31,14 @@ from mnigs.web.metrics import SnapshotCollector, directly, newRegistry
 
 #: The client machine's states (L{mnigs.client.machine}).
 STATES = ("idle", "searching", "waiting", "registering", "connecting", "verifying",
-          "online", "degraded", "stopping", "stopped")
+          "online", "degraded", "moving", "promoting", "stopping", "stopped")
 
 #: Where the client has a gateway to lose.
 _HOLDING = frozenset({"online", "degraded"})
 #: The inputs that leave it: a lost gateway (failover: another one is
-#: tried; dropped: nothing else was known) or a move to a better one.
-_LOST = frozenset({"failover", "dropped"})
+#: tried; dropped: nothing else was known; promote: a hot standby takes
+#: over) or a move to a better one.
+_LOST = frozenset({"failover", "dropped", "promote"})
 _LEAVING = _LOST | {"switch"}
 
 # Outages last from a second (a failover to a known gateway) to minutes (a

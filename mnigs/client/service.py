@@ -167,7 +167,8 @@ class ClientService(MultiService):
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
-                                      config.discovery.rescan_interval), self.effects,
+                                      config.discovery.rescan_interval,
+                                      standbys=self._standbys()), self.effects,
                           observers=[self.metrics] if self.metrics is not None else [])
         if self.metrics is not None:
             from mnigs.web.metrics import inReactorThread
@@ -184,6 +185,15 @@ class ClientService(MultiService):
                                {"service": self, "agent": self.agent, "history": self.history,
                                 "effects": self.effects, "config": config}).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
+
+    def _standbys(self):
+        "C{[standby]}: the hot standbys, or none (C{count = 0})."
+        count = self.config.standby.count
+        if count <= 0:
+            return None
+        from mnigs.client.standby import Standbys
+
+        return Standbys(self.reactor, self.effects, count, self.effects.planStandby)
 
     def _resolverKeeper(self, stateDir):
         """

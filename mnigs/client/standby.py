@@ -1,0 +1,500 @@
+# -*- test-case-name: tests.unit.test_standby -*-
+"""
+Hot standbys: while the client is online, the next-best gateway (another
+than the serving one) is registered, its tunnel up beside the serving one
+on a device of its own (L{mnigs.methods.slots}) without mnigs's default
+route, verified and watched like the serving session (health probes,
+renewal, route check, offer watch, the tunnel's loss).  When the serving
+gateway fails, the agent hands a ready standby to the client machine,
+whose C{promoting} state makes it the serving session by a route change
+(L{mnigs.client.machine.IClientEffects.activate}): no RPC on the
+failover path.
+
+A standby's life is one machine (L{StandbyMachine}, a slot):
+
+    idle         --begin-->       registering
+    registering  --registered-->  connecting
+    registering  --tryNext-->     registering   (the next method or gateway)
+    connecting   --connected-->   verifying
+    connecting   --tryNext-->     registering
+    verifying    --answered-->    ready         (its watchers start)
+    verifying    --tryNext-->     registering
+    registering/connecting/verifying --exhausted--> failed
+    ready        --lost-->        failed        (probes, lease, route, unavailable, tunnel)
+    ready        --promote-->     promoted      (the session is the client machine's now)
+    every state  --release-->     released      (what is under way cancelled; the
+                                                 tunnel down, the lease released)
+
+Entering registering, connecting and verifying starts their work, as in
+the client machine (whose L{Pending} and L{Verifying} data they share).
+
+L{Standbys} keeps C{standby.count} slots going: it plans each from the
+last scan ranked as of now, without the serving gateway and the other
+standbys' gateways and only over methods that hold more than one
+connection; a slot that failed is replaced after a backoff (sooner when
+the routes change or a rescan ends), and every standby is released when
+the client leaves online other than by a promotion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from automat import TypeMachineBuilder
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mnigs.client.machine import (
+    IClientEffects,
+    IStandbys,
+    Pending,
+    Session,
+    Trace,
+    Verifying,
+    _named,
+    _register,
+)
+from mnigs.client.plan import Attempt
+from mnigs.system.backoff import Backoff
+from mnigs.system.tracing import setTrace
+
+log = Logger()
+
+
+class Standby(Protocol):
+    def begin(self, attempt: Attempt) -> None:
+        "Register for C{attempt}'s step (from idle)."
+
+    def registered(self, attempt: Attempt, lease: dict) -> None:
+        "The gateway granted a lease."
+
+    def tryNext(self, attempt: Attempt, reason: str) -> None:
+        "The step failed; C{attempt} points at the next one."
+
+    def exhausted(self, reason: str) -> None:
+        "Every step of the plan failed."
+
+    def connected(self, attempt: Attempt, session: Session) -> None:
+        "The standby's tunnel is up (without the route)."
+
+    def answered(self, session: Session, rtt: float) -> None:
+        "A probe through it was answered: it is ready to take over."
+
+    def lost(self, session: Session, reason: str) -> None:
+        "Its gateway or tunnel failed (a watcher's report)."
+
+    def promote(self, session: Session) -> Session | None:
+        "Hand the ready session over to the client machine (C{None}: not ready)."
+
+    def release(self) -> defer.Deferred:
+        "Give it all up: cancel, take the tunnel down, release the lease."
+
+    def describe(self) -> dict:
+        "Status."
+
+
+@dataclass
+class StandbyCore:
+    """
+    What a slot shares between its states: the clock, the effects, the
+    trace (the L{Standbys}' one, C{standby}), and the pool's callbacks,
+    told once the slot is C{ready} or C{failed}.
+    """
+    clock: IReactorTime
+    effects: IClientEffects
+    trace: Trace
+    onReady: Callable[[Session], None]
+    onFailed: Callable[[str], None]
+    log: Logger = field(default_factory=Logger)
+    reason: str = ""
+
+    def because(self, reason: str) -> None:
+        self.reason = reason
+        self.trace.because(reason)
+
+    def status(self, state: str, **extra) -> dict:
+        status = {"state": state, "reason": self.reason}
+        status.update(extra)
+        return status
+
+
+def _failed(slot: Standby, nextAttempt: Attempt | None, reason: str) -> None:
+    if nextAttempt is None:
+        slot.exhausted(reason)
+    else:
+        slot.tryNext(nextAttempt, reason)
+
+
+def register(slot: Standby, core: StandbyCore, attempt: Attempt, *rest) -> Pending:
+    "Entering registering: register for the attempt's step."
+    pending = Pending(attempt)
+    _register(slot, core, pending)
+    return pending
+
+
+def connect(slot: Standby, core: StandbyCore, attempt: Attempt, lease: dict) -> Pending:
+    "Entering connecting: the tunnel, beside the serving one, without the route."
+    pending = Pending(attempt, lease)
+    step = attempt.step
+    pending.operation = core.effects.connectStandby(step, lease)
+
+    def done(connection):
+        slot.connected(attempt, Session(step, lease, connection, core.clock.seconds()))
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
+               else failure.getErrorMessage())
+        reason = f"standby {step.method} to {step.gateway} did not come up: {why}"
+        core.effects.noteFailure(step, reason)
+        core.effects.unregister(step, lease)
+        _failed(slot, attempt.nextMethod(), reason)
+
+    pending.operation.addCallbacks(done, failed)
+    return pending
+
+
+def verify(slot: Standby, core: StandbyCore, attempt: Attempt, session: Session) -> Verifying:
+    "Entering verifying: probe through the standby's tunnel."
+    verifying = Verifying(attempt, session)
+    verifying.operation = core.effects.verify(session)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        step = session.step
+        reason = (f"standby {step.method} to {step.gateway} passes no traffic: "
+                  f"{failure.getErrorMessage()}")
+        core.effects.noteFailure(step, reason)
+        core.effects.disconnect(session)
+        core.effects.unregister(step, session.lease)
+        _failed(slot, attempt.nextMethod(), reason)
+
+    verifying.operation.addCallbacks(lambda rtt: slot.answered(session, rtt), failed)
+    return verifying
+
+
+def _session(slot: Standby, core: StandbyCore, session: Session, *rest) -> Session:
+    return session
+
+
+def _ignore(slot, core, *args):
+    return None
+
+
+def _ignoreWithData(slot, core, data: object, *args):
+    return None
+
+
+def _buildMachine():
+    builder = TypeMachineBuilder(Standby, StandbyCore)
+    idle = builder.state("idle")
+    registering = builder.state("registering", register)
+    connecting = builder.state("connecting", connect)
+    verifying = builder.state("verifying", verify)
+    ready = builder.state("ready", _session)
+    failed = builder.state("failed")
+    promoted = builder.state("promoted")
+    released = builder.state("released")
+
+    @idle.upon(Standby.begin).to(registering)
+    def beginning(slot, core, attempt):
+        core.because(f"registering with {attempt.step.gateway} over {attempt.step.method}")
+
+    @registering.upon(Standby.registered).to(connecting)
+    def registeredThenConnect(slot, core, pending: Pending, attempt, lease):
+        pass
+
+    @registering.upon(Standby.tryNext).loop()
+    def registerNext(slot, core, pending: Pending, attempt, reason):
+        core.because(reason)
+        core.log.info("standby: {reason}; trying {gateway} over {method}", reason=reason,
+                      **_named(attempt.step))
+        pending.attempt = attempt
+        _register(slot, core, pending)
+
+    @connecting.upon(Standby.connected).to(verifying)
+    def connectedThenVerify(slot, core, pending: Pending, attempt, session):
+        pass
+
+    @connecting.upon(Standby.tryNext).to(registering)
+    @verifying.upon(Standby.tryNext).to(registering)
+    def connectNext(slot, core, pending: object, attempt, reason):
+        core.because(reason)
+        core.log.info("standby: {reason}; trying {gateway} over {method}", reason=reason,
+                      **_named(attempt.step))
+
+    @registering.upon(Standby.exhausted).to(failed)
+    @connecting.upon(Standby.exhausted).to(failed)
+    @verifying.upon(Standby.exhausted).to(failed)
+    def giveUp(slot, core, pending: object, reason):
+        core.because(reason)
+        core.log.info("standby: {reason}", reason=reason)
+        core.onFailed(reason)
+
+    @verifying.upon(Standby.answered).to(ready)
+    def becomeReady(slot, core, verifying: Verifying, session, rtt):
+        core.because("")
+        session.startedAt = core.clock.seconds()
+        core.log.info("standby ready via {gateway} over {method} on {device} (a probe through "
+                      "it answered in {rtt} ms)", device=session.connection.device,
+                      rtt=f"{rtt * 1000:.1f}", **_named(session.step))
+        core.effects.watch(session)
+        core.onReady(session)
+
+    @ready.upon(Standby.lost).to(failed)
+    def goneBad(slot, core, session: Session, lostSession, reason):
+        core.because(str(reason))
+        core.log.warn("standby via {gateway} lost: {reason}; replacing it", reason=reason,
+                      **_named(session.step))
+        core.effects.noteFailure(session.step, str(reason))
+        core.effects.disconnect(session)
+        core.effects.unregister(session.step, session.lease)
+        core.onFailed(str(reason))
+
+    @ready.upon(Standby.promote).to(promoted)
+    def handOver(slot, core, session: Session, promotedSession):
+        core.because(f"promoted: serving via {session.step.gateway}")
+        return session
+
+    # -- release ------------------------------------------------------------
+    @idle.upon(Standby.release).to(released)
+    @failed.upon(Standby.release).to(released)
+    @promoted.upon(Standby.release).to(released)
+    @released.upon(Standby.release).loop()
+    def nothingToRelease(slot, core):
+        return defer.succeed(None)
+
+    @registering.upon(Standby.release).to(released)
+    def releaseRegistering(slot, core, pending: Pending):
+        pending.cancel()
+        return defer.succeed(None)
+
+    @connecting.upon(Standby.release).to(released)
+    def releaseConnecting(slot, core, pending: Pending):
+        pending.cancel()
+        return defer.maybeDeferred(core.effects.unregister, pending.attempt.step, pending.lease)
+
+    def releaseSession(core, session):
+        ending = defer.maybeDeferred(core.effects.disconnect, session)
+        released = defer.maybeDeferred(core.effects.unregister, session.step, session.lease)
+        return defer.DeferredList([ending, released], consumeErrors=True).addBoth(lambda _: None)
+
+    @verifying.upon(Standby.release).to(released)
+    def releaseVerifying(slot, core, verifying: Verifying):
+        verifying.cancel()
+        return releaseSession(core, verifying.session)
+
+    @ready.upon(Standby.release).to(released)
+    def releaseReady(slot, core, session: Session):
+        core.log.info("standby via {gateway} released", **_named(session.step))
+        return releaseSession(core, session)
+
+    # -- late or misplaced inputs --------------------------------------------
+    everything = (Standby.begin, Standby.registered, Standby.tryNext, Standby.exhausted,
+                  Standby.connected, Standby.answered, Standby.lost, Standby.promote)
+    handled = {
+        idle: (Standby.begin,),
+        registering: (Standby.registered, Standby.tryNext, Standby.exhausted),
+        connecting: (Standby.connected, Standby.tryNext, Standby.exhausted),
+        verifying: (Standby.answered, Standby.tryNext, Standby.exhausted),
+        ready: (Standby.lost, Standby.promote),
+        failed: (), promoted: (), released: (),
+    }
+    for state, inputs in handled.items():
+        ignore = _ignore if state in (idle, failed, promoted, released) else _ignoreWithData
+        for name in everything:
+            if name not in inputs:
+                state.upon(name).loop()(ignore)
+
+    # -- status ----------------------------------------------------------------
+    for state, name in ((idle, "idle"), (failed, "failed"), (promoted, "promoted"),
+                        (released, "released")):
+        def describe(slot, core, name=name):
+            return core.status(name)
+        state.upon(Standby.describe).loop()(describe)
+
+    @registering.upon(Standby.describe).loop()
+    @connecting.upon(Standby.describe).loop()
+    def describePending(slot, core, pending: Pending):
+        return core.status("registering" if pending.lease is None else "connecting",
+                           attempt=pending.attempt.step.describe())
+
+    @verifying.upon(Standby.describe).loop()
+    def describeVerifying(slot, core, verifying: Verifying):
+        return core.status("verifying", attempt=dict(
+            verifying.attempt.step.describe(), device=verifying.session.connection.device))
+
+    @ready.upon(Standby.describe).loop()
+    def describeReady(slot, core, session: Session):
+        return core.status("ready", standby=session.describe(core.clock.seconds()))
+
+    return builder.build()
+
+
+StandbyMachine = _buildMachine()
+
+
+class Slot:
+    """
+    One standby: its machine, the gateway it was planned for, and the
+    session it holds once ready (which the watchers' reports name).
+    """
+
+    def __init__(self, core: StandbyCore, gatewayId: str):
+        self.core = core
+        self.gatewayId = gatewayId
+        self.machine: Standby = StandbyMachine(core)
+        setTrace(self.machine, core.trace)
+        self.session: Session | None = None
+
+
+@implementer(IStandbys)
+class Standbys:
+    """
+    C{count} hot standbys while the client is online (see the module
+    docstring).  The agent tells it what the serving session's watchers
+    cannot: which session serves (L{serving}), which standby is handed
+    over (L{take}), when the client leaves online otherwise
+    (L{release}); the standbys' watchers' reports come through the agent
+    (L{owns}, L{lost}).
+
+    @param plan: C{plan(exclude)} -> an L{Attempt} over the last scan,
+        ranked as of now, without the gateway ids in C{exclude}, over the
+        methods that hold more than one connection; or C{None}.
+    """
+
+    def __init__(self, clock: IReactorTime, effects: IClientEffects, count: int,
+                 plan: Callable[[frozenset], Attempt | None], backoff: Backoff | None = None,
+                 trace: Trace | None = None):
+        self.clock = clock
+        self.effects = effects
+        self.count = count
+        self.plan = plan
+        self.backoff = backoff or Backoff(1.0, 10.0)
+        self.trace = trace or Trace(clock, name="standby")
+        self.slots: list[Slot] = []
+        self.servingId: str | None = None
+        self.handingOver: Session | None = None
+        self.timer: IDelayedCall | None = None
+        self.waitingFor = ""  # why no standby is being made now
+
+    # -- what the agent and the client machine tell it --------------------------
+    def serving(self, session: Session) -> None:
+        "The client is online through C{session}: keep standbys for other gateways."
+        self.servingId = session.step.gatewayId
+        self.handingOver = None
+        self.fill()
+
+    def best(self) -> Session | None:
+        """
+        A ready standby's session to promote (the best ranked first), or
+        C{None}: none is ready, or a promotion is under way already.
+        """
+        if self.handingOver is not None:
+            return None
+        for slot in self.slots:
+            if slot.session is not None:
+                return slot.session
+        return None
+
+    def take(self, session: Session) -> None:
+        "The client machine promotes C{session}: it is no standby any more."
+        for slot in list(self.slots):
+            if slot.session is session:
+                slot.machine.promote(session)
+                self.slots.remove(slot)
+                self.handingOver = session
+
+    def release(self) -> defer.Deferred:
+        """
+        The client left online other than by a promotion: every standby
+        goes (what is under way cancelled, tunnels down, leases released),
+        and none is made until it serves again.
+        """
+        self.servingId = None
+        self.handingOver = None
+        self._cancelTimer()
+        slots, self.slots = self.slots, []
+        if not slots:
+            return defer.succeed(None)
+        return defer.DeferredList([slot.machine.release() for slot in slots],
+                                  consumeErrors=True).addBoth(lambda _: None)
+
+    def owns(self, session: Session) -> bool:
+        "Whether C{session} is a standby's (its watchers' reports come here)."
+        return any(slot.session is session for slot in self.slots)
+
+    def lost(self, session: Session, reason) -> None:
+        for slot in list(self.slots):
+            if slot.session is session:
+                slot.machine.lost(session, reason)
+
+    def retry(self) -> None:
+        "The routes or the ranking changed: a replacement waiting on its backoff is made now."
+        if self.timer is not None and self.timer.active():
+            self._cancelTimer()
+            self.fill()
+
+    # -- keeping the count --------------------------------------------------------
+    def fill(self) -> None:
+        if self.servingId is None or self.count <= 0:
+            return
+        if self.timer is not None and self.timer.active():
+            return
+        while len(self.slots) < self.count:
+            exclude = frozenset({self.servingId} | {slot.gatewayId for slot in self.slots})
+            attempt = self.plan(exclude)
+            if attempt is None:
+                self._later("no other usable gateway for a standby")
+                return
+            # One gateway a slot: one that fails is replaced by a fresh plan,
+            # which ranks it after the others while it cools down.
+            first = attempt.step.gatewayId
+            self._start(Attempt(tuple(s for s in attempt.steps if s.gatewayId == first)))
+
+    def _start(self, attempt: Attempt) -> None:
+        def ready(session):
+            slot.session = session
+            self.backoff.reset()
+            self.waitingFor = ""
+
+        def failed(reason):
+            if slot in self.slots:
+                self.slots.remove(slot)
+            self._later(reason)
+
+        slot = Slot(StandbyCore(self.clock, self.effects, self.trace, ready, failed),
+                    attempt.step.gatewayId)
+        self.slots.append(slot)
+        slot.machine.begin(attempt)
+
+    def _later(self, reason: str) -> None:
+        if self.timer is not None and self.timer.active():
+            return
+        delay = self.backoff.next()
+        self.waitingFor = reason
+        self.trace.note("standby wanted", f"{reason}; trying again in {delay:g} s")
+        self.timer = self.clock.callLater(delay, self._again)
+
+    def _again(self) -> None:
+        self.timer = None
+        self.fill()
+
+    def _cancelTimer(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def describe(self) -> dict:
+        "C{mnigsctl status}'s C{standby}: the count wanted and each standby's state."
+        status = {"count": self.count, "standbys": [slot.machine.describe() for slot in self.slots],
+                  "transitions": self.trace.describe()}
+        if self.timer is not None and self.timer.active():
+            status["next_try_in"] = round(max(0.0, self.timer.getTime() - self.clock.seconds()), 1)
+            status["waiting_for"] = self.waitingFor
+        return status
