@@ -129,7 +129,13 @@ class ClientAgent:
             return
         if not self._current(session):
             return
-        if self._promote(session, reason):
+        # A gateway that says it is unavailable (a drain, available: false)
+        # still serves its leases: a planned move, made before break.
+        planned = getattr(reason, "kind", None) == UNAVAILABLE
+        if planned and self.standbys.best() is not None:
+            self.machine.moveToStandby(self.standbys.best(), session, reason, None)
+            return
+        if not planned and self._promote(session, reason):
             return
         # Rank the last scan again as of now: a gateway that was cooling
         # down after an earlier failure may be usable again by now.
@@ -137,12 +143,24 @@ class ClientAgent:
         attempt = self.effects.plan(self.core.ranked, frozenset({session.step.gatewayId}))
         if attempt is None:
             self.machine.dropped(session, reason)
-        elif getattr(reason, "kind", None) == UNAVAILABLE:
-            # It says so itself (a drain, available: false) and still
-            # serves its leases: a planned move, made before break.
+        elif planned:
             self.machine.plannedMove(session, attempt, reason)
         else:
             self.machine.failover(session, attempt, reason)
+
+    def _plannedMove(self, session, attempt, reason, reply=None):
+        """
+        A planned move to C{attempt}'s first gateway: a hand-over to its
+        ready standby if it has one, else asked for a lease while the
+        session goes on (the operator's C{use} when C{reply} is given).
+        """
+        standby = self.standbys.readyFor(attempt.step.gatewayId)
+        if standby is not None:
+            self.machine.moveToStandby(standby, session, reason, reply)
+        elif reply is not None:
+            self.machine.use(session, attempt, reply)
+        else:
+            self.machine.plannedMove(session, attempt, reason)
 
     def _promote(self, session, reason) -> bool:
         "A ready standby takes over from C{session}, if there is one: a route change."
@@ -233,10 +251,10 @@ class ClientAgent:
             plan = self.effects.plan([better] + [r for r in ranked if r is not better], frozenset({gid}))
             if plan is not None:
                 self.switchPolicy.reset()
-                self.machine.plannedMove(session, plan,
-                                         f"it scored better by more than switch_margin "
-                                         f"{self.switchPolicy.margin:g} for switch_hold "
-                                         f"{self.switchPolicy.hold:g} s")
+                self._plannedMove(session, plan,
+                                  f"it scored better by more than switch_margin "
+                                  f"{self.switchPolicy.margin:g} for switch_hold "
+                                  f"{self.switchPolicy.hold:g} s")
 
     def _noteRanking(self, before, after):
         "Note a ranking whose best gateway or usable set changed (C{mnigsctl events})."
@@ -476,7 +494,7 @@ class ClientAgent:
             return failure
 
         reply.addCallbacks(granted, refused)
-        self.machine.use(session, attempt, reply)
+        self._plannedMove(session, attempt, "mnigsctl use", reply)
         return reply
 
     def block(self, name: str):

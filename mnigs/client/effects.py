@@ -266,8 +266,12 @@ class ClientEffects:
         """
         A standby's plan: the last scan ranked as of now, without the
         gateways in C{exclude}, over the methods that hold a connection
-        beside the serving one (C{IClientMethod.slots} above 1).
+        beside the serving one (C{IClientMethod.slots} above 1), nor
+        those of the sessions kept after a planned move (a new lease there
+        would replace the kept one, and break its connections).
         """
+        if self.kept is not None:
+            exclude = frozenset(exclude) | self.kept.gatewayIds()
         return buildPlan(self.rerank(), lambda r, method: method in self.methods
                          and getattr(self.methods[method], "slots", 1) > 1, exclude)
 
@@ -663,18 +667,21 @@ class ClientEffects:
         and is kept, with its lease renewed, until its keeper lets it go
         (none of its connections left, C{routing.keep_old} over, its
         lease lost or its tunnel gone).  What cannot be kept ends now.
+        Fires once the client's table carries C{new} (failures logged).
         """
         slot = self.kept.hold(old.connection.device) if self.kept is not None else None
         try:
-            self.activate(new)
+            activated = self.activate(new)
         except Exception:
             log.failure("could not move mnigs's route to {device}", device=new.connection.device)
+            activated = defer.succeed(None)
         self._stopServing(old)
         if slot is None:
             self._takeDown(old)
             self.unregister(old.step, old.lease)
-            return
-        keeper = self.kept.keep(slot, old.step.gateway, lambda why: self._letGo(old))
+            return activated
+        keeper = self.kept.keep(slot, old.step.gateway, lambda why: self._letGo(old),
+                                old.step.gatewayId)
         renewal = Renewal(self.reactor, self.rpc, old, _KeptReports(keeper))
         renewal.start()
         lost = old.connection.whenLost()
@@ -684,6 +691,7 @@ class ClientEffects:
         log.info("make-before-break: {gateway}'s connections stay on {device} until they end "
                  "(routing.keep_old {limit:g} s at most)", gateway=old.step.gateway,
                  device=old.connection.device, limit=self.kept.keepFor)
+        return activated
 
     def _letGo(self, old):
         self._stopWatching(old)

@@ -186,7 +186,8 @@ class IClientEffects(Interface):
         L{mnigs.client.pinning}) while mnigs's default route goes through
         C{new}'s; C{old} ends (C{offline} hook, quality history) and its
         tunnel and lease are kept only until none of its connections is
-        left.  Never fails.
+        left.  Deferred, fired once the client's table carries C{new};
+        never fails.
         """
 
     def disconnect(session):
@@ -262,6 +263,9 @@ class IStandbys(Interface):
     def take(session):
         "C{session}, a ready standby's, is being promoted: it is no standby any more."
 
+    def readyFor(gatewayId):
+        "A ready standby's session with the gateway C{gatewayId}, or None."
+
     def release():
         """
         The client left online other than by a promotion: every standby
@@ -283,6 +287,9 @@ class NoStandbys:
         return defer.succeed(None)
 
     def best(self):
+        return None
+
+    def readyFor(self, gatewayId):
         return None
 
     def owns(self, session):
@@ -540,6 +547,15 @@ class Client(Protocol):
     def promoted(self, session: Session) -> None:
         "The promoted standby's route is in place: it serves."
 
+    def moveToStandby(self, standby: Session, session: Session, reason: str,
+                      reply: defer.Deferred | None) -> None:
+        """
+        A planned move (as L{plannedMove} or L{use}, C{reply} then) to the
+        gateway of C{standby}, a ready hot standby's session: made before
+        break by a route change, C{session}'s connections staying on its
+        tunnel (L{IClientEffects.handOver}).
+        """
+
     def switch(self, session: Session, attempt: Attempt, reason: str = "") -> None:
         """
         A better gateway has been better for long enough, or the policy
@@ -736,6 +752,15 @@ def _notOnline(client, core, session, attempt, reply):
 
 def _notOnlineWithData(client, core, data: object, session, attempt, reply):
     _notOnline(client, core, session, attempt, reply)
+
+
+def _standbyNotOnline(client, core, standby, session, reason, reply):
+    if reply is not None and not reply.called:
+        reply.errback(ValueError("the client is not online, or is moving already"))
+
+
+def _standbyNotOnlineWithData(client, core, data: object, standby, session, reason, reply):
+    _standbyNotOnline(client, core, standby, session, reason, reply)
 
 
 # -- entering a state: the data factories, which start the state's work ----
@@ -963,6 +988,27 @@ def _connectBeside(client: Client, core: ClientCore, moving: Moving) -> None:
     moving.operation.addCallbacks(connected, failed)
 
 
+def handOverTo(client: Client, core: ClientCore, standby: Session, session: Session,
+               reason: str, reply) -> Promoting:
+    """
+    Entering handingOver: a planned move to a ready standby; C{session}'s
+    flows are pinned to its tunnel before the standby takes mnigs's route
+    and the client's table (L{IClientEffects.handOver}).
+    """
+    handing = Promoting(standby)
+    handing.operation = defer.maybeDeferred(core.effects.handOver, session, standby)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        core.log.failure("could not hand over to the standby via {gateway}", failure,
+                         gateway=standby.step.gateway)
+        client.dropped(standby, f"the hand-over failed: {failure.getErrorMessage()}")
+
+    handing.operation.addCallbacks(lambda _: client.promoted(standby), failed)
+    return handing
+
+
 def promote(client: Client, core: ClientCore, standby: Session, session: Session,
             reason: str) -> Promoting:
     """
@@ -1002,6 +1048,7 @@ def _buildMachine():
     degraded = builder.state("degraded", _session)
     moving = builder.state("moving", move)
     promoting = builder.state("promoting", promote)
+    handingOver = builder.state("handingOver", handOverTo)
     stopping = builder.state("stopping")
     stopped = builder.state("stopped")
 
@@ -1150,7 +1197,21 @@ def _buildMachine():
         moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
         promotingStandby(client, core, moving.session, standby, lostSession, reason)
 
+    @online.upon(Client.moveToStandby).to(handingOver)
+    @degraded.upon(Client.moveToStandby).to(handingOver)
+    def handingOverToStandby(client, core, session: Session, standby, movedSession, reason,
+                             reply):
+        # The factory pinned the old session's flows, then moved the route.
+        core.because(f"moving to the standby via {standby.step.gateway}: {reason}; the "
+                     f"connections through {session.step.gateway} stay on its tunnel")
+        core.log.info("{reason}", reason=core.reason)
+        core.standbys.take(standby)
+        core.session = standby
+        if reply is not None and not reply.called:
+            reply.callback(dict(standby.step.describe(), state="online"))
+
     @promoting.upon(Client.promoted).to(online)
+    @handingOver.upon(Client.promoted).to(online)
     def servingViaStandby(client, core, promoting: Promoting, session):
         core.because("")
         core.backoff.reset()
@@ -1161,12 +1222,14 @@ def _buildMachine():
         core.standbys.serving(session)
 
     @promoting.upon(Client.failover).to(registering)
+    @handingOver.upon(Client.failover).to(registering)
     def failingOverWhilePromoting(client, core, promoting: Promoting, lostSession, attempt,
                                   reason):
         promoting.cancel()
         failingOver(client, core, promoting.session, lostSession, attempt, reason)
 
     @promoting.upon(Client.dropped).to(searching)
+    @handingOver.upon(Client.dropped).to(searching)
     def droppedWhilePromoting(client, core, promoting: Promoting, lostSession, reason):
         promoting.cancel()
         droppedOut(client, core, promoting.session, lostSession, reason)
@@ -1301,6 +1364,7 @@ def _buildMachine():
         return d
 
     @promoting.upon(Client.stop).to(stopping)
+    @handingOver.upon(Client.stop).to(stopping)
     def stopPromoting(client, core, promoting: Promoting):
         promoting.cancel()
         return stopSession(client, core, promoting.session)
@@ -1367,7 +1431,7 @@ def _buildMachine():
     ignored[moving] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
                        Client.retry, Client.exhausted, Client.connected, Client.switch,
                        Client.stopped)
-    ignored[promoting] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+    ignored[promoting] = ignored[handingOver] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
                           Client.retry, Client.registered, Client.tryNext, Client.exhausted,
                           Client.connected, Client.answered, Client.probeMissed,
                           Client.probeAnswered, Client.switch, Client.stopped, Client.promote)
@@ -1376,9 +1440,9 @@ def _buildMachine():
             ignored[state] += (Client.refused,)
         if state not in (online, degraded, moving):
             ignored[state] += (Client.plannedMove,)
-        if state not in (online, degraded, moving, promoting):
+        if state not in (online, degraded, moving, promoting, handingOver):
             ignored[state] += (Client.promote,)
-        if state is not promoting:
+        if state not in (promoting, handingOver):
             ignored[state] += (Client.promoted,)
     for state, inputs in ignored.items():
         ignore = _ignore if state in (idle, stopping, stopped) else _ignoreWithData
@@ -1387,8 +1451,16 @@ def _buildMachine():
 
     # the operator's choice only moves an online client (the agent asks
     # only then); a late one is answered, not lost
-    for state in (searching, waiting, registering, connecting, verifying, promoting):
+    for state in (searching, waiting, registering, connecting, verifying, promoting,
+                  handingOver):
         state.upon(Client.use).loop()(_notOnlineWithData)
+    # a planned move to a standby is asked only of an online client; a
+    # late one is answered
+    for state in (searching, waiting, registering, connecting, verifying, promoting,
+                  handingOver, moving):
+        state.upon(Client.moveToStandby).loop()(_standbyNotOnlineWithData)
+    for state in (idle, stopping, stopped):
+        state.upon(Client.moveToStandby).loop()(_standbyNotOnline)
     for state in (idle, stopping, stopped):
         state.upon(Client.use).loop()(_notOnline)
 
@@ -1434,6 +1506,7 @@ def _buildMachine():
                            attempt=moving.attempt.step.describe())
 
     @promoting.upon(Client.describe).loop()
+    @handingOver.upon(Client.describe).loop()
     def describePromoting(client, core, promoting: Promoting):
         return core.status("promoting", current=promoting.session.describe(core.clock.seconds()))
 

@@ -310,6 +310,7 @@ class KeptSessions:
         self.keepFor = keepFor
         self.interval = interval
         self.kept: dict[int, tuple[str, Keeper]] = {}
+        self._gateways: dict[int, str] = {}  # slot -> the kept session's gateway id
         self._releases: list[defer.Deferred] = []
 
     def hold(self, device: str) -> int | None:
@@ -329,16 +330,27 @@ class KeptSessions:
             return None
         return slot
 
-    def keep(self, slot: int, name: str, letGo: Callable[[str], object]) -> Keeper:
-        "Keep C{slot}'s session (C{name}, for the log) until its keeper ends it."
+    def keep(self, slot: int, name: str, letGo: Callable[[str], object],
+             gatewayId: str | None = None) -> Keeper:
+        """
+        Keep C{slot}'s session (with gateway C{gatewayId}, C{name} for the
+        log) until its keeper ends it.
+        """
         keeper = Keeper(self.clock, lambda: self.counter.count(pinMark(slot)), self.keepFor,
                         self.interval)
         self.kept[slot] = (name, keeper)
+        if gatewayId is not None:
+            self._gateways[slot] = gatewayId
         keeper.start().addCallback(self._ended, slot, name, letGo)
         return keeper
 
+    def gatewayIds(self) -> frozenset:
+        "The gateways of the kept sessions: no other lease is asked of them meanwhile."
+        return frozenset(self._gateways.values())
+
     def _ended(self, why, slot, name, letGo):
         del self.kept[slot]
+        self._gateways.pop(slot, None)
         log.info("make-before-break: {name} let go: {why}", name=name, why=why)
         try:
             self.pins.unpin(slot)

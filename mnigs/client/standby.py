@@ -402,6 +402,18 @@ class Standbys:
                 return slot.session
         return None
 
+    def readyFor(self, gatewayId: str) -> Session | None:
+        """
+        The ready standby's session with gateway C{gatewayId} (a planned
+        move there is a hand-over), or C{None}.
+        """
+        if self.handingOver is not None:
+            return None
+        for slot in self.slots:
+            if slot.session is not None and slot.session.step.gatewayId == gatewayId:
+                return slot.session
+        return None
+
     def take(self, session: Session) -> None:
         "The client machine promotes C{session}: it is no standby any more."
         for slot in list(self.slots):

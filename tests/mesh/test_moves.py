@@ -40,22 +40,34 @@ class MoveTests(DaemonMeshTestCase):
         m.waitConverged()
         return client, gwA, gwB, internet, uplinks
 
-    def test_aTransferThroughASurvivesAPlannedMoveToBNewConnectionsGoThroughB(self):
+    def test_aTransferThroughASurvivesAHandOverToTheStandbyB(self):
         """
         A download from the internet host runs through gwA; halfway, the
-        operator moves the client to gwB (C{mnigsctl use gwB}).  gwB's
-        tunnel comes up beside gwA's and serves once it answers; the
-        download goes on through gwA to its last byte without a reset, a
-        connection made after the move reaches the internet host from
-        gwB's address, and once the download is over the client lets
+        operator moves the client to gwB (C{mnigsctl use gwB}), its hot
+        standby: gwB's tunnel, up and probed already, takes mnigs's route.
+        The download goes on through gwA to its last byte without a
+        reset, a connection made after the move reaches the internet host
+        from gwB's address, no new standby is made with gwA while its
+        lease is kept, and once the download is over the client lets
         gwA's tunnel go.
         """
+        self.moveDuringADownload({}, "handingOver --promoted--> online")
+
+    def test_aTransferThroughASurvivesAMoveToBWithoutStandby(self):
+        """
+        The same without a hot standby (C{standby.count = 0}): gwB is
+        asked for a lease while the client stays on gwA, its tunnel comes
+        up beside gwA's and serves once it answers.
+        """
+        self.moveDuringADownload({"standby": {"count": 0}}, "moving --answered--> online")
+
+    def moveDuringADownload(self, overrides, transition):
         client, gwA, gwB, internet, (uplinkA, uplinkB) = self.topology()
         self.gateway(gwA)
         self.gateway(gwB)
         c = self.clientProcess(
             client, discovery={"timeout": 1.0, "rescan_interval": 3600.0, "sources": ["babel"]},
-            policy={"switch_hold": 3600.0}).start()
+            policy={"switch_hold": 3600.0}, **overrides).start()
         onA = c.waitState("online", 30, gateway="gwA")["current"]
         serveSeen(internet, INTERNET_HOST, SEEN_PORT)
         self.assertEqual(waitUntil(lambda: seenFrom(client, INTERNET_HOST, SEEN_PORT), 10,
@@ -92,7 +104,10 @@ class MoveTests(DaemonMeshTestCase):
         self.assertGreater(result["ended"], switched)
         self.assertNotEqual(onB["device"], onA["device"])
         events = [e["event"] for e in c.ctl("events")["events"]]
-        self.assertIn("moving --answered--> online", events)
+        self.assertIn(transition, events)
+        standbys = c.status()["standby"]["standbys"]
+        self.assertNotIn(onA["gateway"], [(s.get("standby") or s.get("attempt") or {}).get("gateway")
+                                          for s in standbys])
 
         # Nothing left on gwA: its tunnel goes, the new one stays.
         def gone(device):
