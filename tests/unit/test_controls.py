@@ -486,3 +486,79 @@ class StatusSaysWhichWayTests(SynchronousTestCase):
         self.assertIn("known gateways (best first; lower score is better):\n  switch: gwB "
                       "scores 0.350 (40 %) lower (better); the client moves if that holds 42 s "
                       "more", text)
+
+
+class HandOverToStandbyTests(SynchronousTestCase):
+    """
+    Planned moves to a gateway with a ready hot standby: the real agent,
+    client machine and standbys, recording effects.  The standby takes
+    over (C{handOver}: the old session's flows pinned, then the route),
+    and no lease is asked on the way.
+    """
+
+    def setUp(self):
+        from mnigs.client.standby import Standbys
+        from tests.unit.test_standby import StandbyEffects
+
+        self.clock = Clock()
+        self.effects = StandbyEffects()
+        self.effects.handOver = self.handOver
+        self.standbys = Standbys(self.clock, self.effects, 1, self.effects.planStandby,
+                                 backoff=Backoff(1, 8))
+        self.agent = ClientAgent(self.clock, self.effects, QualityHistory(self.clock),
+                                 SwitchPolicy(margin=0.2, hold=30), rescanInterval=10,
+                                 standbys=self.standbys)
+        self.gateways = [fixedRanked("A", 0.1), fixedRanked("B", 0.5)]
+        self.effects.lastRanked = self.gateways
+        self.session = goOnline(self.agent, self.effects, self.gateways)
+        self.effects.fire("register", LEASE)
+        self.effects.fire("connectStandby", Connection())
+        self.effects.fire("verify", 0.02)
+        self.standby = self.standbys.best()
+        del self.effects.events[:]
+
+    def handOver(self, old, new):
+        self.effects.events.append(("handOver", old.step.gatewayId, new.step.gatewayId))
+        return defer.succeed(None)
+
+    def assertHandedOver(self):
+        self.assertIs(self.agent.core.session, self.standby)
+        self.assertEqual(self.agent.machine.describe()["state"], "online")
+        events = [e for e in self.effects.events if e != ("scan",)]  # the rescans'
+        self.assertEqual(events[:2], [("handOver", "A", "B"), ("startSession", "B", "wireguard")])
+        self.assertNotIn(("register", "B", "wireguard"), self.effects.events)
+        self.assertNotIn(("endSession", "A", "wireguard"), self.effects.events)
+        self.assertNotIn(("unregister", "A", "wireguard"), self.effects.events)
+        self.assertFalse(hasattr(self.effects, "announced"), "no failover hook")
+
+    def test_useOfTheStandbysGatewayHandsOver(self):
+        reply = self.agent.use("B")
+        self.assertEqual(self.successResultOf(reply)["chosen"], "B")
+        self.assertHandedOver()
+        events = [e["event"] for e in self.agent.core.trace.events()]
+        self.assertIn("online --moveToStandby--> handingOver", events)
+        self.assertIn("handingOver --promoted--> online", events)
+
+    def test_aGatewaySayingUnavailableHandsOverToTheStandby(self):
+        from mnigs.client.reasons import SAYS_UNAVAILABLE, UNAVAILABLE, Reason
+
+        self.agent.lost(self.session, Reason(UNAVAILABLE, SAYS_UNAVAILABLE))
+        self.assertHandedOver()
+
+    def test_aBetterGatewayWithAStandbyIsHandedOverTo(self):
+        better = [fixedRanked("B", 0.0), fixedRanked("A", 0.5)]
+        for _ in range(5):
+            self.clock.advance(10)
+            self.effects.fire("scan", better)
+        self.assertHandedOver()
+
+    def test_aFailureStillPromotesAndLeaves(self):
+        self.agent.lost(self.session, "3 health probes unanswered")
+        self.assertNotIn(("handOver", "A", "B"), self.effects.events)
+        self.assertIn(("endSession", "A", "wireguard"), self.effects.events)
+
+    def test_aLateHandOverIsAnswered(self):
+        reply = defer.Deferred()
+        self.agent.machine.stop()
+        self.agent.machine.moveToStandby(self.standby, self.session, "mnigsctl use", reply)
+        self.failureResultOf(reply, ValueError)

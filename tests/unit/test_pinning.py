@@ -397,6 +397,8 @@ class HandOverTests(test_effects.EffectsTestCase):
         self.assertIn('oifname "wg1" ct mark 0 ct mark set 0x00006d02', script)
         self.assertIn('oifname "wg0" ct mark 0 ct mark set 0x00006d01', script)
         self.assertEqual(old.connection.disconnected, 0)
+        # no standby is planned with the kept session's gateway meanwhile
+        self.assertEqual(self.effects.kept.gatewayIds(), {"ed25519:gw"})
         self.assertEqual(self.effects.kept.describe(),
                          [{"gateway": "pdx-gw-1 (10.99.0.5)", "connections": None,
                            "kept_at_most_for_s": 600}])
@@ -409,6 +411,7 @@ class HandOverTests(test_effects.EffectsTestCase):
         self.assertNotIn('"wg0"', self.runner.scripts[-1])
         self.assertEqual(self.rpc.methods(), ["gateway.unregister"])
         self.assertEqual(self.effects.kept.describe(), [])
+        self.assertEqual(self.effects.kept.gatewayIds(), frozenset())
         self.assertEqual(new.connection.disconnected, 0)
 
     def test_aLostLeaseLetsGoAtOnce(self):
