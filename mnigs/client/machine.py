@@ -37,6 +37,10 @@ docs/machines; docs/architecture.md has it too):
     online/degraded/moving --promote--> promoting (a hot standby takes over: a route change)
     promoting    --promoted-->       online
     promoting    --failover/dropped--> registering/searching
+    online/degraded --moveToStandby--> handingOver (a planned move to the gateway of a
+                                                    ready standby: made before break)
+    handingOver  --promoted-->       online
+    handingOver  --failover/dropped--> registering/searching
     every state  --stop-->           stopping --stopped--> stopped
                                      (idle and stopped: stopped at once)
 
@@ -52,6 +56,8 @@ returns what the state owns, as Twisted's C{ClientService} does
     verifying    a probe through it (L{IClientEffects.verify})
     promoting    the standby's route and the client's table
                  (L{IClientEffects.activate}); no RPC on the way
+    handingOver  the old session's flows pinned to its tunnel, then as
+                 promoting (L{IClientEffects.handOver})
     moving       C{gateway.register} with the chosen gateway, the session
                  still up; once granted, where the method can hold a
                  second tunnel (L{IClientEffects.canConnectBeside}), that
