@@ -54,9 +54,17 @@ from mnigs.client.machine import (
     Session,
     Trace,
     Verifying,
+    _ignore,
+    _ignoreWithData,
     _named,
-    _register,
+    _session,
+    bringUp,
+    register,
+    registerNext,
+    stepDone,
+    stepNext,
 )
+from mnigs.client.machine import verify as _verify
 from mnigs.client.plan import Attempt
 from mnigs.system.backoff import Backoff
 from mnigs.system.tracing import setTrace
@@ -121,73 +129,14 @@ class StandbyCore:
         return status
 
 
-def _failed(slot: Standby, nextAttempt: Attempt | None, reason: str) -> None:
-    if nextAttempt is None:
-        slot.exhausted(reason)
-    else:
-        slot.tryNext(nextAttempt, reason)
-
-
-def register(slot: Standby, core: StandbyCore, attempt: Attempt, *rest) -> Pending:
-    "Entering registering: register for the attempt's step."
-    pending = Pending(attempt)
-    _register(slot, core, pending)
-    return pending
-
-
 def connect(slot: Standby, core: StandbyCore, attempt: Attempt, lease: dict) -> Pending:
     "Entering connecting: the tunnel, beside the serving one, without the route."
-    pending = Pending(attempt, lease)
-    step = attempt.step
-    pending.operation = core.effects.connectStandby(step, lease)
-
-    def done(connection):
-        slot.connected(attempt, Session(step, lease, connection, core.clock.seconds()))
-
-    def failed(failure):
-        if failure.check(defer.CancelledError):
-            return
-        why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
-               else failure.getErrorMessage())
-        reason = f"standby {step.method} to {step.gateway} did not come up: {why}"
-        core.effects.noteFailure(step, reason)
-        core.effects.unregister(step, lease)
-        _failed(slot, attempt.nextMethod(), reason)
-
-    pending.operation.addCallbacks(done, failed)
-    return pending
+    return bringUp(slot, core, attempt, lease, core.effects.connectStandby, "standby ")
 
 
 def verify(slot: Standby, core: StandbyCore, attempt: Attempt, session: Session) -> Verifying:
     "Entering verifying: probe through the standby's tunnel."
-    verifying = Verifying(attempt, session)
-    verifying.operation = core.effects.verify(session)
-
-    def failed(failure):
-        if failure.check(defer.CancelledError):
-            return
-        step = session.step
-        reason = (f"standby {step.method} to {step.gateway} passes no traffic: "
-                  f"{failure.getErrorMessage()}")
-        core.effects.noteFailure(step, reason)
-        core.effects.disconnect(session)
-        core.effects.unregister(step, session.lease)
-        _failed(slot, attempt.nextMethod(), reason)
-
-    verifying.operation.addCallbacks(lambda rtt: slot.answered(session, rtt), failed)
-    return verifying
-
-
-def _session(slot: Standby, core: StandbyCore, session: Session, *rest) -> Session:
-    return session
-
-
-def _ignore(slot, core, *args):
-    return None
-
-
-def _ignoreWithData(slot, core, data: object, *args):
-    return None
+    return _verify(slot, core, attempt, session, "standby ")
 
 
 def _buildMachine():
@@ -205,28 +154,11 @@ def _buildMachine():
     def beginning(slot, core, attempt):
         core.because(f"registering with {attempt.step.gateway} over {attempt.step.method}")
 
-    @registering.upon(Standby.registered).to(connecting)
-    def registeredThenConnect(slot, core, pending: Pending, attempt, lease):
-        pass
-
-    @registering.upon(Standby.tryNext).loop()
-    def registerNext(slot, core, pending: Pending, attempt, reason):
-        core.because(reason)
-        core.log.info("standby: {reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
-        pending.attempt = attempt
-        _register(slot, core, pending)
-
-    @connecting.upon(Standby.connected).to(verifying)
-    def connectedThenVerify(slot, core, pending: Pending, attempt, session):
-        pass
-
-    @connecting.upon(Standby.tryNext).to(registering)
-    @verifying.upon(Standby.tryNext).to(registering)
-    def connectNext(slot, core, pending: object, attempt, reason):
-        core.because(reason)
-        core.log.info("standby: {reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
+    registering.upon(Standby.registered).to(connecting)(stepDone)
+    registering.upon(Standby.tryNext).loop()(registerNext)
+    connecting.upon(Standby.connected).to(verifying)(stepDone)
+    connecting.upon(Standby.tryNext).to(registering)(stepNext)
+    verifying.upon(Standby.tryNext).to(registering)(stepNext)
 
     @registering.upon(Standby.exhausted).to(failed)
     @connecting.upon(Standby.exhausted).to(failed)
