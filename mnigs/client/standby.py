@@ -341,6 +341,7 @@ class Standbys:
                 slot.machine.promote(session)
                 self.slots.remove(slot)
                 self.handingOver = session
+                self.servingId = session.step.gatewayId
 
     def release(self) -> defer.Deferred:
         """
@@ -374,7 +375,9 @@ class Standbys:
 
     # -- keeping the count --------------------------------------------------------
     def fill(self) -> None:
-        if self.servingId is None or self.count <= 0:
+        # While a promotion is under way the next standby waits for it to
+        # serve (L{serving}): its gateway is not to be asked for a second lease.
+        if self.servingId is None or self.handingOver is not None or self.count <= 0:
             return
         if self.timer is not None and self.timer.active():
             return

@@ -187,6 +187,21 @@ class PromotionTests(SynchronousTestCase):
         self.assertEqual(self.effects.announced[-1],
                          ("failover", "A", "3 health probes unanswered", "B"))
 
+    def test_noStandbyIsMadeWhilePromoting(self):
+        """
+        The next standby waits until the promoted one serves: its gateway
+        (B) is not asked for a second lease meanwhile.
+        """
+        session = self.online()
+        self.standbyReady()
+        self.effects.activate = lambda standby: defer.Deferred()  # a slow route change
+        self.agent.lost(session, "no answer")
+        self.assertEqual(self.agent.machine.describe()["state"], "promoting")
+        before = len(self.effects.events)
+        self.standbys.fill()
+        self.assertEqual(self.effects.events[before:], [])
+        self.assertEqual(self.standbys.servingId, "B")
+
     def test_withoutAReadyStandbyTheUsualFailover(self):
         session = self.online()
         del self.effects.events[:]
