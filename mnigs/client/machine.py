@@ -103,6 +103,13 @@ class IClientEffects(Interface):
     waits for.
     """
 
+    def watchGateway(gatewayId):
+        """
+        Deferred[Seen]: fires once that gateway offers something usable
+        again (asked every 0.5 s at the addresses scans met it on; a
+        standby's gateway that went silent); cancellable, never fails.
+        """
+
     def watchRecent():
         """
         Deferred[Seen]: fires once a gateway met lately offers something

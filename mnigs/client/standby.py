@@ -66,6 +66,7 @@ from mnigs.client.machine import (
 )
 from mnigs.client.machine import verify as _verify
 from mnigs.client.plan import Attempt
+from mnigs.client.reasons import PROBES, ROUTE, kindOf
 from mnigs.system.backoff import Backoff
 from mnigs.system.tracing import setTrace
 
@@ -115,7 +116,9 @@ class StandbyCore:
     effects: IClientEffects
     trace: Trace
     onReady: Callable[[Session], None]
-    onFailed: Callable[[str], None]
+    #: C{onFailed(reason, silent)}: C{silent}, its gateway did not answer
+    #: (a registration unanswered, probes or the route lost)
+    onFailed: Callable[[str, bool], None]
     log: Logger = field(default_factory=Logger)
     reason: str = ""
 
@@ -161,12 +164,19 @@ def _buildMachine():
     verifying.upon(Standby.tryNext).to(registering)(stepNext)
 
     @registering.upon(Standby.exhausted).to(failed)
+    def unanswered(slot, core, pending: Pending, reason):
+        # Refused or unanswered: the pool watches for an answer meanwhile
+        # (a refusal's offer is not usable, so it does not end the wait).
+        core.because(reason)
+        core.log.info("standby: {reason}", reason=reason)
+        core.onFailed(reason, True)
+
     @connecting.upon(Standby.exhausted).to(failed)
     @verifying.upon(Standby.exhausted).to(failed)
     def giveUp(slot, core, pending: object, reason):
         core.because(reason)
         core.log.info("standby: {reason}", reason=reason)
-        core.onFailed(reason)
+        core.onFailed(reason, False)
 
     @verifying.upon(Standby.answered).to(ready)
     def becomeReady(slot, core, verifying: Verifying, session, rtt):
@@ -186,7 +196,7 @@ def _buildMachine():
         core.effects.noteFailure(session.step, str(reason))
         core.effects.disconnect(session)
         core.effects.unregister(session.step, session.lease)
-        core.onFailed(str(reason))
+        core.onFailed(str(reason), kindOf(reason) in (PROBES, ROUTE))
 
     @ready.upon(Standby.promote).to(promoted)
     def handOver(slot, core, session: Session, promotedSession):
@@ -314,6 +324,10 @@ class Standbys:
         self.handingOver: Session | None = None
         self.timer: IDelayedCall | None = None
         self.waitingFor = ""  # why no standby is being made now
+        #: gateways whose standby failed unanswered, watched for an answer
+        #: meanwhile (IClientEffects.watchGateway), with when each was last tried
+        self.watches: dict[str, defer.Deferred] = {}
+        self.tried: dict[str, float] = {}
 
     # -- what the agent and the client machine tell it --------------------------
     def serving(self, session: Session) -> None:
@@ -352,6 +366,7 @@ class Standbys:
         self.servingId = None
         self.handingOver = None
         self._cancelTimer()
+        self._unwatch()
         slots, self.slots = self.slots, []
         if not slots:
             return defer.succeed(None)
@@ -398,15 +413,50 @@ class Standbys:
             self.backoff.reset()
             self.waitingFor = ""
 
-        def failed(reason):
+        def failed(reason, silent):
             if slot in self.slots:
                 self.slots.remove(slot)
             self._later(reason)
+            if silent:
+                self._watch(slot.gatewayId)
 
-        slot = Slot(StandbyCore(self.clock, self.effects, self.trace, ready, failed),
-                    attempt.step.gatewayId)
+        gatewayId = attempt.step.gatewayId
+        self._unwatch(gatewayId)
+        self.tried[gatewayId] = self.clock.seconds()
+        slot = Slot(StandbyCore(self.clock, self.effects, self.trace, ready, failed), gatewayId)
         self.slots.append(slot)
         slot.machine.begin(attempt)
+
+    #: A gateway watched answering again is tried at most this often.
+    WATCHED_RETRY = 1.0
+
+    def _watch(self, gatewayId: str) -> None:
+        """
+        The gateway of a standby that failed unanswered is asked for its
+        offer meanwhile: once it answers again (it came back) a standby
+        is made at once, not at the end of the backoff.
+        """
+        if gatewayId in self.watches:
+            return
+        watch = self.watches[gatewayId] = self.effects.watchGateway(gatewayId)
+
+        def answered(seen):
+            self.watches.pop(gatewayId, None)
+            wait = self.tried.get(gatewayId, 0.0) + self.WATCHED_RETRY - self.clock.seconds()
+            self.trace.note("standby wanted", f"{seen.offer.name or gatewayId} answers again")
+            if wait <= 0:
+                self.retry()
+            elif self.timer is not None and self.timer.active() and \
+                    self.timer.getTime() > self.clock.seconds() + wait:
+                self.timer.reset(wait)
+
+        watch.addCallbacks(answered, lambda f: f.trap(defer.CancelledError))
+
+    def _unwatch(self, gatewayId: str | None = None) -> None:
+        for gid in ([gatewayId] if gatewayId is not None else list(self.watches)):
+            watch = self.watches.pop(gid, None)
+            if watch is not None and not watch.called:
+                watch.cancel()
 
     def _later(self, reason: str) -> None:
         if self.timer is not None and self.timer.active():
