@@ -241,10 +241,12 @@ class IStandbys(Interface):
     def take(session):
         "C{session}, a ready standby's, is being promoted: it is no standby any more."
 
-    def release():
+    def release(keepLeaseAt=None):
         """
         The client left online other than by a promotion: every standby
-        goes (cancelled, tunnels down, leases released).  Deferred.
+        goes (cancelled, tunnels down, leases released, but that of the
+        gateway C{keepLeaseAt}, which the client is registering with: it
+        answers with that same lease).  Deferred.
         """
 
 
@@ -258,7 +260,7 @@ class NoStandbys:
     def take(self, session):
         pass
 
-    def release(self):
+    def release(self, keepLeaseAt=None):
         return defer.succeed(None)
 
     def best(self):
@@ -1013,7 +1015,7 @@ def _buildMachine():
         core.log.warn("leaving {left}: {reason}; trying {gateway} over {method}",
                       left=session.step.gateway, reason=reason, **_named(attempt.step))
         core.effects.announce("failover", session, reason, attempt.step)
-        core.standbys.release()
+        core.standbys.release(attempt.step.gatewayId)
         leave(core, session, reason)
 
     @online.upon(Client.dropped).to(searching)
@@ -1032,7 +1034,7 @@ def _buildMachine():
         core.because(f"switching to {'the better gateway ' if not reason else ''}"
                      f"{attempt.step.gateway}" + (f": {reason}" if reason else ""))
         core.log.info("{reason}", reason=core.reason)
-        core.standbys.release()
+        core.standbys.release(attempt.step.gatewayId)
         leave(core, session, "")
 
     # -- promoting: a hot standby takes over by a route change -------------
@@ -1100,7 +1102,7 @@ def _buildMachine():
         core.log.info("{reason}", reason=core.reason)
         core.session = None
         core.effects.unregister(session.step, session.lease)
-        core.standbys.release()
+        core.standbys.release(attempt.step.gatewayId)
         moving.answer({"gateway": attempt.step.gatewayId, "name": attempt.step.seen.offer.name,
                        "method": attempt.step.method, "state": "connecting"})
 

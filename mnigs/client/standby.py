@@ -23,7 +23,9 @@ A standby's life is one machine (L{StandbyMachine}, a slot):
     ready        --lost-->        failed        (probes, lease, route, unavailable, tunnel)
     ready        --promote-->     promoted      (the session is the client machine's now)
     every state  --release-->     released      (what is under way cancelled; the
-                                                 tunnel down, the lease released)
+                                                 tunnel down, the lease released unless
+                                                 the client machine registers with its
+                                                 gateway: it gets the same lease)
 
 Entering registering, connecting and verifying starts their work, as in
 the client machine (whose L{Pending} and L{Verifying} data they share).
@@ -98,8 +100,12 @@ class Standby(Protocol):
     def promote(self, session: Session) -> Session | None:
         "Hand the ready session over to the client machine (C{None}: not ready)."
 
-    def release(self) -> defer.Deferred:
-        "Give it all up: cancel, take the tunnel down, release the lease."
+    def release(self, keepLease: bool = False) -> defer.Deferred:
+        """
+        Give it all up: cancel, take the tunnel down, release the lease
+        (not with C{keepLease}: the client registers with the same
+        gateway, which answers with this very lease).
+        """
 
     def describe(self) -> dict:
         "Status."
@@ -208,33 +214,38 @@ def _buildMachine():
     @failed.upon(Standby.release).to(released)
     @promoted.upon(Standby.release).to(released)
     @released.upon(Standby.release).loop()
-    def nothingToRelease(slot, core):
+    def nothingToRelease(slot, core, keepLease=False):
         return defer.succeed(None)
 
     @registering.upon(Standby.release).to(released)
-    def releaseRegistering(slot, core, pending: Pending):
+    def releaseRegistering(slot, core, pending: Pending, keepLease=False):
         pending.cancel()
         return defer.succeed(None)
 
     @connecting.upon(Standby.release).to(released)
-    def releaseConnecting(slot, core, pending: Pending):
+    def releaseConnecting(slot, core, pending: Pending, keepLease=False):
         pending.cancel()
+        if keepLease:
+            return defer.succeed(None)
         return defer.maybeDeferred(core.effects.unregister, pending.attempt.step, pending.lease)
 
-    def releaseSession(core, session):
-        ending = defer.maybeDeferred(core.effects.disconnect, session)
-        released = defer.maybeDeferred(core.effects.unregister, session.step, session.lease)
-        return defer.DeferredList([ending, released], consumeErrors=True).addBoth(lambda _: None)
+    def releaseSession(core, session, keepLease):
+        done = [defer.maybeDeferred(core.effects.disconnect, session)]
+        if not keepLease:
+            done.append(defer.maybeDeferred(core.effects.unregister, session.step, session.lease))
+        return defer.DeferredList(done, consumeErrors=True).addBoth(lambda _: None)
 
     @verifying.upon(Standby.release).to(released)
-    def releaseVerifying(slot, core, verifying: Verifying):
+    def releaseVerifying(slot, core, verifying: Verifying, keepLease=False):
         verifying.cancel()
-        return releaseSession(core, verifying.session)
+        return releaseSession(core, verifying.session, keepLease)
 
     @ready.upon(Standby.release).to(released)
-    def releaseReady(slot, core, session: Session):
-        core.log.info("standby via {gateway} released", **_named(session.step))
-        return releaseSession(core, session)
+    def releaseReady(slot, core, session: Session, keepLease=False):
+        core.log.info("standby via {gateway} released{kept}", **_named(session.step),
+                      kept=" (its lease goes on: the client registers with it)" if keepLease
+                      else "")
+        return releaseSession(core, session, keepLease)
 
     # -- late or misplaced inputs --------------------------------------------
     everything = (Standby.begin, Standby.registered, Standby.tryNext, Standby.exhausted,
@@ -357,11 +368,13 @@ class Standbys:
                 self.handingOver = session
                 self.servingId = session.step.gatewayId
 
-    def release(self) -> defer.Deferred:
+    def release(self, keepLeaseAt: str | None = None) -> defer.Deferred:
         """
         The client left online other than by a promotion: every standby
-        goes (what is under way cancelled, tunnels down, leases released),
-        and none is made until it serves again.
+        goes (what is under way cancelled, tunnels down, leases released
+        but the one with gateway C{keepLeaseAt}, which the client
+        registers with: it answers with that same lease), and none is
+        made until it serves again.
         """
         self.servingId = None
         self.handingOver = None
@@ -370,7 +383,8 @@ class Standbys:
         slots, self.slots = self.slots, []
         if not slots:
             return defer.succeed(None)
-        return defer.DeferredList([slot.machine.release() for slot in slots],
+        return defer.DeferredList([slot.machine.release(slot.gatewayId == keepLeaseAt)
+                                   for slot in slots],
                                   consumeErrors=True).addBoth(lambda _: None)
 
     def owns(self, session: Session) -> bool:

@@ -123,6 +123,11 @@ class SlotTests(SynchronousTestCase):
         self.assertEqual(self.effects.events[-2:], [
             ("disconnect", "B", "wireguard"), ("unregister", "B", "wireguard")])
 
+    def test_releaseKeepingTheLease(self):
+        self.ready()
+        self.successResultOf(self.slot.release(keepLease=True))
+        self.assertEqual(self.effects.events[-1], ("disconnect", "B", "wireguard"))
+
     def test_lateReportsAreIgnored(self):
         session = self.ready()
         self.successResultOf(self.slot.release())
@@ -286,12 +291,20 @@ class PromotionTests(SynchronousTestCase):
         self.assertIn(("unregister", "B", "wireguard"), self.effects.events)
         self.assertEqual(self.standbys.slots, [])
 
-    def test_aSwitchReleasesTheStandbys(self):
+    def test_aSwitchReleasesTheStandbysButTheLeaseOfItsGateway(self):
+        """
+        A switch to B, the standby's gateway: the standby goes, but not
+        its lease (B answers the client's registration with it: releasing
+        it would take the new session's lease away).
+        """
         session = self.online()
         self.standbyReady()
+        del self.effects.events[:]
         self.agent.machine.switch(session, buildPlan(self.gateways, exclude={"A"}), "better")
         self.assertEqual(self.standbys.slots, [])
         self.assertIn(("disconnect", "B", "wireguard"), self.effects.events)
+        self.assertNotIn(("unregister", "B", "wireguard"), self.effects.events)
+        self.assertIn(("unregister", "A", "wireguard"), self.effects.events)
 
 
 class StatusTests(SynchronousTestCase):
