@@ -299,7 +299,6 @@ class Slot:
     """
 
     def __init__(self, core: StandbyCore, gatewayId: str):
-        self.core = core
         self.gatewayId = gatewayId
         self.machine: Standby = StandbyMachine(core)
         setTrace(self.machine, core.trace)
