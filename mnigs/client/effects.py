@@ -241,6 +241,16 @@ class ClientEffects:
         """
         return self.discovery.watch(self.recentGateways(self.WATCHED), self._usable)
 
+    def watchGateway(self, gatewayId):
+        """
+        Fires (with its L{Seen}) once gateway C{gatewayId} offers something
+        usable again, asked every 0.5 s at each address scans met it on;
+        cancellable, never fails (never fires for a gateway not met lately).
+        """
+        _, places = self.recent.get(gatewayId, (None, []))
+        return self.discovery.watch(places[:self.RECENT_ADDRESSES], lambda seen: (
+            seen.offer.gatewayId == gatewayId and self._usable(seen)))
+
     def _remember(self, seen):
         now = self.reactor.seconds()
         for item in seen:

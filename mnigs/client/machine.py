@@ -119,6 +119,13 @@ class IClientEffects(Interface):
     waits for.
     """
 
+    def watchGateway(gatewayId):
+        """
+        Deferred[Seen]: fires once that gateway offers something usable
+        again (asked every 0.5 s at the addresses scans met it on; a
+        standby's gateway that went silent); cancellable, never fails.
+        """
+
     def watchRecent():
         """
         Deferred[Seen]: fires once a gateway met lately offers something
@@ -272,10 +279,12 @@ class IStandbys(Interface):
     def readyFor(gatewayId):
         "A ready standby's session with the gateway C{gatewayId}, or None."
 
-    def release():
+    def release(keepLeaseAt=None):
         """
         The client left online other than by a promotion: every standby
-        goes (cancelled, tunnels down, leases released).  Deferred.
+        goes (cancelled, tunnels down, leases released, but that of the
+        gateway C{keepLeaseAt}, which the client is registering with: it
+        answers with that same lease).  Deferred.
         """
 
 
@@ -289,7 +298,7 @@ class NoStandbys:
     def take(self, session):
         pass
 
-    def release(self):
+    def release(self, keepLeaseAt=None):
         return defer.succeed(None)
 
     def best(self):
@@ -838,77 +847,81 @@ def _registerFor(core: ClientCore, holder, attempt: Attempt, granted, failed) ->
     holder.operation.addCallbacks(granted, refused)
 
 
-def _register(client: Client, core: ClientCore, pending: Pending) -> None:
+def _nextOrExhausted(machine, nextAttempt: Attempt | None, reason: str) -> None:
+    if nextAttempt is None:
+        machine.exhausted(reason)
+    else:
+        machine.tryNext(nextAttempt, reason)
+
+
+def _register(machine, core, pending: Pending) -> None:
     attempt = pending.attempt
-
-    def failed(nextAttempt, reason):
-        if nextAttempt is None:
-            client.exhausted(reason)
-        else:
-            client.tryNext(nextAttempt, reason)
-
-    _registerFor(core, pending, attempt, lambda lease: client.registered(attempt, lease), failed)
+    _registerFor(core, pending, attempt, lambda lease: machine.registered(attempt, lease),
+                 lambda nextAttempt, reason: _nextOrExhausted(machine, nextAttempt, reason))
 
 
-def register(client: Client, core: ClientCore, *args) -> Pending:
+def register(machine, core, *args) -> Pending:
     """
     Entering registering: register for the attempt's step.  The attempt
     is the input's: C{scanned(attempt)}, C{tryNext(attempt, reason)},
-    C{failover(session, attempt, reason)} or C{switch(session, attempt)}.
+    C{failover(session, attempt, reason)} or C{switch(session, attempt)}
+    (a standby's: C{begin(attempt)}).
     """
     pending = Pending(next(arg for arg in args if isinstance(arg, Attempt)))
-    _register(client, core, pending)
+    _register(machine, core, pending)
     return pending
 
 
 def connect(client: Client, core: ClientCore, attempt: Attempt, lease: dict) -> Pending:
     "Entering connecting: bring the tunnel up for the lease."
+    return bringUp(client, core, attempt, lease, core.effects.connect)
+
+
+def bringUp(machine, core, attempt: Attempt, lease: dict, connect, what: str = "") -> Pending:
+    """
+    Bring a tunnel up with C{connect(step, lease)} (the serving one's, or
+    a standby's: C{what} says which in the reasons), feeding the machine
+    C{connected}, or C{tryNext}/C{exhausted} once the lease is released.
+    """
     pending = Pending(attempt, lease)
     step = attempt.step
-    pending.operation = core.effects.connect(step, lease)
+    pending.operation = connect(step, lease)
 
     def done(connection):
-        client.connected(attempt, Session(step, lease, connection, core.clock.seconds()))
+        machine.connected(attempt, Session(step, lease, connection, core.clock.seconds()))
 
     def failed(failure):
         if failure.check(defer.CancelledError):
             return
         why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
                else failure.getErrorMessage())
-        reason = f"{step.method} to {step.gateway} did not come up: {why}"
+        reason = f"{what}{step.method} to {step.gateway} did not come up: {why}"
         core.effects.noteFailure(step, reason)
         core.effects.unregister(step, lease)
-        nextAttempt = attempt.nextMethod()
-        if nextAttempt is None:
-            client.exhausted(reason)
-        else:
-            client.tryNext(nextAttempt, reason)
+        _nextOrExhausted(machine, attempt.nextMethod(), reason)
 
     pending.operation.addCallbacks(done, failed)
     return pending
 
 
-def verify(client: Client, core: ClientCore, attempt: Attempt, session: Session) -> Verifying:
+def verify(machine, core, attempt: Attempt, session: Session, what: str = "") -> Verifying:
     "Entering verifying: probe through the new tunnel."
     verifying = Verifying(attempt, session)
     verifying.operation = core.effects.verify(session)
 
     def done(rtt):
-        client.answered(session, rtt)
+        machine.answered(session, rtt)
 
     def failed(failure):
         if failure.check(defer.CancelledError):
             return
         step = session.step
-        reason = f"{step.method} to {step.gateway} passes no traffic: {failure.getErrorMessage()}"
+        reason = (f"{what}{step.method} to {step.gateway} passes no traffic: "
+                  f"{failure.getErrorMessage()}")
         core.effects.noteFailure(step, reason)
         core.effects.disconnect(session)
         core.effects.unregister(step, session.lease)
-        nextAttempt = attempt.nextMethod()
-        if nextAttempt is None:
-            client.exhausted(reason)
-        else:
-            client.tryNext(nextAttempt, reason)
+        _nextOrExhausted(machine, attempt.nextMethod(), reason)
 
     verifying.operation.addCallbacks(done, failed)
     return verifying
@@ -1036,6 +1049,26 @@ def promote(client: Client, core: ClientCore, standby: Session, session: Session
     return promoting
 
 
+# -- the behaviours of a step of a plan, shared with the standbys' machine --
+
+def stepDone(machine, core, pending: Pending, *args) -> None:
+    "A step went through: the next state's data factory takes it on."
+
+
+def registerNext(machine, core, pending: Pending, attempt: Attempt, reason: str) -> None:
+    "A registration failed: register for the next step (C{attempt})."
+    stepNext(machine, core, pending, attempt, reason)
+    pending.attempt = attempt
+    _register(machine, core, pending)
+
+
+def stepNext(machine, core, pending: object, attempt: Attempt, reason: str) -> None:
+    "A step failed (C{reason}); C{attempt}'s is next."
+    core.because(reason)
+    core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
+                  **_named(attempt.step))
+
+
 def _session(client: Client, core: ClientCore, session: Session, *rest) -> Session:
     # online and degraded own the session the input names; going online
     # (goOnline) starts its watchers once, not on every recovery.
@@ -1084,28 +1117,11 @@ def _buildMachine():
         waiting.cancel()
 
     # -- registering, connecting, verifying -------------------------------
-    @registering.upon(Client.registered).to(connecting)
-    def registeredThenConnect(client, core, pending: Pending, attempt, lease):
-        pass
-
-    @registering.upon(Client.tryNext).loop()
-    def registerNext(client, core, pending: Pending, attempt, reason):
-        core.because(reason)
-        core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
-        pending.attempt = attempt
-        _register(client, core, pending)
-
-    @connecting.upon(Client.connected).to(verifying)
-    def connectedThenVerify(client, core, pending: Pending, attempt, session):
-        pass
-
-    @connecting.upon(Client.tryNext).to(registering)
-    @verifying.upon(Client.tryNext).to(registering)
-    def connectNext(client, core, pending: object, attempt, reason):
-        core.because(reason)
-        core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
+    registering.upon(Client.registered).to(connecting)(stepDone)
+    registering.upon(Client.tryNext).loop()(registerNext)
+    connecting.upon(Client.connected).to(verifying)(stepDone)
+    connecting.upon(Client.tryNext).to(registering)(stepNext)
+    verifying.upon(Client.tryNext).to(registering)(stepNext)
 
     @registering.upon(Client.exhausted).to(waiting)
     @connecting.upon(Client.exhausted).to(waiting)
@@ -1159,7 +1175,7 @@ def _buildMachine():
         core.log.warn("leaving {left}: {reason}; trying {gateway} over {method}",
                       left=session.step.gateway, reason=reason, **_named(attempt.step))
         core.effects.announce("failover", session, reason, attempt.step)
-        core.standbys.release()
+        core.standbys.release(attempt.step.gatewayId)
         leave(core, session, reason)
 
     @online.upon(Client.dropped).to(searching)
@@ -1178,7 +1194,7 @@ def _buildMachine():
         core.because(f"switching to {'the better gateway ' if not reason else ''}"
                      f"{attempt.step.gateway}" + (f": {reason}" if reason else ""))
         core.log.info("{reason}", reason=core.reason)
-        core.standbys.release()
+        core.standbys.release(attempt.step.gatewayId)
         leave(core, session, "")
 
     # -- promoting: a hot standby takes over by a route change -------------
@@ -1288,7 +1304,7 @@ def _buildMachine():
         core.log.info("{reason}", reason=core.reason)
         core.session = None
         core.effects.unregister(session.step, session.lease)
-        core.standbys.release()
+        core.standbys.release(attempt.step.gatewayId)
         moving.answer({"gateway": attempt.step.gatewayId, "name": attempt.step.seen.offer.name,
                        "method": attempt.step.method, "state": "connecting"})
 

@@ -23,7 +23,9 @@ A standby's life is one machine (L{StandbyMachine}, a slot):
     ready        --lost-->        failed        (probes, lease, route, unavailable, tunnel)
     ready        --promote-->     promoted      (the session is the client machine's now)
     every state  --release-->     released      (what is under way cancelled; the
-                                                 tunnel down, the lease released)
+                                                 tunnel down, the lease released unless
+                                                 the client machine registers with its
+                                                 gateway: it gets the same lease)
 
 Entering registering, connecting and verifying starts their work, as in
 the client machine (whose L{Pending} and L{Verifying} data they share).
@@ -54,10 +56,19 @@ from mnigs.client.machine import (
     Session,
     Trace,
     Verifying,
+    _ignore,
+    _ignoreWithData,
     _named,
-    _register,
+    _session,
+    bringUp,
+    register,
+    registerNext,
+    stepDone,
+    stepNext,
 )
+from mnigs.client.machine import verify as _verify
 from mnigs.client.plan import Attempt
+from mnigs.client.reasons import PROBES, ROUTE, kindOf
 from mnigs.system.backoff import Backoff
 from mnigs.system.tracing import setTrace
 
@@ -89,8 +100,12 @@ class Standby(Protocol):
     def promote(self, session: Session) -> Session | None:
         "Hand the ready session over to the client machine (C{None}: not ready)."
 
-    def release(self) -> defer.Deferred:
-        "Give it all up: cancel, take the tunnel down, release the lease."
+    def release(self, keepLease: bool = False) -> defer.Deferred:
+        """
+        Give it all up: cancel, take the tunnel down, release the lease
+        (not with C{keepLease}: the client registers with the same
+        gateway, which answers with this very lease).
+        """
 
     def describe(self) -> dict:
         "Status."
@@ -107,7 +122,9 @@ class StandbyCore:
     effects: IClientEffects
     trace: Trace
     onReady: Callable[[Session], None]
-    onFailed: Callable[[str], None]
+    #: C{onFailed(reason, silent)}: C{silent}, its gateway did not answer
+    #: (a registration unanswered, probes or the route lost)
+    onFailed: Callable[[str, bool], None]
     log: Logger = field(default_factory=Logger)
     reason: str = ""
 
@@ -121,73 +138,14 @@ class StandbyCore:
         return status
 
 
-def _failed(slot: Standby, nextAttempt: Attempt | None, reason: str) -> None:
-    if nextAttempt is None:
-        slot.exhausted(reason)
-    else:
-        slot.tryNext(nextAttempt, reason)
-
-
-def register(slot: Standby, core: StandbyCore, attempt: Attempt, *rest) -> Pending:
-    "Entering registering: register for the attempt's step."
-    pending = Pending(attempt)
-    _register(slot, core, pending)
-    return pending
-
-
 def connect(slot: Standby, core: StandbyCore, attempt: Attempt, lease: dict) -> Pending:
     "Entering connecting: the tunnel, beside the serving one, without the route."
-    pending = Pending(attempt, lease)
-    step = attempt.step
-    pending.operation = core.effects.connectStandby(step, lease)
-
-    def done(connection):
-        slot.connected(attempt, Session(step, lease, connection, core.clock.seconds()))
-
-    def failed(failure):
-        if failure.check(defer.CancelledError):
-            return
-        why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
-               else failure.getErrorMessage())
-        reason = f"standby {step.method} to {step.gateway} did not come up: {why}"
-        core.effects.noteFailure(step, reason)
-        core.effects.unregister(step, lease)
-        _failed(slot, attempt.nextMethod(), reason)
-
-    pending.operation.addCallbacks(done, failed)
-    return pending
+    return bringUp(slot, core, attempt, lease, core.effects.connectStandby, "standby ")
 
 
 def verify(slot: Standby, core: StandbyCore, attempt: Attempt, session: Session) -> Verifying:
     "Entering verifying: probe through the standby's tunnel."
-    verifying = Verifying(attempt, session)
-    verifying.operation = core.effects.verify(session)
-
-    def failed(failure):
-        if failure.check(defer.CancelledError):
-            return
-        step = session.step
-        reason = (f"standby {step.method} to {step.gateway} passes no traffic: "
-                  f"{failure.getErrorMessage()}")
-        core.effects.noteFailure(step, reason)
-        core.effects.disconnect(session)
-        core.effects.unregister(step, session.lease)
-        _failed(slot, attempt.nextMethod(), reason)
-
-    verifying.operation.addCallbacks(lambda rtt: slot.answered(session, rtt), failed)
-    return verifying
-
-
-def _session(slot: Standby, core: StandbyCore, session: Session, *rest) -> Session:
-    return session
-
-
-def _ignore(slot, core, *args):
-    return None
-
-
-def _ignoreWithData(slot, core, data: object, *args):
-    return None
+    return _verify(slot, core, attempt, session, "standby ")
 
 
 def _buildMachine():
@@ -205,36 +163,26 @@ def _buildMachine():
     def beginning(slot, core, attempt):
         core.because(f"registering with {attempt.step.gateway} over {attempt.step.method}")
 
-    @registering.upon(Standby.registered).to(connecting)
-    def registeredThenConnect(slot, core, pending: Pending, attempt, lease):
-        pass
-
-    @registering.upon(Standby.tryNext).loop()
-    def registerNext(slot, core, pending: Pending, attempt, reason):
-        core.because(reason)
-        core.log.info("standby: {reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
-        pending.attempt = attempt
-        _register(slot, core, pending)
-
-    @connecting.upon(Standby.connected).to(verifying)
-    def connectedThenVerify(slot, core, pending: Pending, attempt, session):
-        pass
-
-    @connecting.upon(Standby.tryNext).to(registering)
-    @verifying.upon(Standby.tryNext).to(registering)
-    def connectNext(slot, core, pending: object, attempt, reason):
-        core.because(reason)
-        core.log.info("standby: {reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
+    registering.upon(Standby.registered).to(connecting)(stepDone)
+    registering.upon(Standby.tryNext).loop()(registerNext)
+    connecting.upon(Standby.connected).to(verifying)(stepDone)
+    connecting.upon(Standby.tryNext).to(registering)(stepNext)
+    verifying.upon(Standby.tryNext).to(registering)(stepNext)
 
     @registering.upon(Standby.exhausted).to(failed)
+    def unanswered(slot, core, pending: Pending, reason):
+        # Refused or unanswered: the pool watches for an answer meanwhile
+        # (a refusal's offer is not usable, so it does not end the wait).
+        core.because(reason)
+        core.log.info("standby: {reason}", reason=reason)
+        core.onFailed(reason, True)
+
     @connecting.upon(Standby.exhausted).to(failed)
     @verifying.upon(Standby.exhausted).to(failed)
     def giveUp(slot, core, pending: object, reason):
         core.because(reason)
         core.log.info("standby: {reason}", reason=reason)
-        core.onFailed(reason)
+        core.onFailed(reason, False)
 
     @verifying.upon(Standby.answered).to(ready)
     def becomeReady(slot, core, verifying: Verifying, session, rtt):
@@ -254,7 +202,7 @@ def _buildMachine():
         core.effects.noteFailure(session.step, str(reason))
         core.effects.disconnect(session)
         core.effects.unregister(session.step, session.lease)
-        core.onFailed(str(reason))
+        core.onFailed(str(reason), kindOf(reason) in (PROBES, ROUTE))
 
     @ready.upon(Standby.promote).to(promoted)
     def handOver(slot, core, session: Session, promotedSession):
@@ -266,33 +214,38 @@ def _buildMachine():
     @failed.upon(Standby.release).to(released)
     @promoted.upon(Standby.release).to(released)
     @released.upon(Standby.release).loop()
-    def nothingToRelease(slot, core):
+    def nothingToRelease(slot, core, keepLease=False):
         return defer.succeed(None)
 
     @registering.upon(Standby.release).to(released)
-    def releaseRegistering(slot, core, pending: Pending):
+    def releaseRegistering(slot, core, pending: Pending, keepLease=False):
         pending.cancel()
         return defer.succeed(None)
 
     @connecting.upon(Standby.release).to(released)
-    def releaseConnecting(slot, core, pending: Pending):
+    def releaseConnecting(slot, core, pending: Pending, keepLease=False):
         pending.cancel()
+        if keepLease:
+            return defer.succeed(None)
         return defer.maybeDeferred(core.effects.unregister, pending.attempt.step, pending.lease)
 
-    def releaseSession(core, session):
-        ending = defer.maybeDeferred(core.effects.disconnect, session)
-        released = defer.maybeDeferred(core.effects.unregister, session.step, session.lease)
-        return defer.DeferredList([ending, released], consumeErrors=True).addBoth(lambda _: None)
+    def releaseSession(core, session, keepLease):
+        done = [defer.maybeDeferred(core.effects.disconnect, session)]
+        if not keepLease:
+            done.append(defer.maybeDeferred(core.effects.unregister, session.step, session.lease))
+        return defer.DeferredList(done, consumeErrors=True).addBoth(lambda _: None)
 
     @verifying.upon(Standby.release).to(released)
-    def releaseVerifying(slot, core, verifying: Verifying):
+    def releaseVerifying(slot, core, verifying: Verifying, keepLease=False):
         verifying.cancel()
-        return releaseSession(core, verifying.session)
+        return releaseSession(core, verifying.session, keepLease)
 
     @ready.upon(Standby.release).to(released)
-    def releaseReady(slot, core, session: Session):
-        core.log.info("standby via {gateway} released", **_named(session.step))
-        return releaseSession(core, session)
+    def releaseReady(slot, core, session: Session, keepLease=False):
+        core.log.info("standby via {gateway} released{kept}", **_named(session.step),
+                      kept=" (its lease goes on: the client registers with it)" if keepLease
+                      else "")
+        return releaseSession(core, session, keepLease)
 
     # -- late or misplaced inputs --------------------------------------------
     everything = (Standby.begin, Standby.registered, Standby.tryNext, Standby.exhausted,
@@ -346,7 +299,6 @@ class Slot:
     """
 
     def __init__(self, core: StandbyCore, gatewayId: str):
-        self.core = core
         self.gatewayId = gatewayId
         self.machine: Standby = StandbyMachine(core)
         setTrace(self.machine, core.trace)
@@ -382,6 +334,10 @@ class Standbys:
         self.handingOver: Session | None = None
         self.timer: IDelayedCall | None = None
         self.waitingFor = ""  # why no standby is being made now
+        #: gateways whose standby failed unanswered, watched for an answer
+        #: meanwhile (IClientEffects.watchGateway), with when each was last tried
+        self.watches: dict[str, defer.Deferred] = {}
+        self.tried: dict[str, float] = {}
 
     # -- what the agent and the client machine tell it --------------------------
     def serving(self, session: Session) -> None:
@@ -421,20 +377,25 @@ class Standbys:
                 slot.machine.promote(session)
                 self.slots.remove(slot)
                 self.handingOver = session
+                self.servingId = session.step.gatewayId
 
-    def release(self) -> defer.Deferred:
+    def release(self, keepLeaseAt: str | None = None) -> defer.Deferred:
         """
         The client left online other than by a promotion: every standby
-        goes (what is under way cancelled, tunnels down, leases released),
-        and none is made until it serves again.
+        goes (what is under way cancelled, tunnels down, leases released
+        but the one with gateway C{keepLeaseAt}, which the client
+        registers with: it answers with that same lease), and none is
+        made until it serves again.
         """
         self.servingId = None
         self.handingOver = None
         self._cancelTimer()
+        self._unwatch()
         slots, self.slots = self.slots, []
         if not slots:
             return defer.succeed(None)
-        return defer.DeferredList([slot.machine.release() for slot in slots],
+        return defer.DeferredList([slot.machine.release(slot.gatewayId == keepLeaseAt)
+                                   for slot in slots],
                                   consumeErrors=True).addBoth(lambda _: None)
 
     def owns(self, session: Session) -> bool:
@@ -454,7 +415,9 @@ class Standbys:
 
     # -- keeping the count --------------------------------------------------------
     def fill(self) -> None:
-        if self.servingId is None or self.count <= 0:
+        # While a promotion is under way the next standby waits for it to
+        # serve (L{serving}): its gateway is not to be asked for a second lease.
+        if self.servingId is None or self.handingOver is not None or self.count <= 0:
             return
         if self.timer is not None and self.timer.active():
             return
@@ -475,15 +438,50 @@ class Standbys:
             self.backoff.reset()
             self.waitingFor = ""
 
-        def failed(reason):
+        def failed(reason, silent):
             if slot in self.slots:
                 self.slots.remove(slot)
             self._later(reason)
+            if silent:
+                self._watch(slot.gatewayId)
 
-        slot = Slot(StandbyCore(self.clock, self.effects, self.trace, ready, failed),
-                    attempt.step.gatewayId)
+        gatewayId = attempt.step.gatewayId
+        self._unwatch(gatewayId)
+        self.tried[gatewayId] = self.clock.seconds()
+        slot = Slot(StandbyCore(self.clock, self.effects, self.trace, ready, failed), gatewayId)
         self.slots.append(slot)
         slot.machine.begin(attempt)
+
+    #: A gateway watched answering again is tried at most this often.
+    WATCHED_RETRY = 1.0
+
+    def _watch(self, gatewayId: str) -> None:
+        """
+        The gateway of a standby that failed unanswered is asked for its
+        offer meanwhile: once it answers again (it came back) a standby
+        is made at once, not at the end of the backoff.
+        """
+        if gatewayId in self.watches:
+            return
+        watch = self.watches[gatewayId] = self.effects.watchGateway(gatewayId)
+
+        def answered(seen):
+            self.watches.pop(gatewayId, None)
+            wait = self.tried.get(gatewayId, 0.0) + self.WATCHED_RETRY - self.clock.seconds()
+            self.trace.note("standby wanted", f"{seen.offer.name or gatewayId} answers again")
+            if wait <= 0:
+                self.retry()
+            elif self.timer is not None and self.timer.active() and \
+                    self.timer.getTime() > self.clock.seconds() + wait:
+                self.timer.reset(wait)
+
+        watch.addCallbacks(answered, lambda f: f.trap(defer.CancelledError))
+
+    def _unwatch(self, gatewayId: str | None = None) -> None:
+        for gid in ([gatewayId] if gatewayId is not None else list(self.watches)):
+            watch = self.watches.pop(gid, None)
+            if watch is not None and not watch.called:
+                watch.cancel()
 
     def _later(self, reason: str) -> None:
         if self.timer is not None and self.timer.active():

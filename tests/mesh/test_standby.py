@@ -87,3 +87,25 @@ class StandbyMeshTests(DaemonMeshTestCase):
         self.assertEqual(readyStandby(c)[0], "gwA")
         self.assertEqual(c.status()["current"]["name"], "gwB")
         self.assertTrue(client.ping(INTERNET))
+
+    def test_usingTheStandbysGatewayMovesThereAndKeepsAStandby(self):
+        """
+        C{mnigsctl use gwB} while gwB is the standby's gateway: the client
+        moves to gwB (gwB answers its registration with the standby's own
+        lease, which the standby's release must leave alone) and the
+        internet answers through gwB; then gwA becomes the standby.
+        """
+        client, gwA, gwB = self.mesh.nearAndFarGateway()
+        self.gateway(gwA)
+        self.gateway(gwB)
+        c = self.clientProcess(client).start()
+        c.waitState("online", 30, gateway="gwA")
+        waitUntil(lambda: readyStandby(c) is not None, 30, message="a ready standby")
+        self.assertEqual(readyStandby(c)[0], "gwB")
+        moved = c.ctl("use", "gwB")
+        self.assertEqual(moved.get("name"), "gwB", moved)
+        c.waitState("online", 30, gateway="gwB")
+        waitUntil(lambda: client.ping(INTERNET, timeout=0.5), 10, message="internet via gwB")
+        waitUntil(lambda: readyStandby(c) is not None, 30, message="a standby with gwA")
+        self.assertEqual(readyStandby(c)[0], "gwA")
+        self.assertTrue(client.ping(INTERNET))

@@ -18,6 +18,7 @@ from mnigs.client.history import QualityHistory
 from mnigs.client.machine import Backoff, Session, Trace
 from mnigs.client.plan import buildPlan
 from mnigs.client.ranking import SwitchPolicy
+from mnigs.client.reasons import PROBES, Reason
 from mnigs.client.standby import StandbyCore, StandbyMachine, Standbys
 from tests.unit.test_agent import AgentEffects, goOnline, ranked
 from tests.unit.test_client_machine import LEASE, Connection
@@ -40,6 +41,10 @@ class StandbyEffects(AgentEffects):
         self.events.append(("disconnect", session.step.gatewayId, session.step.method))
         return defer.succeed(None)
 
+    def watchGateway(self, gatewayId):
+        self.watched = getattr(self, "watched", []) + [(gatewayId, defer.Deferred())]
+        return self.watched[-1][1]
+
     def planStandby(self, exclude):
         return buildPlan(self.rerank(), exclude=exclude)
 
@@ -51,7 +56,7 @@ class SlotTests(SynchronousTestCase):
         self.told = []
         self.core = StandbyCore(self.clock, self.effects, Trace(self.clock, name="standby"),
                                 lambda session: self.told.append(("ready", session)),
-                                lambda reason: self.told.append(("failed", reason)))
+                                lambda reason, silent: self.told.append(("failed", reason)))
         self.slot = StandbyMachine(self.core)
         self.attempt = buildPlan([ranked("B", 0.5)])
 
@@ -117,6 +122,11 @@ class SlotTests(SynchronousTestCase):
         self.successResultOf(self.slot.release())
         self.assertEqual(self.effects.events[-2:], [
             ("disconnect", "B", "wireguard"), ("unregister", "B", "wireguard")])
+
+    def test_releaseKeepingTheLease(self):
+        self.ready()
+        self.successResultOf(self.slot.release(keepLease=True))
+        self.assertEqual(self.effects.events[-1], ("disconnect", "B", "wireguard"))
 
     def test_lateReportsAreIgnored(self):
         session = self.ready()
@@ -187,6 +197,21 @@ class PromotionTests(SynchronousTestCase):
         self.assertEqual(self.effects.announced[-1],
                          ("failover", "A", "3 health probes unanswered", "B"))
 
+    def test_noStandbyIsMadeWhilePromoting(self):
+        """
+        The next standby waits until the promoted one serves: its gateway
+        (B) is not asked for a second lease meanwhile.
+        """
+        session = self.online()
+        self.standbyReady()
+        self.effects.activate = lambda standby: defer.Deferred()  # a slow route change
+        self.agent.lost(session, "no answer")
+        self.assertEqual(self.agent.machine.describe()["state"], "promoting")
+        before = len(self.effects.events)
+        self.standbys.fill()
+        self.assertEqual(self.effects.events[before:], [])
+        self.assertEqual(self.standbys.servingId, "B")
+
     def test_withoutAReadyStandbyTheUsualFailover(self):
         session = self.online()
         del self.effects.events[:]
@@ -207,6 +232,32 @@ class PromotionTests(SynchronousTestCase):
         self.assertEqual(self.standbys.describe()["next_try_in"], 1.0)
         self.clock.advance(1)
         self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_aSilentGatewayAnsweringAgainIsTriedAtOnce(self):
+        """
+        A standby whose gateway did not answer its registration: that
+        gateway is watched, and once it answers again (it came back) a
+        standby is made with it without waiting for the backoff, though
+        not sooner than a second after the last try.
+        """
+        self.standbys.backoff = Backoff(8, 8)
+        self.online()
+        self.effects.fail("register", defer.TimeoutError())
+        [(gid, watch)] = self.effects.watched
+        self.assertEqual((gid, self.standbys.describe()["next_try_in"]), ("B", 8.0))
+        self.clock.advance(0.5)
+        watch.callback(ranked("B", 0.5).seen)
+        self.assertEqual(self.standbys.describe()["next_try_in"], 0.5)
+        self.clock.advance(0.5)
+        self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+
+    def test_aStandbyLostByItsProbesIsWatchedToo(self):
+        self.online()
+        standby = self.standbyReady()
+        self.agent.lost(standby, Reason(PROBES, "3 health probes unanswered"))
+        self.assertEqual([gid for gid, _ in self.effects.watched], ["B"])
+        self.clock.advance(1)  # the backoff: tried again, the watch ends
+        self.assertTrue(self.effects.watched[0][1].called)
 
     def test_aRouteChangeCutsTheBackoffShort(self):
         self.online()
@@ -240,12 +291,20 @@ class PromotionTests(SynchronousTestCase):
         self.assertIn(("unregister", "B", "wireguard"), self.effects.events)
         self.assertEqual(self.standbys.slots, [])
 
-    def test_aSwitchReleasesTheStandbys(self):
+    def test_aSwitchReleasesTheStandbysButTheLeaseOfItsGateway(self):
+        """
+        A switch to B, the standby's gateway: the standby goes, but not
+        its lease (B answers the client's registration with it: releasing
+        it would take the new session's lease away).
+        """
         session = self.online()
         self.standbyReady()
+        del self.effects.events[:]
         self.agent.machine.switch(session, buildPlan(self.gateways, exclude={"A"}), "better")
         self.assertEqual(self.standbys.slots, [])
         self.assertIn(("disconnect", "B", "wireguard"), self.effects.events)
+        self.assertNotIn(("unregister", "B", "wireguard"), self.effects.events)
+        self.assertIn(("unregister", "A", "wireguard"), self.effects.events)
 
 
 class StatusTests(SynchronousTestCase):
