@@ -18,6 +18,7 @@ move is tests.mesh.test_moves.
 import ipaddress
 import threading
 import time
+import types
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
@@ -85,16 +86,20 @@ table inet gate {{
         self.gateway(gwB, LEASE_B, "10.98.2.2", "192.0.2.1")
         return client, gwA, gwB, inet
 
-    def clientSide(self, client):
+    def clientSide(self, client, prefixes=()):
         paths = []
         for _ in range(2):
             paths.append(self.mktemp())
             with open(paths[-1], "w") as f:
                 f.write("0\n")
-        data = ClientDataPath(NodeNft(client), "mnigs_client", clamp=False,
+        # The flows' bookkeeping runs in this process's namespace: the
+        # LAN's translations are not forgotten here (tests.unit.test_pinning).
+        data = ClientDataPath(NodeNft(client), "mnigs_client", prefixes, clamp=False,
                               forwarding=Forwarding(paths[0]), forwarding6=Forwarding6(paths[1]),
+                              flows=types.SimpleNamespace(forget=lambda addresses: 0),
                               pinning=True)
-        routing = PolicyRouting(8150, 8150, netns=client.ns)
+        routing = PolicyRouting(8150, 8150, netns=client.ns,
+                                prefixes=[ipaddress.ip_network(p) for p in prefixes])
         pins = PinRouting(8150, 8150, ipRoute=lambda: openIPRoute(client.ns))
         self.addCleanup(pins.clear)
         self.addCleanup(routing.clear)
@@ -102,37 +107,56 @@ table inet gate {{
 
     def test_aTransferThroughAKeepsGoingAfterTheMoveToBNewConnectionsTakeB(self):
         """
-        A download from the internet host runs through gwA; the client
-        moves to gwB the way a planned move does (retire gwA's session,
-        pin its slot, point mnigs's route at gwB, gwB's session in the
-        table).  The download completes, every byte, without a reset; a
-        connection made after the move reaches the internet host from
-        gwB's address; once the download is over connection tracking
+        A download from the internet host to the client runs through gwA;
+        the client moves to gwB the way a planned move does (retire gwA's
+        session, pin its slot, point mnigs's route at gwB, gwB's session
+        in the table).  The download completes, every byte, without a
+        reset; a connection made after the move reaches the internet host
+        from gwB's address; once the download is over connection tracking
         holds none of gwA's flows.
         """
         client, gwA, gwB, inet = self.topology()
-        data, routing, pins = self.clientSide(client)
+        self.moveDuringADownload(client, client, inet)
+
+    def test_aSharedLANsTransferKeepsItsTranslationThroughA(self):
+        """
+        The same for a host on the client's shared LAN (192.168.7.0/24,
+        translated to the lease's address): its download through gwA,
+        translated to gwA's lease address, goes on through gwA after the
+        move; its next connection is translated to gwB's and goes
+        through gwB.
+        """
+        client, gwA, gwB, inet = self.topology()
+        lan = self.mesh.node("lan")
+        self.mesh.link(lan, client, "192.168.7.2/24", "192.168.7.1/24")
+        lan.run(["ip", "route", "add", "default", "via", "192.168.7.1"])
+        self.moveDuringADownload(client, lan, inet, prefixes=["192.168.7.0/24"])
+
+    def moveDuringADownload(self, client, host, inet, prefixes=()):
+        data, routing, pins = self.clientSide(client, prefixes)
         self.successResultOf(data.start())
         self.successResultOf(data.online(Passage("m0", ipaddress.ip_address(LEASE_A))))
         routing.install("m0", gateway="10.98.1.1", source=LEASE_A)
         serveSeen(inet, INTERNET_HOST, SEEN_PORT)
-        self.assertEqual(waitUntil(lambda: seenFrom(client, INTERNET_HOST, SEEN_PORT), 10,
+        self.assertEqual(waitUntil(lambda: seenFrom(host, INTERNET_HOST, SEEN_PORT), 10,
                                    message="the internet host through gwA"), UPLINK_A)
 
-        result = {}
+        progress, result = {}, {}
 
         def transfer():
             try:
-                result["received"] = download(client, inet, INTERNET_HOST, SIZE)
+                result["received"] = download(host, inet, INTERNET_HOST, SIZE, progress=progress)
             except Exception as e:
                 result["error"] = e
             result["ended"] = time.monotonic()
 
         thread = threading.Thread(target=transfer, daemon=True)
         thread.start()
+        self.addCleanup(thread.join, 60)
         counter = ConntrackCounter(client.ns)
-        waitUntil(lambda: counter.count(pinMark(1)) > 0, 10, message="the download marked")
-        time.sleep(0.5)  # a second of the download has gone through gwA
+        waitUntil(lambda: progress.get("received", 0) > 2_000_000, 10,
+                  message="the download under way through gwA")
+        self.assertGreater(counter.count(pinMark(1)), 0)
 
         moved = time.monotonic()
         slot = data.retire()
@@ -141,13 +165,13 @@ table inet gate {{
         routing.install("m1", gateway="10.98.2.1", source=LEASE_B)
         self.successResultOf(data.online(Passage("m1", ipaddress.ip_address(LEASE_B))))
 
-        self.assertEqual(seenFrom(client, INTERNET_HOST, SEEN_PORT), UPLINK_B)
+        self.assertEqual(seenFrom(host, INTERNET_HOST, SEEN_PORT), UPLINK_B)
         thread.join(60)
         self.assertNotIn("error", result)
         self.assertEqual(result["received"], SIZE)
         self.assertGreater(result["ended"] - moved, 1.0, "the download ran on after the move")
         waitUntil(lambda: counter.count(pinMark(1)) == 0, 10, message="gwA's flows gone")
-        self.assertEqual(seenFrom(client, INTERNET_HOST, SEEN_PORT), UPLINK_B)
+        self.assertEqual(seenFrom(host, INTERNET_HOST, SEEN_PORT), UPLINK_B)
 
         pins.unpin(slot)
         self.successResultOf(data.release(slot))
