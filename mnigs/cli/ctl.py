@@ -119,6 +119,12 @@ def formatStatus(status: dict) -> str:
                             ", the gateway never answered" if health["gateway_answered_ago"] is None
                             else f", the gateway answered {health['gateway_answered_ago']}s ago"))
     lines += _standbyLines(status.get("standby"))
+    for kept in status.get("kept") or []:  # the sessions planned moves left
+        count = kept.get("connections")
+        lines.append(f"kept: {kept.get('gateway')} for its "
+                     + ("connections" if count is None else f"{count} connection(s)")
+                     + (f", {kept['kept_at_most_for_s']}s more at most"
+                        if kept.get("kept_at_most_for_s") is not None else ""))
     dns = status.get("dns")
     if dns and dns.get("servers"):
         lines.append(f"dns: {', '.join(dns['servers'])} ({dns.get('mode')}, through "

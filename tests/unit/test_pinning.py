@@ -442,3 +442,14 @@ class HandOverTests(test_effects.EffectsTestCase):
         self.successResultOf(self.effects.kept.releaseAll("the client stops"))
         self.assertEqual(old.connection.disconnected, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class StatusTests(SynchronousTestCase):
+    def test_mnigsctlStatusShowsTheKeptSessions(self):
+        from mnigs.cli.ctl import formatStatus
+
+        text = formatStatus({"state": "online", "reason": "", "kept": [
+            {"gateway": "gwA (10.251.0.4)", "connections": 2, "kept_at_most_for_s": 580.5},
+            {"gateway": "gwC (10.251.0.9)", "connections": None, "kept_at_most_for_s": None}]})
+        self.assertIn("kept: gwA (10.251.0.4) for its 2 connection(s), 580.5s more at most", text)
+        self.assertIn("kept: gwC (10.251.0.9) for its connections\n", text + "\n")
