@@ -272,17 +272,22 @@ class ClientEffects:
     def plan(self, ranked, exclude):
         return buildPlan(ranked, lambda r, method: method in self.methods, exclude)
 
-    def planStandby(self, exclude):
+    def planStandby(self, exclude, fresh=()):
         """
         A standby's plan: the last scan ranked as of now, without the
         gateways in C{exclude}, over the methods that hold a connection
         beside the serving one (C{IClientMethod.slots} above 1), nor
         those of the sessions kept after a planned move (a new lease there
-        would replace the kept one, and break its connections).
+        would replace the kept one, and break its connections).  C{fresh}:
+        L{Seen}s heard since (a gateway that answers again, maybe at
+        another address than the scan's), in place of the scan's.
         """
         if self.kept is not None:
             exclude = frozenset(exclude) | self.kept.gatewayIds()
-        return buildPlan(self.rerank(), lambda r, method: method in self.methods
+        seen = {item.offer.gatewayId: item for item in self.lastSeen}
+        seen.update((item.offer.gatewayId, item) for item in fresh)
+        ranked = rank(list(seen.values()), self.policy, self.history, self.reactor.seconds())
+        return buildPlan(ranked, lambda r, method: method in self.methods
                          and getattr(self.methods[method], "slots", 1) > 1, exclude)
 
     # -- one step ----------------------------------------------------------

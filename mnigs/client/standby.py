@@ -315,9 +315,10 @@ class Standbys:
     (L{release}); the standbys' watchers' reports come through the agent
     (L{owns}, L{lost}).
 
-    @param plan: C{plan(exclude)} -> an L{Attempt} over the last scan,
-        ranked as of now, without the gateway ids in C{exclude}, over the
-        methods that hold more than one connection; or C{None}.
+    @param plan: C{plan(exclude, fresh)} -> an L{Attempt} over the last
+        scan and the L{Seen}s in C{fresh} (heard since), ranked as of now,
+        without the gateway ids in C{exclude}, over the methods that hold
+        more than one connection; or C{None}.
     """
 
     def __init__(self, clock: IReactorTime, effects: IClientEffects, count: int,
@@ -338,6 +339,9 @@ class Standbys:
         #: meanwhile (IClientEffects.watchGateway), with when each was last tried
         self.watches: dict[str, defer.Deferred] = {}
         self.tried: dict[str, float] = {}
+        #: what a watched gateway answered (maybe at another address than
+        #: the last scan knows: a route to its node address lags behind)
+        self.fresh: dict[str, object] = {}
 
     # -- what the agent and the client machine tell it --------------------------
     def serving(self, session: Session) -> None:
@@ -391,6 +395,7 @@ class Standbys:
         self.handingOver = None
         self._cancelTimer()
         self._unwatch()
+        self.fresh.clear()
         slots, self.slots = self.slots, []
         if not slots:
             return defer.succeed(None)
@@ -423,7 +428,7 @@ class Standbys:
             return
         while len(self.slots) < self.count:
             exclude = frozenset({self.servingId} | {slot.gatewayId for slot in self.slots})
-            attempt = self.plan(exclude)
+            attempt = self.plan(exclude, tuple(self.fresh.values()))
             if attempt is None:
                 self._later("no other usable gateway for a standby")
                 return
@@ -447,6 +452,7 @@ class Standbys:
 
         gatewayId = attempt.step.gatewayId
         self._unwatch(gatewayId)
+        self.fresh.pop(gatewayId, None)
         self.tried[gatewayId] = self.clock.seconds()
         slot = Slot(StandbyCore(self.clock, self.effects, self.trace, ready, failed), gatewayId)
         self.slots.append(slot)
@@ -467,6 +473,7 @@ class Standbys:
 
         def answered(seen):
             self.watches.pop(gatewayId, None)
+            self.fresh[gatewayId] = seen
             wait = self.tried.get(gatewayId, 0.0) + self.WATCHED_RETRY - self.clock.seconds()
             self.trace.note("standby wanted", f"{seen.offer.name or gatewayId} answers again")
             if wait <= 0:

@@ -9,11 +9,12 @@ Nothing is mocked.
 """
 
 import re
+import secrets
 import time
 
 from tests.mesh.commands import withMargin
 from tests.mesh.daemontest import DaemonMeshTestCase
-from tests.mesh.harness import waitUntil
+from tests.mesh.harness import requireNamespaces, waitUntil
 from tests.mesh.test_client import INTERNET, silence
 
 
@@ -35,6 +36,27 @@ def grants(gateway):
 
 
 class StandbyMeshTests(DaemonMeshTestCase):
+
+    def failOverToTheStandby(self, c, gwA, device):
+        """
+        Silence gwA (serving) and see the client online via gwB through
+        the standby's C{device} by a promotion, within detection and a
+        route change.
+        """
+        silence(gwA)
+        died = time.monotonic()
+        status = c.waitState("online", 15, gateway="gwB")
+        moved = time.monotonic() - died
+        self.assertEqual(status["current"]["device"], device)
+        waitUntil(lambda: c.node.ping(INTERNET, timeout=0.5), 10, message="internet via gwB")
+        # Detection (about 1.5 s) and a route change: no registration,
+        # no tunnel to bring up, nothing to verify.
+        self.assertLess(moved, withMargin(2.5))
+        transitions = [t["transition"] for t in c.status()["transitions"]]
+        self.assertTrue(any(t.startswith("online --promote--> promoting") or
+                            t.startswith("degraded --promote--> promoting") for t in transitions),
+                        transitions)
+        self.assertIn("promoting --promoted--> online", transitions)
 
     def test_aSilentGatewayIsReplacedByItsStandby(self):
         """
@@ -58,21 +80,8 @@ class StandbyMeshTests(DaemonMeshTestCase):
         granted = grants(serverB)
         before = len(open(c.logPath).read())
 
-        silence(gwA)
-        died = time.monotonic()
-        status = c.waitState("online", 15, gateway="gwB")
-        moved = time.monotonic() - died
-        self.assertEqual(status["current"]["device"], device)
-        waitUntil(lambda: client.ping(INTERNET, timeout=0.5), 10, message="internet via gwB")
-        # Detection (about 1.5 s) and a route change: no registration,
-        # no tunnel to bring up, nothing to verify.
-        self.assertLess(moved, withMargin(2.5))
+        self.failOverToTheStandby(c, gwA, device)
         self.assertEqual(grants(serverB), granted)
-        transitions = [t["transition"] for t in c.status()["transitions"]]
-        self.assertTrue(any(t.startswith("online --promote--> promoting") or
-                            t.startswith("degraded --promote--> promoting") for t in transitions),
-                        transitions)
-        self.assertIn("promoting --promoted--> online", transitions)
         after = open(c.logPath).read()[before:]
         self.assertRegex(after, r"the standby via gwB \([0-9.]+\) over wireguard takes over "
                                 r"\(a route change\)")
@@ -109,3 +118,23 @@ class StandbyMeshTests(DaemonMeshTestCase):
         waitUntil(lambda: readyStandby(c) is not None, 30, message="a standby with gwA")
         self.assertEqual(readyStandby(c)[0], "gwA")
         self.assertTrue(client.ping(INTERNET))
+
+    def test_anOpenVPNStandbyTakesOver(self):
+        """
+        The same over OpenVPN: the standby's openvpn runs on the next tun
+        name, and takes over when gwA goes silent.
+        """
+        requireNamespaces(self, "openvpn")
+        from tests.mesh.test_openvpn import gatewayOverrides
+
+        client, gwA, gwB = self.mesh.nearAndFarGateway()
+        self.gateway(gwA, **gatewayOverrides())
+        self.gateway(gwB, **gatewayOverrides())
+        tun = "mp" + secrets.token_hex(4) + "0"
+        c = self.clientProcess(client, methods={"order": ["openvpn"], "connect_timeout": 5.0,
+                                                "openvpn": {"interface": tun}}).start()
+        c.waitState("online", 30, gateway="gwA")
+        waitUntil(lambda: readyStandby(c) is not None, 30, message="a ready standby")
+        self.assertEqual(readyStandby(c), ("gwB", tun[:-1] + "1"))
+        self.assertEqual(c.status()["current"]["device"], tun)
+        self.failOverToTheStandby(c, gwA, tun[:-1] + "1")

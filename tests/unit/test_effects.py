@@ -399,3 +399,34 @@ class StandbyConnectionTests(EffectsTestCase):
         self.successResultOf(self.effects.disconnect(session))
         self.assertEqual(health.events, ["start", "stop"])
         self.assertEqual(session.stoppers, [])
+
+
+class StandbyPlanTests(EffectsTestCase):
+    """A standby's plan: methods with more than one slot; what was heard since the scan."""
+
+    def setUp(self):
+        super().setUp()
+        from mnigs.client.ranking import Policy
+        from tests.unit.test_agent import offer
+
+        self.effects.policy = Policy(methods=("wireguard", "forward"))
+        self.effects.methods = {"wireguard": types.SimpleNamespace(slots=6),
+                                "forward": types.SimpleNamespace(slots=1)}
+
+        def seen(gid, host):
+            from dataclasses import replace
+
+            from mnigs.client.ranking import Seen
+            methods = ({"type": "wireguard"}, {"type": "forward"})
+            return Seen(replace(offer(gid), methods=methods), host, 8150, 1.0, 0.01)
+        self.seenOf = seen
+        self.effects.lastSeen = [seen("A", "10.0.0.1"), seen("B", "10.251.0.5")]
+
+    def test_onlyMethodsWithSeveralSlotsAndNotTheExcluded(self):
+        attempt = self.effects.planStandby(frozenset({"A"}))
+        self.assertEqual([(s.gatewayId, s.method) for s in attempt.steps], [("B", "wireguard")])
+
+    def test_whatWasHeardSinceReplacesTheScans(self):
+        attempt = self.effects.planStandby(frozenset({"A"}), (self.seenOf("B", "10.99.2.2"),))
+        self.assertEqual(attempt.step.host, "10.99.2.2")
+        self.assertEqual(len(self.effects.lastSeen), 2)  # the scan's are kept

@@ -45,7 +45,8 @@ class StandbyEffects(AgentEffects):
         self.watched = getattr(self, "watched", []) + [(gatewayId, defer.Deferred())]
         return self.watched[-1][1]
 
-    def planStandby(self, exclude):
+    def planStandby(self, exclude, fresh=()):
+        self.fresh = fresh
         return buildPlan(self.rerank(), exclude=exclude)
 
 
@@ -250,6 +251,9 @@ class PromotionTests(SynchronousTestCase):
         self.assertEqual(self.standbys.describe()["next_try_in"], 0.5)
         self.clock.advance(0.5)
         self.assertEqual(self.effects.events[-1], ("register", "B", "wireguard"))
+        # What it answered is planned with (maybe at an address the last
+        # scan did not know it by).
+        self.assertEqual([seen.offer.gatewayId for seen in self.effects.fresh], ["B"])
 
     def test_aStandbyLostByItsProbesIsWatchedToo(self):
         self.online()
