@@ -953,6 +953,10 @@ def _registerMove(client: Client, core: ClientCore, moving: Moving) -> None:
         if core.effects.canConnectBeside(moving.session, attempt.step):
             moving.lease = lease
             moving.answer(_granted(attempt))
+            # A standby under way with that gateway holds this very lease
+            # (it answers a second registration with it): the standbys go,
+            # that lease stays, and come back once a session serves.
+            core.standbys.release(attempt.step.gatewayId)
             _connectBeside(client, core, moving)
             return
         # Break before make: the old session goes before the new tunnel
@@ -1311,6 +1315,7 @@ def _buildMachine():
     @moving.upon(Client.refused).to(online)
     def stayOn(client, core, moving: Moving, session, reason):
         moving.operation = None
+        core.standbys.serving(moving.session)
         core.because(f"staying on {moving.session.step.gateway}: {reason}")
         core.log.warn("{reason}", reason=core.reason)
         moving.answer(error=f"{reason}; staying on {moving.session.step.gateway}")

@@ -488,6 +488,33 @@ class StatusSaysWhichWayTests(SynchronousTestCase):
                       "more", text)
 
 
+def onlineWithAStandby(test):
+    """
+    The real agent, client machine and standbys (one) on C{test}, with
+    recording effects whose C{handOver} is an event; online with A, the
+    standby's registration with B under way.  Returns the session.
+    """
+    from mnigs.client.standby import Standbys
+    from tests.unit.test_standby import StandbyEffects
+
+    test.clock = Clock()
+    test.effects = StandbyEffects()
+
+    def handOver(old, new):
+        test.effects.events.append(("handOver", old.step.gatewayId, new.step.gatewayId))
+        return defer.succeed(None)
+
+    test.effects.handOver = handOver
+    test.standbys = Standbys(test.clock, test.effects, 1, test.effects.planStandby,
+                             backoff=Backoff(1, 8))
+    test.agent = ClientAgent(test.clock, test.effects, QualityHistory(test.clock),
+                             SwitchPolicy(margin=0.2, hold=30), rescanInterval=10,
+                             standbys=test.standbys)
+    test.gateways = [fixedRanked("A", 0.1), fixedRanked("B", 0.5)]
+    test.effects.lastRanked = test.gateways
+    return goOnline(test.agent, test.effects, test.gateways)
+
+
 class HandOverToStandbyTests(SynchronousTestCase):
     """
     Planned moves to a gateway with a ready hot standby: the real agent,
@@ -497,29 +524,12 @@ class HandOverToStandbyTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        from mnigs.client.standby import Standbys
-        from tests.unit.test_standby import StandbyEffects
-
-        self.clock = Clock()
-        self.effects = StandbyEffects()
-        self.effects.handOver = self.handOver
-        self.standbys = Standbys(self.clock, self.effects, 1, self.effects.planStandby,
-                                 backoff=Backoff(1, 8))
-        self.agent = ClientAgent(self.clock, self.effects, QualityHistory(self.clock),
-                                 SwitchPolicy(margin=0.2, hold=30), rescanInterval=10,
-                                 standbys=self.standbys)
-        self.gateways = [fixedRanked("A", 0.1), fixedRanked("B", 0.5)]
-        self.effects.lastRanked = self.gateways
-        self.session = goOnline(self.agent, self.effects, self.gateways)
+        self.session = onlineWithAStandby(self)
         self.effects.fire("register", LEASE)
         self.effects.fire("connectStandby", Connection())
         self.effects.fire("verify", 0.02)
         self.standby = self.standbys.best()
         del self.effects.events[:]
-
-    def handOver(self, old, new):
-        self.effects.events.append(("handOver", old.step.gatewayId, new.step.gatewayId))
-        return defer.succeed(None)
 
     def assertHandedOver(self):
         self.assertIs(self.agent.core.session, self.standby)
@@ -562,3 +572,39 @@ class HandOverToStandbyTests(SynchronousTestCase):
         self.agent.machine.stop()
         self.agent.machine.moveToStandby(self.standby, self.session, "mnigsctl use", reply)
         self.failureResultOf(reply, ValueError)
+
+
+class MoveWhileAStandbyComesUpTests(SynchronousTestCase):
+    """
+    C{use} of the gateway whose standby is still coming up: the move
+    asks it for a lease itself; once granted (the same lease the standby
+    holds) the standbys go, keeping that lease, before the new tunnel
+    comes up beside the old one; they come back once a session serves.
+    """
+
+    def setUp(self):
+        onlineWithAStandby(self)
+        self.effects.beside = True
+        self.standbyRegistering = self.effects.pending.pop("register")  # the standby's, with B
+        del self.effects.events[:]
+
+    def test_theStandbysGoBeforeTheNewTunnelThenComeBack(self):
+        reply = self.agent.use("B")
+        self.assertEqual(self.effects.events, [("register", "B", "wireguard")])
+        self.effects.fire("register", LEASE)
+        self.successResultOf(reply)
+        self.assertTrue(self.standbyRegistering.called)  # cancelled
+        self.assertEqual(self.standbys.slots, [])
+        self.assertEqual(self.effects.events[1:], [("connectStandby", "B", "wireguard")])
+        self.effects.fire("connectStandby", Connection())
+        self.effects.fire("verify", 0.01)
+        self.assertEqual(self.agent.core.session.step.gatewayId, "B")
+        self.assertIn(("handOver", "A", "B"), self.effects.events)
+        self.assertEqual(self.effects.events[-1], ("register", "A", "wireguard"))  # a standby again
+
+    def test_aRefusalBringsTheStandbysBack(self):
+        reply = self.agent.use("B")
+        self.effects.fail("register", RPCError(GATEWAY_FULL, "gateway full"))
+        self.failureResultOf(reply, ValueError)
+        self.assertEqual(self.agent.machine.describe()["state"], "online")
+        self.assertEqual(len(self.standbys.slots), 1)
