@@ -103,7 +103,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from mnigs.client.plan import Attempt, Step
-from mnigs.client.reasons import Reason, kindOf
+from mnigs.client.reasons import SWITCH, Reason, kindOf
 from mnigs.interfaces import IClientConnection, IPinger
 from mnigs.system.backoff import Backoff
 from mnigs.system.tracing import setTrace
@@ -1228,8 +1228,9 @@ def _buildMachine():
     def handingOverToStandby(client, core, session: Session, standby, movedSession, reason,
                              reply):
         # The factory pinned the old session's flows, then moved the route.
-        core.because(f"moving to the standby via {standby.step.gateway}: {reason}; the "
-                     f"connections through {session.step.gateway} stay on its tunnel")
+        core.because(Reason(kindOf(reason, SWITCH),
+                            f"moving to the standby via {standby.step.gateway}: {reason}; the "
+                            f"connections through {session.step.gateway} stay on its tunnel"))
         core.log.info("{reason}", reason=core.reason)
         core.standbys.take(standby)
         core.session = standby
@@ -1271,8 +1272,11 @@ def _buildMachine():
     @online.upon(Client.plannedMove).to(moving)
     @degraded.upon(Client.plannedMove).to(moving)
     def planningMove(client, core, session: Session, movedSession, attempt, reason):
-        core.because(f"moving to {attempt.step.gateway}: {reason}; staying on the current "
-                     "gateway until the new one answers")
+        # counted as a move away from the gateway (SWITCH, or the
+        # reason's own kind: a gateway saying it is unavailable)
+        core.because(Reason(kindOf(reason, SWITCH),
+                            f"moving to {attempt.step.gateway}: {reason}; staying on the "
+                            "current gateway until the new one answers"))
         core.log.info("{reason}", reason=core.reason)
 
     @moving.upon(Client.tryNext).loop()

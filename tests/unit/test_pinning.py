@@ -453,3 +453,44 @@ class StatusTests(SynchronousTestCase):
             {"gateway": "gwC (10.251.0.9)", "connections": None, "kept_at_most_for_s": None}]})
         self.assertIn("kept: gwA (10.251.0.4) for its 2 connection(s), 580.5s more at most", text)
         self.assertIn("kept: gwC (10.251.0.9) for its connections\n", text + "\n")
+
+
+class MetricsTests(SynchronousTestCase):
+    def test_aPlannedMoveCountsAsAMoveByItsKindAndNoOutage(self):
+        """
+        The real machine with recording effects and the client metrics
+        watching its trace: a hand-over to a standby and a move made
+        before break count once each (switch; a gateway saying it is
+        unavailable by that kind), the state gauge knows handingOver,
+        and no outage is counted.
+        """
+        from mnigs.client.machine import Backoff, ClientCore, makeClient
+        from mnigs.client.metrics import ClientMetrics
+        from mnigs.client.plan import buildPlan
+        from mnigs.client.reasons import SAYS_UNAVAILABLE, SWITCH, UNAVAILABLE, Reason
+        from tests.unit.test_client_machine import LEASE, RecordingEffects, ranked
+        from tests.unit.test_client_machine import Connection as FakeConnection
+
+        effects = RecordingEffects()
+        effects.beside = True
+        effects.handOver = lambda old, new: defer.Deferred()
+        core = ClientCore(Clock(), effects, Backoff(1, 8))
+        metrics = ClientMetrics()
+        core.trace.observe(metrics)
+        client = makeClient(core)
+        client.start()
+        effects.fire("scan", [ranked("A", "10.0.0.1"), ranked("B", "10.0.0.2")])
+        effects.fire("register", LEASE)
+        effects.fire("connect", FakeConnection())
+        effects.fire("verify", 0.01)
+        session = core.session
+        standby = Session(session.step, LEASE, FakeConnection(), 0)
+        client.moveToStandby(standby, session, "it scored better", None)
+        sample = metrics.registry.get_sample_value
+        self.assertEqual(sample("mnigs_client_state", {"mnigs_client_state": "handingOver"}), 1)
+        self.assertEqual(sample("mnigs_client_failovers_total", {"reason": SWITCH}), 1)
+        client.promoted(standby)
+        client.plannedMove(standby, buildPlan([ranked("B", "10.0.0.2")]),
+                           Reason(UNAVAILABLE, SAYS_UNAVAILABLE))
+        self.assertEqual(sample("mnigs_client_failovers_total", {"reason": UNAVAILABLE}), 1)
+        self.assertEqual(sample("mnigs_client_outage_seconds_count"), 0)
