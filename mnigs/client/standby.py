@@ -400,6 +400,20 @@ class Standbys:
             if slot.session is session:
                 slot.machine.lost(session, reason)
 
+    def keepOnly(self, usable) -> None:
+        """
+        The policy changed (C{mnigsctl block}, a reload): the standbys of
+        gateways not in C{usable} (ids) are released, and replaced.
+        """
+        gone = [slot for slot in self.slots if slot.gatewayId not in usable]
+        for slot in gone:
+            self.slots.remove(slot)
+            self.trace.note(f"standby via {slot.gatewayId} released",
+                            "the policy no longer allows its gateway")
+            slot.machine.release()
+        if gone:
+            self.fill()
+
     def retry(self) -> None:
         "The routes or the ranking changed: a replacement waiting on its backoff is made now."
         if self.timer is not None and self.timer.active():
