@@ -169,20 +169,21 @@ def _buildMachine():
     connecting.upon(Standby.tryNext).to(registering)(stepNext)
     verifying.upon(Standby.tryNext).to(registering)(stepNext)
 
+    def giveUp(core, reason, silent):
+        core.because(reason)
+        core.log.info("standby: {reason}", reason=reason)
+        core.onFailed(reason, silent)
+
     @registering.upon(Standby.exhausted).to(failed)
     def unanswered(slot, core, pending: Pending, reason):
         # Refused or unanswered: the pool watches for an answer meanwhile
         # (a refusal's offer is not usable, so it does not end the wait).
-        core.because(reason)
-        core.log.info("standby: {reason}", reason=reason)
-        core.onFailed(reason, True)
+        giveUp(core, reason, True)
 
     @connecting.upon(Standby.exhausted).to(failed)
     @verifying.upon(Standby.exhausted).to(failed)
-    def giveUp(slot, core, pending: object, reason):
-        core.because(reason)
-        core.log.info("standby: {reason}", reason=reason)
-        core.onFailed(reason, False)
+    def notUp(slot, core, pending: object, reason):
+        giveUp(core, reason, False)
 
     @verifying.upon(Standby.answered).to(ready)
     def becomeReady(slot, core, verifying: Verifying, session, rtt):
