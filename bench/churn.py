@@ -13,7 +13,8 @@ so a dead gateway breaks paths through it until babel routes around it)::
     gwA === inet, gwB === inet2 (both 198.51.100.1)
 
   - client runs a real twistd mnigs-client with the shipped defaults
-    (etc/mnigs-client.toml), plus health.beyond = ["198.51.100.1"].
+    (etc/mnigs-client.toml; the hot standby, standby.count = 1, included),
+    plus health.beyond = ["198.51.100.1"].
   - gwA and gwB run real twistd mnigs-servers (WireGuard and forward),
     both with the same (default-like) WireGuard pool, uplink.check_interval
     1 s (shipped) and uplink.probe = ["198.51.100.1"].

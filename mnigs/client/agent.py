@@ -296,6 +296,8 @@ class ClientAgent:
                                           chosen=steering.chosen)
         self.core.ranked = self.effects.rerank()
         self.machine.retry()  # only acts while waiting
+        # A standby on a gateway the policy no longer allows goes.
+        self.standbys.keepOnly({r.gatewayId for r in self.core.ranked if r.usable})
         session = self.core.session
         if session is None:
             return

@@ -267,8 +267,27 @@ class ISessionReports(Interface):
 class IStandbys(Interface):
     """
     The client's hot standbys (L{mnigs.client.standby.Standbys}): what the
-    machine tells them.  The agent asks them for a ready one to promote.
+    machine tells them (L{serving}, L{take}, L{release}) and what the
+    agent asks and tells them (the rest).
     """
+
+    def best():
+        "A ready standby's session to promote, or None."
+
+    def owns(session):
+        "Whether C{session} is a standby's (its watchers' reports go to L{lost})."
+
+    def lost(session, reason):
+        "A standby's watcher reports its loss: it is replaced."
+
+    def retry():
+        "The routes or the ranking changed: a replacement waiting on its backoff is made now."
+
+    def keepOnly(usable):
+        "The policy changed: release the standbys of gateways not in C{usable} (ids)."
+
+    def describe():
+        "Status (C{mnigsctl status}'s C{standby})."
 
     def serving(session):
         "The client is online through C{session}: keep standbys for other gateways."
@@ -309,6 +328,9 @@ class NoStandbys:
 
     def owns(self, session):
         return False
+
+    def keepOnly(self, usable):
+        pass
 
     def lost(self, session, reason):
         pass

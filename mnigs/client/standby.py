@@ -169,20 +169,21 @@ def _buildMachine():
     connecting.upon(Standby.tryNext).to(registering)(stepNext)
     verifying.upon(Standby.tryNext).to(registering)(stepNext)
 
+    def giveUp(core, reason, silent):
+        core.because(reason)
+        core.log.info("standby: {reason}", reason=reason)
+        core.onFailed(reason, silent)
+
     @registering.upon(Standby.exhausted).to(failed)
     def unanswered(slot, core, pending: Pending, reason):
         # Refused or unanswered: the pool watches for an answer meanwhile
         # (a refusal's offer is not usable, so it does not end the wait).
-        core.because(reason)
-        core.log.info("standby: {reason}", reason=reason)
-        core.onFailed(reason, True)
+        giveUp(core, reason, True)
 
     @connecting.upon(Standby.exhausted).to(failed)
     @verifying.upon(Standby.exhausted).to(failed)
-    def giveUp(slot, core, pending: object, reason):
-        core.because(reason)
-        core.log.info("standby: {reason}", reason=reason)
-        core.onFailed(reason, False)
+    def notUp(slot, core, pending: object, reason):
+        giveUp(core, reason, False)
 
     @verifying.upon(Standby.answered).to(ready)
     def becomeReady(slot, core, verifying: Verifying, session, rtt):
@@ -411,6 +412,20 @@ class Standbys:
         for slot in list(self.slots):
             if slot.session is session:
                 slot.machine.lost(session, reason)
+
+    def keepOnly(self, usable) -> None:
+        """
+        The policy changed (C{mnigsctl block}, a reload): the standbys of
+        gateways not in C{usable} (ids) are released, and replaced.
+        """
+        gone = [slot for slot in self.slots if slot.gatewayId not in usable]
+        for slot in gone:
+            self.slots.remove(slot)
+            self.trace.note(f"standby via {slot.gatewayId} released",
+                            "the policy no longer allows its gateway")
+            slot.machine.release()
+        if gone:
+            self.fill()
 
     def retry(self) -> None:
         "The routes or the ranking changed: a replacement waiting on its backoff is made now."

@@ -286,6 +286,16 @@ class PromotionTests(SynchronousTestCase):
         self.agent.probeSample(standby, 0.02)
         self.assertIn("B", self.agent.history)
 
+    def test_blockingTheStandbysGatewayReleasesIt(self):
+        self.online()
+        self.standbyReady()
+        del self.effects.events[:]
+        self.agent.block("B")
+        self.assertIn(("disconnect", "B", "wireguard"), self.effects.events)
+        self.assertIn(("unregister", "B", "wireguard"), self.effects.events)
+        self.assertEqual(self.effects.events[-1], ("register", "C", "wireguard"))
+        self.assertEqual(self.agent.machine.describe()["state"], "online")
+
     def test_stopReleasesTheStandbys(self):
         self.online()
         self.standbyReady()
@@ -346,3 +356,12 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(sample("mnigs_client_outage_seconds_count"), 1)
         self.assertAlmostEqual(sample("mnigs_client_outage_seconds_sum"), 1.05)
         self.assertEqual(sample("mnigs_client_state", {"mnigs_client_state": "online"}), 1)
+
+
+class InterfaceTests(SynchronousTestCase):
+    def test_bothProvideIStandbys(self):
+        from zope.interface.verify import verifyObject
+
+        from mnigs.client.machine import IStandbys, NoStandbys
+        verifyObject(IStandbys, NoStandbys())
+        verifyObject(IStandbys, Standbys(Clock(), StandbyEffects(), 1, lambda *a: None))
