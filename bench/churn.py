@@ -13,7 +13,8 @@ so a dead gateway breaks paths through it until babel routes around it)::
     gwA === inet, gwB === inet2 (both 198.51.100.1)
 
   - client runs a real twistd mnigs-client with the shipped defaults
-    (etc/mnigs-client.toml), plus health.beyond = ["198.51.100.1"].
+    (etc/mnigs-client.toml; the hot standby, standby.count = 1, included),
+    plus health.beyond = ["198.51.100.1"].
   - gwA and gwB run real twistd mnigs-servers (WireGuard and forward),
     both with the same (default-like) WireGuard pool, uplink.check_interval
     1 s (shipped) and uplink.probe = ["198.51.100.1"].
@@ -288,7 +289,8 @@ def tunnelAttempts(events, sniffPath, hosts):
     fails when another step follows (connecting --tryNext--> registering
     is silent), so the outcome is read off the device's life: "online
     via" before the device is removed, or not.  The gateway is the one
-    the first handshake initiation went to.
+    the first handshake initiation went to.  A standby's tunnel
+    (standby.count, on by default) is one too: ready, or not.
     """
     packets = sniffed(sniffPath)
     attempts = []
@@ -298,8 +300,11 @@ def tunnelAttempts(events, sniffPath, hosts):
             attempts.append({"time": when, "how": m.group(1)})
     for attempt, following in zip(attempts, attempts[1:] + [None]):
         limit = following["time"] if following else float("inf")
-        outcome = firstAfter(events, attempt["time"], r"^online via |: removed$")
-        attempt["ok"] = bool(outcome and outcome[0] < limit and outcome[1].startswith("online"))
+        # A hot standby's tunnel succeeds once it is ready (it goes online
+        # only if it is promoted, maybe never).
+        outcome = firstAfter(events, attempt["time"], r"^online via |^standby ready via |: removed$")
+        attempt["ok"] = bool(outcome and outcome[0] < limit
+                             and outcome[1].startswith(("online", "standby ready")))
         attempt["end"] = outcome[0] if outcome and outcome[0] < limit else attempt["time"]
         wire = [p for p in packets if len(p) >= 6 and attempt["time"] <= float(p[0]) <= attempt["end"]
                 and p[5] in ("init", "resp", "cookie")]

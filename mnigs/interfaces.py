@@ -267,6 +267,11 @@ class IClientMethod(Interface):
 
     name = Attribute("The method's type as it appears on the wire.")
 
+    slots = Attribute(
+        "How many connections the method holds at once, each on a device of its own "
+        "(L{mnigs.methods.slots}: the configured interface, then names derived from it). "
+        "1: one at a time; the client then keeps no standby over this method.")
+
     def registerParams(offerEntry):
         """
         The method-specific params to send with C{gateway.register} for the
@@ -281,13 +286,16 @@ class IClientMethod(Interface):
         A lease that disagrees is refused before anything is brought up.
         """
 
-    def connect(step, lease):
+    def connect(step, lease, route=True):
         """
         Bring the tunnel (or plain forwarding) up for C{lease} (from the
         gateway of C{step}, a L{mnigs.client.plan.Step}) and install
-        the default route in mnigs's own table.  Returns a Deferred firing
+        the default route in mnigs's own table
+        (L{IClientConnection.activate}).  Returns a Deferred firing
         with an L{IClientConnection} or failing if the tunnel did not come
-        up.
+        up.  C{route} false (asked only of methods with more than one
+        slot): the tunnel comes up on a free slot's device without the
+        route, beside the connection that has it (a hot standby).
         """
 
 
@@ -320,10 +328,19 @@ class IClientConnection(Interface):
         interface) counts nothing.  Asked before C{disconnect}.
         """
 
+    def activate():
+        """
+        Put mnigs's default route through this connection: one route
+        replaced (L{mnigs.client.routes.PolicyRouting.install}), taking it
+        from whichever connection had it.  Raises if the device is gone.
+        """
+
     def disconnect():
         """
-        Take the tunnel and mnigs's route through it down.  Returns a
-        Deferred.
+        Take the tunnel down, and mnigs's route through it if it still
+        has the route (L{mnigs.client.routes.PolicyRouting.withdraw} with
+        its device: a connection whose route another took over leaves it
+        alone).  Returns a Deferred.
         """
 
     def describe():

@@ -65,6 +65,26 @@ def _shown(value):
     return value
 
 
+def _standbyLines(standby: dict | None) -> list[str]:
+    "The hot standbys (C{[standby]}): each one's gateway, device, state and health."
+    if not standby or not standby.get("count"):
+        return []
+    lines = []
+    for entry in standby.get("standbys", []):
+        held = entry.get("standby") or entry.get("attempt") or {}
+        health = (held.get("health") or {}).get("state")
+        lines.append(f"standby: {held.get('name')} ({held.get('gateway')}) at {held.get('host')} "
+                     f"via {held.get('method')}"
+                     + (f" through {held['device']}" if held.get("device") else "")
+                     + f": {entry.get('state')}" + (f", health {health}" if health else "")
+                     + (f" ({entry['reason']})" if entry.get("reason") else ""))
+    if not lines:
+        lines.append(f"standby: none ready of {standby['count']}"
+                     + (f" ({standby['waiting_for']}; next try in {standby['next_try_in']}s)"
+                        if standby.get("waiting_for") else ""))
+    return lines
+
+
 def formatStatus(status: dict) -> str:
     status = _shown(status)
     lines = []
@@ -107,6 +127,13 @@ def formatStatus(status: dict) -> str:
                 lines.append(f"quality over {quality.get('span_s')}s: "
                              f"{round(100 * quality.get('loss', 0))}% lost, round trip "
                              f"{quality.get('rtt_ms')} ms")
+    lines += _standbyLines(status.get("standby"))
+    for kept in status.get("kept") or []:  # the sessions planned moves left
+        count = kept.get("connections")
+        lines.append(f"kept: {kept.get('gateway')} for its "
+                     + ("connections" if count is None else f"{count} connection(s)")
+                     + (f", {kept['kept_at_most_for_s']}s more at most"
+                        if kept.get("kept_at_most_for_s") is not None else ""))
     dns = status.get("dns")
     if dns and dns.get("servers"):
         lines.append(f"dns: {', '.join(dns['servers'])} ({dns.get('mode')}, through "

@@ -28,6 +28,7 @@ from mnigs.client.machine import (
     ClientCore,
     IClientEffects,
     ISessionReports,
+    NoStandbys,
     makeClient,
 )
 from mnigs.client.degrade import Alternative, DegradeJudge
@@ -93,13 +94,13 @@ class ClientAgent:
             C{None}: never move for a degraded session.
         @param falseLosses: checks gateways given up as silent
             (L{mnigs.client.falseloss}); C{None}: none are checked.
-        @param standbys: C{standbys()} -> C{{gateway id: Quality}} of the
-            standbys' own monitors, for the degradation judge; C{None}:
-            only the quality history is known of the other gateways.
+        @param standbys: the hot standbys (L{mnigs.client.standby.Standbys});
+            their own monitors' quality also serves the degradation judge.
+            C{None}: none, and only the quality history is known of the
+            other gateways.
         """
         self.degrade = degrade
         self.falseLosses = falseLosses
-        self.standbys = standbys
         self.degradeMoves = 0
         #: gateway id -> when a session with it last measured its quality
         self.measuredAt: dict[str, float] = {}
@@ -108,7 +109,9 @@ class ClientAgent:
         self.effects = effects
         self.history = history
         self.switchPolicy = switchPolicy
-        self.core = ClientCore(reactor, effects, backoff or Backoff())
+        #: the hot standbys (L{mnigs.client.standby.Standbys}), or none
+        self.standbys = standbys if standbys is not None else NoStandbys()
+        self.core = ClientCore(reactor, effects, backoff or Backoff(), standbys=self.standbys)
         self.machine: Client = makeClient(self.core)
         self.rescanner = LoopingCall(self.rescan)
         self.rescanner.clock = reactor
@@ -143,22 +146,60 @@ class ClientAgent:
         return session is not None and session is self.core.session
 
     def lost(self, session, reason):
+        if self.standbys.owns(session):
+            self.standbys.lost(session, reason)  # a standby gone bad: replaced
+            return
         if not self._current(session):
             return
         if (self.falseLosses is not None and kindOf(reason) == PROBES
                 and not getattr(reason, "gatewayAnswered", True)):
             self.falseLosses.check(session.step)
+        # A gateway that says it is unavailable (a drain, available: false)
+        # still serves its leases: a planned move, made before break.
+        planned = getattr(reason, "kind", None) == UNAVAILABLE
+        if planned and self.standbys.best() is not None:
+            self.machine.moveToStandby(self.standbys.best(), session, reason, None)
+            return
+        if not planned and self._promote(session, reason):
+            return
         # Rank the last scan again as of now: a gateway that was cooling
         # down after an earlier failure may be usable again by now.
         self.core.ranked = self.effects.rerank()
         attempt = self.effects.plan(self.core.ranked, frozenset({session.step.gatewayId}))
         if attempt is None:
             self.machine.dropped(session, reason)
+        elif planned:
+            self.machine.plannedMove(session, attempt, reason)
         else:
             self.machine.failover(session, attempt, reason)
 
+    def _plannedMove(self, session, attempt, reason, reply=None):
+        """
+        A planned move to C{attempt}'s first gateway: a hand-over to its
+        ready standby if it has one, else asked for a lease while the
+        session goes on (the operator's C{use} when C{reply} is given).
+        """
+        standby = self.standbys.readyFor(attempt.step.gatewayId)
+        if standby is not None:
+            self.machine.moveToStandby(standby, session, reason, reply)
+        elif reply is not None:
+            self.machine.use(session, attempt, reply)
+        else:
+            self.machine.plannedMove(session, attempt, reason)
+
+    def _promote(self, session, reason) -> bool:
+        "A ready standby takes over from C{session}, if there is one: a route change."
+        standby = self.standbys.best()
+        if standby is None:
+            return False
+        self.machine.promote(standby, session, reason)
+        return True
+
     def leaseLost(self, session, reason):
-        if not self._current(session):
+        if self.standbys.owns(session):
+            self.standbys.lost(session, reason)
+            return
+        if not self._current(session) or self._promote(session, reason):
             return
         others = self.effects.plan(self.core.ranked, frozenset({session.step.gatewayId}))
         steps = (session.step,) + (others.steps if others else ())
@@ -173,9 +214,11 @@ class ClientAgent:
             self.machine.probeAnswered(session, rtt)
 
     def probeSample(self, session, rtt):
-        if self._current(session):
+        # A standby's probes tell the quality history about its gateway too.
+        if self._current(session) or self.standbys.owns(session):
             self.history.get(session.step.gatewayId).probe(None if rtt is None else rtt * 1000)
             self.measuredAt[session.step.gatewayId] = self.reactor.seconds()
+        if self._current(session):
             self._judgeQuality(session)
 
     # -- failover on degradation ---------------------------------------------
@@ -204,7 +247,7 @@ class ClientAgent:
         self.degradeMoves += 1
         self.switchPolicy.reset()
         self.core.trace.note("degraded", move.reason)
-        self.machine.switch(session, plan, move.reason)
+        self._plannedMove(session, plan, move.reason)
 
     def alternatives(self, session):
         """
@@ -214,7 +257,7 @@ class ClientAgent:
         (L{mnigs.client.degrade}).
         """
         gid = session.step.gatewayId
-        measured = self.standbys() if self.standbys is not None else {}
+        measured = self.standbys.qualities()
         freshSince = self.reactor.seconds() - self.degrade.rules.historyAge
         known = []
         for ranked in self.core.ranked:
@@ -231,6 +274,7 @@ class ClientAgent:
     # -- routes and rescans -------------------------------------------------
     def routesChanged(self):
         self.machine.retry()  # waiting: look again at once; searching: again if empty
+        self.standbys.retry()  # a standby waiting to be replaced: now
         session = self.core.session
         if session is not None:
             self.effects.checkSession(session)
@@ -258,6 +302,7 @@ class ClientAgent:
     def _rescanned(self, ranked):
         self._noteRanking(self.core.ranked, ranked)
         self.core.ranked = ranked
+        self.standbys.retry()
         session = self.core.session
         if session is None:
             return
@@ -284,10 +329,10 @@ class ClientAgent:
             plan = self.effects.plan([better] + [r for r in ranked if r is not better], frozenset({gid}))
             if plan is not None:
                 self.switchPolicy.reset()
-                self.machine.switch(session, plan,
-                                    f"it scored better by more than switch_margin "
-                                    f"{self.switchPolicy.margin:g} for switch_hold "
-                                    f"{self.switchPolicy.hold:g} s")
+                self._plannedMove(session, plan,
+                                  f"it scored better by more than switch_margin "
+                                  f"{self.switchPolicy.margin:g} for switch_hold "
+                                  f"{self.switchPolicy.hold:g} s")
 
     def _noteRanking(self, before, after):
         "Note a ranking whose best gateway or usable set changed (C{mnigsctl events})."
@@ -329,6 +374,8 @@ class ClientAgent:
                                           chosen=steering.chosen)
         self.core.ranked = self.effects.rerank()
         self.machine.retry()  # only acts while waiting
+        # A standby on a gateway the policy no longer allows goes.
+        self.standbys.keepOnly({r.gatewayId for r in self.core.ranked if r.usable})
         session = self.core.session
         if session is None:
             return
@@ -364,6 +411,10 @@ class ClientAgent:
             status["degrade"] = dict(self.degrade.describe(), moves=self.degradeMoves)
         status["false_failovers"] = (None if self.falseLosses is None
                                      else self.falseLosses.count)
+        kept = getattr(self.effects, "kept", None)
+        # the sessions planned moves left, kept for their connections
+        status["kept"] = kept.describe() if kept is not None else []
+        status["standby"] = self.standbys.describe()
         gateways = []
         for place, ranked in enumerate(self.core.ranked, 1):
             offer = ranked.seen.offer
@@ -527,7 +578,7 @@ class ClientAgent:
             return failure
 
         reply.addCallbacks(granted, refused)
-        self.machine.use(session, attempt, reply)
+        self._plannedMove(session, attempt, "mnigsctl use", reply)
         return reply
 
     def block(self, name: str):

@@ -42,6 +42,7 @@ from mnigs.cjdns.settings import SCHEMA as CJDNS_SCHEMA
 from mnigs.daemon.daemonlog import SCHEMA as LOG_SCHEMA
 from mnigs.daemon.hooks import DEFAULT_MAX_RUNNING
 from mnigs.methods import METHODS, clientSections
+from mnigs.methods.slots import MAX_SLOTS, MAX_STANDBYS, slotName
 from mnigs.protocol import DEFAULT_PORT
 from mnigs.routing import routeSources, scans, sections as sourceSections
 
@@ -197,6 +198,11 @@ SCHEMA = {
         "cooldown": Field(float, 30.0, between(0, 86400)),
         "history_age": Field(float, 30.0, between(0, 86400)),
     },
+    # Hot standbys (mnigs.client.standby): the next-best gateways kept
+    # registered and their tunnels up, so that a failover is a route change.
+    "standby": {
+        "count": Field(int, 1, between(0, MAX_STANDBYS)),
+    },
     # The lease's resolvers, put in force while online (mnigs.client.dns).
     "dns": {
         "mode": Field(str, "auto", oneOf("auto", "resolved", "resolvconf", "file", "hook", "off")),
@@ -207,6 +213,9 @@ SCHEMA = {
         "table": Field(int, 8150, between(1, 2**31 - 1)),
         "rule_priority": Field(int, 8150, between(1, 32765)),
         "fail_closed": Field(bool, False),
+        # make-before-break (mnigs.client.pinning): how long at most a
+        # planned move keeps the old gateway's connections; 0: moves break them
+        "keep_old": Field(float, 600.0, between(0, 86400)),
     },
     # A mesh router's LAN (mnigs.client.datapath): what else uses the tunnel.
     "share": {
@@ -274,6 +283,7 @@ def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
         raise ConfigError(path, "share.interfaces",
                           f"{meshShared[0]} is also a mesh interface: the mesh's traffic "
                           f"forwarded through this node would take the tunnel")
+    _checkSlotNames(path, config)
     if config.policy.max_fee is not None and not config.policy.accept_fees:
         raise ConfigError(path, "policy.max_fee", "is set but accept_fees is false")
     if config.policy.pinned & config.policy.blocked:
@@ -281,6 +291,29 @@ def loadClientConfig(path: str, warnings: list[ConfigWarning] | None = None):
     if "static" in config.discovery.scan and not config.discovery.static and config.discovery.scan == ["static"]:
         raise ConfigError(path, "discovery.static", "scan is only 'static' but no address is listed")
     return config
+
+
+def _checkSlotNames(path, config):
+    """
+    The devices of the methods that hold several connections (their
+    slots, L{mnigs.methods.slots}) must not share a name: WireGuard on
+    C{tun0} would take C{tun1} for a standby, OpenVPN's own name.
+    """
+    taken = {}
+    for name in config.methods.order:
+        section = config.methods.get(name)
+        interface = getattr(section, "interface", None) if section is not None else None
+        if interface is None:
+            continue
+        slots = MAX_SLOTS if config.standby.count else 1
+        for slot in range(slots):
+            device = slotName(interface, slot)
+            if device in taken:
+                raise ConfigError(path, f"methods.{name}.interface",
+                                  f"{interface!r} shares the device name {device} with "
+                                  f"methods.{taken[device]}.interface (standbys take the names "
+                                  "after it: mnigs-c0, mnigs-c1...)")
+            taken[device] = name
 
 
 def _moveOldMethodTables(path, data, config, warnings):

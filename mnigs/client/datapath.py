@@ -10,6 +10,11 @@ needs beyond the routes of L{mnigs.client.routes}.
   - MSS clamping (C{mtu.clamp_mss}): TCP SYNs through the tunnel, both
     ways, carry an MSS that fits the tunnel (L{mnigs.client.mtu}), or the
     route's MTU (C{rt mtu}) when the method's overhead is unknown.
+  - Make-before-break (C{routing.keep_old}): each session's flows carry
+    its connection-tracking mark, so that those of a session retired by
+    a planned move keep going through its tunnel
+    (L{mnigs.client.pinning}); a retired session's LAN flows keep their
+    translation to its lease's address until it goes.
 
 One C{inet} table (C{share.table}), replaced whole in one transaction
 by L{tableScript} whenever a session starts or ends, removed on stop.
@@ -31,6 +36,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from mnigs.client.mtu import TCP_HEADERS
+from mnigs.client.pinning import SLOTS, markChains
 from mnigs.system.admission import checkAddress, checkInterfaceName
 from mnigs.system.nft import removeScript
 from mnigs.system.sysctl import SysctlSwitch
@@ -152,11 +158,13 @@ def _prefixSet(name: str, kind: str, networks) -> str:
 
 
 def tableScript(table: str, prefixes: Sequence = (), interfaces: Sequence[str] = (),
-                passage: Optional[Passage] = None) -> str:
+                passage: Optional[Passage] = None, marks: Sequence = ()) -> str:
     """
     One transaction that replaces table C{inet TABLE} (whether or not it
-    exists): the shared prefixes' set, and with an online session's
-    C{passage} its NAT (when anything is shared) and its clamp.
+    exists): the shared prefixes' set, with an online session's
+    C{passage} its NAT (when anything is shared) and its clamp, and with
+    C{marks} (pairs of a tunnel device and a session slot) the chains
+    that mark each session's flows (L{mnigs.client.pinning.markChains}).
     """
     checkTableName(table)
     networks = sorted({ipaddress.ip_network(p) for p in prefixes},
@@ -168,6 +176,8 @@ def tableScript(table: str, prefixes: Sequence = (), interfaces: Sequence[str] =
         if passage.clamp:
             body += _clampChains(passage)
         body += _shareChains(passage, v4, v6, list(interfaces))
+    if marks:
+        body += markChains(marks)
     return (f"table inet {table} {{}}\n"
             f"delete table inet {table}\n"
             f"table inet {table} {{\n{body}}}\n")
@@ -261,28 +271,38 @@ class ClientDataPath:
     share covers IPv6: an interface, or an IPv6 prefix).  Every change is
     one nft run, in the order asked.  A failed run is logged, not raised:
     the session goes on without clamping or sharing rather than not at all.
+
+    With C{pinning} (make-before-break, L{mnigs.client.pinning}) each
+    session given to L{online} takes a free slot, whose mark its flows
+    get; L{retire} keeps the current session's slot, marks and LAN
+    translations until L{release}.
     """
 
     def __init__(self, runner, table: str, prefixes: Sequence = (),
                  interfaces: Sequence[str] = (), clamp: bool = True, forwarding=None,
-                 forwarding6=None, flows=None):
+                 forwarding6=None, flows=None, pinning: bool = False):
         self.runner = runner
         self.table = checkTableName(table)
         self.prefixes = [ipaddress.ip_network(p) for p in prefixes]
         self.interfaces = [checkInterfaceName(name) for name in interfaces]
         self.clamp = clamp
+        self.pinning = pinning
         self.sharing = bool(self.prefixes or self.interfaces)
         self.sharing6 = bool(self.interfaces or any(p.version == 6 for p in self.prefixes))
         self.forwarding = forwarding if forwarding is not None else Forwarding()
         self.forwarding6 = forwarding6 if forwarding6 is not None else Forwarding6()
         self.flows = flows if flows is not None else ConntrackFlows()
-        self._translatedTo: tuple = ()  # the addresses the shared LAN leaves as now
+        self._translatedTo: tuple = ()  # the addresses the shared LAN's flows leave as now
+        self._passage: Optional[Passage] = None  # the current session's
+        self._slot: Optional[int] = None  # its slot (pinning)
+        self._retired: dict[int, Passage] = {}  # slot -> a retired session's passage
+        self._lastSlot = 0
         self._lock = DeferredLock()
 
     @property
     def needed(self) -> bool:
         """Whether there is anything for the table to do."""
-        return self.sharing or self.clamp
+        return self.sharing or self.clamp or self.pinning
 
     def _apply(self, script: str, what: str):
         d = self._lock.run(self.runner.apply, script)
@@ -290,8 +310,11 @@ class ClientDataPath:
                                          table=self.table, why=f.getErrorMessage()))
         return d
 
-    def _script(self, passage=None) -> str:
-        return tableScript(self.table, self.prefixes, self.interfaces, passage)
+    def _script(self) -> str:
+        marks = [(p.device, slot) for slot, p in sorted(self._retired.items())]
+        if self._passage is not None and self._slot is not None:
+            marks.insert(0, (self._passage.device, self._slot))
+        return tableScript(self.table, self.prefixes, self.interfaces, self._passage, marks)
 
     @staticmethod
     def _switch(switch, on: bool) -> None:
@@ -308,6 +331,18 @@ class ClientDataPath:
             return self._apply(removeScript(self.table), "remove")
         return self._apply(self._script(), "install")
 
+    def _freeSlot(self) -> Optional[int]:
+        # The next free slot after the last one given, so that a slot is
+        # reused as late as possible (a dead session's flows keep its mark).
+        for k in range(len(SLOTS)):
+            slot = SLOTS[(self._lastSlot + k) % len(SLOTS)]
+            if slot not in self._retired:
+                self._lastSlot = slot
+                return slot
+        log.warn("make-before-break: {count} old sessions are kept already; the next move "
+                 "will break its connections", count=len(self._retired))
+        return None
+
     def online(self, passage: Passage):
         if not self.needed:
             return defer.succeed(None)
@@ -316,27 +351,51 @@ class ClientDataPath:
                               address6=passage.address6)
         if passage.address6 is not None and self.sharing6:
             self._switch(self.forwarding6, True)
+        self._passage = passage
+        self._slot = self._freeSlot() if self.pinning else None
         log.info("nft: table {table} for {device} as {address}{six} ({mss})", table=self.table,
                  device=passage.device, address=passage.address,
                  six=f" and {passage.address6}" if passage.address6 is not None else "",
                  mss=(("MSS for MTU %d" % passage.mtu) if passage.mtu else "MSS to the route's MTU")
                  if self.clamp else "no clamping")
-        d = self._apply(self._script(passage), "update")
-        return d.addCallback(lambda _: self._forgetFlows(
-            tuple(a for a in (passage.address, passage.address6) if a is not None)))
+        return self._apply(self._script(), "update").addCallback(lambda _: self._forgetFlows())
 
     def offline(self):
         if not self.needed:
             return defer.succeed(None)
-        return self._apply(self._script(), "update").addCallback(lambda _: self._forgetFlows(()))
+        self._passage = self._slot = None
+        return self._apply(self._script(), "update").addCallback(lambda _: self._forgetFlows())
 
-    def _forgetFlows(self, now: tuple) -> None:
+    def retire(self) -> Optional[int]:
         """
-        The shared LAN leaves as C{now}: the flows translated to the
-        addresses of before go, and, when a session is online, those the
-        LAN began bare while none was (L{ConntrackFlows}, L{staleFlow}).
+        Keep the current session's marks and LAN translations beyond the
+        next L{online} or L{offline}, until L{release}: its slot, or
+        C{None} (no pinning, no session, or no slot: it cannot be kept).
+        The table is written by the next change.
         """
-        before, self._translatedTo = self._translatedTo, (now if self.sharing else ())
+        slot, passage = self._slot, self._passage
+        if slot is None or passage is None:
+            return None
+        self._retired[slot] = passage
+        self._passage = self._slot = None
+        return slot
+
+    def release(self, slot: int):
+        "A retired session goes: its marks, and its LAN flows' translations."
+        if self._retired.pop(slot, None) is None:
+            return defer.succeed(None)
+        return self._apply(self._script(), "update").addCallback(lambda _: self._forgetFlows())
+
+    def _forgetFlows(self) -> None:
+        """
+        The shared LAN's flows leave as the current session's addresses
+        and the retired ones': the flows translated to any other address
+        of before go, and, while any of them is there, those the LAN began
+        bare while none was (L{ConntrackFlows}, L{staleFlow}).
+        """
+        now = tuple(a for p in [self._passage, *self._retired.values()] if p is not None
+                    for a in (p.address, p.address6) if a is not None) if self.sharing else ()
+        before, self._translatedTo = self._translatedTo, now
         old = set(before) - set(now)
         if not self.sharing or not (old or now):
             return
@@ -351,6 +410,8 @@ class ClientDataPath:
                      addresses=", ".join(map(str, sorted(old, key=str))) or "no address")
 
     def stop(self):
+        self._passage = self._slot = None
+        self._retired.clear()
         d = self._apply(removeScript(self.table), "remove")
 
         def restore(_):

@@ -8,6 +8,7 @@ L{mnigs.client.agent.wire} connected.
 from __future__ import annotations
 
 import ipaddress
+import weakref
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -120,6 +121,9 @@ class ClientEffects:
         to C{device}; one per session, closed when it ends.
     @param resolvers: the L{mnigs.client.dns.ResolverKeeper} that puts an
         online session's resolvers in force (C{None}: none is).
+    @param kept: the sessions planned moves left, kept until their
+        connections end (L{mnigs.client.pinning.KeptSessions}; C{None}:
+        C{routing.keep_old} is 0, moves break them).
     @param dataPath: the client's nft table (a
         L{mnigs.client.datapath.ClientDataPath}): told each connection's
         tunnel, lease address and MTU (L{fitPath}), and when it goes;
@@ -128,7 +132,7 @@ class ClientEffects:
 
     def __init__(self, reactor, config, sources, discovery, rpc, methods, policy, history,
                  routing, healthFactory, hooks, clientKey, pingerFactory=None, resolvers=None,
-                 dataPath=None):
+                 dataPath=None, kept=None):
         self.reactor = reactor
         self.config = config
         self.sources = sources
@@ -145,8 +149,13 @@ class ClientEffects:
         self.pingerFactory = pingerFactory or _pinger(reactor)
         self.resolvers = resolvers
         self.dataPath = dataPath
+        self.kept = kept
         self.reports: ISessionReports | None = None  # see wire()
         self.teardown = defer.succeed(None)
+        #: each connection's passage (fitted when it came up), and the
+        #: connection whose passage the client's table holds now
+        self.passages = weakref.WeakKeyDictionary()
+        self.carrying = None
         self.lastSeen = []
         self.lastCandidates = []  # what the route sources listed for the last scan
         self.recent = {}  # gateway id -> (when a scan last heard it, [(host, port), ...])
@@ -232,6 +241,16 @@ class ClientEffects:
         """
         return self.discovery.watch(self.recentGateways(self.WATCHED), self._usable)
 
+    def watchGateway(self, gatewayId):
+        """
+        Fires (with its L{Seen}) once gateway C{gatewayId} offers something
+        usable again, asked every 0.5 s at each address scans met it on;
+        cancellable, never fails (never fires for a gateway not met lately).
+        """
+        _, places = self.recent.get(gatewayId, (None, []))
+        return self.discovery.watch(places[:self.RECENT_ADDRESSES], lambda seen: (
+            seen.offer.gatewayId == gatewayId and self._usable(seen)))
+
     def _remember(self, seen):
         now = self.reactor.seconds()
         for item in seen:
@@ -252,6 +271,24 @@ class ClientEffects:
 
     def plan(self, ranked, exclude):
         return buildPlan(ranked, lambda r, method: method in self.methods, exclude)
+
+    def planStandby(self, exclude, fresh=()):
+        """
+        A standby's plan: the last scan ranked as of now, without the
+        gateways in C{exclude}, over the methods that hold a connection
+        beside the serving one (C{IClientMethod.slots} above 1), nor
+        those of the sessions kept after a planned move (a new lease there
+        would replace the kept one, and break its connections).  C{fresh}:
+        L{Seen}s heard since (a gateway that answers again, maybe at
+        another address than the scan's), in place of the scan's.
+        """
+        if self.kept is not None:
+            exclude = frozenset(exclude) | self.kept.gatewayIds()
+        seen = {item.offer.gatewayId: item for item in self.lastSeen}
+        seen.update((item.offer.gatewayId, item) for item in fresh)
+        ranked = rank(list(seen.values()), self.policy, self.history, self.reactor.seconds())
+        return buildPlan(ranked, lambda r, method: method in self.methods
+                         and getattr(self.methods[method], "slots", 1) > 1, exclude)
 
     # -- one step ----------------------------------------------------------
     def register(self, step):
@@ -317,6 +354,34 @@ class ClientEffects:
             d.addCallback(self.fitPath, step, lease)
         return d
 
+    def connectStandby(self, step, lease):
+        """
+        A tunnel beside the serving one, without mnigs's default route
+        (C{IClientMethod.connect(route=False)}, on a device of its own):
+        sized to its path like any, its passage kept for L{activate}.  It
+        does not wait for another connection's teardown: it takes no
+        route, and its device is its own.
+        """
+        d = defer.maybeDeferred(self.methods[step.method].connect, step, lease, route=False)
+        d.addTimeout(self.config.methods.connect_timeout, self.reactor)
+        if self.dataPath is not None:
+            d.addCallback(self._fit, step, lease)
+        return d
+
+    def activate(self, session):
+        """
+        Make a standby's connection the serving one: mnigs's default route
+        through it (one route replaced: C{IClientConnection.activate}),
+        then the client's table told its passage.  Raises (the route) or
+        fires once the table is updated; what fails in the table is
+        logged, as in L{fitPath}.
+        """
+        connection = session.connection
+        connection.activate()
+        if self.dataPath is None:
+            return defer.succeed(None)
+        return self._carry(connection)
+
     def fitPath(self, connection, step, lease):
         """
         A new connection's tunnel sized to the path to its gateway (the
@@ -325,15 +390,27 @@ class ClientEffects:
         for a shared LAN, MSS clamping).  Fires with C{connection}; what
         fails here is logged and the connection used as it is.
         """
-        passage = None
+        self._fit(connection, step, lease)
+        return self._carry(connection).addBoth(lambda _: connection)
+
+    def _fit(self, connection, step, lease):
         try:
             passage = self._passage(connection, step, lease)
         except Exception:
             log.failure("could not fit the tunnel {device} to its path",
                         device=getattr(connection, "device", None))
+        else:
+            if passage is not None:
+                self.passages[connection] = passage
+        return connection
+
+    def _carry(self, connection):
+        "The client's table takes C{connection}'s passage (if it has one)."
+        passage = self.passages.get(connection)
         if passage is None:
-            return connection
-        return self.dataPath.online(passage).addBoth(lambda _: connection)
+            return defer.succeed(None)
+        self.carrying = connection
+        return self.dataPath.online(passage)
 
     def _passage(self, connection, step, lease):
         from mnigs.client.datapath import Passage
@@ -412,13 +489,18 @@ class ClientEffects:
                            interval=VERIFY_INTERVAL, deadline=deadline)
 
     def disconnect(self, session):
+        self._stopWatching(session)
         self._stopProbing(session)
         return self._takeDown(session)
 
     def _takeDown(self, session):
-        d = defer.maybeDeferred(session.connection.disconnect)
+        connection = session.connection
+        d = defer.maybeDeferred(connection.disconnect)
         d.addErrback(lambda f: log.failure("could not take the connection down", f))
-        if self.dataPath is not None:
+        if self.dataPath is not None and self.carrying is connection:
+            # A standby, or a connection whose standby took over, leaves
+            # the table to the serving one.
+            self.carrying = None
             d.addCallback(lambda _: self.dataPath.offline())
         previous = self.teardown
         self.teardown = defer.gatherResults([previous, d], consumeErrors=True).addBoth(lambda _: None)
@@ -437,6 +519,8 @@ class ClientEffects:
         device = session.connection.device
         if not inner or "inner route" in session.warned or session.step.method == "forward":
             return
+        if getattr(self.routing, "installedOn", device) != device:
+            return  # a standby: what is addressed to it goes through the serving tunnel
         try:
             leavesBy = self.routing.outgoingDevice(inner)
         except Exception:
@@ -470,16 +554,32 @@ class ClientEffects:
     # -- an online session ------------------------------------------------
     def startSession(self, session: Session) -> None:
         """
-        The watchers of an online session, each reporting to
-        C{self.reports}: the health monitor (probes through the tunnel),
-        the lease renewal, the route check (every second and on route
-        changes: L{checkSession}), the offer watch and the connection's
-        own loss.  L{endSession} stops them.
+        An online session: its watchers (L{watch}; a promoted standby's
+        run already), the quality history, the lease's resolvers and the
+        C{online} hook.  L{endSession} stops them.
         """
         now = self.reactor.seconds()
         quality = self.history.get(session.step.gatewayId)
         quality.sessionStarted(now)
         self._saveHistory()
+        if session.health is None:
+            self.watch(session)
+        if self.resolvers is not None:
+            # forward's device is the mesh interface, not one of its own
+            self.resolvers.online(session.connection.device, session.step.method != "forward",
+                                  leaseResolvers(session.lease, session.step.gateway),
+                                  session.step.gateway)
+        self._hook("online", session, "")
+
+    def watch(self, session: Session) -> None:
+        """
+        The watchers of a session, each reporting to C{self.reports}
+        about it (the serving session and the standbys alike): the health
+        monitor (probes through the tunnel), the lease renewal, the route
+        check (every second and on route changes: L{checkSession}), the
+        offer watch and the connection's own loss.  L{endSession} and
+        L{disconnect} stop them.
+        """
         reports = self.reports
 
         self._probing(session)
@@ -510,12 +610,15 @@ class ClientEffects:
         lost.addCallbacks(lambda reason: reports.lost(session, Reason(TUNNEL, reason)),
                           lambda failure: failure.trap(defer.CancelledError))
         session.stoppers.append(lost.cancel)
-        if self.resolvers is not None:
-            # forward's device is the mesh interface, not one of its own
-            self.resolvers.online(session.connection.device, session.step.method != "forward",
-                                  leaseResolvers(session.lease, session.step.gateway),
-                                  session.step.gateway)
-        self._hook("online", session, "")
+
+    @staticmethod
+    def _stopWatching(session: Session) -> None:
+        for stop in session.stoppers:
+            try:
+                stop()
+            except Exception:
+                pass
+        session.stoppers = []
 
     def checkSession(self, session: Session) -> None:
         """
@@ -538,13 +641,13 @@ class ClientEffects:
             self.resolvers.offline()
 
     def endSession(self, session):
+        self._stopServing(session)
+        return self._takeDown(session)
+
+    def _stopServing(self, session):
+        "The session serves no more: its watchers, its quality history, the offline hook."
         now = self.reactor.seconds()
-        for stop in session.stoppers:
-            try:
-                stop()
-            except Exception:
-                pass
-        session.stoppers = []
+        self._stopWatching(session)
         quality = self.history.get(session.step.gatewayId)
         # Tunnels that count their bytes (openvpn's bytecount) say how much
         # this session carried.
@@ -558,7 +661,58 @@ class ClientEffects:
         quality.sessionEnded(now, now - session.startedAt)
         self._saveHistory()
         self._hook("offline", session, "")
-        return self._takeDown(session)
+
+    # -- planned moves, made before break ----------------------------------
+    def canConnectBeside(self, session, step):
+        """
+        Make-before-break needs the old session's connections pinnable
+        (C{routing.keep_old}, the client's table carrying its own tunnel:
+        not C{forward}, whose device is the mesh's) and a method that can
+        bring the new tunnel up on a device of its own (C{slots}).
+        """
+        return (self.kept is not None and self.carrying is session.connection
+                and session.step.method != "forward"
+                and getattr(self.methods.get(step.method), "slots", 1) > 1)
+
+    def handOver(self, old, new):
+        """
+        The new session serves: C{old}'s flows are pinned to its tunnel
+        (L{mnigs.client.pinning.KeptSessions.hold}) before mnigs's route
+        moves to C{new}'s (L{activate}); C{old} then ends as a session
+        and is kept, with its lease renewed, until its keeper lets it go
+        (none of its connections left, C{routing.keep_old} over, its
+        lease lost or its tunnel gone).  What cannot be kept ends now.
+        Fires once the client's table carries C{new} (failures logged).
+        """
+        slot = self.kept.hold(old.connection.device) if self.kept is not None else None
+        try:
+            activated = self.activate(new)
+        except Exception:
+            log.failure("could not move mnigs's route to {device}", device=new.connection.device)
+            activated = defer.succeed(None)
+        self._stopServing(old)
+        if slot is None:
+            self._takeDown(old)
+            self.unregister(old.step, old.lease)
+            return activated
+        keeper = self.kept.keep(slot, old.step.gateway, lambda why: self._letGo(old),
+                                old.step.gatewayId)
+        renewal = Renewal(self.reactor, self.rpc, old, _KeptReports(keeper))
+        renewal.start()
+        lost = old.connection.whenLost()
+        lost.addCallbacks(lambda reason: keeper.end(f"its tunnel went ({reason})"),
+                          lambda failure: failure.trap(defer.CancelledError))
+        old.stoppers += [renewal.stop, lost.cancel]
+        log.info("make-before-break: {gateway}'s connections stay on {device} until they end "
+                 "(routing.keep_old {limit:g} s at most)", gateway=old.step.gateway,
+                 device=old.connection.device, limit=self.kept.keepFor)
+        return activated
+
+    def _letGo(self, old):
+        self._stopWatching(old)
+        d = self._takeDown(old)
+        self.unregister(old.step, old.lease)
+        return d
 
     def announce(self, event, session, reason, nextStep=None):
         extra = () if nextStep is None else (nextStep.gatewayId, nextStep.seen.offer.name or "",
@@ -575,6 +729,16 @@ class ClientEffects:
         self.hooks.run(event, step.gatewayId, step.host, step.method,
                        session.lease["config"].get("address", ""), step.seen.offer.name or "",
                        reason, *extra)
+
+
+class _KeptReports:
+    "What a kept session's renewal reports: a lost lease lets it go."
+
+    def __init__(self, keeper):
+        self.keeper = keeper
+
+    def leaseLost(self, session, reason):
+        self.keeper.end(f"its lease was lost ({reason})")
 
 
 class OfferWatch:

@@ -23,11 +23,24 @@ docs/machines; docs/architecture.md has it too):
     online/degraded --switch-->      registering   (a better gateway, or the policy moved us)
     online/degraded --dropped-->     searching     (it died and nothing else is known)
     online/degraded --use-->         moving        (the operator chose a gateway: mnigsctl use)
+    online/degraded --plannedMove--> moving        (a better gateway held past the margin,
+                                                    or this one says it is unavailable)
     moving       --tryNext-->        moving        (the chosen gateway's next method)
-    moving       --registered-->     connecting    (it granted a lease: the old session ends)
+    moving       --answered-->       online        (made before break: its tunnel came up beside
+                                                    the old one and answered; it serves, the old
+                                                    session's connections stay on its tunnel)
+    moving       --registered-->     connecting    (break before make, where the method cannot
+                                                    hold two tunnels: the old session ends)
     moving       --refused-->        online        (it refused: the session goes on untouched)
     moving       --failover-->       registering   (the old gateway died meanwhile)
     moving       --dropped-->        searching
+    online/degraded/moving --promote--> promoting (a hot standby takes over: a route change)
+    promoting    --promoted-->       online
+    promoting    --failover/dropped--> registering/searching
+    online/degraded --moveToStandby--> handingOver (a planned move to the gateway of a
+                                                    ready standby: made before break)
+    handingOver  --promoted-->       online
+    handingOver  --failover/dropped--> registering/searching
     every state  --stop-->           stopping --stopped--> stopped
                                      (idle and stopped: stopped at once)
 
@@ -41,10 +54,18 @@ returns what the state owns, as Twisted's C{ClientService} does
     registering  C{gateway.register} for the attempt's step
     connecting   the tunnel (L{IClientEffects.connect})
     verifying    a probe through it (L{IClientEffects.verify})
+    promoting    the standby's route and the client's table
+                 (L{IClientEffects.activate}); no RPC on the way
+    handingOver  the old session's flows pinned to its tunnel, then as
+                 promoting (L{IClientEffects.handOver})
     moving       C{gateway.register} with the chosen gateway, the session
-                 still up (its lease granted, the callback ends the old
-                 session before feeding C{registered}, so the new tunnel
-                 is serialised after the old one's teardown)
+                 still up; once granted, where the method can hold a
+                 second tunnel (L{IClientEffects.canConnectBeside}), that
+                 tunnel beside the old one (L{IClientEffects.connectStandby})
+                 and a probe through it, then C{answered}; otherwise the
+                 callback ends the old session before feeding
+                 C{registered}, so the new tunnel is serialised after the
+                 old one's teardown
 
 A data factory runs before the behaviour of the transition that enters
 its state: leaving a session for the next gateway starts the next
@@ -79,9 +100,10 @@ from automat import TypeMachineBuilder
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 from mnigs.client.plan import Attempt, Step
+from mnigs.client.reasons import SWITCH, Reason, kindOf
 from mnigs.interfaces import IClientConnection, IPinger
 from mnigs.system.backoff import Backoff
 from mnigs.system.tracing import setTrace
@@ -96,6 +118,13 @@ class IClientEffects(Interface):
     Deferred must be cancellable: the machine cancels what it no longer
     waits for.
     """
+
+    def watchGateway(gatewayId):
+        """
+        Deferred[Seen]: fires once that gateway offers something usable
+        again (asked every 0.5 s at the addresses scans met it on; a
+        standby's gateway that went silent); cancellable, never fails.
+        """
 
     def watchRecent():
         """
@@ -126,6 +155,28 @@ class IClientEffects(Interface):
     def connect(step, lease):
         "Deferred[L{IClientConnection}]: the tunnel and routes are up."
 
+    def connectStandby(step, lease):
+        """
+        Deferred[L{IClientConnection}]: a tunnel is up beside the serving
+        one, on a device of its own, without mnigs's default route (a hot
+        standby); L{activate} gives it the route later.
+        """
+
+    def activate(session):
+        """
+        Make a standby's session the serving one: mnigs's default route
+        through its tunnel (a route change) and the client's table told
+        its passage.  Deferred; fails if the route could not be put there.
+        """
+
+    def watch(session):
+        """
+        Start a session's watchers (health probes, renewal, route check,
+        offer watch, the tunnel's loss), reporting about it to the
+        L{ISessionReports}: a standby's before it serves, the serving
+        session's from L{startSession} on.
+        """
+
     def verify(session):
         """
         Deferred[round-trip time]: a probe through the session's tunnel was
@@ -133,18 +184,40 @@ class IClientEffects(Interface):
         with a reason when none is answered within a short deadline.
         """
 
+    def canConnectBeside(session, step):
+        """
+        Whether a planned move from C{session} to C{step}'s gateway can be
+        made before break: the new tunnel brought up beside the session's
+        (L{connectStandby}) and the session's connections kept on its
+        tunnel once the new one serves (L{handOver}; C{routing.keep_old}).
+        """
+
+    def handOver(old, new):
+        """
+        A planned move's new session (verified, beside C{old}) serves now:
+        C{old}'s connections stay on its tunnel (make-before-break,
+        L{mnigs.client.pinning}) while mnigs's default route goes through
+        C{new}'s; C{old} ends (C{offline} hook, quality history) and its
+        tunnel and lease are kept only until none of its connections is
+        left.  Deferred, fired once the client's table carries C{new};
+        never fails.
+        """
+
     def disconnect(session):
         """
         Take down the tunnel of a session that never went online (no
-        watchers, no hooks to undo); serialised with the next connect like
-        C{endSession}.  Deferred.
+        hooks to undo; a standby's watchers stop); serialised with the
+        next connect like C{endSession}.  Deferred.
         """
 
     def unregister(step, lease):
         "Best-effort release; never fails."
 
     def startSession(session):
-        "Start health probes, renewals and watchers for an online session."
+        """
+        An online session: its watchers (L{watch}, unless they run
+        already), the quality history, the lease's resolvers, the hook.
+        """
 
     def endSession(session):
         "Stop them, take the tunnel and routes down; Deferred."
@@ -189,6 +262,94 @@ class ISessionReports(Interface):
 
     def probeSample(session, rtt):
         "One health probe round's result (None: unanswered), for the quality history."
+
+
+class IStandbys(Interface):
+    """
+    The client's hot standbys (L{mnigs.client.standby.Standbys}): what the
+    machine tells them (L{serving}, L{take}, L{release}) and what the
+    agent asks and tells them (the rest).
+    """
+
+    def best():
+        "A ready standby's session to promote, or None."
+
+    def owns(session):
+        "Whether C{session} is a standby's (its watchers' reports go to L{lost})."
+
+    def lost(session, reason):
+        "A standby's watcher reports its loss: it is replaced."
+
+    def retry():
+        "The routes or the ranking changed: a replacement waiting on its backoff is made now."
+
+    def keepOnly(usable):
+        "The policy changed: release the standbys of gateways not in C{usable} (ids)."
+
+    def qualities():
+        """
+        C{{gateway id: Quality}} of the ready standbys, as their own health
+        monitors measure them (L{mnigs.client.health}), for the
+        degradation judge.
+        """
+
+    def describe():
+        "Status (C{mnigsctl status}'s C{standby})."
+
+    def serving(session):
+        "The client is online through C{session}: keep standbys for other gateways."
+
+    def take(session):
+        "C{session}, a ready standby's, is being promoted: it is no standby any more."
+
+    def readyFor(gatewayId):
+        "A ready standby's session with the gateway C{gatewayId}, or None."
+
+    def release(keepLeaseAt=None):
+        """
+        The client left online other than by a promotion: every standby
+        goes (cancelled, tunnels down, leases released, but that of the
+        gateway C{keepLeaseAt}, which the client is registering with: it
+        answers with that same lease).  Deferred.
+        """
+
+
+@implementer(IStandbys)
+class NoStandbys:
+    "No standbys (C{standby.count = 0}, and the tests of the machine alone)."
+
+    def serving(self, session):
+        pass
+
+    def take(self, session):
+        pass
+
+    def release(self, keepLeaseAt=None):
+        return defer.succeed(None)
+
+    def best(self):
+        return None
+
+    def readyFor(self, gatewayId):
+        return None
+
+    def owns(self, session):
+        return False
+
+    def keepOnly(self, usable):
+        pass
+
+    def lost(self, session, reason):
+        pass
+
+    def retry(self):
+        pass
+
+    def qualities(self):
+        return {}
+
+    def describe(self):
+        return {"count": 0, "standbys": []}
 
 
 @dataclass
@@ -306,14 +467,20 @@ class Moving:
     The data of moving: the session that goes on while the chosen
     gateway is asked for a lease, the attempt (the chosen gateway's steps
     first, then the usual plan as the fallback once the old session is
-    left), the registration under way, and C{reply}, which the operator's
-    request waits on: it fires with the lease's gateway once one is
-    granted, or fails with ValueError saying why the client stays.
+    left), the operation under way (the registration; made before break,
+    then the new tunnel beside the old and a probe through it), and
+    C{reply}, which the operator's request waits on: it fires with the
+    lease's gateway once one is granted, or fails with ValueError saying
+    why the client stays (C{None} for a planned move of the agent's).
     """
     session: Session
     attempt: Attempt
-    reply: defer.Deferred
+    reply: defer.Deferred | None
     operation: defer.Deferred | None = None
+    #: make-before-break: the new lease, then the new tunnel's session
+    #: beside the old one, until it is verified (or fails)
+    lease: dict | None = None
+    beside: Session | None = None
 
     @property
     def chosenId(self) -> str:
@@ -323,13 +490,39 @@ class Moving:
         if self.operation is not None and not self.operation.called:
             self.operation.cancel()
 
+    def abandon(self, effects: IClientEffects) -> None:
+        """
+        Leave the move: what is under way is cancelled, a tunnel brought
+        up beside the old one taken down and its lease released.
+        """
+        self.cancel()
+        beside, lease, self.beside, self.lease = self.beside, self.lease, None, None
+        if beside is not None:
+            effects.disconnect(beside)
+        if lease is not None:
+            effects.unregister(self.attempt.step, lease)
+
     def answer(self, value=None, error: str = "") -> None:
-        if self.reply.called:
+        if self.reply is None or self.reply.called:
             return
         if error:
             self.reply.errback(ValueError(error))
         else:
             self.reply.callback(value)
+
+
+@dataclass
+class Promoting:
+    """
+    The data of promoting: the standby's session taking over, and the
+    route change under way (L{IClientEffects.activate}).
+    """
+    session: Session
+    operation: defer.Deferred | None = None
+
+    def cancel(self):
+        if self.operation is not None and not self.operation.called:
+            self.operation.cancel()
 
 
 @dataclass
@@ -391,6 +584,25 @@ class Client(Protocol):
     def dropped(self, session: Session, reason: str) -> None:
         "The gateway died and nothing else is known: search again."
 
+    def promote(self, standby: Session, session: Session, reason: str) -> None:
+        """
+        The gateway of C{session} failed (C{reason}) and C{standby}, a hot
+        standby's session (L{IStandbys}), is ready: it takes over by a
+        route change.
+        """
+
+    def promoted(self, session: Session) -> None:
+        "The promoted standby's route is in place: it serves."
+
+    def moveToStandby(self, standby: Session, session: Session, reason: str,
+                      reply: defer.Deferred | None) -> None:
+        """
+        A planned move (as L{plannedMove} or L{use}, C{reply} then) to the
+        gateway of C{standby}, a ready hot standby's session: made before
+        break by a route change, C{session}'s connections staying on its
+        tunnel (L{IClientEffects.handOver}).
+        """
+
     def switch(self, session: Session, attempt: Attempt, reason: str = "") -> None:
         """
         A better gateway has been better for long enough, or the policy
@@ -402,6 +614,14 @@ class Client(Protocol):
         The operator chose the gateway of C{attempt}'s first step: ask it
         for a lease while the session goes on.  C{reply} fires once it
         grants one, or fails with ValueError saying why the client stays.
+        """
+
+    def plannedMove(self, session: Session, attempt: Attempt, reason: str) -> None:
+        """
+        A move the agent planned (a better gateway held past the switch
+        margin, or the gateway says it is unavailable): as L{use}, the
+        first step's gateway is asked while the session goes on, and the
+        session's connections are kept where the method allows.
         """
 
     def refused(self, session: Session, reason: str) -> None:
@@ -542,6 +762,7 @@ class ClientCore:
     session: Session | None = None
     stopWaiters: Waiters[None] = field(default_factory=Waiters)
     trace: Trace | None = None
+    standbys: IStandbys = field(default_factory=NoStandbys)
 
     def __post_init__(self):
         if self.trace is None:
@@ -578,6 +799,15 @@ def _notOnline(client, core, session, attempt, reply):
 
 def _notOnlineWithData(client, core, data: object, session, attempt, reply):
     _notOnline(client, core, session, attempt, reply)
+
+
+def _standbyNotOnline(client, core, standby, session, reason, reply):
+    if reply is not None and not reply.called:
+        reply.errback(ValueError("the client is not online, or is moving already"))
+
+
+def _standbyNotOnlineWithData(client, core, data: object, standby, session, reason, reply):
+    _standbyNotOnline(client, core, standby, session, reason, reply)
 
 
 # -- entering a state: the data factories, which start the state's work ----
@@ -649,107 +879,230 @@ def _registerFor(core: ClientCore, holder, attempt: Attempt, granted, failed) ->
     holder.operation.addCallbacks(granted, refused)
 
 
-def _register(client: Client, core: ClientCore, pending: Pending) -> None:
+def _nextOrExhausted(machine, nextAttempt: Attempt | None, reason: str) -> None:
+    if nextAttempt is None:
+        machine.exhausted(reason)
+    else:
+        machine.tryNext(nextAttempt, reason)
+
+
+def _register(machine, core, pending: Pending) -> None:
     attempt = pending.attempt
-
-    def failed(nextAttempt, reason):
-        if nextAttempt is None:
-            client.exhausted(reason)
-        else:
-            client.tryNext(nextAttempt, reason)
-
-    _registerFor(core, pending, attempt, lambda lease: client.registered(attempt, lease), failed)
+    _registerFor(core, pending, attempt, lambda lease: machine.registered(attempt, lease),
+                 lambda nextAttempt, reason: _nextOrExhausted(machine, nextAttempt, reason))
 
 
-def register(client: Client, core: ClientCore, *args) -> Pending:
+def register(machine, core, *args) -> Pending:
     """
     Entering registering: register for the attempt's step.  The attempt
     is the input's: C{scanned(attempt)}, C{tryNext(attempt, reason)},
-    C{failover(session, attempt, reason)} or C{switch(session, attempt)}.
+    C{failover(session, attempt, reason)} or C{switch(session, attempt)}
+    (a standby's: C{begin(attempt)}).
     """
     pending = Pending(next(arg for arg in args if isinstance(arg, Attempt)))
-    _register(client, core, pending)
+    _register(machine, core, pending)
     return pending
 
 
 def connect(client: Client, core: ClientCore, attempt: Attempt, lease: dict) -> Pending:
     "Entering connecting: bring the tunnel up for the lease."
+    return bringUp(client, core, attempt, lease, core.effects.connect)
+
+
+def bringUp(machine, core, attempt: Attempt, lease: dict, connect, what: str = "") -> Pending:
+    """
+    Bring a tunnel up with C{connect(step, lease)} (the serving one's, or
+    a standby's: C{what} says which in the reasons), feeding the machine
+    C{connected}, or C{tryNext}/C{exhausted} once the lease is released.
+    """
     pending = Pending(attempt, lease)
     step = attempt.step
-    pending.operation = core.effects.connect(step, lease)
+    pending.operation = connect(step, lease)
 
     def done(connection):
-        client.connected(attempt, Session(step, lease, connection, core.clock.seconds()))
+        machine.connected(attempt, Session(step, lease, connection, core.clock.seconds()))
 
     def failed(failure):
         if failure.check(defer.CancelledError):
             return
         why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
                else failure.getErrorMessage())
-        reason = f"{step.method} to {step.gateway} did not come up: {why}"
+        reason = f"{what}{step.method} to {step.gateway} did not come up: {why}"
         core.effects.noteFailure(step, reason)
         core.effects.unregister(step, lease)
-        nextAttempt = attempt.nextMethod()
-        if nextAttempt is None:
-            client.exhausted(reason)
-        else:
-            client.tryNext(nextAttempt, reason)
+        _nextOrExhausted(machine, attempt.nextMethod(), reason)
 
     pending.operation.addCallbacks(done, failed)
     return pending
 
 
-def verify(client: Client, core: ClientCore, attempt: Attempt, session: Session) -> Verifying:
+def verify(machine, core, attempt: Attempt, session: Session, what: str = "") -> Verifying:
     "Entering verifying: probe through the new tunnel."
     verifying = Verifying(attempt, session)
     verifying.operation = core.effects.verify(session)
 
     def done(rtt):
-        client.answered(session, rtt)
+        machine.answered(session, rtt)
 
     def failed(failure):
         if failure.check(defer.CancelledError):
             return
         step = session.step
-        reason = f"{step.method} to {step.gateway} passes no traffic: {failure.getErrorMessage()}"
+        reason = (f"{what}{step.method} to {step.gateway} passes no traffic: "
+                  f"{failure.getErrorMessage()}")
         core.effects.noteFailure(step, reason)
         core.effects.disconnect(session)
         core.effects.unregister(step, session.lease)
-        nextAttempt = attempt.nextMethod()
-        if nextAttempt is None:
-            client.exhausted(reason)
-        else:
-            client.tryNext(nextAttempt, reason)
+        _nextOrExhausted(machine, attempt.nextMethod(), reason)
 
     verifying.operation.addCallbacks(done, failed)
     return verifying
 
 
 def move(client: Client, core: ClientCore, session: Session, attempt: Attempt,
-         reply: defer.Deferred) -> Moving:
-    "Entering moving: ask the chosen gateway for a lease; the session goes on."
+         replyOrReason) -> Moving:
+    """
+    Entering moving: ask the chosen gateway for a lease; the session goes
+    on.  The input is C{use(session, attempt, reply)} or
+    C{plannedMove(session, attempt, reason)}.
+    """
+    reply = replyOrReason if isinstance(replyOrReason, defer.Deferred) else None
     moving = Moving(session, attempt, reply)
     _registerMove(client, core, moving)
     return moving
+
+
+def _granted(attempt: Attempt) -> dict:
+    step = attempt.step
+    return {"gateway": step.gatewayId, "name": step.seen.offer.name, "method": step.method,
+            "state": "connecting"}
 
 
 def _registerMove(client: Client, core: ClientCore, moving: Moving) -> None:
     attempt = moving.attempt
 
     def granted(lease):
-        # The old session goes before the new tunnel comes up (the effects
-        # serialise the connect after this teardown); its lease is
-        # released by the transition.
+        if core.effects.canConnectBeside(moving.session, attempt.step):
+            moving.lease = lease
+            moving.answer(_granted(attempt))
+            # A standby under way with that gateway holds this very lease
+            # (it answers a second registration with it): the standbys go,
+            # that lease stays, and come back once a session serves.
+            core.standbys.release(attempt.step.gatewayId)
+            _connectBeside(client, core, moving)
+            return
+        # Break before make: the old session goes before the new tunnel
+        # comes up (the effects serialise the connect after this
+        # teardown); its lease is released by the transition.
         core.effects.endSession(moving.session)
         client.registered(attempt, lease)
 
     def failed(nextAttempt, reason):
-        if nextAttempt is None or nextAttempt.step.gatewayId != moving.chosenId:
-            client.refused(moving.session, reason)
-        else:
-            client.tryNext(nextAttempt, reason)
+        _moveFailed(client, moving, nextAttempt, reason)
 
     _registerFor(core, moving, attempt, granted, failed)
+
+
+def _moveFailed(client: Client, moving: Moving, nextAttempt, reason: str) -> None:
+    # The chosen gateway's other steps are tried; past them the session
+    # goes on where it is.
+    if nextAttempt is None or nextAttempt.step.gatewayId != moving.chosenId:
+        client.refused(moving.session, reason)
+    else:
+        client.tryNext(nextAttempt, reason)
+
+
+def _connectBeside(client: Client, core: ClientCore, moving: Moving) -> None:
+    """
+    Made before break: the new tunnel beside the old one, then a probe
+    through it; C{answered} once one is answered, else the lease is
+    released and the next step tried (L{_moveFailed}).
+    """
+    attempt, lease = moving.attempt, moving.lease
+    step = attempt.step
+
+    def connected(connection):
+        beside = moving.beside = Session(step, lease, connection, core.clock.seconds())
+        moving.operation = core.effects.verify(beside)
+        moving.operation.addCallbacks(lambda rtt: client.answered(beside, rtt), failed)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        why = ("nothing within methods.connect_timeout" if failure.check(defer.TimeoutError)
+               else failure.getErrorMessage())
+        reason = (f"{step.method} to {step.gateway} "
+                  + ("passes no traffic" if moving.beside is not None else "did not come up")
+                  + f": {why}")
+        core.effects.noteFailure(step, reason)
+        moving.operation = None
+        moving.abandon(core.effects)
+        _moveFailed(client, moving, attempt.nextMethod(), reason)
+
+    moving.operation = core.effects.connectStandby(step, lease)
+    moving.operation.addCallbacks(connected, failed)
+
+
+def handOverTo(client: Client, core: ClientCore, standby: Session, session: Session,
+               reason: str, reply) -> Promoting:
+    """
+    Entering handingOver: a planned move to a ready standby; C{session}'s
+    flows are pinned to its tunnel before the standby takes mnigs's route
+    and the client's table (L{IClientEffects.handOver}).
+    """
+    handing = Promoting(standby)
+    handing.operation = defer.maybeDeferred(core.effects.handOver, session, standby)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        core.log.failure("could not hand over to the standby via {gateway}", failure,
+                         gateway=standby.step.gateway)
+        client.dropped(standby, f"the hand-over failed: {failure.getErrorMessage()}")
+
+    handing.operation.addCallbacks(lambda _: client.promoted(standby), failed)
+    return handing
+
+
+def promote(client: Client, core: ClientCore, standby: Session, session: Session,
+            reason: str) -> Promoting:
+    """
+    Entering promoting: the standby's session takes mnigs's default route
+    and the client's table (a route change; no RPC on the way).
+    """
+    promoting = Promoting(standby)
+    promoting.operation = defer.maybeDeferred(core.effects.activate, standby)
+
+    def failed(failure):
+        if failure.check(defer.CancelledError):
+            return
+        core.log.failure("could not make the standby via {gateway} the serving session",
+                         failure, gateway=standby.step.gateway)
+        client.dropped(standby, "the standby's route could not be put in place: "
+                                f"{failure.getErrorMessage()}")
+
+    promoting.operation.addCallbacks(lambda _: client.promoted(standby), failed)
+    return promoting
+
+
+# -- the behaviours of a step of a plan, shared with the standbys' machine --
+
+def stepDone(machine, core, pending: Pending, *args) -> None:
+    "A step went through: the next state's data factory takes it on."
+
+
+def registerNext(machine, core, pending: Pending, attempt: Attempt, reason: str) -> None:
+    "A registration failed: register for the next step (C{attempt})."
+    stepNext(machine, core, pending, attempt, reason)
+    pending.attempt = attempt
+    _register(machine, core, pending)
+
+
+def stepNext(machine, core, pending: object, attempt: Attempt, reason: str) -> None:
+    "A step failed (C{reason}); C{attempt}'s is next."
+    core.because(reason)
+    core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
+                  **_named(attempt.step))
 
 
 def _session(client: Client, core: ClientCore, session: Session, *rest) -> Session:
@@ -769,6 +1122,8 @@ def _buildMachine():
     online = builder.state("online", _session)
     degraded = builder.state("degraded", _session)
     moving = builder.state("moving", move)
+    promoting = builder.state("promoting", promote)
+    handingOver = builder.state("handingOver", handOverTo)
     stopping = builder.state("stopping")
     stopped = builder.state("stopped")
 
@@ -798,28 +1153,11 @@ def _buildMachine():
         waiting.cancel()
 
     # -- registering, connecting, verifying -------------------------------
-    @registering.upon(Client.registered).to(connecting)
-    def registeredThenConnect(client, core, pending: Pending, attempt, lease):
-        pass
-
-    @registering.upon(Client.tryNext).loop()
-    def registerNext(client, core, pending: Pending, attempt, reason):
-        core.because(reason)
-        core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
-        pending.attempt = attempt
-        _register(client, core, pending)
-
-    @connecting.upon(Client.connected).to(verifying)
-    def connectedThenVerify(client, core, pending: Pending, attempt, session):
-        pass
-
-    @connecting.upon(Client.tryNext).to(registering)
-    @verifying.upon(Client.tryNext).to(registering)
-    def connectNext(client, core, pending: object, attempt, reason):
-        core.because(reason)
-        core.log.info("{reason}; trying {gateway} over {method}", reason=reason,
-                      **_named(attempt.step))
+    registering.upon(Client.registered).to(connecting)(stepDone)
+    registering.upon(Client.tryNext).loop()(registerNext)
+    connecting.upon(Client.connected).to(verifying)(stepDone)
+    connecting.upon(Client.tryNext).to(registering)(stepNext)
+    verifying.upon(Client.tryNext).to(registering)(stepNext)
 
     @registering.upon(Client.exhausted).to(waiting)
     @connecting.upon(Client.exhausted).to(waiting)
@@ -839,6 +1177,7 @@ def _buildMachine():
                       "in {rtt} ms)", device=session.connection.device,
                       rtt=f"{rtt * 1000:.1f}", **_named(session.step))
         core.effects.startSession(session)
+        core.standbys.serving(session)
 
     @online.upon(Client.probeMissed).to(degraded)
     def degrading(client, core, session: Session, missedSession, count):
@@ -872,6 +1211,7 @@ def _buildMachine():
         core.log.warn("leaving {left}: {reason}; trying {gateway} over {method}",
                       left=session.step.gateway, reason=reason, **_named(attempt.step))
         core.effects.announce("failover", session, reason, attempt.step)
+        core.standbys.release(attempt.step.gatewayId)
         leave(core, session, reason)
 
     @online.upon(Client.dropped).to(searching)
@@ -881,6 +1221,7 @@ def _buildMachine():
         core.log.warn("leaving {left}: {reason}; searching", left=session.step.gateway,
                       reason=reason)
         core.effects.announce("failover", session, reason)
+        core.standbys.release()
         leave(core, session, reason)
 
     @online.upon(Client.switch).to(registering)
@@ -889,7 +1230,68 @@ def _buildMachine():
         core.because(f"switching to {'the better gateway ' if not reason else ''}"
                      f"{attempt.step.gateway}" + (f": {reason}" if reason else ""))
         core.log.info("{reason}", reason=core.reason)
+        core.standbys.release(attempt.step.gatewayId)
         leave(core, session, "")
+
+    # -- promoting: a hot standby takes over by a route change -------------
+    @online.upon(Client.promote).to(promoting)
+    @degraded.upon(Client.promote).to(promoting)
+    def promotingStandby(client, core, session: Session, standby, lostSession, reason):
+        # The factory moved the route first; the old session's teardown
+        # leaves it alone (its connection no longer holds it).
+        core.because(Reason(kindOf(reason), f"{reason}; the standby via "
+                                            f"{standby.step.gateway} takes over"))
+        core.log.warn("leaving {left}: {reason}; the standby via {gateway} over {method} "
+                      "takes over (a route change)", left=session.step.gateway, reason=reason,
+                      **_named(standby.step))
+        core.effects.announce("failover", session, reason, standby.step)
+        core.standbys.take(standby)
+        leave(core, session, reason)
+        core.session = standby
+
+    @moving.upon(Client.promote).to(promoting)
+    def promotingWhileMoving(client, core, moving: Moving, standby, lostSession, reason):
+        moving.abandon(core.effects)
+        moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
+        promotingStandby(client, core, moving.session, standby, lostSession, reason)
+
+    @online.upon(Client.moveToStandby).to(handingOver)
+    @degraded.upon(Client.moveToStandby).to(handingOver)
+    def handingOverToStandby(client, core, session: Session, standby, movedSession, reason,
+                             reply):
+        # The factory pinned the old session's flows, then moved the route.
+        core.because(Reason(kindOf(reason, SWITCH),
+                            f"moving to the standby via {standby.step.gateway}: {reason}; the "
+                            f"connections through {session.step.gateway} stay on its tunnel"))
+        core.log.info("{reason}", reason=core.reason)
+        core.standbys.take(standby)
+        core.session = standby
+        if reply is not None and not reply.called:
+            reply.callback(dict(standby.step.describe(), state="online"))
+
+    @promoting.upon(Client.promoted).to(online)
+    @handingOver.upon(Client.promoted).to(online)
+    def servingViaStandby(client, core, promoting: Promoting, session):
+        core.because("")
+        core.backoff.reset()
+        session.startedAt = core.clock.seconds()
+        core.log.info("online via {gateway} over {method} (the standby on {device} took over)",
+                      device=session.connection.device, **_named(session.step))
+        core.effects.startSession(session)
+        core.standbys.serving(session)
+
+    @promoting.upon(Client.failover).to(registering)
+    @handingOver.upon(Client.failover).to(registering)
+    def failingOverWhilePromoting(client, core, promoting: Promoting, lostSession, attempt,
+                                  reason):
+        promoting.cancel()
+        failingOver(client, core, promoting.session, lostSession, attempt, reason)
+
+    @promoting.upon(Client.dropped).to(searching)
+    @handingOver.upon(Client.dropped).to(searching)
+    def droppedWhilePromoting(client, core, promoting: Promoting, lostSession, reason):
+        promoting.cancel()
+        droppedOut(client, core, promoting.session, lostSession, reason)
 
     # -- moving: the operator's choice, asked while the session goes on ---
     @online.upon(Client.use).to(moving)
@@ -899,11 +1301,40 @@ def _buildMachine():
                      "(mnigsctl use); staying on the current one until it grants one")
         core.log.info("{reason}", reason=core.reason)
 
+    @online.upon(Client.plannedMove).to(moving)
+    @degraded.upon(Client.plannedMove).to(moving)
+    def planningMove(client, core, session: Session, movedSession, attempt, reason):
+        # counted as a move away from the gateway (SWITCH, or the
+        # reason's own kind: a gateway saying it is unavailable)
+        core.because(Reason(kindOf(reason, SWITCH),
+                            f"moving to {attempt.step.gateway}: {reason}; staying on the "
+                            "current gateway until the new one answers"))
+        core.log.info("{reason}", reason=core.reason)
+
     @moving.upon(Client.tryNext).loop()
     def moveNext(client, core, moving: Moving, attempt, reason):
         core.because(reason)
         moving.attempt = attempt
         _registerMove(client, core, moving)
+
+    @moving.upon(Client.answered).to(online)
+    def movedOver(client, core, moving: Moving, session, rtt):
+        # The new tunnel came up beside the old one and answered: it
+        # serves now, and the old one keeps its connections.
+        old = moving.session
+        moving.beside = moving.lease = None
+        core.session = session
+        core.because(f"moved to {session.step.gateway} before leaving {old.step.gateway}, "
+                     "whose connections stay on its tunnel until they end")
+        core.backoff.reset()
+        session.startedAt = core.clock.seconds()
+        core.log.info("online via {gateway} over {method} (a probe through {device} answered "
+                      "in {rtt} ms); {left}'s connections stay on {old}", left=old.step.gateway,
+                      old=old.connection.device, device=session.connection.device,
+                      rtt=f"{rtt * 1000:.1f}", **_named(session.step))
+        core.effects.handOver(old, session)
+        core.effects.startSession(session)
+        core.standbys.serving(session)
 
     @moving.upon(Client.registered).to(connecting)
     def movedOn(client, core, moving: Moving, attempt, lease):
@@ -913,30 +1344,35 @@ def _buildMachine():
         core.log.info("{reason}", reason=core.reason)
         core.session = None
         core.effects.unregister(session.step, session.lease)
+        core.standbys.release(attempt.step.gatewayId)
         moving.answer({"gateway": attempt.step.gatewayId, "name": attempt.step.seen.offer.name,
                        "method": attempt.step.method, "state": "connecting"})
 
     @moving.upon(Client.refused).to(online)
     def stayOn(client, core, moving: Moving, session, reason):
+        moving.operation = None
+        core.standbys.serving(moving.session)
         core.because(f"staying on {moving.session.step.gateway}: {reason}")
         core.log.warn("{reason}", reason=core.reason)
         moving.answer(error=f"{reason}; staying on {moving.session.step.gateway}")
 
     @moving.upon(Client.failover).to(registering)
     def failingOverWhileMoving(client, core, moving: Moving, lostSession, attempt, reason):
-        moving.cancel()
+        moving.abandon(core.effects)
         moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
         failingOver(client, core, moving.session, lostSession, attempt, reason)
 
     @moving.upon(Client.dropped).to(searching)
     def droppedWhileMoving(client, core, moving: Moving, lostSession, reason):
-        moving.cancel()
+        moving.abandon(core.effects)
         moving.answer(error=f"the current gateway was lost meanwhile ({reason})")
         droppedOut(client, core, moving.session, lostSession, reason)
 
     @moving.upon(Client.use).loop()
     def alreadyMoving(client, core, moving: Moving, usedSession, attempt, reply):
-        reply.errback(ValueError(f"already asking {moving.attempt.step.gateway} for a lease"))
+        reply.errback(ValueError(f"already moving to {moving.attempt.step.gateway}"))
+
+    moving.upon(Client.plannedMove).loop()(_ignoreWithData)
 
     moving.upon(Client.probeMissed).loop()(_ignoreWithData)
     moving.upon(Client.probeAnswered).loop()(_ignoreWithData)
@@ -985,13 +1421,20 @@ def _buildMachine():
         core.session = None
         ending = defer.maybeDeferred(core.effects.endSession, session)
         released = defer.maybeDeferred(core.effects.unregister, session.step, session.lease)
-        defer.DeferredList([ending, released], consumeErrors=True).addBoth(
+        standbys = defer.maybeDeferred(core.standbys.release)
+        defer.DeferredList([ending, released, standbys], consumeErrors=True).addBoth(
             lambda _: client.stopped())
         return d
 
+    @promoting.upon(Client.stop).to(stopping)
+    @handingOver.upon(Client.stop).to(stopping)
+    def stopPromoting(client, core, promoting: Promoting):
+        promoting.cancel()
+        return stopSession(client, core, promoting.session)
+
     @moving.upon(Client.stop).to(stopping)
     def stopMoving(client, core, moving: Moving):
-        moving.cancel()
+        moving.abandon(core.effects)
         moving.answer(error="the client is stopping")
         return stopSession(client, core, moving.session)
 
@@ -1049,11 +1492,21 @@ def _buildMachine():
                   Client.stopped),
     }
     ignored[moving] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
-                       Client.retry, Client.exhausted, Client.connected, Client.answered,
-                       Client.switch, Client.stopped)
+                       Client.retry, Client.exhausted, Client.connected, Client.switch,
+                       Client.stopped)
+    ignored[promoting] = ignored[handingOver] = (Client.start, Client.scanned, Client.nothingFound, Client.scanStale,
+                          Client.retry, Client.registered, Client.tryNext, Client.exhausted,
+                          Client.connected, Client.answered, Client.probeMissed,
+                          Client.probeAnswered, Client.switch, Client.stopped, Client.promote)
     for state in ignored:
         if state is not moving:
             ignored[state] += (Client.refused,)
+        if state not in (online, degraded, moving):
+            ignored[state] += (Client.plannedMove,)
+        if state not in (online, degraded, moving, promoting, handingOver):
+            ignored[state] += (Client.promote,)
+        if state not in (promoting, handingOver):
+            ignored[state] += (Client.promoted,)
     for state, inputs in ignored.items():
         ignore = _ignore if state in (idle, stopping, stopped) else _ignoreWithData
         for name in inputs:
@@ -1061,8 +1514,16 @@ def _buildMachine():
 
     # the operator's choice only moves an online client (the agent asks
     # only then); a late one is answered, not lost
-    for state in (searching, waiting, registering, connecting, verifying):
+    for state in (searching, waiting, registering, connecting, verifying, promoting,
+                  handingOver):
         state.upon(Client.use).loop()(_notOnlineWithData)
+    # a planned move to a standby is asked only of an online client; a
+    # late one is answered
+    for state in (searching, waiting, registering, connecting, verifying, promoting,
+                  handingOver, moving):
+        state.upon(Client.moveToStandby).loop()(_standbyNotOnlineWithData)
+    for state in (idle, stopping, stopped):
+        state.upon(Client.moveToStandby).loop()(_standbyNotOnline)
     for state in (idle, stopping, stopped):
         state.upon(Client.use).loop()(_notOnline)
 
@@ -1106,6 +1567,11 @@ def _buildMachine():
     def describeMoving(client, core, moving: Moving):
         return core.status("moving", current=moving.session.describe(core.clock.seconds()),
                            attempt=moving.attempt.step.describe())
+
+    @promoting.upon(Client.describe).loop()
+    @handingOver.upon(Client.describe).loop()
+    def describePromoting(client, core, promoting: Promoting):
+        return core.status("promoting", current=promoting.session.describe(core.clock.seconds()))
 
     @stopping.upon(Client.describe).loop()
     def describeStopping(client, core):

@@ -31,14 +31,17 @@ from mnigs.web.metrics import SnapshotCollector, directly, newRegistry
 
 #: The client machine's states (L{mnigs.client.machine}).
 STATES = ("idle", "searching", "waiting", "registering", "connecting", "verifying",
-          "online", "degraded", "stopping", "stopped")
+          "online", "degraded", "moving", "promoting", "handingOver", "stopping", "stopped")
 
 #: Where the client has a gateway to lose.
 _HOLDING = frozenset({"online", "degraded"})
 #: The inputs that leave it: a lost gateway (failover: another one is
-#: tried; dropped: nothing else was known) or a move to a better one.
-_LOST = frozenset({"failover", "dropped"})
-_LEAVING = _LOST | {"switch"}
+#: tried; dropped: nothing else was known; promote: a hot standby takes
+#: over) or a move: the policy's, or a planned one (made before break;
+#: counted as it is asked for, by its reason's kind: a better gateway,
+#: a gateway saying it is unavailable).
+_LOST = frozenset({"failover", "dropped", "promote"})
+_LEAVING = _LOST | {"switch", "plannedMove", "moveToStandby"}
 
 # Outages last from a second (a failover to a known gateway) to minutes (a
 # mesh that has to relearn its routes first).
@@ -125,7 +128,7 @@ class ClientMetrics:
         # The machine explains every move away from a gateway (the reason
         # the session's watcher reported, or "switching to ...").
         if transition.old in _HOLDING and transition.input in _LEAVING:
-            default = SWITCH if transition.input == "switch" else OTHER
+            default = OTHER if transition.input in _LOST else SWITCH
             self.failovers.labels(kindOf(transition.reason, default)).inc()
 
     # -- the session's reports ---------------------------------------------

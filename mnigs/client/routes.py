@@ -101,6 +101,8 @@ class PolicyRouting:
         self.prefixes = tuple(prefixes)
         self.interfaces = tuple(interfaces)
         self.failClosed = failClosed
+        #: the device mnigs's default route goes through (L{install}), or None
+        self.installedOn: str | None = None
 
     def _ours(self, ipr, family=socket.AF_INET):
         return [rule for rule in ipr.get_rules(family=family)
@@ -111,6 +113,7 @@ class PolicyRouting:
         Remove mnigs's rules and routes, IPv4 and IPv6: what a previous
         run left behind after a crash, or this run's on leaving.
         """
+        self.installedOn = None
         with self._ipr() as ipr:
             for family in FAMILIES:
                 self._clearFamily(ipr, family)
@@ -133,7 +136,9 @@ class PolicyRouting:
         Point mnigs's default route at C{interface} (a tunnel), or at
         C{gateway} on it (forward), from C{source}; with C{source6} (the
         lease's inner IPv6 address on C{interface}) IPv6's too, else
-        mnigs has no IPv6 route or rule.
+        mnigs has no IPv6 route or rule.  The route is replaced in one
+        netlink call, so moving it from one connection to another (a
+        standby taking over) leaves no moment without one.
         """
         with self._ipr() as ipr:
             index = ipr.link_lookup(ifname=interface)
@@ -147,6 +152,7 @@ class PolicyRouting:
             if source6 is not None:
                 source6 = str(ipaddress.IPv6Address(source6))
             ipr.route("replace", **route)
+            self.installedOn = interface
             self._addRules(ipr, socket.AF_INET)
             if source6 is None:
                 self._clearFamily(ipr, socket.AF_INET6)  # a previous gateway's
@@ -165,18 +171,23 @@ class PolicyRouting:
                               family=4 if family == socket.AF_INET else 6):
             ipr.rule("add", **rule)
 
-    def withdraw(self) -> None:
+    def withdraw(self, interface: str | None = None) -> None:
         """
         A connection went: remove mnigs's rules and routes (L{clear}), or,
         failing closed, replace its default route by an unreachable one
         and keep (or put back) the rules, so that what would take a
         default route goes nowhere until the next L{install} or L{clear};
         IPv6's too when the connection had IPv6 (mnigs's IPv6 rules are
-        there).
+        there).  With C{interface}, only when mnigs's default route goes
+        through it: a connection that never held the route (a standby), or
+        whose route another connection took over, leaves it alone.
         """
+        if interface is not None and interface != self.installedOn:
+            return
         if not self.failClosed:
             self.clear()
             return
+        self.installedOn = None
         with self._ipr() as ipr:
             ipr.route("replace", dst="0.0.0.0/0", table=self.table, type=UNREACHABLE)
             self._addRules(ipr, socket.AF_INET)

@@ -24,6 +24,7 @@ from mnigs.client.health import HealthMonitor
 from mnigs.client.pacing import Pacing
 from mnigs.client.history import HistoryFile, QualityHistory
 from mnigs.client.ranking import Policy, SwitchPolicy
+from mnigs.client.pinning import ConntrackCounter, KeptSessions, PinRouting
 from mnigs.client.routes import PolicyRouting
 from mnigs.daemon.hooks import Hooks
 from mnigs.daemon.identity import KEY_FILE, loadOrCreateKey
@@ -144,7 +145,13 @@ class ClientService(MultiService):
                 NftRunner(reactor), config.share.table, config.share.prefixes,
                 config.share.interfaces, clamp=config.mtu.clamp_mss,
                 forwarding=Forwarding(marker=os.path.join(stateDir, FORWARDING_MARKER)),
-                forwarding6=Forwarding6(marker=os.path.join(stateDir, FORWARDING6_MARKER)))
+                forwarding6=Forwarding6(marker=os.path.join(stateDir, FORWARDING6_MARKER)),
+                pinning=config.routing.keep_old > 0)
+        self.kept = None
+        if config.routing.keep_old > 0 and getattr(self.dataPath, "pinning", False):
+            pins = PinRouting(config.routing.table, config.routing.rule_priority)
+            self.kept = KeptSessions(reactor, self.dataPath, pins, ConntrackCounter(),
+                                     config.routing.keep_old)
         self.history = QualityHistory(reactor, HistoryFile(stateDir))
         self.history.load()
         policyConfig = config.policy
@@ -167,14 +174,15 @@ class ClientService(MultiService):
             self.history, self.routing, self._health,
             Hooks(reactor, {event: config.hooks[event] for event in CLIENT_HOOK_EVENTS},
                   config.hooks.max_running),
-            self.clientKey, resolvers=self.resolvers, dataPath=self.dataPath)
+            self.clientKey, resolvers=self.resolvers, dataPath=self.dataPath, kept=self.kept)
         self.agent = wire(ClientAgent(reactor, self.effects, self.history,
                                       SwitchPolicy(policyConfig.switch_margin,
                                                    policyConfig.switch_hold),
                                       config.discovery.rescan_interval,
                                       degrade=DegradeJudge(DegradeRules.fromConfig(config),
                                                            reactor),
-                                      falseLosses=FalseLossCheck(reactor, rpc)), self.effects,
+                                      falseLosses=FalseLossCheck(reactor, rpc),
+                                      standbys=self._standbys()), self.effects,
                           observers=[self.metrics] if self.metrics is not None else [])
         if self.metrics is not None:
             from mnigs.web.metrics import inReactorThread
@@ -191,6 +199,15 @@ class ClientService(MultiService):
                                {"service": self, "agent": self.agent, "history": self.history,
                                 "effects": self.effects, "config": config}).setServiceParent(self)
         _Lifecycle(self).setServiceParent(self)
+
+    def _standbys(self):
+        "C{[standby]}: the hot standbys, or none (C{count = 0})."
+        count = self.config.standby.count
+        if count <= 0:
+            return None
+        from mnigs.client.standby import Standbys
+
+        return Standbys(self.reactor, self.effects, count, self.effects.planStandby)
 
     def _resolverKeeper(self, stateDir):
         """
@@ -298,6 +315,8 @@ class _Lifecycle(Service):
             from mnigs.daemon.reload import handleSIGHUP
             self.restoreSIGHUP = handleSIGHUP(service.reactor, service.reloader().reload)
         service.routing.clear()  # whatever a crashed run left
+        if service.kept is not None:
+            service.kept.pins.clear()
         service.resolvers.recover()  # runs before any later change
         service.dataPath.start()  # replaces whatever table a crashed run left
         # The id stays out of info lines: it names this device to whoever
@@ -313,9 +332,14 @@ class _Lifecycle(Service):
             self.restoreSIGHUP()
         service = self.clientService
         d = service.agent.stop()
+        if service.kept is not None:
+            d.addBoth(lambda result: service.kept.releaseAll("the client stops").addBoth(
+                lambda _: result))
 
         def cleanUp(result):
             service.routing.clear()
+            if service.kept is not None:
+                service.kept.pins.clear()
             service.resolvers.offline()
             return service.resolvers.settled().addBoth(lambda _: saved(result))
 

@@ -290,8 +290,11 @@ class CjdnsConnection:
         self._loss.end()
         if self._watch.running:
             self._watch.stop()
-        self.client.routing.withdraw()
+        self.client.routing.withdraw(self.device)
         yield self.client._remove(self.number)
+
+    def activate(self):
+        self.client.routing.install(self.device, source=str(self.address))
 
     def describe(self):
         return {"interface": self.client.tunInterface, "address": str(self.address),
@@ -307,6 +310,7 @@ class CjdnsClient:
     """
 
     name = "cjdns"
+    slots = 1  # every connection shares cjdns's one TUN interface
 
     def __init__(self, reactor, admin, routing, publicKey: str, tunInterface: str,
                  addresses=None, connectTimeout: float = 30.0, pollInterval: float = 0.25,
@@ -345,7 +349,7 @@ class CjdnsClient:
             log.info("cjdns tunnel {n} not removed: {e}", n=number, e=str(e))
 
     @defer.inlineCallbacks
-    def connect(self, step, lease):
+    def connect(self, step, lease, route=True):
         try:
             gatewayKey = canonicalKey((step.offerEntry or {}).get("public_key"))
             config = checkLeaseConfig(lease.get("config"))
@@ -365,7 +369,8 @@ class CjdnsClient:
                     raise TunnelTimeout(f"{address} did not appear on {self.tunInterface} "
                                         f"within {self.connectTimeout} s")
                 yield deferLater(self.reactor, self.pollInterval)
-            self.routing.install(self.tunInterface, source=str(address))
+            if route:
+                self.routing.install(self.tunInterface, source=str(address))
         except Exception:  # a timeout, a routing failure, or cancellation
             yield self._remove(number)
             raise

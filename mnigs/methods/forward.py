@@ -163,10 +163,11 @@ class ForwardGateway:
 
 @implementer(IClientConnection)
 class ForwardConnection:
-    def __init__(self, routing, interface, gateway):
+    def __init__(self, routing, interface, gateway, source=None):
         self.routing = routing
         self.interface = interface
         self.gateway = gateway
+        self.source = source
         self._loss = Loss()  # plain forwarding has no daemon to die
 
     @property
@@ -175,8 +176,11 @@ class ForwardConnection:
 
     def disconnect(self):
         self._loss.end()
-        self.routing.withdraw()
+        self.routing.withdraw(self.interface)
         return defer.succeed(None)
+
+    def activate(self):
+        self.routing.install(self.interface, gateway=self.gateway, source=self.source)
 
     def whenLost(self):
         return self._loss.when()
@@ -197,6 +201,7 @@ class ForwardClient:
     """
 
     name = "forward"
+    slots = 1  # the mesh interface is the device: one route through it at a time
 
     def __init__(self, netlink, routing):
         self.netlink = netlink
@@ -208,18 +213,20 @@ class ForwardClient:
     def checkAgainstOffer(self, offerEntry, config):
         return None  # no tunnel: nothing in the offer to pin
 
-    def connect(self, step, lease):
-        return defer.maybeDeferred(self._connect, lease)
+    def connect(self, step, lease, route=True):
+        return defer.maybeDeferred(self._connect, lease, route)
 
-    def _connect(self, lease):
+    def _connect(self, lease, route):
         config = lease["config"]
         gateway = ipaddress.ip_address(config["gateway_address"])
         source = ipaddress.ip_interface(config["address"]).ip
         interface = self.netlink.connectedInterface(gateway)
         if interface is None:
             raise ConnectFailed(f"{gateway} is not on any of our links")
-        self.routing.install(interface, gateway=str(gateway), source=str(source))
-        return ForwardConnection(self.routing, interface, str(gateway))
+        connection = ForwardConnection(self.routing, interface, str(gateway), str(source))
+        if route:
+            connection.activate()
+        return connection
 
 
 class ConnectFailed(Exception):

@@ -43,6 +43,7 @@ from mnigs.methods.forward import accessAddress
 from mnigs.methods.inet6 import LeasePool6, leaseAddresses6, takeAddress6
 from mnigs.methods.loss import Loss
 from mnigs.methods.traffic import Traffic
+from mnigs.methods.slots import MAX_SLOTS, Slots
 from mnigs.methods.pool import AddressPool
 from mnigs.methods.wireguard import kernelHasIPv6, poolHosts
 from mnigs.openvpn import management as m
@@ -313,9 +314,10 @@ class OpenVPNConnection:
     it are gone); then the client machine moves on.
     """
 
-    def __init__(self, routing, ifname, config, files):
+    def __init__(self, routing, ifname, config, files, release=lambda: None):
         self.daemon = None  # set by OpenVPNClient.connect
         self.routing = routing
+        self._release = release  # gives the device's slot back
         self.ifname = ifname
         self.config = config
         self.files = files
@@ -347,14 +349,19 @@ class OpenVPNConnection:
     def whenLost(self):
         return self._loss.when()
 
+    def activate(self):
+        self.routing.install(self.ifname, source6=self.config.get("address6", "").split("/")[0]
+                             or None)
+
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()
-        self.routing.withdraw()
+        self.routing.withdraw(self.ifname)
         try:
             yield self.daemon.stop()
         finally:
             removeFiles(self.files)
+            self._release()
 
     def counters(self):
         return {"bytes_in": self.bytesIn, "bytes_out": self.bytesOut}
@@ -386,9 +393,12 @@ class OpenVPNClient:
     The client side of C{openvpn}.  Its files (configuration, CA,
     credentials, all 0600) and management socket live in
     C{stateDir/openvpn-IFNAME/} and are removed on disconnect.
+    Connections at once (a standby) each run their own openvpn on the
+    devices of L{mnigs.methods.slots} from C{ifname}.
     """
 
     name = "openvpn"
+    slots = MAX_SLOTS
 
     def __init__(self, reactor, ifname, routing, stateDir, connectTimeout=5.0,
                  openvpn="openvpn", daemonFactory=OpenVPNDaemon, ipv6=True):
@@ -396,8 +406,10 @@ class OpenVPNClient:
         #: Whether to use the IPv6 egress a lease carries (else ignore it).
         self.ipv6 = ipv6
         self.ifname = checkInterfaceName(ifname)
+        self._slots = Slots(self.ifname, self.slots)
         self.routing = routing
-        self.directory = os.path.join(stateDir, f"openvpn-{ifname}")
+        self.stateDir = stateDir
+        self.directory = self.directoryFor(self.ifname)  # slot 0's
         self.connectTimeout = connectTimeout
         self.openvpn = openvpn
         self.daemonFactory = daemonFactory
@@ -415,31 +427,41 @@ class OpenVPNClient:
         pool6 = offerEntry.get("pool6")
         leaseAddresses6(config, ipaddress.ip_network(pool6) if pool6 else None)
 
-    def _writeFiles(self, lease, config):
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        os.chmod(self.directory, 0o700)
-        ca = os.path.join(self.directory, "ca.pem")
-        credentials = os.path.join(self.directory, "credentials")
-        path = os.path.join(self.directory, "client.conf")
+    def directoryFor(self, ifname):
+        return os.path.join(self.stateDir, f"openvpn-{ifname}")
+
+    def _writeFiles(self, lease, config, ifname):
+        directory = self.directoryFor(ifname)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        ca = os.path.join(directory, "ca.pem")
+        credentials = os.path.join(directory, "credentials")
+        path = os.path.join(directory, "client.conf")
         atomicWrite(ca, config["ca"].encode("ascii"), mode=0o600)
         atomicWrite(credentials, credentialsFile(lease["id"], lease["token"]), mode=0o600)
-        atomicWrite(path, clientConfig(config, self.ifname, ca, credentials,
+        atomicWrite(path, clientConfig(config, ifname, ca, credentials,
                                        ipv6="address6" in config).encode("ascii"),
                     mode=0o600)
         return path, [path, credentials, ca]
 
     @defer.inlineCallbacks
-    def connect(self, step, lease):
+    def connect(self, step, lease, route=True):
         config = checkLeaseConfig(lease.get("config"))
         if not (self.ipv6 and kernelHasIPv6()):  # not used: not shown either
             config.pop("address6", None)
             config.pop("gateway_address6", None)
         checkCredentials(lease.get("id"), lease.get("token"))
-        path, files = self._writeFiles(lease, config)
-        connection = OpenVPNConnection(self.routing, self.ifname, config, files)
+        slot, ifname = self._slots.take()
+        try:
+            path, files = self._writeFiles(lease, config, ifname)
+        except BaseException:
+            self._slots.free(slot)
+            raise
+        connection = OpenVPNConnection(self.routing, ifname, config, files,
+                                       release=lambda: self._slots.free(slot))
         daemon = connection.daemon = self.daemonFactory(
             self.reactor, [self.openvpn, "--config", path],
-            os.path.join(self.directory, "management.sock"), f"openvpn {self.ifname}",
+            os.path.join(self.directoryFor(ifname), "management.sock"), f"openvpn {ifname}",
             onEvent=connection.event, onExit=connection.died,
             releaseEveryHold=False, restart=False, launchTimeout=self.connectTimeout)
         try:
@@ -452,14 +474,16 @@ class OpenVPNClient:
             if connection.tunnelAddress6 != expected6:
                 raise WrongAddress(f"openvpn got IPv6 {connection.tunnelAddress6!r} from the "
                                    f"gateway, the lease says {expected6}")
-            self.routing.install(self.ifname, source6=expected6)
+            if route:
+                connection.activate()
         except Exception:  # CancelledError too (the connect timeout)
             try:
                 yield daemon.stop()
             finally:
                 removeFiles(files)
+                self._slots.free(slot)
             raise
-        log.info("openvpn: {ifname} up as {address} via {endpoint}", ifname=self.ifname,
+        log.info("openvpn: {ifname} up as {address} via {endpoint}", ifname=ifname,
                  address=config["address"], endpoint=formatEndpoint(*config["endpoint"]))
         return connection
 

@@ -280,8 +280,12 @@ class SoftEtherConnection:
         self._loss.end()
         if self._carrier.running:
             self._carrier.stop()
-        self.routing.withdraw()
+        self.routing.withdraw(self.ifname)
         yield self.vpnclient.stop()
+
+    def activate(self):
+        self.routing.install(self.ifname, gateway=str(self.config["gateway_address"]),
+                             source=str(self.config["address"].ip))
 
     def describe(self):
         return {"interface": self.ifname, "endpoint": formatEndpoint(*self.config["endpoint"]),
@@ -298,6 +302,7 @@ class SoftEtherClient:
     """
 
     name = "softether"
+    slots = 1  # one vpnclient per mount namespace (docs/operations.md)
 
     def __init__(self, reactor, nic, routing, netlink, stateDir, connectTimeout=5.0,
                  vpnclientFactory=VpnClient):
@@ -325,7 +330,7 @@ class SoftEtherClient:
             raise ValueError("its server certificate is not the one the signed offer names")
 
     @defer.inlineCallbacks
-    def connect(self, step, lease):
+    def connect(self, step, lease, route=True):
         config = checkLeaseConfig(lease.get("config"))
         entry = step.offerEntry if step is not None else None
         pinned = entry.get("cert_sha256") if isinstance(entry, dict) else None
@@ -348,10 +353,11 @@ class SoftEtherClient:
             yield self._established(vpnclient)
             self.netlink.addAddress(self.ifname, config["address"])
             self.netlink.setLinkUp(self.ifname)
-            self.routing.install(self.ifname, gateway=str(config["gateway_address"]),
-                                 source=str(config["address"].ip))
+            if route:
+                self.routing.install(self.ifname, gateway=str(config["gateway_address"]),
+                                     source=str(config["address"].ip))
         except BaseException:  # CancelledError too (the connect timeout)
-            self.routing.withdraw()
+            self.routing.withdraw(self.ifname)
             yield vpnclient.stop()
             raise
         connection = SoftEtherConnection(self.reactor, vpnclient, self.routing, self.netlink,

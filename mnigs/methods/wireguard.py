@@ -28,6 +28,7 @@ from mnigs.methods.forward import accessAddress
 from mnigs.methods.inet6 import LeasePool6, gatewayAddress6, leaseAddresses6, takeAddress6
 from mnigs.methods.loss import Loss
 from mnigs.methods.pool import AddressPool
+from mnigs.methods.slots import MAX_SLOTS, Slots
 from mnigs.protocol import (
     METHOD_UNAVAILABLE,
     RPCError,
@@ -361,12 +362,13 @@ def checkLeaseConfig(config) -> dict:
 
 @implementer(IClientConnection)
 class WireGuardConnection:
-    def __init__(self, wg, routing, config, netlink=None):
+    def __init__(self, wg, routing, config, netlink=None, release=lambda: None):
         self.wg = wg  # the WireGuardDevice
         self.device = wg.ifname
         self.routing = routing
         self.config = config
         self.netlink = netlink
+        self._release = release  # gives the device's slot back
         self._loss = Loss()
         wg.onDeath(self._died)
 
@@ -380,11 +382,18 @@ class WireGuardConnection:
         # The tunnel device's counters: the packets inside the tunnel.
         return None if self.netlink is None else self.netlink.linkStats(self.device)
 
+    def activate(self):
+        address6 = self.config.get("address6")
+        self.routing.install(self.device, source6=address6 and address6.split("/")[0])
+
     @defer.inlineCallbacks
     def disconnect(self):
         self._loss.end()
-        self.routing.withdraw()
-        yield self.wg.stop()
+        self.routing.withdraw(self.device)
+        try:
+            yield self.wg.stop()
+        finally:
+            self._release()
 
     def counters(self):
         return self.wg.get()
@@ -400,12 +409,16 @@ class WireGuardConnection:
 @implementer(IClientMethod)
 class WireGuardClient:
     """
-    The client side of C{wireguard}: one interface (kernel or
-    wireguard-go), a single peer (the gateway) for 0.0.0.0/0, online once
-    the handshake is done, then mnigs's default route through it.
+    The client side of C{wireguard}: an interface (kernel or
+    wireguard-go) per connection, each with a single peer (its gateway)
+    for 0.0.0.0/0, up once the handshake is done, then mnigs's default
+    route through it (or, for a standby, later: L{WireGuardConnection.activate}).
+    Connections at once take the devices of L{mnigs.methods.slots} from
+    C{ifname}; they share the client's WireGuard key.
     """
 
     name = "wireguard"
+    slots = MAX_SLOTS
 
     def __init__(self, reactor, ifname, privateKey, routing, implementation="auto",
                  keepalive=5, handshakeTimeout=5.0, logPath=None, netlink=None, ipv6=True):
@@ -415,6 +428,7 @@ class WireGuardClient:
         #: as a client from before IPv6 egress would).
         self.ipv6 = ipv6
         self.ifname = ifname
+        self._slots = Slots(ifname, self.slots)
         self.privateKey = privateKey
         self.publicKey = publicKey(privateKey)
         self.routing = routing
@@ -434,8 +448,13 @@ class WireGuardClient:
         pool6 = offerEntry.get("pool6")
         leaseAddresses6(config, ipaddress.ip_network(pool6) if pool6 else None)
 
+    def _logPath(self, ifname):
+        if self.logPath is None or ifname == self.ifname:
+            return self.logPath
+        return os.path.join(os.path.dirname(self.logPath), f"{ifname}.log")
+
     @defer.inlineCallbacks
-    def connect(self, step, lease):
+    def connect(self, step, lease, route=True):
         from mnigs.protocol import formatEndpoint
         from mnigs.wireguard.device import WireGuardDevice
 
@@ -444,9 +463,12 @@ class WireGuardClient:
         if address6 is None:  # not used: not shown either
             config.pop("address6", None)
             config.pop("gateway_address6", None)
-        device = WireGuardDevice(self.reactor, self.ifname, self.privateKey,
+        slot, ifname = self._slots.take()
+        device = WireGuardDevice(self.reactor, ifname, self.privateKey,
                                  address=config["address"], address6=address6,
-                                 implementation=self.implementation, logPath=self.logPath)
+                                 implementation=self.implementation, logPath=self._logPath(ifname))
+        connection = WireGuardConnection(device, self.routing, config, self.netlink,
+                                         release=lambda: self._slots.free(slot))
         try:
             yield device.start()
             yield device.setPeers(add=[Peer(public_key=config["peer_public_key"],
@@ -454,11 +476,15 @@ class WireGuardClient:
                                             endpoint=formatEndpoint(*config["endpoint"]),
                                             keepalive=self.keepalive or None)])
             yield self._handshake(device)
-            self.routing.install(self.ifname, source6=address6 and address6.split("/")[0])
+            if route:
+                connection.activate()
         except BaseException:
-            yield defer.maybeDeferred(device.stop).addErrback(lambda _: None)
+            try:
+                yield defer.maybeDeferred(device.stop).addErrback(lambda _: None)
+            finally:
+                self._slots.free(slot)
             raise
-        return WireGuardConnection(device, self.routing, config, self.netlink)
+        return connection
 
     #: The device is asked whether the handshake is done after
     #: HANDSHAKE_POLL_FIRST seconds, then at doubling intervals up to

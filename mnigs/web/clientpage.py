@@ -44,6 +44,13 @@ def _connection(status: dict) -> str:
             pairs.append(("IPv6 address", text(current["address6"])))
         pairs += [("Online for", duration(current.get("online_for"))),
                   ("Lease expires in", duration(current.get("lease_expires_in")))]
+        for entry in (status.get("standby") or {}).get("standbys", []):
+            held = entry.get("standby") or entry.get("attempt") or {}
+            pairs.append(("Hot standby", f'{text(held.get("name"))} '
+                                         f'<span class="note">{text(held.get("gateway"))}</span> '
+                                         f'{text(held.get("method"))} '
+                                         f'{text(held.get("device") or "")}: '
+                                         f'{text(entry.get("state"))}'))
     elif attempt:
         pairs += [("Trying", f'{text(attempt.get("name"))} '
                              f'<span class="note">{text(attempt.get("gateway"))}</span>'),

@@ -41,13 +41,15 @@ def _send(conn, size):
         left -= min(CHUNK, left)
 
 
-def _receive(conn):
+def _receive(conn, progress=None):
     total = 0
     while True:
         data = conn.recv(CHUNK)
         if not data:
             return total
         total += len(data)
+        if progress is not None:
+            progress["received"] = total
 
 
 def _run(server, client, host, port, serverJob, clientJob, source=None):
@@ -73,18 +75,20 @@ def _run(server, client, host, port, serverJob, clientJob, source=None):
     return clientValue, result.get("value")
 
 
-def download(client, server, host, size, port=5201, source=None):
+def download(client, server, host, size, port=5201, source=None, progress=None):
     """
     C{size} bytes from C{server} (listening on C{host}) to C{client}
     (from its address C{source}, if given); returns the bytes the client
-    received.
+    received.  C{progress}, a dict, has C{received} (bytes so far) kept
+    up to date while it runs, for a test that acts in the middle.
     """
     def serverJob(conn):
         _send(conn, size)
         conn.shutdown(socket.SHUT_WR)
         return _receive(conn)
 
-    received, _ = _run(server, client, host, port, serverJob, _receive, source)
+    received, _ = _run(server, client, host, port, serverJob,
+                       lambda conn: _receive(conn, progress), source)
     return received
 
 

@@ -512,6 +512,36 @@ class Mesh:
         self.waitConverged()
         return client, r1, gw, thief
 
+    def sharedInternet(self, *gateways, name="inet"):
+        """
+        One internet node behind every gateway of C{gateways}, each on an
+        uplink of its own, so that the internet host tells them apart by
+        the (masqueraded) source address of what reaches it::
+
+            gateway K  up0 203.0.K.2/24 <---> 203.0.K.1/24 ispK  internet
+                                                          lo 198.51.100.1/32
+
+        with K = 113, 114...  Each gateway gets C{default via 203.0.K.1
+        dev up0 proto static}, as with L{internet}.
+
+        @return: the internet L{Node} and each gateway's uplink address,
+            in the order given.
+        """
+        internet = self._addNode(name, INTERNET_HOST)
+        uplinks = []
+        for k, gateway in enumerate(map(self._node, gateways)):
+            if gateway.uplink is not None:
+                raise ValueError(f"{gateway.name} already has an uplink")
+            subnet = f"203.0.{113 + k}"
+            self._veth(gateway, UPLINK_INTERFACE, f"{subnet}.2/24",
+                       internet, f"isp{k}", f"{subnet}.1/24")
+            _ip("-n", gateway.ns, "route", "add", "default", "via", f"{subnet}.1",
+                "dev", UPLINK_INTERFACE, "proto", "static")
+            gateway.uplink = UPLINK_INTERFACE
+            gateway.internet = internet
+            uplinks.append(f"{subnet}.2")
+        return internet, uplinks
+
     def destroy(self):
         """
         Kill every process, delete every namespace of this mesh and its

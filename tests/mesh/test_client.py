@@ -39,12 +39,14 @@ class ClientMeshTests(DaemonMeshTestCase):
     def test_onlineThenFailoverWhenTheGatewayGoesSilent(self):
         """
         client - r1 - gwA, and r1 - r2 - gwB: the client takes the nearer
-        gwA, and moves to gwB when gwA silently drops everything.
+        gwA, and moves to gwB when gwA silently drops everything.  Without
+        a standby (tests.mesh.test_standby has it): registering, bringing
+        the tunnel up and verifying it on the failover path.
         """
         client, gwA, gwB = self.mesh.nearAndFarGateway()
         self.gateway(gwA)
         self.gateway(gwB)
-        c = self.clientProcess(client).start()
+        c = self.clientProcess(client, standby={"count": 0}).start()
         gwAId = c.waitState("online", 30, gateway="gwA")["current"]["gateway"]
         self.assertTrue(client.ping(INTERNET))
         silence(gwA)

@@ -24,14 +24,15 @@ def byName(answer):
 
 class ControlTests(DaemonMeshTestCase):
 
-    def client(self, node, **policy):
+    def client(self, node, standby=1, **policy):
         """
         A client that rescans only when asked (so a test knows what its
-        last scan saw) and moves on its own only after an hour.
+        last scan saw) and moves on its own only after an hour; C{standby}
+        its standby.count.
         """
         return self.clientProcess(
             node, discovery={"timeout": 1.0, "rescan_interval": 3600.0, "sources": ["babel"]},
-            policy=dict({"switch_hold": 3600.0}, **policy)).start()
+            policy=dict({"switch_hold": 3600.0}, **policy), standby={"count": standby}).start()
 
     def rescanUntil(self, c, condition, message):
         "Ask for rescans until the ranking satisfies C{condition}."
@@ -53,7 +54,8 @@ class ControlTests(DaemonMeshTestCase):
         client, gwA, gwB = self.mesh.nearAndFarGateway()
         self.gateway(gwA)
         self.gateway(gwB, terms={"max_clients": 2})
-        c = self.client(client, switch_margin=0.01)
+        # No standby: it would hold one of gwB's two places.
+        c = self.client(client, standby=0, switch_margin=0.01)
         gwAId = c.waitState("online", 30, gateway="gwA")["current"]["gateway"]
         listed = c.ctl("gateways")
         self.assertEqual(listed["better"], "lower score is better")

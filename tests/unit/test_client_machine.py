@@ -84,6 +84,18 @@ class RecordingEffects:
     def verify(self, session):
         return self._op("verify", session.step.gatewayId, session.step.method)
 
+    #: whether a planned move is made before break (canConnectBeside)
+    beside = False
+
+    def canConnectBeside(self, session, step):
+        return self.beside
+
+    def connectStandby(self, step, lease):
+        return self._op("connectStandby", step.gatewayId, step.method)
+
+    def handOver(self, old, new):
+        self.events.append(("handOver", old.step.gatewayId, new.step.gatewayId))
+
     def disconnect(self, session):
         self.events.append(("disconnect", session.step.gatewayId, session.step.method))
         return defer.succeed(None)

@@ -123,6 +123,16 @@ class ClientConfigTests(ConfigFileTestCase):
         self.assertEqual(warnings, [])
         self.assertNotIn("method", config)
 
+    def test_standbyDevicesMustNotShareANameWithAnotherMethods(self):
+        text = ('[methods]\norder = ["wireguard", "openvpn"]\n'
+                '[methods.wireguard]\ninterface = "tun0"\n[methods.openvpn]\ninterface = "tun2"\n')
+        e = self.assertRaises(ConfigError, loadClientConfig, self.write(text))
+        self.assertEqual(e.key, "methods.openvpn.interface")
+        self.assertIn("shares the device name tun2 with methods.wireguard.interface", e.reason)
+        config = loadClientConfig(self.write(text + "[standby]\ncount = 0\n"))
+        self.assertEqual(config.standby.count, 0)
+        self.assertEqual(loadClientConfig(self.write("")).standby.count, 1)
+
     def test_methodsWithoutTableHaveTheirDefaults(self):
         config = loadClientConfig(self.write(""))
         self.assertEqual(config.methods.wireguard,

@@ -106,8 +106,8 @@ class SwitchCountdownTests(SynchronousTestCase):
                          "no other usable gateway: the client stays unless this one fails")
 
 
-class MovingTests(SynchronousTestCase):
-    """The machine's moving state, with the recording effects."""
+class OnlineMachine:
+    "An online machine with the recording effects."
 
     def setUp(self):
         self.clock = Clock()
@@ -127,6 +127,10 @@ class MovingTests(SynchronousTestCase):
         reply = defer.Deferred()
         self.client.use(self.session, buildPlan(gateways), reply)
         return reply
+
+
+class MovingTests(OnlineMachine, SynchronousTestCase):
+    """The machine's moving state, with the recording effects."""
 
     def test_theSessionGoesOnUntilALeaseIsGranted(self):
         reply = self.use()
@@ -173,7 +177,7 @@ class MovingTests(SynchronousTestCase):
     def test_aSecondUseWhileMovingIsRefused(self):
         self.use()
         second = self.use()
-        self.assertIn("already asking", str(self.failureResultOf(second, ValueError).value))
+        self.assertIn("already moving", str(self.failureResultOf(second, ValueError).value))
 
     def test_stopWhileMoving(self):
         reply = self.use()
@@ -190,6 +194,88 @@ class MovingTests(SynchronousTestCase):
         self.client.probeMissed(self.session, 1)
         self.assertEqual(self.effects.announced, [
             ("degraded", "A", "1 health probe(s) unanswered", None)] * 2)
+
+
+class MadeBeforeBreakTests(OnlineMachine, SynchronousTestCase):
+    """
+    The moving state when the method can hold the new tunnel beside the
+    old one (C{canConnectBeside}): the new tunnel comes up and answers
+    while the old session serves, then takes over (C{handOver}).
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.effects.beside = True
+
+    def granted(self):
+        reply = self.use()
+        self.effects.fire("register", LEASE)
+        return reply
+
+    def test_theNewTunnelAnswersBesideThenServes(self):
+        reply = self.granted()
+        self.assertEqual(self.successResultOf(reply)["gateway"], "B")
+        self.assertEqual(self.effects.events[1:], [("connectStandby", "B", "wireguard")])
+        self.effects.fire("connectStandby", Connection())
+        self.assertEqual(self.effects.events[-1], ("verify", "B", "wireguard"))
+        self.assertEqual(self.client.describe()["state"], "moving")
+        self.assertIs(self.core.session, self.session)
+        self.effects.fire("verify", 0.01)
+        self.assertEqual(self.client.describe()["state"], "online")
+        self.assertEqual(self.core.session.step.gatewayId, "B")
+        # The old session is handed over (kept, not ended), its lease with it.
+        self.assertEqual(self.effects.events[3:], [("handOver", "A", "B"),
+                                                   ("startSession", "B", "wireguard")])
+        self.assertIn("connections stay on its tunnel", self.client.describe()["reason"])
+
+    def test_aNewTunnelThatPassesNothingIsTakenDownAndTheSessionStays(self):
+        """
+        The new tunnel passes no probe: it is taken down, its lease
+        released, the chosen gateway's other method tried, and once none
+        is left the old session goes on untouched.
+        """
+        reply = self.granted()
+        self.effects.fire("connectStandby", Connection())
+        self.effects.fail("verify", RuntimeError("no answer within 0.9 s"))
+        self.assertEqual(self.effects.events[3:], [
+            ("failure", "B"), ("disconnect", "B", "wireguard"), ("unregister", "B", "wireguard"),
+            ("register", "B", "forward")])
+        self.effects.fail("register", RPCError(METHOD_UNAVAILABLE, "no"))
+        self.assertEqual(self.client.describe()["state"], "online")
+        self.assertIs(self.core.session, self.session)
+        self.successResultOf(reply)  # answered when the lease was granted
+        self.assertNotIn(("endSession", "A", "wireguard"), self.effects.events)
+
+    def test_theOldGatewayLostMeanwhileTakesTheNewDownAndFailsOver(self):
+        self.granted()
+        self.effects.fire("connectStandby", Connection())
+        probing = self.effects.pending["verify"]
+        self.client.failover(self.session, buildPlan([ranked("C", "10.0.0.3")]), "it died")
+        self.assertTrue(probing.called)
+        self.assertEqual(self.effects.events[-6:], [
+            ("register", "C", "wireguard"), ("disconnect", "B", "wireguard"),
+            ("unregister", "B", "wireguard"), ("failure", "A"), ("endSession", "A", "wireguard"),
+            ("unregister", "A", "wireguard")])
+        self.assertEqual(self.client.describe()["state"], "registering")
+
+    def test_stopWhileTheNewTunnelComesUp(self):
+        self.granted()
+        connecting = self.effects.pending["connectStandby"]
+        d = self.client.stop()
+        self.assertTrue(connecting.called)
+        self.successResultOf(d)
+        self.assertEqual(self.effects.events[-3:], [
+            ("unregister", "B", "wireguard"), ("endSession", "A", "wireguard"),
+            ("unregister", "A", "wireguard")])
+
+    def test_aPlannedMoveHasNoReplyAndStaysOnARefusal(self):
+        self.client.plannedMove(self.session, buildPlan([ranked("B", "10.0.0.2")]),
+                                "it scored better")
+        self.assertEqual(self.client.describe()["state"], "moving")
+        self.assertIn("moving to B (10.0.0.2): it scored better", self.client.describe()["reason"])
+        self.effects.fail("register", RPCError(GATEWAY_FULL, "gateway full"))
+        self.assertEqual(self.client.describe()["state"], "online")
+        self.assertIs(self.core.session, self.session)
 
 
 class AgentControlTests(SynchronousTestCase):
@@ -400,3 +486,125 @@ class StatusSaysWhichWayTests(SynchronousTestCase):
         self.assertIn("known gateways (best first; lower score is better):\n  switch: gwB "
                       "scores 0.350 (40 %) lower (better); the client moves if that holds 42 s "
                       "more", text)
+
+
+def onlineWithAStandby(test):
+    """
+    The real agent, client machine and standbys (one) on C{test}, with
+    recording effects whose C{handOver} is an event; online with A, the
+    standby's registration with B under way.  Returns the session.
+    """
+    from mnigs.client.standby import Standbys
+    from tests.unit.test_standby import StandbyEffects
+
+    test.clock = Clock()
+    test.effects = StandbyEffects()
+
+    def handOver(old, new):
+        test.effects.events.append(("handOver", old.step.gatewayId, new.step.gatewayId))
+        return defer.succeed(None)
+
+    test.effects.handOver = handOver
+    test.standbys = Standbys(test.clock, test.effects, 1, test.effects.planStandby,
+                             backoff=Backoff(1, 8))
+    test.agent = ClientAgent(test.clock, test.effects, QualityHistory(test.clock),
+                             SwitchPolicy(margin=0.2, hold=30), rescanInterval=10,
+                             standbys=test.standbys)
+    test.gateways = [fixedRanked("A", 0.1), fixedRanked("B", 0.5)]
+    test.effects.lastRanked = test.gateways
+    return goOnline(test.agent, test.effects, test.gateways)
+
+
+class HandOverToStandbyTests(SynchronousTestCase):
+    """
+    Planned moves to a gateway with a ready hot standby: the real agent,
+    client machine and standbys, recording effects.  The standby takes
+    over (C{handOver}: the old session's flows pinned, then the route),
+    and no lease is asked on the way.
+    """
+
+    def setUp(self):
+        self.session = onlineWithAStandby(self)
+        self.effects.fire("register", LEASE)
+        self.effects.fire("connectStandby", Connection())
+        self.effects.fire("verify", 0.02)
+        self.standby = self.standbys.best()
+        del self.effects.events[:]
+
+    def assertHandedOver(self):
+        self.assertIs(self.agent.core.session, self.standby)
+        self.assertEqual(self.agent.machine.describe()["state"], "online")
+        events = [e for e in self.effects.events if e != ("scan",)]  # the rescans'
+        self.assertEqual(events[:2], [("handOver", "A", "B"), ("startSession", "B", "wireguard")])
+        self.assertNotIn(("register", "B", "wireguard"), self.effects.events)
+        self.assertNotIn(("endSession", "A", "wireguard"), self.effects.events)
+        self.assertNotIn(("unregister", "A", "wireguard"), self.effects.events)
+        self.assertFalse(hasattr(self.effects, "announced"), "no failover hook")
+
+    def test_useOfTheStandbysGatewayHandsOver(self):
+        reply = self.agent.use("B")
+        self.assertEqual(self.successResultOf(reply)["chosen"], "B")
+        self.assertHandedOver()
+        events = [e["event"] for e in self.agent.core.trace.events()]
+        self.assertIn("online --moveToStandby--> handingOver", events)
+        self.assertIn("handingOver --promoted--> online", events)
+
+    def test_aGatewaySayingUnavailableHandsOverToTheStandby(self):
+        from mnigs.client.reasons import SAYS_UNAVAILABLE, UNAVAILABLE, Reason
+
+        self.agent.lost(self.session, Reason(UNAVAILABLE, SAYS_UNAVAILABLE))
+        self.assertHandedOver()
+
+    def test_aBetterGatewayWithAStandbyIsHandedOverTo(self):
+        better = [fixedRanked("B", 0.0), fixedRanked("A", 0.5)]
+        for _ in range(5):
+            self.clock.advance(10)
+            self.effects.fire("scan", better)
+        self.assertHandedOver()
+
+    def test_aFailureStillPromotesAndLeaves(self):
+        self.agent.lost(self.session, "3 health probes unanswered")
+        self.assertNotIn(("handOver", "A", "B"), self.effects.events)
+        self.assertIn(("endSession", "A", "wireguard"), self.effects.events)
+
+    def test_aLateHandOverIsAnswered(self):
+        reply = defer.Deferred()
+        self.agent.machine.stop()
+        self.agent.machine.moveToStandby(self.standby, self.session, "mnigsctl use", reply)
+        self.failureResultOf(reply, ValueError)
+
+
+class MoveWhileAStandbyComesUpTests(SynchronousTestCase):
+    """
+    C{use} of the gateway whose standby is still coming up: the move
+    asks it for a lease itself; once granted (the same lease the standby
+    holds) the standbys go, keeping that lease, before the new tunnel
+    comes up beside the old one; they come back once a session serves.
+    """
+
+    def setUp(self):
+        onlineWithAStandby(self)
+        self.effects.beside = True
+        self.standbyRegistering = self.effects.pending.pop("register")  # the standby's, with B
+        del self.effects.events[:]
+
+    def test_theStandbysGoBeforeTheNewTunnelThenComeBack(self):
+        reply = self.agent.use("B")
+        self.assertEqual(self.effects.events, [("register", "B", "wireguard")])
+        self.effects.fire("register", LEASE)
+        self.successResultOf(reply)
+        self.assertTrue(self.standbyRegistering.called)  # cancelled
+        self.assertEqual(self.standbys.slots, [])
+        self.assertEqual(self.effects.events[1:], [("connectStandby", "B", "wireguard")])
+        self.effects.fire("connectStandby", Connection())
+        self.effects.fire("verify", 0.01)
+        self.assertEqual(self.agent.core.session.step.gatewayId, "B")
+        self.assertIn(("handOver", "A", "B"), self.effects.events)
+        self.assertEqual(self.effects.events[-1], ("register", "A", "wireguard"))  # a standby again
+
+    def test_aRefusalBringsTheStandbysBack(self):
+        reply = self.agent.use("B")
+        self.effects.fail("register", RPCError(GATEWAY_FULL, "gateway full"))
+        self.failureResultOf(reply, ValueError)
+        self.assertEqual(self.agent.machine.describe()["state"], "online")
+        self.assertEqual(len(self.standbys.slots), 1)

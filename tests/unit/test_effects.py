@@ -333,3 +333,100 @@ class PassageTests(EffectsTestCase):
 
     def test_noIPv6EgressNoAddress6(self):
         self.assertIsNone(self.passage({}).address6)
+
+
+class StandbyConnectionTests(EffectsTestCase):
+    """
+    A standby's tunnel comes up beside the serving one without the route
+    or the client's table, and takes both over with L{activate}; taking a
+    standby down leaves the table to the serving connection.
+    """
+
+    class Method:
+        def __init__(self):
+            self.calls = []
+
+        def connect(self, step, lease, route=True):
+            connection = Connection()
+            connection.activate = lambda: self.calls.append(("activate", connection))
+            self.calls.append(("connect", route))
+            return defer.succeed(connection)
+
+    class DataPath:
+        def __init__(self):
+            self.calls = []
+
+        def online(self, passage):
+            self.calls.append(("online", passage.device))
+            return defer.succeed(None)
+
+        def offline(self):
+            self.calls.append(("offline",))
+            return defer.succeed(None)
+
+    def setUp(self):
+        super().setUp()
+        self.routing = PassageTests.PathRouting()
+        self.makeEffects(clientConfig())
+        self.method = self.effects.methods["wireguard"] = self.Method()
+        self.dataPath = self.effects.dataPath = self.DataPath()
+
+    def test_aStandbyComesUpWithoutTheRouteAndWithoutWaiting(self):
+        self.effects.teardown = defer.Deferred()  # a serving tunnel still going down
+        connection = self.successResultOf(self.effects.connectStandby(Step(), self.session().lease))
+        self.assertEqual(self.method.calls, [("connect", False)])
+        self.assertEqual(self.routing.mtus, [("wg-mnigs", 1440)])  # sized all the same
+        self.assertEqual(self.dataPath.calls, [])
+        self.assertIs(self.effects.carrying, None)
+        session = Session(Step(), self.session().lease, connection, 0)
+        self.successResultOf(self.effects.activate(session))
+        self.assertEqual(self.method.calls[-1], ("activate", connection))
+        self.assertEqual(self.dataPath.calls, [("online", "wg-mnigs")])
+
+    def test_takingAStandbyDownLeavesTheTableToTheServingOne(self):
+        serving = self.successResultOf(self.effects.connect(Step(), self.session().lease))
+        standby = self.successResultOf(self.effects.connectStandby(Step(), self.session().lease))
+        self.assertEqual(self.method.calls, [("connect", True), ("connect", False)])
+        self.successResultOf(self.effects.disconnect(Session(Step(), {}, standby, 0)))
+        self.assertEqual(self.dataPath.calls, [("online", "wg-mnigs")])
+        self.successResultOf(self.effects.disconnect(Session(Step(), {}, serving, 0)))
+        self.assertEqual(self.dataPath.calls[-1], ("offline",))
+
+    def test_aStandbysWatchersStopWhenItIsTakenDown(self):
+        session = self.session()
+        self.effects.watch(session)
+        health = session.health
+        self.successResultOf(self.effects.disconnect(session))
+        self.assertEqual(health.events, ["start", "stop"])
+        self.assertEqual(session.stoppers, [])
+
+
+class StandbyPlanTests(EffectsTestCase):
+    """A standby's plan: methods with more than one slot; what was heard since the scan."""
+
+    def setUp(self):
+        super().setUp()
+        from mnigs.client.ranking import Policy
+        from tests.unit.test_agent import offer
+
+        self.effects.policy = Policy(methods=("wireguard", "forward"))
+        self.effects.methods = {"wireguard": types.SimpleNamespace(slots=6),
+                                "forward": types.SimpleNamespace(slots=1)}
+
+        def seen(gid, host):
+            from dataclasses import replace
+
+            from mnigs.client.ranking import Seen
+            methods = ({"type": "wireguard"}, {"type": "forward"})
+            return Seen(replace(offer(gid), methods=methods), host, 8150, 1.0, 0.01)
+        self.seenOf = seen
+        self.effects.lastSeen = [seen("A", "10.0.0.1"), seen("B", "10.251.0.5")]
+
+    def test_onlyMethodsWithSeveralSlotsAndNotTheExcluded(self):
+        attempt = self.effects.planStandby(frozenset({"A"}))
+        self.assertEqual([(s.gatewayId, s.method) for s in attempt.steps], [("B", "wireguard")])
+
+    def test_whatWasHeardSinceReplacesTheScans(self):
+        attempt = self.effects.planStandby(frozenset({"A"}), (self.seenOf("B", "10.99.2.2"),))
+        self.assertEqual(attempt.step.host, "10.99.2.2")
+        self.assertEqual(len(self.effects.lastSeen), 2)  # the scan's are kept

@@ -322,6 +322,23 @@ class SharingAndFailClosedTests(SynchronousTestCase):
         self.assertNotIn(TABLE, self.kernel.routes)
         self.assertEqual([r for r in self.kernel.rules if r[0] in (PRIORITY, PRIORITY + 1)], [])
 
+    def test_withdrawByAConnectionWithoutTheRouteLeavesIt(self):
+        """
+        A standby that goes, or the old connection after its standby took
+        the route over, leaves mnigs's route alone; the one holding it
+        takes it down.
+        """
+        routing = self.routing()
+        routing.install("eth0", gateway="10.0.0.1")
+        routing.install("wg-mnigs")  # the standby takes over: one route replaced
+        routing.withdraw("eth0")
+        self.assertEqual(self.kernel.routes[TABLE],
+                         [{"dst": "0.0.0.0/0", "table": TABLE, "oif": 3}])
+        routing.withdraw("wg-mnigs")
+        self.assertNotIn(TABLE, self.kernel.routes)
+        routing.withdraw("wg-mnigs")  # nothing held: nothing done
+        self.assertNotIn(TABLE, self.kernel.routes)
+
     def test_withdrawFailingClosedLeavesAnUnreachableDefault(self):
         routing = self.routing(failClosed=True)
         routing.install("wg-mnigs")

@@ -68,7 +68,7 @@ class Routing:
     def install(self, interface, gateway=None, source=None):
         self.events.append(("install", interface, source))
 
-    def withdraw(self):
+    def withdraw(self, interface=None):
         self.events.append(("withdraw",))
 
 

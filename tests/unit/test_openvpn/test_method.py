@@ -263,7 +263,7 @@ class FakeRouting:
     def install(self, interface, gateway=None, source=None, source6=None):
         self.calls.append(("install", interface) + ((source6,) if source6 else ()))
 
-    def withdraw(self):
+    def withdraw(self, interface=None):
         self.calls.append(("withdraw",))
 
 

@@ -259,7 +259,7 @@ class FakeRouting:
     def install(self, interface, gateway=None, source=None):
         self.events.append(("install", interface, gateway, source))
 
-    def withdraw(self):
+    def withdraw(self, interface=None):
         self.events.append(("withdraw",))
 
 
