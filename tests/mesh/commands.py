@@ -117,6 +117,21 @@ def waitUntil(predicate, timeout, interval=0.05, message="condition"):
         time.sleep(poll.pause())
 
 
+def watchFor(seconds, look, interval=0.05):
+    """
+    Call C{look()}, which asserts what must hold, every C{interval}
+    seconds for C{seconds}: a watch over a while (no flapping, say), not
+    a wait; the first failing look ends it.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        look()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        time.sleep(min(interval, remaining))
+
+
 def waitFor(reactor, predicate, timeout=10.0, interval=0.05, message="condition"):
     """
     L{waitUntil} for tests that run the reactor: C{predicate()} may return

@@ -3,12 +3,14 @@ Running a real C{twistd mnigs-server} inside a mesh node for namespace
 tests and benchmarks, and talking to it with C{mnigs-rpc} from any node.
 """
 
+import http.client
 import json
 import os
 import secrets
 import signal
 import sys
 
+from mnigs.protocol import RPC_PATH
 from tests.mesh.commands import fileTail, waitUntil
 from tests.mesh.logcheck import assertNoCriticalLines
 
@@ -97,6 +99,28 @@ def rpc(node, host, method, params=None, timeout=3.0, port=8150, key="rpc"):
     return "failure", (result.stderr or result.stdout).strip()
 
 
+def localOffer(node, port=8150, timeout=2.0):
+    """
+    C{gateway.info} from inside C{node} to its own 127.0.0.1, made in
+    this process (a socket in the namespace, plain HTTP): the offer, or
+    C{None}.  For polling, where L{rpc} would start a Python per look;
+    L{rpc} is what tests the CLI.
+    """
+    body = json.dumps({"jsonrpc": "2.0", "method": "gateway.info", "params": {},
+                       "id": 1}).encode("utf-8")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection.sock = node.openSocket()
+    try:
+        connection.sock.settimeout(timeout)
+        connection.sock.connect(("127.0.0.1", port))
+        connection.request("POST", RPC_PATH.decode("ascii"), body,
+                           {"Content-Type": "application/json"})
+        answer = json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+    return answer.get("result")
+
+
 class GatewayProcess:
     """
     One mnigs-server in C{node}, with its config, state and logs under
@@ -157,7 +181,7 @@ class GatewayProcess:
         def servingOrGone():
             if self.process.poll() is not None:
                 return True
-            offer = self.info()
+            offer = localOffer(self.node, self.config["rpc"].get("port", 8150))
             return offer is not None and offer["available"]
 
         try:

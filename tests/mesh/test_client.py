@@ -13,7 +13,7 @@ from mnigs.client.routes import routingSnapshot
 from mnigs.wireguard.uapi import generatePrivateKey, publicKey
 from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.gatewayproc import rpc, toTOML
-from tests.mesh.commands import withMargin
+from tests.mesh.commands import watchFor, withMargin
 from tests.mesh.harness import waitUntil
 from tests.mesh.pingtrain import PingTrain
 
@@ -97,11 +97,12 @@ class ClientMeshTests(DaemonMeshTestCase):
         moved = time.monotonic() - died
         # Watch for flapping over a while (what went wrong was a switch
         # about once a second): the client must stay on gwB.
-        watchUntil = time.monotonic() + 10
-        while time.monotonic() < watchUntil:
+        def onGwB():
             status = c.status()
             self.assertEqual((status["state"], status["current"]["name"]), ("online", "gwB"),
                              f"the client left gwB: {status}")
+
+        watchFor(10, onGwB)
         last, lost, seconds = train.cut()
         after = open(c.logPath).read()[len(before):]
         switches = [line for line in after.splitlines() if " online via " in line]
