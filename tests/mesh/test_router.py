@@ -11,6 +11,7 @@ import ipaddress
 from mnigs.client.routes import routingSnapshot
 from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.harness import INTERNET_HOST, waitUntil
+from tests.mesh.test_standby import readyStandby
 from tests.mesh.router import (
     BulkServer,
     PacketCounter,
@@ -164,7 +165,7 @@ class MTUTests(DaemonMeshTestCase):
 
 class FailClosedTests(DaemonMeshTestCase):
 
-    def leaked(self, failClosed):
+    def leaked(self, failClosed, standbys=0):
         """
         client - r1 - gwA, r1 - r2 - gwB, the gateways' default route
         announced into the mesh (so the client's main table has one via
@@ -180,14 +181,18 @@ class FailClosedTests(DaemonMeshTestCase):
         self.gateway(gwA)
         self.gateway(gwB)
         lan = lanHost(self.mesh, client, "lan", "192.168.77.0/24")
+        # No standby: a promotion moves the route in one step, leaving no
+        # moment without a session to leak in (test_aStandbyLeavesNoGap).
         c = self.clientProcess(client, routing={"fail_closed": failClosed},
-                               share={"prefixes": [lan.prefix]})
+                               share={"prefixes": [lan.prefix]}, standby={"count": standbys})
         before = routingSnapshot(client.ns)
         c.start().waitState("online", 30, gateway="gwA")
+        if standbys:
+            waitUntil(lambda: readyStandby(c) is not None, 30, message="a ready standby")
         leaked = leakWhileSwitching([client, lan.node], r1, c, gwA, "gwB")
         self.assertEqual(c.status()["current"]["name"], "gwB")
         with open(c.logPath) as f:
-            self.assertEqual("routing: failing closed" in f.read(), failClosed)
+            self.assertEqual("routing: failing closed" in f.read(), failClosed and not standbys)
         c.stop()
         self.assertEqual(routingSnapshot(client.ns), before)
         return leaked
@@ -195,6 +200,16 @@ class FailClosedTests(DaemonMeshTestCase):
     def test_failClosedLeaksNothing(self):
         leaked = self.leaked(True)
         print(f"fail closed: {leaked} packets left by the mesh default route while switching")
+        self.assertEqual(leaked, 0)
+
+    def test_aStandbyLeavesNoGap(self):
+        """
+        With a hot standby (the default) the failover is a route change
+        from one tunnel to the other: nothing leaves by the mesh default
+        route even without failing closed.
+        """
+        leaked = self.leaked(False, standbys=1)
+        print(f"a standby, not failing closed: {leaked} packets left by the mesh default route")
         self.assertEqual(leaked, 0)
 
     def test_withoutFailClosedPacketsLeak(self):

@@ -12,6 +12,8 @@ import re
 import secrets
 import time
 
+from mnigs.methods.slots import slotName
+
 from tests.mesh.commands import withMargin
 from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.harness import requireNamespaces, waitUntil
@@ -135,6 +137,6 @@ class StandbyMeshTests(DaemonMeshTestCase):
                                                 "openvpn": {"interface": tun}}).start()
         c.waitState("online", 30, gateway="gwA")
         waitUntil(lambda: readyStandby(c) is not None, 30, message="a ready standby")
-        self.assertEqual(readyStandby(c), ("gwB", tun[:-1] + "1"))
+        self.assertEqual(readyStandby(c), ("gwB", slotName(tun, 1)))
         self.assertEqual(c.status()["current"]["device"], tun)
-        self.failOverToTheStandby(c, gwA, tun[:-1] + "1")
+        self.failOverToTheStandby(c, gwA, slotName(tun, 1))
