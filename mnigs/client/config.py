@@ -177,7 +177,8 @@ SCHEMA = {
         "offer_probes": Field(bool, True),
         "interval": Field(float, 0.25, between(0.05, 60)),
         "timeout": Field(float, 0.75, between(0.05, 60)),
-        "misses": Field(int, 12, between(1, 100)),
+        "misses": Field(int, 5, between(1, 100)),
+        "echoes": Field(int, 3, between(1, 5)),
         "offer_interval": Field(float, 10.0, between(1, 3600)),
         # Paced probes to the gateway and the dead-time rule (mnigs.client.pacing).
         "pacing": Field(bool, True),

@@ -298,7 +298,8 @@ class ClientService(MultiService):
             onAnswered=lambda rtt: reports.probeAnswered(session, rtt),
             onLost=lambda reason: reports.lost(session, reason),
             onSample=lambda rtt: reports.probeSample(session, rtt),
-            pacing=pacing, received=received, qualityWindow=health.quality_window)
+            pacing=pacing, received=received, qualityWindow=health.quality_window,
+            echoes=health.echoes)
 
 
 

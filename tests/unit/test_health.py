@@ -363,6 +363,28 @@ class InternetRuleTests(SynchronousTestCase):
         self.pinger.reply(0, 0.03)
         self.assertEqual(self.recorder.events, [("answered", 0.03)])
 
+    def test_echoesToTheInternetOneAnswerSuffices(self):
+        """
+        With C{echoes} a round asks each Internet target that many times
+        (the gateway once); the answer to any one of them answers the
+        round, and the rest are abandoned.
+        """
+        self.monitor(echoes=3).start()
+        self.assertEqual([p[0] for p in self.pinger.probes],
+                         ["9.9.9.9", "9.9.9.9", "9.9.9.9", "100.64.0.1"])
+        self.pinger.reply(2, 0.02)
+        self.assertEqual(self.recorder.events, [("answered", 0.02)])
+        self.assertEqual([p[4] for p in self.pinger.probes], [True, True, False, True])
+
+    def test_echoesAllUnansweredMiss(self):
+        self.monitor(echoes=2, misses=2).start()
+        for _ in range(3):
+            self.clock.advance(0.25)
+        self.clock.advance(0.75)
+        self.assertEqual(self.recorder.events[:2], [("missed", 1), ("lost", self.recorder.events[1][1])])
+        self.assertEqual(len([p for p in self.pinger.probes if p[0] == "9.9.9.9"]),
+                         2 * len([p for p in self.pinger.probes if p[0] == "100.64.0.1"]))
+
     def test_theInternetsAnswerSuffices(self):
         self.monitor().start()
         self.pinger.reply(0, 0.03)
