@@ -84,9 +84,11 @@ def _buildMachine():
     def nowSynced(hub, core):
         core.waiters.fire(None)
 
-    synced.upon(Hub.reconciled).loop()(lambda hub, core: None)
-    synced.upon(Hub.lost).to(unsynced)(lambda hub, core: None)
-    unsynced.upon(Hub.lost).loop()(lambda hub, core: None)
+    @synced.upon(Hub.reconciled).loop()
+    @synced.upon(Hub.lost).to(unsynced)
+    @unsynced.upon(Hub.lost).loop()
+    def nothingToDo(hub, core):
+        pass
 
     @synced.upon(Hub.whenSynced).loop()
     def alreadySynced(hub, core):
@@ -115,8 +117,13 @@ def _buildMachine():
                  "it is configured", hub=core.hub, user=name)
         return defer.succeed(None)
 
-    synced.upon(Hub.describe).loop()(lambda hub, core: "synced")
-    unsynced.upon(Hub.describe).loop()(lambda hub, core: "configuring")
+    @synced.upon(Hub.describe).loop()
+    def describeSynced(hub, core):
+        return "synced"
+
+    @unsynced.upon(Hub.describe).loop()
+    def describeConfiguring(hub, core):
+        return "configuring"
 
     return builder.build()
 
