@@ -150,7 +150,11 @@ class IGatewayMethod(Interface):
     def grant(lease):
         """
         Give C{lease} access on the data path.  Returns a Deferred that fires
-        once the access is in force.
+        once the access is in force.  A refusal the client should hear as
+        such (1005 while the method's daemon is being relaunched) fails
+        with an L{mnigs.protocol.RPCError}, which the registry answers as
+        it is and logs as a warning; any other failure is a fault (-32603,
+        logged as critical).
         """
 
     def revoke(lease):

@@ -16,6 +16,11 @@ the server certificate; the lease carries the user, its password, the
 certificate and the inner address with the pool's prefix (the tap is an
 Ethernet segment, the gateway is on it).
 
+While the vpnserver is being relaunched (after a crash) a registration
+waits for it a little and is then answered 1005, temporarily unavailable;
+a revoke closes the gate and leaves the hub user to the relaunch, which
+configures the hub with the live leases' users only.
+
 Client: a vpnclient per connection (L{mnigs.softether.client}) with one
 virtual NIC, the lease's address on it, the certificate pinned, and the
 default route via the gateway's tap address in mnigs's table.  The
@@ -41,10 +46,13 @@ from mnigs.methods.forward import accessAddress
 from mnigs.methods.loss import Loss
 from mnigs.methods.traffic import Traffic
 from mnigs.methods.pool import AddressPool
-from mnigs.protocol import formatEndpoint, invalidParams, parseEndpoint
+from mnigs.protocol import (INTERNAL_ERROR, UNAVAILABLE, RPCError, formatEndpoint,
+                            invalidParams, parseEndpoint)
 from mnigs.softether.client import OFFLINE, VpnClient, nicInterface
 from mnigs.softether.hub import HUB_NAME, USER_NAME, HubUser, userName
+from mnigs.softether.hubsync import NotReady
 from mnigs.softether.server import certificateFingerprint
+from mnigs.softether.vpncmd import VpncmdError, VpncmdFailed
 from mnigs.methods import resolversFor
 
 log = Logger()
@@ -151,8 +159,20 @@ class SoftEtherGateway:
 
     @defer.inlineCallbacks
     def grant(self, lease):
+        """
+        Fails with an L{RPCError}: 1005 while the vpnserver is being
+        launched again (or stops answering), -32603 when it refuses a
+        command.
+        """
         self.leases[lease.id] = lease
-        yield self.server.addUser(self._user(lease))
+        try:
+            yield self.server.addUser(self._user(lease))
+        except NotReady as e:
+            raise RPCError(UNAVAILABLE, f"temporarily unavailable: {e}") from None
+        except VpncmdError as e:
+            log.error("vpnserver {hub}: could not add the user of lease {lease}: {error}",
+                      hub=self.server.hub, lease=lease.id, error=str(e))
+            raise RPCError(INTERNAL_ERROR, "internal error: could not set up access") from None
         yield self.access.allow(self._admission(lease))
 
     @defer.inlineCallbacks
@@ -160,7 +180,14 @@ class SoftEtherGateway:
         self.leases.pop(lease.id, None)
         self._addresses.release(accessAddress(lease), lease.id)
         yield self.access.deny(self._admission(lease))
-        yield self.server.removeUser(userName(lease.id))
+        try:
+            yield self.server.removeUser(userName(lease.id))
+        except (VpncmdFailed, VpncmdError) as e:
+            # The gate is closed: what is left is a hub user no longer
+            # wanted, which the vpnserver's next configuring removes.
+            log.error("vpnserver {hub}: could not remove the user of lease {lease} ({error}); "
+                      "its traffic is denied at the gate", hub=self.server.hub,
+                      lease=lease.id, error=str(e))
 
     def stop(self):
         return self.server.stop()

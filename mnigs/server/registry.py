@@ -173,6 +173,14 @@ class Registry:
                 raise RPCError(REFUSED, "refused by the gateway's register policy")
         try:
             yield method.grant(lease)
+        except RPCError as e:
+            # The method's own answer (its daemon is being relaunched:
+            # 1005), for the client as it is: an expected refusal, not a
+            # fault of ours.
+            log.warn("lease {lease} not granted ({method}): {error}", lease=lease.id,
+                     method=lease.method, error=str(e))
+            yield self._undo(method, lease, existing)
+            raise RPCError(e.code, e.message) from None
         except Exception:
             log.failure("could not grant lease {lease} ({method})", lease=lease.id, method=lease.method)
             yield self._undo(method, lease, existing)

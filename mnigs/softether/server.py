@@ -22,6 +22,11 @@ whole configuration (ConfigGet, edit, ConfigSet: the settings no single
 vpncmd command reaches, see L{h.HARDENING}), after which it restarts
 itself in-process; its first start takes about 5 s in the namespace tests.
 
+Between a death and the end of the relaunch's reconcile the hub is not
+touched (L{mnigs.softether.hubsync}): a new user waits for the reconcile
+(at most C{readyWait} seconds, else L{NotReady}), a removed one is left
+to it.
+
 Directory layout (0700), kept across restarts so that the server
 certificate, which clients pin, stays the same:
 
@@ -48,6 +53,7 @@ from twisted.logger import Logger
 from mnigs.system.process import SupervisedProcess, readyWhen
 from mnigs.softether import VPNCMD, VPNSERVER
 from mnigs.softether import hub as h
+from mnigs.softether.hubsync import HubCore, HubSync, NotReady
 from mnigs.softether.launch import launchArgv
 from mnigs.softether.vpncmd import (
     ERR_CONNECT_FAILED,
@@ -76,6 +82,11 @@ RESTART_TIMEOUT = 10.0
 # A clean stop takes about half a second per listener; TERM does not always
 # end a SoftEther daemon (see mnigs.softether.launch), KILL does.
 STOP_TIMEOUT = 3.0
+# How long adding a user waits for a vpnserver being relaunched: the
+# registration waits meanwhile, and a client gives up on it after
+# discovery.timeout (2 s by default), the adding itself (about 0.3 s) and
+# the lease's commit included.
+READY_WAIT = 0.5
 
 
 def loadOrCreateSecret(path: str) -> str:
@@ -122,12 +133,14 @@ class SoftEtherServer:
         sessions die with it; clients notice and connect again).
     @param onReady: called each time a vpnserver is ready, that is
         configured with every user of L{users}.
+    @param readyWait: seconds L{addUser} waits for a vpnserver that is
+        being launched again before it fails with L{NotReady}.
     """
 
     def __init__(self, reactor, directory: str, port: int, hub: str, bridge: str, tapAddress,
                  netlink, python: str = sys.executable, vpnserver: str = VPNSERVER,
                  vpncmd: str = VPNCMD, launchTimeout: float = 30.0, spawn=None, run=None,
-                 onDeath=None, onReady=None, portOpen=portOpen):
+                 onDeath=None, onReady=None, portOpen=portOpen, readyWait=READY_WAIT):
         self.reactor = reactor
         self.directory = directory
         self.port = port
@@ -139,6 +152,7 @@ class SoftEtherServer:
         self.onDeath = onDeath or (lambda reason: None)
         self.onReady = onReady or (lambda: None)
         self.portOpen = portOpen
+        self.readyWait = readyWait
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
         self.scratch = os.path.join(directory, "scratch")
@@ -149,13 +163,14 @@ class SoftEtherServer:
         self.users: dict[str, h.HubUser] = {}
         self.certificate = None
         self._mutex = defer.DeferredLock()
+        self._hub = HubSync(HubCore(self.hub, add=self._addUser, remove=self._removeUser))
         self.process = SupervisedProcess(
             reactor, launchArgv(python, os.path.join(directory, "root"), vpnserver,
                                 "start", "--foreground"),
             name=f"vpnserver {self.hub}", readiness=readyWhen(self._readyCheck, interval=0.25),
             launchTimeout=launchTimeout, stopTimeout=STOP_TIMEOUT,
             outputPath=os.path.join(directory, "vpnserver.log"),
-            onExit=lambda reason: self.onDeath(reason), onReady=lambda: self.onReady(),
+            onExit=self._died, onReady=lambda: self.onReady(),
             spawn=spawn)
 
     def _vpncmdAt(self, port):
@@ -175,7 +190,12 @@ class SoftEtherServer:
         return self.process.start()
 
     def stop(self):
+        self._hub.lost()
         return self.process.stop()
+
+    def _died(self, reason):
+        self._hub.lost()
+        self.onDeath(reason)
 
     @property
     def pid(self):
@@ -185,6 +205,9 @@ class SoftEtherServer:
 
     @defer.inlineCallbacks
     def _readyCheck(self):
+        # Only a daemon that is not ready yet is checked: a relaunch whose
+        # predecessor died before it was ready (no onExit) is also new.
+        self._hub.lost()
         port = yield self._adminPort()
         if port is None:
             return False
@@ -276,6 +299,7 @@ class SoftEtherServer:
             self.certificate = f.read()
         yield self._configureTap()
         yield self._syncUsers()
+        self._hub.reconciled()
 
     @defer.inlineCallbacks
     def _configureTap(self):
@@ -323,28 +347,54 @@ class SoftEtherServer:
 
     def addUser(self, user: h.HubUser):
         """
-        Add C{user} to the hub; fires once it can log in.
+        Add C{user} to the hub; fires once it can log in.  Fails with
+        L{NotReady} when the vpnserver is being launched again and is not
+        configured within L{readyWait} seconds, or stops answering.
         """
-        self.users[user.name] = user
-        return self._mutex.run(self._addUser, user)
+        def notInTime(failure):
+            failure.trap(defer.TimeoutError)
+            raise NotReady(f"the vpnserver of hub {self.hub} is being launched again and was "
+                           f"not ready within {self.readyWait} s")
+
+        d = self._hub.whenSynced()
+        d.addTimeout(self.readyWait, self.reactor)
+        d.addErrback(notInTime)
+        return d.addCallback(lambda _: self._mutex.run(self._hub.addUser, user))
 
     @defer.inlineCallbacks
     def _addUser(self, user):
+        self.users[user.name] = user
+        try:
+            replies = yield self._addUserCommands(user)
+        except VpncmdFailed as e:
+            # It died under us (its relaunch adds the user, while wanted).
+            raise NotReady(f"the vpnserver of hub {self.hub} did not answer: {e}") from None
+        for reply in replies:
+            reply.check()
+
+    @defer.inlineCallbacks
+    def _addUserCommands(self, user):
         replies = yield self.vpncmd.run(h.addUserCommands(user), hub=self.hub)
         if replies[0].error == ERR_USER_EXISTS:
             # A leftover (a revoke that failed half-way): start afresh.
             yield self._removeUser(user.name)
             replies = yield self.vpncmd.run(h.addUserCommands(user), hub=self.hub)
-        for reply in replies:
-            reply.check()
+        return replies
 
     def removeUser(self, name: str):
         """
         Delete the user, disconnect its sessions, drop its rules; fires once
-        it is all gone.  A user already gone is fine.
+        it is all gone, or at once while the vpnserver is being launched
+        again (its reconcile removes the user).  A user already gone is
+        fine, and one never added (its adding was refused: L{NotReady})
+        asks nothing of the vpnserver, so that the refusal is not held up
+        by a reconcile.  Fails with L{VpncmdFailed} or L{VpncmdError} when
+        vpncmd could not do it (the user is no longer wanted: the next
+        reconcile removes it).
         """
-        self.users.pop(name, None)
-        return self._mutex.run(self._removeUser, name)
+        if self.users.pop(name, None) is None:
+            return defer.succeed(None)
+        return self._mutex.run(self._hub.removeUser, name)
 
     @defer.inlineCallbacks
     def _removeUser(self, name):
@@ -380,8 +430,8 @@ class SoftEtherServer:
 
     def describe(self):
         return {"hub": self.hub, "port": self.port, "tap": self.tap, "pid": self.pid,
-                "users": len(self.users)}
+                "users": len(self.users), "state": self._hub.describe()}
 
 
 __all__ = ["SoftEtherServer", "certificateFingerprint", "loadOrCreateSecret", "TapMissing",
-           "VpncmdError"]
+           "NotReady", "VpncmdError", "VpncmdFailed"]

@@ -72,6 +72,8 @@ class RecordingMethod:
     def grant(self, lease):
         self.events.append(("grant", lease.clientId, lease.config["address"]))
         self.granted[lease.id] = lease
+        if isinstance(self.failGrant, Exception):
+            return defer.fail(self.failGrant)
         if self.failGrant:
             return defer.fail(RuntimeError("nft said no"))
         return defer.succeed(None)
@@ -306,6 +308,21 @@ class RegistryTests(SynchronousTestCase):
         self.assertCode(self.register(), protocol.INTERNAL_ERROR)
         self.assertEqual(len(self.book), 0)
         self.flushLoggedErrors(RuntimeError)
+
+    def test_aMethodsRefusalIsAnsweredAsItIsWithoutAFault(self):
+        """
+        A method that cannot grant now (its daemon is being relaunched)
+        fails with an RPCError: the client gets that code and message, no
+        lease is left, and nothing is logged as a fault.
+        """
+        self.method.failGrant = protocol.RPCError(protocol.UNAVAILABLE,
+                                                  "temporarily unavailable: restarting")
+        failure = self.failureResultOf(self.register(), protocol.RPCError)
+        self.assertEqual((failure.value.code, failure.value.message),
+                         (protocol.UNAVAILABLE, "temporarily unavailable: restarting"))
+        self.assertEqual(len(self.book), 0)
+        self.assertEqual([e[0] for e in self.events], ["grant", "revoke"])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_renewAndErrors(self):
         lease = self.successResultOf(self.register())["lease"]

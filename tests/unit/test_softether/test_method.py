@@ -24,10 +24,12 @@ from mnigs.methods.softether import (
     SoftEtherGateway,
     checkLeaseConfig,
 )
-from mnigs.protocol import GATEWAY_FULL, INVALID_PARAMS, RPCError
+from mnigs.protocol import GATEWAY_FULL, INTERNAL_ERROR, INVALID_PARAMS, UNAVAILABLE, RPCError
 from mnigs.server.leases import Lease
 from mnigs.softether.hub import userName
+from mnigs.softether.hubsync import NotReady
 from mnigs.softether.server import certificateFingerprint
+from mnigs.softether.vpncmd import VpncmdError, VpncmdFailed
 from tests.unit.test_softether.fakeserver import PEM, FakeNetlink
 
 
@@ -41,6 +43,7 @@ class FakeServer:
         self.tap = "tap_mnigs"
         self.certificate = None
         self.onDeath = None
+        self.failAdd = self.failRemove = None  # an exception to fail with
 
     def setUsers(self, users):
         self.events.append(("setUsers", sorted((u.name, str(u.address)) for u in users)))
@@ -52,11 +55,11 @@ class FakeServer:
 
     def addUser(self, user):
         self.events.append(("addUser", user.name, user.password, str(user.address)))
-        return defer.succeed(None)
+        return defer.fail(self.failAdd) if self.failAdd else defer.succeed(None)
 
     def removeUser(self, name):
         self.events.append(("removeUser", name))
-        return defer.succeed(None)
+        return defer.fail(self.failRemove) if self.failRemove else defer.succeed(None)
 
     def stop(self):
         self.events.append(("stop",))
@@ -148,6 +151,48 @@ class GatewayTests(SynchronousTestCase):
         del self.events[:]
         self.successResultOf(self.gateway.revoke(self.a))
         self.assertEqual(self.events, [("deny", "100.66.0.2 on tap_mnigs"), ("removeUser", userName("aaaa"))])
+        self.assertEqual(self.gateway.allocate(lease("cccc"), [], "10.251.0.3")["address"],
+                         "100.66.0.2/29")
+
+    def grantOf(self, leaseId):
+        b = lease(leaseId)
+        b.config = self.gateway.allocate(b, [self.a], "10.251.0.3")
+        del self.events[:]
+        return self.gateway.grant(b)
+
+    def test_aVpnserverBeingRelaunchedIsTemporarilyUnavailable(self):
+        """
+        The server is not ready in time (or stops answering): the
+        registration is answered 1005 and the gate stays closed.
+        """
+        self.server.failAdd = NotReady("the vpnserver of hub mnigs is being launched again")
+        error = self.failureResultOf(self.grantOf("bbbb"), RPCError).value
+        self.assertEqual((error.code, error.message),
+                         (UNAVAILABLE, "temporarily unavailable: the vpnserver of hub mnigs is "
+                          "being launched again"))
+        self.assertEqual([e[0] for e in self.events], ["addUser"])
+
+    def test_aCommandTheVpnserverRefusesIsAnInternalError(self):
+        self.server.failAdd = VpncmdError("UserCreate", 7, "no")
+        error = self.failureResultOf(self.grantOf("bbbb"), RPCError).value
+        self.assertEqual(error.code, INTERNAL_ERROR)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_aRevokeWhoseUserCannotBeRemovedStillCloses(self):
+        """
+        The gate is what admits: when vpncmd cannot remove the user (the
+        vpnserver died under the revoke), the revoke still succeeds, with
+        the gate closed and the address free.
+        """
+        for failure in (VpncmdFailed(1, "Connection to the server failed."),
+                        VpncmdError("UserDelete", 7, "no")):
+            self.server.failRemove = failure
+            self.successResultOf(self.gateway.grant(self.a))
+            del self.events[:]
+            self.successResultOf(self.gateway.revoke(self.a))
+            self.assertEqual(self.events, [("deny", "100.66.0.2 on tap_mnigs"),
+                                           ("removeUser", userName("aaaa"))])
+        self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(self.gateway.allocate(lease("cccc"), [], "10.251.0.3")["address"],
                          "100.66.0.2/29")
 

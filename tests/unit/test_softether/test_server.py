@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mnigs.system.process import LaunchTimeout
 from mnigs.softether import hub as h
-from mnigs.softether.server import SoftEtherServer, certificateFingerprint
+from mnigs.softether.server import NotReady, SoftEtherServer, VpncmdFailed, certificateFingerprint
 from tests.unit.fakeprocess import FakeSpawner
 from tests.unit.test_softether.fakeserver import FakeNetlink, FakeVpnServer
 
@@ -195,10 +195,104 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(len(self.fake.rulesOf(user(1).name)), 6)
 
     def test_addingFailsWhenTheServerIsDown(self):
+        """
+        Down before its death is noticed: adding is not ready; removing
+        says what failed (the user is no longer wanted either way).
+        """
         server = self.makeServer()
         self.startServer(server)
         self.fake.up = False
-        self.failureResultOf(server.addUser(user(1)))
+        self.failureResultOf(server.addUser(user(1)), NotReady)
+        self.failureResultOf(server.removeUser(user(1).name), VpncmdFailed)
+        self.assertEqual(server.users, {})
+
+    def created(self, name):
+        return [batch for batch in self.fake.batches
+                for line in batch["lines"] if line.startswith(f"UserCreate {name} ")]
+
+    def crash(self, server):
+        self.fake.crash(keepConfig=False)
+        self.spawner.last.end(sig=9, code=None)
+        self.assertEqual(server.describe()["state"], "configuring")
+
+    def test_addingWaitsForTheRelaunchToBeConfigured(self):
+        """
+        A user added while the vpnserver is being relaunched is added once
+        the relaunch has configured the hub, not before: nothing is asked
+        of a daemon that is not there or not configured yet.
+        """
+        server = self.makeServer(readyWait=2.0)
+        server.setUsers([user(1)])
+        self.startServer(server)
+        self.crash(server)
+        before = len(self.fake.batches)
+        d = server.addUser(user(2))
+        self.clock.advance(0.25)
+        self.assertNoResult(d)
+        self.assertEqual(len(self.fake.batches), before)
+        self.clock.pump([0.25] * 2)
+        self.successResultOf(d)
+        self.assertEqual(len(self.readies), 2)
+        self.assertEqual(set(self.fake.users), {user(1).name, user(2).name})
+        self.assertEqual(len(self.created(user(2).name)), 1)
+        self.assertEqual(server.describe()["state"], "synced")
+
+    def test_addingDuringALongRelaunchIsNotReady(self):
+        server = self.makeServer(readyWait=1.0)
+        self.startServer(server)
+        self.crash(server)
+        self.fake.up = False
+        d = server.addUser(user(2))
+        self.clock.advance(0.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.assertIn("not ready within 1.0 s", str(self.failureResultOf(d, NotReady).value))
+        self.assertEqual(server.users, {})
+        # Undoing the refused grant asks nothing, and so waits for nothing.
+        before = len(self.fake.batches)
+        self.successResultOf(server.removeUser(user(2).name))
+        self.assertEqual(len(self.fake.batches), before)
+        self.fake.up = True
+        self.clock.pump([0.25] * 4)
+        self.assertEqual(len(self.readies), 2)
+        self.assertEqual(self.fake.users, {})
+
+    def test_removingDuringARelaunchIsLeftToItsConfiguring(self):
+        server = self.makeServer()
+        server.setUsers([user(1), user(2)])
+        self.startServer(server)
+        self.fake.crash(keepConfig=True)
+        self.spawner.last.end(sig=9, code=None)
+        before = len(self.fake.batches)
+        self.successResultOf(server.removeUser(user(1).name))
+        self.assertEqual(len(self.fake.batches), before)
+        self.clock.pump([0.25] * 4)
+        self.assertEqual(len(self.readies), 2)
+        self.assertEqual(set(self.fake.users), {user(2).name})
+        self.assertEqual(self.fake.rulesOf(user(1).name), [])
+
+    def test_aRemovalQueuedBehindTheConfiguringIsDoneAfterIt(self):
+        """
+        A removal that waited for the mutex while the relaunch was being
+        configured (with that user still wanted) runs against the hub.
+        """
+        server = self.makeServer()
+        server.setUsers([user(1)])
+        self.startServer(server)
+        self.crash(server)
+        removed = []
+        original = server._syncUsers
+
+        def syncThenRemove():
+            d = original()
+            removed.append(server.removeUser(user(1).name))
+            return d
+
+        server._syncUsers = syncThenRemove
+        self.clock.pump([0.25] * 4)
+        self.assertEqual(len(self.readies), 2)
+        self.successResultOf(removed[0])
+        self.assertEqual(self.fake.users, {})
 
     def test_aRelaunchedServerGetsItsUsersBack(self):
         server = self.makeServer()
@@ -233,7 +327,8 @@ class ServerTests(SynchronousTestCase):
         server = self.makeServer()
         self.startServer(server)
         self.assertEqual(server.describe(), {"hub": "mnigs", "port": 5555, "tap": "tap_se0",
-                                             "pid": self.spawner.last.pid, "users": 0})
+                                             "pid": self.spawner.last.pid, "users": 0,
+                                             "state": "synced"})
 
     def test_stopTermsTheDaemon(self):
         server = self.makeServer()
