@@ -268,7 +268,8 @@ class ClientAgent:
                 known.append(Alternative.measured(other, measured[other]))
             elif (self.measuredAt.get(other, -1.0) >= freshSince and other in self.history
                   and self.history.get(other).rttMs is not None):
-                known.append(Alternative.remembered(other, self.history.get(other)))
+                known.append(Alternative.remembered(other, self.history.get(other),
+                                                    self.degrade.rules.echoes))
         return known
 
     # -- routes and rescans -------------------------------------------------

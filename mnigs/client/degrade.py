@@ -86,12 +86,15 @@ class DegradeRules:
     cooldown: float = 30.0
     window: float = 4.0
     historyAge: float = 30.0
+    #: echo requests in each history round (C{health.echoes})
+    echoes: int = 1
 
     @classmethod
     def fromConfig(cls, config) -> "DegradeRules":
         d = config.degrade
         return cls(d.enabled, d.loss, d.rtt_factor, d.rtt_margin, d.hold, d.better_by,
-                   d.better_ratio, d.cooldown, config.health.quality_window, d.history_age)
+                   d.better_ratio, d.cooldown, config.health.quality_window, d.history_age,
+                   config.health.echoes)
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,20 @@ class Alternative:
         return cls(gatewayId, quality.loss, quality.rtt, "standby", quality.lossHigh)
 
     @classmethod
-    def remembered(cls, gatewayId: str, past) -> "Alternative":
+    def remembered(cls, gatewayId: str, past, echoes: int = 1) -> "Alternative":
         """
         From a gateway's quality history (L{GatewayQuality}): its loss
-        average weighs about L{HISTORY_PROBES} rounds.
+        average weighs about L{HISTORY_PROBES} rounds.  A round of
+        C{echoes} echo requests is lost only when all of them are, so
+        its loss is that of one probe to the power C{echoes}: the loss
+        per probe, which the session's quality counts, is the round's to
+        the power 1/C{echoes} (3 echoes: 1 % of rounds lost is 22 % of
+        probes).
         """
-        return cls(gatewayId, past.loss, None if past.rttMs is None else past.rttMs / 1000,
-                   "history", lossBounds(past.loss * HISTORY_PROBES, HISTORY_PROBES)[1])
+        high = lossBounds(past.loss * HISTORY_PROBES, HISTORY_PROBES)[1]
+        return cls(gatewayId, past.loss ** (1 / echoes),
+                   None if past.rttMs is None else past.rttMs / 1000,
+                   "history", high ** (1 / echoes))
 
 
 def degradedBy(rules: DegradeRules, quality: Quality) -> str | None:

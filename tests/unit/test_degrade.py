@@ -101,6 +101,20 @@ class JudgeTests(SynchronousTestCase):
         self.assertFalse(isBetter(RULES, quality(0.2), remembered[0]))
         self.assertTrue(isBetter(RULES, quality(0.25), remembered[0]))
 
+    def test_aHistoryOfRoundsIsReadPerProbe(self):
+        """
+        What bench/degrade.py saw once rounds sent three echoes: on a mesh
+        that had lost 10 % on every link, the history of rounds showed 1 %
+        (a round is lost only when all three are) against 32 % of the
+        session's probes: read per probe it is 22 %, not better.
+        """
+        past = QualityHistory(self.clock).get("B")
+        past.loss = 0.01
+        remembered = Alternative.remembered("B", past, echoes=3)
+        self.assertEqual(round(remembered.loss, 2), 0.22)
+        self.assertFalse(isBetter(RULES, quality(0.32), remembered))
+        self.assertTrue(isBetter(RULES, quality(0.32), Alternative.remembered("B", past)))
+
     def test_aNoisyWindowIsNotBetterThanANoisyHistory(self):
         """
         What bench/degrade.py once saw on a uniformly lossy mesh: 55 % of
