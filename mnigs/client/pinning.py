@@ -309,8 +309,8 @@ class KeptSessions:
         self.counter = counter
         self.keepFor = keepFor
         self.interval = interval
-        self.kept: dict[int, tuple[str, Keeper]] = {}
-        self._gateways: dict[int, str] = {}  # slot -> the kept session's gateway id
+        #: slot -> (the kept session's name, its keeper, its gateway id or None)
+        self.kept: dict[int, tuple[str, Keeper, str | None]] = {}
         self._releases: list[defer.Deferred] = []
 
     def hold(self, device: str) -> int | None:
@@ -338,19 +338,16 @@ class KeptSessions:
         """
         keeper = Keeper(self.clock, lambda: self.counter.count(pinMark(slot)), self.keepFor,
                         self.interval)
-        self.kept[slot] = (name, keeper)
-        if gatewayId is not None:
-            self._gateways[slot] = gatewayId
+        self.kept[slot] = (name, keeper, gatewayId)
         keeper.start().addCallback(self._ended, slot, name, letGo)
         return keeper
 
     def gatewayIds(self) -> frozenset:
         "The gateways of the kept sessions: no other lease is asked of them meanwhile."
-        return frozenset(self._gateways.values())
+        return frozenset(gid for _, _, gid in self.kept.values() if gid is not None)
 
     def _ended(self, why, slot, name, letGo):
         del self.kept[slot]
-        self._gateways.pop(slot, None)
         log.info("make-before-break: {name} let go: {why}", name=name, why=why)
         try:
             self.pins.unpin(slot)
@@ -365,9 +362,9 @@ class KeptSessions:
 
     def releaseAll(self, why: str) -> defer.Deferred:
         "Let every kept session go now (the client stops); fires once they are."
-        for _, keeper in list(self.kept.values()):
+        for _, keeper, _ in list(self.kept.values()):
             keeper.end(why)
         return defer.DeferredList(list(self._releases)).addCallback(lambda _: None)
 
     def describe(self) -> list[dict]:
-        return [dict(keeper.describe(), gateway=name) for name, keeper in self.kept.values()]
+        return [dict(keeper.describe(), gateway=name) for name, keeper, _ in self.kept.values()]
