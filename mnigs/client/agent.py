@@ -254,23 +254,23 @@ class ClientAgent:
         What is known of the usable gateways other than the session's,
         best ranked first: a standby's measured quality, else the
         quality history of one used within C{degrade.history_age}
-        (L{mnigs.client.degrade}).
+        (L{mnigs.client.degrade}).  A generator: nothing is measured
+        until the judge asks (most rounds it does not: the session is
+        not degraded).
         """
         gid = session.step.gatewayId
         measured = self.standbys.qualities()
         freshSince = self.reactor.seconds() - self.degrade.rules.historyAge
-        known = []
         for ranked in self.core.ranked:
             other = ranked.gatewayId
             if other == gid or not ranked.usable or ranked.cooling:
                 continue
             if other in measured:
-                known.append(Alternative.measured(other, measured[other]))
+                yield Alternative.measured(other, measured[other])
             elif (self.measuredAt.get(other, -1.0) >= freshSince and other in self.history
                   and self.history.get(other).rttMs is not None):
-                known.append(Alternative.remembered(other, self.history.get(other),
-                                                    self.degrade.rules.echoes))
-        return known
+                yield Alternative.remembered(other, self.history.get(other),
+                                             self.degrade.rules.echoes)
 
     # -- routes and rescans -------------------------------------------------
     def routesChanged(self):

@@ -59,7 +59,7 @@ must reach 0.17 (a loss of 22 %): 2.9 s, then the hold: 3.4 s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -182,11 +182,11 @@ class DegradeJudge:
     def newSession(self) -> None:
         self.degradedSince = None
 
-    def consider(self, current: Quality, alternatives: Sequence[Alternative]) -> Move | None:
+    def consider(self, current: Quality, alternatives: Iterable[Alternative]) -> Move | None:
         """
         Judge the current session's C{current} quality against
-        C{alternatives} (best ranked first); a L{Move} to the first
-        measurably better one once the rules allow it.
+        C{alternatives} (best ranked first; read only once the rules allow
+        a move); a L{Move} to the first measurably better one then.
         """
         rules = self.rules
         if not rules.enabled:
