@@ -356,24 +356,19 @@ class Standbys:
         A ready standby's session to promote (the best ranked first), or
         C{None}: none is ready, or a promotion is under way already.
         """
-        if self.handingOver is not None:
-            return None
-        for slot in self.slots:
-            if slot.session is not None:
-                return slot.session
-        return None
+        return next(self._ready(), None)
 
     def readyFor(self, gatewayId: str) -> Session | None:
         """
         The ready standby's session with gateway C{gatewayId} (a planned
         move there is a hand-over), or C{None}.
         """
-        if self.handingOver is not None:
-            return None
-        for slot in self.slots:
-            if slot.session is not None and slot.session.step.gatewayId == gatewayId:
-                return slot.session
-        return None
+        return next((s for s in self._ready() if s.step.gatewayId == gatewayId), None)
+
+    def _ready(self):
+        "The ready standbys' sessions, best ranked first; none while a promotion is under way."
+        if self.handingOver is None:
+            yield from (slot.session for slot in self.slots if slot.session is not None)
 
     def take(self, session: Session) -> None:
         "The client machine promotes C{session}: it is no standby any more."
