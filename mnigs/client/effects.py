@@ -692,8 +692,7 @@ class ClientEffects:
             activated = defer.succeed(None)
         self._stopServing(old)
         if slot is None:
-            self._takeDown(old)
-            self.unregister(old.step, old.lease)
+            self._letGo(old)
             return activated
         keeper = self.kept.keep(slot, old.step.gateway, lambda why: self._letGo(old),
                                 old.step.gatewayId)
