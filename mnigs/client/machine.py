@@ -1050,18 +1050,10 @@ def handOverTo(client: Client, core: ClientCore, standby: Session, session: Sess
     flows are pinned to its tunnel before the standby takes mnigs's route
     and the client's table (L{IClientEffects.handOver}).
     """
-    handing = Promoting(standby)
-    handing.operation = defer.maybeDeferred(core.effects.handOver, session, standby)
-
-    def failed(failure):
-        if failure.check(defer.CancelledError):
-            return
-        core.log.failure("could not hand over to the standby via {gateway}", failure,
-                         gateway=standby.step.gateway)
-        client.dropped(standby, f"the hand-over failed: {failure.getErrorMessage()}")
-
-    handing.operation.addCallbacks(lambda _: client.promoted(standby), failed)
-    return handing
+    return _takeOver(client, core, standby,
+                     defer.maybeDeferred(core.effects.handOver, session, standby),
+                     "could not hand over to the standby via {gateway}",
+                     "the hand-over failed: ")
 
 
 def promote(client: Client, core: ClientCore, standby: Session, session: Session,
@@ -1070,19 +1062,29 @@ def promote(client: Client, core: ClientCore, standby: Session, session: Session
     Entering promoting: the standby's session takes mnigs's default route
     and the client's table (a route change; no RPC on the way).
     """
-    promoting = Promoting(standby)
-    promoting.operation = defer.maybeDeferred(core.effects.activate, standby)
+    return _takeOver(client, core, standby,
+                     defer.maybeDeferred(core.effects.activate, standby),
+                     "could not make the standby via {gateway} the serving session",
+                     "the standby's route could not be put in place: ")
+
+
+def _takeOver(client: Client, core: ClientCore, standby: Session, operation: defer.Deferred,
+              failing: str, because: str) -> Promoting:
+    """
+    C{standby} takes over once C{operation} fires (C{promoted}); if it
+    fails, C{failing} is logged (with C{{gateway}}) and the client drops
+    the standby C{because} of it.
+    """
+    taking = Promoting(standby, operation)
 
     def failed(failure):
         if failure.check(defer.CancelledError):
             return
-        core.log.failure("could not make the standby via {gateway} the serving session",
-                         failure, gateway=standby.step.gateway)
-        client.dropped(standby, "the standby's route could not be put in place: "
-                                f"{failure.getErrorMessage()}")
+        core.log.failure(failing, failure, gateway=standby.step.gateway)
+        client.dropped(standby, f"{because}{failure.getErrorMessage()}")
 
-    promoting.operation.addCallbacks(lambda _: client.promoted(standby), failed)
-    return promoting
+    operation.addCallbacks(lambda _: client.promoted(standby), failed)
+    return taking
 
 
 # -- the behaviours of a step of a plan, shared with the standbys' machine --
