@@ -157,8 +157,9 @@ class ClientAgent:
         # A gateway that says it is unavailable (a drain, available: false)
         # still serves its leases: a planned move, made before break.
         planned = getattr(reason, "kind", None) == UNAVAILABLE
-        if planned and self.standbys.best() is not None:
-            self.machine.moveToStandby(self.standbys.best(), session, reason, None)
+        standby = self.standbys.best() if planned else None
+        if standby is not None:
+            self.machine.moveToStandby(standby, session, reason, None)
             return
         if not planned and self._promote(session, reason):
             return
