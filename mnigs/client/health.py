@@ -472,19 +472,17 @@ def _buildMachine():
     @pep614(probing.upon(_Monitor.probesExhausted).to(lost))
     def giveUp(monitor: _Monitor, core: _Core, probing: _Probing, count: int) -> None:
         gatewayAnswered = probing.gatewayAnsweredMissing
-        probing.cancel()
-        core.lostReason = Reason(PROBES, f"{core.targets.unanswered(gatewayAnswered)}"
-                                         f"{core.targets.through()} in {count} probes")
-        core.lostReason.gatewayAnswered = gatewayAnswered
-        log.warn("gateway lost: {reason}", reason=core.lostReason)
-        core.notify(core.onSample, None)
-        core.notify(core.onLost, core.lostReason)
+        lose(core, probing, f"{core.targets.unanswered(gatewayAnswered)}"
+                            f"{core.targets.through()} in {count} probes", gatewayAnswered)
 
     @pep614(probing.upon(_Monitor.deadTimeExpired).to(lost))
     def silent(monitor: _Monitor, core: _Core, probing: _Probing, reason: str) -> None:
+        lose(core, probing, reason, False)
+
+    def lose(core: _Core, probing: _Probing, reason: str, gatewayAnswered: bool) -> None:
         probing.cancel()
         core.lostReason = Reason(PROBES, reason)
-        core.lostReason.gatewayAnswered = False
+        core.lostReason.gatewayAnswered = gatewayAnswered
         log.warn("gateway lost: {reason}", reason=core.lostReason)
         core.notify(core.onSample, None)
         core.notify(core.onLost, core.lostReason)
