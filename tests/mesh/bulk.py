@@ -13,6 +13,7 @@ hide what a test compares its counters with.
 
 import socket
 import threading
+import time
 
 CHUNK = 64 * 1024
 PACE = 4 * 1000 * 1000
@@ -90,6 +91,35 @@ def download(client, server, host, size, port=5201, source=None, progress=None):
     received, _ = _run(server, client, host, port, serverJob,
                        lambda conn: _receive(conn, progress), source)
     return received
+
+
+class BackgroundDownload:
+    """
+    L{download} in a thread, for a test that acts while it runs:
+    C{progress} is download's, and C{result} gets C{received} (the bytes)
+    or C{error} (what it raised), then C{ended} (C{time.monotonic()}).
+    """
+
+    def __init__(self, client, server, host, size, **kw):
+        self.progress, self.result = {}, {}
+        self._thread = threading.Thread(target=self._run, args=(client, server, host, size),
+                                        kwargs=kw, daemon=True)
+        self._thread.start()
+
+    def _run(self, client, server, host, size, **kw):
+        try:
+            self.result["received"] = download(client, server, host, size,
+                                               progress=self.progress, **kw)
+        except Exception as e:
+            self.result["error"] = e
+        self.result["ended"] = time.monotonic()
+
+    def received(self) -> int:
+        return self.progress.get("received", 0)
+
+    def join(self, timeout: float) -> dict:
+        self._thread.join(timeout)
+        return self.result
 
 
 def upload(client, server, host, size, port=5202, source=None):

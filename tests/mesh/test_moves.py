@@ -13,10 +13,9 @@ their source address (issue 16, acceptance 3)::
 Nothing is mocked.  The kernel's side alone is tests.mesh.test_pinning.
 """
 
-import threading
 import time
 
-from tests.mesh.bulk import download
+from tests.mesh.bulk import BackgroundDownload
 from tests.mesh.daemontest import DaemonMeshTestCase
 from tests.mesh.harness import INTERNET_HOST, waitUntil
 from tests.mesh.ipv6net import seenFrom, serveSeen
@@ -73,20 +72,10 @@ class MoveTests(DaemonMeshTestCase):
         self.assertEqual(waitUntil(lambda: seenFrom(client, INTERNET_HOST, SEEN_PORT), 10,
                                    message="the internet host through gwA"), uplinkA)
 
-        progress, result = {}, {}
-
-        def transfer():
-            try:
-                result["received"] = download(client, internet, INTERNET_HOST, SIZE,
-                                              progress=progress)
-            except Exception as e:
-                result["error"] = e
-            result["ended"] = time.monotonic()
-
-        thread = threading.Thread(target=transfer, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 60)
-        waitUntil(lambda: progress.get("received", 0) > 2_000_000, 10,
+        downloading = BackgroundDownload(client, internet, INTERNET_HOST, SIZE)
+        self.addCleanup(downloading.join, 60)
+        result = downloading.result
+        waitUntil(lambda: downloading.received() > 2_000_000, 10,
                   message="the download under way through gwA")
 
         moved = c.ctl("use", "gwB")
@@ -98,7 +87,7 @@ class MoveTests(DaemonMeshTestCase):
         self.assertNotIn("ended", result, "the download ended before the move: make it longer")
         self.assertEqual(seenFrom(client, INTERNET_HOST, SEEN_PORT), uplinkB)
 
-        thread.join(60)
+        downloading.join(60)
         self.assertNotIn("error", result)
         self.assertEqual(result["received"], SIZE)
         self.assertGreater(result["ended"], switched)

@@ -16,7 +16,6 @@ move is tests.mesh.test_moves.
 """
 
 import ipaddress
-import threading
 import time
 import types
 
@@ -26,7 +25,7 @@ from twisted.trial.unittest import TestCase
 from mnigs.client.datapath import ClientDataPath, Forwarding, Forwarding6, Passage
 from mnigs.client.pinning import ConntrackCounter, PinRouting, pinMark
 from mnigs.client.routes import PolicyRouting, openIPRoute
-from tests.mesh.bulk import download
+from tests.mesh.bulk import BackgroundDownload
 from tests.mesh.harness import INTERNET_HOST, Mesh, requireNamespaces, waitUntil
 from tests.mesh.ipv6net import seenFrom, serveSeen
 
@@ -141,20 +140,11 @@ table inet gate {{
         self.assertEqual(waitUntil(lambda: seenFrom(host, INTERNET_HOST, SEEN_PORT), 10,
                                    message="the internet host through gwA"), UPLINK_A)
 
-        progress, result = {}, {}
-
-        def transfer():
-            try:
-                result["received"] = download(host, inet, INTERNET_HOST, SIZE, progress=progress)
-            except Exception as e:
-                result["error"] = e
-            result["ended"] = time.monotonic()
-
-        thread = threading.Thread(target=transfer, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 60)
+        downloading = BackgroundDownload(host, inet, INTERNET_HOST, SIZE)
+        self.addCleanup(downloading.join, 60)
+        result = downloading.result
         counter = ConntrackCounter(client.ns)
-        waitUntil(lambda: progress.get("received", 0) > 2_000_000, 10,
+        waitUntil(lambda: downloading.received() > 2_000_000, 10,
                   message="the download under way through gwA")
         self.assertGreater(counter.count(pinMark(1)), 0)
 
@@ -166,7 +156,7 @@ table inet gate {{
         self.successResultOf(data.online(Passage("m1", ipaddress.ip_address(LEASE_B))))
 
         self.assertEqual(seenFrom(host, INTERNET_HOST, SEEN_PORT), UPLINK_B)
-        thread.join(60)
+        downloading.join(60)
         self.assertNotIn("error", result)
         self.assertEqual(result["received"], SIZE)
         self.assertGreater(result["ended"] - moved, 1.0, "the download ran on after the move")
