@@ -60,7 +60,7 @@ import statistics
 import sys
 import time
 
-from bench._common import keepLogs, progress, unwindOnSignals
+from bench._common import progress, runOnMesh
 from bench.failover import (
     CLIENT_SETTINGS,
     INTERNET,
@@ -73,7 +73,7 @@ from bench.failover import (
     withTimedLog,
 )
 from tests.mesh.gatewayproc import twistdArgv
-from tests.mesh.harness import Mesh, missingForNamespaces, waitUntil
+from tests.mesh.harness import missingForNamespaces, waitUntil
 
 PING_INTERVAL = 0.01
 PROFILED_TWISTD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_profiledtwistd.py")
@@ -297,19 +297,9 @@ def main():
     missing = missingForNamespaces("babeld", "wireguard-go", "wg", "nft")
     if missing:
         sys.exit(f"cannot run: {missing}")
-    unwindOnSignals()
-    started = time.monotonic()
-    try:
-        with Mesh(None, hello=0) as mesh:
-            try:
-                records, warmUps = run(mesh, args.runs, args.profile, args.baseline)
-            finally:
-                if args.keep_logs:
-                    keepLogs(mesh.tmp, args.keep_logs)
-    except BaseException as e:
-        progress(f"failed: {e!r}")
-        print(json.dumps({"error": repr(e)}))
-        raise
+    (records, warmUps), wall = runOnMesh(
+        "startup", lambda mesh: run(mesh, args.runs, args.profile, args.baseline),
+        keep=args.keep_logs or None, hello=0)
     results = {label: dict(summary(runs), warm_up_s=warmUps[label]["start_to_first_packet_s"])
                for label, runs in records.items()}
     for label, figures in results.items():
@@ -320,7 +310,7 @@ def main():
     result = results["current"]
     if "baseline" in results:
         result["baseline"] = dict(results["baseline"], tree=os.path.abspath(args.baseline))
-    result["wall_s"] = round(time.monotonic() - started, 1)
+    result["wall_s"] = wall
     print(json.dumps(result))
 
 
