@@ -69,31 +69,34 @@ from tests.mesh.harness import missingForNamespaces, waitUntil
 MOVES = r"^(leaving |switching to )"
 
 
-def degradeTable(node, percent):
-    "Drop C{percent} % of what C{node} receives from the mesh, babel spared."
+def _dropOnMesh(node, table, hook, rules):
+    """
+    A table C{table} with one C{hook} chain on C{node}: C{rules}, each
+    given its mesh interfaces' set (C{{ifs}}).
+    """
     ifs = ", ".join(f'"{i}"' for i in node.meshInterfaces)
+    body = "\n".join("    " + rule.format(ifs=f"{{ {ifs} }}") for rule in rules)
     node.run(["nft", "-f", "-"], input=f"""
-table inet mnigs_degrade {{
-  chain pre {{
-    type filter hook prerouting priority -300; policy accept;
-    iifname {{ {ifs} }} udp dport 6696 accept
-    iifname {{ {ifs} }} numgen random mod 100 < {percent} drop
+table inet {table} {{
+  chain {hook.replace("routing", "")} {{
+    type filter hook {hook} priority -300; policy accept;
+{body}
   }}
 }}
 """)
+
+
+def degradeTable(node, percent):
+    "Drop C{percent} % of what C{node} receives from the mesh, babel spared."
+    _dropOnMesh(node, "mnigs_degrade", "prerouting",
+                ["iifname {ifs} udp dport 6696 accept",
+                 f"iifname {{ifs}} numgen random mod 100 < {percent} drop"])
 
 
 def lossyLinks(node, percent):
     "Drop C{percent} % of everything C{node} sends on its mesh links."
-    ifs = ", ".join(f'"{i}"' for i in node.meshInterfaces)
-    node.run(["nft", "-f", "-"], input=f"""
-table inet mnigs_lossy {{
-  chain post {{
-    type filter hook postrouting priority -300; policy accept;
-    oifname {{ {ifs} }} numgen random mod 100 < {percent} drop
-  }}
-}}
-""")
+    _dropOnMesh(node, "mnigs_lossy", "postrouting",
+                [f"oifname {{ifs}} numgen random mod 100 < {percent} drop"])
 
 
 def removeTable(node, name):
